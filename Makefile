@@ -1,0 +1,64 @@
+# luasip: build the C core + binding as build/sip/core.so, run specs, benches, interop.
+# `make run` and `make test` install missing Debian packages first (when run as root).
+
+LUA        ?= lua5.4
+LUA_INCDIR ?= /usr/include/lua5.4
+CC         ?= cc
+OPT        ?= -O2 -g
+CFLAGS     ?= $(OPT)
+WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
+CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
+LIBFLAG    ?= -shared
+LIBS        = -lssl -lcrypto
+
+SRCS  = $(wildcard csrc/*.c)
+OBJS  = $(patsubst csrc/%.c,build/obj/%.o,$(SRCS))
+CORE  = build/sip/core.so
+
+# luarocks' make backend passes these
+INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
+INST_LUADIR ?= /usr/local/share/lua/5.4
+
+DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted luarocks sip-tester sipsak lua-cqueues
+
+BUSTED = $(LUA) /usr/bin/busted
+
+.PHONY: all deps run test spec interop bench clean install
+all: $(CORE)
+
+build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
+	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(CORE): $(OBJS) | build/sip
+	@$(CC) $(LIBFLAG) -o $@ $(OBJS) $(LIBS)
+
+build/obj build/sip:
+	@mkdir -p $@
+
+# Install what is missing (Debian 12, as root); quiet when all is there.
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: deps all
+	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 --users examples/users.txt
+
+test: deps all spec
+
+spec: all
+	@$(BUSTED) -o utfTerminal spec
+
+bench: deps all
+	@$(LUA) bench/parse.lua
+
+install: all
+	mkdir -p $(INST_LIBDIR) $(INST_LUADIR)/sip
+	cp $(CORE) $(INST_LIBDIR)/core.so
+	cp lua/sip/*.lua $(INST_LUADIR)/sip/
+
+clean:
+	rm -rf build

@@ -1,0 +1,20 @@
+/* lsip.h: the Lua binding's shared declarations. Only lsip_*.c include lua.h.
+ * Each lsip_X.c provides lsip_open_X(L), which adds its functions to the table on top. */
+#ifndef LSIP_H
+#define LSIP_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include "msg.h"
+
+#define LSIP_MSG_MT "sip.msg"
+
+void lsip_open_msg(lua_State *L);
+
+/* Push a new, empty message userdata; the caller parses into the returned sip_msg.
+ * Its __gc calls sip_msg_free. */
+sip_msg *lsip_msg_new(lua_State *L);
+sip_msg *lsip_checkmsg(lua_State *L, int idx);
+sip_msg *lsip_testmsg(lua_State *L, int idx);
+
+#endif

@@ -1,0 +1,12 @@
+/* lsip_core.c: luaopen_sip_core, the entry of the C module `sip.core`.
+ * It only gathers what each lsip_*.c file registers. */
+#include "lsip.h"
+
+int luaopen_sip_core(lua_State *L);
+
+int luaopen_sip_core(lua_State *L)
+{
+	lua_newtable(L);
+	lsip_open_msg(L);
+	return 1;
+}

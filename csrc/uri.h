@@ -1,0 +1,55 @@
+/* uri.h: sip:, sips: and tel: URIs (RFC 3261 §19.1, §25.1; RFC 3966), parsed as slices. */
+#ifndef SIP_URI_H
+#define SIP_URI_H
+
+#include "pl.h"
+
+typedef struct sip_uri {
+	sip_pl scheme;     /* "sip", "sips", "tel" or another absoluteURI scheme */
+	sip_pl user;       /* raw, still %-escaped; tel: the number */
+	sip_pl password;
+	sip_pl host;       /* IPv6 references keep their [] */
+	int port;          /* 0 when absent */
+	sip_pl params;     /* after the first ';', without it */
+	sip_pl headers;    /* after '?', without it */
+	int is_sip;        /* sip/sips (structured); 0 for other schemes (opaque part in user) */
+} sip_uri;
+
+/* Returns 0 or -1 with *err set. Unknown schemes parse as scheme + opaque rest. */
+int sip_uri_parse(sip_uri *u, sip_pl s, const char **err);
+
+/* Percent-decode into out (cap >= in.n suffices). Returns the decoded length, or -1 on a
+ * malformed escape. */
+long sip_pct_decode(sip_pl in, char *out, size_t cap);
+
+/* Iterate ;-separated params: *pos starts at 0. name/value trimmed; value empty when none;
+ * quoted values keep their quotes. Returns 1 per param, 0 at the end, -1 on bad syntax. */
+int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value);
+/* Find a param by name (case-insensitive). Returns 1 found (value may be empty), 0 not. */
+int sip_param_get(sip_pl params, const char *name, sip_pl *value);
+
+/* name-addr / addr-spec (RFC 3261 §25.1) with header params: From, To, Contact, Route... */
+typedef struct sip_addr {
+	sip_pl display;    /* without quotes; may hold \-escapes; empty when none */
+	int quoted;        /* display name was a quoted-string */
+	sip_pl uri;
+	sip_pl params;     /* header params after the URI (or after '>') */
+	int star;          /* Contact: * */
+} sip_addr;
+
+int sip_addr_parse(sip_addr *a, sip_pl s, const char **err);
+
+/* Via value (RFC 3261 §20.42, RFC 3581) */
+typedef struct sip_via {
+	sip_pl protocol;   /* "SIP/2.0" */
+	sip_pl transport;  /* "UDP", "TCP", ... */
+	sip_pl host;
+	int port;          /* 0 when absent */
+	sip_pl params;
+	sip_pl branch, received, maddr, ttl;
+	int rport;         /* -1 absent, 0 present without value, else the value */
+} sip_via;
+
+int sip_via_parse(sip_via *v, sip_pl s, const char **err);
+
+#endif
