@@ -1,0 +1,967 @@
+/* msg.c: one-pass, zero-copy SIP message parser, header edits and serializer.
+ * RFC 3261 §7 (message format), §20 (headers), §25 (grammar), RFC 4475 as the bar. */
+#include "msg.h"
+#include "chars.h"
+#include "uri.h"
+
+#include <stdlib.h>
+#include <stdio.h>
+#include <limits.h>
+
+const sip_limits sip_limits_default = {
+	SIP_MAX_MSG_DEFAULT, SIP_MAX_HDRS_DEFAULT, SIP_MAX_LINE_DEFAULT,
+};
+
+/* An allocation made by an edit; freed with the message. */
+struct sip_edit {
+	struct sip_edit *next;
+	char data[];
+};
+
+enum { F_LIST = 1, F_SINGLE = 2 };
+
+static const struct hdr_info {
+	const char *name;
+	char compact;
+	uint8_t flags;
+} hdr_info[SIP_HDR_COUNT] = {
+	[SIP_HDR_OTHER] = { "", 0, 0 },
+	[SIP_HDR_ACCEPT] = { "Accept", 0, F_LIST },
+	[SIP_HDR_ACCEPT_CONTACT] = { "Accept-Contact", 'a', F_LIST },
+	[SIP_HDR_ACCEPT_ENCODING] = { "Accept-Encoding", 0, F_LIST },
+	[SIP_HDR_ACCEPT_LANGUAGE] = { "Accept-Language", 0, F_LIST },
+	[SIP_HDR_ALERT_INFO] = { "Alert-Info", 0, F_LIST },
+	[SIP_HDR_ALLOW] = { "Allow", 0, F_LIST },
+	[SIP_HDR_ALLOW_EVENTS] = { "Allow-Events", 'u', F_LIST },
+	[SIP_HDR_AUTHENTICATION_INFO] = { "Authentication-Info", 0, 0 },
+	[SIP_HDR_AUTHORIZATION] = { "Authorization", 0, 0 },
+	[SIP_HDR_CALL_ID] = { "Call-ID", 'i', F_SINGLE },
+	[SIP_HDR_CALL_INFO] = { "Call-Info", 0, F_LIST },
+	[SIP_HDR_CONTACT] = { "Contact", 'm', F_LIST },
+	[SIP_HDR_CONTENT_DISPOSITION] = { "Content-Disposition", 0, 0 },
+	[SIP_HDR_CONTENT_ENCODING] = { "Content-Encoding", 'e', F_LIST },
+	[SIP_HDR_CONTENT_LANGUAGE] = { "Content-Language", 0, F_LIST },
+	[SIP_HDR_CONTENT_LENGTH] = { "Content-Length", 'l', F_SINGLE },
+	[SIP_HDR_CONTENT_TYPE] = { "Content-Type", 'c', F_SINGLE },
+	[SIP_HDR_CSEQ] = { "CSeq", 0, F_SINGLE },
+	[SIP_HDR_DATE] = { "Date", 0, 0 },
+	[SIP_HDR_ERROR_INFO] = { "Error-Info", 0, F_LIST },
+	[SIP_HDR_EVENT] = { "Event", 'o', 0 },
+	[SIP_HDR_EXPIRES] = { "Expires", 0, 0 },
+	[SIP_HDR_FROM] = { "From", 'f', F_SINGLE },
+	[SIP_HDR_IDENTITY] = { "Identity", 'y', 0 },
+	[SIP_HDR_IN_REPLY_TO] = { "In-Reply-To", 0, F_LIST },
+	[SIP_HDR_MAX_FORWARDS] = { "Max-Forwards", 0, F_SINGLE },
+	[SIP_HDR_MIN_EXPIRES] = { "Min-Expires", 0, 0 },
+	[SIP_HDR_MIME_VERSION] = { "MIME-Version", 0, 0 },
+	[SIP_HDR_ORGANIZATION] = { "Organization", 0, 0 },
+	[SIP_HDR_PATH] = { "Path", 0, F_LIST },
+	[SIP_HDR_PRIORITY] = { "Priority", 0, 0 },
+	[SIP_HDR_PROXY_AUTHENTICATE] = { "Proxy-Authenticate", 0, 0 },
+	[SIP_HDR_PROXY_AUTHORIZATION] = { "Proxy-Authorization", 0, 0 },
+	[SIP_HDR_PROXY_REQUIRE] = { "Proxy-Require", 0, F_LIST },
+	[SIP_HDR_RECORD_ROUTE] = { "Record-Route", 0, F_LIST },
+	[SIP_HDR_REFER_TO] = { "Refer-To", 'r', 0 },
+	[SIP_HDR_REFERRED_BY] = { "Referred-By", 'b', 0 },
+	[SIP_HDR_REJECT_CONTACT] = { "Reject-Contact", 'j', F_LIST },
+	[SIP_HDR_REPLY_TO] = { "Reply-To", 0, 0 },
+	[SIP_HDR_REQUEST_DISPOSITION] = { "Request-Disposition", 'd', F_LIST },
+	[SIP_HDR_REQUIRE] = { "Require", 0, F_LIST },
+	[SIP_HDR_RETRY_AFTER] = { "Retry-After", 0, 0 },
+	[SIP_HDR_ROUTE] = { "Route", 0, F_LIST },
+	[SIP_HDR_SERVER] = { "Server", 0, 0 },
+	[SIP_HDR_SERVICE_ROUTE] = { "Service-Route", 0, F_LIST },
+	[SIP_HDR_SESSION_EXPIRES] = { "Session-Expires", 'x', 0 },
+	[SIP_HDR_SUBJECT] = { "Subject", 's', 0 },
+	[SIP_HDR_SUBSCRIPTION_STATE] = { "Subscription-State", 0, 0 },
+	[SIP_HDR_SUPPORTED] = { "Supported", 'k', F_LIST },
+	[SIP_HDR_TIMESTAMP] = { "Timestamp", 0, 0 },
+	[SIP_HDR_TO] = { "To", 't', F_SINGLE },
+	[SIP_HDR_UNSUPPORTED] = { "Unsupported", 0, F_LIST },
+	[SIP_HDR_USER_AGENT] = { "User-Agent", 0, 0 },
+	[SIP_HDR_VIA] = { "Via", 'v', F_LIST },
+	[SIP_HDR_WARNING] = { "Warning", 0, F_LIST },
+	[SIP_HDR_WWW_AUTHENTICATE] = { "WWW-Authenticate", 0, 0 },
+};
+
+static uint8_t compact_id[26];
+
+/* Built once: the compact-form letter table. Cheap and idempotent, so no locking. */
+static void init_compact(void)
+{
+	static int done;
+	if (done)
+		return;
+	for (int i = 1; i < SIP_HDR_COUNT; i++)
+		if (hdr_info[i].compact)
+			compact_id[hdr_info[i].compact - 'a'] = (uint8_t)i;
+	done = 1;
+}
+
+sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
+{
+	if (len == 1) {
+		unsigned char c = (unsigned char)(name[0] | 0x20);
+		init_compact();
+		return c >= 'a' && c <= 'z' ? (sip_hdr_id)compact_id[c - 'a'] : SIP_HDR_OTHER;
+	}
+	/* The table is alphabetical; compare the first letter before the whole name. */
+	char f = (char)(name[0] | 0x20);
+	for (int i = 1; i < SIP_HDR_COUNT; i++) {
+		const char *n = hdr_info[i].name;
+		if ((n[0] | 0x20) != f || n[len] != '\0' || strlen(n) != len)
+			continue;
+		if (strncasecmp(n, name, len) == 0)
+			return (sip_hdr_id)i;
+	}
+	return SIP_HDR_OTHER;
+}
+
+const char *sip_hdr_canonical(sip_hdr_id id)
+{
+	return id > 0 && id < SIP_HDR_COUNT ? hdr_info[id].name : NULL;
+}
+
+int sip_hdr_is_list(sip_hdr_id id)
+{
+	return id > 0 && id < SIP_HDR_COUNT && (hdr_info[id].flags & F_LIST);
+}
+
+static const char *const method_names[SIP_METHOD_COUNT] = {
+	"", "INVITE", "ACK", "CANCEL", "BYE", "REGISTER", "OPTIONS", "MESSAGE", "INFO",
+	"UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
+};
+
+sip_method sip_method_lookup(const char *s, size_t len)
+{
+	/* methods are case-sensitive (RFC 3261 §7.1) */
+	for (int i = 1; i < SIP_METHOD_COUNT; i++)
+		if (strlen(method_names[i]) == len && memcmp(method_names[i], s, len) == 0)
+			return (sip_method)i;
+	return SIP_METHOD_OTHER;
+}
+
+const char *sip_method_name(sip_method m)
+{
+	return m < SIP_METHOD_COUNT ? method_names[m] : "";
+}
+
+const char *sip_reason_phrase(int code)
+{
+	switch (code) {
+	case 100: return "Trying";
+	case 180: return "Ringing";
+	case 181: return "Call Is Being Forwarded";
+	case 182: return "Queued";
+	case 183: return "Session Progress";
+	case 199: return "Early Dialog Terminated";
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 204: return "No Notification";
+	case 300: return "Multiple Choices";
+	case 301: return "Moved Permanently";
+	case 302: return "Moved Temporarily";
+	case 305: return "Use Proxy";
+	case 380: return "Alternative Service";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 407: return "Proxy Authentication Required";
+	case 408: return "Request Timeout";
+	case 410: return "Gone";
+	case 412: return "Conditional Request Failed";
+	case 413: return "Request Entity Too Large";
+	case 414: return "Request-URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Unsupported URI Scheme";
+	case 417: return "Unknown Resource-Priority";
+	case 420: return "Bad Extension";
+	case 421: return "Extension Required";
+	case 422: return "Session Interval Too Small";
+	case 423: return "Interval Too Brief";
+	case 428: return "Use Identity Header";
+	case 429: return "Provide Referrer Identity";
+	case 430: return "Flow Failed";
+	case 433: return "Anonymity Disallowed";
+	case 436: return "Bad Identity-Info";
+	case 437: return "Unsupported Certificate";
+	case 438: return "Invalid Identity Header";
+	case 439: return "First Hop Lacks Outbound Support";
+	case 440: return "Max-Breadth Exceeded";
+	case 469: return "Bad Info Package";
+	case 470: return "Consent Needed";
+	case 480: return "Temporarily Unavailable";
+	case 481: return "Call/Transaction Does Not Exist";
+	case 482: return "Loop Detected";
+	case 483: return "Too Many Hops";
+	case 484: return "Address Incomplete";
+	case 485: return "Ambiguous";
+	case 486: return "Busy Here";
+	case 487: return "Request Terminated";
+	case 488: return "Not Acceptable Here";
+	case 489: return "Bad Event";
+	case 491: return "Request Pending";
+	case 493: return "Undecipherable";
+	case 494: return "Security Agreement Required";
+	case 500: return "Server Internal Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Server Time-out";
+	case 505: return "Version Not Supported";
+	case 513: return "Message Too Large";
+	case 555: return "Push Notification Service Not Supported";
+	case 580: return "Precondition Failure";
+	case 600: return "Busy Everywhere";
+	case 603: return "Decline";
+	case 604: return "Does Not Exist Anywhere";
+	case 606: return "Not Acceptable";
+	case 607: return "Unwanted";
+	case 608: return "Rejected";
+	default: return "";
+	}
+}
+
+static sip_pl trim(sip_pl s)
+{
+	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
+		s.p++;
+		s.n--;
+	}
+	while (s.n && sip_is_lws((unsigned char)s.p[s.n - 1]))
+		s.n--;
+	return s;
+}
+
+int sip_list_next(sip_pl value, size_t *pos, sip_pl *item)
+{
+	if (*pos > value.n)
+		return 0;
+	const char *s = value.p + *pos, *p = s, *end = value.p + value.n;
+	int inq = 0, ina = 0;
+	for (; p < end; p++) {
+		char c = *p;
+		if (inq) {
+			if (c == '\\' && p + 1 < end)
+				p++;
+			else if (c == '"')
+				inq = 0;
+		} else if (c == '"') {
+			inq = 1;
+		} else if (c == '<') {
+			ina = 1;
+		} else if (c == '>') {
+			ina = 0;
+		} else if (c == ',' && !ina) {
+			break;
+		}
+	}
+	*item = trim(sip_pl_make(s, (size_t)(p - s)));
+	/* after a trailing comma comes one more, empty, item: callers reject it */
+	*pos = p < end ? (size_t)(p + 1 - value.p) : value.n + 1;
+	return 1;
+}
+
+size_t sip_unfold(sip_pl v, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < v.n && o < cap; i++) {
+		char c = v.p[i];
+		if (c == '\r' || c == '\n') {
+			while (i + 1 < v.n && sip_is_lws((unsigned char)v.p[i + 1]))
+				i++;
+			/* fold = one SP, and swallow WSP before the fold too */
+			while (o && (out[o - 1] == ' ' || out[o - 1] == '\t'))
+				o--;
+			out[o++] = ' ';
+			continue;
+		}
+		out[o++] = c;
+	}
+	return o;
+}
+
+int sip_msg_find(const sip_msg *m, sip_hdr_id id, const char *name, size_t nlen, int from)
+{
+	if (from < 0)
+		from = 0;
+	if (id != SIP_HDR_OTHER) {
+		if (from == 0)
+			return m->first[id];
+		for (unsigned i = (unsigned)from; i < m->nhdrs; i++)
+			if (m->hdrs[i].id == id)
+				return (int)i;
+		return -1;
+	}
+	for (unsigned i = (unsigned)from; i < m->nhdrs; i++)
+		if (m->hdrs[i].id == SIP_HDR_OTHER && m->hdrs[i].name.n == nlen &&
+		    strncasecmp(m->hdrs[i].name.p, name, nlen) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Decimal with an upper bound; leading zeros allowed ("0068"). */
+static int parse_uint(sip_pl s, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (s.n == 0)
+		return -1;
+	for (size_t i = 0; i < s.n; i++) {
+		if (!sip_is_digit((unsigned char)s.p[i]))
+			return -1;
+		v = v * 10 + (uint64_t)(s.p[i] - '0');
+		if (v > max)
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static void reindex(sip_msg *m)
+{
+	for (int i = 0; i < SIP_HDR_COUNT; i++)
+		m->first[i] = -1;
+	for (unsigned i = m->nhdrs; i-- > 0;)
+		m->first[m->hdrs[i].id] = (int16_t)i;
+}
+
+/* Validate one known header's value and refresh the shortcuts it feeds. `first` is
+ * nonzero for the first header of its kind (the one whose fields the shortcuts show). */
+static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
+{
+	size_t pos = 0;
+	sip_pl item;
+	uint64_t n;
+
+	switch (id) {
+	case SIP_HDR_VIA: {
+		int idx = 0;
+		while (sip_list_next(v, &pos, &item)) {
+			sip_via via;
+			if (sip_via_parse(&via, item, err)) {
+				*err = "bad Via";
+				return -1;
+			}
+			if (first && idx == 0)
+				m->branch = via.branch;
+			idx++;
+		}
+		return 0;
+	}
+	case SIP_HDR_FROM:
+	case SIP_HDR_TO: {
+		sip_addr a;
+		sip_pl tag = { v.p, 0 };
+		if (sip_addr_parse(&a, v, err) || a.star) {
+			*err = id == SIP_HDR_FROM ? "bad From" : "bad To";
+			return -1;
+		}
+		sip_param_get(a.params, "tag", &tag);
+		if (id == SIP_HDR_FROM)
+			m->from_tag = tag;
+		else
+			m->to_tag = tag;
+		return 0;
+	}
+	case SIP_HDR_CONTACT:
+	case SIP_HDR_ROUTE:
+	case SIP_HDR_RECORD_ROUTE:
+		while (sip_list_next(v, &pos, &item)) {
+			sip_addr a;
+			if (sip_addr_parse(&a, item, err) || (a.star && id != SIP_HDR_CONTACT)) {
+				*err = id == SIP_HDR_CONTACT ? "bad Contact" :
+				       id == SIP_HDR_ROUTE ? "bad Route" : "bad Record-Route";
+				return -1;
+			}
+		}
+		return 0;
+	case SIP_HDR_CALL_ID:
+		if (v.n == 0) {
+			*err = "bad Call-ID";
+			return -1;
+		}
+		for (size_t i = 0; i < v.n; i++)
+			if (!sip_is_word((unsigned char)v.p[i]) && v.p[i] != '@') {
+				*err = "bad Call-ID";
+				return -1;
+			}
+		m->call_id = v;
+		return 0;
+	case SIP_HDR_CSEQ: {
+		const char *p = v.p, *end = v.p + v.n, *d = p;
+		while (p < end && sip_is_digit((unsigned char)*p))
+			p++;
+		/* RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31 */
+		if (parse_uint(sip_pl_make(d, (size_t)(p - d)), 0x7fffffffu, &n) || p == end ||
+		    !sip_is_lws((unsigned char)*p)) {
+			*err = "bad CSeq";
+			return -1;
+		}
+		sip_pl meth = trim(sip_pl_make(p, (size_t)(end - p)));
+		for (size_t i = 0; i < meth.n; i++)
+			if (!sip_is_token((unsigned char)meth.p[i]))
+				meth.n = 0;
+		if (meth.n == 0) {
+			*err = "bad CSeq";
+			return -1;
+		}
+		m->cseq = (uint32_t)n;
+		m->cseq_method = meth;
+		return 0;
+	}
+	case SIP_HDR_CONTENT_LENGTH:
+		if (parse_uint(v, INT_MAX, &n)) {
+			*err = "bad Content-Length";
+			return -1;
+		}
+		m->content_length = (long)n;
+		return 0;
+	case SIP_HDR_MAX_FORWARDS:
+		if (parse_uint(v, 255, &n)) {
+			*err = "bad Max-Forwards";
+			return -1;
+		}
+		m->max_forwards = (int)n;
+		return 0;
+	case SIP_HDR_DATE:
+		/* rfc1123-date is always GMT (§20.17) */
+		if (v.n < 4 || strncmp(v.p + v.n - 4, " GMT", 4) != 0) {
+			*err = "bad Date";
+			return -1;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
+{
+	if (m->nhdrs >= max)
+		return -1;
+	if (m->nhdrs == m->hdrs_cap) {
+		unsigned cap = m->hdrs_cap * 2;
+		sip_hdr *n = malloc(cap * sizeof *n);
+		if (!n)
+			return -1;
+		memcpy(n, m->hdrs, m->nhdrs * sizeof *n);
+		if (m->hdrs != m->hdrs_inline)
+			free(m->hdrs);
+		m->hdrs = n;
+		m->hdrs_cap = cap;
+	}
+	memmove(&m->hdrs[at + 1], &m->hdrs[at], (m->nhdrs - at) * sizeof *h);
+	m->hdrs[at] = *h;
+	m->nhdrs++;
+	return 0;
+}
+
+static int version_ok(sip_pl v)
+{
+	return v.n == 7 && strncasecmp(v.p, "SIP/2.0", 7) == 0;
+}
+
+static int version_like(sip_pl v)
+{
+	return v.n >= 5 && strncasecmp(v.p, "SIP/", 4) == 0;
+}
+
+static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
+{
+	const char *p = line.p, *end = line.p + line.n;
+	const char *ms = p;
+	while (p < end && sip_is_token((unsigned char)*p))
+		p++;
+	if (p == ms || p >= end || *p != ' ') {
+		*err = "bad request line";
+		return -1;
+	}
+	m->method = sip_pl_make(ms, (size_t)(p - ms));
+	p++;
+	const char *us = p;
+	while (p < end && *p != ' ')
+		p++;
+	m->uri = sip_pl_make(us, (size_t)(p - us));
+	if (p >= end || m->uri.n == 0) {
+		*err = "bad request line";
+		return -1;
+	}
+	sip_pl ver = sip_pl_make(p + 1, (size_t)(end - p - 1));
+	if (!version_like(ver) || memchr(ver.p, ' ', ver.n)) {
+		*err = "bad request line";
+		return -1;
+	}
+	if (!version_ok(ver)) {
+		*err = "unsupported SIP version";
+		return -1;
+	}
+	sip_uri u;
+	if (m->uri.p[0] == '<' || sip_uri_parse(&u, m->uri, err) || u.headers.n) {
+		*err = "bad Request-URI";
+		return -1;
+	}
+	m->is_request = 1;
+	m->method_id = (uint8_t)sip_method_lookup(m->method.p, m->method.n);
+	return 0;
+}
+
+static int parse_status_line(sip_msg *m, sip_pl line, const char **err)
+{
+	const char *sp = memchr(line.p, ' ', line.n);
+	if (!sp) {
+		*err = "bad status line";
+		return -1;
+	}
+	if (!version_ok(sip_pl_make(line.p, (size_t)(sp - line.p)))) {
+		*err = "unsupported SIP version";
+		return -1;
+	}
+	const char *c = sp + 1, *end = line.p + line.n;
+	if (end - c < 3 || !sip_is_digit((unsigned char)c[0]) || !sip_is_digit((unsigned char)c[1]) ||
+	    !sip_is_digit((unsigned char)c[2]) || (end - c > 3 && c[3] != ' ')) {
+		*err = "bad status code";
+		return -1;
+	}
+	m->status = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+	if (m->status < 100 || m->status > 699) {
+		*err = "bad status code";
+		return -1;
+	}
+	m->reason = end - c > 4 ? sip_pl_make(c + 4, (size_t)(end - c - 4)) : sip_pl_make(end, 0);
+	return 0;
+}
+
+static void msg_init(sip_msg *m)
+{
+	memset(m, 0, offsetof(sip_msg, hdrs_inline));
+	m->hdrs = m->hdrs_inline;
+	m->hdrs_cap = sizeof m->hdrs_inline / sizeof m->hdrs_inline[0];
+	m->max_forwards = -1;
+	m->content_length = -1;
+	for (int i = 0; i < SIP_HDR_COUNT; i++)
+		m->first[i] = -1;
+}
+
+static const char *const missing_msg[] = {
+	[SIP_HDR_VIA] = "missing Via", [SIP_HDR_FROM] = "missing From",
+	[SIP_HDR_TO] = "missing To", [SIP_HDR_CALL_ID] = "missing Call-ID",
+	[SIP_HDR_CSEQ] = "missing CSeq",
+};
+
+static const char *duplicate_msg(unsigned id)
+{
+	switch (id) {
+	case SIP_HDR_CALL_ID: return "duplicate Call-ID header";
+	case SIP_HDR_CONTENT_LENGTH: return "duplicate Content-Length header";
+	case SIP_HDR_CONTENT_TYPE: return "duplicate Content-Type header";
+	case SIP_HDR_CSEQ: return "duplicate CSeq header";
+	case SIP_HDR_FROM: return "duplicate From header";
+	case SIP_HDR_MAX_FORWARDS: return "duplicate Max-Forwards header";
+	case SIP_HDR_TO: return "duplicate To header";
+	default: return "duplicate header";
+	}
+}
+
+static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_limits *lim,
+		 const char **err)
+{
+	const char *p = buf, *end = buf + len;
+
+	if (len > lim->max_msg) {
+		*err = "message too large";
+		return -1;
+	}
+	/* RFC 3261 §7.5: ignore CRLFs before the start line */
+	while (p < end && (*p == '\r' || *p == '\n'))
+		p++;
+	const char *nl = memchr(p, '\n', (size_t)(end - p));
+	if (!nl) {
+		*err = p == end ? "empty message" : "truncated start line";
+		return -1;
+	}
+	sip_pl line = sip_pl_make(p, (size_t)(nl - p));
+	if (line.n && line.p[line.n - 1] == '\r')
+		line.n--;
+	if (line.n > lim->max_line) {
+		*err = "start line too long";
+		return -1;
+	}
+	if (memchr(line.p, '\0', line.n) || memchr(line.p, '\r', line.n)) {
+		*err = "bad start line";
+		return -1;
+	}
+	if (line.n >= 4 && strncasecmp(line.p, "SIP/", 4) == 0) {
+		if (parse_status_line(m, line, err))
+			return -1;
+	} else if (parse_request_line(m, line, err)) {
+		return -1;
+	}
+	p = nl + 1;
+
+	/* Header section: one logical line (with folding) per header. */
+	for (;;) {
+		if (p >= end) {
+			*err = "truncated header section";
+			return -1;
+		}
+		if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) {
+			p += *p == '\n' ? 1 : 2;
+			break;
+		}
+		const char *ls = p;
+		while (p < end && sip_is_token((unsigned char)*p))
+			p++;
+		sip_pl name = sip_pl_make(ls, (size_t)(p - ls));
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (name.n == 0 || p >= end || *p != ':') {
+			*err = "bad header line";
+			return -1;
+		}
+		const char *vs = ++p;
+		int folded = 0;
+		for (;;) {
+			nl = memchr(p, '\n', (size_t)(end - p));
+			if (!nl) {
+				*err = "truncated header section";
+				return -1;
+			}
+			if (nl + 1 < end && (nl[1] == ' ' || nl[1] == '\t')) {
+				folded = 1;
+				p = nl + 1;
+				continue;
+			}
+			break;
+		}
+		if ((size_t)(nl - ls) > lim->max_line) {
+			*err = "header line too long";
+			return -1;
+		}
+		sip_pl value = trim(sip_pl_make(vs, (size_t)(nl - vs)));
+		p = nl + 1;
+
+		sip_hdr h = { name, value, (uint16_t)sip_hdr_lookup(name.p, name.n),
+			      (uint8_t)folded, 0 };
+		if (h.id != SIP_HDR_OTHER) {
+			int first = m->first[h.id] < 0;
+			if (!first && (hdr_info[h.id].flags & F_SINGLE)) {
+				*err = duplicate_msg(h.id);
+				return -1;
+			}
+			if (check_header(m, (sip_hdr_id)h.id, value, first, err))
+				return -1;
+			if (first)
+				m->first[h.id] = (int16_t)m->nhdrs;
+		}
+		if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+			*err = "too many headers";
+			return -1;
+		}
+	}
+
+	static const sip_hdr_id required[] = {
+		SIP_HDR_VIA, SIP_HDR_FROM, SIP_HDR_TO, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
+	};
+	for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+		if (m->first[required[i]] < 0) {
+			*err = missing_msg[required[i]];
+			return -1;
+		}
+	if (m->is_request) {
+		if (!sip_pl_eq(m->method, m->cseq_method)) {
+			*err = "CSeq method does not match";
+			return -1;
+		}
+	} else {
+		m->method_id = (uint8_t)sip_method_lookup(m->cseq_method.p, m->cseq_method.n);
+	}
+
+	size_t avail = (size_t)(end - p);
+	if (m->content_length >= 0) {
+		if ((size_t)m->content_length > avail) {
+			*err = "Content-Length larger than message";
+			return -1;
+		}
+		m->body = sip_pl_make(p, (size_t)m->content_length);
+	} else if (stream) {
+		*err = "missing Content-Length";
+		return -1;
+	} else {
+		m->body = sip_pl_make(p, avail);
+	}
+	m->len = (size_t)(m->body.p + m->body.n - buf);
+	return 0;
+}
+
+int sip_msg_parse(sip_msg *m, const char *buf, size_t len, int own, int stream,
+		  const sip_limits *lim, const char **err)
+{
+	msg_init(m);
+	if (!lim)
+		lim = &sip_limits_default;
+	if (own) {
+		char *copy = malloc(len ? len : 1);
+		if (!copy) {
+			*err = "out of memory";
+			return -1;
+		}
+		memcpy(copy, buf, len);
+		buf = copy;
+		m->owned = 1;
+	}
+	m->buf = buf;
+	m->len = len;
+	*err = NULL;
+	if (parse(m, buf, len, stream, lim, err)) {
+		sip_msg_free(m);
+		msg_init(m);
+		return -1;
+	}
+	return 0;
+}
+
+void sip_msg_free(sip_msg *m)
+{
+	if (m->owned)
+		free((void *)m->buf);
+	if (m->hdrs != m->hdrs_inline)
+		free(m->hdrs);
+	for (sip_edit *e = m->edits, *n; e; e = n) {
+		n = e->next;
+		free(e);
+	}
+	m->owned = 0;
+	m->buf = NULL;
+	m->hdrs = m->hdrs_inline;
+	m->nhdrs = 0;
+	m->edits = NULL;
+}
+
+/* Copy bytes into an allocation owned by the message. */
+static char *edit_copy(sip_msg *m, const char *s, size_t n)
+{
+	sip_edit *e = malloc(sizeof *e + (n ? n : 1));
+	if (!e)
+		return NULL;
+	memcpy(e->data, s, n);
+	e->next = m->edits;
+	m->edits = e;
+	return e->data;
+}
+
+/* Shortcuts that derive from headers of one id, recomputed after an edit. */
+static void refresh(sip_msg *m, sip_hdr_id id)
+{
+	const char *err;
+	switch (id) {
+	case SIP_HDR_VIA: m->branch = sip_pl_make(NULL, 0); break;
+	case SIP_HDR_FROM: m->from_tag = sip_pl_make(NULL, 0); break;
+	case SIP_HDR_TO: m->to_tag = sip_pl_make(NULL, 0); break;
+	case SIP_HDR_CALL_ID: m->call_id = sip_pl_make(NULL, 0); break;
+	case SIP_HDR_MAX_FORWARDS: m->max_forwards = -1; break;
+	case SIP_HDR_CONTENT_LENGTH: return;   /* computed when printed */
+	case SIP_HDR_CSEQ: break;
+	default: return;
+	}
+	int i = m->first[id];
+	if (i >= 0)
+		check_header(m, id, m->hdrs[i].value, 1, &err);
+}
+
+static sip_hdr_id name_id(const char *name, size_t nlen)
+{
+	return nlen ? sip_hdr_lookup(name, nlen) : SIP_HDR_OTHER;
+}
+
+int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
+		       const char *val, size_t vlen, int at_top)
+{
+	sip_hdr_id id = name_id(name, nlen);
+	const char *err;
+	sip_pl value = trim(sip_pl_make(val, vlen));
+	for (size_t i = 0; i < nlen; i++)
+		if (!sip_is_token((unsigned char)name[i]))
+			return -1;
+	for (size_t i = 0; i < value.n; i++)
+		if (value.p[i] == '\r' || value.p[i] == '\n' || value.p[i] == '\0')
+			return -1;
+	if (nlen == 0)
+		return -1;
+	if (id != SIP_HDR_OTHER) {
+		sip_msg tmp = *m;   /* validate without touching m's shortcuts */
+		if (check_header(&tmp, id, value, 0, &err))
+			return -1;
+		if (!at_top && (hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
+			return -1;
+	}
+	const char *cname = id != SIP_HDR_OTHER ? hdr_info[id].name : NULL;
+	size_t cn = cname ? strlen(cname) : nlen;
+	char *mem = edit_copy(m, cname ? cname : name, cn);
+	char *vmem = mem ? edit_copy(m, value.p, value.n) : NULL;
+	if (!vmem)
+		return -1;
+	sip_hdr h = { sip_pl_make(mem, cn), sip_pl_make(vmem, value.n), (uint16_t)id, 0, 1 };
+	unsigned at = m->nhdrs;
+	if (at_top) {
+		int f = sip_msg_find(m, id, name, nlen, 0);
+		at = f >= 0 ? (unsigned)f : 0;
+	}
+	if (push_hdr(m, at, &h, UINT_MAX))
+		return -1;
+	reindex(m);
+	refresh(m, id);
+	return 0;
+}
+
+int sip_msg_remove_header(sip_msg *m, const char *name, size_t nlen)
+{
+	sip_hdr_id id = name_id(name, nlen);
+	unsigned o = 0;
+	int removed = 0;
+	for (unsigned i = 0; i < m->nhdrs; i++) {
+		const sip_hdr *h = &m->hdrs[i];
+		int match = id != SIP_HDR_OTHER ? h->id == id :
+			    h->id == SIP_HDR_OTHER && h->name.n == nlen &&
+			    strncasecmp(h->name.p, name, nlen) == 0;
+		if (match)
+			removed++;
+		else
+			m->hdrs[o++] = *h;
+	}
+	m->nhdrs = o;
+	reindex(m);
+	refresh(m, id);
+	return removed;
+}
+
+int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
+		       const char *val, size_t vlen)
+{
+	sip_hdr_id id = name_id(name, nlen);
+	int at = sip_msg_find(m, id, name, nlen, 0);
+	const char *err;
+	sip_pl value = trim(sip_pl_make(val, vlen));
+	if (id != SIP_HDR_OTHER) {
+		sip_msg tmp = *m;
+		if (check_header(&tmp, id, value, 0, &err))
+			return -1;
+	}
+	for (size_t i = 0; i < value.n; i++)
+		if (value.p[i] == '\r' || value.p[i] == '\n' || value.p[i] == '\0')
+			return -1;
+	if (at < 0)
+		return sip_msg_add_header(m, name, nlen, val, vlen, 0);
+	char *vmem = edit_copy(m, value.p, value.n);
+	if (!vmem)
+		return -1;
+	/* keep the first one's place, drop the rest */
+	sip_hdr h = m->hdrs[at];
+	h.value = sip_pl_make(vmem, value.n);
+	h.folded = 0;
+	h.edited = 1;
+	sip_msg_remove_header(m, name, nlen);
+	push_hdr(m, (unsigned)at <= m->nhdrs ? (unsigned)at : m->nhdrs, &h, UINT_MAX);
+	reindex(m);
+	refresh(m, id);
+	return 0;
+}
+
+int sip_msg_remove_top_via(sip_msg *m)
+{
+	int i = m->first[SIP_HDR_VIA];
+	if (i < 0)
+		return -1;
+	size_t pos = 0;
+	sip_pl item;
+	sip_pl v = m->hdrs[i].value;
+	sip_list_next(v, &pos, &item);
+	if (pos >= v.n) {
+		memmove(&m->hdrs[i], &m->hdrs[i + 1], (m->nhdrs - (unsigned)i - 1) * sizeof(sip_hdr));
+		m->nhdrs--;
+	} else {
+		m->hdrs[i].value = trim(sip_pl_make(v.p + pos, v.n - pos));
+	}
+	reindex(m);
+	refresh(m, SIP_HDR_VIA);
+	return 0;
+}
+
+int sip_msg_set_uri(sip_msg *m, const char *uri, size_t len)
+{
+	sip_uri u;
+	const char *err;
+	if (!m->is_request || sip_uri_parse(&u, sip_pl_make(uri, len), &err) || u.headers.n)
+		return -1;
+	char *mem = edit_copy(m, uri, len);
+	if (!mem)
+		return -1;
+	m->new_uri = sip_pl_make(mem, len);
+	m->uri = m->new_uri;
+	return 0;
+}
+
+int sip_msg_set_body(sip_msg *m, const char *body, size_t len)
+{
+	char *mem = edit_copy(m, body, len);
+	if (!mem)
+		return -1;
+	m->body = sip_pl_make(mem, len);
+	m->body_set = 1;
+	return 0;
+}
+
+/* Appender that counts what would be written and writes only while it fits. */
+typedef struct out {
+	char *p;
+	size_t cap, n;
+} out;
+
+static void put(out *o, const char *s, size_t n)
+{
+	if (o->p && o->n + n <= o->cap)
+		memcpy(o->p + o->n, s, n);
+	o->n += n;
+}
+
+static void puts_(out *o, const char *s) { put(o, s, strlen(s)); }
+
+size_t sip_msg_print(const sip_msg *m, char *buf, size_t cap)
+{
+	out o = { buf, cap, 0 };
+	char num[32];
+	if (m->is_request) {
+		put(&o, m->method.p, m->method.n);
+		put(&o, " ", 1);
+		put(&o, m->uri.p, m->uri.n);
+		puts_(&o, " SIP/2.0\r\n");
+	} else {
+		int n = snprintf(num, sizeof num, "SIP/2.0 %03d ", m->status);
+		put(&o, num, (size_t)n);
+		put(&o, m->reason.p, m->reason.n);
+		put(&o, "\r\n", 2);
+	}
+	int cl_done = 0;
+	int cl = snprintf(num, sizeof num, "Content-Length: %zu\r\n", m->body.n);
+	for (unsigned i = 0; i < m->nhdrs; i++) {
+		const sip_hdr *h = &m->hdrs[i];
+		if (h->id == SIP_HDR_CONTENT_LENGTH) {
+			if (!cl_done)
+				put(&o, num, (size_t)cl);
+			cl_done = 1;
+			continue;
+		}
+		put(&o, h->name.p, h->name.n);
+		put(&o, ": ", 2);
+		put(&o, h->value.p, h->value.n);
+		put(&o, "\r\n", 2);
+	}
+	if (!cl_done)
+		put(&o, num, (size_t)cl);
+	put(&o, "\r\n", 2);
+	put(&o, m->body.p, m->body.n);
+	return o.n;
+}

@@ -1,0 +1,28 @@
+/* rand.c: batched random hex for tags and branches over RAND_bytes.
+ * A 256-byte pool refilled when empty keeps RAND_bytes off the per-message path. */
+#include "rand.h"
+
+#include <openssl/rand.h>
+
+#define POOL_SIZE 256   /* 512 hex chars: ~40 tags or branches per refill */
+
+static unsigned char pool[POOL_SIZE];
+static size_t pool_left;
+
+int sip_random_hex(char *out, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i += 2) {
+		if (pool_left == 0) {
+			if (RAND_bytes(pool, POOL_SIZE) != 1)
+				return -1;
+			pool_left = POOL_SIZE;
+		}
+		unsigned char b = pool[--pool_left];
+		pool[pool_left] = 0;
+		out[i] = hex[b >> 4];
+		if (i + 1 < n)
+			out[i + 1] = hex[b & 15];
+	}
+	return 0;
+}

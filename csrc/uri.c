@@ -1,0 +1,518 @@
+/* uri.c: SIP/SIPS/tel URIs, header params, name-addr and Via values (RFC 3261 §25.1).
+ * Everything works on slices of the message buffer; folded whitespace counts as LWS. */
+#include "uri.h"
+#include "chars.h"
+
+#include <stdint.h>
+
+static int scheme_ok(sip_pl s)
+{
+	if (s.n == 0 || !sip_is_alpha(s.p[0]))
+		return 0;
+	for (size_t i = 1; i < s.n; i++) {
+		unsigned char c = (unsigned char)s.p[i];
+		if (!sip_is_alnum(c) && c != '+' && c != '-' && c != '.')
+			return 0;
+	}
+	return 1;
+}
+
+/* Characters allowed in user, password, params and headers, with %-escapes checked. */
+static int chars_ok(sip_pl s, int (*ok)(unsigned char))
+{
+	for (size_t i = 0; i < s.n; i++) {
+		unsigned char c = (unsigned char)s.p[i];
+		if (c == '%') {
+			if (i + 2 >= s.n || !sip_is_hex((unsigned char)s.p[i + 1]) ||
+			    !sip_is_hex((unsigned char)s.p[i + 2]))
+				return 0;
+			i += 2;
+		} else if (!ok(c)) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int user_char(unsigned char c)
+{
+	return sip_is_unreserved(c) || c == '&' || c == '=' || c == '+' || c == '$' ||
+	       c == ',' || c == ';' || c == '?' || c == '/';
+}
+
+static int password_char(unsigned char c)
+{
+	return sip_is_unreserved(c) || c == '&' || c == '=' || c == '+' || c == '$' || c == ',';
+}
+
+static int param_char(unsigned char c)
+{
+	return sip_is_unreserved(c) || c == '[' || c == ']' || c == '/' || c == ':' ||
+	       c == '&' || c == '+' || c == '$' || c == '=' || c == ';';
+}
+
+static int header_char(unsigned char c)
+{
+	return sip_is_unreserved(c) || c == '[' || c == ']' || c == '/' || c == '?' ||
+	       c == ':' || c == '+' || c == '$' || c == '=' || c == '&';
+}
+
+/* host = hostname / IPv4address / IPv6reference */
+static int host_ok(sip_pl h)
+{
+	if (h.n == 0)
+		return 0;
+	if (h.p[0] == '[') {
+		if (h.n < 3 || h.p[h.n - 1] != ']')
+			return 0;
+		for (size_t i = 1; i + 1 < h.n; i++) {
+			unsigned char c = (unsigned char)h.p[i];
+			if (!sip_is_hex(c) && c != ':' && c != '.')
+				return 0;
+		}
+		return 1;
+	}
+	for (size_t i = 0; i < h.n; i++) {
+		unsigned char c = (unsigned char)h.p[i];
+		if (!sip_is_alnum(c) && c != '-' && c != '.')
+			return 0;
+	}
+	return 1;
+}
+
+static int port_parse(sip_pl s, int *port)
+{
+	unsigned v = 0;
+	if (s.n == 0 || s.n > 5)
+		return -1;
+	for (size_t i = 0; i < s.n; i++) {
+		if (!sip_is_digit((unsigned char)s.p[i]))
+			return -1;
+		v = v * 10 + (unsigned)(s.p[i] - '0');
+	}
+	if (v > 65535)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+/* Parse host[:port] at s. */
+static int hostport_parse(sip_pl s, sip_pl *host, int *port)
+{
+	const char *p = s.p, *end = s.p + s.n, *colon = NULL;
+	*port = 0;
+	if (s.n && p[0] == '[') {
+		const char *rb = memchr(p, ']', s.n);
+		if (!rb)
+			return -1;
+		colon = rb + 1 < end ? rb + 1 : NULL;
+		if (colon && *colon != ':')
+			return -1;
+		*host = sip_pl_make(p, (size_t)(rb + 1 - p));
+	} else {
+		colon = memchr(p, ':', s.n);
+		*host = sip_pl_make(p, colon ? (size_t)(colon - p) : s.n);
+	}
+	if (!host_ok(*host))
+		return -1;
+	if (colon && port_parse(sip_pl_make(colon + 1, (size_t)(end - colon - 1)), port))
+		return -1;
+	return 0;
+}
+
+int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
+{
+	const char *p = params.p + *pos, *end = params.p + params.n;
+
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	if (p >= end) {
+		*pos = params.n;
+		return 0;
+	}
+	const char *ns = p;
+	while (p < end && sip_is_token((unsigned char)*p))
+		p++;
+	if (p == ns)
+		return -1;
+	*name = sip_pl_make(ns, (size_t)(p - ns));
+	*value = sip_pl_make(p, 0);
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	if (p < end && *p == '=') {
+		p++;
+		while (p < end && sip_is_lws((unsigned char)*p))
+			p++;
+		const char *vs = p;
+		if (p < end && *p == '"') {
+			p++;
+			while (p < end && *p != '"') {
+				if (*p == '\\' && p + 1 < end)
+					p++;
+				p++;
+			}
+			if (p >= end)
+				return -1;
+			p++;
+		} else {
+			/* token / host (IPv6 references bring [ ] :) */
+			while (p < end && (sip_is_token((unsigned char)*p) || *p == '[' ||
+					   *p == ']' || *p == ':'))
+				p++;
+			if (p == vs)
+				return -1;
+		}
+		*value = sip_pl_make(vs, (size_t)(p - vs));
+	}
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	if (p >= end) {
+		*pos = params.n;
+		return 1;
+	}
+	if (*p != ';')
+		return -1;
+	p++;
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	if (p >= end)
+		return -1;      /* a trailing ';' names no parameter */
+	*pos = (size_t)(p - params.p);
+	return 1;
+}
+
+int sip_param_get(sip_pl params, const char *name, sip_pl *value)
+{
+	size_t pos = 0;
+	sip_pl n, v;
+	while (params.n && (params.p[0] == ';' || sip_is_lws((unsigned char)params.p[0]))) {
+		params.p++;
+		params.n--;
+	}
+	while (sip_param_next(params, &pos, &n, &v) == 1) {
+		if (sip_pl_casecmp(n, name)) {
+			*value = v;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Validate a whole ';'-param list (without the leading ';') in URI form: no LWS. */
+static int uri_params_ok(sip_pl s)
+{
+	const char *p = s.p, *end = s.p + s.n;
+	while (p <= end) {
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		const char *e = semi ? semi : end;
+		sip_pl one = sip_pl_make(p, (size_t)(e - p));
+		if (one.n == 0 || one.p[0] == '=' || !chars_ok(one, param_char))
+			return 0;
+		if (!semi)
+			break;
+		p = semi + 1;
+	}
+	return 1;
+}
+
+int sip_uri_parse(sip_uri *u, sip_pl s, const char **err)
+{
+	memset(u, 0, sizeof *u);
+	*err = "bad URI";
+	const char *colon = memchr(s.p, ':', s.n);
+	if (!colon)
+		return -1;
+	u->scheme = sip_pl_make(s.p, (size_t)(colon - s.p));
+	if (!scheme_ok(u->scheme))
+		return -1;
+	sip_pl rest = sip_pl_make(colon + 1, (size_t)(s.p + s.n - colon - 1));
+	if (rest.n == 0)
+		return -1;
+	for (size_t i = 0; i < rest.n; i++) {
+		unsigned char c = (unsigned char)rest.p[i];
+		if (c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"')
+			return -1;
+	}
+	if (sip_pl_casecmp(u->scheme, "tel")) {
+		const char *semi = memchr(rest.p, ';', rest.n);
+		u->user = sip_pl_make(rest.p, semi ? (size_t)(semi - rest.p) : rest.n);
+		if (u->user.n == 0)
+			return -1;
+		if (semi) {
+			u->params = sip_pl_make(semi + 1, (size_t)(rest.p + rest.n - semi - 1));
+			if (!uri_params_ok(u->params))
+				return -1;
+		}
+		*err = NULL;
+		return 0;
+	}
+	if (!sip_pl_casecmp(u->scheme, "sip") && !sip_pl_casecmp(u->scheme, "sips")) {
+		u->user = rest;          /* opaque: the element decides (416) */
+		*err = NULL;
+		return 0;
+	}
+	u->is_sip = 1;
+	const char *p = rest.p, *end = rest.p + rest.n;
+	const char *at = memchr(p, '@', rest.n);
+	if (at) {
+		sip_pl ui = sip_pl_make(p, (size_t)(at - p));
+		const char *pc = memchr(ui.p, ':', ui.n);
+		u->user = sip_pl_make(ui.p, pc ? (size_t)(pc - ui.p) : ui.n);
+		if (pc)
+			u->password = sip_pl_make(pc + 1, (size_t)(ui.p + ui.n - pc - 1));
+		if (u->user.n == 0 || !chars_ok(u->user, user_char) ||
+		    !chars_ok(u->password, password_char))
+			return -1;
+		p = at + 1;
+	}
+	/* hostport ends at ';' or '?' */
+	const char *hp_end = p;
+	if (hp_end < end && *hp_end == '[') {
+		const char *rb = memchr(hp_end, ']', (size_t)(end - hp_end));
+		if (!rb)
+			return -1;
+		hp_end = rb;
+	}
+	while (hp_end < end && *hp_end != ';' && *hp_end != '?')
+		hp_end++;
+	if (hostport_parse(sip_pl_make(p, (size_t)(hp_end - p)), &u->host, &u->port))
+		return -1;
+	p = hp_end;
+	if (p < end && *p == ';') {
+		const char *q = memchr(p, '?', (size_t)(end - p));
+		const char *pe = q ? q : end;
+		u->params = sip_pl_make(p + 1, (size_t)(pe - p - 1));
+		if (!uri_params_ok(u->params))
+			return -1;
+		p = pe;
+	}
+	if (p < end && *p == '?') {
+		u->headers = sip_pl_make(p + 1, (size_t)(end - p - 1));
+		if (u->headers.n == 0 || !chars_ok(u->headers, header_char))
+			return -1;
+	}
+	*err = NULL;
+	return 0;
+}
+
+long sip_pct_decode(sip_pl in, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < in.n; i++) {
+		unsigned char c = (unsigned char)in.p[i];
+		if (c == '%') {
+			if (i + 2 >= in.n || !sip_is_hex((unsigned char)in.p[i + 1]) ||
+			    !sip_is_hex((unsigned char)in.p[i + 2]))
+				return -1;
+			c = (unsigned char)(sip_hexval((unsigned char)in.p[i + 1]) << 4 |
+					    sip_hexval((unsigned char)in.p[i + 2]));
+			i += 2;
+		}
+		if (o >= cap)
+			return -1;
+		out[o++] = (char)c;
+	}
+	return (long)o;
+}
+
+static const char *skip_lws(const char *p, const char *end)
+{
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	return p;
+}
+
+static sip_pl trim(sip_pl s)
+{
+	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
+		s.p++;
+		s.n--;
+	}
+	while (s.n && sip_is_lws((unsigned char)s.p[s.n - 1]))
+		s.n--;
+	return s;
+}
+
+/* Header params after a name-addr or Via: ";" param ... to the end. */
+static int header_params(sip_pl s, sip_pl *out)
+{
+	s = trim(s);
+	if (s.n == 0) {
+		*out = s;
+		return 0;
+	}
+	if (s.p[0] != ';')
+		return -1;
+	s.p++;
+	s.n--;
+	size_t pos = 0;
+	sip_pl n, v;
+	int r;
+	if (trim(s).n == 0)
+		return -1;
+	while ((r = sip_param_next(s, &pos, &n, &v)) == 1)
+		;
+	if (r < 0)
+		return -1;
+	*out = s;
+	return 0;
+}
+
+int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
+{
+	memset(a, 0, sizeof *a);
+	s = trim(s);
+	const char *p = s.p, *end = s.p + s.n;
+	*err = "bad address";
+	if (s.n == 0)
+		return -1;
+	if (s.n == 1 && s.p[0] == '*') {
+		a->star = 1;
+		*err = NULL;
+		return 0;
+	}
+	const char *lt = NULL;
+	if (*p == '"') {
+		const char *q = p + 1;
+		while (q < end && *q != '"') {
+			if (*q == '\\') {
+				if (q + 1 >= end)
+					break;
+				q++;
+			}
+			q++;
+		}
+		if (q >= end) {
+			*err = "unterminated quoted string";
+			return -1;
+		}
+		a->display = sip_pl_make(p + 1, (size_t)(q - p - 1));
+		a->quoted = 1;
+		lt = skip_lws(q + 1, end);
+		if (lt >= end || *lt != '<')
+			return -1;
+	} else {
+		/* name-addr with token display name, or addr-spec */
+		const char *q = p;
+		while (q < end && (sip_is_token((unsigned char)*q) || sip_is_lws((unsigned char)*q)))
+			q++;
+		if (q < end && *q == '<') {
+			lt = q;
+			a->display = trim(sip_pl_make(p, (size_t)(q - p)));
+		} else {
+			/* addr-spec: the URI ends at ';' (params are header params, §20.10) */
+			const char *lt2 = memchr(p, '<', s.n);
+			if (lt2) {
+				*err = "bad display name";
+				return -1;
+			}
+			const char *e = p;
+			while (e < end && *e != ';' && !sip_is_lws((unsigned char)*e))
+				e++;
+			a->uri = sip_pl_make(p, (size_t)(e - p));
+			if (memchr(a->uri.p, '?', a->uri.n) || memchr(a->uri.p, ',', a->uri.n)) {
+				*err = "URI with headers must be in <>";
+				return -1;
+			}
+			sip_uri u;
+			if (sip_uri_parse(&u, a->uri, err))
+				return -1;
+			if (header_params(sip_pl_make(e, (size_t)(end - e)), &a->params)) {
+				*err = "bad header parameters";
+				return -1;
+			}
+			*err = NULL;
+			return 0;
+		}
+	}
+	const char *gt = memchr(lt, '>', (size_t)(end - lt));
+	if (!gt) {
+		*err = "unterminated <";
+		return -1;
+	}
+	a->uri = sip_pl_make(lt + 1, (size_t)(gt - lt - 1));
+	sip_uri u;
+	if (sip_uri_parse(&u, a->uri, err))
+		return -1;
+	if (header_params(sip_pl_make(gt + 1, (size_t)(end - gt - 1)), &a->params)) {
+		*err = "bad header parameters";
+		return -1;
+	}
+	*err = NULL;
+	return 0;
+}
+
+int sip_via_parse(sip_via *v, sip_pl s, const char **err)
+{
+	memset(v, 0, sizeof *v);
+	v->rport = -1;
+	*err = "bad Via";
+	s = trim(s);
+	const char *p = s.p, *end = s.p + s.n;
+	sip_pl parts[3];
+	for (int i = 0; i < 3; i++) {
+		p = skip_lws(p, end);
+		const char *t = p;
+		while (p < end && sip_is_token((unsigned char)*p))
+			p++;
+		if (p == t)
+			return -1;
+		parts[i] = sip_pl_make(t, (size_t)(p - t));
+		p = skip_lws(p, end);
+		if (i < 2) {
+			if (p >= end || *p != '/')
+				return -1;
+			p++;
+		}
+	}
+	/* protocol-name "/" protocol-version, kept as one slice when written without LWS */
+	v->protocol = sip_pl_make(parts[0].p, (size_t)(parts[1].p + parts[1].n - parts[0].p));
+	if (!sip_pl_casecmp(parts[0], "SIP"))
+		return -1;
+	v->transport = parts[2];
+	p = skip_lws(p, end);
+	const char *hs = p;
+	if (p < end && *p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(end - p));
+		if (!rb)
+			return -1;
+		p = rb + 1;
+	}
+	while (p < end && *p != ';' && !sip_is_lws((unsigned char)*p) && *p != ':')
+		p++;
+	const char *he = p;
+	p = skip_lws(p, end);
+	if (p < end && *p == ':') {
+		p = skip_lws(p + 1, end);
+		const char *ps = p;
+		while (p < end && sip_is_digit((unsigned char)*p))
+			p++;
+		if (port_parse(sip_pl_make(ps, (size_t)(p - ps)), &v->port))
+			return -1;
+	}
+	v->host = sip_pl_make(hs, (size_t)(he - hs));
+	if (!host_ok(v->host))
+		return -1;
+	if (header_params(sip_pl_make(p, (size_t)(end - p)), &v->params))
+		return -1;
+	size_t pos = 0;
+	sip_pl n, val;
+	while (sip_param_next(v->params, &pos, &n, &val) == 1) {
+		if (sip_pl_casecmp(n, "branch"))
+			v->branch = val;
+		else if (sip_pl_casecmp(n, "received"))
+			v->received = val;
+		else if (sip_pl_casecmp(n, "maddr"))
+			v->maddr = val;
+		else if (sip_pl_casecmp(n, "ttl"))
+			v->ttl = val;
+		else if (sip_pl_casecmp(n, "rport")) {
+			if (val.n == 0)
+				v->rport = 0;
+			else if (port_parse(val, &v->rport))
+				return -1;
+		}
+	}
+	*err = NULL;
+	return 0;
+}

@@ -1,0 +1,23 @@
+-- sip.random: tags, branches and Call-IDs from OpenSSL's RAND_bytes (via sip.core).
+-- Branches carry the RFC 3261 §8.1.1.7 magic cookie z9hG4bK.
+local core = require "sip.core"
+
+local random = {}
+
+function random.hex(n)
+  return core.random_hex(n)
+end
+
+function random.tag()
+  return core.random_hex(12)
+end
+
+function random.branch()
+  return "z9hG4bK" .. core.random_hex(16)
+end
+
+function random.call_id(host)
+  return core.random_hex(20) .. (host and ("@" .. host) or "")
+end
+
+return random
