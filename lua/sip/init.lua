@@ -48,7 +48,9 @@ end
 local function sorted_keys(t)
   local keys = {}
   for k in pairs(t) do
-    keys[#keys + 1] = k
+    if type(k) == "string" then
+      keys[#keys + 1] = k
+    end
   end
   table.sort(keys)
   return keys
@@ -135,22 +137,18 @@ local function add_headers(lines, headers)
   if not headers then
     return
   end
-  for k, v in pairs(headers) do
-    if type(k) == "number" then
-      -- { "Name", "value" } pairs keep their order
-      lines[#lines + 1] = v[1] .. ": " .. v[2]
-    end
+  for _, pair in ipairs(headers) do
+    -- { "Name", "value" } pairs keep their order
+    lines[#lines + 1] = pair[1] .. ": " .. pair[2]
   end
   for _, k in ipairs(sorted_keys(headers)) do
-    if type(k) == "string" then
-      local v = headers[k]
-      if type(v) == "table" then
-        for _, one in ipairs(v) do
-          lines[#lines + 1] = k .. ": " .. one
-        end
-      else
-        lines[#lines + 1] = k .. ": " .. tostring(v)
+    local v = headers[k]
+    if type(v) == "table" then
+      for _, one in ipairs(v) do
+        lines[#lines + 1] = k .. ": " .. one
       end
+    else
+      lines[#lines + 1] = k .. ": " .. tostring(v)
     end
   end
 end
