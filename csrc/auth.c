@@ -140,7 +140,7 @@ static sip_pl *field_slot(sip_digest *d, sip_pl name)
 
 int sip_digest_parse(sip_digest *d, const char *s, size_t n)
 {
-	if (!d || (!s && n))
+	if (!d || !s)
 		return EINVAL;
 	memset(d, 0, sizeof(*d));
 	const char *p = s, *e = s + n;
@@ -445,11 +445,10 @@ static void puts_(wbuf *b, const char *s)
 	put(b, s, strlen(s));
 }
 
-/* name="value" with '"' and '\' escaped (RFC 3261 §25.1 quoted-pair). */
-static void put_quoted(wbuf *b, const char *name, sip_pl v)
+/* sep name="value" with '"' and '\' escaped (RFC 3261 §25.1 quoted-pair). */
+static void put_quoted(wbuf *b, const char *sep, const char *name, sip_pl v)
 {
-	if (b->len > 0 && b->p[b->len - 1] != ' ')
-		puts_(b, ", ");
+	puts_(b, sep);
 	puts_(b, name);
 	puts_(b, "=\"");
 	for (size_t i = 0; i < v.n; i++) {
@@ -528,20 +527,20 @@ int sip_digest_authorization(const sip_digest *chal, const sip_digest_client *c,
 	wbuf b = { out, size, 0, 0 };
 	out[0] = '\0';
 	puts_(&b, "Digest ");
-	put_quoted(&b, "username", user);
-	put_quoted(&b, "realm", chal->realm);
-	put_quoted(&b, "nonce", chal->nonce);
-	put_quoted(&b, "uri", c->uri);
-	put_quoted(&b, "response", sip_pl_make(resp, strlen(resp)));
+	put_quoted(&b, "", "username", user);
+	put_quoted(&b, ", ", "realm", chal->realm);
+	put_quoted(&b, ", ", "nonce", chal->nonce);
+	put_quoted(&b, ", ", "uri", c->uri);
+	put_quoted(&b, ", ", "response", sip_pl_make(resp, strlen(resp)));
 	puts_(&b, ", algorithm=");
 	puts_(&b, sip_digest_alg_name(alg));
 	if (qop.p) {
-		put_quoted(&b, "cnonce", cnonce);
+		put_quoted(&b, ", ", "cnonce", cnonce);
 		put_bare(&b, "qop", qop);
 		put_bare(&b, "nc", nc);
 	}
 	if (chal->opaque.p)
-		put_quoted(&b, "opaque", chal->opaque);
+		put_quoted(&b, ", ", "opaque", chal->opaque);
 	if (userhash)
 		puts_(&b, ", userhash=true");
 	if (b.err)

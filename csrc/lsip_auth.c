@@ -1,8 +1,6 @@
 /* lsip_auth.c: Lua face of auth.c — digest parsing, hashing, client answers and the
  * nonce/nc state userdata. Policy (challenges, failure limits) lives in lua/sip/auth.lua. */
 #include <errno.h>
-#include <stdlib.h>
-#include <string.h>
 #include "lsip.h"
 #include "auth.h"
 
