@@ -10,6 +10,7 @@
 #define LSIP_MSG_MT "sip.msg"
 
 void lsip_open_msg(lua_State *L);
+void lsip_open_auth(lua_State *L);
 
 /* Push a new, empty message userdata; the caller parses into the returned sip_msg.
  * Its __gc calls sip_msg_free. */

@@ -8,5 +8,6 @@ int luaopen_sip_core(lua_State *L)
 {
 	lua_newtable(L);
 	lsip_open_msg(L);
+	lsip_open_auth(L);
 	return 1;
 }

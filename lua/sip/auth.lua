@@ -1,0 +1,300 @@
+-- sip/auth.lua: Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760).
+-- The C core parses, hashes and keeps nonce state; this file decides who gets which answer.
+local core = require "sip.core"
+
+local M = {}
+
+-- Canonical spellings of the algorithms we know, keyed by lower case.
+local CANON = {}
+for _, a in ipairs { "MD5", "MD5-sess", "SHA-256", "SHA-256-sess", "SHA-512-256",
+                     "SHA-512-256-sess" } do
+  CANON[a:lower()] = a
+end
+
+-- RFC 8760 §2.4: offer every algorithm, strongest first. SHA-512-256 is left out of the
+-- default because few SIP phones implement it; add it in `algorithms` when yours do.
+local DEFAULT_ALGORITHMS = { "SHA-256", "MD5" }
+
+-- Sources remembered for failure counting. Past this the expired windows are dropped, and if
+-- that is not enough all of them: a flood of spoofed sources must not grow memory unbounded.
+local MAX_TRACKED_SOURCES = 10000
+
+local REQUIRED = { "username", "realm", "nonce", "uri", "response" }
+
+local function quote(s)
+  return '"' .. s:gsub('[\\"]', "\\%0") .. '"'
+end
+
+-- A message layer that splits comma lists cuts "Digest a=1, b=2" into pieces; a piece that
+-- starts with `name=` continues the previous credentials rather than starting new ones.
+local function rejoin(values)
+  local out = {}
+  for _, v in ipairs(values) do
+    if #out > 0 and v:match("^%s*[%w%-%.!%%%*_%+`'~]+%s*=") then
+      out[#out] = out[#out] .. ", " .. v
+    else
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+
+local function credential_values(req, name)
+  if type(req.headers) == "function" then
+    local vs = req:headers(name)
+    if type(vs) == "table" and #vs > 0 then return rejoin(vs) end
+  end
+  local v = type(req.header) == "function" and req:header(name) or nil
+  return v and { v } or {}
+end
+
+local Digest = {}
+Digest.__index = Digest
+
+--- sip.auth.digest(opts) -> authenticator
+-- opts: realm, credentials(user, realm, algorithm) -> password|nil [, is_ha1],
+-- algorithms, qop ("auth" | "auth-int" | "auth,auth-int"), nonce_ttl, proxy,
+-- max_failures, failure_window, allow_rfc2069, now (a clock in seconds).
+function M.digest(opts)
+  assert(type(opts) == "table", "sip.auth.digest: options table expected")
+  assert(type(opts.realm) == "string" and opts.realm ~= "", "sip.auth.digest: realm required")
+  assert(type(opts.credentials) == "function", "sip.auth.digest: credentials function required")
+
+  local algorithms, allowed = {}, {}
+  for _, a in ipairs(opts.algorithms or DEFAULT_ALGORITHMS) do
+    local c = CANON[tostring(a):lower()]
+    assert(c, "sip.auth.digest: unknown algorithm " .. tostring(a))
+    algorithms[#algorithms + 1], allowed[c] = c, true
+  end
+  assert(#algorithms > 0, "sip.auth.digest: no algorithms")
+
+  local qop, qops = opts.qop or "auth", {}
+  for q in qop:gmatch("[^,%s]+") do
+    q = q:lower()
+    assert(q == "auth" or q == "auth-int", "sip.auth.digest: unknown qop " .. q)
+    qops[q] = true
+  end
+
+  local proxy = opts.proxy and true or false
+  local self = setmetatable({
+    realm = opts.realm,
+    credentials = opts.credentials,
+    algorithms = algorithms,
+    allowed = allowed,
+    qop = qop,
+    qops = qops,
+    nonce_ttl = opts.nonce_ttl or 300,
+    max_failures = opts.max_failures or 10,
+    failure_window = opts.failure_window or 60,
+    allow_rfc2069 = opts.allow_rfc2069 ~= false,
+    now = opts.now or os.time,
+    code = proxy and 407 or 401,
+    challenge_header = proxy and "Proxy-Authenticate" or "WWW-Authenticate",
+    credentials_header = proxy and "Proxy-Authorization" or "Authorization",
+    state = core.digest_state(),
+    failures = {},
+    nfailures = 0,
+  }, Digest)
+  assert(math.type(self.nonce_ttl) == "integer" and self.nonce_ttl >= 0,
+         "sip.auth.digest: nonce_ttl must be a non-negative integer")
+  return self
+end
+
+local function now_int(self)
+  return math.floor(self.now())
+end
+
+--- auth:challenge([stale]) -> headers: one challenge per algorithm, strongest first.
+function Digest:challenge(stale)
+  local nonce = self.state:nonce(now_int(self))
+  local headers = {}
+  for _, alg in ipairs(self.algorithms) do
+    headers[#headers + 1] = {
+      self.challenge_header,
+      ("Digest realm=%s, nonce=%s, algorithm=%s, qop=%s%s"):format(
+        quote(self.realm), quote(nonce), alg, quote(self.qop), stale and ", stale=true" or ""),
+    }
+  end
+  return headers
+end
+
+-- ---- failure counting (a fixed window from the first failure) ----
+
+local function prune(self, now)
+  for k, f in pairs(self.failures) do
+    if now - f.since >= self.failure_window then
+      self.failures[k], self.nfailures = nil, self.nfailures - 1
+    end
+  end
+  if self.nfailures >= MAX_TRACKED_SOURCES then
+    self.failures, self.nfailures = {}, 0
+  end
+end
+
+local function blocked(self, key, now)
+  local f = key and self.failures[key]
+  if not f then return false end
+  if now - f.since >= self.failure_window then
+    self.failures[key], self.nfailures = nil, self.nfailures - 1
+    return false
+  end
+  return f.count >= self.max_failures
+end
+
+local function record_failure(self, key, now)
+  if not key then return end
+  local f = self.failures[key]
+  if not f or now - f.since >= self.failure_window then
+    if not f then
+      if self.nfailures >= MAX_TRACKED_SOURCES then prune(self, now) end
+      self.nfailures = self.nfailures + 1
+    end
+    f = { count = 0, since = now }
+    self.failures[key] = f
+  end
+  f.count = f.count + 1
+end
+
+-- ---- verification ----
+
+local function find_credentials(self, req)
+  local malformed
+  for _, v in ipairs(credential_values(req, self.credentials_header)) do
+    local t, err = core.digest_parse(v)
+    if not t then
+      malformed = malformed or err
+    elseif t.scheme:lower() == "digest" and t.realm == self.realm then
+      return t
+    end
+  end
+  return nil, malformed
+end
+
+local function malformed_reason(self, c, req)
+  for _, f in ipairs(REQUIRED) do
+    if not c[f] then return "credentials without " .. f end
+  end
+  if c.qop and not (c.cnonce and c.nc) then return "credentials with qop need cnonce and nc" end
+  if c.nc and not c.nc:match("^%x%x%x%x%x%x%x%x$") then return "nc is not 8 hex digits" end
+  if c.userhash and c.userhash:lower() == "true" then return "userhash was not offered" end
+  if c.uri ~= req.uri then return "digest uri does not match the Request-URI" end
+  return nil
+end
+
+-- The expected response for credentials c, or nil when the user is unknown or its stored
+-- HA1 does not fit the algorithm.
+local function expected_response(self, c, alg, req)
+  local secret, is_ha1 = self.credentials(c.username, c.realm, alg)
+  if type(secret) ~= "string" then return nil end
+  return core.digest_response {
+    algorithm = alg, username = c.username, realm = c.realm,
+    password = not is_ha1 and secret or nil, ha1 = is_ha1 and secret or nil,
+    method = req.method, uri = c.uri, nonce = c.nonce, cnonce = c.cnonce, nc = c.nc,
+    qop = c.qop and c.qop:lower() or nil, body = req.body or "",
+  }
+end
+
+--- auth:verify(req) -> true, username | false, code, headers, reason
+function Digest:verify(req)
+  assert(type(req) == "table" or type(req) == "userdata", "verify: request expected")
+  local now = now_int(self)
+  if blocked(self, req.source, now) then return false, 403, {}, "too many failures" end
+
+  local c, bad = find_credentials(self, req)
+  if not c then
+    if bad then
+      record_failure(self, req.source, now)
+      return false, 400, {}, bad
+    end
+    return false, self.code, self:challenge(false), "no credentials for this realm"
+  end
+
+  local key = req.source or c.username
+  if blocked(self, key, now) then return false, 403, {}, "too many failures" end
+
+  local why = malformed_reason(self, c, req)
+  if why then
+    record_failure(self, key, now)
+    return false, 400, {}, why
+  end
+
+  local alg = CANON[(c.algorithm or "MD5"):lower()]
+  if not alg or not self.allowed[alg] then
+    return false, self.code, self:challenge(false), "algorithm not offered"
+  end
+  local qop = c.qop and c.qop:lower()
+  if qop and not self.qops[qop] or not qop and not self.allow_rfc2069 then
+    return false, self.code, self:challenge(false), "qop not offered"
+  end
+  if not qop and alg:find("-sess", 1, true) then
+    record_failure(self, key, now)
+    return false, 400, {}, "-sess needs qop"
+  end
+
+  local fresh = self.state:check_nonce(c.nonce, now, self.nonce_ttl)
+  if fresh == "bad" then
+    record_failure(self, key, now)
+    return false, self.code, self:challenge(false), "nonce not ours"
+  end
+
+  -- RFC 7616 §3.3: stale=true only when the digest itself was right, so check it first.
+  local want = expected_response(self, c, alg, req)
+  if not want or not core.digest_equal(want, c.response:lower()) then
+    record_failure(self, key, now)
+    return false, self.code, self:challenge(false), "wrong credentials"
+  end
+  if fresh == "stale" then
+    return false, self.code, self:challenge(true), "nonce expired"
+  end
+
+  if qop then
+    local seen = self.state:check_nc(c.nonce, c.nc)
+    if seen == "replay" then
+      record_failure(self, key, now)
+      return false, self.code, self:challenge(false), "nonce count replayed"
+    elseif seen ~= "ok" then
+      -- The nonce was forgotten (table full) or its first use is missing: start over.
+      return false, self.code, self:challenge(true), "nonce count unknown"
+    end
+  end
+
+  if self.failures[key] then
+    self.failures[key], self.nfailures = nil, self.nfailures - 1
+  end
+  return true, c.username
+end
+
+--- auth:check(req) -> true, username | false (after req:reply with the challenge or error)
+function Digest:check(req)
+  local ok, a, headers = self:verify(req)
+  if ok then return true, a end
+  req:reply(a, nil, { headers = headers })
+  return false
+end
+
+-- ---- client ----
+
+local function supported(challenge)
+  local t = core.digest_parse(challenge, "challenge")
+  return t and t.scheme:lower() == "digest" and CANON[(t.algorithm or "MD5"):lower()] ~= nil
+end
+
+--- sip.auth.authorization(challenge | {challenge, ...}, opts) -> value | nil, reason
+-- opts: user, password, method, uri, body, nc (default 1), cnonce (default fresh).
+-- Given several challenges (RFC 8760 orders them strongest first) the first usable wins.
+function M.authorization(challenge, opts)
+  assert(type(opts) == "table", "authorization: options table expected")
+  if type(challenge) == "table" then
+    for _, ch in ipairs(challenge) do
+      if supported(ch) then return core.digest_authorization(ch, opts) end
+    end
+    return nil, "no supported digest challenge"
+  end
+  assert(type(challenge) == "string", "authorization: challenge string expected")
+  local t, err = core.digest_parse(challenge, "challenge")
+  if not t then return nil, err end
+  if t.scheme:lower() ~= "digest" then return nil, "not a Digest challenge" end
+  return core.digest_authorization(challenge, opts)
+end
+
+return M
