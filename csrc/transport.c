@@ -291,7 +291,7 @@ static void partial_fire(void *arg)
 static void conn_io(void *arg, uint32_t events);
 
 static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, socklen_t plen,
-		      int connecting)
+		      int connecting, int lidx)
 {
 	conn *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -303,6 +303,7 @@ static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, so
 	c->connecting = connecting;
 	c->want_out = connecting;
 	c->src.kind = SIP_TP_TCP;
+	c->src.listener = lidx;
 	memcpy(&c->src.peer, peer, plen);
 	c->src.peerlen = plen;
 	c->src.locallen = sizeof(c->src.local);
@@ -595,7 +596,7 @@ static conn *conn_connect(sip_transport *tp, const struct sockaddr *dst, socklen
 		close(fd);
 		return NULL;
 	}
-	c = conn_new(tp, fd, dst, dlen, rc < 0);
+	c = conn_new(tp, fd, dst, dlen, rc < 0, -1);
 	if (!c) {
 		*err = "out of memory";
 		close(fd);
@@ -637,7 +638,8 @@ static void accept_io(void *arg, uint32_t events)
 			return;
 		}
 		if (tp->st.conns_open >= tp->cfg.max_conns) {
-			sip_tp_src src = { .kind = SIP_TP_TCP, .peerlen = sl };
+			sip_tp_src src = { .kind = SIP_TP_TCP, .peerlen = sl,
+					   .listener = (int)(l - tp->ls) };
 
 			memcpy(&src.peer, &ss, sl);
 			close(fd);
@@ -645,7 +647,7 @@ static void accept_io(void *arg, uint32_t events)
 			emit(tp, "limit", &src, "too many connections");
 			continue;
 		}
-		c = conn_new(tp, fd, (struct sockaddr *)&ss, sl, 0);
+		c = conn_new(tp, fd, (struct sockaddr *)&ss, sl, 0, (int)(l - tp->ls));
 		if (!c) {
 			close(fd);
 			continue;
@@ -669,7 +671,7 @@ static void udp_io(void *arg, uint32_t events)
 	sip_transport *tp = l->tp;
 
 	for (int i = 0; i < SIP_TP_UDP_BATCH; i++) {
-		sip_tp_src src = { .kind = SIP_TP_UDP };
+		sip_tp_src src = { .kind = SIP_TP_UDP, .listener = (int)(l - tp->ls) };
 		ssize_t n;
 
 		src.peerlen = sizeof(src.peer);
@@ -816,23 +818,46 @@ int sip_tp_listener_addr(sip_transport *tp, int idx, sip_tp_kind *kind,
 
 /* ---- sending ---- */
 
+static int udp_sendto(sip_transport *tp, listener *l, const struct sockaddr *dst, socklen_t dlen,
+		      const char *buf, size_t len, const char **err)
+{
+	if (sendto(l->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, dst, dlen) < 0) {
+		*err = strerror(errno);
+		return -1;
+	}
+	tp->st.udp_out++;
+	return 0;
+}
+
 static int send_udp(sip_transport *tp, const struct sockaddr *dst, socklen_t dlen,
 		    const char *buf, size_t len, const char **err)
 {
 	for (int i = 0; i < tp->nls; i++) {
 		listener *l = &tp->ls[i];
 
-		if (l->kind != SIP_TP_UDP || l->addr.ss_family != dst->sa_family)
-			continue;
-		if (sendto(l->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, dst, dlen) < 0) {
-			*err = strerror(errno);
-			return -1;
-		}
-		tp->st.udp_out++;
-		return 0;
+		if (l->kind == SIP_TP_UDP && l->addr.ss_family == dst->sa_family)
+			return udp_sendto(tp, l, dst, dlen, buf, len, err);
 	}
 	*err = "no UDP listener for that address family";
 	return -1;
+}
+
+int sip_tp_send_from(sip_transport *tp, int idx, const struct sockaddr *dst, socklen_t dlen,
+		     const char *buf, size_t len, const char **err)
+{
+	if (!tp || idx < 0 || idx >= tp->nls || tp->ls[idx].kind != SIP_TP_UDP) {
+		*err = "not a UDP listener";
+		return -1;
+	}
+	if (!addr_ok(dst, dlen) || dst->sa_family != tp->ls[idx].addr.ss_family) {
+		*err = "bad destination address";
+		return -1;
+	}
+	if (!buf && len) {
+		*err = "bad arguments";
+		return -1;
+	}
+	return udp_sendto(tp, &tp->ls[idx], dst, dlen, buf, len, err);
 }
 
 static int send_tcp(sip_transport *tp, const struct sockaddr *dst, socklen_t dlen,

@@ -17,6 +17,8 @@ typedef struct sip_tp_src {
 	struct sockaddr_storage local;   /* UDP: the listener's bound address */
 	socklen_t locallen;
 	uint32_t conn_id;                /* TCP: the connection it came on; 0 for UDP */
+	int listener;                    /* index of the listener it came in on (UDP) or was
+	                                  * accepted by (TCP); -1 on connections we opened */
 } sip_tp_src;
 
 /* One whole message; buf is valid only during the call. The callback may send, close
@@ -68,6 +70,11 @@ int sip_tp_listener_addr(sip_transport *tp, int idx, sip_tp_kind *kind,
  * were sent or queued, not that they arrived. */
 int sip_tp_send(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst, socklen_t dlen,
 		uint32_t conn_id, const char *buf, size_t len, const char **err);
+
+/* UDP from one given listener: a response leaves from the socket its request came in on
+ * (RFC 3261 §18.2.2) when several listen on the same family. Returns 0, or -1 with *err. */
+int sip_tp_send_from(sip_transport *tp, int listener, const struct sockaddr *dst, socklen_t dlen,
+		     const char *buf, size_t len, const char **err);
 
 /* Closes a TCP connection (event "conn close"). Returns 0, or -1 when it is not open. */
 int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id);

@@ -253,6 +253,38 @@ static void fd_cb1(void *arg, uint32_t ev)
 	sip_loop_del_fd(g_fd->loop, g_fd->fds[1]);
 }
 
+static void nop_io(void *arg, uint32_t ev)
+{
+	char b[8];
+
+	(void)!read(*(int *)arg, b, sizeof(b));
+}
+
+/* the pollable protocol: the epoll fd turns readable, then step(0) dispatches */
+static void test_loop_pollable(void)
+{
+	sip_loop *loop = sip_loop_new();
+	int p[2];
+	struct pollfd pf;
+
+	CHECK(pipe(p) == 0);
+	CHECK(sip_loop_add_fd(loop, p[0], EPOLLIN, nop_io, &p[0]) == 0);
+	pf.fd = sip_loop_fd(loop);
+	pf.events = POLLIN;
+	CHECK(sip_loop_timeout(loop) == -1);
+	CHECK(poll(&pf, 1, 0) == 0);
+	CHECK(write(p[1], "x", 1) == 1);
+	CHECK(poll(&pf, 1, 100) == 1);
+	CHECK(sip_loop_step(loop, 0) == 1);
+	CHECK(poll(&pf, 1, 0) == 0);
+	CHECK(sip_loop_mod_fd(loop, p[0], EPOLLIN) == 0);
+	sip_loop_del_fd(loop, p[0]);
+	CHECK(sip_loop_mod_fd(loop, p[0], EPOLLIN) < 0);
+	close(p[0]);
+	close(p[1]);
+	sip_loop_free(loop);
+}
+
 static void test_del_fd_in_batch(void)
 {
 	sip_loop *loop = sip_loop_new();
@@ -292,6 +324,7 @@ typedef struct rx {
 	char last_detail[128];
 	sip_transport *tp;
 	int echo;            /* reply "ok" on the connection or to the peer */
+	int close_first;     /* close the connection from inside the first delivery */
 } rx;
 
 static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len)
@@ -304,6 +337,8 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 	r->lastlen = len < MAXKEEP ? len : MAXKEEP;
 	memcpy(r->last, buf, r->lastlen);
 	r->src = *src;
+	if (r->close_first && r->msgs == 1)
+		sip_tp_close_conn(r->tp, src->conn_id);
 	if (r->echo) {
 		static const char ok[] = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
 		const char *err;
@@ -423,6 +458,20 @@ static char *sip_msg(size_t bodylen, size_t *outlen)
 	return m;
 }
 
+typedef struct open_wait {
+	sip_transport *tp;
+	unsigned want;
+} open_wait;
+
+static int conns_open_is(void *arg)
+{
+	open_wait *w = arg;
+	sip_tp_stats st;
+
+	sip_tp_stats_get(w->tp, &st);
+	return st.conns_open == w->want;
+}
+
 /* ---------------- UDP ---------------- */
 
 static void udp_pair(const char *host)
@@ -448,9 +497,25 @@ static void udp_pair(const char *host)
 	CHECK(rb.src.kind == SIP_TP_UDP && rb.src.conn_id == 0 && port_of(&rb.src.peer) == port_of(&aa));
 	CHECK(port_of(&rb.src.local) == port_of(&ab));
 	CHECK(run_until(loop, got1, &ra, 1000));
-	CHECK(ra.lastlen == 37);
+	CHECK(ra.lastlen == 37 && ra.src.listener == 0);
 	sip_tp_stats_get(a, &st);
 	CHECK(st.udp_out == 1 && st.udp_in == 1);
+	/* a second UDP listener; send_from picks the source socket */
+	{
+		struct sockaddr_storage a2;
+		socklen_t l2;
+		int idx = sip_tp_listen(a, SIP_TP_UDP, host, 0, &err);
+
+		CHECK(idx == 1 && sip_tp_listener_count(a) == 2);
+		CHECK(sip_tp_listener_addr(a, idx, NULL, &a2, &l2) == 0);
+		CHECK(sip_tp_send_from(a, idx, (struct sockaddr *)&ab, lb, msg, sizeof(msg) - 1,
+				       &err) == 0);
+		CHECK(run_until(loop, got2, &rb, 1000));
+		CHECK(port_of(&rb.src.peer) == port_of(&a2));
+		CHECK(run_until(loop, got2, &ra, 1000));
+		CHECK(ra.src.listener == 1);
+		CHECK(sip_tp_send_from(a, 7, (struct sockaddr *)&ab, lb, msg, 3, &err) < 0);
+	}
 	sip_tp_free(a);
 	sip_tp_free(b);
 	sip_loop_free(loop);
@@ -558,6 +623,33 @@ static void test_tcp_two_in_one_write(void)
 	sip_loop_free(loop);
 }
 
+/* a handler may close the connection it is reading from; the rest of the batch is dropped */
+static void test_tcp_close_in_callback(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	size_t n;
+	char *m = sip_msg(10, &n), three[1024], buf[8];
+	int fd;
+	open_wait w = { tp, 0 };
+
+	CHECK(tp);
+	for (int i = 0; i < 3; i++)
+		memcpy(three + i * n, m, n);
+	r.close_first = 1;
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0 && write_all(fd, three, 3 * n) == 0);
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 1000) == 0);
+	CHECK(r.msgs == 1 && r.src.listener == 0 && conns_open_is(&w));
+	close(fd);
+	free(m);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
 static void test_tcp_keepalive(void)
 {
 	sip_loop *loop = sip_loop_new();
@@ -630,20 +722,6 @@ static void test_tcp_bad_framing_closes_one(void)
 	free(m);
 	sip_tp_free(tp);
 	sip_loop_free(loop);
-}
-
-typedef struct open_wait {
-	sip_transport *tp;
-	unsigned want;
-} open_wait;
-
-static int conns_open_is(void *arg)
-{
-	open_wait *w = arg;
-	sip_tp_stats st;
-
-	sip_tp_stats_get(w->tp, &st);
-	return st.conns_open == w->want;
 }
 
 /* 2000 connections in batches of 200, each batch all open at once. */
@@ -880,11 +958,13 @@ int main(void)
 	RUN(test_timers_order);
 	RUN(test_timer_stop_restart);
 	RUN(test_del_fd_in_batch);
+	RUN(test_loop_pollable);
 	RUN(test_udp_ipv4);
 	RUN(test_udp_ipv6);
 	RUN(test_udp_too_large);
 	RUN(test_tcp_split_20k);
 	RUN(test_tcp_two_in_one_write);
+	RUN(test_tcp_close_in_callback);
 	RUN(test_tcp_keepalive);
 	RUN(test_tcp_bad_framing_closes_one);
 	RUN(test_tcp_2000_conns);
