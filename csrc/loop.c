@@ -321,10 +321,13 @@ static int run_timers(sip_loop *loop)
 int sip_loop_step(sip_loop *loop, int timeout_ms)
 {
 	struct epoll_event evs[SIP_LOOP_MAX_EVENTS];
-	int tmo = sip_loop_timeout(loop), nev, n = 0;
+	int tmo, nev, n = 0;
 
-	if (!loop)
+	if (!loop) {
+		errno = EINVAL;
 		return -1;
+	}
+	tmo = sip_loop_timeout(loop);
 	if (timeout_ms >= 0 && (tmo < 0 || timeout_ms < tmo))
 		tmo = timeout_ms;
 	nev = epoll_wait(loop->epfd, evs, SIP_LOOP_MAX_EVENTS, tmo);

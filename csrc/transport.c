@@ -555,7 +555,7 @@ static void conn_connected(conn *c)
 		conn_close(c, "connect failed", strerror(soerr));
 		return;
 	}
-	if (soerr == 0 && c->connecting) {
+	if (c->connecting) {
 		c->connecting = 0;
 		c->src.locallen = sizeof(c->src.local);
 		if (getsockname(c->fd, (struct sockaddr *)&c->src.local, &c->src.locallen) < 0)
@@ -602,8 +602,16 @@ static conn *conn_connect(sip_transport *tp, const struct sockaddr *dst, socklen
 		close(fd);
 		return NULL;
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		/* the handler may close it; the caller is about to write to it */
+		c->busy++;
 		emit(tp, "conn open", &c->src, "outgoing");
+		if (--c->busy == 0 && c->closed) {
+			conn_free(c);
+			*err = "connection closed";
+			return NULL;
+		}
+	}
 	return c;
 }
 
@@ -764,6 +772,8 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 	/* v4 and v6 listeners on one port must not collide over mapped addresses. */
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (tp->cfg.reuse_port)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (kind == SIP_TP_TCP) {
 		/* Restarting must not wait out TIME_WAIT. Not on UDP: there it would let two
 		 * processes share a port silently. */

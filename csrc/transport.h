@@ -36,6 +36,7 @@ typedef struct sip_tp_config {
 	size_t max_conn_buf;   /* per-connection read buffer and queued-write bound */
 	unsigned idle_ms;      /* close a TCP connection quiet for this long */
 	unsigned partial_ms;   /* close a TCP connection holding an incomplete message this long */
+	int reuse_port;        /* SO_REUSEPORT: several processes share one port (default 0) */
 } sip_tp_config;
 
 sip_tp_config sip_tp_config_default(void);

@@ -562,6 +562,36 @@ static void test_udp_too_large(void)
 	sip_loop_free(loop);
 }
 
+/* a taken port is an error, unless every party asked for SO_REUSEPORT */
+static void test_listen_reuse(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	sip_tp_config cfg = sip_tp_config_default();
+	sip_transport *a, *b;
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	const char *err = NULL;
+
+	for (int kind = SIP_TP_UDP; kind <= SIP_TP_TCP; kind++) {
+		cfg.reuse_port = 0;
+		a = tp_on(loop, &cfg, &r, (sip_tp_kind)kind, "127.0.0.1", &sa, &sl);
+		b = sip_tp_new(loop, &cfg, on_recv, on_event, &r);
+		CHECK(a && b);
+		CHECK(sip_tp_listen(b, (sip_tp_kind)kind, "127.0.0.1", port_of(&sa), &err) < 0 && err);
+		sip_tp_free(a);
+		sip_tp_free(b);
+		cfg.reuse_port = 1;
+		a = tp_on(loop, &cfg, &r, (sip_tp_kind)kind, "127.0.0.1", &sa, &sl);
+		b = sip_tp_new(loop, &cfg, on_recv, on_event, &r);
+		CHECK(a && b);
+		CHECK(sip_tp_listen(b, (sip_tp_kind)kind, "127.0.0.1", port_of(&sa), &err) == 0);
+		sip_tp_free(a);
+		sip_tp_free(b);
+	}
+	sip_loop_free(loop);
+}
+
 /* ---------------- TCP ---------------- */
 
 static void test_tcp_split_20k(void)
@@ -962,6 +992,7 @@ int main(void)
 	RUN(test_udp_ipv4);
 	RUN(test_udp_ipv6);
 	RUN(test_udp_too_large);
+	RUN(test_listen_reuse);
 	RUN(test_tcp_split_20k);
 	RUN(test_tcp_two_in_one_write);
 	RUN(test_tcp_close_in_callback);
