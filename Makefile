@@ -23,7 +23,7 @@ DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted luarocks sip-tester sipsak lua
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps run test spec interop bench clean install
+.PHONY: all deps run test spec ctest interop bench clean install
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -51,6 +51,14 @@ test: deps all spec
 
 spec: all
 	@$(BUSTED) -o utfTerminal spec
+
+# C tests of the loop, framing and transports: plain C, no Lua, real sockets on loopback.
+CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o
+build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
+	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS)
+
+ctest: build/test_transport
+	@./build/test_transport
 
 bench: deps all
 	@$(LUA) bench/parse.lua

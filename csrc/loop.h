@@ -1,0 +1,59 @@
+/* loop.h: the single-threaded event loop every endpoint runs on: epoll for sockets and a
+ * binary min-heap of millisecond timers embedded in their owners (no allocation per timer). */
+#ifndef SIP_LOOP_H
+#define SIP_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+
+typedef struct sip_loop sip_loop;
+
+/* events: EPOLLIN / EPOLLOUT / EPOLLERR / EPOLLHUP bits */
+typedef void (*sip_io_fn)(void *arg, uint32_t events);
+typedef void (*sip_timer_fn)(void *arg);
+
+/* Embedded in its owner; the loop only keeps a pointer while it is active.
+ * Call sip_timer_init() once before first use; idx == SIP_TIMER_IDLE when inactive. */
+typedef struct sip_timer {
+	uint64_t due;      /* CLOCK_MONOTONIC ms */
+	uint64_t seq;      /* start order: equal due times fire first-started first */
+	size_t idx;        /* position in the heap */
+	sip_timer_fn fn;
+	void *arg;
+} sip_timer;
+
+#define SIP_TIMER_IDLE SIZE_MAX
+
+void sip_timer_init(sip_timer *t);
+
+sip_loop *sip_loop_new(void);
+/* Closes the epoll fd; registered fds stay open (their owners close them). */
+void sip_loop_free(sip_loop *loop);
+
+/* Level-triggered. Returns 0, or -1 with errno set. One registration per fd. */
+int sip_loop_add_fd(sip_loop *loop, int fd, uint32_t events, sip_io_fn fn, void *arg);
+int sip_loop_mod_fd(sip_loop *loop, int fd, uint32_t events);
+/* Safe from inside any callback: a removed fd gets no more calls, not even for events
+ * already fetched in the current batch. Call it before close(fd). */
+void sip_loop_del_fd(sip_loop *loop, int fd);
+
+/* (Re)start: fires once, ms_from_now after now. Safe from inside callbacks; a timer started
+ * while timers are being dispatched fires in a later step even if already due. */
+void sip_timer_start(sip_loop *loop, sip_timer *t, uint64_t ms_from_now, sip_timer_fn fn, void *arg);
+void sip_timer_stop(sip_loop *loop, sip_timer *t);
+int sip_timer_active(const sip_timer *t);
+
+/* CLOCK_MONOTONIC in ms, as of the last step (or timer start). */
+uint64_t sip_loop_now(sip_loop *loop);
+
+/* One epoll_wait (timeout_ms clipped to the next timer; -1 waits until something happens),
+ * then IO callbacks, then every due timer. Returns how many callbacks ran, or -1. */
+int sip_loop_step(sip_loop *loop, int timeout_ms);
+
+/* For embedding in another loop: poll this fd for readability, wait at most
+ * sip_loop_timeout() ms (-1: no timer pending, 0: one is due), then sip_loop_step(loop, 0). */
+int sip_loop_fd(sip_loop *loop);
+int sip_loop_timeout(sip_loop *loop);
+
+#endif

@@ -1,0 +1,1009 @@
+/* test_transport.c: the event loop, stream framing and UDP/TCP transports over real sockets
+ * on 127.0.0.1 and ::1. Every wait is bounded; a watchdog alarm ends a hung run. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include "frame.h"
+#include "loop.h"
+#include "transport.h"
+
+/* The whole run takes a few seconds; a minute means something hangs. */
+#define WATCHDOG_S 60
+/* Timers may fire late on a loaded CI box, never early. */
+#define LATE_MS 40
+
+static int passed, failed, cur_failed;
+
+#define CHECK(cond) do { \
+	if (!(cond)) { \
+		fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		cur_failed = 1; \
+		return; \
+	} \
+} while (0)
+
+#define RUN(fn) do { \
+	cur_failed = 0; \
+	fn(); \
+	if (cur_failed) { failed++; fprintf(stderr, "not ok  %s\n", #fn); } \
+	else { passed++; printf("ok  %s\n", #fn); } \
+} while (0)
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Steps the loop until cond(arg) holds or ms pass. Returns cond's last value. */
+static int run_until(sip_loop *loop, int (*cond)(void *), void *arg, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	while (!cond(arg)) {
+		uint64_t t = now_ms();
+
+		if (t >= end)
+			return 0;
+		sip_loop_step(loop, (int)(end - t < 20 ? end - t : 20));
+	}
+	return 1;
+}
+
+static void run_for(sip_loop *loop, unsigned ms)
+{
+	uint64_t end = now_ms() + ms, t;
+
+	while ((t = now_ms()) < end)
+		sip_loop_step(loop, (int)(end - t));
+}
+
+/* ---------------- frame ---------------- */
+
+static int frame(const char *s, size_t max, size_t *skip, size_t *mlen, const char **err)
+{
+	return sip_frame(s, strlen(s), max, skip, mlen, err);
+}
+
+static void test_frame(void)
+{
+	size_t skip, mlen;
+	const char *err;
+	const char *m1 = "OPTIONS sip:a SIP/2.0\r\nVia: x\r\nContent-Length: 3\r\n\r\nabcNEXT";
+
+	CHECK(frame(m1, 65535, &skip, &mlen, &err) == 1 && skip == 0 && mlen == strlen(m1) - 4);
+	CHECK(frame("\r\n\r\nX", 65535, &skip, &mlen, &err) == 0 && skip == 4 && mlen == 0);
+	CHECK(frame("\r\n", 65535, &skip, &mlen, &err) == 0 && skip == 2);
+	/* headers complete, body missing: the length is known */
+	CHECK(frame("A\r\nl: 10\r\n\r\nabc", 65535, &skip, &mlen, &err) == 0 && mlen == 22);
+	CHECK(frame("A\r\nL : 0\r\n\r\n", 65535, &skip, &mlen, &err) == 1 && mlen == 12);
+	CHECK(frame("A\nContent-length:\t2\n\nhi", 65535, &skip, &mlen, &err) == 1 && mlen == 23);
+	CHECK(frame("A\r\nContent-Length:\r\n  5\r\n\r\n12345", 65535, &skip, &mlen, &err) == 1);
+	CHECK(frame("A\r\nX-Content-Length: 5\r\nContent-Length: 0\r\n\r\n", 65535, &skip, &mlen,
+		    &err) == 1);
+	CHECK(frame("A\r\nl: 1\r\nContent-Length: 1\r\n\r\nx", 65535, &skip, &mlen, &err) == 1);
+	CHECK(frame("A\r\nl: 1\r\nContent-Length: 2\r\n\r\nxx", 65535, &skip, &mlen, &err) == -1);
+	CHECK(strcmp(err, "bad Content-Length") == 0);
+	CHECK(frame("A\r\nContent-Length: 1a\r\n\r\nx", 65535, &skip, &mlen, &err) == -1);
+	CHECK(frame("A\r\nContent-Length: -1\r\n\r\nx", 65535, &skip, &mlen, &err) == -1);
+	CHECK(frame("A\r\nContent-Length: \r\n\r\nx", 65535, &skip, &mlen, &err) == -1);
+	CHECK(frame("A\r\nVia: x\r\n\r\n", 65535, &skip, &mlen, &err) == -1);
+	CHECK(strcmp(err, "missing Content-Length") == 0);
+	CHECK(frame("A\r\nl: 99999999999999999999999\r\n\r\n", 65535, &skip, &mlen, &err) == -1);
+	CHECK(strcmp(err, "message too large") == 0);
+	CHECK(frame("A\r\nl: 90\r\n\r\n", 100, &skip, &mlen, &err) == -1);
+	CHECK(strcmp(err, "message too large") == 0);
+	{
+		char big[300];
+
+		memset(big, 'h', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		big[10] = '\n';
+		CHECK(frame(big, 100, &skip, &mlen, &err) == -1);
+		CHECK(strcmp(err, "header section too large") == 0);
+		CHECK(frame(big, 1000, &skip, &mlen, &err) == 0);
+	}
+	/* never reads past len: a cut copy behaves as "need more" at every length */
+	for (size_t n = 0; n < strlen(m1) - 4; n++) {
+		char *cut = malloc(n ? n : 1);
+
+		memcpy(cut, m1, n);
+		CHECK(sip_frame(cut, n, 65535, &skip, &mlen, &err) == 0);
+		free(cut);
+	}
+}
+
+/* ---------------- loop ---------------- */
+
+typedef struct tctx {
+	sip_loop *loop;
+	int order[8];
+	uint64_t at[8];
+	int n;
+	sip_timer *restart;  /* timer_self re-arms this one */
+	int self_runs;
+} tctx;
+
+typedef struct targ {
+	tctx *t;
+	int id;
+} targ;
+
+static void timer_rec(void *arg)
+{
+	targ *a = arg;
+
+	if (a->t->n < 8) {
+		a->t->order[a->t->n] = a->id;
+		a->t->at[a->t->n] = now_ms();
+		a->t->n++;
+	}
+}
+
+static int four_fired(void *arg)
+{
+	return ((tctx *)arg)->n >= 4;
+}
+
+static void test_timers_order(void)
+{
+	sip_loop *loop = sip_loop_new();
+	sip_timer t[4];
+	tctx c = { .loop = loop };
+	targ a[4] = { { &c, 30 }, { &c, 10 }, { &c, 20 }, { &c, 11 } };
+	unsigned ms[4] = { 60, 20, 40, 20 };
+	uint64_t start = now_ms();
+
+	CHECK(loop);
+	for (int i = 0; i < 4; i++) {
+		sip_timer_init(&t[i]);
+		CHECK(!sip_timer_active(&t[i]));
+		sip_timer_start(loop, &t[i], ms[i], timer_rec, &a[i]);
+		CHECK(sip_timer_active(&t[i]));
+	}
+	CHECK(sip_loop_timeout(loop) > 0 && sip_loop_timeout(loop) <= 20);
+	CHECK(run_until(loop, four_fired, &c, 1000));
+	/* equal due times fire in start order */
+	CHECK(c.order[0] == 10 && c.order[1] == 11 && c.order[2] == 20 && c.order[3] == 30);
+	for (int i = 0; i < 4; i++) {
+		unsigned want = c.order[i] == 30 ? 60 : c.order[i] == 20 ? 40 : 20;
+
+		CHECK(c.at[i] - start >= want && c.at[i] - start <= want + LATE_MS);
+	}
+	CHECK(sip_loop_timeout(loop) == -1);
+	sip_loop_free(loop);
+}
+
+static void timer_self(void *arg)
+{
+	tctx *c = arg;
+
+	c->self_runs++;
+	if (c->self_runs < 3)
+		sip_timer_start(c->loop, c->restart, 0, timer_self, c);
+}
+
+static void test_timer_stop_restart(void)
+{
+	sip_loop *loop = sip_loop_new();
+	sip_timer a, b, self;
+	tctx c = { .loop = loop, .restart = &self };
+	targ ta = { &c, 1 }, tb = { &c, 2 };
+	uint64_t start = now_ms();
+
+	sip_timer_init(&a);
+	sip_timer_init(&b);
+	sip_timer_init(&self);
+	sip_timer_start(loop, &a, 20, timer_rec, &ta);
+	sip_timer_start(loop, &b, 30, timer_rec, &tb);
+	sip_timer_stop(loop, &a);
+	sip_timer_stop(loop, &a);          /* twice is harmless */
+	CHECK(!sip_timer_active(&a));
+	sip_timer_start(loop, &b, 50, timer_rec, &tb);   /* restart pushes it back */
+	run_for(loop, 35);
+	CHECK(c.n == 0);
+	run_for(loop, 60);
+	CHECK(c.n == 1 && c.order[0] == 2 && c.at[0] - start >= 50);
+	CHECK(!sip_timer_active(&b));
+	/* a timer re-arming itself at 0 ms runs once per step, not in a spin */
+	sip_timer_start(loop, &self, 0, timer_self, &c);
+	CHECK(sip_loop_step(loop, 0) == 1 && c.self_runs == 1);
+	CHECK(sip_loop_timeout(loop) == 0);
+	sip_loop_step(loop, 0);
+	sip_loop_step(loop, 0);
+	CHECK(c.self_runs == 3 && !sip_timer_active(&self));
+	/* a step with nothing to do waits for its timeout, no busy loop */
+	start = now_ms();
+	CHECK(sip_loop_step(loop, 30) == 0);
+	CHECK(now_ms() - start >= 29);
+	sip_loop_free(loop);
+}
+
+typedef struct fdctx {
+	sip_loop *loop;
+	int fds[2];          /* read ends */
+	int calls[2];
+} fdctx;
+
+static fdctx *g_fd;
+
+static void fd_cb0(void *arg, uint32_t ev)
+{
+	g_fd->calls[0]++;
+	sip_loop_del_fd(g_fd->loop, g_fd->fds[1]);
+	sip_loop_del_fd(g_fd->loop, g_fd->fds[0]);
+}
+
+static void fd_cb1(void *arg, uint32_t ev)
+{
+	g_fd->calls[1]++;
+	sip_loop_del_fd(g_fd->loop, g_fd->fds[0]);
+	sip_loop_del_fd(g_fd->loop, g_fd->fds[1]);
+}
+
+static void nop_io(void *arg, uint32_t ev)
+{
+	char b[8];
+
+	(void)!read(*(int *)arg, b, sizeof(b));
+}
+
+/* the pollable protocol: the epoll fd turns readable, then step(0) dispatches */
+static void test_loop_pollable(void)
+{
+	sip_loop *loop = sip_loop_new();
+	int p[2];
+	struct pollfd pf;
+
+	CHECK(pipe(p) == 0);
+	CHECK(sip_loop_add_fd(loop, p[0], EPOLLIN, nop_io, &p[0]) == 0);
+	pf.fd = sip_loop_fd(loop);
+	pf.events = POLLIN;
+	CHECK(sip_loop_timeout(loop) == -1);
+	CHECK(poll(&pf, 1, 0) == 0);
+	CHECK(write(p[1], "x", 1) == 1);
+	CHECK(poll(&pf, 1, 100) == 1);
+	CHECK(sip_loop_step(loop, 0) == 1);
+	CHECK(poll(&pf, 1, 0) == 0);
+	CHECK(sip_loop_mod_fd(loop, p[0], EPOLLIN) == 0);
+	sip_loop_del_fd(loop, p[0]);
+	CHECK(sip_loop_mod_fd(loop, p[0], EPOLLIN) < 0);
+	close(p[0]);
+	close(p[1]);
+	sip_loop_free(loop);
+}
+
+static void test_del_fd_in_batch(void)
+{
+	sip_loop *loop = sip_loop_new();
+	int p0[2], p1[2];
+	fdctx c = { .loop = loop };
+
+	g_fd = &c;
+	CHECK(pipe(p0) == 0 && pipe(p1) == 0);
+	c.fds[0] = p0[0];
+	c.fds[1] = p1[0];
+	CHECK(write(p0[1], "x", 1) == 1 && write(p1[1], "x", 1) == 1);
+	CHECK(sip_loop_add_fd(loop, p0[0], EPOLLIN, fd_cb0, NULL) == 0);
+	CHECK(sip_loop_add_fd(loop, p1[0], EPOLLIN, fd_cb1, NULL) == 0);
+	CHECK(sip_loop_add_fd(loop, p1[0], EPOLLIN, fd_cb1, NULL) < 0);  /* one per fd */
+	CHECK(sip_loop_step(loop, 100) == 1);
+	CHECK(c.calls[0] + c.calls[1] == 1);
+	CHECK(sip_loop_step(loop, 10) == 0);
+	for (int i = 0; i < 2; i++) {
+		close(p0[i]);
+		close(p1[i]);
+	}
+	sip_loop_free(loop);
+}
+
+/* ---------------- transport helpers ---------------- */
+
+#define MAXKEEP 32768
+
+typedef struct rx {
+	int msgs;
+	size_t lens[16];
+	char last[MAXKEEP];
+	size_t lastlen;
+	sip_tp_src src;
+	int events_close, events_bad, events_idle, events_partial, events_limit, events_big;
+	int events_open;
+	char last_detail[128];
+	sip_transport *tp;
+	int echo;            /* reply "ok" on the connection or to the peer */
+	int close_first;     /* close the connection from inside the first delivery */
+} rx;
+
+static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len)
+{
+	rx *r = arg;
+
+	if (r->msgs < 16)
+		r->lens[r->msgs] = len;
+	r->msgs++;
+	r->lastlen = len < MAXKEEP ? len : MAXKEEP;
+	memcpy(r->last, buf, r->lastlen);
+	r->src = *src;
+	if (r->close_first && r->msgs == 1)
+		sip_tp_close_conn(r->tp, src->conn_id);
+	if (r->echo) {
+		static const char ok[] = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+		const char *err;
+
+		sip_tp_send(r->tp, src->kind, (const struct sockaddr *)&src->peer, src->peerlen,
+			    src->conn_id, ok, sizeof(ok) - 1, &err);
+	}
+}
+
+static void on_event(void *arg, const char *ev, const sip_tp_src *src, const char *detail)
+{
+	rx *r = arg;
+
+	if (!strcmp(ev, "conn close"))
+		r->events_close++;
+	else if (!strcmp(ev, "conn open"))
+		r->events_open++;
+	else if (!strcmp(ev, "bad framing"))
+		r->events_bad++;
+	else if (!strcmp(ev, "idle timeout"))
+		r->events_idle++;
+	else if (!strcmp(ev, "partial timeout"))
+		r->events_partial++;
+	else if (!strcmp(ev, "limit"))
+		r->events_limit++;
+	else if (!strcmp(ev, "too large"))
+		r->events_big++;
+	snprintf(r->last_detail, sizeof(r->last_detail), "%s", detail ? detail : "");
+}
+
+static int msgs_at_least(rx *r, int n) { return r->msgs >= n; }
+static int got1(void *a) { return msgs_at_least(a, 1); }
+static int got2(void *a) { return msgs_at_least(a, 2); }
+static int got3(void *a) { return msgs_at_least(a, 3); }
+
+static sip_transport *tp_on(sip_loop *loop, const sip_tp_config *cfg, rx *r, sip_tp_kind kind,
+			    const char *host, struct sockaddr_storage *addr, socklen_t *alen)
+{
+	const char *err = NULL;
+	sip_transport *tp = sip_tp_new(loop, cfg, on_recv, on_event, r);
+	int idx;
+
+	if (!tp)
+		return NULL;
+	r->tp = tp;
+	idx = sip_tp_listen(tp, kind, host, 0, &err);
+	if (idx < 0) {
+		fprintf(stderr, "  listen %s: %s\n", host, err);
+		sip_tp_free(tp);
+		return NULL;
+	}
+	sip_tp_listener_addr(tp, idx, NULL, addr, alen);
+	return tp;
+}
+
+static int port_of(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/* A plain blocking client socket, like a foreign UA. */
+static int raw_client(const struct sockaddr_storage *ss, socklen_t len)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (const struct sockaddr *)ss, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Steps the loop while waiting for fd to be readable; returns bytes read, 0 on EOF, -1 on
+ * timeout. */
+static ssize_t read_while_stepping(sip_loop *loop, int fd, char *buf, size_t cap, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	while (now_ms() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		sip_loop_step(loop, 5);
+		if (poll(&p, 1, 5) == 1)
+			return read(fd, buf, cap);
+	}
+	return -1;
+}
+
+static char *sip_msg(size_t bodylen, size_t *outlen)
+{
+	static const char head[] = "MESSAGE sip:bob@example.com SIP/2.0\r\n"
+		"Via: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK1\r\n"
+		"Call-ID: 1@test\r\nCSeq: 1 MESSAGE\r\n";
+	char *m = malloc(sizeof(head) + 64 + bodylen);
+	int n = sprintf(m, "%sContent-Length: %zu\r\n\r\n", head, bodylen);
+
+	for (size_t i = 0; i < bodylen; i++)
+		m[n + i] = (char)('a' + i % 26);
+	*outlen = (size_t)n + bodylen;
+	return m;
+}
+
+typedef struct open_wait {
+	sip_transport *tp;
+	unsigned want;
+} open_wait;
+
+static int conns_open_is(void *arg)
+{
+	open_wait *w = arg;
+	sip_tp_stats st;
+
+	sip_tp_stats_get(w->tp, &st);
+	return st.conns_open == w->want;
+}
+
+/* ---------------- UDP ---------------- */
+
+static void udp_pair(const char *host)
+{
+	sip_loop *loop = sip_loop_new();
+	rx ra = { 0 }, rb = { 0 };
+	struct sockaddr_storage aa, ab;
+	socklen_t la, lb;
+	sip_transport *a = tp_on(loop, NULL, &ra, SIP_TP_UDP, host, &aa, &la);
+	sip_transport *b = tp_on(loop, NULL, &rb, SIP_TP_UDP, host, &ab, &lb);
+	const char *err = NULL;
+	static const char msg[] = "OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+	sip_tp_stats st;
+
+	CHECK(a && b);
+	CHECK(port_of(&aa) > 0 && port_of(&ab) > 0 && port_of(&aa) != port_of(&ab));
+	rb.echo = 1;
+	CHECK(sip_tp_send(a, SIP_TP_UDP, (struct sockaddr *)&ab, lb, 0, msg, sizeof(msg) - 1,
+			  &err) == 0);
+	CHECK(run_until(loop, got1, &rb, 1000));
+	CHECK(rb.lastlen == sizeof(msg) - 1 && memcmp(rb.last, msg, rb.lastlen) == 0);
+	/* the source port is the listening port, so the reply comes back to it */
+	CHECK(rb.src.kind == SIP_TP_UDP && rb.src.conn_id == 0 && port_of(&rb.src.peer) == port_of(&aa));
+	CHECK(port_of(&rb.src.local) == port_of(&ab));
+	CHECK(run_until(loop, got1, &ra, 1000));
+	CHECK(ra.lastlen == 37 && ra.src.listener == 0);
+	sip_tp_stats_get(a, &st);
+	CHECK(st.udp_out == 1 && st.udp_in == 1);
+	/* a second UDP listener; send_from picks the source socket */
+	{
+		struct sockaddr_storage a2;
+		socklen_t l2;
+		int idx = sip_tp_listen(a, SIP_TP_UDP, host, 0, &err);
+
+		CHECK(idx == 1 && sip_tp_listener_count(a) == 2);
+		CHECK(sip_tp_listener_addr(a, idx, NULL, &a2, &l2) == 0);
+		CHECK(sip_tp_send_from(a, idx, (struct sockaddr *)&ab, lb, msg, sizeof(msg) - 1,
+				       &err) == 0);
+		CHECK(run_until(loop, got2, &rb, 1000));
+		CHECK(port_of(&rb.src.peer) == port_of(&a2));
+		CHECK(run_until(loop, got2, &ra, 1000));
+		CHECK(ra.src.listener == 1);
+		CHECK(sip_tp_send_from(a, 7, (struct sockaddr *)&ab, lb, msg, 3, &err) < 0);
+	}
+	sip_tp_free(a);
+	sip_tp_free(b);
+	sip_loop_free(loop);
+}
+
+static void test_udp_ipv4(void) { udp_pair("127.0.0.1"); }
+static void test_udp_ipv6(void) { udp_pair("[::1]"); }
+
+static void test_udp_too_large(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx ra = { 0 }, rb = { 0 };
+	struct sockaddr_storage aa, ab;
+	socklen_t la, lb;
+	sip_tp_config small = sip_tp_config_default();
+	sip_transport *a, *b;
+	char big[200];
+	const char *err;
+	sip_tp_stats st;
+
+	small.max_msg = 100;
+	a = tp_on(loop, NULL, &ra, SIP_TP_UDP, "127.0.0.1", &aa, &la);
+	b = tp_on(loop, &small, &rb, SIP_TP_UDP, "127.0.0.1", &ab, &lb);
+	CHECK(a && b);
+	memset(big, 'x', sizeof(big));
+	CHECK(sip_tp_send(a, SIP_TP_UDP, (struct sockaddr *)&ab, lb, 0, big, 101, &err) == 0);
+	CHECK(sip_tp_send(a, SIP_TP_UDP, (struct sockaddr *)&ab, lb, 0, big, 100, &err) == 0);
+	CHECK(run_until(loop, got1, &rb, 1000));
+	CHECK(rb.msgs == 1 && rb.lastlen == 100 && rb.events_big == 1);
+	sip_tp_stats_get(b, &st);
+	CHECK(st.dropped == 1 && st.udp_in == 1);
+	/* no UDP listener of the other family */
+	{
+		struct sockaddr_in6 v6 = { .sin6_family = AF_INET6, .sin6_port = htons(5060) };
+
+		v6.sin6_addr = in6addr_loopback;
+		CHECK(sip_tp_send(a, SIP_TP_UDP, (struct sockaddr *)&v6, sizeof(v6), 0, big, 10,
+				  &err) < 0 && err);
+	}
+	CHECK(sip_tp_listen(a, SIP_TP_UDP, "not-an-ip", 0, &err) < 0 && err);
+	CHECK(sip_tp_listen(a, SIP_TP_UDP, "127.0.0.1", 70000, &err) < 0);
+	sip_tp_free(a);
+	sip_tp_free(b);
+	sip_loop_free(loop);
+}
+
+/* a taken port is an error, unless every party asked for SO_REUSEPORT */
+static void test_listen_reuse(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	sip_tp_config cfg = sip_tp_config_default();
+	sip_transport *a, *b;
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	const char *err = NULL;
+
+	for (int kind = SIP_TP_UDP; kind <= SIP_TP_TCP; kind++) {
+		cfg.reuse_port = 0;
+		a = tp_on(loop, &cfg, &r, (sip_tp_kind)kind, "127.0.0.1", &sa, &sl);
+		b = sip_tp_new(loop, &cfg, on_recv, on_event, &r);
+		CHECK(a && b);
+		CHECK(sip_tp_listen(b, (sip_tp_kind)kind, "127.0.0.1", port_of(&sa), &err) < 0 && err);
+		sip_tp_free(a);
+		sip_tp_free(b);
+		cfg.reuse_port = 1;
+		a = tp_on(loop, &cfg, &r, (sip_tp_kind)kind, "127.0.0.1", &sa, &sl);
+		b = sip_tp_new(loop, &cfg, on_recv, on_event, &r);
+		CHECK(a && b);
+		CHECK(sip_tp_listen(b, (sip_tp_kind)kind, "127.0.0.1", port_of(&sa), &err) == 0);
+		sip_tp_free(a);
+		sip_tp_free(b);
+	}
+	sip_loop_free(loop);
+}
+
+/* ---------------- TCP ---------------- */
+
+static void test_tcp_split_20k(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	size_t n;
+	char *m = sip_msg(20000, &n);
+	int fd;
+
+	CHECK(tp);
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0);
+	for (size_t off = 0; off < n; off += 97) {
+		size_t k = n - off < 97 ? n - off : 97;
+
+		CHECK(write_all(fd, m + off, k) == 0);
+		if (off % (97 * 20) == 0)
+			sip_loop_step(loop, 1);
+		CHECK(r.msgs == 0 || off + k == n);
+	}
+	CHECK(run_until(loop, got1, &r, 2000));
+	CHECK(r.msgs == 1 && r.lastlen == n && memcmp(r.last, m, n) == 0);
+	CHECK(r.src.kind == SIP_TP_TCP && r.src.conn_id != 0);
+	CHECK(port_of(&r.src.local) == port_of(&sa));
+	close(fd);
+	free(m);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_two_in_one_write(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "[::1]", &sa, &sl);
+	size_t n1, n2;
+	char *m1 = sip_msg(5, &n1), *m2 = sip_msg(300, &n2), both[1024];
+	int fd;
+
+	CHECK(tp);
+	memcpy(both, m1, n1);
+	memcpy(both + n1, m2, n2);
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0);
+	CHECK(write_all(fd, both, n1 + n2) == 0);
+	CHECK(run_until(loop, got2, &r, 1000));
+	CHECK(r.msgs == 2 && r.lens[0] == n1 && r.lens[1] == n2);
+	CHECK(r.src.peer.ss_family == AF_INET6);
+	close(fd);
+	free(m1);
+	free(m2);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+/* a handler may close the connection it is reading from; the rest of the batch is dropped */
+static void test_tcp_close_in_callback(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	size_t n;
+	char *m = sip_msg(10, &n), three[1024], buf[8];
+	int fd;
+	open_wait w = { tp, 0 };
+
+	CHECK(tp);
+	for (int i = 0; i < 3; i++)
+		memcpy(three + i * n, m, n);
+	r.close_first = 1;
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0 && write_all(fd, three, 3 * n) == 0);
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 1000) == 0);
+	CHECK(r.msgs == 1 && r.src.listener == 0 && conns_open_is(&w));
+	close(fd);
+	free(m);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_keepalive(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	char buf[16];
+	size_t n;
+	char *m = sip_msg(3, &n);
+	int fd;
+
+	CHECK(tp);
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0);
+	CHECK(write_all(fd, "\r\n\r\n", 4) == 0);
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 1000) == 2 && !memcmp(buf, "\r\n", 2));
+	/* a ping split over two writes is still one ping */
+	CHECK(write_all(fd, "\r\n", 2) == 0);
+	run_for(loop, 20);
+	CHECK(write_all(fd, "\r\n", 2) == 0);
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 1000) == 2);
+	/* a single CRLF (a pong) is skipped, unanswered, and the next message still frames */
+	CHECK(write_all(fd, "\r\n", 2) == 0);
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 100) == -1);
+	CHECK(write_all(fd, m, n) == 0);
+	CHECK(run_until(loop, got1, &r, 1000));
+	CHECK(r.lastlen == n && r.events_close == 0);
+	close(fd);
+	free(m);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_bad_framing_closes_one(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	static const char bad[] = "MESSAGE sip:a SIP/2.0\r\nContent-Length: 12x\r\n\r\n";
+	static const char huge[] = "MESSAGE sip:a SIP/2.0\r\nContent-Length: 999999\r\n\r\n";
+	char buf[16];
+	size_t n;
+	char *m = sip_msg(10, &n);
+	int bad_fd, good_fd, huge_fd;
+	sip_tp_stats st;
+
+	CHECK(tp);
+	good_fd = raw_client(&sa, sl);
+	bad_fd = raw_client(&sa, sl);
+	huge_fd = raw_client(&sa, sl);
+	CHECK(good_fd >= 0 && bad_fd >= 0 && huge_fd >= 0);
+	CHECK(write_all(good_fd, m, n / 2) == 0);
+	CHECK(write_all(bad_fd, bad, sizeof(bad) - 1) == 0);
+	CHECK(read_while_stepping(loop, bad_fd, buf, sizeof(buf), 1000) == 0);  /* EOF */
+	CHECK(r.events_bad == 1 && strcmp(r.last_detail, "bad Content-Length") == 0);
+	CHECK(write_all(huge_fd, huge, sizeof(huge) - 1) == 0);
+	CHECK(read_while_stepping(loop, huge_fd, buf, sizeof(buf), 1000) == 0);
+	CHECK(r.events_bad == 2 && strcmp(r.last_detail, "message too large") == 0);
+	CHECK(write_all(good_fd, m + n / 2, n - n / 2) == 0);
+	CHECK(run_until(loop, got1, &r, 1000));
+	CHECK(r.lastlen == n);
+	sip_tp_stats_get(tp, &st);
+	CHECK(st.conns_open == 1 && st.conns_closed == 2);
+	close(good_fd);
+	close(bad_fd);
+	close(huge_fd);
+	free(m);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+/* 2000 connections in batches of 200, each batch all open at once. */
+static void test_tcp_2000_conns(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_transport *tp = tp_on(loop, NULL, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	int fds[200];
+	open_wait w = { tp, 0 };
+	sip_tp_stats st;
+
+	CHECK(tp);
+	for (int batch = 0; batch < 10; batch++) {
+		for (int i = 0; i < 200; i++) {
+			fds[i] = raw_client(&sa, sl);
+			CHECK(fds[i] >= 0);
+			if (i % 50 == 49)
+				sip_loop_step(loop, 0);
+		}
+		w.want = 200;
+		CHECK(run_until(loop, conns_open_is, &w, 3000));
+		for (int i = 0; i < 200; i++)
+			close(fds[i]);
+		w.want = 0;
+		CHECK(run_until(loop, conns_open_is, &w, 3000));
+	}
+	sip_tp_stats_get(tp, &st);
+	CHECK(st.conns_accepted == 2000 && st.conns_closed == 2000 && st.conns_open == 0);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_max_conns(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_tp_config cfg = sip_tp_config_default();
+	sip_transport *tp;
+	int fds[5], extra;
+	open_wait w;
+	char buf[8];
+	size_t n;
+	char *m = sip_msg(0, &n);
+
+	cfg.max_conns = 3;
+	tp = tp_on(loop, &cfg, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	CHECK(tp);
+	w.tp = tp;
+	for (int i = 0; i < 5; i++) {
+		fds[i] = raw_client(&sa, sl);
+		CHECK(fds[i] >= 0);
+		run_for(loop, 10);
+	}
+	w.want = 3;
+	CHECK(run_until(loop, conns_open_is, &w, 1000));
+	run_for(loop, 30);
+	CHECK(r.events_limit == 2);
+	/* the refused ones see EOF */
+	CHECK(read_while_stepping(loop, fds[3], buf, sizeof(buf), 1000) == 0);
+	CHECK(read_while_stepping(loop, fds[4], buf, sizeof(buf), 1000) == 0);
+	for (int i = 0; i < 5; i++)
+		close(fds[i]);
+	w.want = 0;
+	CHECK(run_until(loop, conns_open_is, &w, 1000));
+	/* the listener still works */
+	extra = raw_client(&sa, sl);
+	CHECK(extra >= 0 && write_all(extra, m, n) == 0);
+	CHECK(run_until(loop, got1, &r, 1000));
+	close(extra);
+	free(m);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_idle_timeout(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_tp_config cfg = sip_tp_config_default();
+	sip_transport *tp;
+	char buf[8];
+	uint64_t start;
+	int fd;
+	open_wait w;
+
+	cfg.idle_ms = 150;
+	tp = tp_on(loop, &cfg, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	CHECK(tp);
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0);
+	start = now_ms();
+	/* traffic keeps it open past idle_ms */
+	for (int i = 0; i < 4; i++) {
+		size_t n;
+		char *m = sip_msg(0, &n);
+
+		run_for(loop, 60);
+		CHECK(write_all(fd, m, n) == 0);
+		free(m);
+	}
+	w.tp = tp;
+	w.want = 1;
+	CHECK(conns_open_is(&w));
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 1000) == 0);
+	CHECK(r.events_idle == 1 && now_ms() - start >= 240 + 150 - 5);
+	w.want = 0;
+	CHECK(conns_open_is(&w));
+	close(fd);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_partial_timeout(void)
+{
+	sip_loop *loop = sip_loop_new();
+	rx r = { 0 };
+	struct sockaddr_storage sa;
+	socklen_t sl;
+	sip_tp_config cfg = sip_tp_config_default();
+	sip_transport *tp;
+	char buf[8];
+	int fd;
+	static const char part[] = "MESSAGE sip:a SIP/2.0\r\nVia: x\r\n";
+
+	cfg.partial_ms = 100;
+	tp = tp_on(loop, &cfg, &r, SIP_TP_TCP, "127.0.0.1", &sa, &sl);
+	CHECK(tp);
+	fd = raw_client(&sa, sl);
+	CHECK(fd >= 0);
+	/* a byte at a time: active, yet never finishing a message */
+	for (size_t i = 0; i < sizeof(part) - 1 && r.events_partial == 0; i++) {
+		if (write(fd, part + i, 1) != 1)
+			break;
+		run_for(loop, 10);
+	}
+	CHECK(read_while_stepping(loop, fd, buf, sizeof(buf), 1000) == 0);
+	CHECK(r.events_partial == 1 && r.msgs == 0);
+	close(fd);
+	sip_tp_free(tp);
+	sip_loop_free(loop);
+}
+
+/* transport to transport: connect on demand, reuse, answer on the same connection */
+static void tcp_tp_to_tp(const char *host)
+{
+	sip_loop *loop = sip_loop_new();
+	rx ra = { 0 }, rb = { 0 };
+	struct sockaddr_storage aa, ab;
+	socklen_t la, lb;
+	sip_transport *a = tp_on(loop, NULL, &ra, SIP_TP_TCP, host, &aa, &la);
+	sip_transport *b = tp_on(loop, NULL, &rb, SIP_TP_TCP, host, &ab, &lb);
+	size_t n;
+	char *m = sip_msg(40000, &n);
+	const char *err = NULL;
+	sip_tp_stats sa_, sb;
+
+	CHECK(a && b);
+	rb.echo = 1;
+	/* queued before connect completes, then partial writes */
+	CHECK(sip_tp_send(a, SIP_TP_TCP, (struct sockaddr *)&ab, lb, 0, m, n, &err) == 0);
+	CHECK(sip_tp_send(a, SIP_TP_TCP, (struct sockaddr *)&ab, lb, 0, m, 200, &err) == 0);
+	CHECK(run_until(loop, got1, &ra, 2000));
+	CHECK(rb.msgs == 1 && rb.lastlen == MAXKEEP && memcmp(rb.last, m, MAXKEEP) == 0);
+	CHECK(rb.lens[0] == n);
+	/* the reply came back on the same connection: one connection each side */
+	sip_tp_stats_get(a, &sa_);
+	sip_tp_stats_get(b, &sb);
+	CHECK(sa_.conns_open == 1 && sb.conns_open == 1 && sb.conns_accepted == 1);
+	/* b closes it; a's next send opens a new one */
+	CHECK(sip_tp_close_conn(b, rb.src.conn_id) == 0);
+	CHECK(sip_tp_close_conn(b, rb.src.conn_id) < 0);
+	{
+		open_wait w = { a, 0 };
+
+		CHECK(run_until(loop, conns_open_is, &w, 1000));
+	}
+	CHECK(sip_tp_send(a, SIP_TP_TCP, (struct sockaddr *)&ab, lb, 12345, m, n, &err) == 0);
+	CHECK(run_until(loop, got2, &rb, 2000));
+	CHECK(run_until(loop, got2, &ra, 2000));
+	/* a closed conn_id with no address is an error, not a crash */
+	CHECK(sip_tp_send(a, SIP_TP_TCP, NULL, 0, 999, m, 10, &err) < 0 && err);
+	/* connecting to a closed port reports, and does not leak */
+	{
+		struct sockaddr_storage dead = ab;
+		open_wait w = { a, 1 };
+
+		if (dead.ss_family == AF_INET)
+			((struct sockaddr_in *)&dead)->sin_port = htons(1);
+		else
+			((struct sockaddr_in6 *)&dead)->sin6_port = htons(1);
+		sip_tp_send(a, SIP_TP_TCP, (struct sockaddr *)&dead, lb, 0, m, 10, &err);
+		CHECK(run_until(loop, conns_open_is, &w, 1000));
+	}
+	(void)got3;
+	free(m);
+	sip_tp_free(a);
+	sip_tp_free(b);
+	sip_loop_free(loop);
+}
+
+static void test_tcp_tp_to_tp_ipv4(void) { tcp_tp_to_tp("127.0.0.1"); }
+static void test_tcp_tp_to_tp_ipv6(void) { tcp_tp_to_tp("::1"); }
+
+static void watchdog(int sig)
+{
+	static const char msg[] = "watchdog: test run took too long\n";
+
+	(void)sig;
+	if (write(2, msg, sizeof(msg) - 1) < 0)
+		_exit(2);
+	_exit(2);
+}
+
+int main(void)
+{
+	struct rlimit rl;
+
+	signal(SIGALRM, watchdog);
+	signal(SIGPIPE, SIG_IGN);
+	alarm(WATCHDOG_S);
+	/* 200 client + 200 server sockets at once need more than a default 256/1024 */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 1024 && rl.rlim_max >= 1024) {
+		rl.rlim_cur = 1024;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	RUN(test_frame);
+	RUN(test_timers_order);
+	RUN(test_timer_stop_restart);
+	RUN(test_del_fd_in_batch);
+	RUN(test_loop_pollable);
+	RUN(test_udp_ipv4);
+	RUN(test_udp_ipv6);
+	RUN(test_udp_too_large);
+	RUN(test_listen_reuse);
+	RUN(test_tcp_split_20k);
+	RUN(test_tcp_two_in_one_write);
+	RUN(test_tcp_close_in_callback);
+	RUN(test_tcp_keepalive);
+	RUN(test_tcp_bad_framing_closes_one);
+	RUN(test_tcp_2000_conns);
+	RUN(test_tcp_max_conns);
+	RUN(test_tcp_idle_timeout);
+	RUN(test_tcp_partial_timeout);
+	RUN(test_tcp_tp_to_tp_ipv4);
+	RUN(test_tcp_tp_to_tp_ipv6);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
