@@ -4,6 +4,7 @@
 #include "rand.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 typedef struct out {
 	char *p;
@@ -90,4 +91,44 @@ size_t sip_build_response(const sip_msg *req, int code, const char *reason, size
 		put(&o, extra, elen);
 	put(&o, "Content-Length: 0\r\n\r\n", 21);
 	return o.n;
+}
+
+int sip_build_from_invite(const sip_msg *inv, const char *method, sip_pl to,
+			  char **outp, size_t *lenp)
+{
+	size_t pos = 0;
+	sip_pl via;
+	int vi = inv->first[SIP_HDR_VIA], ci = inv->first[SIP_HDR_CALL_ID];
+	int fi = inv->first[SIP_HDR_FROM], ti = inv->first[SIP_HDR_TO];
+	if (vi < 0 || ci < 0 || fi < 0 || ti < 0)
+		return -1;
+	sip_list_next(inv->hdrs[vi].value, &pos, &via);
+	if (!to.p)
+		to = inv->hdrs[ti].value;
+	for (int pass = 0; pass < 2; pass++) {
+		out o = { pass ? *outp : NULL, pass ? *lenp : 0, 0 };
+		char num[48];
+		put(&o, method, strlen(method));
+		put(&o, " ", 1);
+		put(&o, inv->uri.p, inv->uri.n);
+		put(&o, " SIP/2.0\r\n", 10);
+		put_hdr(&o, "Via", via);
+		for (unsigned i = 0; i < inv->nhdrs; i++)
+			if (inv->hdrs[i].id == SIP_HDR_ROUTE)
+				put_hdr(&o, "Route", inv->hdrs[i].value);
+		put(&o, "Max-Forwards: 70\r\n", 18);
+		put_hdr(&o, "From", inv->hdrs[fi].value);
+		put_hdr(&o, "To", to);
+		put_hdr(&o, "Call-ID", inv->hdrs[ci].value);
+		int n = snprintf(num, sizeof num, "CSeq: %u %s\r\n", (unsigned)inv->cseq, method);
+		put(&o, num, (size_t)n);
+		put(&o, "Content-Length: 0\r\n\r\n", 21);
+		if (!pass) {
+			*lenp = o.n;
+			*outp = malloc(o.n);
+			if (!*outp)
+				return -1;
+		}
+	}
+	return 0;
 }

@@ -17,3 +17,12 @@ size_t sip_build_response(const sip_msg *req, int code, const char *reason, size
 void sip_build_tag(char tag[SIP_TAG_LEN]);
 
 #endif
+
+#ifndef SIP_BUILD_H2
+#define SIP_BUILD_H2
+/* §17.1.1.3 ACK for a non-2xx final, and §9.1 CANCEL, both from the INVITE as sent: same
+ * Request-URI, top Via, Route, From, Call-ID and CSeq number. to: the To header value to
+ * use (the response's for ACK), or NULL for the INVITE's. malloc'd text in *out. */
+int sip_build_from_invite(const sip_msg *invite, const char *method, sip_pl to,
+			  char **out, size_t *len);
+#endif

@@ -5,11 +5,23 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <sys/socket.h>
 #include "msg.h"
 
 #define LSIP_MSG_MT "sip.msg"
 
+/* A message userdata. `src` is filled for messages that arrived on an endpoint (stateless
+ * replies need the exact connection and listener). */
+typedef struct lsip_msg {
+	sip_msg m;
+	int valid;
+	int has_src;
+	unsigned char src[sizeof(struct sockaddr_storage) * 2 + 64];
+} lsip_msg;
+
 void lsip_open_msg(lua_State *L);
+void lsip_open_ep(lua_State *L);
+void lsip_msg_validate(lua_State *L, int idx);
 void lsip_open_auth(lua_State *L);
 
 /* Push a new, empty message userdata; the caller parses into the returned sip_msg.

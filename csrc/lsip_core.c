@@ -9,5 +9,6 @@ int luaopen_sip_core(lua_State *L)
 	lua_newtable(L);
 	lsip_open_msg(L);
 	lsip_open_auth(L);
+	lsip_open_ep(L);
 	return 1;
 }

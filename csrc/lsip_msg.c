@@ -12,10 +12,6 @@
 #define UV_SOURCE 1
 #define UV_EXTRA 2
 
-typedef struct lsip_msg {
-	sip_msg m;
-	int valid;
-} lsip_msg;
 
 sip_msg *lsip_msg_new(lua_State *L)
 {

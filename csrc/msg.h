@@ -131,6 +131,9 @@ int sip_msg_remove_top_via(sip_msg *m);  /* first value of the first Via; -1 non
 int sip_msg_set_uri(sip_msg *m, const char *uri, size_t len);
 int sip_msg_set_body(sip_msg *m, const char *body, size_t len);
 
+/* A message of its own (owning its bytes) equal to src with its edits applied. */
+int sip_msg_copy(sip_msg *dst, const sip_msg *src, const sip_limits *lim, const char **err);
+
 /* Wire form with edits applied and a correct Content-Length.
  * Returns the size needed; writes only when it fits in cap (out may be NULL). */
 size_t sip_msg_print(const sip_msg *m, char *out, size_t cap);

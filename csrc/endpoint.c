@@ -1,0 +1,756 @@
+/* endpoint.c: what happens to every message that arrives or leaves: parse, match a
+ * transaction (§17.1.3, §17.2.3), fix the Via (§18.2.1, RFC 3581), route responses (§18.2.2). */
+#include "txn.h"
+#include "build.h"
+#include "chars.h"
+#include "rand.h"
+#include "uri.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 1024   /* transaction keys: branch + sent-by + method, or the RFC 2543 set */
+#define BRANCH_HEX 16  /* 64 random bits after the magic cookie */
+
+void sip_ep_config_default(sip_ep_config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->t1 = SIP_T1_DEFAULT;
+	c->t2 = SIP_T2_DEFAULT;
+	c->t4 = SIP_T4_DEFAULT;
+	c->max_txns = SIP_MAX_TXNS_DEFAULT;
+	c->lim = sip_limits_default;
+	c->tp = sip_tp_config_default();
+}
+
+void sip_ep_logf(sip_endpoint *ep, const char *fmt, ...)
+{
+	if (!ep->hooks.log)
+		return;
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	ep->hooks.log(ep->ud, line);
+}
+
+void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	const char *k = kind == SIP_TP_TCP ? "tcp" : "udp";
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+		port = ntohs(s4->sin_port);
+		snprintf(buf, cap, "%s:%s:%d", k, host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+		port = ntohs(s6->sin6_port);
+		snprintf(buf, cap, "%s:[%s]:%d", k, host, port);
+	} else {
+		snprintf(buf, cap, "%s:?", k);
+	}
+}
+
+static void addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, (socklen_t)cap);
+		*port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, host, (socklen_t)cap);
+		*port = ntohs(s4->sin_port);
+	}
+}
+
+static void set_port(struct sockaddr_storage *ss, int port)
+{
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_t len,
+		     const char **err)
+{
+	if (d->kind == SIP_TP_UDP && d->listener >= 0)
+		return sip_tp_send_from(ep->tp, d->listener, (const struct sockaddr *)&d->addr,
+					d->len, buf, len, err);
+	return sip_tp_send(ep->tp, d->kind, (const struct sockaddr *)&d->addr, d->len, d->conn_id,
+			   buf, len, err);
+}
+
+/* --- setup ---------------------------------------------------------------------------- */
+
+static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len);
+
+static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, const char *detail)
+{
+	sip_endpoint *ep = arg;
+	char a[80] = "";
+	if (src)
+		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
+	sip_ep_logf(ep, "transport %s %s%s%s", event, a, detail ? ": " : "", detail ? detail : "");
+}
+
+sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
+			 void *ud)
+{
+	sip_endpoint *ep = calloc(1, sizeof *ep);
+	if (!ep)
+		return NULL;
+	if (cfg)
+		ep->cfg = *cfg;
+	else
+		sip_ep_config_default(&ep->cfg);
+	ep->hooks = *hooks;
+	ep->ud = ud;
+	ep->loop = loop;
+	if (sip_map_init(&ep->client) || sip_map_init(&ep->server) ||
+	    sip_map_init(&ep->accepted) || sip_map_init(&ep->ids))
+		goto fail;
+	ep->tp = sip_tp_new(loop, &ep->cfg.tp, on_recv, on_tp_event, ep);
+	if (!ep->tp)
+		goto fail;
+	return ep;
+fail:
+	sip_map_free(&ep->client);
+	sip_map_free(&ep->server);
+	sip_map_free(&ep->accepted);
+	sip_map_free(&ep->ids);
+	free(ep);
+	return NULL;
+}
+
+void sip_ep_free(sip_endpoint *ep)
+{
+	if (!ep)
+		return;
+	ep->hooks.gone = NULL;
+	ep->hooks.log = NULL;
+	/* terminate every transaction: walk the id table until it is empty */
+	for (;;) {
+		sip_txn *t = NULL;
+		for (size_t i = 0; i < ep->ids.nb && !t; i++)
+			if (ep->ids.b[i])
+				t = ep->ids.b[i]->value;
+		if (!t)
+			break;
+		sip_txn_terminate(t);
+	}
+	sip_tp_free(ep->tp);
+	sip_map_free(&ep->client);
+	sip_map_free(&ep->server);
+	sip_map_free(&ep->accepted);
+	sip_map_free(&ep->ids);
+	free(ep);
+}
+
+int sip_ep_listen(sip_endpoint *ep, sip_tp_kind kind, const char *host, int port,
+		  const char **err)
+{
+	return sip_tp_listen(ep->tp, kind, host, port, err);
+}
+
+sip_transport *sip_ep_transport(sip_endpoint *ep) { return ep->tp; }
+void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st) { *st = ep->stats; }
+const sip_ep_config *sip_ep_config_get(sip_endpoint *ep) { return &ep->cfg; }
+
+/* --- keys ----------------------------------------------------------------------------- */
+
+static int has_cookie(sip_pl branch)
+{
+	return branch.n >= 7 && memcmp(branch.p, "z9hG4bK", 7) == 0;
+}
+
+/* §17.2.3: branch + sent-by + method (ACK counts as INVITE), or the RFC 2543 rules. */
+static size_t server_key(char *key, const sip_msg *m, const sip_via *via, sip_pl topvia,
+			 const char *method, size_t mlen)
+{
+	int n;
+	if (has_cookie(via->branch))
+		n = snprintf(key, KEY_MAX, "S|%.*s|%.*s:%d|%.*s", (int)via->branch.n,
+			     via->branch.p, (int)via->host.n, via->host.p, via->port,
+			     (int)mlen, method);
+	else
+		n = snprintf(key, KEY_MAX, "T|%.*s|%.*s|%u|%.*s|%.*s|%.*s", (int)m->uri.n, m->uri.p,
+			     (int)m->call_id.n, m->call_id.p, (unsigned)m->cseq,
+			     (int)m->from_tag.n, m->from_tag.p, (int)topvia.n, topvia.p,
+			     (int)mlen, method);
+	return n < 0 ? 0 : (size_t)n < KEY_MAX ? (size_t)n : KEY_MAX - 1;
+}
+
+static size_t client_key(char *key, sip_pl branch, sip_pl method)
+{
+	int n = snprintf(key, KEY_MAX, "C|%.*s|%.*s", (int)branch.n, branch.p, (int)method.n,
+			 method.p);
+	return n < 0 ? 0 : (size_t)n < KEY_MAX ? (size_t)n : KEY_MAX - 1;
+}
+
+/* --- responses the core makes itself ------------------------------------------------- */
+
+static char *print_response(const sip_msg *req, int code, const char *reason, const char *extra,
+			    size_t *len)
+{
+	size_t rl = reason ? strlen(reason) : 0, el = extra ? strlen(extra) : 0;
+	*len = sip_build_response(req, code, reason, rl, NULL, 0, extra, el, NULL, 0);
+	char *buf = malloc(*len);
+	if (buf)
+		sip_build_response(req, code, reason, rl, NULL, 0, extra, el, buf, *len);
+	return buf;
+}
+
+/* Reply through a fresh server transaction with a response the core builds. */
+static void core_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
+		       const char *extra)
+{
+	size_t len;
+	const char *err;
+	char *buf = print_response(req, code, NULL, extra, &len);
+	sip_msg res;
+	if (!buf)
+		return;
+	if (sip_msg_parse(&res, buf, len, 0, 0, NULL, &err) == 0) {
+		sip_txn_server_reply(st, &res, &err);
+		sip_msg_free(&res);
+	}
+	free(buf);
+}
+
+void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *reason)
+{
+	sip_msg req, res;
+	const char *err;
+	size_t len;
+	if (sip_msg_parse(&req, t->out, t->outlen, 0, 0, NULL, &err))
+		return;
+	char *buf = print_response(&req, code, reason, NULL, &len);
+	sip_msg_free(&req);
+	if (!buf)
+		return;
+	if (sip_msg_parse(&res, buf, len, 0, 0, NULL, &err) == 0) {
+		t->last_status = code;
+		if (ep->hooks.response)
+			ep->hooks.response(ep->ud, t, &res);
+		sip_msg_free(&res);
+	}
+	free(buf);
+}
+
+/* §18.2.2 and RFC 3581: responses go back over the connection, or to the source address
+ * (port from rport when the client asked for it, else the Via's). */
+static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d)
+{
+	memset(d, 0, sizeof *d);
+	d->kind = src->kind;
+	d->addr = src->peer;
+	d->len = src->peerlen;
+	d->conn_id = src->conn_id;
+	d->listener = src->kind == SIP_TP_UDP ? src->listener : -1;
+	if (src->kind == SIP_TP_UDP && via && via->rport < 0)
+		set_port(&d->addr, via->port ? via->port : 5060);
+}
+
+/* A request that did not parse: answer 400 (505 for the version) with the reason, when
+ * enough of it can be read to address a response; otherwise drop it. */
+static void reply_unparsable(sip_endpoint *ep, const sip_tp_src *src, const char *buf,
+			     size_t len, const char *reason)
+{
+	if (len < 4 || strncasecmp(buf, "SIP/", 4) == 0)
+		return;   /* responses are never answered */
+	const char *p = buf, *end = buf + len;
+	const char *nl = memchr(p, '\n', len);
+	if (!nl)
+		return;
+	int code = strcmp(reason, "unsupported SIP version") == 0 ? 505 : 400;
+	char out[4096];
+	size_t o = (size_t)snprintf(out, sizeof out, "SIP/2.0 %d %s\r\n", code, reason);
+	int have_via = 0;
+	for (p = nl + 1; p < end && *p != '\r' && *p != '\n';) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		const char *le = nl ? nl : end;
+		const char *colon = memchr(p, ':', (size_t)(le - p));
+		if (colon) {
+			const char *ne = colon;
+			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+				ne--;
+			sip_hdr_id id = ne > p ? sip_hdr_lookup(p, (size_t)(ne - p)) : SIP_HDR_OTHER;
+			if (id == SIP_HDR_VIA || id == SIP_HDR_FROM || id == SIP_HDR_TO ||
+			    id == SIP_HDR_CALL_ID || id == SIP_HDR_CSEQ) {
+				const char *vs = colon + 1, *ve = le;
+				while (ve > vs && (ve[-1] == '\r' || ve[-1] == ' '))
+					ve--;
+				while (vs < ve && (*vs == ' ' || *vs == '\t'))
+					vs++;
+				size_t need = strlen(sip_hdr_canonical(id)) + 4 + (size_t)(ve - vs);
+				if (o + need + 32 >= sizeof out)
+					return;
+				o += (size_t)snprintf(out + o, sizeof out - o, "%s: %.*s\r\n",
+						      sip_hdr_canonical(id), (int)(ve - vs), vs);
+				have_via |= id == SIP_HDR_VIA;
+			}
+		}
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	if (!have_via)
+		return;
+	o += (size_t)snprintf(out + o, sizeof out - o, "Content-Length: 0\r\n\r\n");
+	sip_dest d;
+	response_dest(src, NULL, &d);
+	const char *err;
+	sip_ep_send_dest(ep, &d, out, o, &err);
+}
+
+/* §18.2.1 / RFC 3581: record where the request really came from in its top Via. */
+static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_src *src)
+{
+	char ip[INET6_ADDRSTRLEN];
+	int port;
+	addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
+	sip_pl host = via->host;
+	if (host.n >= 2 && host.p[0] == '[') {
+		host.p++;
+		host.n -= 2;
+	}
+	int need_received = !(host.n == strlen(ip) && strncasecmp(host.p, ip, host.n) == 0);
+	int need_rport = via->rport == 0;
+	if (!need_received && !need_rport)
+		return;
+	char v[2048];
+	size_t n = 0;
+	if (need_rport) {
+		/* find the bare "rport" in the params and give it the source port */
+		const char *p = topvia.p, *end = topvia.p + topvia.n;
+		const char *r = NULL;
+		for (const char *q = p; q + 5 <= end; q++)
+			if ((q[-1] == ';' || q[-1] == ' ') && strncasecmp(q, "rport", 5) == 0 &&
+			    (q + 5 == end || q[5] == ';' || q[5] == ' ' || q[5] == ',')) {
+				r = q + 5;
+				break;
+			}
+		if (!r)
+			return;
+		n = (size_t)snprintf(v, sizeof v, "%.*s=%d%.*s", (int)(r - p), p, port,
+				     (int)(end - r), r);
+	} else {
+		n = (size_t)snprintf(v, sizeof v, "%.*s", (int)topvia.n, topvia.p);
+	}
+	if (n >= sizeof v - 64)
+		return;
+	n += (size_t)snprintf(v + n, sizeof v - n, ";received=%s", ip);
+	if (sip_msg_remove_top_via(m) == 0)
+		sip_msg_add_header(m, "Via", 3, v, n, 1);
+}
+
+/* --- incoming ------------------------------------------------------------------------- */
+
+static void on_response(sip_endpoint *ep, const sip_msg *m)
+{
+	char key[KEY_MAX];
+	ep->stats.responses_in++;
+	sip_txn *t = NULL;
+	if (m->branch.n) {
+		size_t kl = client_key(key, m->branch, m->cseq_method);
+		t = sip_map_get(&ep->client, key, kl);
+	}
+	if (t) {
+		sip_txn_client_response(t, m);
+		return;
+	}
+	if (m->status >= 200 && m->status < 300 && m->method_id == SIP_METHOD_INVITE &&
+	    ep->hooks.response) {
+		ep->hooks.response(ep->ud, NULL, m);
+		return;
+	}
+	ep->stats.stray_responses++;   /* §17.1.3: no match, no TU interest: drop */
+}
+
+static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
+{
+	char key[KEY_MAX];
+	const char *err;
+	ep->stats.requests_in++;
+
+	int vi = m->first[SIP_HDR_VIA];
+	size_t pos = 0;
+	sip_pl topvia;
+	sip_via via;
+	sip_list_next(m->hdrs[vi].value, &pos, &topvia);
+	if (sip_via_parse(&via, topvia, &err))
+		return;
+	int is_ack = m->method_id == SIP_METHOD_ACK, is_cancel = m->method_id == SIP_METHOD_CANCEL;
+	const char *meth = is_ack ? "INVITE" : NULL;
+	size_t kl = is_ack ? server_key(key, m, &via, topvia, "INVITE", 6) :
+			     server_key(key, m, &via, topvia, m->method.p, m->method.n);
+	(void)meth;
+
+	if (is_ack) {
+		sip_txn *t = sip_map_get(&ep->server, key, kl);
+		if (t && t->state == SIP_TXN_ACCEPTED) {
+			sip_txn_accepted_ack(t, m);
+			return;
+		}
+		if (t) {
+			sip_txn_server_ack(t);
+			return;
+		}
+		int n = snprintf(key, sizeof key, "A|%.*s|%u|%.*s", (int)m->call_id.n, m->call_id.p,
+				 (unsigned)m->cseq, (int)m->from_tag.n, m->from_tag.p);
+		t = n > 0 && (size_t)n < sizeof key ? sip_map_get(&ep->accepted, key, (size_t)n) : NULL;
+		if (t) {
+			sip_txn_accepted_ack(t, m);
+			return;
+		}
+		if (ep->hooks.request)
+			ep->hooks.request(ep->ud, NULL, m, src);   /* e.g. a proxy forwards it */
+		return;
+	}
+
+	sip_txn *t = sip_map_get(&ep->server, key, kl);
+	if (t) {
+		sip_txn_server_retransmission(t, m);
+		return;
+	}
+	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
+		/* full: answer without keeping state, and tell when to come back */
+		size_t len;
+		char *buf = print_response(m, 503, NULL, "Retry-After: 5\r\n", &len);
+		sip_dest d;
+		response_dest(src, &via, &d);
+		if (buf) {
+			sip_ep_send_dest(ep, &d, buf, len, &err);
+			free(buf);
+		}
+		ep->stats.rejected_busy++;
+		return;
+	}
+	fix_via(m, &via, topvia, src);
+	sip_dest d;
+	response_dest(src, &via, &d);
+	t = sip_txn_new(ep, 0, m->method_id == SIP_METHOD_INVITE, key, kl, &d);
+	if (!t)
+		return;
+
+	if (is_cancel) {
+		char ikey[KEY_MAX];
+		size_t ikl = server_key(ikey, m, &via, topvia, "INVITE", 6);
+		sip_txn *inv = sip_map_get(&ep->server, ikey, ikl);
+		if (inv) {
+			/* §9.2: 200 to the CANCEL, 487 to the INVITE if it is still pending */
+			core_reply(ep, t, m, 200, NULL);
+			if (sip_txn_server_cancel(inv)) {
+				sip_msg ireq;
+				if (inv->req && sip_msg_parse(&ireq, inv->req, inv->reqlen, 0, 0, NULL,
+							      &err) == 0) {
+					core_reply(ep, inv, &ireq, 487, NULL);
+					sip_msg_free(&ireq);
+				}
+				if (ep->hooks.cancel)
+					ep->hooks.cancel(ep->ud, inv);
+			}
+			return;
+		}
+	}
+	if (t->invite) {
+		size_t len = sip_msg_print(m, NULL, 0);
+		t->req = malloc(len);
+		if (t->req) {
+			sip_msg_print(m, t->req, len);
+			t->reqlen = len;
+		}
+		core_reply(ep, t, m, 100, NULL);   /* §17.2.1: Trying, at once */
+	}
+	if (ep->hooks.request)
+		ep->hooks.request(ep->ud, t, m, src);
+}
+
+static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len)
+{
+	sip_endpoint *ep = arg;
+	sip_msg m;
+	const char *err;
+	if (sip_msg_parse(&m, buf, len, 0, src->kind == SIP_TP_TCP, &ep->cfg.lim, &err)) {
+		char a[80];
+		ep->stats.parse_errors++;
+		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
+		sip_ep_logf(ep, "bad message from %s: %s", a, err);
+		reply_unparsable(ep, src, buf, len, err);
+		return;
+	}
+	if (m.is_request)
+		on_request(ep, &m, src);
+	else
+		on_response(ep, &m);
+	sip_msg_free(&m);
+}
+
+/* --- outgoing ------------------------------------------------------------------------- */
+
+int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, const char **err)
+{
+	(void)ep;
+	if (st->client || res->is_request) {
+		*err = "not a response for a server transaction";
+		return -1;
+	}
+	return sip_txn_server_reply(st, res, err);
+}
+
+int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_src *src,
+			   const char **err)
+{
+	int vi = res->first[SIP_HDR_VIA];
+	size_t pos = 0;
+	sip_pl top;
+	sip_via via;
+	if (vi < 0) {
+		*err = "no Via";
+		return -1;
+	}
+	sip_list_next(res->hdrs[vi].value, &pos, &top);
+	if (sip_via_parse(&via, top, err))
+		return -1;
+	sip_dest d;
+	response_dest(src, &via, &d);
+	size_t len = sip_msg_print(res, NULL, 0);
+	char *buf = malloc(len);
+	if (!buf) {
+		*err = "out of memory";
+		return -1;
+	}
+	sip_msg_print(res, buf, len);
+	int r = sip_ep_send_dest(ep, &d, buf, len, err);
+	free(buf);
+	return r;
+}
+
+/* sent-by for our Via: the listener of that transport and family (any family as a
+ * fallback). */
+static int sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, size_t cap)
+{
+	int best = -1, n = sip_tp_listener_count(ep->tp);
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	sip_tp_kind k;
+	for (int pass = 0; pass < 3 && best < 0; pass++)
+		for (int i = 0; i < n && best < 0; i++) {
+			if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl))
+				continue;
+			if ((pass == 0 && k == kind && ss.ss_family == family) ||
+			    (pass == 1 && ss.ss_family == family) || pass == 2)
+				best = i;
+		}
+	if (best < 0) {
+		snprintf(out, cap, "invalid");
+		return -1;
+	}
+	sip_tp_listener_addr(ep->tp, best, &k, &ss, &sl);
+	char ip[INET6_ADDRSTRLEN];
+	int port;
+	addr_ip((struct sockaddr *)&ss, ip, sizeof ip, &port);
+	if (ss.ss_family == AF_INET6)
+		snprintf(out, cap, "[%s]:%d", ip, port);
+	else
+		snprintf(out, cap, "%s:%d", ip, port);
+	return 0;
+}
+
+static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
+		   sip_via_mode mode)
+{
+	if (mode == SIP_VIA_KEEP)
+		return req->branch.n ? 0 : -1;
+	char sb[96], v[256], br[BRANCH_HEX];
+	sent_by(ep, kind, family, sb, sizeof sb);
+	sip_random_hex(br, sizeof br);
+	int n = snprintf(v, sizeof v, "SIP/2.0/%s %s;branch=z9hG4bK%.*s;rport",
+			 kind == SIP_TP_TCP ? "TCP" : "UDP", sb, BRANCH_HEX, br);
+	if (mode == SIP_VIA_REPLACE && req->first[SIP_HDR_VIA] >= 0)
+		sip_msg_remove_top_via(req);
+	return sip_msg_add_header(req, "Via", 3, v, (size_t)n, 1);
+}
+
+/* Choose the transport (§18.1.1: large requests leave UDP), write our Via, print. */
+static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode mode,
+		     size_t *len, const char **err)
+{
+	if (set_via(ep, req, d->kind, d->addr.ss_family, mode)) {
+		*err = "cannot set Via";
+		return NULL;
+	}
+	*len = sip_msg_print(req, NULL, 0);
+	if (d->kind == SIP_TP_UDP && *len > SIP_UDP_MTU_LIMIT && mode != SIP_VIA_KEEP) {
+		d->kind = SIP_TP_TCP;
+		d->listener = -1;
+		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE)) {
+			*err = "cannot set Via";
+			return NULL;
+		}
+		*len = sip_msg_print(req, NULL, 0);
+	}
+	char *buf = malloc(*len);
+	if (!buf) {
+		*err = "out of memory";
+		return NULL;
+	}
+	sip_msg_print(req, buf, *len);
+	return buf;
+}
+
+sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			sip_via_mode via_mode, const char **err)
+{
+	char key[KEY_MAX];
+	if (!req->is_request || req->method_id == SIP_METHOD_ACK) {
+		*err = "not a request that takes a transaction";
+		return NULL;
+	}
+	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
+		*err = "too many transactions";
+		return NULL;
+	}
+	sip_dest d = *dst;
+	size_t len;
+	char *buf = prepare(ep, req, &d, via_mode, &len, err);
+	if (!buf)
+		return NULL;
+	size_t kl = client_key(key, req->branch, req->method);
+	sip_txn *t = sip_txn_new(ep, 1, req->method_id == SIP_METHOD_INVITE, key, kl, &d);
+	if (!t) {
+		free(buf);
+		*err = "transaction exists (same branch)";
+		return NULL;
+	}
+	t->out = buf;
+	t->outlen = len;
+	if (sip_txn_send(t, buf, len)) {
+		*err = "transport error";
+		sip_txn_terminate(t);
+		return NULL;
+	}
+	sip_txn_client_start(t);
+	return t;
+}
+
+int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			  sip_via_mode via_mode, const char **err)
+{
+	sip_dest d = *dst;
+	size_t len;
+	char *buf = prepare(ep, req, &d, via_mode, &len, err);
+	if (!buf)
+		return -1;
+	int r = sip_ep_send_dest(ep, &d, buf, len, err);
+	free(buf);
+	return r;
+}
+
+int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
+{
+	if (!ct->client || !ct->invite) {
+		*err = "not an INVITE client transaction";
+		return -1;
+	}
+	if (ct->state == SIP_TXN_CALLING) {
+		ct->cancel_pending = 1;   /* §9.1: wait for a provisional before cancelling */
+		return 0;
+	}
+	if (ct->state != SIP_TXN_PROCEEDING) {
+		*err = "the INVITE has a final response";
+		return -1;
+	}
+	sip_msg inv, cancel;
+	char *buf;
+	size_t len;
+	if (sip_msg_parse(&inv, ct->out, ct->outlen, 0, 0, NULL, err))
+		return -1;
+	int r = sip_build_from_invite(&inv, "CANCEL", sip_pl_make(NULL, 0), &buf, &len);
+	sip_msg_free(&inv);
+	if (r) {
+		*err = "cannot build CANCEL";
+		return -1;
+	}
+	if (sip_msg_parse(&cancel, buf, len, 0, 0, NULL, err)) {
+		free(buf);
+		return -1;
+	}
+	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, err);
+	sip_msg_free(&cancel);
+	free(buf);
+	return t ? 0 : -1;
+}
+
+int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+{
+	(void)ep;
+	sip_uri u;
+	memset(d, 0, sizeof *d);
+	d->listener = -1;
+	if (sip_uri_parse(&u, sip_pl_make(s, len), err))
+		return -1;
+	if (!u.is_sip) {
+		*err = "unsupported URI scheme";
+		return -1;
+	}
+	if (sip_pl_casecmp(u.scheme, "sips")) {
+		*err = "sips: needs TLS, which this build does not offer";
+		return -1;
+	}
+	sip_pl host = u.host, v;
+	d->kind = SIP_TP_UDP;
+	if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
+		d->kind = SIP_TP_TCP;
+	if (sip_param_get(u.params, "maddr", &v) && v.n)
+		host = v;
+	if (host.n >= 2 && host.p[0] == '[') {
+		host.p++;
+		host.n -= 2;
+	}
+	char h[256];
+	if (host.n == 0 || host.n >= sizeof h) {
+		*err = "bad host";
+		return -1;
+	}
+	memcpy(h, host.p, host.n);
+	h[host.n] = 0;
+	int port = u.port ? u.port : 5060;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&d->addr;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&d->addr;
+	if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		d->len = sizeof *s4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		d->len = sizeof *s6;
+		return 0;
+	}
+	/* A name: the system resolver (blocking; SRV/NAPTR of RFC 3263 are not done). */
+	struct addrinfo hints = { 0 }, *res = NULL;
+	hints.ai_socktype = SOCK_DGRAM;
+	if (getaddrinfo(h, NULL, &hints, &res) || !res) {
+		*err = "cannot resolve host";
+		return -1;
+	}
+	memcpy(&d->addr, res->ai_addr, res->ai_addrlen);
+	d->len = (socklen_t)res->ai_addrlen;
+	set_port(&d->addr, port);
+	freeaddrinfo(res);
+	return 0;
+}

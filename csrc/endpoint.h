@@ -1,0 +1,122 @@
+/* endpoint.h: one SIP endpoint — transports, transaction tables and message dispatch.
+ * The core reports to its user (the Lua binding) through hooks; it never calls Lua. */
+#ifndef SIP_ENDPOINT_H
+#define SIP_ENDPOINT_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "loop.h"
+#include "msg.h"
+#include "transport.h"
+
+/* RFC 3261 §17.1.1.1 defaults, in ms */
+#define SIP_T1_DEFAULT 500
+#define SIP_T2_DEFAULT 4000
+#define SIP_T4_DEFAULT 5000
+/* Live transactions, both kinds. A busy proxy holds rate × lifetime (~32 s with Timer J):
+ * 4096 covers ~120 new transactions/s; raise it for more. Past it: 503 + Retry-After. */
+#define SIP_MAX_TXNS_DEFAULT 4096
+/* RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP */
+#define SIP_UDP_MTU_LIMIT 1300
+
+typedef struct sip_ep_config {
+	unsigned t1, t2, t4;
+	unsigned max_txns;
+	sip_limits lim;
+	sip_tp_config tp;
+} sip_ep_config;
+
+void sip_ep_config_default(sip_ep_config *c);
+
+/* Where bytes go: a transport, an address, and (TCP) a connection to prefer. */
+typedef struct sip_dest {
+	sip_tp_kind kind;
+	struct sockaddr_storage addr;
+	socklen_t len;
+	uint32_t conn_id;
+	int listener;      /* UDP: send from this listener (-1: any of the family) */
+} sip_dest;
+
+typedef struct sip_endpoint sip_endpoint;
+typedef struct sip_txn sip_txn;
+
+typedef enum sip_txn_state {
+	SIP_TXN_CALLING, SIP_TXN_TRYING, SIP_TXN_PROCEEDING, SIP_TXN_COMPLETED,
+	SIP_TXN_CONFIRMED, SIP_TXN_ACCEPTED, SIP_TXN_TERMINATED,
+} sip_txn_state;
+
+typedef struct sip_ep_hooks {
+	/* A request for the TU. st: its server transaction (NULL for ACK, which has none).
+	 * m and src are valid during the call only. */
+	void (*request)(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_src *src);
+	/* A response for client transaction ct: provisional or final; a final may be a 408/503
+	 * the core made (Timer B/F, transport error). ct NULL: a 2xx retransmission for an
+	 * INVITE whose transaction is gone (the UAC re-sends its ACK). */
+	void (*response)(void *ud, sip_txn *ct, const sip_msg *m);
+	/* CANCEL matched server transaction st; the core answered 200 and (if no final yet) 487. */
+	void (*cancel)(void *ud, sip_txn *st);
+	/* The ACK for a 2xx sent through st arrived (ack != NULL) or never came (ack NULL). */
+	void (*ack)(void *ud, sip_txn *st, const sip_msg *ack);
+	/* t is about to be freed: forget its id and user value. */
+	void (*gone)(void *ud, sip_txn *t);
+	/* One line per event worth logging. */
+	void (*log)(void *ud, const char *line);
+} sip_ep_hooks;
+
+typedef struct sip_ep_stats {
+	unsigned client_txns, server_txns;
+	unsigned long retrans_sent, absorbed, requests_in, responses_in, parse_errors,
+		stray_responses, rejected_busy;
+} sip_ep_stats;
+
+sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
+			 void *ud);
+void sip_ep_free(sip_endpoint *ep);   /* no hooks called */
+int sip_ep_listen(sip_endpoint *ep, sip_tp_kind kind, const char *host, int port,
+		  const char **err);
+sip_transport *sip_ep_transport(sip_endpoint *ep);
+void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st);
+const sip_ep_config *sip_ep_config_get(sip_endpoint *ep);
+
+/* Answer through a server transaction. Fails (-1, *err) when a final response was sent
+ * already, for a provisional after a final, or on a transport error. */
+int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, const char **err);
+
+/* Send a response with no transaction (§8.2.7 / §16.11 stateless), routed by its top Via
+ * and the request's source. */
+int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_src *src,
+			   const char **err);
+
+typedef enum sip_via_mode {
+	SIP_VIA_REPLACE,   /* UAC: the top Via becomes ours, with a fresh branch */
+	SIP_VIA_PUSH,      /* proxy: a new Via on top */
+	SIP_VIA_KEEP,      /* CANCEL, ACK for non-2xx: the Via given is the right one */
+} sip_via_mode;
+
+/* Start a client transaction for req toward dst. Edits req's Via as via_mode says. */
+sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			sip_via_mode via_mode, const char **err);
+/* Send a request with no transaction (ACK for 2xx, stateless forwarding). */
+int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			  sip_via_mode via_mode, const char **err);
+/* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
+int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
+
+/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
+ * param; the host as an IP literal or through the system resolver. */
+int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
+
+/* Transaction accessors */
+uint64_t sip_txn_id(const sip_txn *t);
+sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id);    /* NULL when gone */
+int sip_txn_is_client(const sip_txn *t);
+int sip_txn_is_invite(const sip_txn *t);
+sip_txn_state sip_txn_state_get(const sip_txn *t);
+int sip_txn_last_status(const sip_txn *t);
+const char *sip_txn_state_name(sip_txn_state s);
+
+/* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" (buf >= 64). */
+void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,613 @@
+/* lsip_ep.c: the loop, its timers and the endpoint as Lua userdata.
+ * Core hooks become calls of Lua handler functions, always under lua_pcall. */
+#include "lsip.h"
+#include "endpoint.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LSIP_LOOP_MT "sip.loop"
+#define LSIP_TIMER_MT "sip.timer"
+#define LSIP_EP_MT "sip.endpoint"
+#define LOOP_KEY "sip.loop.instance"
+
+/* One loop per Lua state: every endpoint of the state shares it, so one ep:run() serves
+ * them all. `L` is the thread that is stepping it, which hooks call back on. */
+typedef struct lsip_loop {
+	sip_loop *loop;
+	lua_State *L;
+	int stepping;
+} lsip_loop;
+
+typedef struct lsip_timer {
+	sip_timer t;
+	lsip_loop *lp;
+	int ref;      /* registry ref to this userdata while active */
+} lsip_timer;
+
+typedef struct lsip_ep {
+	sip_endpoint *ep;
+	lsip_loop *lp;
+	int handlers;   /* registry ref of the handler table */
+} lsip_ep;
+
+/* Log a Lua error from a callback without unwinding through C. */
+static void report(lua_State *L, const char *where)
+{
+	const char *msg = lua_tostring(L, -1);
+	fprintf(stderr, "luasip: error in %s: %s\n", where, msg ? msg : "?");
+	lua_pop(L, 1);
+}
+
+/* --- loop ----------------------------------------------------------------------------- */
+
+static int l_loop(lua_State *L)
+{
+	if (lua_getfield(L, LUA_REGISTRYINDEX, LOOP_KEY) == LUA_TUSERDATA)
+		return 1;
+	lua_pop(L, 1);
+	lsip_loop *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+	memset(lp, 0, sizeof *lp);
+	lp->loop = sip_loop_new();
+	if (!lp->loop)
+		return luaL_error(L, "cannot create the event loop");
+	luaL_setmetatable(L, LSIP_LOOP_MT);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
+	return 1;
+}
+
+static lsip_loop *check_loop(lua_State *L, int i)
+{
+	return luaL_checkudata(L, i, LSIP_LOOP_MT);
+}
+
+/* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */
+static int loop_step(lua_State *L)
+{
+	lsip_loop *lp = check_loop(L, 1);
+	int ms = (int)luaL_optinteger(L, 2, -1);
+	if (lp->stepping)
+		return luaL_error(L, "the loop is already running (wait in a coroutine instead)");
+	lua_State *prev = lp->L;
+	lp->L = L;
+	lp->stepping = 1;
+	int n = sip_loop_step(lp->loop, ms);
+	lp->stepping = 0;
+	lp->L = prev ? prev : L;
+	lua_pushinteger(L, n);
+	return 1;
+}
+
+static int loop_fd(lua_State *L)
+{
+	lua_pushinteger(L, sip_loop_fd(check_loop(L, 1)->loop));
+	return 1;
+}
+
+/* loop:timeout() -> ms until the next timer, or nil */
+static int loop_timeout(lua_State *L)
+{
+	int t = sip_loop_timeout(check_loop(L, 1)->loop);
+	if (t < 0)
+		return 0;
+	lua_pushinteger(L, t);
+	return 1;
+}
+
+static int loop_now(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)sip_loop_now(check_loop(L, 1)->loop));
+	return 1;
+}
+
+static void timer_fire(void *arg)
+{
+	lsip_timer *tm = arg;
+	lua_State *L = tm->lp->L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, tm->ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, tm->ref);
+	tm->ref = LUA_NOREF;
+	lua_getiuservalue(L, -1, 1);
+	lua_remove(L, -2);
+	if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+		report(L, "timer");
+}
+
+/* loop:timer(ms, fn) -> handle; fn runs once after ms (on the stepping thread). */
+static int loop_timer(lua_State *L)
+{
+	lsip_loop *lp = check_loop(L, 1);
+	lua_Integer ms = luaL_checkinteger(L, 2);
+	luaL_checktype(L, 3, LUA_TFUNCTION);
+	lsip_timer *tm = lua_newuserdatauv(L, sizeof *tm, 1);
+	sip_timer_init(&tm->t);
+	tm->lp = lp;
+	luaL_setmetatable(L, LSIP_TIMER_MT);
+	lua_pushvalue(L, 3);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, -1);
+	tm->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	sip_timer_start(lp->loop, &tm->t, ms < 0 ? 0 : (uint64_t)ms, timer_fire, tm);
+	return 1;
+}
+
+static int timer_cancel(lua_State *L)
+{
+	lsip_timer *tm = luaL_checkudata(L, 1, LSIP_TIMER_MT);
+	sip_timer_stop(tm->lp->loop, &tm->t);
+	if (tm->ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, tm->ref);
+		tm->ref = LUA_NOREF;
+	}
+	return 0;
+}
+
+static int timer_gc(lua_State *L)
+{
+	lsip_timer *tm = luaL_checkudata(L, 1, LSIP_TIMER_MT);
+	sip_timer_stop(tm->lp->loop, &tm->t);
+	return 0;
+}
+
+/* --- endpoint hooks ------------------------------------------------------------------- */
+
+/* Push handler `name` of ep; returns 0 when there is none (nothing pushed). */
+static int push_handler(lua_State *L, lsip_ep *e, const char *name)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->handlers);
+	if (lua_getfield(L, -1, name) != LUA_TFUNCTION) {
+		lua_pop(L, 2);
+		return 0;
+	}
+	lua_remove(L, -2);
+	return 1;
+}
+
+static void call_handler(lua_State *L, int nargs, const char *name)
+{
+	if (lua_pcall(L, nargs, 0, 0) != LUA_OK)
+		report(L, name);
+}
+
+/* Push a message userdata owning a copy of m. */
+static int push_copy(lua_State *L, const sip_msg *m, const sip_tp_src *src)
+{
+	const char *err;
+	sip_msg *dst = lsip_msg_new(L);
+	if (sip_msg_copy(dst, m, NULL, &err)) {
+		lua_pop(L, 1);
+		return -1;
+	}
+	lsip_msg_validate(L, -1);
+	if (src) {
+		lsip_msg *u = (lsip_msg *)dst;
+		memcpy(u->src, src, sizeof *src);
+		u->has_src = 1;
+	}
+	return 0;
+}
+
+static void push_src(lua_State *L, const sip_tp_src *src)
+{
+	char a[96];
+	sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
+	lua_pushstring(L, a);
+}
+
+static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_src *src)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!push_handler(L, e, "request"))
+		return;
+	if (push_copy(L, m, src)) {
+		lua_pop(L, 1);
+		return;
+	}
+	lua_pushinteger(L, st ? (lua_Integer)sip_txn_id(st) : 0);
+	push_src(L, src);
+	call_handler(L, 3, "request handler");
+}
+
+static void hook_response(void *ud, sip_txn *ct, const sip_msg *m)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!push_handler(L, e, "response"))
+		return;
+	lua_pushinteger(L, ct ? (lua_Integer)sip_txn_id(ct) : 0);
+	if (push_copy(L, m, NULL)) {
+		lua_pop(L, 2);
+		return;
+	}
+	call_handler(L, 2, "response handler");
+}
+
+static void hook_cancel(void *ud, sip_txn *st)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!push_handler(L, e, "cancel"))
+		return;
+	lua_pushinteger(L, (lua_Integer)sip_txn_id(st));
+	call_handler(L, 1, "cancel handler");
+}
+
+static void hook_ack(void *ud, sip_txn *st, const sip_msg *ack)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!push_handler(L, e, "ack"))
+		return;
+	lua_pushinteger(L, (lua_Integer)sip_txn_id(st));
+	if (!ack)
+		lua_pushnil(L);
+	else if (push_copy(L, ack, NULL)) {
+		lua_pop(L, 2);
+		return;
+	}
+	call_handler(L, 2, "ack handler");
+}
+
+static void hook_gone(void *ud, sip_txn *t)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!L || !push_handler(L, e, "gone"))
+		return;
+	lua_pushinteger(L, (lua_Integer)sip_txn_id(t));
+	call_handler(L, 1, "gone handler");
+}
+
+static void hook_log(void *ud, const char *line)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!L || !push_handler(L, e, "log"))
+		return;
+	lua_pushstring(L, line);
+	call_handler(L, 1, "log handler");
+}
+
+/* --- endpoint ------------------------------------------------------------------------- */
+
+static lsip_ep *check_ep(lua_State *L, int i)
+{
+	lsip_ep *e = luaL_checkudata(L, i, LSIP_EP_MT);
+	if (!e->ep)
+		luaL_argerror(L, i, "endpoint is closed");
+	/* hooks may run inside this call (a transaction ending): give them this thread */
+	if (!e->lp->stepping)
+		e->lp->L = L;
+	return e;
+}
+
+static unsigned opt_uint(lua_State *L, int t, const char *k, unsigned def)
+{
+	unsigned v = def;
+	if (lua_getfield(L, t, k) != LUA_TNIL) {
+		lua_Integer i = luaL_checkinteger(L, -1);
+		if (i < 0)
+			luaL_error(L, "option %s must not be negative", k);
+		v = (unsigned)i;
+	}
+	lua_pop(L, 1);
+	return v;
+}
+
+/* core.endpoint(loop, opts, handlers) -> endpoint */
+static int l_endpoint(lua_State *L)
+{
+	lsip_loop *lp = check_loop(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	luaL_checktype(L, 3, LUA_TTABLE);
+	sip_ep_config cfg;
+	sip_ep_config_default(&cfg);
+	cfg.t1 = opt_uint(L, 2, "t1", cfg.t1);
+	cfg.t2 = opt_uint(L, 2, "t2", cfg.t2);
+	cfg.t4 = opt_uint(L, 2, "t4", cfg.t4);
+	cfg.max_txns = opt_uint(L, 2, "max_transactions", cfg.max_txns);
+	cfg.lim.max_msg = opt_uint(L, 2, "max_size", (unsigned)cfg.lim.max_msg);
+	cfg.lim.max_hdrs = opt_uint(L, 2, "max_headers", cfg.lim.max_hdrs);
+	cfg.lim.max_line = opt_uint(L, 2, "max_line", (unsigned)cfg.lim.max_line);
+	cfg.tp.max_msg = cfg.lim.max_msg;
+	cfg.tp.max_conns = opt_uint(L, 2, "max_connections", cfg.tp.max_conns);
+	cfg.tp.max_conn_buf = opt_uint(L, 2, "max_connection_buffer", (unsigned)cfg.tp.max_conn_buf);
+	cfg.tp.idle_ms = opt_uint(L, 2, "idle_timeout_ms", cfg.tp.idle_ms);
+	cfg.tp.partial_ms = opt_uint(L, 2, "partial_timeout_ms", cfg.tp.partial_ms);
+	cfg.tp.reuse_port = (int)opt_uint(L, 2, "reuse_port", 0);
+	if (cfg.t1 == 0 || cfg.t2 < cfg.t1)
+		return luaL_error(L, "bad timers: need 0 < t1 <= t2");
+
+	lsip_ep *e = lua_newuserdatauv(L, sizeof *e, 1);
+	memset(e, 0, sizeof *e);
+	e->lp = lp;
+	luaL_setmetatable(L, LSIP_EP_MT);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);   /* the endpoint keeps its loop alive */
+	lua_pushvalue(L, 3);
+	e->handlers = luaL_ref(L, LUA_REGISTRYINDEX);
+	static const sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack,
+					    hook_gone, hook_log };
+	e->ep = sip_ep_new(lp->loop, &cfg, &hooks, e);
+	if (!e->ep)
+		return luaL_error(L, "cannot create the endpoint");
+	return 1;
+}
+
+/* ep:listen("udp"|"tcp", host, port) -> index | nil, err */
+static int ep_listen(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	const char *kind = luaL_checkstring(L, 2);
+	const char *host = luaL_checkstring(L, 3);
+	lua_Integer port = luaL_checkinteger(L, 4);
+	sip_tp_kind k;
+	if (strcmp(kind, "udp") == 0)
+		k = SIP_TP_UDP;
+	else if (strcmp(kind, "tcp") == 0)
+		k = SIP_TP_TCP;
+	else
+		return luaL_argerror(L, 2, "udp or tcp expected");
+	if (port < 0 || port > 65535)
+		return luaL_argerror(L, 4, "port out of range");
+	const char *err;
+	int idx = sip_ep_listen(e->ep, k, host, (int)port, &err);
+	if (idx < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	lua_pushinteger(L, idx);
+	return 1;
+}
+
+/* ep:addresses() -> { "udp:127.0.0.1:5060", ... } */
+static int ep_addresses(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_transport *tp = sip_ep_transport(e->ep);
+	int n = sip_tp_listener_count(tp);
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		sip_tp_kind k;
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		char a[96];
+		if (sip_tp_listener_addr(tp, i, &k, &ss, &sl))
+			continue;
+		sip_addr_format(k, (struct sockaddr *)&ss, a, sizeof a);
+		lua_pushstring(L, a);
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 1;
+}
+
+static sip_txn *check_txn(lua_State *L, lsip_ep *e, int i)
+{
+	lua_Integer id = luaL_checkinteger(L, i);
+	return sip_ep_txn(e->ep, (uint64_t)id);
+}
+
+static int fail(lua_State *L, const char *err)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, err ? err : "failed");
+	return 2;
+}
+
+/* ep:reply(txn_id, response) -> true | nil, err */
+static int ep_reply(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	sip_msg *res = lsip_checkmsg(L, 3);
+	const char *err;
+	if (!t)
+		return fail(L, "the transaction is gone");
+	if (sip_ep_reply(e->ep, t, res, &err))
+		return fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:reply_stateless(request, response) -> true | nil, err */
+static int ep_reply_stateless(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	lsip_msg *req = luaL_checkudata(L, 2, LSIP_MSG_MT);
+	sip_msg *res = lsip_checkmsg(L, 3);
+	const char *err;
+	if (!req->has_src)
+		return fail(L, "the request did not arrive on an endpoint");
+	sip_tp_src src;
+	memcpy(&src, req->src, sizeof src);
+	if (sip_ep_reply_stateless(e->ep, res, &src, &err))
+		return fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static sip_via_mode check_via_mode(lua_State *L, int i)
+{
+	static const char *const modes[] = { "replace", "push", "keep", NULL };
+	return (sip_via_mode)luaL_checkoption(L, i, "replace", modes);
+}
+
+/* Resolve the target URI (arg i) into d; returns 0 or pushes nil, err and returns 2. */
+static int target(lua_State *L, lsip_ep *e, int i, sip_dest *d)
+{
+	size_t len;
+	const char *uri = luaL_checklstring(L, i, &len);
+	const char *err;
+	if (sip_ep_resolve(e->ep, uri, len, d, &err))
+		return fail(L, err);
+	return 0;
+}
+
+/* ep:request(msg, target_uri [, via_mode]) -> txn_id | nil, err */
+static int ep_request(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_msg *m = lsip_checkmsg(L, 2);
+	sip_dest d;
+	if (target(L, e, 3, &d))
+		return 2;
+	const char *err;
+	sip_txn *t = sip_ep_request(e->ep, m, &d, check_via_mode(L, 4), &err);
+	if (!t)
+		return fail(L, err);
+	lua_pushinteger(L, (lua_Integer)sip_txn_id(t));
+	return 1;
+}
+
+/* ep:send(msg, target_uri [, via_mode]) -> true | nil, err   (no transaction) */
+static int ep_send(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_msg *m = lsip_checkmsg(L, 2);
+	sip_dest d;
+	if (target(L, e, 3, &d))
+		return 2;
+	const char *err;
+	if (sip_ep_send_stateless(e->ep, m, &d, check_via_mode(L, 4), &err))
+		return fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:cancel(txn_id) -> true | nil, err */
+static int ep_cancel(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	const char *err;
+	if (!t)
+		return fail(L, "the transaction is gone");
+	if (sip_ep_cancel(e->ep, t, &err))
+		return fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:txn_state(txn_id) -> state name | nil */
+static int ep_txn_state(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	if (!t)
+		return 0;
+	lua_pushstring(L, sip_txn_state_name(sip_txn_state_get(t)));
+	return 1;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+	lua_pushinteger(L, v);
+	lua_setfield(L, -2, k);
+}
+
+static int ep_stats(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_ep_stats s;
+	sip_tp_stats t;
+	sip_ep_stats_get(e->ep, &s);
+	sip_tp_stats_get(sip_ep_transport(e->ep), &t);
+	lua_createtable(L, 0, 20);
+	set_int(L, "client_transactions", s.client_txns);
+	set_int(L, "server_transactions", s.server_txns);
+	set_int(L, "retransmissions", (lua_Integer)s.retrans_sent);
+	set_int(L, "absorbed", (lua_Integer)s.absorbed);
+	set_int(L, "requests_in", (lua_Integer)s.requests_in);
+	set_int(L, "responses_in", (lua_Integer)s.responses_in);
+	set_int(L, "parse_errors", (lua_Integer)s.parse_errors);
+	set_int(L, "stray_responses", (lua_Integer)s.stray_responses);
+	set_int(L, "rejected_busy", (lua_Integer)s.rejected_busy);
+	set_int(L, "connections", t.conns_open);
+	set_int(L, "connections_accepted", (lua_Integer)t.conns_accepted);
+	set_int(L, "connections_closed", (lua_Integer)t.conns_closed);
+	set_int(L, "udp_in", (lua_Integer)t.udp_in);
+	set_int(L, "udp_out", (lua_Integer)t.udp_out);
+	set_int(L, "tcp_in", (lua_Integer)t.tcp_in);
+	set_int(L, "tcp_out", (lua_Integer)t.tcp_out);
+	set_int(L, "dropped", (lua_Integer)t.dropped);
+	return 1;
+}
+
+static int ep_close(lua_State *L)
+{
+	lsip_ep *e = luaL_checkudata(L, 1, LSIP_EP_MT);
+	if (!e->lp->stepping)
+		e->lp->L = L;
+	if (e->ep) {
+		sip_ep_free(e->ep);
+		e->ep = NULL;
+		luaL_unref(L, LUA_REGISTRYINDEX, e->handlers);
+		e->handlers = LUA_NOREF;
+	}
+	return 0;
+}
+
+static int ep_tostring(lua_State *L)
+{
+	lsip_ep *e = luaL_checkudata(L, 1, LSIP_EP_MT);
+	lua_pushfstring(L, "sip.endpoint (%s)", e->ep ? "open" : "closed");
+	return 1;
+}
+
+static int loop_gc(lua_State *L)
+{
+	lsip_loop *lp = check_loop(L, 1);
+	if (lp->loop)
+		sip_loop_free(lp->loop);
+	lp->loop = NULL;
+	return 0;
+}
+
+static const luaL_Reg loop_methods[] = {
+	{ "step", loop_step }, { "fd", loop_fd }, { "timeout", loop_timeout },
+	{ "timer", loop_timer }, { "now", loop_now }, { NULL, NULL },
+};
+
+static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NULL } };
+
+static const luaL_Reg ep_methods[] = {
+	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
+	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
+	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
+	{ "close", ep_close }, { NULL, NULL },
+};
+
+static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+		   lua_CFunction tostr)
+{
+	luaL_newmetatable(L, name);
+	lua_newtable(L);
+	luaL_setfuncs(L, methods, 0);
+	lua_setfield(L, -2, "__index");
+	if (gc) {
+		lua_pushcfunction(L, gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, gc);
+		lua_setfield(L, -2, "__close");
+	}
+	if (tostr) {
+		lua_pushcfunction(L, tostr);
+		lua_setfield(L, -2, "__tostring");
+	}
+	lua_pop(L, 1);
+}
+
+void lsip_open_ep(lua_State *L)
+{
+	new_mt(L, LSIP_LOOP_MT, loop_methods, loop_gc, NULL);
+	new_mt(L, LSIP_TIMER_MT, timer_methods, timer_gc, NULL);
+	new_mt(L, LSIP_EP_MT, ep_methods, ep_close, ep_tostring);
+	lua_pushcfunction(L, l_loop);
+	lua_setfield(L, -2, "loop");
+	lua_pushcfunction(L, l_endpoint);
+	lua_setfield(L, -2, "endpoint");
+}

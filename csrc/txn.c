@@ -1,0 +1,407 @@
+/* txn.c: the four transaction machines of RFC 3261 §17 (with RFC 6026's Accepted state)
+ * and their timers A-M. Each machine is a switch on its state; timers are short handlers. */
+#include "txn.h"
+#include "build.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *sip_txn_state_name(sip_txn_state s)
+{
+	static const char *const names[] = { "calling", "trying", "proceeding", "completed",
+					     "confirmed", "accepted", "terminated" };
+	return s <= SIP_TXN_TERMINATED ? names[s] : "?";
+}
+
+uint64_t sip_txn_id(const sip_txn *t) { return t->id; }
+int sip_txn_is_client(const sip_txn *t) { return t->client; }
+int sip_txn_is_invite(const sip_txn *t) { return t->invite; }
+sip_txn_state sip_txn_state_get(const sip_txn *t) { return (sip_txn_state)t->state; }
+int sip_txn_last_status(const sip_txn *t) { return t->last_status; }
+
+sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id)
+{
+	return sip_map_get(&ep->ids, (const char *)&id, sizeof id);
+}
+
+static unsigned t64(const sip_endpoint *ep) { return 64 * ep->cfg.t1; }
+
+sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, size_t klen,
+		     const sip_dest *dest)
+{
+	sip_txn *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	t->key = malloc(klen);
+	if (!t->key) {
+		free(t);
+		return NULL;
+	}
+	memcpy(t->key, key, klen);
+	t->klen = klen;
+	t->ep = ep;
+	t->id = ++ep->next_id;
+	t->client = (uint8_t)client;
+	t->invite = (uint8_t)invite;
+	t->state = client ? (invite ? SIP_TXN_CALLING : SIP_TXN_TRYING) :
+			    (invite ? SIP_TXN_PROCEEDING : SIP_TXN_TRYING);
+	t->dest = *dest;
+	t->reliable = dest->kind == SIP_TP_TCP;
+	sip_timer_init(&t->t_retx);
+	sip_timer_init(&t->t_timeout);
+	sip_timer_init(&t->t_end);
+	if (sip_map_put(client ? &ep->client : &ep->server, key, klen, t)) {
+		free(t->key);
+		free(t);
+		return NULL;
+	}
+	if (sip_map_put(&ep->ids, (const char *)&t->id, sizeof t->id, t)) {
+		sip_map_del(client ? &ep->client : &ep->server, key, klen);
+		free(t->key);
+		free(t);
+		return NULL;
+	}
+	if (client)
+		ep->stats.client_txns++;
+	else
+		ep->stats.server_txns++;
+	return t;
+}
+
+void sip_txn_terminate(sip_txn *t)
+{
+	sip_endpoint *ep = t->ep;
+	if (t->state == SIP_TXN_TERMINATED)
+		return;
+	t->state = SIP_TXN_TERMINATED;
+	sip_timer_stop(ep->loop, &t->t_retx);
+	sip_timer_stop(ep->loop, &t->t_timeout);
+	sip_timer_stop(ep->loop, &t->t_end);
+	sip_map *tab = t->client ? &ep->client : &ep->server;
+	if (sip_map_get(tab, t->key, t->klen) == t)
+		sip_map_del(tab, t->key, t->klen);
+	if (t->akey && sip_map_get(&ep->accepted, t->akey, t->aklen) == t)
+		sip_map_del(&ep->accepted, t->akey, t->aklen);
+	sip_map_del(&ep->ids, (const char *)&t->id, sizeof t->id);
+	if (ep->hooks.gone)
+		ep->hooks.gone(ep->ud, t);
+	if (t->client)
+		ep->stats.client_txns--;
+	else
+		ep->stats.server_txns--;
+	free(t->key);
+	free(t->akey);
+	free(t->out);
+	free(t->req);
+	free(t->ack);
+	free(t);
+}
+
+int sip_txn_send(sip_txn *t, const char *buf, size_t len)
+{
+	const char *err;
+	if (sip_ep_send_dest(t->ep, &t->dest, buf, len, &err)) {
+		sip_ep_logf(t->ep, "send failed: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void retransmit(sip_txn *t, const char *buf, size_t len)
+{
+	t->ep->stats.retrans_sent++;
+	sip_txn_send(t, buf, len);
+}
+
+/* Timer D, I, J, K: the wait for retransmissions is over. */
+static void end_handler(void *arg)
+{
+	sip_txn_terminate(arg);
+}
+
+/* Start Timer D/I/J/K, or end at once on a reliable transport (duration 0 there). */
+static void wait_then_end(sip_txn *t, unsigned unreliable_ms)
+{
+	if (t->reliable || unreliable_ms == 0) {
+		sip_txn_terminate(t);
+		return;
+	}
+	sip_timer_start(t->ep->loop, &t->t_end, unreliable_ms, end_handler, t);
+}
+
+/* --- client transactions (§17.1) ------------------------------------------------------ */
+
+/* Timer A (INVITE: doubles without cap) and Timer E (non-INVITE: doubles up to T2). */
+static void client_retransmit_handler(void *arg)
+{
+	sip_txn *t = arg;
+	sip_endpoint *ep = t->ep;
+	if (t->state != SIP_TXN_CALLING && t->state != SIP_TXN_TRYING &&
+	    !(t->state == SIP_TXN_PROCEEDING && !t->invite))
+		return;
+	retransmit(t, t->out, t->outlen);
+	if (t->invite)
+		t->interval *= 2;
+	else
+		t->interval = t->state == SIP_TXN_PROCEEDING ? ep->cfg.t2 :
+			      (t->interval * 2 < ep->cfg.t2 ? t->interval * 2 : ep->cfg.t2);
+	sip_timer_start(ep->loop, &t->t_retx, t->interval, client_retransmit_handler, t);
+}
+
+/* Timer B / F: no final response in 64*T1 -> 408 to the TU. Timer M: Accepted is over. */
+static void client_timeout_handler(void *arg)
+{
+	sip_txn *t = arg;
+	if (t->state == SIP_TXN_ACCEPTED) {
+		sip_txn_terminate(t);
+		return;
+	}
+	sip_ep_synth_response(t->ep, t, 408, NULL);
+	sip_txn_terminate(t);
+}
+
+void sip_txn_client_start(sip_txn *t)
+{
+	sip_endpoint *ep = t->ep;
+	t->interval = ep->cfg.t1;
+	if (!t->reliable)
+		sip_timer_start(ep->loop, &t->t_retx, t->interval, client_retransmit_handler, t);
+	sip_timer_start(ep->loop, &t->t_timeout, t64(ep), client_timeout_handler, t);
+}
+
+static void deliver(sip_txn *t, const sip_msg *res)
+{
+	if (t->ep->hooks.response)
+		t->ep->hooks.response(t->ep->ud, t, res);
+}
+
+/* §17.1.1.3: the ACK for a non-2xx final is the transaction's own business. */
+static void send_ack(sip_txn *t, const sip_msg *res)
+{
+	if (!t->ack) {
+		sip_msg inv;
+		const char *err;
+		int ti = res->first[SIP_HDR_TO];
+		if (ti < 0 || sip_msg_parse(&inv, t->out, t->outlen, 0, 0, NULL, &err))
+			return;
+		sip_build_from_invite(&inv, "ACK", res->hdrs[ti].value, &t->ack, &t->acklen);
+		sip_msg_free(&inv);
+		if (!t->ack)
+			return;
+	}
+	sip_txn_send(t, t->ack, t->acklen);
+}
+
+void sip_txn_client_response(sip_txn *t, const sip_msg *res)
+{
+	sip_endpoint *ep = t->ep;
+	int code = res->status;
+	const char *err;
+
+	if (t->invite) {
+		switch (t->state) {
+		case SIP_TXN_CALLING:
+		case SIP_TXN_PROCEEDING:
+			sip_timer_stop(ep->loop, &t->t_retx);
+			t->last_status = code;
+			if (code < 200) {
+				t->state = SIP_TXN_PROCEEDING;
+				deliver(t, res);
+				if (t->cancel_pending && t->state == SIP_TXN_PROCEEDING) {
+					t->cancel_pending = 0;
+					sip_ep_cancel(ep, t, &err);
+				}
+				return;
+			}
+			sip_timer_stop(ep->loop, &t->t_timeout);
+			if (code < 300) {
+				/* RFC 6026 §7.2: stay to pass 2xx retransmissions up (Timer M) */
+				t->state = SIP_TXN_ACCEPTED;
+				sip_timer_start(ep->loop, &t->t_timeout, t64(ep), client_timeout_handler, t);
+				deliver(t, res);
+				return;
+			}
+			t->state = SIP_TXN_COMPLETED;
+			send_ack(t, res);
+			deliver(t, res);
+			wait_then_end(t, t64(ep));   /* Timer D: at least 32 s (64*T1 at default T1) */
+			return;
+		case SIP_TXN_ACCEPTED:
+			if (code >= 200 && code < 300)
+				deliver(t, res);
+			else
+				ep->stats.absorbed++;
+			return;
+		case SIP_TXN_COMPLETED:
+			if (code >= 300) {
+				ep->stats.absorbed++;
+				send_ack(t, res);
+			}
+			return;
+		default:
+			return;
+		}
+	}
+	switch (t->state) {
+	case SIP_TXN_TRYING:
+	case SIP_TXN_PROCEEDING:
+		t->last_status = code;
+		if (code < 200) {
+			t->state = SIP_TXN_PROCEEDING;
+			deliver(t, res);
+			return;
+		}
+		sip_timer_stop(ep->loop, &t->t_retx);
+		sip_timer_stop(ep->loop, &t->t_timeout);
+		t->state = SIP_TXN_COMPLETED;
+		deliver(t, res);
+		if (t->state == SIP_TXN_COMPLETED)
+			wait_then_end(t, ep->cfg.t4);   /* Timer K */
+		return;
+	case SIP_TXN_COMPLETED:
+		ep->stats.absorbed++;
+		return;
+	default:
+		return;
+	}
+}
+
+/* --- server transactions (§17.2) ------------------------------------------------------ */
+
+/* Timer G (non-2xx final of an INVITE) and the 2xx retransmission of §13.3.1.4. */
+static void server_retransmit_handler(void *arg)
+{
+	sip_txn *t = arg;
+	sip_endpoint *ep = t->ep;
+	if (t->state != SIP_TXN_COMPLETED && t->state != SIP_TXN_ACCEPTED)
+		return;
+	retransmit(t, t->out, t->outlen);
+	t->interval = t->interval * 2 < ep->cfg.t2 ? t->interval * 2 : ep->cfg.t2;
+	sip_timer_start(ep->loop, &t->t_retx, t->interval, server_retransmit_handler, t);
+}
+
+/* Timer H: no ACK for the non-2xx final. Timer L: the 2xx wait is over (RFC 6026). */
+static void server_timeout_handler(void *arg)
+{
+	sip_txn *t = arg;
+	sip_endpoint *ep = t->ep;
+	if (t->state == SIP_TXN_ACCEPTED && !t->acked && t->akey) {
+		/* no ACK for the 2xx: the TU should end the dialog (§13.3.1.4) */
+		sip_ep_logf(ep, "no ACK for %d (transaction %llu)", t->last_status,
+			    (unsigned long long)t->id);
+		if (ep->hooks.ack)
+			ep->hooks.ack(ep->ud, t, NULL);
+	}
+	sip_txn_terminate(t);
+}
+
+void sip_txn_server_retransmission(sip_txn *t, const sip_msg *req)
+{
+	(void)req;
+	t->ep->stats.absorbed++;
+	switch (t->state) {
+	case SIP_TXN_PROCEEDING:
+	case SIP_TXN_COMPLETED:
+		if (t->out)
+			retransmit(t, t->out, t->outlen);
+		break;
+	default:
+		break;   /* Trying: nothing to send yet; Accepted/Confirmed: absorbed */
+	}
+}
+
+int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
+{
+	sip_endpoint *ep = t->ep;
+	int code = res->status;
+	if (t->state != SIP_TXN_TRYING && t->state != SIP_TXN_PROCEEDING) {
+		*err = code < 200 ? "provisional response after a final one" :
+				    "a final response was sent already";
+		return -1;
+	}
+	size_t len = sip_msg_print(res, NULL, 0);
+	char *buf = malloc(len);
+	if (!buf) {
+		*err = "out of memory";
+		return -1;
+	}
+	sip_msg_print(res, buf, len);
+	free(t->out);
+	t->out = buf;
+	t->outlen = len;
+	t->last_status = code;
+	int r = sip_txn_send(t, buf, len);
+	*err = r ? "transport error" : NULL;
+
+	if (code < 200) {
+		t->state = SIP_TXN_PROCEEDING;
+		return r;
+	}
+	if (!t->invite) {
+		t->state = SIP_TXN_COMPLETED;
+		wait_then_end(t, t64(ep));   /* Timer J */
+		return r;
+	}
+	t->interval = ep->cfg.t1;
+	if (code < 300) {
+		/* RFC 6026: Accepted; the core resends the 2xx until the ACK (§13.3.1.4) */
+		t->state = SIP_TXN_ACCEPTED;
+		char key[600];
+		int n = snprintf(key, sizeof key, "A|%.*s|%u|%.*s", (int)res->call_id.n,
+				 res->call_id.p, (unsigned)res->cseq, (int)res->from_tag.n,
+				 res->from_tag.p);
+		if (n > 0 && (size_t)n < sizeof key && !sip_map_get(&ep->accepted, key, (size_t)n)) {
+			t->akey = malloc((size_t)n);
+			if (t->akey) {
+				memcpy(t->akey, key, (size_t)n);
+				t->aklen = (size_t)n;
+				sip_map_put(&ep->accepted, key, (size_t)n, t);
+			}
+		}
+		if (!t->reliable)
+			sip_timer_start(ep->loop, &t->t_retx, t->interval, server_retransmit_handler, t);
+		sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
+		return r;
+	}
+	t->state = SIP_TXN_COMPLETED;
+	if (!t->reliable)
+		sip_timer_start(ep->loop, &t->t_retx, t->interval, server_retransmit_handler, t);
+	sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);  /* H */
+	return r;
+}
+
+/* ACK matching the INVITE server transaction itself (the ACK for a non-2xx final). */
+void sip_txn_server_ack(sip_txn *t)
+{
+	sip_endpoint *ep = t->ep;
+	ep->stats.absorbed++;
+	if (t->state != SIP_TXN_COMPLETED)
+		return;
+	t->state = SIP_TXN_CONFIRMED;
+	sip_timer_stop(ep->loop, &t->t_retx);
+	sip_timer_stop(ep->loop, &t->t_timeout);
+	wait_then_end(t, ep->cfg.t4);   /* Timer I */
+}
+
+/* The ACK for a 2xx (its own transaction-less request) reached the INVITE's transaction. */
+void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack)
+{
+	sip_endpoint *ep = t->ep;
+	if (t->acked) {         /* already reported: a retransmitted ACK */
+		ep->stats.absorbed++;
+		return;
+	}
+	t->acked = 1;
+	sip_timer_stop(ep->loop, &t->t_retx);
+	if (ep->hooks.ack)
+		ep->hooks.ack(ep->ud, t, ack);
+}
+
+int sip_txn_server_cancel(sip_txn *t)
+{
+	if (!t->invite || t->state != SIP_TXN_PROCEEDING)
+		return 0;
+	t->cancelled = 1;
+	return 1;
+}

@@ -1,0 +1,65 @@
+/* txn.h: internals shared by txn.c (the RFC 3261 §17 machines) and endpoint.c (dispatch).
+ * Not part of the public API: the binding sees sip_txn only through endpoint.h. */
+#ifndef SIP_TXN_H
+#define SIP_TXN_H
+
+#include "endpoint.h"
+#include "map.h"
+
+struct sip_txn {
+	sip_endpoint *ep;
+	uint64_t id;
+	uint8_t client, invite, state, reliable;
+	uint8_t cancel_pending;  /* client INVITE: CANCEL asked for before any provisional */
+	uint8_t cancelled;       /* server INVITE: a CANCEL came */
+	uint8_t acked;           /* server INVITE, Accepted: the ACK for the 2xx came */
+	int last_status;
+	char *key;               /* in ep->client or ep->server */
+	size_t klen;
+	char *akey;              /* server INVITE with a 2xx: in ep->accepted (ACK matching) */
+	size_t aklen;
+	sip_dest dest;           /* client: where the request goes; server: where responses go */
+	char *out;               /* client: the request; server: the last response */
+	size_t outlen;
+	char *req;               /* server INVITE: the request, for the 487 after a CANCEL */
+	size_t reqlen;
+	char *ack;               /* client INVITE: ACK for the non-2xx final, built once */
+	size_t acklen;
+	unsigned interval;       /* current retransmission interval (A, E, G, 2xx) */
+	sip_timer t_retx;        /* A, E, G, and the 2xx retransmission of §13.3.1.4 */
+	sip_timer t_timeout;     /* B, F, H, L, M */
+	sip_timer t_end;         /* D, I, J, K */
+};
+
+struct sip_endpoint {
+	sip_loop *loop;
+	sip_transport *tp;
+	sip_ep_config cfg;
+	sip_ep_hooks hooks;
+	void *ud;
+	sip_map client, server, accepted, ids;
+	uint64_t next_id;
+	sip_ep_stats stats;
+};
+
+/* txn.c */
+sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, size_t klen,
+		     const sip_dest *dest);
+void sip_txn_terminate(sip_txn *t);
+int sip_txn_send(sip_txn *t, const char *buf, size_t len);
+void sip_txn_client_start(sip_txn *t);                 /* after t->out is set and sent */
+void sip_txn_client_response(sip_txn *t, const sip_msg *res);
+void sip_txn_server_retransmission(sip_txn *t, const sip_msg *req);
+int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err);
+void sip_txn_server_ack(sip_txn *t);
+int sip_txn_server_cancel(sip_txn *t);   /* sends 487 when still proceeding; 1 if it did */
+void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
+
+/* endpoint.c */
+int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_t len,
+		     const char **err);
+void sip_ep_logf(sip_endpoint *ep, const char *fmt, ...);
+/* Deliver a response the core made itself (408, 503) from the request bytes of t. */
+void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *reason);
+
+#endif
