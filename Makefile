@@ -20,10 +20,16 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted luarocks sip-tester sipsak lua-cqueues
+# Only `make bench` needs these: the C parsers we compare against, and callgrind.
+BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind
+
+# Baseline harnesses live next to the shared corpus, outside the repository.
+PARSER_BASELINES = ../shared/bench/parser
+BENCH_BIN = build/bench
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps run test spec ctest interop bench clean install
+.PHONY: all deps bench-deps run test spec ctest interop bench clean install
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -32,12 +38,13 @@ build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
 $(CORE): $(OBJS) | build/sip
 	@$(CC) $(LIBFLAG) -o $@ $(OBJS) $(LIBS)
 
-build/obj build/sip:
+build/obj build/sip $(BENCH_BIN):
 	@mkdir -p $@
 
 # Install what is missing (Debian 12, as root); quiet when all is there.
-deps:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+deps bench-deps: PKGS = $(if $(filter bench-deps,$@),$(BENCH_DEBS),$(DEBS))
+deps bench-deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -60,8 +67,18 @@ build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h
 ctest: build/test_transport
 	@./build/test_transport
 
-bench: deps all
-	@$(LUA) bench/parse.lua
+# Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind.
+bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH_BIN)/sofia_bench
+	@$(LUA) bench/parse.lua --osip $(BENCH_BIN)/osip_bench --sofia $(BENCH_BIN)/sofia_bench --callgrind
+
+$(BENCH_BIN)/clock.so: bench/clock.c | $(BENCH_BIN)
+	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -fPIC $(LIBFLAG) -o $@ $<
+
+$(BENCH_BIN)/osip_bench: $(PARSER_BASELINES)/osip_bench.c | bench-deps $(BENCH_BIN)
+	@$(CC) -O2 -o $@ $< -losipparser2
+
+$(BENCH_BIN)/sofia_bench: $(PARSER_BASELINES)/sofia_bench.c | bench-deps $(BENCH_BIN)
+	@$(CC) -O2 -I/usr/include/sofia-sip-1.12 -o $@ $< -lsofia-sip-ua
 
 install: all
 	mkdir -p $(INST_LIBDIR) $(INST_LUADIR)/sip
