@@ -95,6 +95,42 @@ int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_
 
 static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len);
 
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+}
+
+/* A TCP connection we opened failed: its client transactions get 503 now rather than
+ * 408 after Timer B/F (RFC 3261 §8.1.3.1 treats transport errors as 503). */
+static void fail_dest(sip_endpoint *ep, const sip_tp_src *src)
+{
+	enum { BATCH = 64 };
+	uint64_t ids[BATCH];
+	size_t n = 0;
+	for (size_t i = 0; i < ep->client.nb && n < BATCH; i++)
+		for (sip_map_node *nd = ep->client.b[i]; nd && n < BATCH; nd = nd->next) {
+			sip_txn *t = nd->value;
+			if (t->dest.kind == SIP_TP_TCP && t->state != SIP_TXN_COMPLETED &&
+			    t->state != SIP_TXN_ACCEPTED && same_addr(&t->dest.addr, &src->peer))
+				ids[n++] = t->id;
+		}
+	for (size_t i = 0; i < n; i++) {
+		sip_txn *t = sip_ep_txn(ep, ids[i]);   /* an earlier hook may have ended it */
+		if (!t)
+			continue;
+		sip_ep_synth_response(ep, t, 503, "Service Unavailable (connection failed)");
+		sip_txn_terminate(t);
+	}
+}
+
 static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, const char *detail)
 {
 	sip_endpoint *ep = arg;
@@ -102,6 +138,8 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 	if (src)
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
 	sip_ep_logf(ep, "transport %s %s%s%s", event, a, detail ? ": " : "", detail ? detail : "");
+	if (src && strcmp(event, "connect failed") == 0)
+		fail_dest(ep, src);
 }
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,

@@ -190,6 +190,18 @@ function sip.request(t)
   return core.parse(table.concat(lines, "\r\n"))
 end
 
+-- Endpoints and the scheduler --------------------------------------------------------
+
+local sched = require "sip.sched"
+sip.sched = sched
+sip.sleep = sched.sleep
+sip.spawn = sched.spawn
+
+--- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
+function sip.endpoint(opts)
+  return require("sip.endpoint").new(opts)
+end
+
 -- Message methods written in Lua (the C ones are in csrc/lsip_msg.c).
 
 --- msg:is_response() / msg:is_request()
