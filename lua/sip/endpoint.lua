@@ -53,6 +53,7 @@ local function new(opts)
     pending = {},           -- client txn id -> { wake=, progress=, ... }
     acks = {},              -- server txn id -> wake for the ACK of a 2xx
     dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
+    dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
     running = false,
     log = make_logger(opts.log),
     t1 = opts.t1 or 500,
@@ -106,6 +107,9 @@ local function new(opts)
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
     partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,
   }
+  self.dialog_hooks[1] = function(res)
+    return require("sip.dialog").on_stray_2xx(self, res)
+  end
   local listen = opts.listen or { "udp:127.0.0.1:5060" }
   for _, l in ipairs(listen) do
     parse_listen(l)
@@ -235,6 +239,19 @@ function Endpoint:_dispatch(req, txn, source)
   req.source = source
   if txn ~= 0 then
     self.requests[txn] = req
+  end
+  if req.to_tag and req.method ~= "CANCEL" then
+    -- §12.2.2: in-dialog requests go to their dialog; unknown dialogs get 481 from a UA
+    local dialog = require "sip.dialog"
+    if dialog.in_dialog(self, req) then
+      return
+    end
+    if not req.dialog and not self.router then
+      if req.method ~= "ACK" then
+        req:reply(481)
+      end
+      return
+    end
   end
   local fn = self.handlers[req.method] or self.router
   if not fn then

@@ -197,9 +197,12 @@ sip.sched = sched
 sip.sleep = sched.sleep
 sip.spawn = sched.spawn
 
+local endpoint = require "sip.endpoint"
+require "sip.dialog"   -- adds ep:call, req:answer
+
 --- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
 function sip.endpoint(opts)
-  return require("sip.endpoint").new(opts)
+  return endpoint.new(opts)
 end
 
 -- Message methods written in Lua (the C ones are in csrc/lsip_msg.c).
