@@ -174,7 +174,7 @@ describe("endpoints", function()
         done = done + 1
       end)
     end
-    assert.is_true(run_until(function() return done == 1000 end, 20))
+    assert.truthy(run_until(function() return done == 1000 end, 20))
     assert.equal(1000, ok)
     assert.equal(0, b:stats().handlers_running)
   end)
@@ -278,7 +278,7 @@ describe("endpoints", function()
       end
       sip.sched.loop:step(0)
     end
-    assert.is_true(run_until(function()
+    assert.truthy(run_until(function()
       local s = b:stats()
       return s.connections_accepted - before == 10000 and s.connections == 0
     end, 20))
