@@ -607,15 +607,23 @@ static int sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, si
 }
 
 static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
-		   sip_via_mode mode)
+		   sip_via_mode mode, const char *branch)
 {
 	if (mode == SIP_VIA_KEEP)
 		return req->branch.n ? 0 : -1;
-	char sb[96], v[256], br[BRANCH_HEX];
+	char sb[96], v[384], br[BRANCH_HEX + 8];
 	sent_by(ep, kind, family, sb, sizeof sb);
-	sip_random_hex(br, sizeof br);
-	int n = snprintf(v, sizeof v, "SIP/2.0/%s %s;branch=z9hG4bK%.*s;rport",
-			 kind == SIP_TP_TCP ? "TCP" : "UDP", sb, BRANCH_HEX, br);
+	if (!branch) {
+		memcpy(br, "z9hG4bK", 7);
+		sip_random_hex(br + 7, BRANCH_HEX);
+		br[7 + BRANCH_HEX] = 0;
+		branch = br;
+	}
+	for (const char *c = branch; *c; c++)
+		if (!sip_is_token((unsigned char)*c))
+			return -1;
+	int n = snprintf(v, sizeof v, "SIP/2.0/%s %s;branch=%.200s;rport",
+			 kind == SIP_TP_TCP ? "TCP" : "UDP", sb, branch);
 	if (mode == SIP_VIA_REPLACE && req->first[SIP_HDR_VIA] >= 0)
 		sip_msg_remove_top_via(req);
 	return sip_msg_add_header(req, "Via", 3, v, (size_t)n, 1);
@@ -623,9 +631,9 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 
 /* Choose the transport (§18.1.1: large requests leave UDP), write our Via, print. */
 static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode mode,
-		     size_t *len, const char **err)
+		     const char *branch, size_t *len, const char **err)
 {
-	if (set_via(ep, req, d->kind, d->addr.ss_family, mode)) {
+	if (set_via(ep, req, d->kind, d->addr.ss_family, mode, branch)) {
 		*err = "cannot set Via";
 		return NULL;
 	}
@@ -633,7 +641,7 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 	if (d->kind == SIP_TP_UDP && *len > SIP_UDP_MTU_LIMIT && mode != SIP_VIA_KEEP) {
 		d->kind = SIP_TP_TCP;
 		d->listener = -1;
-		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE)) {
+		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE, branch)) {
 			*err = "cannot set Via";
 			return NULL;
 		}
@@ -649,7 +657,7 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 }
 
 sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			sip_via_mode via_mode, const char **err)
+			sip_via_mode via_mode, const char *branch, const char **err)
 {
 	char key[KEY_MAX];
 	if (!req->is_request || req->method_id == SIP_METHOD_ACK) {
@@ -662,7 +670,7 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 	}
 	sip_dest d = *dst;
 	size_t len;
-	char *buf = prepare(ep, req, &d, via_mode, &len, err);
+	char *buf = prepare(ep, req, &d, via_mode, branch, &len, err);
 	if (!buf)
 		return NULL;
 	size_t kl = client_key(key, req->branch, req->method);
@@ -684,11 +692,11 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 }
 
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			  sip_via_mode via_mode, const char **err)
+			  sip_via_mode via_mode, const char *branch, const char **err)
 {
 	sip_dest d = *dst;
 	size_t len;
-	char *buf = prepare(ep, req, &d, via_mode, &len, err);
+	char *buf = prepare(ep, req, &d, via_mode, branch, &len, err);
 	if (!buf)
 		return -1;
 	int r = sip_ep_send_dest(ep, &d, buf, len, err);
@@ -725,7 +733,7 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 		free(buf);
 		return -1;
 	}
-	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, err);
+	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, NULL, err);
 	sip_msg_free(&cancel);
 	free(buf);
 	return t ? 0 : -1;

@@ -94,12 +94,13 @@ typedef enum sip_via_mode {
 	SIP_VIA_KEEP,      /* CANCEL, ACK for non-2xx: the Via given is the right one */
 } sip_via_mode;
 
-/* Start a client transaction for req toward dst. Edits req's Via as via_mode says. */
+/* Start a client transaction for req toward dst. Edits req's Via as via_mode says; branch
+ * (NULL: random) is the new Via's branch, z9hG4bK included (proxies put a loop hash in it). */
 sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			sip_via_mode via_mode, const char **err);
+			sip_via_mode via_mode, const char *branch, const char **err);
 /* Send a request with no transaction (ACK for 2xx, stateless forwarding). */
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			  sip_via_mode via_mode, const char **err);
+			  sip_via_mode via_mode, const char *branch, const char **err);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
 

@@ -447,7 +447,7 @@ static int target(lua_State *L, lsip_ep *e, int i, sip_dest *d)
 	return 0;
 }
 
-/* ep:request(msg, target_uri [, via_mode]) -> txn_id | nil, err */
+/* ep:request(msg, target_uri [, via_mode [, branch]]) -> txn_id | nil, err */
 static int ep_request(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -456,7 +456,8 @@ static int ep_request(lua_State *L)
 	if (target(L, e, 3, &d))
 		return 2;
 	const char *err;
-	sip_txn *t = sip_ep_request(e->ep, m, &d, check_via_mode(L, 4), &err);
+	sip_txn *t = sip_ep_request(e->ep, m, &d, check_via_mode(L, 4), luaL_optstring(L, 5, NULL),
+				    &err);
 	if (!t)
 		return fail(L, err);
 	lua_pushinteger(L, (lua_Integer)sip_txn_id(t));
@@ -472,7 +473,8 @@ static int ep_send(lua_State *L)
 	if (target(L, e, 3, &d))
 		return 2;
 	const char *err;
-	if (sip_ep_send_stateless(e->ep, m, &d, check_via_mode(L, 4), &err))
+	if (sip_ep_send_stateless(e->ep, m, &d, check_via_mode(L, 4), luaL_optstring(L, 5, NULL),
+				  &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);
 	return 1;

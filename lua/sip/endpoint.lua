@@ -253,7 +253,11 @@ function Endpoint:_dispatch(req, txn, source)
       return
     end
   end
-  local fn = self.handlers[req.method] or self.router
+  local fn = self.handlers[req.method]
+  if not fn and self.router then
+    fn = self.router
+    require("sip.proxy").preprocess(self, req)
+  end
   if not fn then
     return self:_default(req)
   end
@@ -354,7 +358,7 @@ end
 function Endpoint:_request_once(req, opts)
   local target = opts.target or self:target_of(req)
   return sched.await(function(wake)
-    local id, err = self.core:request(req, target, opts.via or "replace")
+    local id, err = self.core:request(req, target, opts.via or "replace", opts.branch)
     if not id then
       return wake(nil, err)
     end

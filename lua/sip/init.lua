@@ -212,4 +212,18 @@ function msg_methods.is_response(m)
   return not m.is_request
 end
 
+-- Modules that use `sip` themselves load once it is complete; the rest on first use.
+package.loaded.sip = sip
+require "sip.proxy"   -- adds req:relay
+local lazy = { auth = "sip.auth", sdp = "sip.sdp", cpim = "sip.cpim",
+  registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog" }
+setmetatable(sip, { __index = function(t, k)
+  local name = lazy[k]
+  if name then
+    local m = require(name)
+    rawset(t, k, m)
+    return m
+  end
+end })
+
 return sip
