@@ -537,13 +537,15 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 
 /* --- outgoing ------------------------------------------------------------------------- */
 
-int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, const char **err)
+int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
+		 const char **err)
 {
 	(void)ep;
 	if (st->client || res->is_request) {
 		*err = "not a response for a server transaction";
 		return -1;
 	}
+	st->proxied = (uint8_t)(proxied != 0);
 	return sip_txn_server_reply(st, res, err);
 }
 

@@ -80,8 +80,11 @@ void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st);
 const sip_ep_config *sip_ep_config_get(sip_endpoint *ep);
 
 /* Answer through a server transaction. Fails (-1, *err) when a final response was sent
- * already, for a provisional after a final, or on a transport error. */
-int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, const char **err);
+ * already, for a provisional after a final, or on a transport error. proxied != 0: the
+ * response comes from downstream (§16.7): a 2xx is not retransmitted nor its ACK awaited
+ * here, since both are end to end. */
+int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
+		 const char **err);
 
 /* Send a response with no transaction (§8.2.7 / §16.11 stateless), routed by its top Via
  * and the request's source. */

@@ -398,7 +398,7 @@ static int fail(lua_State *L, const char *err)
 	return 2;
 }
 
-/* ep:reply(txn_id, response) -> true | nil, err */
+/* ep:reply(txn_id, response [, proxied]) -> true | nil, err */
 static int ep_reply(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -407,7 +407,7 @@ static int ep_reply(lua_State *L)
 	const char *err;
 	if (!t)
 		return fail(L, "the transaction is gone");
-	if (sip_ep_reply(e->ep, t, res, &err))
+	if (sip_ep_reply(e->ep, t, res, lua_toboolean(L, 4), &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);
 	return 1;

@@ -357,6 +357,12 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 	if (code < 300) {
 		/* RFC 6026: Accepted; the core resends the 2xx until the ACK (§13.3.1.4) */
 		t->state = SIP_TXN_ACCEPTED;
+		if (t->proxied) {
+			/* a proxy's 2xx: ACK and retransmissions are end to end; stay Accepted
+			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5) */
+			sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
+			return r;
+		}
 		char key[600];
 		int n = snprintf(key, sizeof key, "A|%.*s|%u|%.*s", (int)res->call_id.n,
 				 res->call_id.p, (unsigned)res->cseq, (int)res->from_tag.n,

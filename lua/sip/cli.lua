@@ -137,6 +137,12 @@ function cli.server(opts)
     return u and is_ours(u)
   end
 
+  -- A request we relayed that came back to us (a spiral): it was authenticated already.
+  local function spiral(req)
+    local v = req:via(1)
+    return v and ep:is_local("sip:" .. v.host .. ":" .. (v.port or 5060)) or false
+  end
+
   -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
   local function echo(req)
     if req.method ~= "MESSAGE" then
@@ -159,6 +165,9 @@ function cli.server(opts)
 
   ep:route(function(req)
     local m = req.method
+    if m ~= "ACK" and not req:validate() then
+      return   -- §16.3 refused it (483, 482, 416, 420) before anything else
+    end
     local ruri = sip.uri.parse(req.uri)
     if m == "REGISTER" and is_ours(ruri) then
       if auth_www then
@@ -181,7 +190,7 @@ function cli.server(opts)
       end
       return
     end
-    if auth_proxy and from_local_user(req) then
+    if auth_proxy and from_local_user(req) and not spiral(req) then
       local ok = auth_proxy:check(req)
       if not ok then
         log("%s %s -> challenge", m, req.uri)

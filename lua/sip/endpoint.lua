@@ -54,6 +54,7 @@ local function new(opts)
     acks = {},              -- server txn id -> wake for the ACK of a 2xx
     dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
     dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
+    forward_2xx = {},       -- proxy: client txn id -> upstream request, for late 2xx
     running = false,
     log = make_logger(opts.log),
     t1 = opts.t1 or 500,
@@ -84,6 +85,7 @@ local function new(opts)
   end
   function hooks.gone(txn)
     self.requests[txn] = nil
+    self.forward_2xx[txn] = nil
     local p = self.pending[txn]
     if p then
       -- a client transaction never ends without a final response; be safe anyway
@@ -284,8 +286,15 @@ function Endpoint:_response(txn, res)
   end
   local p = self.pending[txn]
   if not p then
+    local up = self.forward_2xx[txn]
+    if up and res.status >= 200 and res.status < 300 then
+      -- proxy: a retransmitted 2xx goes upstream statelessly (RFC 6026 §8.4)
+      res:pop_via()
+      self.core:reply_stateless(up, res)
+      return
+    end
     -- e.g. a second 2xx of a forked INVITE after the first woke the caller
-    if p == nil and res.status >= 200 and res.status < 300 and res.cseq_method == "INVITE" then
+    if res.status >= 200 and res.status < 300 and res.cseq_method == "INVITE" then
       for _, h in ipairs(self.dialog_hooks) do
         if h(res) then
           return

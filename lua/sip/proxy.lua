@@ -109,6 +109,19 @@ function proxy.validate(ep, req)
   return nil
 end
 
+--- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
+function msg_methods.validate(req)
+  if req._validated ~= nil then
+    return req._validated
+  end
+  local code, reason, headers = proxy.validate(req._ep, req)
+  req._validated = not code
+  if code and req.method ~= "ACK" then
+    req:reply(code, reason, { headers = headers })
+  end
+  return req._validated
+end
+
 -- §16.7 step 6: pick the best of the final responses that came back.
 local function best_response(finals)
   local best
@@ -134,7 +147,7 @@ proxy.best_response = best_response
 local function forward_up(req, res)
   res:pop_via()
   local ep = req._ep
-  local ok, err = ep.core:reply(req._txn, res)
+  local ok, err = ep.core:reply(req._txn, res, true)
   if ok and res.status >= 200 then
     req.replied_final = true
   end
@@ -168,12 +181,8 @@ function msg_methods.relay(req, targets, opts)
   opts = opts or {}
   local ep = req._ep
   assert(ep, "req:relay: not a request received by an endpoint")
-  local code, reason, headers = proxy.validate(ep, req)
-  if code then
-    if req.method ~= "ACK" then
-      req:reply(code, reason, { headers = headers })
-    end
-    return nil, "refused with " .. code
+  if not req:validate() then
+    return nil, "refused"
   end
   if type(targets) == "string" then
     targets = { targets }
@@ -229,7 +238,13 @@ function msg_methods.relay(req, targets, opts)
         local res, err = ep:request(m, {
           target = opts.next_hop or next_hop(m), via = "push",
           branch = branch .. sip.random.hex(8),
-          on_txn = function(id) b.id = id; b.branch_id = branch .. id end,
+          on_txn = function(id)
+            b.id = id
+            if req.method == "INVITE" then
+              -- 2xx retransmissions arrive after the transaction woke us: pass them up
+              ep.forward_2xx[id] = req
+            end
+          end,
           on_progress = function(r)
             if r.status > 100 and not answered then
               forward_up(req, r)
@@ -237,6 +252,9 @@ function msg_methods.relay(req, targets, opts)
           end,
         })
         b.final = res or false
+        if b.id and not (res and res.status >= 200 and res.status < 300) then
+          ep.forward_2xx[b.id] = nil
+        end
         if res then
           if opts.on_response then
             opts.on_response(res, target)
