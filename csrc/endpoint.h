@@ -14,9 +14,10 @@
 #define SIP_T1_DEFAULT 500
 #define SIP_T2_DEFAULT 4000
 #define SIP_T4_DEFAULT 5000
-/* Live transactions, both kinds. A busy proxy holds rate × lifetime (~32 s with Timer J):
- * 4096 covers ~120 new transactions/s; raise it for more. Past it: 503 + Retry-After. */
-#define SIP_MAX_TXNS_DEFAULT 4096
+/* Live transactions, both kinds. A UDP server transaction lives 32 s after its final
+ * response (Timer J), so a proxy holds about rate × 37 s of them: 65536 covers ~1700 new
+ * transactions/s at ~1 KB each (64 MB). Past it: 503 + Retry-After. */
+#define SIP_MAX_TXNS_DEFAULT 65536
 /* RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP */
 #define SIP_UDP_MTU_LIMIT 1300
 

@@ -96,8 +96,11 @@ function cli.server(opts)
   ep:set_domains { domain }
   local users = opts.users or {}
   local function is_ours(uri)
-    local u = type(uri) == "table" and uri or sip.uri.parse(uri)
-    return u and u.host and (u.host:lower() == domain or ep:is_local(u)) or false
+    if type(uri) == "table" then
+      return uri.host and (uri.host:lower() == domain or ep:is_local(uri)) or false
+    end
+    local host = sip.core.uri_hostport(uri)
+    return host == domain or ep:is_local(uri)
   end
   local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
     max_expires = opts.max_expires or 3600,
@@ -140,7 +143,7 @@ function cli.server(opts)
   -- A request we relayed that came back to us (a spiral): it was authenticated already.
   local function spiral(req)
     local v = req:via(1)
-    return v and ep:is_local("sip:" .. v.host .. ":" .. (v.port or 5060)) or false
+    return v and ep:_local_addrs()[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)] or false
   end
 
   -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.

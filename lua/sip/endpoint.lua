@@ -165,7 +165,12 @@ end
 
 --- ep:address(kind) -> "127.0.0.1:5060" of the first listener of that transport
 function Endpoint:address(kind)
-  for _, a in ipairs(self.core:addresses()) do
+  local addrs = self._addrs
+  if not addrs then
+    addrs = self.core:addresses()
+    self._addrs = addrs
+  end
+  for _, a in ipairs(addrs) do
     local k, rest = a:match("^(%a+):(.*)$")
     if not kind or k == kind then
       return rest, k

@@ -9,38 +9,35 @@ local msg_methods = core.msg_mt.methods
 
 local proxy = {}
 
--- 64-bit FNV-1a of the fields that stay the same when a request loops back to us
--- (§16.6 step 8, §16.3 step 4): a spiral (new Request-URI) hashes differently.
-local function loop_hash(req)
-  local s = table.concat({ req._received_uri or req.uri, req.call_id, req.from_tag or "",
-    req.to_tag or "", tostring(req.cseq) }, "\0")
-  local h = 0xcbf29ce484222325
-  for i = 1, #s do
-    h = (h ~ s:byte(i)) * 0x100000001b3
-  end
-  return string.format("%016x", h):sub(1, 12)
-end
-proxy.loop_hash = loop_hash
-
 -- Our listening host:port pairs, and the names the script says are ours.
 function Endpoint:is_local(uri)
-  local u = type(uri) == "table" and uri or sip.uri.parse(uri)
-  if not u or not u.host then
+  local host, port
+  if type(uri) == "table" then
+    host, port = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port
+  else
+    host, port = core.uri_hostport(uri)
+  end
+  if not host then
     return false
   end
-  local host = u.host:lower()
-  local port = u.port
   if self.local_domains and self.local_domains[host] and (not port or port == self.local_port) then
     return true
   end
-  for _, a in ipairs(self:addresses()) do
-    local h, p = a:match("^%a+:(.*):(%d+)$")
-    h = h:lower()
-    if h == host and tonumber(p) == (port or 5060) then
-      return true
+  return self:_local_addrs()[host .. ":" .. (port or 5060)] or false
+end
+
+-- "host:port" of every listener (IPv6 without brackets), built once.
+function Endpoint:_local_addrs()
+  local set = self._local_set
+  if not set then
+    set = {}
+    for _, a in ipairs(self.core:addresses()) do
+      local h, p = a:match("^%a+:%[?([^%]]*)%]?:(%d+)$")
+      set[h:lower() .. ":" .. p] = true
     end
+    self._local_set = set
   end
-  return false
+  return set
 end
 
 --- Endpoint:set_domains{ "example.com", ... }: names (besides our addresses) that are us
@@ -85,26 +82,25 @@ local SCHEMES = { sip = true, sips = true, tel = true }
 
 --- §16.3 request validation; returns code, reason when the request must be refused.
 function proxy.validate(ep, req)
-  local u = sip.uri.parse(req.uri)
-  if not u or not SCHEMES[u.scheme] then
+  local scheme = req.uri:match("^(%a[%w+.-]*):")
+  if not scheme or not SCHEMES[scheme:lower()] then
     return 416
   end
   if req.max_forwards == 0 then
     return 483
   end
   -- loop detection: one of our Vias carries this request's loop hash
-  local h = "z9hG4bKls" .. loop_hash(req)
-  for _, v in ipairs(req:vias()) do
-    if v.branch and v.branch:sub(1, #h) == h then
-      local hostport = "sip:" .. v.host .. ":" .. (v.port or 5060)
-      if ep:is_local(hostport) then
+  local hosts = req:via_hosts_with_branch("z9hG4bKls" .. req:loop_hash())
+  if hosts then
+    local mine = ep:_local_addrs()
+    for _, hp in ipairs(hosts) do
+      if mine[(hp:gsub("^%[(.*)%]", "%1"))] then
         return 482
       end
     end
   end
-  local pr = req:headers("Proxy-Require")
-  if #pr > 0 then
-    return 420, nil, { Unsupported = table.concat(pr, ", ") }
+  if req:header("Proxy-Require") then
+    return 420, nil, { Unsupported = table.concat(req:headers("Proxy-Require"), ", ") }
   end
   return nil
 end
@@ -189,7 +185,7 @@ function msg_methods.relay(req, targets, opts)
   elseif not targets then
     targets = { req.uri }
   end
-  local branch = "z9hG4bKls" .. loop_hash(req) .. "."
+  local branch = "z9hG4bKls" .. req:loop_hash() .. "."
 
   req:decrement_max_forwards()
   local rr = opts.record_route
@@ -222,73 +218,82 @@ function msg_methods.relay(req, targets, opts)
     end
   end
 
-  for i, target in ipairs(targets) do
-    local m = i == #targets and req or assert(sip.parse(tostring(req)))
-    if target ~= m.uri then
-      local ok = m:set_uri(target)
-      if not ok then
-        goto continue
+  local function run_branch(b, m)
+    local res, err = ep:request(m, {
+      target = opts.next_hop or next_hop(m), via = "push",
+      branch = branch .. sip.random.hex(8),
+      on_txn = function(id)
+        b.id = id
+        if req.method == "INVITE" then
+          -- 2xx retransmissions arrive after the transaction woke us: pass them up
+          ep.forward_2xx[id] = req
+        end
+      end,
+      on_progress = function(r)
+        if r.status > 100 and not answered then
+          forward_up(req, r)
+        end
+      end,
+    })
+    b.final = res or false
+    if b.id and not (res and res.status >= 200 and res.status < 300) then
+      ep.forward_2xx[b.id] = nil
+    end
+    if res then
+      if opts.on_response then
+        opts.on_response(res, b.uri)
+      end
+      finals[#finals + 1] = res
+      local s = res.status
+      if s >= 200 and s < 300 then
+        -- 2xx: forward at once (every 2xx of an INVITE, §16.7 step 5), cancel the rest
+        if req.method == "INVITE" or not answered then
+          answered = true
+          forward_up(req, res)
+        end
+        cancel_others(b)
+      elseif s >= 600 then
+        cancel_others(b)
+      end
+    else
+      ep:_log("warn", "relay to %s failed: %s", b.uri, tostring(err))
+    end
+    live = live - 1
+    if live == 0 and done_wake then
+      done_wake()
+    end
+  end
+
+  -- §16.10: a CANCEL from upstream (the core answered it) cancels every branch
+  if req.method == "INVITE" then
+    req:on_cancel(function() cancel_others(nil) end)
+  end
+  if #targets == 1 then
+    -- the common case: no fork, no extra coroutine
+    local m = req
+    if targets[1] ~= m.uri and not m:set_uri(targets[1]) then
+      req:reply(400, "Bad target")
+      return nil, "bad target"
+    end
+    local b = { uri = targets[1] }
+    branches[1], live = b, 1
+    run_branch(b, m)
+  else
+    for i, target in ipairs(targets) do
+      local m = i == #targets and req or assert(sip.parse(tostring(req)))
+      if target == m.uri or m:set_uri(target) then
+        local b = { uri = target }
+        branches[#branches + 1] = b
+        live = live + 1
+        sched.spawn(run_branch, b, m)
       end
     end
-    do
-      local b = { uri = target }
-      branches[#branches + 1] = b
-      live = live + 1
-      sched.spawn(function()
-        local res, err = ep:request(m, {
-          target = opts.next_hop or next_hop(m), via = "push",
-          branch = branch .. sip.random.hex(8),
-          on_txn = function(id)
-            b.id = id
-            if req.method == "INVITE" then
-              -- 2xx retransmissions arrive after the transaction woke us: pass them up
-              ep.forward_2xx[id] = req
-            end
-          end,
-          on_progress = function(r)
-            if r.status > 100 and not answered then
-              forward_up(req, r)
-            end
-          end,
-        })
-        b.final = res or false
-        if b.id and not (res and res.status >= 200 and res.status < 300) then
-          ep.forward_2xx[b.id] = nil
-        end
-        if res then
-          if opts.on_response then
-            opts.on_response(res, target)
-          end
-          finals[#finals + 1] = res
-          local s = res.status
-          if s >= 200 and s < 300 then
-            -- 2xx: forward at once (every 2xx of an INVITE, §16.7 step 5), cancel the rest
-            if req.method == "INVITE" or not answered then
-              answered = true
-              forward_up(req, res)
-            end
-            cancel_others(b)
-          elseif s >= 600 then
-            cancel_others(b)
-          end
-        else
-          ep:_log("warn", "relay to %s failed: %s", target, tostring(err))
-        end
-        live = live - 1
-        if live == 0 and done_wake then
-          done_wake()
-        end
-      end)
-    end
-    ::continue::
   end
   if #branches == 0 then
     req:reply(400, "Bad target")
     return nil, "no usable target"
   end
 
-  -- CANCEL from upstream (§16.10): the core answered it; cancel every branch
-  req:on_cancel(function() cancel_others(nil) end)
   if opts.timeout and req.method == "INVITE" then
     sched.loop:timer(math.floor(opts.timeout * 1000), function()
       if live > 0 and not answered then
