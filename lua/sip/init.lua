@@ -198,7 +198,8 @@ sip.sleep = sched.sleep
 sip.spawn = sched.spawn
 
 local endpoint = require "sip.endpoint"
-require "sip.dialog"   -- adds ep:call, req:answer
+require "sip.dialog"   -- adds ep:call, ep:dial, req:answer
+require "sip.ua"       -- adds ep:message, ep:register
 
 --- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
 function sip.endpoint(opts)
