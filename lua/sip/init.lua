@@ -201,6 +201,11 @@ local endpoint = require "sip.endpoint"
 require "sip.dialog"   -- adds ep:call, ep:dial, req:answer
 require "sip.ua"       -- adds ep:message, ep:register
 
+-- Digest auth, SDP and CPIM bodies, reachable as sip.auth, sip.sdp, sip.cpim.
+sip.auth = require "sip.auth"
+sip.sdp = require "sip.sdp"
+sip.cpim = require "sip.cpim"
+
 --- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
 function sip.endpoint(opts)
   return endpoint.new(opts)
