@@ -152,6 +152,9 @@ describe("calls", function()
         assert.matches("^" .. kind .. ":", uas_call.request.source)
         -- §8.1.1.8 / §12.1.2: the INVITE carries a Contact, the To tag comes from the UAS
         assert.truthy(inv:header("Contact"))
+        if kind == "tcp" then
+          assert.matches("transport=tcp", inv:header("Contact"))
+        end
         assert.is_nil(inv.to_tag)
         assert.is_nil(trying.to_tag)
         local tag = ringing.to_tag
@@ -242,6 +245,41 @@ describe("calls", function()
       assert.is_nil(ok)
       assert.equal("call is answered", err)
       call:bye()
+    end)
+  end)
+
+  describe("CANCEL crossing the 2xx (§9.1)", function()
+    local ep, p
+    before_each(function()
+      ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = 20 })
+      p = peer()
+    end)
+    after_each(function()
+      ep:close()
+      p.close()
+    end)
+
+    it("confirms the call the UAS answered anyway and ends it with BYE", function()
+      local pending = ep:dial(p.uri, { sdp = SDP })
+      assert.truthy(run_until(function() return #p.inbox >= 1 end, 1, p.poll))
+      local inv = p.inbox[1]
+      local contact = "<sip:uas@127.0.0.1:" .. p.port .. ">"
+      p.reply(inv, 180, "t1", contact)
+      assert.truthy(run_until(function() return pending.state == "early" end, 1, p.poll))
+      assert.is_true(pending:cancel())
+      assert.truthy(run_until(function() return #p.find(method_is("CANCEL")) >= 1 end, 1, p.poll))
+      p.reply(p.find(method_is("CANCEL"))[1], 200, "t1")
+      p.reply(inv, 200, "t1", contact)   -- the answer was already on its way
+      local call, res = pending:result()
+      assert.is_nil(call)
+      assert.equal(200, res.status)
+      assert.truthy(run_until(function() return #p.find(method_is("BYE", "t1")) >= 1 end, 1,
+        p.poll))
+      assert.equal(1, #p.find(method_is("ACK", "t1")))
+      p.reply(p.find(method_is("BYE", "t1"))[1], 200)
+      run_for(0.05, p.poll)
+      assert.equal("terminated", pending.hung_up.state)
+      assert.equal(0, count(ep.dialogs))
     end)
   end)
 

@@ -259,7 +259,8 @@ function Pending:_run()
   d:ack(res.cseq)
   if self.cancelling then
     -- the CANCEL crossed the 2xx (§9.1): the call exists, so end it at once
-    d:bye()
+    sched.spawn(function() d:bye() end)
+    self.hung_up = d
     return self:_finish(nil, res)
   end
   self:_finish(d, res)
