@@ -162,45 +162,207 @@ end
 
 -- UAC ---------------------------------------------------------------------------------
 
---- ep:call(uri, { sdp=, headers=, from=, user=, password=, on_progress=, timeout= })
----   -> call | nil, final response (or nil, err)
-function Endpoint:call(to, opts)
-  opts = opts or {}
-  local sip = require "sip"
-  local contact = "<" .. self:uri(opts.user_part or "luasip") .. ">"
-  local req = assert(sip.request {
-    method = "INVITE", uri = to, from = opts.from or self:uri(opts.user_part or "luasip"),
-    to = opts.to or to, headers = opts.headers, contact = contact,
-    body = opts.sdp, content_type = opts.sdp and "application/sdp" or nil,
-  })
-  local res, err = self:request(req, { user = opts.user, password = opts.password,
-    on_progress = opts.on_progress, timeout = opts.timeout, target = opts.target,
-    on_txn = opts.on_txn })
-  if not res then
-    return nil, err
-  end
-  if res.status >= 300 then
-    return nil, res
-  end
-  local d = new_dialog(self, {
+-- A pending outgoing call: the INVITE client side until its final response. Holds the early
+-- dialogs (one per To tag of a 1xx, §12.1.2 / §13.2.2.4) and can be cancelled (§9.1).
+local Pending = {}
+Pending.__index = Pending
+
+-- Keep knowing our INVITE this long after its final response, so a 2xx from another fork
+-- branch is still recognised (Timer M of RFC 6026 is 64*T1 as well).
+local function fork_window_ms(ep)
+  return 64 * ep.t1
+end
+
+local function invite_key(call_id, from_tag)
+  return call_id .. "|" .. (from_tag or "")
+end
+
+-- §12.1.2: the UAC side of a dialog from our INVITE and a 2xx (or a 1xx with a To tag).
+local function uac_dialog(ep, p, res)
+  local req = p.request
+  return new_dialog(ep, {
     call_id = res.call_id, local_tag = res.from_tag, remote_tag = res.to_tag,
     local_uri = req:header("From"), remote_uri = res:header("To"),
     remote_target = contact_uri(res) or req.uri, route = route_set(res, true),
-    local_cseq = res.cseq, contact = contact, role = "uac", invite_cseq = res.cseq,
-    remote_sdp = res.body, response = res, user = opts.user, password = opts.password,
+    local_cseq = res.cseq, contact = p.contact, role = "uac", invite_cseq = res.cseq,
+    remote_sdp = res.body, response = res, user = p.opts.user, password = p.opts.password,
   })
-  d:ack(res.cseq)
-  return d, res
 end
 
--- A 2xx retransmission or a 2xx from another fork branch: ACK it again (§13.2.2.4).
+function Pending:_progress(res)
+  if res.to_tag and res.status > 100 and self.state ~= "answered" then
+    local early = self.early[res.to_tag]
+    if not early then
+      early = { to_tag = res.to_tag }
+      self.early[res.to_tag] = early
+      self.early_order[#self.early_order + 1] = res.to_tag
+    end
+    early.status, early.response = res.status, res
+    early.remote_target = contact_uri(res) or early.remote_target
+    early.remote_sdp = res.body ~= "" and res.body or early.remote_sdp
+    self.state = "early"
+  end
+  local fn = self.opts.on_progress
+  if fn then
+    fn(res, self)
+  end
+end
+
+function Pending:_finish(call, res)
+  if self.timer then
+    self.timer:cancel()
+    self.timer = nil
+  end
+  self.call, self.response = call, res
+  if call then
+    self.state = "answered"
+  elseif self.cancelling then
+    self.state = "cancelled"
+  else
+    self.state = "failed"
+  end
+  local ep, k = self.ep, invite_key(self.request.call_id, self.request.from_tag)
+  sched.loop:timer(fork_window_ms(ep), function()
+    if ep._invites[k] == self then
+      ep._invites[k] = nil
+    end
+  end)
+  local ws = self.waiters
+  self.waiters = {}
+  for _, w in ipairs(ws) do
+    w(call, res)
+  end
+end
+
+function Pending:_run()
+  local ep, opts = self.ep, self.opts
+  local res, err = ep:request(self.request, {
+    user = opts.user, password = opts.password, target = opts.target,
+    on_progress = function(r) self:_progress(r) end,
+    on_txn = function(id)
+      self.txn = id
+      if self.cancelling then
+        ep.core:cancel(id)
+      end
+      if opts.on_txn then
+        opts.on_txn(id)
+      end
+    end,
+  })
+  if not res then
+    return self:_finish(nil, err)
+  end
+  if res.status >= 300 then
+    return self:_finish(nil, res)
+  end
+  local d = uac_dialog(ep, self, res)
+  d:ack(res.cseq)
+  if self.cancelling then
+    -- the CANCEL crossed the 2xx (§9.1): the call exists, so end it at once
+    sched.spawn(function() d:bye() end)
+    self.hung_up = d
+    return self:_finish(nil, res)
+  end
+  self:_finish(d, res)
+end
+
+--- pending:cancel() -> true | nil, err: CANCEL the INVITE (§9.1). The CANCEL waits for a
+-- provisional response if none came yet (§9.1); the call then ends with 487.
+function Pending:cancel()
+  if self.state ~= "calling" and self.state ~= "early" then
+    return nil, "call is " .. self.state
+  end
+  if self.cancelling then
+    return true
+  end
+  self.cancelling = true
+  if self.txn then
+    local ok, err = self.ep.core:cancel(self.txn)
+    if not ok then
+      return nil, err
+    end
+  end
+  return true
+end
+
+--- pending:result() -> call, 2xx | nil, final response | nil, err   (yields until final)
+function Pending:result()
+  if self.state == "answered" or self.state == "failed" or self.state == "cancelled" then
+    return self.call, self.response
+  end
+  return sched.await(function(wake)
+    self.waiters[#self.waiters + 1] = wake
+  end)
+end
+
+--- ep:dial(uri, opts) -> pending call at once; the INVITE runs in its own coroutine.
+-- opts as for ep:call. pending.state: "calling" | "early" | "answered" | "failed" |
+-- "cancelled"; pending.early[to_tag] = { status=, response=, remote_target=, remote_sdp= }
+-- for each early dialog (forked INVITEs give several), in pending.early_order.
+function Endpoint:dial(to, opts)
+  opts = opts or {}
+  local sip = require "sip"
+  local user_part = opts.user_part or "luasip"
+  -- a Contact on the transport the call goes over, so in-dialog requests come back on it
+  local turi = sip.uri.parse(opts.target or to)
+  local kind = turi and turi.params and turi.params.transport
+  kind = kind and kind:lower()
+  if not kind or not self:address(kind) then
+    kind = nil
+  end
+  local contact = "<" .. self:uri(user_part, kind) .. ">"
+  local req = assert(sip.request {
+    method = "INVITE", uri = to, from = opts.from or self:uri(user_part),
+    to = opts.to or to, headers = opts.headers, contact = contact,
+    body = opts.sdp and tostring(opts.sdp), content_type = opts.sdp and "application/sdp" or nil,
+  })
+  local p = setmetatable({
+    ep = self, request = req, opts = opts, contact = contact, state = "calling",
+    early = {}, early_order = {}, killed = {}, waiters = {},
+  }, Pending)
+  self._invites = self._invites or {}
+  self._invites[invite_key(req.call_id, req.from_tag)] = p
+  if opts.timeout then
+    p.timer = sched.loop:timer(math.floor(opts.timeout * 1000), function()
+      p.timer = nil
+      p.timed_out = true
+      p:cancel()
+    end)
+  end
+  sched.spawn(function() p:_run() end)
+  return p
+end
+
+--- ep:call(uri, { sdp=, headers=, from=, user=, password=, on_progress=, timeout= })
+---   -> call, 2xx | nil, final response (or nil, err)
+-- on_progress(res, pending) sees every provisional; pending:cancel() hangs up from there.
+-- timeout (seconds) CANCELs an unanswered call, which then returns nil and the 487.
+function Endpoint:call(to, opts)
+  return self:dial(to, opts):result()
+end
+
+-- A 2xx retransmission: ACK it again. A 2xx from another fork branch of our INVITE: ACK it
+-- and send BYE, since the first 2xx won (§13.2.2.4).
 local function on_stray_2xx(ep, res)
   local d = ep.dialogs[key(res.call_id, res.from_tag, res.to_tag)]
   if d and d.last_ack then
     ep:send(d.last_ack, next_hop(d.last_ack))
     return true
   end
-  return false
+  local p = ep._invites and ep._invites[invite_key(res.call_id, res.from_tag)]
+  if not p or res.cseq_method ~= "INVITE" or not res.to_tag then
+    return false
+  end
+  local killed = p.killed[res.to_tag]
+  if killed then
+    ep:send(killed.last_ack, next_hop(killed.last_ack))
+    return true
+  end
+  killed = uac_dialog(ep, p, res)
+  p.killed[res.to_tag] = killed
+  killed:ack(res.cseq)
+  sched.spawn(function() killed:bye() end)
+  return true
 end
 
 -- UAS ---------------------------------------------------------------------------------
@@ -236,6 +398,7 @@ function msg_methods.answer(req, code, opts)
     role = "uas", remote_sdp = req.body, request = req,
   })
   local ack = req:wait_ack()
+  d.ack = ack
   if not ack then
     -- §13.3.1.4: no ACK within 64*T1: the UAS ends the session with BYE
     d:bye()
@@ -260,6 +423,7 @@ local function in_dialog(ep, req)
   end
   d.remote_cseq = req.cseq
   if req.method == "BYE" then
+    d.bye = req
     req:reply(200)
     d:_terminate("remote bye")
     return true
@@ -283,6 +447,7 @@ end
 
 return {
   Dialog = Dialog,
+  Pending = Pending,
   in_dialog = in_dialog,
   on_stray_2xx = on_stray_2xx,
   key = key,

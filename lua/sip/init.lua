@@ -198,7 +198,13 @@ sip.sleep = sched.sleep
 sip.spawn = sched.spawn
 
 local endpoint = require "sip.endpoint"
-require "sip.dialog"   -- adds ep:call, req:answer
+require "sip.dialog"   -- adds ep:call, ep:dial, req:answer
+require "sip.ua"       -- adds ep:message, ep:register
+
+-- Digest auth, SDP and CPIM bodies, reachable as sip.auth, sip.sdp, sip.cpim.
+sip.auth = require "sip.auth"
+sip.sdp = require "sip.sdp"
+sip.cpim = require "sip.cpim"
 
 --- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
 function sip.endpoint(opts)
