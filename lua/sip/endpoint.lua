@@ -370,6 +370,9 @@ function Endpoint:request(req, opts)
 end
 
 function Endpoint:_request_once(req, opts)
+  if self.closed then
+    return nil, "endpoint is closed"
+  end
   local target = opts.target or self:target_of(req)
   return sched.await(function(wake)
     local id, err = self.core:request(req, target, opts.via or "replace", opts.branch)
@@ -395,6 +398,9 @@ end
 
 --- ep:send(req [, target]) -> true | nil, err   (no transaction: ACK for 2xx, stateless relays)
 function Endpoint:send(req, target, via)
+  if self.closed then
+    return nil, "endpoint is closed"
+  end
   return self.core:send(req, target or self:target_of(req), via or "replace")
 end
 
@@ -422,6 +428,7 @@ end
 --- ep:close(): release sockets and transactions now
 function Endpoint:close()
   self.running = false
+  self.closed = true
   self.core:close()
 end
 
@@ -483,6 +490,9 @@ function msg_methods.reply(req, code, reason, opts)
   if not ep or not req._txn or req._txn == 0 then
     return nil, "not a request received by an endpoint"
   end
+  if ep.closed then
+    return nil, "endpoint is closed"
+  end
   local res = build_response(req, code, reason, opts)
   local ok, err = ep.core:reply(req._txn, res)
   if ok and code >= 200 then
@@ -499,6 +509,9 @@ function msg_methods.reply_stateless(req, code, reason, opts)
   local ep = req._ep
   if not ep then
     return nil, "not a request received by an endpoint"
+  end
+  if ep.closed then
+    return nil, "endpoint is closed"
   end
   return ep.core:reply_stateless(req, build_response(req, code, reason, opts))
 end
