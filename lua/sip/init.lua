@@ -199,6 +199,7 @@ sip.spawn = sched.spawn
 
 local endpoint = require "sip.endpoint"
 require "sip.dialog"   -- adds ep:call, req:answer
+sip.auth = require "sip.auth"
 
 --- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
 function sip.endpoint(opts)
