@@ -48,10 +48,11 @@ local function uas(opts)
   local function handler(req)
     local cred = req:header(opts.proxy and "Proxy-Authorization" or "Authorization")
     local entry = { call_id = req.call_id, cseq = req.cseq, uri = req.uri, source = req.source,
-                    credentials = cred and params(cred) }
+                    raw = cred, credentials = cred and params(cred) }
     seen[#seen + 1] = entry
     local ok, user = auth:check(req)
     entry.ok, entry.user = ok, user
+    if opts.after_check then opts.after_check(entry, clock) end
     if not ok then return end
     req:reply(200)
   end
@@ -158,5 +159,171 @@ describe("Digest authentication between two endpoints", function()
       assert.equal(2, #p.seen)
       p.ep:close()
     end)
+  end)
+
+  describe("nonce reuse (RFC 7616 §3.4.5)", function()
+    it("sends the cached nonce with nc=00000002 on the next request, and it is accepted", function()
+      assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
+      local res = c:request(message(c, s), { user = "alice", password = "wonderland" })
+      assert.equal(200, res.status)
+      assert.equal(3, #s.seen)  -- no second challenge
+      assert.equal(s.seen[2].credentials.nonce, s.seen[3].credentials.nonce)
+      assert.equal("00000002", s.seen[3].credentials.nc)
+      assert.equal(s.seen[3].uri, s.seen[3].credentials.uri)
+      assert.is_true(s.seen[3].ok)
+      assert.equal("00000003",
+        (c:request(message(c, s), { user = "alice", password = "wonderland" }) and
+         s.seen[4].credentials.nc))
+    end)
+
+    it("rejects a request that replays a nonce count", function()
+      assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
+      local replay = register(c, s)
+      replay:add_header("Authorization", s.seen[2].raw)
+      local res = c:request(replay)
+      assert.equal(401, res.status)
+      assert.is_false(s.seen[3].ok)
+      assert.equal("00000001", s.seen[3].credentials.nc)
+    end)
+
+    it("does not send a cached nonce to another target or for another user", function()
+      assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
+      assert.equal(200, c:request(register(c, s, "bob"), { user = "bob", password = "builder" }).status)
+      assert.is_nil(s.seen[3].credentials)
+      local other = uas()
+      assert.equal(200, c:request(register(c, other), { user = "alice", password = "wonderland" }).status)
+      assert.is_nil(other.seen[1].credentials)
+      other.ep:close()
+    end)
+  end)
+
+  describe("a stale nonce (RFC 7616 §3.3)", function()
+    it("is answered with stale=true and the client retries with the new nonce", function()
+      assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
+      s.clock.t = s.clock.t + 301
+      local res = c:request(message(c, s), { user = "alice", password = "wonderland" })
+      assert.equal(200, res.status)
+      assert.equal(4, #s.seen)
+      assert.equal("00000002", s.seen[3].credentials.nc)
+      assert.is_false(s.seen[3].ok)
+      assert.not_equal(s.seen[3].credentials.nonce, s.seen[4].credentials.nonce)
+      assert.equal("00000001", s.seen[4].credentials.nc)
+      assert.is_true(s.seen[4].ok)
+    end)
+
+    it("does not count as the one failed retry of a realm", function()
+      -- the nonce of the first challenge expires before the answer arrives
+      local t = uas { after_check = function(e, clock)
+        if not e.credentials then clock.t = clock.t + 301 end
+      end }
+      local res = c:request(register(c, t), { user = "alice", password = "wonderland" })
+      assert.equal(200, res.status)
+      assert.equal(3, #t.seen)
+      assert.is_false(t.seen[2].ok)
+      assert.is_true(t.seen[3].ok)
+      t.ep:close()
+    end)
+
+    it("is not retried forever when every nonce is stale on arrival", function()
+      local t = uas { after_check = function(_, clock) clock.t = clock.t + 301 end }
+      local res = c:request(register(c, t), { user = "alice", password = "wonderland" })
+      assert.equal(401, res.status)
+      assert.truthy(#t.seen <= 6)
+      t.ep:close()
+    end)
+  end)
+
+  describe("repeated failures from one source", function()
+    it("are answered 403 and logged, while another client still gets in", function()
+      local lines = {}
+      local b = uas { max_failures = 3, failure_window = 60,
+                      log = function(line, level) lines[#lines + 1] = level .. " " .. line end }
+      for _ = 1, 3 do
+        assert.equal(401, c:request(register(c, b), { user = "alice", password = "guess" }).status)
+      end
+      local res = c:request(register(c, b), { user = "alice", password = "wonderland" })
+      assert.equal(403, res.status)
+      local logged = table.concat(lines, "\n")
+      assert.matches("warn auth: 403 %(too many failures%)", logged)
+      assert.matches(c:address("udp"), logged, 1, true)
+
+      local d = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      assert.equal(200, d:request(register(d, b), { user = "alice", password = "wonderland" }).status)
+      d:close()
+
+      b.clock.t = b.clock.t + 60  -- the window is over
+      assert.equal(200, c:request(register(c, b), { user = "alice", password = "wonderland" }).status)
+      b.ep:close()
+    end)
+  end)
+
+  describe("malformed credentials sent raw over UDP", function()
+    local function raw(value)
+      local u = socket.udp()
+      assert(u:setsockname("127.0.0.1", 0))
+      local _, lport = u:getsockname()
+      local host, port = s.ep:address("udp"):match("^(.*):(%d+)$")
+      u:setpeername(host, tonumber(port))
+      u:settimeout(0)
+      local ruri = "sip:" .. s.ep:address("udp")
+      u:send(table.concat({
+        "REGISTER " .. ruri .. " SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:" .. lport .. ";branch=z9hG4bK" .. sip.core.random_hex(8) .. ";rport",
+        "Max-Forwards: 70",
+        "From: <sip:alice@127.0.0.1>;tag=1", "To: <sip:alice@127.0.0.1>",
+        "Call-ID: " .. sip.core.random_hex(8), "CSeq: 1 REGISTER",
+        "Authorization: " .. value, "Content-Length: 0", "", "" }, "\r\n"))
+      local got
+      run_until(function()
+        got = u:receive()
+        return got
+      end, 3)
+      u:close()
+      return got
+    end
+
+    local ok_nonce = function()
+      return s.auth:challenge()[1][2]:match('nonce="(%x+)"')
+    end
+
+    local cases = {
+      ["missing fields"] = function() return 'Digest username="alice", realm="example.org"' end,
+      ["no response"] = function()
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="sip:x"'):format(ok_nonce())
+      end,
+      ["unquoted values"] = function()
+        return ("Digest username=alice, realm=example.org, nonce=%s, uri=sip:x, response=0"):format(ok_nonce())
+      end,
+      ["duplicate parameters"] = function()
+        return 'Digest username="alice", username="bob", realm="example.org", nonce="1", uri="x", response="0"'
+      end,
+      ["a 10 KB value"] = function()
+        return 'Digest username="' .. ("a"):rep(10240) .. '", realm="example.org", nonce="1", uri="x", response="0"'
+      end,
+      ["garbage bytes"] = function() return "Digest \1\2\255\254=\127\"\200,,,==" end,
+      ["an unterminated quote"] = function() return 'Digest username="alice, realm="example.org' end,
+      ["only the scheme"] = function() return "Digest" end,
+      ["another scheme"] = function() return "Basic YWxpY2U6d29uZGVybGFuZA==" end,
+      ["a bad nonce count"] = function()
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="sip:x", '
+          .. 'response="00", qop=auth, nc=zz, cnonce="c"'):format(ok_nonce())
+      end,
+      ["a forged nonce"] = function()
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="sip:x", '
+          .. 'response="00", qop=auth, nc=00000001, cnonce="c"'):format(("0"):rep(64))
+      end,
+    }
+    local names = {}
+    for name in pairs(cases) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      it("are refused with 400 or 401 when they have " .. name, function()
+        local got = raw(cases[name]())
+        assert.truthy(got, "no answer")
+        assert.matches("^SIP/2%.0 40[01] ", got)
+        -- and the endpoint keeps serving
+        assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
+      end)
+    end
   end)
 end)

@@ -54,6 +54,7 @@ local function new(opts)
     acks = {},              -- server txn id -> wake for the ACK of a 2xx
     dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
     dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
+    auth_cache = {},        -- realm -> last challenge answered (see ep:request)
     running = false,
     log = make_logger(opts.log),
     t1 = opts.t1 or 500,
@@ -313,42 +314,131 @@ function Endpoint:target_of(req)
   return req.uri
 end
 
---- ep:request(req [, opts]) -> final response | nil, err   (yields until the final response)
--- opts: target= (URI to send to), on_progress=fn(res), via="replace"|"push"|"keep",
---       user=, password= (answers 401/407 once per realm), timeout= (seconds; INVITE: CANCEL)
-function Endpoint:request(req, opts)
-  opts = opts or {}
-  local tried = {}
-  while true do
-    local res, err = self:_request_once(req, opts)
-    if not res then
-      return nil, err
-    end
-    if (res.status == 401 or res.status == 407) and opts.user and opts.password then
-      local auth = require "sip.auth"
-      local hname = res.status == 401 and "WWW-Authenticate" or "Proxy-Authenticate"
-      local aname = res.status == 401 and "Authorization" or "Proxy-Authorization"
-      local challenges = res:headers(hname)
-      local realm = challenges[1] and challenges[1]:match('realm="([^"]*)"') or ""
-      if tried[realm] or #challenges == 0 then
-        return res
-      end
-      tried[realm] = true
-      local value = auth.authorization(challenges, {
-        user = opts.user, password = opts.password, method = req.method, uri = req.uri,
-        body = req.body,
-      })
-      if not value then
-        return res
-      end
-      -- §22.2: same Call-ID, CSeq up by one, a new branch
-      req:remove_header(aname)
-      req:add_header(aname, value)
-      req:set_header("CSeq", (req.cseq + 1) .. " " .. req.method)
-    else
-      return res
+-- ---- Digest client (RFC 3261 §22.2, RFC 7616 §3.4.5) ----
+
+-- Attempts of one ep:request: one per realm plus a few stale nonces. Past this the server is
+-- looping (stale=true forever) and the caller gets its last 401/407.
+local MAX_AUTH_ATTEMPTS = 5
+
+-- Realms whose last challenge an endpoint keeps for pre-emptive credentials. Servers pick
+-- realms, so this is capped; a client talks to a handful of realms at most.
+local MAX_CACHED_REALMS = 32
+
+local AUTH_HEADERS = { [401] = { "WWW-Authenticate", "Authorization" },
+                       [407] = { "Proxy-Authenticate", "Proxy-Authorization" } }
+
+-- The parsed challenges of a 401/407, grouped by realm: realm -> { values, stale = bool }.
+local function challenges_by_realm(res)
+  local auth = require "sip.auth"
+  local out = {}
+  for _, v in ipairs(res:headers(AUTH_HEADERS[res.status][1])) do
+    local t = auth.parse_challenge(v)
+    if t then
+      local r = out[t.realm] or { values = {} }
+      r.values[#r.values + 1] = v
+      r.stale = r.stale or (t.stale or ""):lower() == "true"
+      out[t.realm] = r
     end
   end
+  return out
+end
+
+-- Whom a cached challenge belongs to: the next hop's scheme, host, port and transport, so a
+-- nonce is sent pre-emptively only where it came from (any user part or path).
+local function hop_of(target)
+  local u = core.uri_parse(target)
+  if not u then return target end
+  return ("%s:%s:%s;%s"):format(u.scheme, u.host:lower(), tostring(u.port or ""),
+                                (u.params.transport or "udp"):lower())
+end
+
+-- Credentials for one cached challenge, counting its nonce up (nc) on every use.
+local function answer(entry, req, opts)
+  entry.nc = entry.nc + 1
+  return require("sip.auth").authorization(entry.values, {
+    user = opts.user, password = opts.password, method = req.method, uri = req.uri,
+    body = req.body, nc = entry.nc,
+  })
+end
+
+-- Put the credentials of every realm in `creds` on req, replacing those sent before.
+local function set_credentials(req, creds)
+  req:remove_header("Authorization")
+  req:remove_header("Proxy-Authorization")
+  for _, c in pairs(creds) do
+    req:add_header(c.header, c.value)
+  end
+end
+
+function Endpoint:_cache_challenge(realm, entry)
+  local n = 0
+  for _ in pairs(self.auth_cache) do n = n + 1 end
+  if n >= MAX_CACHED_REALMS and not self.auth_cache[realm] then
+    self.auth_cache = {}
+  end
+  self.auth_cache[realm] = entry
+end
+
+-- Credentials sent before any challenge: the cached nonces of this hop and user.
+function Endpoint:_preauthorize(req, opts, target)
+  local creds = {}
+  for realm, e in pairs(self.auth_cache) do
+    if e.target == target and e.user == opts.user then
+      local value = answer(e, req, opts)
+      if value then
+        creds[realm] = { header = e.header, value = value }
+      end
+    end
+  end
+  if next(creds) then
+    set_credentials(req, creds)
+  end
+  return creds
+end
+
+--- ep:request(req [, opts]) -> final response | nil, err   (yields until the final response)
+-- opts: target= (URI to send to), on_progress=fn(res), via="replace"|"push"|"keep",
+--       user=, password= (answers 401/407 once per realm, again after stale=true, and
+--       reuses the last nonce of a realm with nc+1), timeout= (seconds; INVITE: CANCEL)
+function Endpoint:request(req, opts)
+  opts = opts or {}
+  if not (opts.user and opts.password) then
+    return self:_request_once(req, opts)
+  end
+  local target = hop_of(opts.target or self:target_of(req))
+  local creds = self:_preauthorize(req, opts, target)
+  local tried = {}
+  local res, err
+  for _ = 1, MAX_AUTH_ATTEMPTS do
+    res, err = self:_request_once(req, opts)
+    if not res or not AUTH_HEADERS[res.status] then
+      return res, err
+    end
+    local answered = false
+    for realm, ch in pairs(challenges_by_realm(res)) do
+      -- RFC 7616 §3.3: stale=true means the password was right, so it is no failed try
+      if not tried[realm] or ch.stale then
+        tried[realm] = true
+        local e = { values = ch.values, nc = 0, target = target, user = opts.user,
+                    header = AUTH_HEADERS[res.status][2] }
+        local value = answer(e, req, opts)
+        if value then
+          self:_cache_challenge(realm, e)
+          creds[realm] = { header = e.header, value = value }
+          answered = true
+        end
+      elseif self.auth_cache[realm] and self.auth_cache[realm].target == target then
+        self.auth_cache[realm] = nil
+      end
+    end
+    if not answered then
+      return res
+    end
+    -- §22.2: same Call-ID, CSeq up by one, a new branch
+    set_credentials(req, creds)
+    req:set_header("CSeq", (req.cseq + 1) .. " " .. req.method)
+  end
+  return res
 end
 
 function Endpoint:_request_once(req, opts)
