@@ -48,7 +48,7 @@ local function uas(opts)
   local function handler(req)
     local cred = req:header(opts.proxy and "Proxy-Authorization" or "Authorization")
     local entry = { call_id = req.call_id, cseq = req.cseq, uri = req.uri, source = req.source,
-                    raw = cred, credentials = cred and params(cred) }
+                    branch = req:via().branch, raw = cred, credentials = cred and params(cred) }
     seen[#seen + 1] = entry
     local ok, user = auth:check(req)
     entry.ok, entry.user = ok, user
@@ -94,11 +94,12 @@ describe("Digest authentication between two endpoints", function()
       assert.equal("alice", s.seen[2].user)
     end)
 
-    it("keeps the Call-ID and raises the CSeq by one (§22.2)", function()
+    it("keeps the Call-ID, raises the CSeq by one and starts a new transaction (§22.2)", function()
       local req = register(c, s)
       assert.equal(200, c:request(req, { user = "alice", password = "wonderland" }).status)
       assert.equal(s.seen[1].call_id, s.seen[2].call_id)
       assert.equal(s.seen[1].cseq + 1, s.seen[2].cseq)
+      assert.not_equal(s.seen[1].branch, s.seen[2].branch)
     end)
 
     it("sends every credentials field, answering with the strongest algorithm offered", function()
@@ -131,6 +132,14 @@ describe("Digest authentication between two endpoints", function()
       assert.equal(401, res.status)
       assert.equal(2, #s.seen)
       assert.is_false(s.seen[2].ok)
+    end)
+
+    it("says in a 400 what was wrong with the credentials", function()
+      local req = register(c, s)
+      req:add_header("Authorization", 'Digest username="alice", realm="example.org"')
+      local res = c:request(req)
+      assert.equal(400, res.status)
+      assert.equal("credentials without nonce", res.reason)
     end)
 
     it("gives the caller the 401 when it has no credentials to offer", function()
@@ -258,6 +267,7 @@ describe("Digest authentication between two endpoints", function()
   end)
 
   describe("malformed credentials sent raw over UDP", function()
+    local ruri = function() return "sip:" .. s.ep:address("udp") end
     local function raw(value)
       local u = socket.udp()
       assert(u:setsockname("127.0.0.1", 0))
@@ -265,9 +275,8 @@ describe("Digest authentication between two endpoints", function()
       local host, port = s.ep:address("udp"):match("^(.*):(%d+)$")
       u:setpeername(host, tonumber(port))
       u:settimeout(0)
-      local ruri = "sip:" .. s.ep:address("udp")
       u:send(table.concat({
-        "REGISTER " .. ruri .. " SIP/2.0",
+        "REGISTER " .. ruri() .. " SIP/2.0",
         "Via: SIP/2.0/UDP 127.0.0.1:" .. lport .. ";branch=z9hG4bK" .. sip.core.random_hex(8) .. ";rport",
         "Max-Forwards: 70",
         "From: <sip:alice@127.0.0.1>;tag=1", "To: <sip:alice@127.0.0.1>",
@@ -289,28 +298,44 @@ describe("Digest authentication between two endpoints", function()
     local cases = {
       ["missing fields"] = function() return 'Digest username="alice", realm="example.org"' end,
       ["no response"] = function()
-        return ('Digest username="alice", realm="example.org", nonce="%s", uri="sip:x"'):format(ok_nonce())
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="%s"')
+          :format(ok_nonce(), ruri())
       end,
       ["unquoted values"] = function()
-        return ("Digest username=alice, realm=example.org, nonce=%s, uri=sip:x, response=0"):format(ok_nonce())
+        return ("Digest username=alice, realm=example.org, nonce=%s, uri=%s, response=0")
+          :format(ok_nonce(), ruri())
       end,
       ["duplicate parameters"] = function()
         return 'Digest username="alice", username="bob", realm="example.org", nonce="1", uri="x", response="0"'
       end,
+      -- the message layer refuses the line (max_line) before auth sees it
       ["a 10 KB value"] = function()
         return 'Digest username="' .. ("a"):rep(10240) .. '", realm="example.org", nonce="1", uri="x", response="0"'
+      end,
+      -- under max_line, over SIP_DIGEST_VALUE_MAX: the digest parser refuses it
+      ["a 2 KB value"] = function()
+        return 'Digest username="' .. ("a"):rep(2048) .. '", realm="example.org", nonce="1", uri="x", response="0"'
       end,
       ["garbage bytes"] = function() return "Digest \1\2\255\254=\127\"\200,,,==" end,
       ["an unterminated quote"] = function() return 'Digest username="alice, realm="example.org' end,
       ["only the scheme"] = function() return "Digest" end,
       ["another scheme"] = function() return "Basic YWxpY2U6d29uZGVybGFuZA==" end,
       ["a bad nonce count"] = function()
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="%s", '
+          .. 'response="00", qop=auth, nc=zz, cnonce="c"'):format(ok_nonce(), ruri())
+      end,
+      ["a digest uri other than the Request-URI"] = function()
         return ('Digest username="alice", realm="example.org", nonce="%s", uri="sip:x", '
-          .. 'response="00", qop=auth, nc=zz, cnonce="c"'):format(ok_nonce())
+          .. 'response="00", qop=auth, nc=00000001, cnonce="c"'):format(ok_nonce())
       end,
       ["a forged nonce"] = function()
-        return ('Digest username="alice", realm="example.org", nonce="%s", uri="sip:x", '
-          .. 'response="00", qop=auth, nc=00000001, cnonce="c"'):format(("0"):rep(64))
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="%s", '
+          .. 'response="00", qop=auth, nc=00000001, cnonce="c"'):format(("0"):rep(64), ruri())
+      end,
+      ["a wrong response"] = function()
+        return ('Digest username="alice", realm="example.org", nonce="%s", uri="%s", '
+          .. 'response="%s", qop=auth, nc=00000001, cnonce="c", algorithm=SHA-256')
+          :format(ok_nonce(), ruri(), ("0"):rep(64))
       end,
     }
     local names = {}
@@ -319,6 +344,7 @@ describe("Digest authentication between two endpoints", function()
     for _, name in ipairs(names) do
       it("are refused with 400 or 401 when they have " .. name, function()
         local got = raw(cases[name]())
+        if os.getenv("SHOW_CODES") then print(name, got and got:match("^[^\r]*")) end
         assert.truthy(got, "no answer")
         assert.matches("^SIP/2%.0 40[01] ", got)
         -- and the endpoint keeps serving

@@ -277,7 +277,8 @@ function Digest:check(req)
     log(("auth: %d (%s) for %s from %s"):format(a, reason, tostring(req.method),
         tostring(req.source)), a == 403 and "warn" or "info")
   end
-  req:reply(a, nil, { headers = headers })
+  -- a 400 says what was wrong, as the message layer's 400s do; other refusals say nothing
+  req:reply(a, a == 400 and reason or nil, { headers = headers })
   return false
 end
 
