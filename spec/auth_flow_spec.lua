@@ -206,6 +206,22 @@ describe("Digest authentication between two endpoints", function()
     end)
   end)
 
+  describe("concurrent requests sharing a cached nonce", function()
+    it("all succeed, whatever order their nonce counts arrive in", function()
+      assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
+      local ok, done = 0, 0
+      for i = 1, 10 do
+        sip.spawn(function()
+          local res = c:request(message(c, s, tostring(i)), { user = "alice", password = "wonderland" })
+          if res and res.status == 200 then ok = ok + 1 end
+          done = done + 1
+        end)
+      end
+      assert.truthy(run_until(function() return done == 10 end, 10))
+      assert.equal(10, ok)
+    end)
+  end)
+
   describe("a stale nonce (RFC 7616 §3.3)", function()
     it("is answered with stale=true and the client retries with the new nonce", function()
       assert.equal(200, c:request(register(c, s), { user = "alice", password = "wonderland" }).status)
