@@ -150,6 +150,42 @@ describe("Digest authentication between two endpoints", function()
     end)
   end)
 
+  describe("two realms on one path", function()
+    -- a UAS that wants credentials for realm "a" and then for realm "b"
+    local function two_realms(password_b)
+      local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      local function digest(realm, password)
+        return sip.auth.digest { realm = realm, credentials = function() return password end }
+      end
+      local a, b = digest("a", "wonderland"), digest("b", password_b)
+      local n = 0
+      ep:on("MESSAGE", function(req)
+        n = n + 1
+        if a:check(req) and b:check(req) then req:reply(200) end
+      end)
+      return ep, function() return n end
+    end
+
+    it("are answered once each, every realm's nonce counted up on each retry", function()
+      local ep, count = two_realms("wonderland")
+      local req = sip.request { method = "MESSAGE", uri = ep:uri("bob"), from = c:uri("alice") }
+      local res = c:request(req, { user = "alice", password = "wonderland" })
+      assert.equal(200, res.status)
+      assert.equal(3, count())
+      ep:close()
+    end)
+
+    it("give the caller the final 401 when one realm refuses the password", function()
+      local ep, count = two_realms("other")
+      local req = sip.request { method = "MESSAGE", uri = ep:uri("bob"), from = c:uri("alice") }
+      local res = c:request(req, { user = "alice", password = "wonderland" })
+      assert.equal(401, res.status)
+      assert.matches('realm="b"', res:header("WWW-Authenticate"))
+      assert.equal(3, count())
+      ep:close()
+    end)
+  end)
+
   describe("a proxy that challenges with 407", function()
     it("is answered with Proxy-Authorization", function()
       local p = uas { proxy = true, realm = "proxy.example.org" }

@@ -352,7 +352,7 @@ local function hop_of(target)
                                 (u.params.transport or "udp"):lower())
 end
 
--- Credentials for one cached challenge, counting its nonce up (nc) on every use.
+-- Credentials answering one challenge entry, counting its nonce up (nc) on every use.
 local function answer(entry, req, opts)
   entry.nc = entry.nc + 1
   return require("sip.auth").authorization(entry.values, {
@@ -361,12 +361,17 @@ local function answer(entry, req, opts)
   })
 end
 
--- Put the credentials of every realm in `creds` on req, replacing those sent before.
-local function set_credentials(req, creds)
+-- Put credentials for every realm in `entries` on req, each with its nonce counted up, in
+-- place of those sent before. Nothing is touched when there are none.
+local function set_credentials(req, entries, opts)
+  if not next(entries) then return end
   req:remove_header("Authorization")
   req:remove_header("Proxy-Authorization")
-  for _, c in pairs(creds) do
-    req:add_header(c.header, c.value)
+  for _, e in pairs(entries) do
+    local value = answer(e, req, opts)
+    if value then
+      req:add_header(e.header, value)
+    end
   end
 end
 
@@ -379,21 +384,15 @@ function Endpoint:_cache_challenge(realm, entry)
   self.auth_cache[realm] = entry
 end
 
--- Credentials sent before any challenge: the cached nonces of this hop and user.
-function Endpoint:_preauthorize(req, opts, target)
-  local creds = {}
+-- The cached challenges of this hop and user, for credentials sent before any challenge.
+function Endpoint:_cached_challenges(target, user)
+  local entries = {}
   for realm, e in pairs(self.auth_cache) do
-    if e.target == target and e.user == opts.user then
-      local value = answer(e, req, opts)
-      if value then
-        creds[realm] = { header = e.header, value = value }
-      end
+    if e.target == target and e.user == user then
+      entries[realm] = e
     end
   end
-  if next(creds) then
-    set_credentials(req, creds)
-  end
-  return creds
+  return entries
 end
 
 --- ep:request(req [, opts]) -> final response | nil, err   (yields until the final response)
@@ -406,10 +405,15 @@ function Endpoint:request(req, opts)
     return self:_request_once(req, opts)
   end
   local target = hop_of(opts.target or self:target_of(req))
-  local creds = self:_preauthorize(req, opts, target)
+  local entries = self:_cached_challenges(target, opts.user)
   local tried = {}
   local res, err
-  for _ = 1, MAX_AUTH_ATTEMPTS do
+  for attempt = 1, MAX_AUTH_ATTEMPTS do
+    if attempt > 1 then
+      -- §22.2: same Call-ID, CSeq up by one, a new branch
+      req:set_header("CSeq", (req.cseq + 1) .. " " .. req.method)
+    end
+    set_credentials(req, entries, opts)
     res, err = self:_request_once(req, opts)
     if not res or not AUTH_HEADERS[res.status] then
       return res, err
@@ -418,25 +422,17 @@ function Endpoint:request(req, opts)
     for realm, ch in pairs(challenges_by_realm(res)) do
       -- RFC 7616 §3.3: stale=true means the password was right, so it is no failed try
       if not tried[realm] or ch.stale then
-        tried[realm] = true
-        local e = { values = ch.values, nc = 0, target = target, user = opts.user,
-                    header = AUTH_HEADERS[res.status][2] }
-        local value = answer(e, req, opts)
-        if value then
-          self:_cache_challenge(realm, e)
-          creds[realm] = { header = e.header, value = value }
-          answered = true
-        end
-      elseif self.auth_cache[realm] and self.auth_cache[realm].target == target then
+        tried[realm], answered = true, true
+        entries[realm] = { values = ch.values, nc = 0, target = target, user = opts.user,
+                           header = AUTH_HEADERS[res.status][2] }
+        self:_cache_challenge(realm, entries[realm])
+      elseif self.auth_cache[realm] == entries[realm] then
         self.auth_cache[realm] = nil
       end
     end
     if not answered then
       return res
     end
-    -- §22.2: same Call-ID, CSeq up by one, a new branch
-    set_credentials(req, creds)
-    req:set_header("CSeq", (req.cseq + 1) .. " " .. req.method)
   end
   return res
 end
