@@ -55,6 +55,7 @@ local function new(opts)
     dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
     dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
     forward_2xx = {},       -- proxy: client txn id -> upstream request, for late 2xx
+    auth_cache = {},        -- realm -> last challenge answered (see ep:request)
     running = false,
     log = make_logger(opts.log),
     t1 = opts.t1 or 500,
@@ -331,42 +332,127 @@ function Endpoint:target_of(req)
   return req.uri
 end
 
+-- ---- Digest client (RFC 3261 §22.2, RFC 7616 §3.4.5) ----
+
+-- Attempts of one ep:request: one per realm plus a few stale nonces. Past this the server is
+-- looping (stale=true forever) and the caller gets its last 401/407.
+local MAX_AUTH_ATTEMPTS = 5
+
+-- Realms whose last challenge an endpoint keeps for pre-emptive credentials. Servers pick
+-- realms, so this is capped; a client talks to a handful of realms at most.
+local MAX_CACHED_REALMS = 32
+
+local AUTH_HEADERS = { [401] = { "WWW-Authenticate", "Authorization" },
+                       [407] = { "Proxy-Authenticate", "Proxy-Authorization" } }
+
+-- The parsed challenges of a 401/407, grouped by realm: realm -> { values, stale = bool }.
+local function challenges_by_realm(res)
+  local auth = require "sip.auth"
+  local out = {}
+  for _, v in ipairs(res:headers(AUTH_HEADERS[res.status][1])) do
+    local t = auth.parse_challenge(v)
+    if t then
+      local r = out[t.realm] or { values = {} }
+      r.values[#r.values + 1] = v
+      r.stale = r.stale or (t.stale or ""):lower() == "true"
+      out[t.realm] = r
+    end
+  end
+  return out
+end
+
+-- Whom a cached challenge belongs to: the next hop's scheme, host, port and transport, so a
+-- nonce is sent pre-emptively only where it came from (any user part or path).
+local function hop_of(target)
+  local u = core.uri_parse(target)
+  if not u then return target end
+  return ("%s:%s:%s;%s"):format(u.scheme, u.host:lower(), tostring(u.port or ""),
+                                (u.params.transport or "udp"):lower())
+end
+
+-- Credentials answering one challenge entry, counting its nonce up (nc) on every use.
+local function answer(entry, req, opts)
+  entry.nc = entry.nc + 1
+  return require("sip.auth").authorization(entry.values, {
+    user = opts.user, password = opts.password, method = req.method, uri = req.uri,
+    body = req.body, nc = entry.nc,
+  })
+end
+
+-- Put credentials for every realm in `entries` on req, each with its nonce counted up, in
+-- place of those sent before. Nothing is touched when there are none.
+local function set_credentials(req, entries, opts)
+  if not next(entries) then return end
+  req:remove_header("Authorization")
+  req:remove_header("Proxy-Authorization")
+  for _, e in pairs(entries) do
+    local value = answer(e, req, opts)
+    if value then
+      req:add_header(e.header, value)
+    end
+  end
+end
+
+function Endpoint:_cache_challenge(realm, entry)
+  local n = 0
+  for _ in pairs(self.auth_cache) do n = n + 1 end
+  if n >= MAX_CACHED_REALMS and not self.auth_cache[realm] then
+    self.auth_cache = {}
+  end
+  self.auth_cache[realm] = entry
+end
+
+-- The cached challenges of this hop and user, for credentials sent before any challenge.
+function Endpoint:_cached_challenges(target, user)
+  local entries = {}
+  for realm, e in pairs(self.auth_cache) do
+    if e.target == target and e.user == user then
+      entries[realm] = e
+    end
+  end
+  return entries
+end
+
 --- ep:request(req [, opts]) -> final response | nil, err   (yields until the final response)
 -- opts: target= (URI to send to), on_progress=fn(res), via="replace"|"push"|"keep",
---       user=, password= (answers 401/407 once per realm), timeout= (seconds; INVITE: CANCEL)
+--       user=, password= (answers 401/407 once per realm, again after stale=true, and
+--       reuses the last nonce of a realm with nc+1), timeout= (seconds; INVITE: CANCEL)
 function Endpoint:request(req, opts)
   opts = opts or {}
+  if not (opts.user and opts.password) then
+    return self:_request_once(req, opts)
+  end
+  local target = hop_of(opts.target or self:target_of(req))
+  local entries = self:_cached_challenges(target, opts.user)
   local tried = {}
-  while true do
-    local res, err = self:_request_once(req, opts)
-    if not res then
-      return nil, err
-    end
-    if (res.status == 401 or res.status == 407) and opts.user and opts.password then
-      local auth = require "sip.auth"
-      local hname = res.status == 401 and "WWW-Authenticate" or "Proxy-Authenticate"
-      local aname = res.status == 401 and "Authorization" or "Proxy-Authorization"
-      local challenges = res:headers(hname)
-      local realm = challenges[1] and challenges[1]:match('realm="([^"]*)"') or ""
-      if tried[realm] or #challenges == 0 then
-        return res
-      end
-      tried[realm] = true
-      local value = auth.authorization(challenges, {
-        user = opts.user, password = opts.password, method = req.method, uri = req.uri,
-        body = req.body,
-      })
-      if not value then
-        return res
-      end
+  local res, err
+  for attempt = 1, MAX_AUTH_ATTEMPTS do
+    if attempt > 1 then
       -- §22.2: same Call-ID, CSeq up by one, a new branch
-      req:remove_header(aname)
-      req:add_header(aname, value)
       req:set_header("CSeq", (req.cseq + 1) .. " " .. req.method)
-    else
+    end
+    set_credentials(req, entries, opts)
+    res, err = self:_request_once(req, opts)
+    if not res or not AUTH_HEADERS[res.status] then
+      return res, err
+    end
+    local answered = false
+    for realm, ch in pairs(challenges_by_realm(res)) do
+      -- RFC 7616 §3.3: stale=true means the password was right, so it is no failed try
+      if not tried[realm] or ch.stale then
+        tried[realm], answered = true, true
+        entries[realm] = { values = ch.values, nc = 0, target = target, user = opts.user,
+                           header = AUTH_HEADERS[res.status][2] }
+        self:_cache_challenge(realm, entries[realm])
+      elseif self.auth_cache[realm] == entries[realm] then
+        self.auth_cache[realm] = nil
+      end
+    end
+    if not answered then
       return res
     end
   end
+  return res
 end
 
 function Endpoint:_request_once(req, opts)

@@ -221,8 +221,8 @@ end
 -- Modules that use `sip` themselves load once it is complete; the rest on first use.
 package.loaded.sip = sip
 require "sip.proxy"   -- adds req:relay
-local lazy = { auth = "sip.auth", sdp = "sip.sdp", cpim = "sip.cpim",
-  registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog" }
+local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
+  cli = "sip.cli" }
 setmetatable(sip, { __index = function(t, k)
   local name = lazy[k]
   if name then
