@@ -23,7 +23,7 @@ DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted luarocks sip-tester sipsak lua
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps run test spec interop bench clean install
+.PHONY: all deps run test spec interop bench clean install fuzz fuzz-build sanitize
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -60,5 +60,70 @@ install: all
 	cp $(CORE) $(INST_LIBDIR)/core.so
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
 
+# --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
+# Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
+# (csrc/*.c but lsip_*), seeded with every file of the shared corpus, run FUZZ_SECONDS.
+# Adding a target (say fuzz/fuzz_auth.c for csrc/auth.c) takes no Makefile edit; to run only
+# some, `make fuzz FUZZ_TARGETS="auth"`. A crash, leak or sanitizer report fails `make fuzz`.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS    = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
+FUZZ_RUNFLAGS = -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -timeout=10 \
+                -dict=fuzz/sip.dict -print_final_stats=1
+FUZZ_CORPUS  ?= ../shared/corpus
+FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_OBJS     = $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(filter-out csrc/lsip_%.c,$(SRCS)))
+FUZZ_BINS     = $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
+
+build/fuzz/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/fuzz/obj
+	@$(FUZZ_CC) $(WARN) -D_GNU_SOURCE -Icsrc $(FUZZ_FLAGS) -c -o $@ $<
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJS) $(wildcard csrc/*.h)
+	@$(FUZZ_CC) $(WARN) -D_GNU_SOURCE -Icsrc $(FUZZ_FLAGS) -o $@ $< $(FUZZ_OBJS) $(LIBS)
+
+build/fuzz/obj:
+	@mkdir -p $@
+
+.SECONDARY: $(FUZZ_OBJS)
+fuzz-build: $(FUZZ_BINS)
+
+# Corpus files keep their path in the name (rfc4475/valid/x.sip -> rfc4475_valid_x.sip).
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  dir=build/fuzz/corpus-$$t; mkdir -p $$dir; \
+	  (cd $(FUZZ_CORPUS) && find . -type f) | while read -r f; do \
+	    cp "$(FUZZ_CORPUS)/$$f" "$$dir/$$(echo "$${f#./}" | tr / _)"; done; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  build/fuzz/fuzz_$$t $(FUZZ_RUNFLAGS) -artifact_prefix=build/fuzz/$$t- $$dir \
+	    >build/fuzz/$$t.log 2>&1 || { tail -n 60 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units' build/fuzz/$$t.log; \
+	done
+
+# --- The spec suite on an ASan/UBSan build of the module ----------------------------------
+# lua5.4 itself is not instrumented, so the sanitizer runtime is preloaded. Leaks are
+# checked; the interpreter's own allocations at exit are suppressed (fuzz/lsan.supp).
+SAN_CC    ?= clang
+SAN_FLAGS  = -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined -g -O1
+SAN_OBJS   = $(patsubst csrc/%.c,build-asan/obj/%.o,$(SRCS))
+SAN_CORE   = build-asan/sip/core.so
+SAN_RT     = $(shell $(SAN_CC) -print-file-name=$(if $(findstring clang,$(SAN_CC)),libclang_rt.asan-x86_64.so,libasan.so))
+
+build-asan/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build-asan/obj
+	@$(SAN_CC) $(WARN) $(CPPFLAGS_) $(SAN_FLAGS) -fPIC -c -o $@ $<
+
+$(SAN_CORE): $(SAN_OBJS) | build-asan/sip
+	@$(SAN_CC) $(SAN_FLAGS) $(if $(findstring clang,$(SAN_CC)),-shared-libasan) $(LIBFLAG) \
+	  -o $@ $(SAN_OBJS) $(LIBS)
+
+build-asan/obj build-asan/sip:
+	@mkdir -p $@
+
+sanitize: $(SAN_CORE)
+	@LD_PRELOAD=$(SAN_RT) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(BUSTED) --cpath='build-asan/?.so' -o utfTerminal spec
+
 clean:
-	rm -rf build
+	rm -rf build build-asan

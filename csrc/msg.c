@@ -109,7 +109,7 @@ sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 	char f = (char)(name[0] | 0x20);
 	for (int i = 1; i < SIP_HDR_COUNT; i++) {
 		const char *n = hdr_info[i].name;
-		if ((n[0] | 0x20) != f || n[len] != '\0' || strlen(n) != len)
+		if ((n[0] | 0x20) != f || strlen(n) != len)
 			continue;
 		if (strncasecmp(n, name, len) == 0)
 			return (sip_hdr_id)i;
