@@ -107,13 +107,14 @@ SAN_FLAGS  = -fsanitize=address,undefined -fno-omit-frame-pointer \
              -fno-sanitize-recover=undefined -g -O1
 SAN_OBJS   = $(patsubst csrc/%.c,build-asan/obj/%.o,$(SRCS))
 SAN_CORE   = build-asan/sip/core.so
+comma      = ,
 SAN_RT     = $(shell $(SAN_CC) -print-file-name=$(if $(findstring clang,$(SAN_CC)),libclang_rt.asan-x86_64.so,libasan.so))
 
 build-asan/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build-asan/obj
 	@$(SAN_CC) $(WARN) $(CPPFLAGS_) $(SAN_FLAGS) -fPIC -c -o $@ $<
 
 $(SAN_CORE): $(SAN_OBJS) | build-asan/sip
-	@$(SAN_CC) $(SAN_FLAGS) $(if $(findstring clang,$(SAN_CC)),-shared-libasan) $(LIBFLAG) \
+	@$(SAN_CC) $(SAN_FLAGS) $(if $(findstring clang,$(SAN_CC)),-shared-libasan -Wl$(comma)-rpath$(comma)$(dir $(SAN_RT))) $(LIBFLAG) \
 	  -o $@ $(SAN_OBJS) $(LIBS)
 
 build-asan/obj build-asan/sip:

@@ -91,15 +91,19 @@ static void edit(sip_msg *m)
 		assert(rc == 0);
 	}
 	sip_msg_set_body(m, "v=0\r\n", 5);
-	/* a header's own value, unfolded, written back over it */
+	/* a header's own value, unfolded, added again (where the CSeq number picks) and
+	 * written back over it: whatever the edits accept must still print as a valid message */
 	if (m->nhdrs) {
 		static char v[70000];
 		const sip_hdr *h = &m->hdrs[m->cseq % m->nhdrs];
 		char name[256];
 		if (h->name.n < sizeof name) {
-			memcpy(name, h->name.p, h->name.n);
+			size_t nlen = h->name.n;
+			memcpy(name, h->name.p, nlen);
 			size_t n = sip_unfold(h->value, v, sizeof v);
-			sip_msg_set_header(m, name, h->name.n, v, n);
+			sip_msg_add_header(m, name, nlen, v, n, (int)(m->cseq & 1));
+			reparse(m);
+			sip_msg_set_header(m, name, nlen, v, n);
 		}
 	}
 }
