@@ -23,7 +23,7 @@ DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted luarocks sip-tester sipsak lua
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps run test spec interop bench clean install fuzz fuzz-build sanitize
+.PHONY: all deps run test spec interop bench clean install fuzz fuzz-build sanitize clean-asan
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -87,35 +87,40 @@ build/fuzz/obj:
 .SECONDARY: $(FUZZ_OBJS)
 fuzz-build: $(FUZZ_BINS)
 
-# Corpus files keep their path in the name (rfc4475/valid/x.sip -> rfc4475_valid_x.sip).
+# Corpus files keep their path in the name (rfc4475/valid/x.sip -> rfc4475_valid_x.sip);
+# new units found are kept in build/fuzz/corpus-NAME for the next run. Logs: build/fuzz/*.log.
 fuzz: fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
+	@fail=""; for t in $(FUZZ_TARGETS); do \
 	  dir=build/fuzz/corpus-$$t; mkdir -p $$dir; \
 	  (cd $(FUZZ_CORPUS) && find . -type f) | while read -r f; do \
 	    cp "$(FUZZ_CORPUS)/$$f" "$$dir/$$(echo "$${f#./}" | tr / _)"; done; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
 	  build/fuzz/fuzz_$$t $(FUZZ_RUNFLAGS) -artifact_prefix=build/fuzz/$$t- $$dir \
-	    >build/fuzz/$$t.log 2>&1 || { tail -n 60 build/fuzz/$$t.log; exit 1; }; \
+	    >build/fuzz/$$t.log 2>&1 || { tail -n 60 build/fuzz/$$t.log; fail="$$fail $$t"; }; \
 	  grep -E '^stat::number_of_executed_units' build/fuzz/$$t.log; \
-	done
+	done; \
+	if [ -n "$$fail" ]; then echo "fuzz: failed:$$fail (inputs in build/fuzz/*-crash-*)"; exit 1; fi
 
 # --- The spec suite on an ASan/UBSan build of the module ----------------------------------
 # lua5.4 itself is not instrumented, so the sanitizer runtime is preloaded. Leaks are
 # checked; the interpreter's own allocations at exit are suppressed (fuzz/lsan.supp).
+# With gcc: `make clean-asan sanitize SAN_CC=gcc` (objects of both compilers don't mix).
 SAN_CC    ?= clang
 SAN_FLAGS  = -fsanitize=address,undefined -fno-omit-frame-pointer \
              -fno-sanitize-recover=undefined -g -O1
 SAN_OBJS   = $(patsubst csrc/%.c,build-asan/obj/%.o,$(SRCS))
 SAN_CORE   = build-asan/sip/core.so
+SAN_IS_CLANG = $(findstring clang,$(SAN_CC))
+SAN_RT     = $(shell $(SAN_CC) -print-file-name=$(if $(SAN_IS_CLANG),libclang_rt.asan-x86_64.so,libasan.so))
+# clang links a module's ASan runtime only when asked; the rpath lets ldd find it.
+SAN_LINK   = $(if $(SAN_IS_CLANG),-shared-libasan -Wl$(comma)-rpath$(comma)$(dir $(SAN_RT)))
 comma      = ,
-SAN_RT     = $(shell $(SAN_CC) -print-file-name=$(if $(findstring clang,$(SAN_CC)),libclang_rt.asan-x86_64.so,libasan.so))
 
 build-asan/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build-asan/obj
 	@$(SAN_CC) $(WARN) $(CPPFLAGS_) $(SAN_FLAGS) -fPIC -c -o $@ $<
 
 $(SAN_CORE): $(SAN_OBJS) | build-asan/sip
-	@$(SAN_CC) $(SAN_FLAGS) $(if $(findstring clang,$(SAN_CC)),-shared-libasan -Wl$(comma)-rpath$(comma)$(dir $(SAN_RT))) $(LIBFLAG) \
-	  -o $@ $(SAN_OBJS) $(LIBS)
+	@$(SAN_CC) $(SAN_FLAGS) $(SAN_LINK) $(LIBFLAG) -o $@ $(SAN_OBJS) $(LIBS)
 
 build-asan/obj build-asan/sip:
 	@mkdir -p $@
@@ -125,6 +130,9 @@ sanitize: $(SAN_CORE)
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUSTED) --cpath='build-asan/?.so' -o utfTerminal spec
+
+clean-asan:
+	rm -rf build-asan
 
 clean:
 	rm -rf build build-asan

@@ -146,9 +146,39 @@ static void one(const uint8_t *data, size_t size, int stream)
 	sip_msg_free(&m);
 }
 
+/* Tight limits must fail cleanly wherever they cut. */
+static void limited(const uint8_t *data, size_t size)
+{
+	sip_limits lim = { size / 2 + 1, (unsigned)(size % 16), size % 97 };
+	sip_msg m;
+	const char *err;
+	if (sip_msg_parse(&m, (const char *)data, size, 1, size & 1, &lim, &err) == 0) {
+		assert(m.nhdrs <= lim.max_hdrs);
+		reparse(&m);
+		sip_msg_free(&m);
+	}
+}
+
+/* On a stream, what follows a message is the next one (RFC 3261 §18.3). */
+static void stream(const uint8_t *data, size_t size)
+{
+	for (int i = 0; i < 4 && size; i++) {
+		sip_msg m;
+		const char *err;
+		if (sip_msg_parse(&m, (const char *)data, size, 0, 1, NULL, &err))
+			return;
+		assert(m.len > 0 && m.len <= size);
+		data += m.len;
+		size -= m.len;
+		sip_msg_free(&m);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	one(data, size, 0);
 	one(data, size, 1);
+	limited(data, size);
+	stream(data, size);
 	return 0;
 }
