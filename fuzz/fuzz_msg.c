@@ -39,6 +39,12 @@ static void reparse(const sip_msg *m)
 		cl += m->hdrs[i].id == SIP_HDR_CONTENT_LENGTH;
 	assert(r.nhdrs == m->nhdrs - cl + 1);
 	assert(sip_pl_eq(r.body, m->body));
+	/* the shortcuts an edit must keep current */
+	assert(r.cseq == m->cseq && sip_pl_eq(r.cseq_method, m->cseq_method));
+	assert(sip_pl_eq(r.call_id, m->call_id) && sip_pl_eq(r.branch, m->branch));
+	assert(sip_pl_eq(r.from_tag, m->from_tag) && sip_pl_eq(r.to_tag, m->to_tag));
+	assert(r.max_forwards == m->max_forwards && r.status == m->status);
+	assert(sip_pl_eq(r.uri, m->uri) && r.method_id == m->method_id);
 	char *out2 = print_exact(&r, &n2);
 	assert(n2 == n && memcmp(out, out2, n) == 0);
 	free(out2);
@@ -104,6 +110,20 @@ static void edit(sip_msg *m)
 			sip_msg_add_header(m, name, nlen, v, n, (int)(m->cseq & 1));
 			reparse(m);
 			sip_msg_set_header(m, name, nlen, v, n);
+			reparse(m);
+		}
+		/* and one header that the message can do without, removed */
+		h = &m->hdrs[(m->cseq / 2) % m->nhdrs];
+		switch (h->id) {
+		case SIP_HDR_VIA: case SIP_HDR_FROM: case SIP_HDR_TO: case SIP_HDR_CALL_ID:
+		case SIP_HDR_CSEQ:
+			break;
+		default:
+			if (h->name.n < sizeof name) {
+				size_t nlen = h->name.n;
+				memcpy(name, h->name.p, nlen);
+				assert(sip_msg_remove_header(m, name, nlen) >= 1);
+			}
 		}
 	}
 }

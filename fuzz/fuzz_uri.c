@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int inside(sip_pl part, sip_pl whole)
 {
@@ -52,6 +53,16 @@ static void uri(sip_pl s)
 	assert(inside(u.host, s) && inside(u.params, s) && inside(u.headers, s));
 	assert(u.port >= 0 && u.port <= 65535);
 	params(u.params);
+	/* a URI that parses alone parses inside <> as a name-addr, unchanged */
+	char *na = malloc(s.n + 2);
+	assert(na);
+	na[0] = '<';
+	memcpy(na + 1, s.p, s.n);
+	na[s.n + 1] = '>';
+	sip_addr a;
+	int rc = sip_addr_parse(&a, sip_pl_make(na, s.n + 2), &err);
+	assert(rc == 0 && a.uri.n == s.n && memcmp(a.uri.p, s.p, s.n) == 0);
+	free(na);
 	decode(u.user);
 	decode(u.password);
 	decode(u.headers);
