@@ -20,6 +20,9 @@ struct sip_edit {
 
 enum { F_LIST = 1, F_SINGLE = 2 };
 
+/* Hard cap on header lines whatever sip_limits says: first[] holds int16_t indexes. */
+#define MAX_HDRS_INDEX 32767u
+
 static const struct hdr_info {
 	const char *name;
 	char compact;
@@ -441,7 +444,7 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 
 static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 {
-	if (m->nhdrs >= max)
+	if (m->nhdrs >= max || m->nhdrs >= MAX_HDRS_INDEX)
 		return -1;
 	if (m->nhdrs == m->hdrs_cap) {
 		unsigned cap = m->hdrs_cap * 2;
@@ -795,7 +798,8 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		sip_msg tmp = *m;   /* validate without touching m's shortcuts */
 		if (check_header(&tmp, id, value, 0, &err))
 			return -1;
-		if (!at_top && (hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
+		/* at the top too: a second From or CSeq makes a message no parser accepts */
+		if ((hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
 			return -1;
 	}
 	const char *cname = id != SIP_HDR_OTHER ? hdr_info[id].name : NULL;

@@ -122,6 +122,10 @@ static int hostport_parse(sip_pl s, sip_pl *host, int *port)
 
 int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
 {
+	if (*pos >= params.n) {     /* also keeps an absent list's NULL pointer out of sums */
+		*pos = params.n;
+		return 0;
+	}
 	const char *p = params.p + *pos, *end = params.p + params.n;
 
 	while (p < end && sip_is_lws((unsigned char)*p))
