@@ -99,7 +99,39 @@ function sipp.start(t)
     end
   end
   assert(self.pid, "sipp did not start: " .. table.concat(argv, " "))
+  -- Requests sent before sipp holds its port are lost without a trace; wait for it.
+  for i, a in ipairs(argv) do
+    if a == "-p" then
+      self.port = tonumber(argv[i + 1])
+    end
+  end
+  if self.port then
+    assert(self:wait_bound(5), "sipp did not bind 127.0.0.1:" .. self.port .. "\n" .. self:report())
+  end
   return self
+end
+
+-- True once a socket is bound to 127.0.0.1:port (read from /proc/net/udp, not by binding
+-- it ourselves, which could make sipp's own bind fail), nil if sipp ended first.
+local function udp_bound(port)
+  local want = string.format("0100007F:%04X", port)
+  local f = io.open("/proc/net/udp")
+  if not f then
+    return true   -- no procfs: do not wait
+  end
+  local s = f:read("a")
+  f:close()
+  return s:find(want, 1, true) ~= nil
+end
+
+function Proc:wait_bound(seconds)
+  local t0 = socket.gettime()
+  while socket.gettime() - t0 < seconds and not self:exit_code() do
+    if udp_bound(self.port) then
+      return true
+    end
+    socket.sleep(0.01)
+  end
 end
 
 --- proc:exit_code() -> sipp's exit status once it has ended, else nil
