@@ -65,6 +65,10 @@ TEST_FUZZ_SECONDS ?= 30
 spec: all
 	@$(BUSTED) -o utfTerminal spec
 
+# luasip against real sipp peers on loopback, with and without packet loss.
+interop: deps all
+	@$(BUSTED) -o utfTerminal spec/interop_spec.lua
+
 # C tests of the loop, framing and transports: plain C, no Lua, real sockets on loopback.
 CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
