@@ -5,6 +5,7 @@ package.cpath = "build/?.so;" .. package.cpath
 local sip = require "sip"
 local cli = require "sip.cli"
 
+collectgarbage(os.getenv("GCMODE") or "incremental")
 local N = tonumber(arg[1]) or 20000
 local INFLIGHT = tonumber(arg[2]) or 50
 

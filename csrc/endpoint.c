@@ -42,22 +42,42 @@ void sip_ep_logf(sip_endpoint *ep, const char *fmt, ...)
 
 void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap)
 {
+	/* "udp:" + "[" + 45 + "]:" + 5 digits + NUL < 64: callers pass >= 64 */
 	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-	const char *k = kind == SIP_TP_TCP ? "tcp" : "udp";
+	int port = 0, v6 = sa->sa_family == AF_INET6;
+	if (cap < 64) {
+		if (cap)
+			buf[0] = 0;
+		return;
+	}
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const void *)sa;
 		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
 		port = ntohs(s4->sin_port);
-		snprintf(buf, cap, "%s:%s:%d", k, host, port);
-	} else if (sa->sa_family == AF_INET6) {
+	} else if (v6) {
 		const struct sockaddr_in6 *s6 = (const void *)sa;
 		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
 		port = ntohs(s6->sin6_port);
-		snprintf(buf, cap, "%s:[%s]:%d", k, host, port);
-	} else {
-		snprintf(buf, cap, "%s:?", k);
 	}
+	size_t o = 0, hl = strlen(host);
+	memcpy(buf, kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
+	o = 4;
+	if (v6)
+		buf[o++] = '[';
+	memcpy(buf + o, host, hl);
+	o += hl;
+	if (v6)
+		buf[o++] = ']';
+	buf[o++] = ':';
+	char d[8];
+	size_t i = sizeof d;
+	do {
+		d[--i] = (char)('0' + port % 10);
+		port /= 10;
+	} while (port);
+	memcpy(buf + o, d + i, sizeof d - i);
+	o += sizeof d - i;
+	buf[o] = 0;
 }
 
 static void addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port)
@@ -177,16 +197,10 @@ void sip_ep_free(sip_endpoint *ep)
 		return;
 	ep->hooks.gone = NULL;
 	ep->hooks.log = NULL;
-	/* terminate every transaction: walk the id table until it is empty */
-	for (;;) {
-		sip_txn *t = NULL;
-		for (size_t i = 0; i < ep->ids.nb && !t; i++)
-			if (ep->ids.b[i])
-				t = ep->ids.b[i]->value;
-		if (!t)
-			break;
-		sip_txn_terminate(t);
-	}
+	/* terminate every transaction, bucket by bucket (terminating unlinks the node) */
+	for (size_t i = 0; i < ep->ids.nb; i++)
+		while (ep->ids.b[i])
+			sip_txn_terminate(ep->ids.b[i]->value);
 	sip_tp_free(ep->tp);
 	sip_map_free(&ep->client);
 	sip_map_free(&ep->server);
@@ -207,6 +221,49 @@ const sip_ep_config *sip_ep_config_get(sip_endpoint *ep) { return &ep->cfg; }
 
 /* --- keys ----------------------------------------------------------------------------- */
 
+/* Keys are built on every message: plain copies, no printf. A key that would not fit is
+ * cut at KEY_MAX, which only makes two absurdly long keys collide. */
+typedef struct keybuf {
+	char *p;
+	size_t n;
+} keybuf;
+
+static void kput(keybuf *k, const char *s, size_t n)
+{
+	if (n > KEY_MAX - 1 - k->n)
+		n = KEY_MAX - 1 - k->n;
+	memcpy(k->p + k->n, s, n);
+	k->n += n;
+}
+
+static void kpl(keybuf *k, sip_pl v) { kput(k, v.p, v.n); }
+static void kch(keybuf *k, char c) { kput(k, &c, 1); }
+
+static void kuint(keybuf *k, unsigned v)
+{
+	char d[12];
+	size_t i = sizeof d;
+	do {
+		d[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	kput(k, d + i, sizeof d - i);
+}
+
+/* The key of the INVITE server transaction a 2xx's ACK belongs to (§17.2.3 does not cover
+ * it: the ACK of a 2xx has its own branch). */
+size_t sip_accepted_key(char *key, sip_pl call_id, uint32_t cseq, sip_pl from_tag)
+{
+	keybuf k = { key, 0 };
+	kput(&k, "A|", 2);
+	kpl(&k, call_id);
+	kch(&k, '|');
+	kuint(&k, cseq);
+	kch(&k, '|');
+	kpl(&k, from_tag);
+	return k.n;
+}
+
 static int has_cookie(sip_pl branch)
 {
 	return branch.n >= 7 && memcmp(branch.p, "z9hG4bK", 7) == 0;
@@ -216,24 +273,39 @@ static int has_cookie(sip_pl branch)
 static size_t server_key(char *key, const sip_msg *m, const sip_via *via, sip_pl topvia,
 			 const char *method, size_t mlen)
 {
-	int n;
-	if (has_cookie(via->branch))
-		n = snprintf(key, KEY_MAX, "S|%.*s|%.*s:%d|%.*s", (int)via->branch.n,
-			     via->branch.p, (int)via->host.n, via->host.p, via->port,
-			     (int)mlen, method);
-	else
-		n = snprintf(key, KEY_MAX, "T|%.*s|%.*s|%u|%.*s|%.*s|%.*s", (int)m->uri.n, m->uri.p,
-			     (int)m->call_id.n, m->call_id.p, (unsigned)m->cseq,
-			     (int)m->from_tag.n, m->from_tag.p, (int)topvia.n, topvia.p,
-			     (int)mlen, method);
-	return n < 0 ? 0 : (size_t)n < KEY_MAX ? (size_t)n : KEY_MAX - 1;
+	keybuf k = { key, 0 };
+	if (has_cookie(via->branch)) {
+		kput(&k, "S|", 2);
+		kpl(&k, via->branch);
+		kch(&k, '|');
+		kpl(&k, via->host);
+		kch(&k, ':');
+		kuint(&k, (unsigned)via->port);
+	} else {
+		kput(&k, "T|", 2);
+		kpl(&k, m->uri);
+		kch(&k, '|');
+		kpl(&k, m->call_id);
+		kch(&k, '|');
+		kuint(&k, m->cseq);
+		kch(&k, '|');
+		kpl(&k, m->from_tag);
+		kch(&k, '|');
+		kpl(&k, topvia);
+	}
+	kch(&k, '|');
+	kput(&k, method, mlen);
+	return k.n;
 }
 
 static size_t client_key(char *key, sip_pl branch, sip_pl method)
 {
-	int n = snprintf(key, KEY_MAX, "C|%.*s|%.*s", (int)branch.n, branch.p, (int)method.n,
-			 method.p);
-	return n < 0 ? 0 : (size_t)n < KEY_MAX ? (size_t)n : KEY_MAX - 1;
+	keybuf k = { key, 0 };
+	kput(&k, "C|", 2);
+	kpl(&k, branch);
+	kch(&k, '|');
+	kpl(&k, method);
+	return k.n;
 }
 
 /* --- responses the core makes itself ------------------------------------------------- */
@@ -445,9 +517,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			sip_txn_server_ack(t);
 			return;
 		}
-		int n = snprintf(key, sizeof key, "A|%.*s|%u|%.*s", (int)m->call_id.n, m->call_id.p,
-				 (unsigned)m->cseq, (int)m->from_tag.n, m->from_tag.p);
-		t = n > 0 && (size_t)n < sizeof key ? sip_map_get(&ep->accepted, key, (size_t)n) : NULL;
+		size_t n = sip_accepted_key(key, m->call_id, m->cseq, m->from_tag);
+		t = sip_map_get(&ep->accepted, key, n);
 		if (t) {
 			sip_txn_accepted_ack(t, m);
 			return;

@@ -329,8 +329,11 @@ static int l_endpoint(lua_State *L)
 	lua_setiuservalue(L, -2, 1);   /* the endpoint keeps its loop alive */
 	lua_pushvalue(L, 3);
 	e->handlers = luaL_ref(L, LUA_REGISTRYINDEX);
-	static const sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack,
-					    hook_gone, hook_log };
+	sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack, hook_gone,
+			       hook_log };
+	if (lua_getfield(L, 2, "log") != LUA_TNIL && !lua_toboolean(L, -1))
+		hooks.log = NULL;   /* nobody listens: do not even format the lines */
+	lua_pop(L, 1);
 	e->ep = sip_ep_new(lp->loop, &cfg, &hooks, e);
 	if (!e->ep)
 		return luaL_error(L, "cannot create the endpoint");

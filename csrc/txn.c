@@ -363,16 +363,14 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 			sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
 			return r;
 		}
-		char key[600];
-		int n = snprintf(key, sizeof key, "A|%.*s|%u|%.*s", (int)res->call_id.n,
-				 res->call_id.p, (unsigned)res->cseq, (int)res->from_tag.n,
-				 res->from_tag.p);
-		if (n > 0 && (size_t)n < sizeof key && !sip_map_get(&ep->accepted, key, (size_t)n)) {
-			t->akey = malloc((size_t)n);
+		char key[1024];
+		size_t n = sip_accepted_key(key, res->call_id, res->cseq, res->from_tag);
+		if (!sip_map_get(&ep->accepted, key, n)) {
+			t->akey = malloc(n);
 			if (t->akey) {
-				memcpy(t->akey, key, (size_t)n);
-				t->aklen = (size_t)n;
-				sip_map_put(&ep->accepted, key, (size_t)n, t);
+				memcpy(t->akey, key, n);
+				t->aklen = n;
+				sip_map_put(&ep->accepted, key, n, t);
 			}
 		}
 		if (!t->reliable)

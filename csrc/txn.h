@@ -57,6 +57,7 @@ int sip_txn_server_cancel(sip_txn *t);   /* sends 487 when still proceeding; 1 i
 void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
 
 /* endpoint.c */
+size_t sip_accepted_key(char *key, sip_pl call_id, uint32_t cseq, sip_pl from_tag);
 int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_t len,
 		     const char **err);
 void sip_ep_logf(sip_endpoint *ep, const char *fmt, ...);

@@ -109,6 +109,7 @@ local function new(opts)
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
     partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,
+    log = self.log ~= nil,
   }
   self.dialog_hooks[1] = function(res)
     return require("sip.dialog").on_stray_2xx(self, res)
@@ -254,7 +255,7 @@ function Endpoint:_dispatch(req, txn, source)
     if dialog.in_dialog(self, req) then
       return
     end
-    if not req.dialog and not self.router then
+    if not req.dialog and not self.router and not self.handlers[req.method] then
       if req.method ~= "ACK" then
         req:reply(481)
       end
