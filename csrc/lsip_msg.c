@@ -660,7 +660,8 @@ static int m_via_hosts_with_branch(lua_State *L)
 	return found ? 1 : 0;
 }
 
-/* core.uri_hostport(uri) -> host (lowercase, IPv6 without []), port | nil: no tables */
+/* core.uri_hostport(uri) -> host (lowercase, IPv6 without []), port | nil, user | nil:
+ * what routing needs, without building tables */
 static int l_uri_hostport(lua_State *L)
 {
 	size_t len;
@@ -683,7 +684,18 @@ static int l_uri_hostport(lua_State *L)
 		lua_pushinteger(L, u.port);
 	else
 		lua_pushnil(L);
-	return 2;
+	if (u.user.n == 0) {
+		lua_pushnil(L);
+		return 3;
+	}
+	char *uo = luaL_buffinitsize(L, &b, u.user.n);
+	long n = sip_pct_decode(u.user, uo, u.user.n);
+	if (n < 0) {
+		memcpy(uo, u.user.p, u.user.n);
+		n = (long)u.user.n;
+	}
+	luaL_pushresultsize(&b, (size_t)n);
+	return 3;
 }
 
 static int m_gc(lua_State *L)

@@ -176,8 +176,9 @@ function cli.server(opts)
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
     end
-    local ruri = sip.uri.parse(req.uri)
-    if m == "REGISTER" and is_ours(ruri) then
+    local rhost, rport, ruser = sip.core.uri_hostport(req.uri)
+    local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
+    if m == "REGISTER" and ruri_ours then
       if auth_www then
         local ok = auth_www:check(req)
         if not ok then
@@ -205,20 +206,20 @@ function cli.server(opts)
         return
       end
     end
-    if is_ours(ruri) then
-      if ruri.user == "echo" then
+    if ruri_ours then
+      if ruser == "echo" then
         return echo(req)
       end
-      if not ruri.user then
+      if not ruser then
         if m == "OPTIONS" then
           return req:reply(200, nil, { headers = { Allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER" } })
         end
         return req:reply(404)
       end
-      local aor = sip.registrar.aor { scheme = "sip", user = ruri.user, host = domain }
+      local aor = "sip:" .. ruser .. "@" .. domain
       local bindings = registrar:lookup(aor)
       if #bindings == 0 then
-        local code = users[ruri.user] and 480 or 404
+        local code = users[ruser] and 480 or 404
         log("%s %s -> %d", m, aor, code)
         return req:reply(code)
       end

@@ -4,6 +4,8 @@ local core = require "sip.core"
 local sched = require "sip.sched"
 
 local msg_methods = core.msg_mt.methods
+local random_tag = require("sip.random").tag
+local proxy_preprocess   -- sip.proxy loads after this module; looked up on first use
 
 local Endpoint = {}
 Endpoint.__index = Endpoint
@@ -265,7 +267,8 @@ function Endpoint:_dispatch(req, txn, source)
   local fn = self.handlers[req.method]
   if not fn and self.router then
     fn = self.router
-    require("sip.proxy").preprocess(self, req)
+    proxy_preprocess = proxy_preprocess or require("sip.proxy").preprocess
+    proxy_preprocess(self, req)
   end
   if not fn then
     return self:_default(req)
@@ -543,7 +546,7 @@ end
 -- Build a response to req with opts { headers=, body=, content_type= }.
 local function build_response(req, code, reason, opts)
   if code > 100 and not req._tag then
-    req._tag = require("sip.random").tag()
+    req._tag = random_tag()
   end
   local res = req:response(code, reason, req._tag)
   if opts then

@@ -90,7 +90,8 @@ function proxy.validate(ep, req)
     return 483
   end
   -- loop detection: one of our Vias carries this request's loop hash
-  local hosts = req:via_hosts_with_branch("z9hG4bKls" .. req:loop_hash())
+  req._loop_hash = req:loop_hash()
+  local hosts = req:via_hosts_with_branch("z9hG4bKls" .. req._loop_hash)
   if hosts then
     local mine = ep:_local_addrs()
     for _, hp in ipairs(hosts) do
@@ -185,7 +186,7 @@ function msg_methods.relay(req, targets, opts)
   elseif not targets then
     targets = { req.uri }
   end
-  local branch = "z9hG4bKls" .. req:loop_hash() .. "."
+  local branch = "z9hG4bKls" .. (req._loop_hash or req:loop_hash()) .. "."
 
   req:decrement_max_forwards()
   local rr = opts.record_route
