@@ -633,6 +633,26 @@ describe("luasip serve under a flood", function()
       srv.stop()
     end)
 
+  it("does not take a forged top Via naming the proxy as a spiral (auth still asked)", function()
+    local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, quiet = true,
+      users = { alice = { password = "secret" } } })
+    local host, port = hostport(srv.ep, "udp")
+    local u = udp_peer()
+    local _, uport = u:getsockname()
+    local codes = {}
+    for _, via_port in ipairs { uport, port } do
+      local bytes = request { peer = u, method = "MESSAGE", uri = "sip:echo@localhost",
+        body = "hi", extra = { "Content-Type: text/plain" } }
+      bytes = bytes:gsub("From: [^\r]*", "From: <sip:alice@localhost>;tag=f1")
+        :gsub("(Via: SIP/2%.0/UDP 127%.0%.0%.1:)%d+", "%1" .. via_port)
+      u:sendto(bytes, host, port)
+      codes[#codes + 1] = status_of(udp_replies(u, 2, 1)[1])
+    end
+    assert.same({ 407, 407 }, codes)
+    u:close()
+    srv.stop()
+  end)
+
   it("answers a digest brute force 403 from the failing source and logs it", function()
     local logged = {}
     local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, quiet = true,

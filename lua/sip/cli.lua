@@ -155,9 +155,24 @@ function cli.server(opts)
   end
 
   -- A request we relayed that came back to us (a spiral): it was authenticated already.
+  -- Anyone can write a top Via naming us, so the source must be ours too: over UDP we send
+  -- from the listening port, over TCP from an ephemeral one (then only the IP can match).
   local function spiral(req)
     local v = req:via(1)
-    return v and ep:_local_addrs()[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)] or false
+    local mine = ep:_local_addrs()
+    if not (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) then
+      return false
+    end
+    local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
+    if kind == "udp" then
+      return mine[ip .. ":" .. port] or false
+    end
+    for a in pairs(mine) do
+      if a:match("^(.*):%d+$") == ip then
+        return true
+      end
+    end
+    return false
   end
 
   -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
@@ -188,18 +203,6 @@ function cli.server(opts)
   if rate and rate > 0 then
     limiter = ratelimit.new { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
   end
-  local local_ips
-  -- Our own relayed requests (spirals) are not a flood; the source must be one of our
-  -- addresses as well as the top Via, which anyone can write.
-  local function from_self(req)
-    if not local_ips then
-      local_ips = {}
-      for a in pairs(ep:_local_addrs()) do
-        local_ips[ratelimit.source_ip("x:" .. a)] = true
-      end
-    end
-    return local_ips[ratelimit.source_ip(req) or ""] and spiral(req)
-  end
   -- §21.5.4: 503 with Retry-After; ACK has no response and CANCEL ends what was admitted.
   local function over_budget(req)
     local m = req.method
@@ -207,7 +210,7 @@ function cli.server(opts)
       return false
     end
     local ok, retry, report = limiter:allow(req)
-    if ok or from_self(req) then
+    if ok or spiral(req) then   -- our own relayed requests are no flood
       return false
     end
     if report then
