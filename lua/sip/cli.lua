@@ -1,6 +1,7 @@
 -- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
 -- small client (message, options, register) on the same stack.
 local sip = require "sip"
+local ratelimit = require "sip.ratelimit"
 
 local cli = {}
 
@@ -8,6 +9,7 @@ local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
+               [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
@@ -83,10 +85,17 @@ local function log_line(quiet)
   end
 end
 
+-- Requests per second per source IP, and the burst a source may spend at once: a phone
+-- re-registering, subscribing and calling stays far below 50/s, a registration burst from
+-- a PBX with many lines fits in 100, and a flood is cut to 50/s.
+local RATE_DEFAULT = 50
+local BURST_PER_RATE = 2
+
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
--- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =
+-- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =,
+-- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...)
 function cli.server(opts)
-  local log = log_line(opts.quiet)
+  local log = opts.log or log_line(opts.quiet)
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
@@ -146,9 +155,24 @@ function cli.server(opts)
   end
 
   -- A request we relayed that came back to us (a spiral): it was authenticated already.
+  -- Anyone can write a top Via naming us, so the source must be ours too: over UDP we send
+  -- from the listening port, over TCP from an ephemeral one (then only the IP can match).
   local function spiral(req)
     local v = req:via(1)
-    return v and ep:_local_addrs()[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)] or false
+    local mine = ep:_local_addrs()
+    if not (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) then
+      return false
+    end
+    local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
+    if kind == "udp" then
+      return mine[ip .. ":" .. port] or false
+    end
+    for a in pairs(mine) do
+      if a:match("^(.*):%d+$") == ip then
+        return true
+      end
+    end
+    return false
   end
 
   -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
@@ -171,8 +195,37 @@ function cli.server(opts)
     log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
   end
 
+  local limiter
+  local rate = opts.rate_limit
+  if rate == nil then
+    rate = RATE_DEFAULT
+  end
+  if rate and rate > 0 then
+    limiter = ratelimit.new { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
+  end
+  -- §21.5.4: 503 with Retry-After; ACK has no response and CANCEL ends what was admitted.
+  local function over_budget(req)
+    local m = req.method
+    if not limiter or m == "ACK" or m == "CANCEL" then
+      return false
+    end
+    local ok, retry, report = limiter:allow(req)
+    if ok or spiral(req) then   -- our own relayed requests are no flood
+      return false
+    end
+    if report then
+      log("rate limit: %s over %s requests/s, answering 503 (Retry-After %d)",
+        ratelimit.source_ip(req), tostring(limiter.rate), retry)
+    end
+    req:reply(503, "Rate Limited", { headers = { ["Retry-After"] = tostring(retry) } })
+    return true
+  end
+
   ep:route(function(req)
     local m = req.method
+    if over_budget(req) then
+      return
+    end
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
     end
@@ -243,7 +296,7 @@ function cli.server(opts)
   sweep()
 
   return { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
-    domain = domain, stop = function() ep:close() end }
+    limiter = limiter, domain = domain, stop = function() ep:close() end }
 end
 
 local function serve(argv)
@@ -266,6 +319,16 @@ local function serve(argv)
     io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
   end
   opts.t1 = opts.t1 and tonumber(opts.t1)
+  for _, k in ipairs { "rate_limit", "rate_burst" } do
+    if opts[k] then
+      local n = tonumber(opts[k])
+      if not n or n < 0 then
+        io.stderr:write("luasip: --", k:gsub("_", "-"), " wants a number\n", USAGE)
+        return 2
+      end
+      opts[k] = n
+    end
+  end
   if opts.algorithms then
     local list = {}
     for a in opts.algorithms:gmatch("[^,%s]+") do
