@@ -480,12 +480,10 @@ static void on_response(sip_endpoint *ep, const sip_msg *m)
 		sip_txn_client_response(t, m);
 		return;
 	}
+	ep->stats.stray_responses++;   /* §17.1.3: no transaction matches */
 	if (m->status >= 200 && m->status < 300 && m->method_id == SIP_METHOD_INVITE &&
-	    ep->hooks.response) {
-		ep->hooks.response(ep->ud, NULL, m);
-		return;
-	}
-	ep->stats.stray_responses++;   /* §17.1.3: no match, no TU interest: drop */
+	    ep->hooks.response)
+		ep->hooks.response(ep->ud, NULL, m);   /* a 2xx retransmission: dialogs re-ACK */
 }
 
 static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)

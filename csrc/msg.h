@@ -8,7 +8,7 @@
 #include "pl.h"
 
 /* Limits with safe defaults; every one is a per-call setting (sip_limits). */
-#define SIP_MAX_MSG_DEFAULT   65535u  /* largest UDP datagram payload (IPv4) */
+#define SIP_MAX_MSG_DEFAULT   65535u  /* the 16-bit UDP length: no datagram can be larger */
 #define SIP_MAX_HDRS_DEFAULT  256u    /* a real SIP message has 10-40 header lines */
 #define SIP_MAX_LINE_DEFAULT  8192u   /* longest header line (folded lines count as one) */
 

@@ -322,6 +322,12 @@ static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, so
 	tp->st.conns_open++;
 	c->last_io = sip_loop_now(tp->loop);
 	sip_timer_start(tp->loop, &c->idle, tp->cfg.idle_ms, idle_fire, c);
+	if (lidx >= 0) {
+		/* A peer that connects and stays silent holds a slot: its first message is due
+		 * within partial_ms like any other, not after the (long) idle timeout. */
+		c->partial_since = c->last_io;
+		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
+	}
 	return c;
 }
 
