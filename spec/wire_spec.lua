@@ -360,6 +360,16 @@ describe("TCP peers that hold connections", function()
     assert.equal(200, serves_udp(ep))
   end)
 
+  it("closes a peer that connects and never says anything", function()
+    local c = tcp_connect(ep)
+    local t0 = socket.gettime()
+    local _, _, closed = tcp_response(c, 2)
+    c:close()
+    assert.is_true(closed)
+    assert.is_true(socket.gettime() - t0 < 1.0)
+    assert.equal(200, serves_tcp(ep))
+  end)
+
   it("closes a peer that never finishes its headers", function()
     local c = tcp_connect(ep)
     local head = request { peer = c, transport = "TCP" }:match("^(.-\r\n)\r\n")
@@ -384,7 +394,7 @@ describe("TCP peers that hold connections", function()
 
   it("stays within max_connections under 3000 connections and keeps serving", function()
     local good = tcp_connect(ep)   -- a client that was there before the flood
-    settle(0.05)
+    assert.equal(200, serves_tcp(ep, good))
     local flood = {}
     local host, port = hostport(ep, "tcp")
     for i = 1, 3000 do
