@@ -17,6 +17,7 @@ sip_msg *lsip_msg_new(lua_State *L)
 {
 	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 2);
 	u->valid = 0;
+	u->has_src = 0;
 	luaL_setmetatable(L, LSIP_MSG_MT);
 	return &u->m;
 }
@@ -81,24 +82,35 @@ static void get_limits(lua_State *L, int idx, sip_limits *lim, int *stream)
 	lua_pop(L, 4);
 }
 
-/* sip.core.parse(bytes [, opts]) -> msg | nil, reason */
+/* sip.parse(bytes [, opts]) -> msg | nil, reason. This is sip.parse itself (no Lua
+ * wrapper: it is the hot path), so a non-string is an expected failure, not an error.
+ * Upvalue 1 is the message metatable, saving a registry lookup per call. */
 static int l_parse(lua_State *L)
 {
 	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
 	sip_limits lim;
 	int stream;
 	const char *err;
+	if (lua_type(L, 1) != LUA_TSTRING) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "not a string");
+		return 2;
+	}
+	const char *s = lua_tolstring(L, 1, &len);
 	get_limits(L, 2, &lim, &stream);
-	sip_msg *m = lsip_msg_new(L);
-	if (sip_msg_parse(m, s, len, 0, stream, &lim, &err)) {
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 2);
+	u->valid = 0;
+	u->has_src = 0;
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_setmetatable(L, -2);
+	if (sip_msg_parse(&u->m, s, len, 0, stream, &lim, &err)) {
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
 	}
 	lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, UV_SOURCE);
-	msg_set_valid(L, -1);
+	u->valid = 1;
 	return 1;
 }
 
@@ -718,7 +730,6 @@ static int l_random_hex(lua_State *L)
 }
 
 static const luaL_Reg funcs[] = {
-	{ "parse", l_parse },
 	{ "uri_parse", l_uri_parse },
 	{ "addr_parse", l_addr_parse },
 	{ "random_hex", l_random_hex },
@@ -758,6 +769,9 @@ void lsip_open_msg(lua_State *L)
 	lua_setfield(L, -2, "__tostring");
 	lua_pushliteral(L, "sip.msg");
 	lua_setfield(L, -2, "__name");
+	lua_pushvalue(L, -1);
+	lua_pushcclosure(L, l_parse, 1);
+	lua_setfield(L, -3, "parse");
 	lua_setfield(L, -2, "msg_mt");
 	luaL_setfuncs(L, funcs, 0);
 	lua_pushcfunction(L, l_reason);
