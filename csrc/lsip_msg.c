@@ -729,7 +729,22 @@ static int l_random_hex(lua_State *L)
 	return 1;
 }
 
+/* core.header_name(name) -> canonical long form of a known header name (any case, compact
+ * forms too), or the name as given */
+static int l_header_name(lua_State *L)
+{
+	size_t len;
+	const char *name = luaL_checklstring(L, 1, &len);
+	const char *c = len ? sip_hdr_canonical(sip_hdr_lookup(name, len)) : NULL;
+	if (c)
+		lua_pushstring(L, c);
+	else
+		lua_settop(L, 1);
+	return 1;
+}
+
 static const luaL_Reg funcs[] = {
+	{ "header_name", l_header_name },
 	{ "uri_parse", l_uri_parse },
 	{ "addr_parse", l_addr_parse },
 	{ "random_hex", l_random_hex },

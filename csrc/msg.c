@@ -22,97 +22,134 @@ enum { F_LIST = 1, F_SINGLE = 2 };
 
 static const struct hdr_info {
 	const char *name;
-	char compact;
 	uint8_t flags;
 } hdr_info[SIP_HDR_COUNT] = {
-	[SIP_HDR_OTHER] = { "", 0, 0 },
-	[SIP_HDR_ACCEPT] = { "Accept", 0, F_LIST },
-	[SIP_HDR_ACCEPT_CONTACT] = { "Accept-Contact", 'a', F_LIST },
-	[SIP_HDR_ACCEPT_ENCODING] = { "Accept-Encoding", 0, F_LIST },
-	[SIP_HDR_ACCEPT_LANGUAGE] = { "Accept-Language", 0, F_LIST },
-	[SIP_HDR_ALERT_INFO] = { "Alert-Info", 0, F_LIST },
-	[SIP_HDR_ALLOW] = { "Allow", 0, F_LIST },
-	[SIP_HDR_ALLOW_EVENTS] = { "Allow-Events", 'u', F_LIST },
-	[SIP_HDR_AUTHENTICATION_INFO] = { "Authentication-Info", 0, 0 },
-	[SIP_HDR_AUTHORIZATION] = { "Authorization", 0, 0 },
-	[SIP_HDR_CALL_ID] = { "Call-ID", 'i', F_SINGLE },
-	[SIP_HDR_CALL_INFO] = { "Call-Info", 0, F_LIST },
-	[SIP_HDR_CONTACT] = { "Contact", 'm', F_LIST },
-	[SIP_HDR_CONTENT_DISPOSITION] = { "Content-Disposition", 0, 0 },
-	[SIP_HDR_CONTENT_ENCODING] = { "Content-Encoding", 'e', F_LIST },
-	[SIP_HDR_CONTENT_LANGUAGE] = { "Content-Language", 0, F_LIST },
-	[SIP_HDR_CONTENT_LENGTH] = { "Content-Length", 'l', F_SINGLE },
-	[SIP_HDR_CONTENT_TYPE] = { "Content-Type", 'c', F_SINGLE },
-	[SIP_HDR_CSEQ] = { "CSeq", 0, F_SINGLE },
-	[SIP_HDR_DATE] = { "Date", 0, 0 },
-	[SIP_HDR_ERROR_INFO] = { "Error-Info", 0, F_LIST },
-	[SIP_HDR_EVENT] = { "Event", 'o', 0 },
-	[SIP_HDR_EXPIRES] = { "Expires", 0, 0 },
-	[SIP_HDR_FROM] = { "From", 'f', F_SINGLE },
-	[SIP_HDR_IDENTITY] = { "Identity", 'y', 0 },
-	[SIP_HDR_IN_REPLY_TO] = { "In-Reply-To", 0, F_LIST },
-	[SIP_HDR_MAX_FORWARDS] = { "Max-Forwards", 0, F_SINGLE },
-	[SIP_HDR_MIN_EXPIRES] = { "Min-Expires", 0, 0 },
-	[SIP_HDR_MIME_VERSION] = { "MIME-Version", 0, 0 },
-	[SIP_HDR_ORGANIZATION] = { "Organization", 0, 0 },
-	[SIP_HDR_PATH] = { "Path", 0, F_LIST },
-	[SIP_HDR_PRIORITY] = { "Priority", 0, 0 },
-	[SIP_HDR_PROXY_AUTHENTICATE] = { "Proxy-Authenticate", 0, 0 },
-	[SIP_HDR_PROXY_AUTHORIZATION] = { "Proxy-Authorization", 0, 0 },
-	[SIP_HDR_PROXY_REQUIRE] = { "Proxy-Require", 0, F_LIST },
-	[SIP_HDR_RECORD_ROUTE] = { "Record-Route", 0, F_LIST },
-	[SIP_HDR_REFER_TO] = { "Refer-To", 'r', 0 },
-	[SIP_HDR_REFERRED_BY] = { "Referred-By", 'b', 0 },
-	[SIP_HDR_REJECT_CONTACT] = { "Reject-Contact", 'j', F_LIST },
-	[SIP_HDR_REPLY_TO] = { "Reply-To", 0, 0 },
-	[SIP_HDR_REQUEST_DISPOSITION] = { "Request-Disposition", 'd', F_LIST },
-	[SIP_HDR_REQUIRE] = { "Require", 0, F_LIST },
-	[SIP_HDR_RETRY_AFTER] = { "Retry-After", 0, 0 },
-	[SIP_HDR_ROUTE] = { "Route", 0, F_LIST },
-	[SIP_HDR_SERVER] = { "Server", 0, 0 },
-	[SIP_HDR_SERVICE_ROUTE] = { "Service-Route", 0, F_LIST },
-	[SIP_HDR_SESSION_EXPIRES] = { "Session-Expires", 'x', 0 },
-	[SIP_HDR_SUBJECT] = { "Subject", 's', 0 },
-	[SIP_HDR_SUBSCRIPTION_STATE] = { "Subscription-State", 0, 0 },
-	[SIP_HDR_SUPPORTED] = { "Supported", 'k', F_LIST },
-	[SIP_HDR_TIMESTAMP] = { "Timestamp", 0, 0 },
-	[SIP_HDR_TO] = { "To", 't', F_SINGLE },
-	[SIP_HDR_UNSUPPORTED] = { "Unsupported", 0, F_LIST },
-	[SIP_HDR_USER_AGENT] = { "User-Agent", 0, 0 },
-	[SIP_HDR_VIA] = { "Via", 'v', F_LIST },
-	[SIP_HDR_WARNING] = { "Warning", 0, F_LIST },
-	[SIP_HDR_WWW_AUTHENTICATE] = { "WWW-Authenticate", 0, 0 },
+	[SIP_HDR_OTHER] = { "", 0 },
+	[SIP_HDR_ACCEPT] = { "Accept", F_LIST },
+	[SIP_HDR_ACCEPT_CONTACT] = { "Accept-Contact", F_LIST },
+	[SIP_HDR_ACCEPT_ENCODING] = { "Accept-Encoding", F_LIST },
+	[SIP_HDR_ACCEPT_LANGUAGE] = { "Accept-Language", F_LIST },
+	[SIP_HDR_ALERT_INFO] = { "Alert-Info", F_LIST },
+	[SIP_HDR_ALLOW] = { "Allow", F_LIST },
+	[SIP_HDR_ALLOW_EVENTS] = { "Allow-Events", F_LIST },
+	[SIP_HDR_AUTHENTICATION_INFO] = { "Authentication-Info", 0 },
+	[SIP_HDR_AUTHORIZATION] = { "Authorization", 0 },
+	[SIP_HDR_CALL_ID] = { "Call-ID", F_SINGLE },
+	[SIP_HDR_CALL_INFO] = { "Call-Info", F_LIST },
+	[SIP_HDR_CONTACT] = { "Contact", F_LIST },
+	[SIP_HDR_CONTENT_DISPOSITION] = { "Content-Disposition", 0 },
+	[SIP_HDR_CONTENT_ENCODING] = { "Content-Encoding", F_LIST },
+	[SIP_HDR_CONTENT_LANGUAGE] = { "Content-Language", F_LIST },
+	[SIP_HDR_CONTENT_LENGTH] = { "Content-Length", F_SINGLE },
+	[SIP_HDR_CONTENT_TYPE] = { "Content-Type", F_SINGLE },
+	[SIP_HDR_CSEQ] = { "CSeq", F_SINGLE },
+	[SIP_HDR_DATE] = { "Date", 0 },
+	[SIP_HDR_ERROR_INFO] = { "Error-Info", F_LIST },
+	[SIP_HDR_EVENT] = { "Event", 0 },
+	[SIP_HDR_EXPIRES] = { "Expires", 0 },
+	[SIP_HDR_FROM] = { "From", F_SINGLE },
+	[SIP_HDR_IDENTITY] = { "Identity", 0 },
+	[SIP_HDR_IN_REPLY_TO] = { "In-Reply-To", F_LIST },
+	[SIP_HDR_MAX_FORWARDS] = { "Max-Forwards", F_SINGLE },
+	[SIP_HDR_MIN_EXPIRES] = { "Min-Expires", 0 },
+	[SIP_HDR_MIME_VERSION] = { "MIME-Version", 0 },
+	[SIP_HDR_ORGANIZATION] = { "Organization", 0 },
+	[SIP_HDR_PATH] = { "Path", F_LIST },
+	[SIP_HDR_PRIORITY] = { "Priority", 0 },
+	[SIP_HDR_PROXY_AUTHENTICATE] = { "Proxy-Authenticate", 0 },
+	[SIP_HDR_PROXY_AUTHORIZATION] = { "Proxy-Authorization", 0 },
+	[SIP_HDR_PROXY_REQUIRE] = { "Proxy-Require", F_LIST },
+	[SIP_HDR_RECORD_ROUTE] = { "Record-Route", F_LIST },
+	[SIP_HDR_REFER_TO] = { "Refer-To", 0 },
+	[SIP_HDR_REFERRED_BY] = { "Referred-By", 0 },
+	[SIP_HDR_REJECT_CONTACT] = { "Reject-Contact", F_LIST },
+	[SIP_HDR_REPLY_TO] = { "Reply-To", 0 },
+	[SIP_HDR_REQUEST_DISPOSITION] = { "Request-Disposition", F_LIST },
+	[SIP_HDR_REQUIRE] = { "Require", F_LIST },
+	[SIP_HDR_RETRY_AFTER] = { "Retry-After", 0 },
+	[SIP_HDR_ROUTE] = { "Route", F_LIST },
+	[SIP_HDR_SERVER] = { "Server", 0 },
+	[SIP_HDR_SERVICE_ROUTE] = { "Service-Route", F_LIST },
+	[SIP_HDR_SESSION_EXPIRES] = { "Session-Expires", 0 },
+	[SIP_HDR_SUBJECT] = { "Subject", 0 },
+	[SIP_HDR_SUBSCRIPTION_STATE] = { "Subscription-State", 0 },
+	[SIP_HDR_SUPPORTED] = { "Supported", F_LIST },
+	[SIP_HDR_TIMESTAMP] = { "Timestamp", 0 },
+	[SIP_HDR_TO] = { "To", F_SINGLE },
+	[SIP_HDR_UNSUPPORTED] = { "Unsupported", F_LIST },
+	[SIP_HDR_USER_AGENT] = { "User-Agent", 0 },
+	[SIP_HDR_VIA] = { "Via", F_LIST },
+	[SIP_HDR_WARNING] = { "Warning", F_LIST },
+	[SIP_HDR_WWW_AUTHENTICATE] = { "WWW-Authenticate", 0 },
 };
 
-static uint8_t compact_id[26];
+/* Compact forms (RFC 3261 §7.3.3 and the extensions' own), by letter. */
+static const uint8_t compact_id[26] = {
+	['a' - 'a'] = SIP_HDR_ACCEPT_CONTACT, ['b' - 'a'] = SIP_HDR_REFERRED_BY,
+	['c' - 'a'] = SIP_HDR_CONTENT_TYPE, ['d' - 'a'] = SIP_HDR_REQUEST_DISPOSITION,
+	['e' - 'a'] = SIP_HDR_CONTENT_ENCODING, ['f' - 'a'] = SIP_HDR_FROM,
+	['i' - 'a'] = SIP_HDR_CALL_ID, ['j' - 'a'] = SIP_HDR_REJECT_CONTACT,
+	['k' - 'a'] = SIP_HDR_SUPPORTED, ['l' - 'a'] = SIP_HDR_CONTENT_LENGTH,
+	['m' - 'a'] = SIP_HDR_CONTACT, ['o' - 'a'] = SIP_HDR_EVENT,
+	['r' - 'a'] = SIP_HDR_REFER_TO, ['s' - 'a'] = SIP_HDR_SUBJECT,
+	['t' - 'a'] = SIP_HDR_TO, ['u' - 'a'] = SIP_HDR_ALLOW_EVENTS,
+	['v' - 'a'] = SIP_HDR_VIA, ['x' - 'a'] = SIP_HDR_SESSION_EXPIRES,
+	['y' - 'a'] = SIP_HDR_IDENTITY,
+};
 
-/* Built once: the compact-form letter table. Cheap and idempotent, so no locking. */
-static void init_compact(void)
+/* Long names grouped by length, 0-terminated, the ones every message has first: a lookup
+ * looks at a handful of candidates and rejects most on their first letter. Every name of
+ * hdr_info must be here (spec/msg_spec.lua checks each one through core.header_name). */
+#define HDR_NAME_MAX 19
+static const uint8_t by_len[HDR_NAME_MAX + 1][7] = {
+	[2] = { SIP_HDR_TO },
+	[3] = { SIP_HDR_VIA },
+	[4] = { SIP_HDR_CSEQ, SIP_HDR_FROM, SIP_HDR_DATE, SIP_HDR_PATH },
+	[5] = { SIP_HDR_ROUTE, SIP_HDR_ALLOW, SIP_HDR_EVENT },
+	[6] = { SIP_HDR_ACCEPT, SIP_HDR_SERVER },
+	[7] = { SIP_HDR_CALL_ID, SIP_HDR_CONTACT, SIP_HDR_EXPIRES, SIP_HDR_REQUIRE,
+		SIP_HDR_SUBJECT, SIP_HDR_WARNING },
+	[8] = { SIP_HDR_IDENTITY, SIP_HDR_PRIORITY, SIP_HDR_REFER_TO, SIP_HDR_REPLY_TO },
+	[9] = { SIP_HDR_SUPPORTED, SIP_HDR_CALL_INFO, SIP_HDR_TIMESTAMP },
+	[10] = { SIP_HDR_USER_AGENT, SIP_HDR_ALERT_INFO, SIP_HDR_ERROR_INFO },
+	[11] = { SIP_HDR_MIN_EXPIRES, SIP_HDR_IN_REPLY_TO, SIP_HDR_REFERRED_BY,
+		 SIP_HDR_RETRY_AFTER, SIP_HDR_UNSUPPORTED },
+	[12] = { SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE, SIP_HDR_RECORD_ROUTE,
+		 SIP_HDR_ALLOW_EVENTS, SIP_HDR_MIME_VERSION, SIP_HDR_ORGANIZATION },
+	[13] = { SIP_HDR_AUTHORIZATION, SIP_HDR_PROXY_REQUIRE, SIP_HDR_SERVICE_ROUTE },
+	[14] = { SIP_HDR_CONTENT_LENGTH, SIP_HDR_ACCEPT_CONTACT, SIP_HDR_REJECT_CONTACT },
+	[15] = { SIP_HDR_SESSION_EXPIRES, SIP_HDR_ACCEPT_ENCODING, SIP_HDR_ACCEPT_LANGUAGE },
+	[16] = { SIP_HDR_WWW_AUTHENTICATE, SIP_HDR_CONTENT_ENCODING, SIP_HDR_CONTENT_LANGUAGE },
+	[18] = { SIP_HDR_PROXY_AUTHENTICATE, SIP_HDR_SUBSCRIPTION_STATE },
+	[19] = { SIP_HDR_AUTHENTICATION_INFO, SIP_HDR_CONTENT_DISPOSITION,
+		 SIP_HDR_PROXY_AUTHORIZATION, SIP_HDR_REQUEST_DISPOSITION },
+};
+
+/* ASCII lowercase without a locale or a table. */
+static inline unsigned char lower(unsigned char c)
 {
-	static int done;
-	if (done)
-		return;
-	for (int i = 1; i < SIP_HDR_COUNT; i++)
-		if (hdr_info[i].compact)
-			compact_id[hdr_info[i].compact - 'a'] = (uint8_t)i;
-	done = 1;
+	return (unsigned char)(c | ((unsigned)(c - 'A') < 26u) << 5);
 }
 
 sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 {
 	if (len == 1) {
-		unsigned char c = (unsigned char)(name[0] | 0x20);
-		init_compact();
-		return c >= 'a' && c <= 'z' ? (sip_hdr_id)compact_id[c - 'a'] : SIP_HDR_OTHER;
+		unsigned c = lower((unsigned char)name[0]) - 'a';
+		return c < 26 ? (sip_hdr_id)compact_id[c] : SIP_HDR_OTHER;
 	}
-	/* The table is alphabetical; compare the first letter before the whole name. */
-	char f = (char)(name[0] | 0x20);
-	for (int i = 1; i < SIP_HDR_COUNT; i++) {
-		const char *n = hdr_info[i].name;
-		if ((n[0] | 0x20) != f || n[len] != '\0' || strlen(n) != len)
+	if (len > HDR_NAME_MAX)
+		return SIP_HDR_OTHER;
+	unsigned char f = lower((unsigned char)name[0]);
+	for (const uint8_t *id = by_len[len]; *id; id++) {
+		/* canonical names are letters and '-', so `| 0x20` lowercases them exactly */
+		const char *n = hdr_info[*id].name;
+		if ((unsigned char)(n[0] | 0x20) != f)
 			continue;
-		if (strncasecmp(n, name, len) == 0)
-			return (sip_hdr_id)i;
+		size_t i = 1;
+		while (i < len && lower((unsigned char)name[i]) == (unsigned char)(n[i] | 0x20))
+			i++;
+		if (i == len)
+			return (sip_hdr_id)*id;
 	}
 	return SIP_HDR_OTHER;
 }
