@@ -15,9 +15,9 @@
 
 sip_msg *lsip_msg_new(lua_State *L)
 {
-	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 2);
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 3);
 	u->valid = 0;
-	u->has_src = 0;
+	memset(&u->m, 0, sizeof u->m);   /* a message that never parsed frees nothing */
 	luaL_setmetatable(L, LSIP_MSG_MT);
 	return &u->m;
 }
@@ -98,19 +98,23 @@ static int l_parse(lua_State *L)
 	}
 	const char *s = lua_tolstring(L, 1, &len);
 	get_limits(L, 2, &lim, &stream);
-	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 2);
-	u->valid = 0;
-	u->has_src = 0;
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_setmetatable(L, -2);
-	if (sip_msg_parse(&u->m, s, len, 0, stream, &lim, &err)) {
+	/* Parse on the stack first: a bad message costs no userdata, and a good one gets a
+	 * userdata of the exact size for its headers. */
+	sip_msg tmp;
+	sip_hdr slots[SIP_MSG_SLOTS];
+	if (sip_msg_parse_into(&tmp, slots, SIP_MSG_SLOTS, s, len, 0, stream, &lim, &err)) {
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
 	}
+	unsigned n = tmp.hdrs == slots ? tmp.nhdrs : 0;
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), 2);
+	sip_msg_move(&u->m, &tmp, u->slots, n);
+	u->valid = 1;
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_setmetatable(L, -2);
 	lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, UV_SOURCE);
-	u->valid = 1;
 	return 1;
 }
 

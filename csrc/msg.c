@@ -502,12 +502,13 @@ static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 	if (m->nhdrs >= max)
 		return -1;
 	if (m->nhdrs == m->hdrs_cap) {
-		unsigned cap = m->hdrs_cap * 2;
+		unsigned cap = m->hdrs_cap < 8 ? 16 : m->hdrs_cap * 2;
 		sip_hdr *n = malloc(cap * sizeof *n);
 		if (!n)
 			return -1;
-		memcpy(n, m->hdrs, m->nhdrs * sizeof *n);
-		if (m->hdrs != m->hdrs_inline)
+		if (m->nhdrs)
+			memcpy(n, m->hdrs, m->nhdrs * sizeof *n);
+		if (m->hdrs != m->slots)
 			free(m->hdrs);
 		m->hdrs = n;
 		m->hdrs_cap = cap;
@@ -593,15 +594,14 @@ static int parse_status_line(sip_msg *m, sip_pl line, const char **err)
 	return 0;
 }
 
-static void msg_init(sip_msg *m)
+static void msg_init(sip_msg *m, sip_hdr *slots, unsigned nslots)
 {
-	memset(m, 0, offsetof(sip_msg, hdrs_inline));
-	m->hdrs = m->hdrs_inline;
-	m->hdrs_cap = sizeof m->hdrs_inline / sizeof m->hdrs_inline[0];
+	memset(m, 0, sizeof *m);
+	m->hdrs = m->slots = slots;
+	m->hdrs_cap = m->nslots = slots ? nslots : 0;
 	m->max_forwards = -1;
 	m->content_length = -1;
-	for (int i = 0; i < SIP_HDR_COUNT; i++)
-		m->first[i] = -1;
+	memset(m->first, 0xff, sizeof m->first);   /* all -1 */
 }
 
 static const char *const missing_msg[] = {
@@ -758,7 +758,13 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 int sip_msg_parse(sip_msg *m, const char *buf, size_t len, int own, int stream,
 		  const sip_limits *lim, const char **err)
 {
-	msg_init(m);
+	return sip_msg_parse_into(m, NULL, 0, buf, len, own, stream, lim, err);
+}
+
+int sip_msg_parse_into(sip_msg *m, sip_hdr *slots, unsigned nslots, const char *buf,
+		       size_t len, int own, int stream, const sip_limits *lim, const char **err)
+{
+	msg_init(m, slots, nslots);
 	if (!lim)
 		lim = &sip_limits_default;
 	if (own) {
@@ -776,7 +782,7 @@ int sip_msg_parse(sip_msg *m, const char *buf, size_t len, int own, int stream,
 	*err = NULL;
 	if (parse(m, buf, len, stream, lim, err)) {
 		sip_msg_free(m);
-		msg_init(m);
+		msg_init(m, slots, nslots);
 		return -1;
 	}
 	return 0;
@@ -786,7 +792,7 @@ void sip_msg_free(sip_msg *m)
 {
 	if (m->owned)
 		free((void *)m->buf);
-	if (m->hdrs != m->hdrs_inline)
+	if (m->hdrs != m->slots)
 		free(m->hdrs);
 	for (sip_edit *e = m->edits, *n; e; e = n) {
 		n = e->next;
@@ -794,9 +800,28 @@ void sip_msg_free(sip_msg *m)
 	}
 	m->owned = 0;
 	m->buf = NULL;
-	m->hdrs = m->hdrs_inline;
+	m->hdrs = m->slots;
+	m->hdrs_cap = m->nslots;
 	m->nhdrs = 0;
 	m->edits = NULL;
+}
+
+void sip_msg_move(sip_msg *dst, sip_msg *src, sip_hdr *slots, unsigned nslots)
+{
+	*dst = *src;
+	dst->slots = slots;
+	dst->nslots = nslots;
+	if (src->hdrs == src->slots) {
+		if (src->nhdrs)
+			memcpy(slots, src->hdrs, src->nhdrs * sizeof *slots);
+		dst->hdrs = slots;
+		dst->hdrs_cap = nslots;
+	}
+	src->hdrs = src->slots;
+	src->hdrs_cap = src->nslots;
+	src->nhdrs = 0;
+	src->owned = 0;
+	src->edits = NULL;
 }
 
 /* Copy bytes into an allocation owned by the message. */
