@@ -8,9 +8,17 @@
 enum {
 	SIP_C_DIGIT = 1, SIP_C_ALPHA = 2, SIP_C_HEX = 4, SIP_C_TOKEN = 8,
 	SIP_C_UNRESERVED = 16, SIP_C_LWS = 32, SIP_C_WORD = 64,
+	/* What may stand unescaped in each part of a SIP URI (§25.1; '%' HEX HEX anywhere) */
+	SIP_C_USER = 128,      /* unreserved / user-unreserved: & = + $ , ; ? / */
+	SIP_C_PASSWORD = 256,  /* unreserved / & = + $ , */
+	SIP_C_PARAM = 512,     /* unreserved / param-unreserved: [ ] / : & + $, and '=' */
+	SIP_C_HEADER = 1024,   /* unreserved / hnv-unreserved: [ ] / ? : + $, and '=' '&' */
+	SIP_C_HOST = 2048,     /* hostname and IPv4address: alphanum - . */
+	SIP_C_IPV6 = 4096,     /* inside an IPv6reference: HEXDIG : . */
+	SIP_C_SCHEME = 8192,   /* after the scheme's first letter: alphanum + - . */
 };
 
-extern const uint8_t sip_ctab[256];
+extern const uint16_t sip_ctab[256];
 
 static inline int sip_is_digit(unsigned char c) { return sip_ctab[c] & SIP_C_DIGIT; }
 static inline int sip_is_alpha(unsigned char c) { return sip_ctab[c] & SIP_C_ALPHA; }

@@ -5,56 +5,32 @@
 
 #include <stdint.h>
 
-static int scheme_ok(sip_pl s)
+/* Characters of class `cls`, or '%' HEX HEX, from p up to the first byte of neither;
+ * returns that byte's position, or NULL at a malformed escape. */
+static const char *scan_escaped(const char *p, const char *end, unsigned cls)
 {
-	if (s.n == 0 || !sip_is_alpha(s.p[0]))
+	for (;;) {
+		while (p < end && (sip_ctab[(unsigned char)*p] & cls))
+			p++;
+		if (p == end || *p != '%')
+			return p;
+		if (end - p < 3 || !sip_is_hex((unsigned char)p[1]) || !sip_is_hex((unsigned char)p[2]))
+			return NULL;
+		p += 3;
+	}
+}
+
+/* Case-insensitive equality with a lowercase literal of n bytes. */
+static int lit_eq(sip_pl a, const char *lit, size_t n)
+{
+	if (a.n != n)
 		return 0;
-	for (size_t i = 1; i < s.n; i++) {
-		unsigned char c = (unsigned char)s.p[i];
-		if (!sip_is_alnum(c) && c != '+' && c != '-' && c != '.')
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a.p[i];
+		if ((c | ((unsigned)(c - 'A') < 26u) << 5) != (unsigned char)lit[i])
 			return 0;
 	}
 	return 1;
-}
-
-/* Characters allowed in user, password, params and headers, with %-escapes checked. */
-static int chars_ok(sip_pl s, int (*ok)(unsigned char))
-{
-	for (size_t i = 0; i < s.n; i++) {
-		unsigned char c = (unsigned char)s.p[i];
-		if (c == '%') {
-			if (i + 2 >= s.n || !sip_is_hex((unsigned char)s.p[i + 1]) ||
-			    !sip_is_hex((unsigned char)s.p[i + 2]))
-				return 0;
-			i += 2;
-		} else if (!ok(c)) {
-			return 0;
-		}
-	}
-	return 1;
-}
-
-static int user_char(unsigned char c)
-{
-	return sip_is_unreserved(c) || c == '&' || c == '=' || c == '+' || c == '$' ||
-	       c == ',' || c == ';' || c == '?' || c == '/';
-}
-
-static int password_char(unsigned char c)
-{
-	return sip_is_unreserved(c) || c == '&' || c == '=' || c == '+' || c == '$' || c == ',';
-}
-
-static int param_char(unsigned char c)
-{
-	return sip_is_unreserved(c) || c == '[' || c == ']' || c == '/' || c == ':' ||
-	       c == '&' || c == '+' || c == '$' || c == '=' || c == ';';
-}
-
-static int header_char(unsigned char c)
-{
-	return sip_is_unreserved(c) || c == '[' || c == ']' || c == '/' || c == '?' ||
-	       c == ':' || c == '+' || c == '$' || c == '=' || c == '&';
 }
 
 /* host = hostname / IPv4address / IPv6reference */
@@ -62,22 +38,19 @@ static int host_ok(sip_pl h)
 {
 	if (h.n == 0)
 		return 0;
+	const char *p = h.p, *end = h.p + h.n;
 	if (h.p[0] == '[') {
 		if (h.n < 3 || h.p[h.n - 1] != ']')
 			return 0;
-		for (size_t i = 1; i + 1 < h.n; i++) {
-			unsigned char c = (unsigned char)h.p[i];
-			if (!sip_is_hex(c) && c != ':' && c != '.')
-				return 0;
-		}
-		return 1;
+		p++;
+		end--;
+		while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_IPV6))
+			p++;
+		return p == end;
 	}
-	for (size_t i = 0; i < h.n; i++) {
-		unsigned char c = (unsigned char)h.p[i];
-		if (!sip_is_alnum(c) && c != '-' && c != '.')
-			return 0;
-	}
-	return 1;
+	while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_HOST))
+		p++;
+	return p == end;
 }
 
 static int port_parse(sip_pl s, int *port)
@@ -93,30 +66,6 @@ static int port_parse(sip_pl s, int *port)
 	if (v > 65535)
 		return -1;
 	*port = (int)v;
-	return 0;
-}
-
-/* Parse host[:port] at s. */
-static int hostport_parse(sip_pl s, sip_pl *host, int *port)
-{
-	const char *p = s.p, *end = s.p + s.n, *colon = NULL;
-	*port = 0;
-	if (s.n && p[0] == '[') {
-		const char *rb = memchr(p, ']', s.n);
-		if (!rb)
-			return -1;
-		colon = rb + 1 < end ? rb + 1 : NULL;
-		if (colon && *colon != ':')
-			return -1;
-		*host = sip_pl_make(p, (size_t)(rb + 1 - p));
-	} else {
-		colon = memchr(p, ':', s.n);
-		*host = sip_pl_make(p, colon ? (size_t)(colon - p) : s.n);
-	}
-	if (!host_ok(*host))
-		return -1;
-	if (colon && port_parse(sip_pl_make(colon + 1, (size_t)(end - colon - 1)), port))
-		return -1;
 	return 0;
 }
 
@@ -198,99 +147,125 @@ int sip_param_get(sip_pl params, const char *name, sip_pl *value)
 	return 0;
 }
 
-/* Validate a whole ';'-param list (without the leading ';') in URI form: no LWS. */
-static int uri_params_ok(sip_pl s)
+/* uri-parameters (without the leading ';') up to the first '?' at or after p: each one
+ * non-empty, not starting with '=', of param characters. Returns where they end, or NULL. */
+static const char *uri_params_scan(const char *p, const char *end)
 {
-	const char *p = s.p, *end = s.p + s.n;
-	while (p <= end) {
-		const char *semi = memchr(p, ';', (size_t)(end - p));
-		const char *e = semi ? semi : end;
-		sip_pl one = sip_pl_make(p, (size_t)(e - p));
-		if (one.n == 0 || one.p[0] == '=' || !chars_ok(one, param_char))
-			return 0;
-		if (!semi)
-			break;
-		p = semi + 1;
+	for (;;) {
+		const char *q = scan_escaped(p, end, SIP_C_PARAM);
+		if (!q || q == p || *p == '=')
+			return NULL;
+		if (q == end || *q == '?')
+			return q;
+		if (*q != ';')
+			return NULL;
+		p = q + 1;
 	}
-	return 1;
+}
+
+/* One pass over a sip/sips URI after "scheme:", every byte checked against the class of
+ * the part it falls in (so no byte outside the grammar passes). */
+static int sip_uri_rest(sip_uri *u, const char *p, const char *end)
+{
+	u->is_sip = 1;
+	const char *at = memchr(p, '@', (size_t)(end - p));
+	if (at) {
+		/* userinfo: user [":" password] "@"; the first '@' ends it */
+		const char *q = scan_escaped(p, at, SIP_C_USER);
+		if (!q || q == p || (q < at && *q != ':'))
+			return -1;
+		u->user = sip_pl_make(p, (size_t)(q - p));
+		if (q < at) {
+			const char *r = scan_escaped(q + 1, at, SIP_C_PASSWORD);
+			if (r != at)
+				return -1;
+			u->password = sip_pl_make(q + 1, (size_t)(at - q - 1));
+		}
+		p = at + 1;
+	}
+	/* hostport ends at ';', '?' or the end */
+	const char *h = p, *q;
+	if (p < end && *p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(end - p));
+		if (!rb || rb - p < 2)
+			return -1;
+		for (q = p + 1; q < rb; q++)
+			if (!(sip_ctab[(unsigned char)*q] & SIP_C_IPV6))
+				return -1;
+		q = rb + 1;
+	} else {
+		q = p;
+		while (q < end && (sip_ctab[(unsigned char)*q] & SIP_C_HOST))
+			q++;
+		if (q == p)
+			return -1;
+	}
+	u->host = sip_pl_make(h, (size_t)(q - h));
+	if (q < end && *q == ':') {
+		const char *ps = ++q;
+		unsigned v = 0;
+		while (q < end && sip_is_digit((unsigned char)*q) && q - ps < 6)
+			v = v * 10 + (unsigned)(*q++ - '0');
+		if (q == ps || q - ps > 5 || v > 65535)
+			return -1;
+		u->port = (int)v;
+	}
+	if (q < end && *q == ';') {
+		const char *pe = uri_params_scan(q + 1, end);
+		if (!pe)
+			return -1;
+		u->params = sip_pl_make(q + 1, (size_t)(pe - q - 1));
+		q = pe;
+	}
+	if (q < end && *q == '?') {
+		u->headers = sip_pl_make(q + 1, (size_t)(end - q - 1));
+		if (u->headers.n == 0 || scan_escaped(q + 1, end, SIP_C_HEADER) != end)
+			return -1;
+		q = end;
+	}
+	return q == end ? 0 : -1;
 }
 
 int sip_uri_parse(sip_uri *u, sip_pl s, const char **err)
 {
 	memset(u, 0, sizeof *u);
 	*err = "bad URI";
-	const char *colon = memchr(s.p, ':', s.n);
-	if (!colon)
+	/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':' */
+	const char *p = s.p, *end = s.p + s.n;
+	if (s.n == 0 || !sip_is_alpha((unsigned char)*p))
 		return -1;
-	u->scheme = sip_pl_make(s.p, (size_t)(colon - s.p));
-	if (!scheme_ok(u->scheme))
+	while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_SCHEME))
+		p++;
+	if (p == end || *p != ':' || p + 1 == end)
 		return -1;
-	sip_pl rest = sip_pl_make(colon + 1, (size_t)(s.p + s.n - colon - 1));
-	if (rest.n == 0)
-		return -1;
+	u->scheme = sip_pl_make(s.p, (size_t)(p - s.p));
+	p++;
+	if ((lit_eq(u->scheme, "sip", 3) || lit_eq(u->scheme, "sips", 4))) {
+		if (sip_uri_rest(u, p, end))
+			return -1;
+		*err = NULL;
+		return 0;
+	}
+	sip_pl rest = sip_pl_make(p, (size_t)(end - p));
 	for (size_t i = 0; i < rest.n; i++) {
 		unsigned char c = (unsigned char)rest.p[i];
 		if (c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"')
 			return -1;
 	}
-	if (sip_pl_casecmp(u->scheme, "tel")) {
+	if (lit_eq(u->scheme, "tel", 3)) {
 		const char *semi = memchr(rest.p, ';', rest.n);
 		u->user = sip_pl_make(rest.p, semi ? (size_t)(semi - rest.p) : rest.n);
 		if (u->user.n == 0)
 			return -1;
 		if (semi) {
 			u->params = sip_pl_make(semi + 1, (size_t)(rest.p + rest.n - semi - 1));
-			if (!uri_params_ok(u->params))
+			if (uri_params_scan(u->params.p, end) != end)
 				return -1;
 		}
 		*err = NULL;
 		return 0;
 	}
-	if (!sip_pl_casecmp(u->scheme, "sip") && !sip_pl_casecmp(u->scheme, "sips")) {
-		u->user = rest;          /* opaque: the element decides (416) */
-		*err = NULL;
-		return 0;
-	}
-	u->is_sip = 1;
-	const char *p = rest.p, *end = rest.p + rest.n;
-	const char *at = memchr(p, '@', rest.n);
-	if (at) {
-		sip_pl ui = sip_pl_make(p, (size_t)(at - p));
-		const char *pc = memchr(ui.p, ':', ui.n);
-		u->user = sip_pl_make(ui.p, pc ? (size_t)(pc - ui.p) : ui.n);
-		if (pc)
-			u->password = sip_pl_make(pc + 1, (size_t)(ui.p + ui.n - pc - 1));
-		if (u->user.n == 0 || !chars_ok(u->user, user_char) ||
-		    !chars_ok(u->password, password_char))
-			return -1;
-		p = at + 1;
-	}
-	/* hostport ends at ';' or '?' */
-	const char *hp_end = p;
-	if (hp_end < end && *hp_end == '[') {
-		const char *rb = memchr(hp_end, ']', (size_t)(end - hp_end));
-		if (!rb)
-			return -1;
-		hp_end = rb;
-	}
-	while (hp_end < end && *hp_end != ';' && *hp_end != '?')
-		hp_end++;
-	if (hostport_parse(sip_pl_make(p, (size_t)(hp_end - p)), &u->host, &u->port))
-		return -1;
-	p = hp_end;
-	if (p < end && *p == ';') {
-		const char *q = memchr(p, '?', (size_t)(end - p));
-		const char *pe = q ? q : end;
-		u->params = sip_pl_make(p + 1, (size_t)(pe - p - 1));
-		if (!uri_params_ok(u->params))
-			return -1;
-		p = pe;
-	}
-	if (p < end && *p == '?') {
-		u->headers = sip_pl_make(p + 1, (size_t)(end - p - 1));
-		if (u->headers.n == 0 || !chars_ok(u->headers, header_char))
-			return -1;
-	}
+	u->user = rest;          /* opaque: the element decides (416) */
 	*err = NULL;
 	return 0;
 }
