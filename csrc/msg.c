@@ -418,7 +418,8 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 			*err = id == SIP_HDR_FROM ? "bad From" : "bad To";
 			return -1;
 		}
-		sip_param_get(a.params, "tag", &tag);
+		if (a.tag.p)
+			tag = a.tag;
 		if (id == SIP_HDR_FROM)
 			m->from_tag = tag;
 		else

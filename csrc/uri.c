@@ -308,8 +308,41 @@ static sip_pl trim(sip_pl s)
 	return s;
 }
 
-/* Header params after a name-addr or Via: ";" param ... to the end. */
-static int header_params(sip_pl s, sip_pl *out)
+/* The params a Via value's fields come from (RFC 3261 §20.42, RFC 3581); a repeated one
+ * overrides the one before. Returns -1 on a bad rport. */
+static int via_param(sip_via *v, sip_pl n, sip_pl val)
+{
+	switch (n.n) {
+	case 3:
+		if (lit_eq(n, "ttl", 3))
+			v->ttl = val;
+		return 0;
+	case 5:
+		if (lit_eq(n, "maddr", 5)) {
+			v->maddr = val;
+		} else if (lit_eq(n, "rport", 5)) {
+			if (val.n == 0)
+				v->rport = 0;
+			else if (port_parse(val, &v->rport))
+				return -1;
+		}
+		return 0;
+	case 6:
+		if (lit_eq(n, "branch", 6))
+			v->branch = val;
+		return 0;
+	case 8:
+		if (lit_eq(n, "received", 8))
+			v->received = val;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Header params after a name-addr or Via: ";" param ... to the end. One pass checks them
+ * and picks out what the caller wants: the first tag (tag != NULL) or the Via fields. */
+static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 {
 	s = trim(s);
 	if (s.n == 0) {
@@ -325,8 +358,12 @@ static int header_params(sip_pl s, sip_pl *out)
 	int r;
 	if (trim(s).n == 0)
 		return -1;
-	while ((r = sip_param_next(s, &pos, &n, &v)) == 1)
-		;
+	while ((r = sip_param_next(s, &pos, &n, &v)) == 1) {
+		if (tag && !tag->p && lit_eq(n, "tag", 3))
+			*tag = v;
+		if (via && via_param(via, n, v))
+			return -1;
+	}
 	if (r < 0)
 		return -1;
 	*out = s;
@@ -392,7 +429,8 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 			sip_uri u;
 			if (sip_uri_parse(&u, a->uri, err))
 				return -1;
-			if (header_params(sip_pl_make(e, (size_t)(end - e)), &a->params)) {
+			if (header_params(sip_pl_make(e, (size_t)(end - e)), &a->params, &a->tag,
+					  NULL)) {
 				*err = "bad header parameters";
 				return -1;
 			}
@@ -409,7 +447,8 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	sip_uri u;
 	if (sip_uri_parse(&u, a->uri, err))
 		return -1;
-	if (header_params(sip_pl_make(gt + 1, (size_t)(end - gt - 1)), &a->params)) {
+	if (header_params(sip_pl_make(gt + 1, (size_t)(end - gt - 1)), &a->params, &a->tag,
+			  NULL)) {
 		*err = "bad header parameters";
 		return -1;
 	}
@@ -468,26 +507,8 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 	v->host = sip_pl_make(hs, (size_t)(he - hs));
 	if (!host_ok(v->host))
 		return -1;
-	if (header_params(sip_pl_make(p, (size_t)(end - p)), &v->params))
+	if (header_params(sip_pl_make(p, (size_t)(end - p)), &v->params, NULL, v))
 		return -1;
-	size_t pos = 0;
-	sip_pl n, val;
-	while (sip_param_next(v->params, &pos, &n, &val) == 1) {
-		if (sip_pl_casecmp(n, "branch"))
-			v->branch = val;
-		else if (sip_pl_casecmp(n, "received"))
-			v->received = val;
-		else if (sip_pl_casecmp(n, "maddr"))
-			v->maddr = val;
-		else if (sip_pl_casecmp(n, "ttl"))
-			v->ttl = val;
-		else if (sip_pl_casecmp(n, "rport")) {
-			if (val.n == 0)
-				v->rport = 0;
-			else if (port_parse(val, &v->rport))
-				return -1;
-		}
-	}
 	*err = NULL;
 	return 0;
 }

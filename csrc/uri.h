@@ -34,6 +34,7 @@ typedef struct sip_addr {
 	int quoted;        /* display name was a quoted-string */
 	sip_pl uri;
 	sip_pl params;     /* header params after the URI (or after '>') */
+	sip_pl tag;        /* value of the first "tag" param; .p NULL when there is none */
 	int star;          /* Contact: * */
 } sip_addr;
 
