@@ -132,8 +132,9 @@ static inline unsigned char lower(unsigned char c)
 }
 
 /* Case-insensitive equality of up to 8 bytes of input `in` with canonical bytes `c`, which
- * are letters or '-': bit 6 marks the letters, and there only bit 5 (the case) may differ.
- * Exact, unlike `| 0x20` on both sides (which equates CR with '-'). */
+ * are letters or bytes without bit 6 ('-', '/', digits...): bit 6 marks the letters, and
+ * there only bit 5 (the case) may differ. Exact, unlike `| 0x20` on both sides (which
+ * equates CR with '-'). */
 static inline int fold_eq(uint64_t in, uint64_t c)
 {
 	return ((in ^ c) & ~((c & 0x4040404040404040u) >> 1)) == 0;
@@ -284,7 +285,7 @@ const char *sip_reason_phrase(int code)
 	}
 }
 
-static sip_pl trim(sip_pl s)
+static inline sip_pl trim(sip_pl s)
 {
 	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
 		s.p++;
@@ -301,6 +302,9 @@ int sip_list_next(sip_pl value, size_t *pos, sip_pl *item)
 		return 0;
 	const char *s = value.p + *pos, *p = s, *end = value.p + value.n;
 	int inq = 0, ina = 0;
+	/* Most values hold one item: without a comma there is nothing to split. */
+	if (!memchr(s, ',', (size_t)(end - s)))
+		p = end;
 	for (; p < end; p++) {
 		char c = *p;
 		if (inq) {
@@ -520,14 +524,20 @@ static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 	return 0;
 }
 
+/* "SIP/" in any case at p (4 bytes readable) */
+static int sip_slash(const char *p)
+{
+	return fold_eq(load4(p), load4("SIP/"));
+}
+
 static int version_ok(sip_pl v)
 {
-	return v.n == 7 && strncasecmp(v.p, "SIP/2.0", 7) == 0;
+	return v.n == 7 && sip_slash(v.p) && memcmp(v.p + 4, "2.0", 3) == 0;
 }
 
 static int version_like(sip_pl v)
 {
-	return v.n >= 5 && strncasecmp(v.p, "SIP/", 4) == 0;
+	return v.n >= 5 && sip_slash(v.p);
 }
 
 static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
@@ -653,7 +663,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		*err = "bad start line";
 		return -1;
 	}
-	if (line.n >= 4 && strncasecmp(line.p, "SIP/", 4) == 0) {
+	if (line.n >= 4 && sip_slash(line.p)) {
 		if (parse_status_line(m, line, err))
 			return -1;
 	} else if (parse_request_line(m, line, err)) {
@@ -716,7 +726,9 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			if (first)
 				m->first[h.id] = (int16_t)m->nhdrs;
 		}
-		if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+		if (m->nhdrs < m->hdrs_cap && m->nhdrs < lim->max_hdrs)
+			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
+		else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
 			return -1;
 		}
