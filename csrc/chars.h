@@ -4,6 +4,7 @@
 #define SIP_CHARS_H
 
 #include <stdint.h>
+#include <string.h>
 
 enum {
 	SIP_C_DIGIT = 1, SIP_C_ALPHA = 2, SIP_C_HEX = 4, SIP_C_TOKEN = 8,
@@ -30,5 +31,37 @@ static inline int sip_is_unreserved(unsigned char c) { return sip_ctab[c] & SIP_
 static inline int sip_is_lws(unsigned char c) { return sip_ctab[c] & SIP_C_LWS; }
 static inline int sip_is_word(unsigned char c) { return sip_ctab[c] & SIP_C_WORD; }
 static inline int sip_hexval(unsigned char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+
+/* Case-insensitive equality of up to 8 bytes of input `in` with canonical bytes `c`, which
+ * are letters or bytes without bit 6 ('-', '/', digits...): bit 6 marks the letters, and
+ * there only bit 5 (the case) may differ. Exact, unlike `| 0x20` on both sides (which
+ * equates CR with '-'). */
+static inline int sip_fold_eq(uint64_t in, uint64_t c)
+{
+	return ((in ^ c) & ~((c & 0x4040404040404040u) >> 1)) == 0;
+}
+
+static inline uint64_t sip_load8(const char *p) { uint64_t w; memcpy(&w, p, 8); return w; }
+static inline uint64_t sip_load4(const char *p) { uint32_t w; memcpy(&w, p, 4); return w; }
+static inline uint64_t sip_load2(const char *p) { uint16_t w; memcpy(&w, p, 2); return w; }
+
+/* n bytes at a equal the canonical bytes at c (see sip_fold_eq) ignoring case: word
+ * compares, the last word overlapping the one before rather than reading past the end. */
+static inline int sip_caseeq(const char *a, const char *c, size_t n)
+{
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 < n; i += 8)
+			if (!sip_fold_eq(sip_load8(a + i), sip_load8(c + i)))
+				return 0;
+		return sip_fold_eq(sip_load8(a + n - 8), sip_load8(c + n - 8));
+	}
+	if (n >= 4)
+		return sip_fold_eq(sip_load4(a), sip_load4(c)) &&
+		       sip_fold_eq(sip_load4(a + n - 4), sip_load4(c + n - 4));
+	if (n >= 2)
+		return sip_fold_eq(sip_load2(a), sip_load2(c)) &&
+		       sip_fold_eq(sip_load2(a + n - 2), sip_load2(c + n - 2));
+	return n == 0 || sip_fold_eq((unsigned char)a[0], (unsigned char)c[0]);
+}
 
 #endif

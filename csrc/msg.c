@@ -131,34 +131,6 @@ static inline unsigned char lower(unsigned char c)
 	return (unsigned char)(c | ((unsigned)(c - 'A') < 26u) << 5);
 }
 
-/* Case-insensitive equality of up to 8 bytes of input `in` with canonical bytes `c`, which
- * are letters or bytes without bit 6 ('-', '/', digits...): bit 6 marks the letters, and
- * there only bit 5 (the case) may differ. Exact, unlike `| 0x20` on both sides (which
- * equates CR with '-'). */
-static inline int fold_eq(uint64_t in, uint64_t c)
-{
-	return ((in ^ c) & ~((c & 0x4040404040404040u) >> 1)) == 0;
-}
-
-static inline uint64_t load8(const char *p) { uint64_t w; memcpy(&w, p, 8); return w; }
-static inline uint64_t load4(const char *p) { uint32_t w; memcpy(&w, p, 4); return w; }
-static inline uint64_t load2(const char *p) { uint16_t w; memcpy(&w, p, 2); return w; }
-
-/* Name `a` equals canonical `c`, both n >= 2 bytes long: word compares, the last word
- * overlapping the one before rather than reading past the end. */
-static int name_eq(const char *a, const char *c, size_t n)
-{
-	if (n >= 8) {
-		for (size_t i = 0; i + 8 < n; i += 8)
-			if (!fold_eq(load8(a + i), load8(c + i)))
-				return 0;
-		return fold_eq(load8(a + n - 8), load8(c + n - 8));
-	}
-	if (n >= 4)
-		return fold_eq(load4(a), load4(c)) && fold_eq(load4(a + n - 4), load4(c + n - 4));
-	return fold_eq(load2(a), load2(c)) && fold_eq(load2(a + n - 2), load2(c + n - 2));
-}
-
 sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 {
 	if (len == 1) {
@@ -170,7 +142,7 @@ sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 	unsigned char f = lower((unsigned char)name[0]);
 	for (const uint8_t *id = by_len[len]; *id; id++) {
 		const char *n = hdr_info[*id].name;
-		if ((unsigned char)(n[0] | 0x20) == f && name_eq(name, n, len))
+		if ((unsigned char)(n[0] | 0x20) == f && sip_caseeq(name, n, len))
 			return (sip_hdr_id)*id;
 	}
 	return SIP_HDR_OTHER;
@@ -527,7 +499,7 @@ static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 /* "SIP/" in any case at p (4 bytes readable) */
 static int sip_slash(const char *p)
 {
-	return fold_eq(load4(p), load4("SIP/"));
+	return sip_fold_eq(sip_load4(p), sip_load4("SIP/"));
 }
 
 static int version_ok(sip_pl v)

@@ -5,6 +5,24 @@
 
 #include <stdint.h>
 
+static inline const char *skip_lws(const char *p, const char *end)
+{
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	return p;
+}
+
+static inline sip_pl trim(sip_pl s)
+{
+	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
+		s.p++;
+		s.n--;
+	}
+	while (s.n && sip_is_lws((unsigned char)s.p[s.n - 1]))
+		s.n--;
+	return s;
+}
+
 /* Characters of class `cls`, or '%' HEX HEX, from p up to the first byte of neither;
  * returns that byte's position, or NULL at a malformed escape. */
 static const char *scan_escaped(const char *p, const char *end, unsigned cls)
@@ -20,17 +38,10 @@ static const char *scan_escaped(const char *p, const char *end, unsigned cls)
 	}
 }
 
-/* Case-insensitive equality with a lowercase literal of n bytes. */
-static int lit_eq(sip_pl a, const char *lit, size_t n)
+/* Case-insensitive equality with a literal of n bytes. */
+static inline int lit_eq(sip_pl a, const char *lit, size_t n)
 {
-	if (a.n != n)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)a.p[i];
-		if ((c | ((unsigned)(c - 'A') < 26u) << 5) != (unsigned char)lit[i])
-			return 0;
-	}
-	return 1;
+	return a.n == n && sip_caseeq(a.p, lit, n);
 }
 
 /* host = hostname / IPv4address / IPv6reference */
@@ -69,29 +80,21 @@ static int port_parse(sip_pl s, int *port)
 	return 0;
 }
 
-int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
+/* One generic-param (RFC 3261 §25.1) at p, LWS around '=' allowed: its name and value
+ * (empty when none; quoted values keep their quotes). Returns where it ends, past any
+ * LWS after it, or NULL on bad syntax. */
+static const char *param_one(const char *p, const char *end, sip_pl *name, sip_pl *value)
 {
-	const char *p = params.p + *pos, *end = params.p + params.n;
-
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
-	if (p >= end) {
-		*pos = params.n;
-		return 0;
-	}
 	const char *ns = p;
 	while (p < end && sip_is_token((unsigned char)*p))
 		p++;
 	if (p == ns)
-		return -1;
+		return NULL;
 	*name = sip_pl_make(ns, (size_t)(p - ns));
 	*value = sip_pl_make(p, 0);
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
+	p = skip_lws(p, end);
 	if (p < end && *p == '=') {
-		p++;
-		while (p < end && sip_is_lws((unsigned char)*p))
-			p++;
+		p = skip_lws(p + 1, end);
 		const char *vs = p;
 		if (p < end && *p == '"') {
 			p++;
@@ -101,7 +104,7 @@ int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
 				p++;
 			}
 			if (p >= end)
-				return -1;
+				return NULL;
 			p++;
 		} else {
 			/* token / host (IPv6 references bring [ ] :) */
@@ -109,21 +112,32 @@ int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
 					   *p == ']' || *p == ':'))
 				p++;
 			if (p == vs)
-				return -1;
+				return NULL;
 		}
 		*value = sip_pl_make(vs, (size_t)(p - vs));
+		p = skip_lws(p, end);
 	}
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
+	return p;
+}
+
+int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
+{
+	const char *end = params.p + params.n;
+	const char *p = skip_lws(params.p + *pos, end);
+	if (p >= end) {
+		*pos = params.n;
+		return 0;
+	}
+	p = param_one(p, end, name, value);
+	if (!p)
+		return -1;
 	if (p >= end) {
 		*pos = params.n;
 		return 1;
 	}
 	if (*p != ';')
 		return -1;
-	p++;
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
+	p = skip_lws(p + 1, end);
 	if (p >= end)
 		return -1;      /* a trailing ';' names no parameter */
 	*pos = (size_t)(p - params.p);
@@ -290,24 +304,6 @@ long sip_pct_decode(sip_pl in, char *out, size_t cap)
 	return (long)o;
 }
 
-static const char *skip_lws(const char *p, const char *end)
-{
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
-	return p;
-}
-
-static sip_pl trim(sip_pl s)
-{
-	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
-		s.p++;
-		s.n--;
-	}
-	while (s.n && sip_is_lws((unsigned char)s.p[s.n - 1]))
-		s.n--;
-	return s;
-}
-
 /* The params a Via value's fields come from (RFC 3261 §20.42, RFC 3581); a repeated one
  * overrides the one before. Returns -1 on a bad rport. */
 static int via_param(sip_via *v, sip_pl n, sip_pl val)
@@ -353,19 +349,27 @@ static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 		return -1;
 	s.p++;
 	s.n--;
-	size_t pos = 0;
-	sip_pl n, v;
-	int r;
-	if (trim(s).n == 0)
+	/* the grammar of sip_param_next, without its per-call bookkeeping */
+	const char *p = skip_lws(s.p, s.p + s.n), *end = s.p + s.n;
+	if (p == end)
 		return -1;
-	while ((r = sip_param_next(s, &pos, &n, &v)) == 1) {
+	for (;;) {
+		sip_pl n, v;
+		p = param_one(p, end, &n, &v);
+		if (!p)
+			return -1;
 		if (tag && !tag->p && lit_eq(n, "tag", 3))
 			*tag = v;
 		if (via && via_param(via, n, v))
 			return -1;
+		if (p == end)
+			break;
+		if (*p != ';')
+			return -1;
+		p = skip_lws(p + 1, end);
+		if (p == end)
+			return -1;      /* a trailing ';' names no parameter */
 	}
-	if (r < 0)
-		return -1;
 	*out = s;
 	return 0;
 }
@@ -481,7 +485,7 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 	}
 	/* protocol-name "/" protocol-version, kept as one slice when written without LWS */
 	v->protocol = sip_pl_make(parts[0].p, (size_t)(parts[1].p + parts[1].n - parts[0].p));
-	if (!sip_pl_casecmp(parts[0], "SIP"))
+	if (!lit_eq(parts[0], "sip", 3))
 		return -1;
 	v->transport = parts[2];
 	p = skip_lws(p, end);
