@@ -163,11 +163,16 @@ static const char *const method_names[SIP_METHOD_COUNT] = {
 	"UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
 };
 
+static const uint8_t method_len[SIP_METHOD_COUNT] = {
+	0, 6, 3, 6, 3, 8, 7, 7, 4, 6, 5, 9, 6, 5, 7,
+};
+
 sip_method sip_method_lookup(const char *s, size_t len)
 {
 	/* methods are case-sensitive (RFC 3261 §7.1) */
 	for (int i = 1; i < SIP_METHOD_COUNT; i++)
-		if (strlen(method_names[i]) == len && memcmp(method_names[i], s, len) == 0)
+		if (method_len[i] == len && s[0] == method_names[i][0] &&
+		    memcmp(method_names[i], s, len) == 0)
 			return (sip_method)i;
 	return SIP_METHOD_OTHER;
 }

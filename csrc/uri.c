@@ -495,9 +495,15 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 		if (!rb)
 			return -1;
 		p = rb + 1;
+		while (p < end && *p != ';' && !sip_is_lws((unsigned char)*p) && *p != ':')
+			p++;
+	} else {
+		/* a hostname ends at ';', LWS or ':'; any other byte makes it a bad host */
+		while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_HOST))
+			p++;
+		if (p < end && *p != ';' && *p != ':' && !sip_is_lws((unsigned char)*p))
+			return -1;
 	}
-	while (p < end && *p != ';' && !sip_is_lws((unsigned char)*p) && *p != ':')
-		p++;
 	const char *he = p;
 	p = skip_lws(p, end);
 	if (p < end && *p == ':') {
@@ -509,7 +515,7 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 			return -1;
 	}
 	v->host = sip_pl_make(hs, (size_t)(he - hs));
-	if (!host_ok(v->host))
+	if (he == hs || (*hs == '[' && !host_ok(v->host)))
 		return -1;
 	if (header_params(sip_pl_make(p, (size_t)(end - p)), &v->params, NULL, v))
 		return -1;
