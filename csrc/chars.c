@@ -19,17 +19,17 @@
 
 const uint16_t sip_ctab[256] = {
 	['\t'] = L, ['\n'] = L, ['\r'] = L, [' '] = L,
-	['!'] = T | U | W, ['"'] = W, ['%'] = T | W, ['\''] = T | U | W,
+	['!'] = T | U | W, ['"'] = W | SIP_C_LISTMARK, ['%'] = T | W, ['\''] = T | U | W,
 	['('] = U | W, [')'] = U | W, ['*'] = T | U | W,
 	['+'] = T | W | US | PW | PA | HD | SIP_C_SCHEME,
 	['-'] = T | U | W | SIP_C_HOST | SIP_C_SCHEME,
 	['.'] = T | U | W | SIP_C_HOST | SIP_C_IPV6 | SIP_C_SCHEME,
 	['/'] = W | US | PA | HD, [':'] = W | PA | HD | SIP_C_IPV6,
-	['<'] = W, ['>'] = W, ['?'] = W | US | HD, ['['] = W | PA | HD, ['\\'] = W,
+	['<'] = W | SIP_C_LISTMARK, ['>'] = W | SIP_C_LISTMARK, ['?'] = W | US | HD, ['['] = W | PA | HD, ['\\'] = W,
 	[']'] = W | PA | HD,
 	['_'] = T | U | W, ['`'] = T | W, ['{'] = W, ['}'] = W, ['~'] = T | U | W,
 	['&'] = US | PW | PA | HD, ['='] = US | PW | PA | HD, ['$'] = US | PW | PA | HD,
-	[','] = US | PW, [';'] = US,
+	[','] = US | PW | SIP_C_LISTMARK, [';'] = US,
 #define DG(c) [c] = D | H | AN | SIP_C_IPV6
 	DG('0'), DG('1'), DG('2'), DG('3'), DG('4'), DG('5'), DG('6'), DG('7'), DG('8'), DG('9'),
 #define HX(c) [c] = A | H | AN | SIP_C_IPV6

@@ -17,6 +17,7 @@ enum {
 	SIP_C_HOST = 2048,     /* hostname and IPv4address: alphanum - . */
 	SIP_C_IPV6 = 4096,     /* inside an IPv6reference: HEXDIG : . */
 	SIP_C_SCHEME = 8192,   /* after the scheme's first letter: alphanum + - . */
+	SIP_C_LISTMARK = 16384, /* what splitting a comma list looks at: , " < > */
 };
 
 extern const uint16_t sip_ctab[256];

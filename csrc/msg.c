@@ -278,19 +278,20 @@ int sip_list_next(sip_pl value, size_t *pos, sip_pl *item)
 	if (*pos > value.n)
 		return 0;
 	const char *s = value.p + *pos, *p = s, *end = value.p + value.n;
-	int inq = 0, ina = 0;
+	int ina = 0;
 	/* Most values hold one item: without a comma there is nothing to split. */
 	if (!memchr(s, ',', (size_t)(end - s)))
 		p = end;
 	for (; p < end; p++) {
 		char c = *p;
-		if (inq) {
-			if (c == '\\' && p + 1 < end)
-				p++;
-			else if (c == '"')
-				inq = 0;
-		} else if (c == '"') {
-			inq = 1;
+		if (!(sip_ctab[(unsigned char)c] & SIP_C_LISTMARK))
+			continue;
+		if (c == '"') {
+			p = sip_quoted_end(p + 1, end);
+			if (!p) {
+				p = end;   /* unterminated: the rest is one item */
+				break;
+			}
 		} else if (c == '<') {
 			ina = 1;
 		} else if (c == '>') {

@@ -23,6 +23,20 @@ static inline sip_pl trim(sip_pl s)
 	return s;
 }
 
+const char *sip_quoted_end(const char *p, const char *end)
+{
+	/* memchr to the next quote; only a backslash before it means a second look */
+	for (;;) {
+		const char *q = memchr(p, '"', (size_t)(end - p));
+		if (!q)
+			return NULL;
+		const char *bs = memchr(p, '\\', (size_t)(q - p));
+		if (!bs)
+			return q;
+		p = bs + 2;     /* bs < q < end: the pair is inside */
+	}
+}
+
 /* Characters of class `cls`, or '%' HEX HEX, from p up to the first byte of neither;
  * returns that byte's position, or NULL at a malformed escape. */
 static const char *scan_escaped(const char *p, const char *end, unsigned cls)
@@ -97,13 +111,8 @@ static const char *param_one(const char *p, const char *end, sip_pl *name, sip_p
 		p = skip_lws(p + 1, end);
 		const char *vs = p;
 		if (p < end && *p == '"') {
-			p++;
-			while (p < end && *p != '"') {
-				if (*p == '\\' && p + 1 < end)
-					p++;
-				p++;
-			}
-			if (p >= end)
+			p = sip_quoted_end(p + 1, end);
+			if (!p)
 				return NULL;
 			p++;
 		} else {
@@ -389,16 +398,12 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	}
 	const char *lt = NULL;
 	if (*p == '"') {
-		const char *q = p + 1;
-		while (q < end && *q != '"') {
-			if (*q == '\\') {
-				if (q + 1 >= end)
-					break;
-				q++;
-			}
-			q++;
-		}
-		if (q >= end) {
+		const char *q = sip_quoted_end(p + 1, end);
+		if (!q) {
+			/* a quoted-pair cut by the end (a last lone '\\') is no address at all */
+			for (q = p + 1; q < end; q++)
+				if (*q == '\\' && ++q == end)
+					return -1;
 			*err = "unterminated quoted string";
 			return -1;
 		}
