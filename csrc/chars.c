@@ -5,8 +5,8 @@
 #define D SIP_C_DIGIT
 #define A SIP_C_ALPHA
 #define H SIP_C_HEX
-#define T SIP_C_TOKEN
-#define L SIP_C_LWS
+#define T (SIP_C_TOKEN | SIP_C_PARAMVAL)
+#define L (SIP_C_LWS | SIP_C_ADDRSTOP)
 #define W SIP_C_WORD
 #define US SIP_C_USER
 #define PW SIP_C_PASSWORD
@@ -17,19 +17,19 @@
 /* alphanum: also hostname characters */
 #define AN (U | T | W | SIP_C_HOST | SIP_C_SCHEME)
 
-const uint16_t sip_ctab[256] = {
+const uint32_t sip_ctab[256] = {
 	['\t'] = L, ['\n'] = L, ['\r'] = L, [' '] = L,
 	['!'] = T | U | W, ['"'] = W | SIP_C_LISTMARK, ['%'] = T | W, ['\''] = T | U | W,
 	['('] = U | W, [')'] = U | W, ['*'] = T | U | W,
 	['+'] = T | W | US | PW | PA | HD | SIP_C_SCHEME,
 	['-'] = T | U | W | SIP_C_HOST | SIP_C_SCHEME,
 	['.'] = T | U | W | SIP_C_HOST | SIP_C_IPV6 | SIP_C_SCHEME,
-	['/'] = W | US | PA | HD, [':'] = W | PA | HD | SIP_C_IPV6,
-	['<'] = W | SIP_C_LISTMARK, ['>'] = W | SIP_C_LISTMARK, ['?'] = W | US | HD, ['['] = W | PA | HD, ['\\'] = W,
-	[']'] = W | PA | HD,
+	['/'] = W | US | PA | HD, [':'] = W | PA | HD | SIP_C_IPV6 | SIP_C_PARAMVAL,
+	['<'] = W | SIP_C_LISTMARK, ['>'] = W | SIP_C_LISTMARK, ['?'] = W | US | HD,
+	['['] = W | PA | HD | SIP_C_PARAMVAL, [']'] = W | PA | HD | SIP_C_PARAMVAL, ['\\'] = W,
 	['_'] = T | U | W, ['`'] = T | W, ['{'] = W, ['}'] = W, ['~'] = T | U | W,
 	['&'] = US | PW | PA | HD, ['='] = US | PW | PA | HD, ['$'] = US | PW | PA | HD,
-	[','] = US | PW | SIP_C_LISTMARK, [';'] = US,
+	[','] = US | PW | SIP_C_LISTMARK, [';'] = US | SIP_C_ADDRSTOP,
 #define DG(c) [c] = D | H | AN | SIP_C_IPV6
 	DG('0'), DG('1'), DG('2'), DG('3'), DG('4'), DG('5'), DG('6'), DG('7'), DG('8'), DG('9'),
 #define HX(c) [c] = A | H | AN | SIP_C_IPV6

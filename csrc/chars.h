@@ -18,9 +18,47 @@ enum {
 	SIP_C_IPV6 = 4096,     /* inside an IPv6reference: HEXDIG : . */
 	SIP_C_SCHEME = 8192,   /* after the scheme's first letter: alphanum + - . */
 	SIP_C_LISTMARK = 16384, /* what splitting a comma list looks at: , " < > */
+	SIP_C_PARAMVAL = 32768, /* an unquoted header param value: token / host ([ ] :) */
+	SIP_C_ADDRSTOP = 65536, /* what ends an addr-spec's URI: ';' and LWS */
 };
 
-extern const uint16_t sip_ctab[256];
+extern const uint32_t sip_ctab[256];
+
+/* The first byte from p on (before end) outside class cls; sip_cspan: inside it. Four
+ * bytes a step where there is room: these loops run over most bytes of a message. */
+static inline const char *sip_span(const char *p, const char *end, uint32_t cls)
+{
+	for (; end - p >= 4; p += 4) {
+		if (!(sip_ctab[(unsigned char)p[0]] & cls))
+			return p;
+		if (!(sip_ctab[(unsigned char)p[1]] & cls))
+			return p + 1;
+		if (!(sip_ctab[(unsigned char)p[2]] & cls))
+			return p + 2;
+		if (!(sip_ctab[(unsigned char)p[3]] & cls))
+			return p + 3;
+	}
+	while (p < end && (sip_ctab[(unsigned char)*p] & cls))
+		p++;
+	return p;
+}
+
+static inline const char *sip_cspan(const char *p, const char *end, uint32_t cls)
+{
+	for (; end - p >= 4; p += 4) {
+		if (sip_ctab[(unsigned char)p[0]] & cls)
+			return p;
+		if (sip_ctab[(unsigned char)p[1]] & cls)
+			return p + 1;
+		if (sip_ctab[(unsigned char)p[2]] & cls)
+			return p + 2;
+		if (sip_ctab[(unsigned char)p[3]] & cls)
+			return p + 3;
+	}
+	while (p < end && !(sip_ctab[(unsigned char)*p] & cls))
+		p++;
+	return p;
+}
 
 static inline int sip_is_digit(unsigned char c) { return sip_ctab[c] & SIP_C_DIGIT; }
 static inline int sip_is_alpha(unsigned char c) { return sip_ctab[c] & SIP_C_ALPHA; }

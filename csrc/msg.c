@@ -425,11 +425,16 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 			*err = "bad Call-ID";
 			return -1;
 		}
-		for (size_t i = 0; i < v.n; i++)
-			if (!sip_is_word((unsigned char)v.p[i]) && v.p[i] != '@') {
+		/* word [ "@" word ], and we take any number of '@' as we always did */
+		for (const char *p = v.p, *end = v.p + v.n;;) {
+			p = sip_span(p, end, SIP_C_WORD);
+			if (p == end)
+				break;
+			if (*p++ != '@') {
 				*err = "bad Call-ID";
 				return -1;
 			}
+		}
 		m->call_id = v;
 		return 0;
 	case SIP_HDR_CSEQ: {
@@ -522,8 +527,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 {
 	const char *p = line.p, *end = line.p + line.n;
 	const char *ms = p;
-	while (p < end && sip_is_token((unsigned char)*p))
-		p++;
+	p = sip_span(p, end, SIP_C_TOKEN);
 	if (p == ms || p >= end || *p != ' ') {
 		*err = "bad request line";
 		return -1;
@@ -531,8 +535,8 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 	m->method = sip_pl_make(ms, (size_t)(p - ms));
 	p++;
 	const char *us = p;
-	while (p < end && *p != ' ')
-		p++;
+	const char *sp = memchr(p, ' ', (size_t)(end - p));
+	p = sp ? sp : end;
 	m->uri = sip_pl_make(us, (size_t)(p - us));
 	if (p >= end || m->uri.n == 0) {
 		*err = "bad request line";
@@ -660,8 +664,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			break;
 		}
 		const char *ls = p;
-		while (p < end && sip_is_token((unsigned char)*p))
-			p++;
+		p = sip_span(p, end, SIP_C_TOKEN);
 		sip_pl name = sip_pl_make(ls, (size_t)(p - ls));
 		while (p < end && (*p == ' ' || *p == '\t'))
 			p++;

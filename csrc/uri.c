@@ -42,8 +42,7 @@ const char *sip_quoted_end(const char *p, const char *end)
 static const char *scan_escaped(const char *p, const char *end, unsigned cls)
 {
 	for (;;) {
-		while (p < end && (sip_ctab[(unsigned char)*p] & cls))
-			p++;
+		p = sip_span(p, end, cls);
 		if (p == end || *p != '%')
 			return p;
 		if (end - p < 3 || !sip_is_hex((unsigned char)p[1]) || !sip_is_hex((unsigned char)p[2]))
@@ -73,9 +72,7 @@ static int host_ok(sip_pl h)
 			p++;
 		return p == end;
 	}
-	while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_HOST))
-		p++;
-	return p == end;
+	return sip_span(p, end, SIP_C_HOST) == end;
 }
 
 static int port_parse(sip_pl s, int *port)
@@ -100,8 +97,7 @@ static int port_parse(sip_pl s, int *port)
 static const char *param_one(const char *p, const char *end, sip_pl *name, sip_pl *value)
 {
 	const char *ns = p;
-	while (p < end && sip_is_token((unsigned char)*p))
-		p++;
+	p = sip_span(p, end, SIP_C_TOKEN);
 	if (p == ns)
 		return NULL;
 	*name = sip_pl_make(ns, (size_t)(p - ns));
@@ -117,9 +113,7 @@ static const char *param_one(const char *p, const char *end, sip_pl *name, sip_p
 			p++;
 		} else {
 			/* token / host (IPv6 references bring [ ] :) */
-			while (p < end && (sip_is_token((unsigned char)*p) || *p == '[' ||
-					   *p == ']' || *p == ':'))
-				p++;
+			p = sip_span(p, end, SIP_C_PARAMVAL);
 			if (p == vs)
 				return NULL;
 		}
@@ -217,9 +211,7 @@ static int sip_uri_rest(sip_uri *u, const char *p, const char *end)
 				return -1;
 		q = rb + 1;
 	} else {
-		q = p;
-		while (q < end && (sip_ctab[(unsigned char)*q] & SIP_C_HOST))
-			q++;
+		q = sip_span(p, end, SIP_C_HOST);
 		if (q == p)
 			return -1;
 	}
@@ -257,8 +249,7 @@ int sip_uri_parse(sip_uri *u, sip_pl s, const char **err)
 	const char *p = s.p, *end = s.p + s.n;
 	if (s.n == 0 || !sip_is_alpha((unsigned char)*p))
 		return -1;
-	while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_SCHEME))
-		p++;
+	p = sip_span(p, end, SIP_C_SCHEME);
 	if (p == end || *p != ':' || p + 1 == end)
 		return -1;
 	u->scheme = sip_pl_make(s.p, (size_t)(p - s.p));
@@ -414,9 +405,7 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 			return -1;
 	} else {
 		/* name-addr with token display name, or addr-spec */
-		const char *q = p;
-		while (q < end && (sip_is_token((unsigned char)*q) || sip_is_lws((unsigned char)*q)))
-			q++;
+		const char *q = sip_span(p, end, SIP_C_TOKEN | SIP_C_LWS);
 		if (q < end && *q == '<') {
 			lt = q;
 			a->display = trim(sip_pl_make(p, (size_t)(q - p)));
@@ -427,9 +416,7 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 				*err = "bad display name";
 				return -1;
 			}
-			const char *e = p;
-			while (e < end && *e != ';' && !sip_is_lws((unsigned char)*e))
-				e++;
+			const char *e = sip_cspan(p, end, SIP_C_ADDRSTOP);
 			a->uri = sip_pl_make(p, (size_t)(e - p));
 			if (memchr(a->uri.p, '?', a->uri.n) || memchr(a->uri.p, ',', a->uri.n)) {
 				*err = "URI with headers must be in <>";
@@ -476,8 +463,7 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 	for (int i = 0; i < 3; i++) {
 		p = skip_lws(p, end);
 		const char *t = p;
-		while (p < end && sip_is_token((unsigned char)*p))
-			p++;
+		p = sip_span(p, end, SIP_C_TOKEN);
 		if (p == t)
 			return -1;
 		parts[i] = sip_pl_make(t, (size_t)(p - t));
@@ -504,8 +490,7 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 			p++;
 	} else {
 		/* a hostname ends at ';', LWS or ':'; any other byte makes it a bad host */
-		while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_HOST))
-			p++;
+		p = sip_span(p, end, SIP_C_HOST);
 		if (p < end && *p != ';' && *p != ':' && !sip_is_lws((unsigned char)*p))
 			return -1;
 	}
