@@ -95,6 +95,42 @@ int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_
 
 static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len);
 
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+}
+
+/* A TCP connection we opened failed: its client transactions get 503 now rather than
+ * 408 after Timer B/F (RFC 3261 §8.1.3.1 treats transport errors as 503). */
+static void fail_dest(sip_endpoint *ep, const sip_tp_src *src)
+{
+	enum { BATCH = 64 };
+	uint64_t ids[BATCH];
+	size_t n = 0;
+	for (size_t i = 0; i < ep->client.nb && n < BATCH; i++)
+		for (sip_map_node *nd = ep->client.b[i]; nd && n < BATCH; nd = nd->next) {
+			sip_txn *t = nd->value;
+			if (t->dest.kind == SIP_TP_TCP && t->state != SIP_TXN_COMPLETED &&
+			    t->state != SIP_TXN_ACCEPTED && same_addr(&t->dest.addr, &src->peer))
+				ids[n++] = t->id;
+		}
+	for (size_t i = 0; i < n; i++) {
+		sip_txn *t = sip_ep_txn(ep, ids[i]);   /* an earlier hook may have ended it */
+		if (!t)
+			continue;
+		sip_ep_synth_response(ep, t, 503, "Service Unavailable (connection failed)");
+		sip_txn_terminate(t);
+	}
+}
+
 static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, const char *detail)
 {
 	sip_endpoint *ep = arg;
@@ -102,6 +138,8 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 	if (src)
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
 	sip_ep_logf(ep, "transport %s %s%s%s", event, a, detail ? ": " : "", detail ? detail : "");
+	if (src && strcmp(event, "connect failed") == 0)
+		fail_dest(ep, src);
 }
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -501,13 +539,15 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 
 /* --- outgoing ------------------------------------------------------------------------- */
 
-int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, const char **err)
+int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
+		 const char **err)
 {
 	(void)ep;
 	if (st->client || res->is_request) {
 		*err = "not a response for a server transaction";
 		return -1;
 	}
+	st->proxied = (uint8_t)(proxied != 0);
 	return sip_txn_server_reply(st, res, err);
 }
 
@@ -571,15 +611,23 @@ static int sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, si
 }
 
 static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
-		   sip_via_mode mode)
+		   sip_via_mode mode, const char *branch)
 {
 	if (mode == SIP_VIA_KEEP)
 		return req->branch.n ? 0 : -1;
-	char sb[96], v[256], br[BRANCH_HEX];
+	char sb[96], v[384], br[BRANCH_HEX + 8];
 	sent_by(ep, kind, family, sb, sizeof sb);
-	sip_random_hex(br, sizeof br);
-	int n = snprintf(v, sizeof v, "SIP/2.0/%s %s;branch=z9hG4bK%.*s;rport",
-			 kind == SIP_TP_TCP ? "TCP" : "UDP", sb, BRANCH_HEX, br);
+	if (!branch) {
+		memcpy(br, "z9hG4bK", 7);
+		sip_random_hex(br + 7, BRANCH_HEX);
+		br[7 + BRANCH_HEX] = 0;
+		branch = br;
+	}
+	for (const char *c = branch; *c; c++)
+		if (!sip_is_token((unsigned char)*c))
+			return -1;
+	int n = snprintf(v, sizeof v, "SIP/2.0/%s %s;branch=%.200s;rport",
+			 kind == SIP_TP_TCP ? "TCP" : "UDP", sb, branch);
 	if (mode == SIP_VIA_REPLACE && req->first[SIP_HDR_VIA] >= 0)
 		sip_msg_remove_top_via(req);
 	return sip_msg_add_header(req, "Via", 3, v, (size_t)n, 1);
@@ -587,9 +635,9 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 
 /* Choose the transport (§18.1.1: large requests leave UDP), write our Via, print. */
 static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode mode,
-		     size_t *len, const char **err)
+		     const char *branch, size_t *len, const char **err)
 {
-	if (set_via(ep, req, d->kind, d->addr.ss_family, mode)) {
+	if (set_via(ep, req, d->kind, d->addr.ss_family, mode, branch)) {
 		*err = "cannot set Via";
 		return NULL;
 	}
@@ -597,7 +645,7 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 	if (d->kind == SIP_TP_UDP && *len > SIP_UDP_MTU_LIMIT && mode != SIP_VIA_KEEP) {
 		d->kind = SIP_TP_TCP;
 		d->listener = -1;
-		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE)) {
+		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE, branch)) {
 			*err = "cannot set Via";
 			return NULL;
 		}
@@ -613,7 +661,7 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 }
 
 sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			sip_via_mode via_mode, const char **err)
+			sip_via_mode via_mode, const char *branch, const char **err)
 {
 	char key[KEY_MAX];
 	if (!req->is_request || req->method_id == SIP_METHOD_ACK) {
@@ -626,7 +674,7 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 	}
 	sip_dest d = *dst;
 	size_t len;
-	char *buf = prepare(ep, req, &d, via_mode, &len, err);
+	char *buf = prepare(ep, req, &d, via_mode, branch, &len, err);
 	if (!buf)
 		return NULL;
 	size_t kl = client_key(key, req->branch, req->method);
@@ -648,11 +696,11 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 }
 
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			  sip_via_mode via_mode, const char **err)
+			  sip_via_mode via_mode, const char *branch, const char **err)
 {
 	sip_dest d = *dst;
 	size_t len;
-	char *buf = prepare(ep, req, &d, via_mode, &len, err);
+	char *buf = prepare(ep, req, &d, via_mode, branch, &len, err);
 	if (!buf)
 		return -1;
 	int r = sip_ep_send_dest(ep, &d, buf, len, err);
@@ -689,7 +737,7 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 		free(buf);
 		return -1;
 	}
-	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, err);
+	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, NULL, err);
 	sip_msg_free(&cancel);
 	free(buf);
 	return t ? 0 : -1;

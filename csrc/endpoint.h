@@ -14,9 +14,10 @@
 #define SIP_T1_DEFAULT 500
 #define SIP_T2_DEFAULT 4000
 #define SIP_T4_DEFAULT 5000
-/* Live transactions, both kinds. A busy proxy holds rate × lifetime (~32 s with Timer J):
- * 4096 covers ~120 new transactions/s; raise it for more. Past it: 503 + Retry-After. */
-#define SIP_MAX_TXNS_DEFAULT 4096
+/* Live transactions, both kinds. A UDP server transaction lives 32 s after its final
+ * response (Timer J), so a proxy holds about rate × 37 s of them: 65536 covers ~1700 new
+ * transactions/s at ~1 KB each (64 MB). Past it: 503 + Retry-After. */
+#define SIP_MAX_TXNS_DEFAULT 65536
 /* RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP */
 #define SIP_UDP_MTU_LIMIT 1300
 
@@ -80,8 +81,11 @@ void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st);
 const sip_ep_config *sip_ep_config_get(sip_endpoint *ep);
 
 /* Answer through a server transaction. Fails (-1, *err) when a final response was sent
- * already, for a provisional after a final, or on a transport error. */
-int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, const char **err);
+ * already, for a provisional after a final, or on a transport error. proxied != 0: the
+ * response comes from downstream (§16.7): a 2xx is not retransmitted nor its ACK awaited
+ * here, since both are end to end. */
+int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
+		 const char **err);
 
 /* Send a response with no transaction (§8.2.7 / §16.11 stateless), routed by its top Via
  * and the request's source. */
@@ -94,12 +98,13 @@ typedef enum sip_via_mode {
 	SIP_VIA_KEEP,      /* CANCEL, ACK for non-2xx: the Via given is the right one */
 } sip_via_mode;
 
-/* Start a client transaction for req toward dst. Edits req's Via as via_mode says. */
+/* Start a client transaction for req toward dst. Edits req's Via as via_mode says; branch
+ * (NULL: random) is the new Via's branch, z9hG4bK included (proxies put a loop hash in it). */
 sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			sip_via_mode via_mode, const char **err);
+			sip_via_mode via_mode, const char *branch, const char **err);
 /* Send a request with no transaction (ACK for 2xx, stateless forwarding). */
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			  sip_via_mode via_mode, const char **err);
+			  sip_via_mode via_mode, const char *branch, const char **err);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
 

@@ -397,7 +397,7 @@ static int fail(lua_State *L, const char *err)
 	return 2;
 }
 
-/* ep:reply(txn_id, response) -> true | nil, err */
+/* ep:reply(txn_id, response [, proxied]) -> true | nil, err */
 static int ep_reply(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -406,7 +406,7 @@ static int ep_reply(lua_State *L)
 	const char *err;
 	if (!t)
 		return fail(L, "the transaction is gone");
-	if (sip_ep_reply(e->ep, t, res, &err))
+	if (sip_ep_reply(e->ep, t, res, lua_toboolean(L, 4), &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);
 	return 1;
@@ -449,7 +449,7 @@ static int target(lua_State *L, lsip_ep *e, int i, sip_dest *d)
 	return 0;
 }
 
-/* ep:request(msg, target_uri [, via_mode]) -> txn_id | nil, err */
+/* ep:request(msg, target_uri [, via_mode [, branch]]) -> txn_id | nil, err */
 static int ep_request(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -458,7 +458,8 @@ static int ep_request(lua_State *L)
 	if (target(L, e, 3, &d))
 		return 2;
 	const char *err;
-	sip_txn *t = sip_ep_request(e->ep, m, &d, check_via_mode(L, 4), &err);
+	sip_txn *t = sip_ep_request(e->ep, m, &d, check_via_mode(L, 4), luaL_optstring(L, 5, NULL),
+				    &err);
 	if (!t)
 		return fail(L, err);
 	lua_pushinteger(L, (lua_Integer)sip_txn_id(t));
@@ -474,7 +475,8 @@ static int ep_send(lua_State *L)
 	if (target(L, e, 3, &d))
 		return 2;
 	const char *err;
-	if (sip_ep_send_stateless(e->ep, m, &d, check_via_mode(L, 4), &err))
+	if (sip_ep_send_stateless(e->ep, m, &d, check_via_mode(L, 4), luaL_optstring(L, 5, NULL),
+				  &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);
 	return 1;

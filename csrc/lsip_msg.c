@@ -5,7 +5,9 @@
 #include "rand.h"
 #include "uri.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* User values of a message: 1 = the Lua string it was parsed from (zero-copy anchor),
  * 2 = a table of fields that Lua code attaches (req.source, endpoint context, ...). */
@@ -628,13 +630,21 @@ static int m_vias(lua_State *L)
 	return 1;
 }
 
-/* msg:via([n]) -> the n-th Via value parsed (1 = top) */
+/* msg:via([n]) -> the n-th Via value parsed (1 = top), parsing no other */
 static int m_via(lua_State *L)
 {
-	lua_Integer n = luaL_optinteger(L, 2, 1);
-	m_vias(L);
-	lua_rawgeti(L, -1, n);
-	return 1;
+	sip_msg *m = lsip_checkmsg(L, 1);
+	lua_Integer want = luaL_optinteger(L, 2, 1), k = 0;
+	for (int i = m->first[SIP_HDR_VIA]; i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, NULL, 0, i + 1)) {
+		size_t pos = 0;
+		sip_pl item;
+		while (sip_list_next(m->hdrs[i].value, &pos, &item))
+			if (++k == want) {
+				push_via(L, item);
+				return 1;
+			}
+	}
+	return 0;
 }
 
 /* msg:addr(name [, n]) -> the n-th name-addr of From/To/Contact/Route... parsed */
@@ -662,6 +672,93 @@ static int m_addr(lua_State *L)
 		}
 	}
 	return 0;
+}
+
+/* msg:loop_hash() -> 12 hex digits over what stays the same when a request comes back to
+ * a proxy (§16.6 step 8): Request-URI, Call-ID, From tag, To tag, CSeq number. */
+static int m_loop_hash(lua_State *L)
+{
+	sip_msg *m = lsip_checkmsg(L, 1);
+	uint64_t h = 1469598103934665603ull;
+	const sip_pl parts[] = { m->uri, m->call_id, m->from_tag, m->to_tag };
+	for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+		for (size_t i = 0; i < parts[k].n; i++) {
+			h ^= (unsigned char)parts[k].p[i];
+			h *= 1099511628211ull;
+		}
+		h ^= 0xff;   /* separator: "ab","c" and "a","bc" differ */
+		h *= 1099511628211ull;
+	}
+	h ^= m->cseq;
+	h *= 1099511628211ull;
+	char out[16];
+	snprintf(out, sizeof out, "%012llx", (unsigned long long)(h >> 16));
+	lua_pushlstring(L, out, 12);
+	return 1;
+}
+
+/* msg:via_hosts_with_branch(prefix) -> { "host:port", ... } of the Via values whose branch
+ * starts with prefix, or nil (the common case, without building anything). */
+static int m_via_hosts_with_branch(lua_State *L)
+{
+	sip_msg *m = lsip_checkmsg(L, 1);
+	size_t plen;
+	const char *prefix = luaL_checklstring(L, 2, &plen);
+	int found = 0;
+	for (int i = m->first[SIP_HDR_VIA]; i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, NULL, 0, i + 1)) {
+		const sip_hdr *h = &m->hdrs[i];
+		/* cheap test first: the prefix must occur in the raw value */
+		if (h->value.n < plen || !memmem(h->value.p, h->value.n, prefix, plen))
+			continue;
+		size_t pos = 0;
+		sip_pl item;
+		while (sip_list_next(h->value, &pos, &item)) {
+			sip_via v;
+			const char *err;
+			if (sip_via_parse(&v, item, &err) || v.branch.n < plen ||
+			    memcmp(v.branch.p, prefix, plen) != 0)
+				continue;
+			if (!found++)
+				lua_newtable(L);
+			luaL_Buffer b;
+			luaL_buffinit(L, &b);
+			for (size_t k = 0; k < v.host.n; k++) {
+				char c = v.host.p[k];
+				luaL_addchar(&b, c >= 'A' && c <= 'Z' ? (char)(c + 32) : c);
+			}
+			lua_pushfstring(L, ":%d", v.port ? v.port : 5060);
+			luaL_addvalue(&b);
+			luaL_pushresult(&b);
+			lua_rawseti(L, -2, found);
+		}
+	}
+	return found ? 1 : 0;
+}
+
+/* core.uri_hostport(uri) -> host (lowercase, IPv6 without []), port | nil: no tables */
+static int l_uri_hostport(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	sip_uri u;
+	const char *err;
+	if (sip_uri_parse(&u, sip_pl_make(s, len), &err) || !u.is_sip || u.host.n == 0)
+		return 0;
+	sip_pl h = u.host;
+	if (h.n >= 2 && h.p[0] == '[') {
+		h.p++;
+		h.n -= 2;
+	}
+	luaL_Buffer b;
+	char *out = luaL_buffinitsize(L, &b, h.n);
+	for (size_t k = 0; k < h.n; k++)
+		out[k] = (char)(h.p[k] >= 'A' && h.p[k] <= 'Z' ? h.p[k] + 32 : h.p[k]);
+	luaL_pushresultsize(&b, h.n);
+	if (u.port)
+		lua_pushinteger(L, u.port);
+	else
+		lua_pushnil(L);
+	return 2;
 }
 
 static int m_gc(lua_State *L)
@@ -777,6 +874,8 @@ static const luaL_Reg methods[] = {
 	{ "vias", m_vias },
 	{ "via", m_via },
 	{ "addr", m_addr },
+	{ "loop_hash", m_loop_hash },
+	{ "via_hosts_with_branch", m_via_hosts_with_branch },
 	{ NULL, NULL },
 };
 
@@ -811,6 +910,7 @@ static const luaL_Reg funcs[] = {
 	{ "uri_parse", l_uri_parse },
 	{ "addr_parse", l_addr_parse },
 	{ "random_hex", l_random_hex },
+	{ "uri_hostport", l_uri_hostport },
 	{ NULL, NULL },
 };
 

@@ -108,6 +108,16 @@ int sip_txn_send(sip_txn *t, const char *buf, size_t len)
 	return 0;
 }
 
+/* Restart a retransmission timer `interval` after its previous due time, not after now:
+ * late wake-ups must not push every later retransmission back (the doubling of §17 is
+ * counted from the first transmission). */
+static void restart_from_due(sip_txn *t, sip_timer_fn fn)
+{
+	sip_loop *loop = t->ep->loop;
+	uint64_t now = sip_loop_now(loop), due = t->t_retx.due + t->interval;
+	sip_timer_start(loop, &t->t_retx, due > now ? due - now : 0, fn, t);
+}
+
 static void retransmit(sip_txn *t, const char *buf, size_t len)
 {
 	t->ep->stats.retrans_sent++;
@@ -146,7 +156,7 @@ static void client_retransmit_handler(void *arg)
 	else
 		t->interval = t->state == SIP_TXN_PROCEEDING ? ep->cfg.t2 :
 			      (t->interval * 2 < ep->cfg.t2 ? t->interval * 2 : ep->cfg.t2);
-	sip_timer_start(ep->loop, &t->t_retx, t->interval, client_retransmit_handler, t);
+	restart_from_due(t, client_retransmit_handler);
 }
 
 /* Timer B / F: no final response in 64*T1 -> 408 to the TU. Timer M: Accepted is over. */
@@ -278,7 +288,7 @@ static void server_retransmit_handler(void *arg)
 		return;
 	retransmit(t, t->out, t->outlen);
 	t->interval = t->interval * 2 < ep->cfg.t2 ? t->interval * 2 : ep->cfg.t2;
-	sip_timer_start(ep->loop, &t->t_retx, t->interval, server_retransmit_handler, t);
+	restart_from_due(t, server_retransmit_handler);
 }
 
 /* Timer H: no ACK for the non-2xx final. Timer L: the 2xx wait is over (RFC 6026). */
@@ -347,6 +357,12 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 	if (code < 300) {
 		/* RFC 6026: Accepted; the core resends the 2xx until the ACK (§13.3.1.4) */
 		t->state = SIP_TXN_ACCEPTED;
+		if (t->proxied) {
+			/* a proxy's 2xx: ACK and retransmissions are end to end; stay Accepted
+			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5) */
+			sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
+			return r;
+		}
 		char key[600];
 		int n = snprintf(key, sizeof key, "A|%.*s|%u|%.*s", (int)res->call_id.n,
 				 res->call_id.p, (unsigned)res->cseq, (int)res->from_tag.n,

@@ -13,6 +13,7 @@ struct sip_txn {
 	uint8_t cancel_pending;  /* client INVITE: CANCEL asked for before any provisional */
 	uint8_t cancelled;       /* server INVITE: a CANCEL came */
 	uint8_t acked;           /* server INVITE, Accepted: the ACK for the 2xx came */
+	uint8_t proxied;         /* server: its responses come from downstream (§16.7) */
 	int last_status;
 	char *key;               /* in ep->client or ep->server */
 	size_t klen;

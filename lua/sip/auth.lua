@@ -54,7 +54,8 @@ Digest.__index = Digest
 --- sip.auth.digest(opts) -> authenticator
 -- opts: realm, credentials(user, realm, algorithm) -> password|nil [, is_ha1],
 -- algorithms, qop ("auth" | "auth-int" | "auth,auth-int"), nonce_ttl, proxy,
--- max_failures, failure_window, allow_rfc2069, now (a clock in seconds).
+-- max_failures, failure_window, allow_rfc2069, now (a clock in seconds),
+-- log (function(line, level); default: the endpoint's log).
 function M.digest(opts)
   assert(type(opts) == "table", "sip.auth.digest: options table expected")
   assert(type(opts.realm) == "string" and opts.realm ~= "", "sip.auth.digest: realm required")
@@ -88,6 +89,7 @@ function M.digest(opts)
     failure_window = opts.failure_window or 60,
     allow_rfc2069 = opts.allow_rfc2069 ~= false,
     now = opts.now or os.time,
+    log = opts.log,
     code = proxy and 407 or 401,
     challenge_header = proxy and "Proxy-Authenticate" or "WWW-Authenticate",
     credentials_header = proxy and "Proxy-Authorization" or "Authorization",
@@ -265,30 +267,56 @@ function Digest:verify(req)
 end
 
 --- auth:check(req) -> true, username | false (after req:reply with the challenge or error)
+-- Refusals other than the first challenge are logged (opts.log, else the endpoint's log):
+-- a 403 at "warn" so an operator sees brute force, the rest at "info".
 function Digest:check(req)
-  local ok, a, headers = self:verify(req)
+  local ok, a, headers, reason = self:verify(req)
   if ok then return true, a end
-  req:reply(a, nil, { headers = headers })
+  local log = self.log or req._ep and req._ep.log
+  if log and reason ~= "no credentials for this realm" then
+    log(("auth: %d (%s) for %s from %s"):format(a, reason, tostring(req.method),
+        tostring(req.source)), a == 403 and "warn" or "info")
+  end
+  -- a 400 says what was wrong, as the message layer's 400s do; other refusals say nothing
+  req:reply(a, a == 400 and reason or nil, { headers = headers })
   return false
 end
 
 -- ---- client ----
 
-local function supported(challenge)
-  local t = core.digest_parse(challenge, "challenge")
-  return t and t.scheme:lower() == "digest" and CANON[(t.algorithm or "MD5"):lower()] ~= nil
+-- Client preference among the algorithms we know: RFC 8760 §2.4 asks the client to use the
+-- strongest it supports, whatever order the server listed them in.
+local STRENGTH = { ["MD5"] = 1, ["MD5-sess"] = 1, ["SHA-256"] = 2, ["SHA-256-sess"] = 2,
+                   ["SHA-512-256"] = 3, ["SHA-512-256-sess"] = 3 }
+
+--- sip.auth.parse_challenge(value) -> { scheme=, realm=, nonce=, stale=, ... } | nil, reason
+-- Only Digest challenges with an algorithm we implement are returned.
+function M.parse_challenge(value)
+  local t, err = core.digest_parse(value, "challenge")
+  if not t then return nil, err end
+  if t.scheme:lower() ~= "digest" then return nil, "not a Digest challenge" end
+  if not CANON[(t.algorithm or "MD5"):lower()] then return nil, "unsupported algorithm" end
+  return t
+end
+
+local function strength(challenge)
+  local t = M.parse_challenge(challenge)
+  return t and STRENGTH[CANON[(t.algorithm or "MD5"):lower()]] or 0
 end
 
 --- sip.auth.authorization(challenge | {challenge, ...}, opts) -> value | nil, reason
 -- opts: user, password, method, uri, body, nc (default 1), cnonce (default fresh).
--- Given several challenges (RFC 8760 orders them strongest first) the first usable wins.
+-- Given several challenges the strongest usable one wins (the first among equals).
 function M.authorization(challenge, opts)
   assert(type(opts) == "table", "authorization: options table expected")
   if type(challenge) == "table" then
+    local best, best_strength = nil, 0
     for _, ch in ipairs(challenge) do
-      if supported(ch) then return core.digest_authorization(ch, opts) end
+      local st = strength(ch)
+      if st > best_strength then best, best_strength = ch, st end
     end
-    return nil, "no supported digest challenge"
+    if not best then return nil, "no supported digest challenge" end
+    return core.digest_authorization(best, opts)
   end
   assert(type(challenge) == "string", "authorization: challenge string expected")
   local t, err = core.digest_parse(challenge, "challenge")

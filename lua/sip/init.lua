@@ -186,11 +186,46 @@ function sip.request(t)
   return core.parse(table.concat(lines, "\r\n"))
 end
 
+-- Endpoints and the scheduler --------------------------------------------------------
+
+local sched = require "sip.sched"
+sip.sched = sched
+sip.sleep = sched.sleep
+sip.spawn = sched.spawn
+
+local endpoint = require "sip.endpoint"
+require "sip.dialog"   -- adds ep:call, ep:dial, req:answer
+require "sip.ua"       -- adds ep:message, ep:register
+
+-- Digest auth, SDP and CPIM bodies, reachable as sip.auth, sip.sdp, sip.cpim.
+sip.auth = require "sip.auth"
+sip.sdp = require "sip.sdp"
+sip.cpim = require "sip.cpim"
+
+--- sip.endpoint{ listen = {...}, ... } -> endpoint | nil, err
+function sip.endpoint(opts)
+  return endpoint.new(opts)
+end
+
 -- Message methods written in Lua (the C ones are in csrc/lsip_msg.c).
 
 --- msg:is_response() / msg:is_request()
 function msg_methods.is_response(m)
   return not m.is_request
 end
+
+-- Modules that use `sip` themselves load once it is complete; the rest on first use.
+package.loaded.sip = sip
+require "sip.proxy"   -- adds req:relay
+local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
+  cli = "sip.cli" }
+setmetatable(sip, { __index = function(t, k)
+  local name = lazy[k]
+  if name then
+    local m = require(name)
+    rawset(t, k, m)
+    return m
+  end
+end })
 
 return sip

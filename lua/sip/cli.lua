@@ -1,0 +1,343 @@
+-- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
+-- small client (message, options, register) on the same stack.
+local sip = require "sip"
+
+local cli = {}
+
+local USAGE = [[
+usage:
+  luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
+               [--no-auth] [--quiet] [--t1 MS]
+  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
+  luasip options URI [--proxy URI]
+  luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
+]]
+
+-- --name value / --flag / positional arguments
+local function parse_args(argv, flags)
+  local opts, pos = { listen = {} }, {}
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    local name = a:match("^%-%-([%w%-]+)$")
+    if name then
+      name = name:gsub("%-", "_")
+      if flags[name] then
+        opts[name] = true
+      else
+        local v = argv[i + 1]
+        if v == nil then
+          return nil, "--" .. name .. " needs a value"
+        end
+        if name == "listen" then
+          opts.listen[#opts.listen + 1] = v
+        else
+          opts[name] = v
+        end
+        i = i + 1
+      end
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+--- Users file: "user:password" or htdigest "user:realm:HA1" lines, # comments.
+function cli.load_users(path)
+  local f, err = io.open(path)
+  if not f then
+    return nil, err
+  end
+  local users = {}
+  local n = 0
+  for line in f:lines() do
+    n = n + 1
+    line = line:gsub("#.*$", ""):match("^%s*(.-)%s*$")
+    if line ~= "" then
+      local u, realm, ha1 = line:match("^([^:]+):([^:]*):(%x+)$")
+      if u and #ha1 == 32 then
+        users[u] = { realm = realm, ha1 = ha1:lower() }
+      else
+        local user, pw = line:match("^([^:]+):(.*)$")
+        if not user then
+          f:close()
+          return nil, path .. ":" .. n .. ": want user:password or user:realm:HA1"
+        end
+        users[user] = { password = pw }
+      end
+    end
+  end
+  f:close()
+  return users
+end
+
+local function log_line(quiet)
+  if quiet then
+    return function() end
+  end
+  return function(fmt, ...)
+    io.stdout:write(os.date("!%H:%M:%S "), string.format(fmt, ...), "\n")
+    io.stdout:flush()
+  end
+end
+
+--- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
+-- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =
+function cli.server(opts)
+  local log = log_line(opts.quiet)
+  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
+    log = (not opts.quiet and opts.debug) and "debug" or nil }
+  if not ep then
+    return nil, err
+  end
+  local domain = (opts.domain or "localhost"):lower()
+  ep:set_domains { domain }
+  local users = opts.users or {}
+  local function is_ours(uri)
+    if type(uri) == "table" then
+      return uri.host and (uri.host:lower() == domain or ep:is_local(uri)) or false
+    end
+    local host = sip.core.uri_hostport(uri)
+    return host == domain or ep:is_local(uri)
+  end
+  local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
+    max_expires = opts.max_expires or 3600,
+    canonical = function(u)
+      if is_ours(u) then
+        u.host, u.port = domain, nil
+      end
+      return u
+    end }
+  local auth_www, auth_proxy
+  if not opts.no_auth then
+    local only_md5 = false
+    for _, u in pairs(users) do
+      if u.ha1 then
+        only_md5 = true   -- htdigest HA1s are MD5: SHA-256 could never be checked
+      end
+    end
+    local function credentials(user, realm)
+      local u = users[user]
+      if not u then
+        return nil
+      end
+      if u.ha1 then
+        return u.ha1, true
+      end
+      return u.password
+    end
+    local algs = only_md5 and { "MD5" } or { "SHA-256", "MD5" }
+    auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs }
+    auth_proxy = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
+      proxy = true }
+  end
+
+  local function from_local_user(req)
+    local f = req:addr("From")
+    local u = f and sip.uri.parse(f.uri)
+    return u and is_ours(u)
+  end
+
+  -- A request we relayed that came back to us (a spiral): it was authenticated already.
+  local function spiral(req)
+    local v = req:via(1)
+    return v and ep:_local_addrs()[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)] or false
+  end
+
+  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
+  local function echo(req)
+    if req.method ~= "MESSAGE" then
+      if req.method == "OPTIONS" then
+        return req:reply(200)
+      end
+      return req:reply(488, "The echo bot only takes MESSAGE")
+    end
+    req:reply(200)
+    local from = req:addr("From")
+    local aor = sip.registrar.aor(from.uri)
+    local targets = aor and registrar:lookup(aor) or {}
+    local target = targets[1] and targets[1].uri or from.uri
+    local back = sip.request { method = "MESSAGE", uri = target,
+      from = "<sip:echo@" .. domain .. ">", to = "<" .. from.uri .. ">",
+      body = req.body, content_type = req.content_type or "text/plain" }
+    local res = back and ep:request(back)
+    log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
+  end
+
+  ep:route(function(req)
+    local m = req.method
+    if m ~= "ACK" and not req:validate() then
+      return   -- §16.3 refused it (483, 482, 416, 420) before anything else
+    end
+    local ruri = sip.uri.parse(req.uri)
+    if m == "REGISTER" and is_ours(ruri) then
+      if auth_www then
+        local ok = auth_www:check(req)
+        if not ok then
+          log("REGISTER %s -> challenge", req:header("To"))
+          return
+        end
+      end
+      local code = registrar:handle(req)
+      log("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
+        req.source, code)
+      return
+    end
+    if m == "ACK" or m == "CANCEL" or req.to_tag then
+      -- in-dialog (or the ACK/CANCEL of a transaction): follow Route / Request-URI
+      local res = req:relay()
+      if m ~= "ACK" then
+        log("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+      end
+      return
+    end
+    if auth_proxy and from_local_user(req) and not spiral(req) then
+      local ok = auth_proxy:check(req)
+      if not ok then
+        log("%s %s -> challenge", m, req.uri)
+        return
+      end
+    end
+    if is_ours(ruri) then
+      if ruri.user == "echo" then
+        return echo(req)
+      end
+      if not ruri.user then
+        if m == "OPTIONS" then
+          return req:reply(200, nil, { headers = { Allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER" } })
+        end
+        return req:reply(404)
+      end
+      local aor = sip.registrar.aor { scheme = "sip", user = ruri.user, host = domain }
+      local bindings = registrar:lookup(aor)
+      if #bindings == 0 then
+        local code = users[ruri.user] and 480 or 404
+        log("%s %s -> %d", m, aor, code)
+        return req:reply(code)
+      end
+      local targets = {}
+      for _, b in ipairs(bindings) do
+        targets[#targets + 1] = b.uri
+      end
+      local res = req:relay(targets)
+      log("%s %s -> %s", m, aor, res and res.status or "-")
+      return
+    end
+    local res = req:relay()
+    log("%s %s (forwarded) -> %s", m, req.uri, res and res.status or "-")
+  end)
+
+  -- expired bindings vanish on time
+  local function sweep()
+    registrar:expire()
+    sip.sched.loop:timer(1000, sweep)
+  end
+  sweep()
+
+  return { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
+    domain = domain, stop = function() ep:close() end }
+end
+
+local function serve(argv)
+  local opts, err = parse_args(argv, { no_auth = true, quiet = true, debug = true })
+  if not opts then
+    io.stderr:write(err, "\n", USAGE)
+    return 2
+  end
+  if #opts.listen == 0 then
+    opts.listen = { "udp:127.0.0.1:5060", "tcp:127.0.0.1:5060" }
+  end
+  if opts.users then
+    local users, uerr = cli.load_users(opts.users)
+    if not users then
+      io.stderr:write("luasip: ", uerr, "\n")
+      return 1
+    end
+    opts.users = users
+  elseif not opts.no_auth then
+    io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
+  end
+  opts.t1 = opts.t1 and tonumber(opts.t1)
+  local srv, serr = cli.server(opts)
+  if not srv then
+    io.stderr:write("luasip: ", serr, "\n")
+    return 1
+  end
+  if not opts.quiet then
+    print(("luasip serving %s for domain %s (%s); echo bot at sip:echo@%s"):format(
+      table.concat(srv.ep:addresses(), " "), srv.domain,
+      opts.no_auth and "no auth" or "digest auth", srv.domain))
+    io.stdout:flush()
+  end
+  srv.ep:run()
+  return 0
+end
+
+local function client_ep()
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+end
+
+local function message(argv)
+  local opts, pos = parse_args(argv, {})
+  if not opts or #pos < 2 then
+    io.stderr:write(USAGE)
+    return 2
+  end
+  local ep = client_ep()
+  local req = assert(sip.request { method = "MESSAGE", uri = pos[1],
+    from = opts.from or ep:uri(opts.user or "luasip"), body = pos[2], content_type = "text/plain" })
+  local res, err = ep:request(req, { target = opts.proxy, user = opts.user, password = opts.password })
+  print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
+  ep:close()
+  return res and res.status < 300 and 0 or 1
+end
+
+local function options(argv)
+  local opts, pos = parse_args(argv, {})
+  if not opts or #pos < 1 then
+    io.stderr:write(USAGE)
+    return 2
+  end
+  local ep = client_ep()
+  local res, err = ep:options(pos[1], { target = opts.proxy })
+  print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
+  ep:close()
+  return res and res.status < 300 and 0 or 1
+end
+
+local function register(argv)
+  local opts = parse_args(argv, {})
+  if not opts or not opts.registrar or not opts.user then
+    io.stderr:write(USAGE)
+    return 2
+  end
+  local ep = client_ep()
+  local r = sip.uri.parse(opts.registrar)
+  local aor = opts.aor or ("sip:" .. opts.user .. "@" .. r.host)
+  local req = assert(sip.request { method = "REGISTER", uri = opts.registrar, from = aor, to = aor,
+    contact = ep:uri(opts.user), headers = { Expires = opts.expires or "3600" } })
+  local res, err = ep:request(req, { user = opts.user, password = opts.password })
+  print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
+  ep:close()
+  return res and res.status < 300 and 0 or 1
+end
+
+function cli.main(argv)
+  local cmd = argv[1]
+  local rest = { table.unpack(argv, 2) }
+  if cmd == "serve" then
+    return serve(rest)
+  elseif cmd == "message" then
+    return message(rest)
+  elseif cmd == "options" then
+    return options(rest)
+  elseif cmd == "register" then
+    return register(rest)
+  end
+  io.stderr:write(USAGE)
+  return cmd and 2 or 0
+end
+
+return cli

@@ -1,0 +1,455 @@
+-- sip.dialog: dialogs of RFC 3261 §12 (route set, remote target, CSeq) and the calls built
+-- on them: ep:call() for the UAC, req:answer() for the UAS, call:bye() and friends.
+local core = require "sip.core"
+local sched = require "sip.sched"
+local random = require "sip.random"
+local Endpoint = require("sip.endpoint").Endpoint
+
+local msg_methods = core.msg_mt.methods
+
+local Dialog = {}
+Dialog.__index = Dialog
+
+local function key(call_id, local_tag, remote_tag)
+  return call_id .. "|" .. (local_tag or "") .. "|" .. (remote_tag or "")
+end
+
+local function uri_of(addr)
+  return addr and addr.uri
+end
+
+-- §12.1.2 (UAC): route set = Record-Route of the response, reversed; remote target = its
+-- Contact. §12.1.1 (UAS): Record-Route of the request in order; target = its Contact.
+local function new_dialog(ep, t)
+  local d = setmetatable(t, Dialog)
+  d.ep = ep
+  d.state = d.state or "confirmed"
+  d.waiters = {}
+  ep.dialogs[key(d.call_id, d.local_tag, d.remote_tag)] = d
+  return d
+end
+
+local function route_set(m, reverse)
+  local rr = m:headers("Record-Route")
+  if reverse then
+    local r = {}
+    for i = #rr, 1, -1 do
+      r[#r + 1] = rr[i]
+    end
+    return r
+  end
+  return rr
+end
+
+local function contact_uri(m)
+  local c = m:addr("Contact")
+  return uri_of(c)
+end
+
+function Dialog:_build(method, opts)
+  opts = opts or {}
+  local sip = require "sip"
+  local cseq
+  if method == "ACK" then
+    cseq = opts.cseq
+  else
+    self.local_cseq = self.local_cseq + 1
+    cseq = self.local_cseq
+  end
+  local headers = {}
+  for i, r in ipairs(self.route) do
+    headers[i] = { "Route", r }
+  end
+  for k, v in pairs(opts.headers or {}) do
+    if type(k) == "number" then
+      headers[#headers + 1] = v
+    else
+      headers[#headers + 1] = { k, v }
+    end
+  end
+  local ruri = self.remote_target
+  -- §12.2.1.1: a strict first route takes the Request-URI's place
+  local first = self.route[1] and sip.addr.parse(self.route[1])
+  if first and not first.uri:find(";lr", 1, true) then
+    ruri = first.uri
+    headers[1] = nil
+    local rest = {}
+    for _, h in pairs(headers) do
+      rest[#rest + 1] = h
+    end
+    rest[#rest + 1] = { "Route", "<" .. self.remote_target .. ">" }
+    headers = rest
+  end
+  if self.contact then
+    headers[#headers + 1] = { "Contact", self.contact }
+  end
+  return assert(sip.request {
+    method = method, uri = ruri, from = self.local_uri, to = self.remote_uri,
+    call_id = self.call_id, cseq = cseq, headers = headers, body = opts.body,
+    content_type = opts.content_type,
+  })
+end
+
+-- The first hop: the first loose route, else the Request-URI.
+local function next_hop(req)
+  local r = req:addr("Route")
+  if r and r.uri:find(";lr", 1, true) then
+    return r.uri
+  end
+  return req.uri
+end
+
+--- dialog:request(method [, opts]) -> final response   (in-dialog request, new CSeq)
+function Dialog:request(method, opts)
+  opts = opts or {}
+  local req = self:_build(method, opts)
+  return self.ep:request(req, { target = next_hop(req), user = self.user,
+    password = self.password })
+end
+
+--- dialog:ack(invite_cseq [, opts]): the ACK for a 2xx (§13.2.2.4), outside transactions
+function Dialog:ack(cseq, opts)
+  opts = opts or {}
+  opts.cseq = cseq
+  local ack = self:_build("ACK", opts)
+  self.last_ack = ack
+  return self.ep:send(ack, next_hop(ack))
+end
+
+--- call:bye() -> final response; the dialog ends whatever it is
+function Dialog:bye()
+  if self.state == "terminated" then
+    return nil, "dialog terminated"
+  end
+  local res, err = self:request("BYE")
+  self:_terminate("bye")
+  return res, err
+end
+
+--- call:reinvite(sdp) -> final response (ACKed when 2xx)
+function Dialog:reinvite(sdp)
+  local res, err = self:request("INVITE", { body = sdp, content_type = "application/sdp" })
+  if res and res.status >= 200 and res.status < 300 then
+    self:ack(res.cseq)
+    self.remote_sdp = res.body
+  end
+  return res, err
+end
+
+--- call:wait() -> why the dialog ended ("bye", "remote bye", ...); yields until then
+function Dialog:wait()
+  if self.state == "terminated" then
+    return self.reason
+  end
+  return sched.await(function(wake)
+    self.waiters[#self.waiters + 1] = wake
+  end)
+end
+
+function Dialog:_terminate(reason)
+  if self.state == "terminated" then
+    return
+  end
+  self.state = "terminated"
+  self.reason = reason
+  self.ep.dialogs[key(self.call_id, self.local_tag, self.remote_tag)] = nil
+  local ws = self.waiters
+  self.waiters = {}
+  for _, w in ipairs(ws) do
+    w(reason)
+  end
+end
+
+-- UAC ---------------------------------------------------------------------------------
+
+-- A pending outgoing call: the INVITE client side until its final response. Holds the early
+-- dialogs (one per To tag of a 1xx, §12.1.2 / §13.2.2.4) and can be cancelled (§9.1).
+local Pending = {}
+Pending.__index = Pending
+
+-- Keep knowing our INVITE this long after its final response, so a 2xx from another fork
+-- branch is still recognised (Timer M of RFC 6026 is 64*T1 as well).
+local function fork_window_ms(ep)
+  return 64 * ep.t1
+end
+
+local function invite_key(call_id, from_tag)
+  return call_id .. "|" .. (from_tag or "")
+end
+
+-- §12.1.2: the UAC side of a dialog from our INVITE and a 2xx (or a 1xx with a To tag).
+local function uac_dialog(ep, p, res)
+  local req = p.request
+  return new_dialog(ep, {
+    call_id = res.call_id, local_tag = res.from_tag, remote_tag = res.to_tag,
+    local_uri = req:header("From"), remote_uri = res:header("To"),
+    remote_target = contact_uri(res) or req.uri, route = route_set(res, true),
+    local_cseq = res.cseq, contact = p.contact, role = "uac", invite_cseq = res.cseq,
+    remote_sdp = res.body, response = res, user = p.opts.user, password = p.opts.password,
+  })
+end
+
+function Pending:_progress(res)
+  if res.to_tag and res.status > 100 and self.state ~= "answered" then
+    local early = self.early[res.to_tag]
+    if not early then
+      early = { to_tag = res.to_tag }
+      self.early[res.to_tag] = early
+      self.early_order[#self.early_order + 1] = res.to_tag
+    end
+    early.status, early.response = res.status, res
+    early.remote_target = contact_uri(res) or early.remote_target
+    early.remote_sdp = res.body ~= "" and res.body or early.remote_sdp
+    self.state = "early"
+  end
+  local fn = self.opts.on_progress
+  if fn then
+    fn(res, self)
+  end
+end
+
+function Pending:_finish(call, res)
+  if self.timer then
+    self.timer:cancel()
+    self.timer = nil
+  end
+  self.call, self.response = call, res
+  if call then
+    self.state = "answered"
+  elseif self.cancelling then
+    self.state = "cancelled"
+  else
+    self.state = "failed"
+  end
+  local ep, k = self.ep, invite_key(self.request.call_id, self.request.from_tag)
+  sched.loop:timer(fork_window_ms(ep), function()
+    if ep._invites[k] == self then
+      ep._invites[k] = nil
+    end
+  end)
+  local ws = self.waiters
+  self.waiters = {}
+  for _, w in ipairs(ws) do
+    w(call, res)
+  end
+end
+
+function Pending:_run()
+  local ep, opts = self.ep, self.opts
+  local res, err = ep:request(self.request, {
+    user = opts.user, password = opts.password, target = opts.target,
+    on_progress = function(r) self:_progress(r) end,
+    on_txn = function(id)
+      self.txn = id
+      if self.cancelling then
+        ep.core:cancel(id)
+      end
+      if opts.on_txn then
+        opts.on_txn(id)
+      end
+    end,
+  })
+  if not res then
+    return self:_finish(nil, err)
+  end
+  if res.status >= 300 then
+    return self:_finish(nil, res)
+  end
+  local d = uac_dialog(ep, self, res)
+  d:ack(res.cseq)
+  if self.cancelling then
+    -- the CANCEL crossed the 2xx (§9.1): the call exists, so end it at once
+    sched.spawn(function() d:bye() end)
+    self.hung_up = d
+    return self:_finish(nil, res)
+  end
+  self:_finish(d, res)
+end
+
+--- pending:cancel() -> true | nil, err: CANCEL the INVITE (§9.1). The CANCEL waits for a
+-- provisional response if none came yet (§9.1); the call then ends with 487.
+function Pending:cancel()
+  if self.state ~= "calling" and self.state ~= "early" then
+    return nil, "call is " .. self.state
+  end
+  if self.cancelling then
+    return true
+  end
+  self.cancelling = true
+  if self.txn then
+    local ok, err = self.ep.core:cancel(self.txn)
+    if not ok then
+      return nil, err
+    end
+  end
+  return true
+end
+
+--- pending:result() -> call, 2xx | nil, final response | nil, err   (yields until final)
+function Pending:result()
+  if self.state == "answered" or self.state == "failed" or self.state == "cancelled" then
+    return self.call, self.response
+  end
+  return sched.await(function(wake)
+    self.waiters[#self.waiters + 1] = wake
+  end)
+end
+
+--- ep:dial(uri, opts) -> pending call at once; the INVITE runs in its own coroutine.
+-- opts as for ep:call. pending.state: "calling" | "early" | "answered" | "failed" |
+-- "cancelled"; pending.early[to_tag] = { status=, response=, remote_target=, remote_sdp= }
+-- for each early dialog (forked INVITEs give several), in pending.early_order.
+function Endpoint:dial(to, opts)
+  opts = opts or {}
+  local sip = require "sip"
+  local user_part = opts.user_part or "luasip"
+  -- a Contact on the transport the call goes over, so in-dialog requests come back on it
+  local turi = sip.uri.parse(opts.target or to)
+  local kind = turi and turi.params and turi.params.transport
+  kind = kind and kind:lower()
+  if not kind or not self:address(kind) then
+    kind = nil
+  end
+  local contact = "<" .. self:uri(user_part, kind) .. ">"
+  local req = assert(sip.request {
+    method = "INVITE", uri = to, from = opts.from or self:uri(user_part),
+    to = opts.to or to, headers = opts.headers, contact = contact,
+    body = opts.sdp and tostring(opts.sdp), content_type = opts.sdp and "application/sdp" or nil,
+  })
+  local p = setmetatable({
+    ep = self, request = req, opts = opts, contact = contact, state = "calling",
+    early = {}, early_order = {}, killed = {}, waiters = {},
+  }, Pending)
+  self._invites = self._invites or {}
+  self._invites[invite_key(req.call_id, req.from_tag)] = p
+  if opts.timeout then
+    p.timer = sched.loop:timer(math.floor(opts.timeout * 1000), function()
+      p.timer = nil
+      p.timed_out = true
+      p:cancel()
+    end)
+  end
+  sched.spawn(function() p:_run() end)
+  return p
+end
+
+--- ep:call(uri, { sdp=, headers=, from=, user=, password=, on_progress=, timeout= })
+---   -> call, 2xx | nil, final response (or nil, err)
+-- on_progress(res, pending) sees every provisional; pending:cancel() hangs up from there.
+-- timeout (seconds) CANCELs an unanswered call, which then returns nil and the 487.
+function Endpoint:call(to, opts)
+  return self:dial(to, opts):result()
+end
+
+-- A 2xx retransmission: ACK it again. A 2xx from another fork branch of our INVITE: ACK it
+-- and send BYE, since the first 2xx won (§13.2.2.4).
+local function on_stray_2xx(ep, res)
+  local d = ep.dialogs[key(res.call_id, res.from_tag, res.to_tag)]
+  if d and d.last_ack then
+    ep:send(d.last_ack, next_hop(d.last_ack))
+    return true
+  end
+  local p = ep._invites and ep._invites[invite_key(res.call_id, res.from_tag)]
+  if not p or res.cseq_method ~= "INVITE" or not res.to_tag then
+    return false
+  end
+  local killed = p.killed[res.to_tag]
+  if killed then
+    ep:send(killed.last_ack, next_hop(killed.last_ack))
+    return true
+  end
+  killed = uac_dialog(ep, p, res)
+  p.killed[res.to_tag] = killed
+  killed:ack(res.cseq)
+  sched.spawn(function() killed:bye() end)
+  return true
+end
+
+-- UAS ---------------------------------------------------------------------------------
+
+--- req:answer(code, { sdp=, headers=, contact= }) -> call | nil, err
+-- Sends the 2xx with a Contact, then yields until its ACK (§13.3.1.4 retransmits it).
+function msg_methods.answer(req, code, opts)
+  if type(code) == "table" then
+    code, opts = 200, code
+  end
+  code = code or 200
+  opts = opts or {}
+  local ep = req._ep
+  local contact = opts.contact or ("<" .. ep:uri("luasip", req.source:match("^(%a+)")) .. ">")
+  local headers = { { "Contact", contact } }
+  for k, v in pairs(opts.headers or {}) do
+    if type(k) == "number" then
+      headers[#headers + 1] = v
+    else
+      headers[#headers + 1] = { k, v }
+    end
+  end
+  local ok, err = req:reply(code, nil, { headers = headers, body = opts.sdp,
+    content_type = opts.sdp and "application/sdp" or nil })
+  if not ok then
+    return nil, err
+  end
+  local d = new_dialog(ep, {
+    call_id = req.call_id, local_tag = req._tag, remote_tag = req.from_tag,
+    local_uri = req:header("To") .. ";tag=" .. req._tag, remote_uri = req:header("From"),
+    remote_target = contact_uri(req) or req:addr("From").uri, route = route_set(req, false),
+    local_cseq = math.random(1, 10000), remote_cseq = req.cseq, contact = contact,
+    role = "uas", remote_sdp = req.body, request = req,
+  })
+  local ack = req:wait_ack()
+  d.ack = ack
+  if not ack then
+    -- §13.3.1.4: no ACK within 64*T1: the UAS ends the session with BYE
+    d:bye()
+    return nil, "no ACK"
+  end
+  d.state = "confirmed"
+  return d
+end
+
+-- In-dialog requests (§12.2.2) -------------------------------------------------------------
+
+-- Called by the endpoint for a request with a To tag; returns true when taken.
+local function in_dialog(ep, req)
+  local d = ep.dialogs[key(req.call_id, req.to_tag, req.from_tag)]
+  if not d then
+    return false
+  end
+  req.dialog = d
+  if d.remote_cseq and req.method ~= "ACK" and req.method ~= "CANCEL" and req.cseq < d.remote_cseq then
+    req:reply(500, "CSeq out of order")
+    return true
+  end
+  d.remote_cseq = req.cseq
+  if req.method == "BYE" then
+    d.bye = req
+    req:reply(200)
+    d:_terminate("remote bye")
+    return true
+  end
+  local fn = ep.handlers[req.method]
+  if fn then
+    return false   -- the method handler runs with req.dialog set
+  end
+  if req.method == "INFO" or req.method == "UPDATE" or req.method == "MESSAGE" or
+     req.method == "NOTIFY" then
+    req:reply(200)
+  elseif req.method == "INVITE" then
+    -- re-INVITE: accept the new offer as is (a handler may do better)
+    d.remote_sdp = req.body
+    req:reply(200, nil, { headers = { Contact = d.contact } })
+  elseif req.method ~= "ACK" then
+    req:reply(405)
+  end
+  return true
+end
+
+return {
+  Dialog = Dialog,
+  Pending = Pending,
+  in_dialog = in_dialog,
+  on_stray_2xx = on_stray_2xx,
+  key = key,
+  tag = random.tag,
+}

@@ -1,0 +1,621 @@
+-- sip.endpoint: endpoints on the shared event loop, with one coroutine per incoming request.
+-- Anything that waits (a response, a timer, an ACK) yields only the coroutine that waits.
+local core = require "sip.core"
+local sched = require "sip.sched"
+
+local msg_methods = core.msg_mt.methods
+
+local Endpoint = {}
+Endpoint.__index = Endpoint
+
+-- Methods whose absence gets 405 (with Allow) rather than 501 (RFC 3261 §8.2.1).
+local KNOWN = {
+  INVITE = true, ACK = true, CANCEL = true, BYE = true, REGISTER = true, OPTIONS = true,
+  MESSAGE = true, INFO = true, UPDATE = true, PRACK = true, SUBSCRIBE = true, NOTIFY = true,
+  REFER = true, PUBLISH = true,
+}
+
+local LEVELS = { error = 1, warn = 2, info = 3, debug = 4 }
+
+local function make_logger(opt)
+  if type(opt) == "function" then
+    return opt
+  end
+  if opt == nil or opt == false then
+    return nil
+  end
+  local max = LEVELS[opt] or LEVELS.info
+  return function(line, level)
+    if (LEVELS[level or "info"] or 3) <= max then
+      io.stderr:write(os.date("!%H:%M:%S "), line, "\n")
+    end
+  end
+end
+
+local function parse_listen(s)
+  local kind, host, port = s:match("^(%a+):%[([^%]]+)%]:(%d+)$")
+  if not kind then
+    kind, host, port = s:match("^(%a+):([^:]+):(%d+)$")
+  end
+  if not kind or (kind ~= "udp" and kind ~= "tcp") then
+    error("bad listen address '" .. tostring(s) .. "' (want udp:HOST:PORT or tcp:HOST:PORT)", 3)
+  end
+  return kind, host, tonumber(port)
+end
+
+--- sip.endpoint{ listen = {"udp:127.0.0.1:5060", ...}, log = fn|level, t1 = ms, ... }
+local function new(opts)
+  opts = opts or {}
+  local self = setmetatable({
+    handlers = {},          -- method -> fn
+    router = nil,           -- fn for every request no on() took
+    requests = {},          -- server txn id -> request message
+    pending = {},           -- client txn id -> { wake=, progress=, ... }
+    acks = {},              -- server txn id -> wake for the ACK of a 2xx
+    dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
+    dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
+    forward_2xx = {},       -- proxy: client txn id -> upstream request, for late 2xx
+    auth_cache = {},        -- realm -> last challenge answered (see ep:request)
+    running = false,
+    log = make_logger(opts.log),
+    t1 = opts.t1 or 500,
+  }, Endpoint)
+  local hooks = {}
+  function hooks.request(req, txn, source)
+    self:_dispatch(req, txn, source)
+  end
+  function hooks.response(txn, res)
+    self:_response(txn, res)
+  end
+  function hooks.cancel(txn)
+    local req = self.requests[txn]
+    if req then
+      req.cancelled = true
+      local fn = req._on_cancel
+      if fn then
+        sched.spawn(fn, req)
+      end
+    end
+  end
+  function hooks.ack(txn, ack)
+    local w = self.acks[txn]
+    if w then
+      self.acks[txn] = nil
+      w(ack)
+    end
+  end
+  function hooks.gone(txn)
+    self.requests[txn] = nil
+    self.forward_2xx[txn] = nil
+    local p = self.pending[txn]
+    if p then
+      -- a client transaction never ends without a final response; be safe anyway
+      self.pending[txn] = nil
+      p.wake(nil, "transaction ended")
+    end
+    local w = self.acks[txn]
+    if w then
+      self.acks[txn] = nil
+      w(nil)
+    end
+  end
+  function hooks.log(line)
+    if self.log then
+      self.log(line, "debug")
+    end
+  end
+  local config = {
+    t1 = opts.t1, t2 = opts.t2, t4 = opts.t4, max_transactions = opts.max_transactions,
+    max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
+    max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
+    partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,
+  }
+  self.dialog_hooks[1] = function(res)
+    return require("sip.dialog").on_stray_2xx(self, res)
+  end
+  local listen = opts.listen or { "udp:127.0.0.1:5060" }
+  for _, l in ipairs(listen) do
+    parse_listen(l)
+  end
+  -- Port 0 picks a free port; a later port-0 listener on the same host takes the same
+  -- number (peers assume one port for UDP and TCP). When that number is taken for the other
+  -- transport, start over with fresh sockets.
+  for _ = 1, 20 do
+    local c = core.endpoint(sched.loop, config, hooks)
+    local picked, failed, err = {}, false, nil
+    for _, l in ipairs(listen) do
+      local kind, host, port = parse_listen(l)
+      local ok
+      if port == 0 and picked[host] then
+        ok = c:listen(kind, host, picked[host])
+        failed = not ok
+      else
+        ok, err = c:listen(kind, host, port)
+        err = err and (l .. ": " .. err)
+        if ok and port == 0 then
+          local addrs = c:addresses()
+          picked[host] = tonumber(addrs[#addrs]:match(":(%d+)$"))
+        end
+      end
+      if not ok then
+        break
+      end
+    end
+    if not failed and not err then
+      self.core = c
+      return self
+    end
+    c:close()
+    if err then
+      return nil, err
+    end
+  end
+  return nil, "no free port for both transports"
+end
+
+function Endpoint:_log(level, fmt, ...)
+  if self.log then
+    self.log(string.format(fmt, ...), level)
+  end
+end
+
+--- ep:addresses() -> { "udp:127.0.0.1:5060", ... } (real ports when 0 was asked)
+function Endpoint:addresses()
+  return self.core:addresses()
+end
+
+--- ep:address(kind) -> "127.0.0.1:5060" of the first listener of that transport
+function Endpoint:address(kind)
+  local addrs = self._addrs
+  if not addrs then
+    addrs = self.core:addresses()
+    self._addrs = addrs
+  end
+  for _, a in ipairs(addrs) do
+    local k, rest = a:match("^(%a+):(.*)$")
+    if not kind or k == kind then
+      return rest, k
+    end
+  end
+end
+
+--- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for TCP)
+function Endpoint:uri(user, kind)
+  local hostport, k = self:address(kind)
+  local u = "sip:" .. (user and (user .. "@") or "") .. hostport
+  if k == "tcp" then
+    u = u .. ";transport=tcp"
+  end
+  return u
+end
+
+function Endpoint:on(method, fn)
+  assert(type(method) == "string", "ep:on: method expected")
+  assert(type(fn) == "function", "ep:on: function expected")
+  self.handlers[method] = fn
+  return self
+end
+
+function Endpoint:route(fn)
+  assert(type(fn) == "function", "ep:route: function expected")
+  self.router = fn
+  return self
+end
+
+function Endpoint:stats()
+  local s = self.core:stats()
+  local n = 0
+  for _ in pairs(self.pending) do
+    n = n + 1
+  end
+  s.pending_requests = n
+  s.handlers_running = sched.running_count()
+  return s
+end
+
+-- Allow header value: what this endpoint answers.
+function Endpoint:allow()
+  local t = { "ACK", "CANCEL", "OPTIONS" }
+  for m in pairs(self.handlers) do
+    if m ~= "ACK" and m ~= "CANCEL" and m ~= "OPTIONS" then
+      t[#t + 1] = m
+    end
+  end
+  table.sort(t)
+  return table.concat(t, ", ")
+end
+
+-- A request no handler takes (RFC 3261 §8.2.1, §11.2).
+function Endpoint:_default(req)
+  local m = req.method
+  if m == "ACK" then
+    return
+  elseif m == "CANCEL" then
+    req:reply(481)
+  elseif m == "OPTIONS" then
+    req:reply(200, nil, { headers = { Allow = self:allow() } })
+  elseif KNOWN[m] then
+    req:reply(405, nil, { headers = { Allow = self:allow() } })
+  else
+    req:reply(501)
+  end
+end
+
+function Endpoint:_dispatch(req, txn, source)
+  req._ep = self
+  req._txn = txn
+  req.source = source
+  if txn ~= 0 then
+    self.requests[txn] = req
+  end
+  if req.to_tag and req.method ~= "CANCEL" then
+    -- §12.2.2: in-dialog requests go to their dialog; unknown dialogs get 481 from a UA
+    local dialog = require "sip.dialog"
+    if dialog.in_dialog(self, req) then
+      return
+    end
+    if not req.dialog and not self.router then
+      if req.method ~= "ACK" then
+        req:reply(481)
+      end
+      return
+    end
+  end
+  local fn = self.handlers[req.method]
+  if not fn and self.router then
+    fn = self.router
+    require("sip.proxy").preprocess(self, req)
+  end
+  if not fn then
+    return self:_default(req)
+  end
+  sched.spawn(function()
+    local ok, err = xpcall(fn, debug.traceback, req)
+    if not ok then
+      self:_log("error", "handler error (Call-ID %s): %s", tostring(req.call_id), tostring(err))
+      if not req.replied_final and req.method ~= "ACK" then
+        req:reply(500)
+      end
+    end
+  end)
+end
+
+function Endpoint:_response(txn, res)
+  if txn == 0 then
+    -- a 2xx retransmission for an INVITE transaction that is gone: dialogs re-ACK it
+    for _, h in ipairs(self.dialog_hooks) do
+      if h(res) then
+        return
+      end
+    end
+    return
+  end
+  local p = self.pending[txn]
+  if not p then
+    local up = self.forward_2xx[txn]
+    if up and res.status >= 200 and res.status < 300 then
+      -- proxy: a retransmitted 2xx goes upstream statelessly (RFC 6026 §8.4)
+      res:pop_via()
+      self.core:reply_stateless(up, res)
+      return
+    end
+    -- e.g. a second 2xx of a forked INVITE after the first woke the caller
+    if res.status >= 200 and res.status < 300 and res.cseq_method == "INVITE" then
+      for _, h in ipairs(self.dialog_hooks) do
+        if h(res) then
+          return
+        end
+      end
+    end
+    return
+  end
+  if res.status < 200 then
+    if p.progress then
+      local ok, err = pcall(p.progress, res)
+      if not ok then
+        self:_log("error", "on_progress: %s", tostring(err))
+      end
+    end
+    return
+  end
+  self.pending[txn] = nil
+  p.wake(res)
+end
+
+-- Where a request goes (RFC 3261 §8.1.2, §16.12): the top Route if it is a loose router
+-- (;lr), else the Request-URI. A strict router is handled by the proxy module.
+function Endpoint:target_of(req)
+  local route = req:addr("Route")
+  if route and route.uri then
+    return route.uri
+  end
+  return req.uri
+end
+
+-- ---- Digest client (RFC 3261 §22.2, RFC 7616 §3.4.5) ----
+
+-- Attempts of one ep:request: one per realm plus a few stale nonces. Past this the server is
+-- looping (stale=true forever) and the caller gets its last 401/407.
+local MAX_AUTH_ATTEMPTS = 5
+
+-- Realms whose last challenge an endpoint keeps for pre-emptive credentials. Servers pick
+-- realms, so this is capped; a client talks to a handful of realms at most.
+local MAX_CACHED_REALMS = 32
+
+local AUTH_HEADERS = { [401] = { "WWW-Authenticate", "Authorization" },
+                       [407] = { "Proxy-Authenticate", "Proxy-Authorization" } }
+
+-- The parsed challenges of a 401/407, grouped by realm: realm -> { values, stale = bool }.
+local function challenges_by_realm(res)
+  local auth = require "sip.auth"
+  local out = {}
+  for _, v in ipairs(res:headers(AUTH_HEADERS[res.status][1])) do
+    local t = auth.parse_challenge(v)
+    if t then
+      local r = out[t.realm] or { values = {} }
+      r.values[#r.values + 1] = v
+      r.stale = r.stale or (t.stale or ""):lower() == "true"
+      out[t.realm] = r
+    end
+  end
+  return out
+end
+
+-- Whom a cached challenge belongs to: the next hop's scheme, host, port and transport, so a
+-- nonce is sent pre-emptively only where it came from (any user part or path).
+local function hop_of(target)
+  local u = core.uri_parse(target)
+  if not u then return target end
+  return ("%s:%s:%s;%s"):format(u.scheme, u.host:lower(), tostring(u.port or ""),
+                                (u.params.transport or "udp"):lower())
+end
+
+-- Credentials answering one challenge entry, counting its nonce up (nc) on every use.
+local function answer(entry, req, opts)
+  entry.nc = entry.nc + 1
+  return require("sip.auth").authorization(entry.values, {
+    user = opts.user, password = opts.password, method = req.method, uri = req.uri,
+    body = req.body, nc = entry.nc,
+  })
+end
+
+-- Put credentials for every realm in `entries` on req, each with its nonce counted up, in
+-- place of those sent before. Nothing is touched when there are none.
+local function set_credentials(req, entries, opts)
+  if not next(entries) then return end
+  req:remove_header("Authorization")
+  req:remove_header("Proxy-Authorization")
+  for _, e in pairs(entries) do
+    local value = answer(e, req, opts)
+    if value then
+      req:add_header(e.header, value)
+    end
+  end
+end
+
+function Endpoint:_cache_challenge(realm, entry)
+  local n = 0
+  for _ in pairs(self.auth_cache) do n = n + 1 end
+  if n >= MAX_CACHED_REALMS and not self.auth_cache[realm] then
+    self.auth_cache = {}
+  end
+  self.auth_cache[realm] = entry
+end
+
+-- The cached challenges of this hop and user, for credentials sent before any challenge.
+function Endpoint:_cached_challenges(target, user)
+  local entries = {}
+  for realm, e in pairs(self.auth_cache) do
+    if e.target == target and e.user == user then
+      entries[realm] = e
+    end
+  end
+  return entries
+end
+
+--- ep:request(req [, opts]) -> final response | nil, err   (yields until the final response)
+-- opts: target= (URI to send to), on_progress=fn(res), via="replace"|"push"|"keep",
+--       user=, password= (answers 401/407 once per realm, again after stale=true, and
+--       reuses the last nonce of a realm with nc+1), timeout= (seconds; INVITE: CANCEL)
+function Endpoint:request(req, opts)
+  opts = opts or {}
+  if not (opts.user and opts.password) then
+    return self:_request_once(req, opts)
+  end
+  local target = hop_of(opts.target or self:target_of(req))
+  local entries = self:_cached_challenges(target, opts.user)
+  local tried = {}
+  local res, err
+  for attempt = 1, MAX_AUTH_ATTEMPTS do
+    if attempt > 1 then
+      -- §22.2: same Call-ID, CSeq up by one, a new branch
+      req:set_header("CSeq", (req.cseq + 1) .. " " .. req.method)
+    end
+    set_credentials(req, entries, opts)
+    res, err = self:_request_once(req, opts)
+    if not res or not AUTH_HEADERS[res.status] then
+      return res, err
+    end
+    local answered = false
+    for realm, ch in pairs(challenges_by_realm(res)) do
+      -- RFC 7616 §3.3: stale=true means the password was right, so it is no failed try
+      if not tried[realm] or ch.stale then
+        tried[realm], answered = true, true
+        entries[realm] = { values = ch.values, nc = 0, target = target, user = opts.user,
+                           header = AUTH_HEADERS[res.status][2] }
+        self:_cache_challenge(realm, entries[realm])
+      elseif self.auth_cache[realm] == entries[realm] then
+        self.auth_cache[realm] = nil
+      end
+    end
+    if not answered then
+      return res
+    end
+  end
+  return res
+end
+
+function Endpoint:_request_once(req, opts)
+  if self.closed then
+    return nil, "endpoint is closed"
+  end
+  local target = opts.target or self:target_of(req)
+  return sched.await(function(wake)
+    local id, err = self.core:request(req, target, opts.via or "replace", opts.branch)
+    if not id then
+      return wake(nil, err)
+    end
+    local p = { wake = wake, progress = opts.on_progress, id = id }
+    self.pending[id] = p
+    if opts.on_txn then
+      opts.on_txn(id)
+    end
+    if opts.timeout then
+      sched.loop:timer(math.floor(opts.timeout * 1000), function()
+        if self.pending[id] == p then
+          if req.method == "INVITE" then
+            self.core:cancel(id)
+          end
+        end
+      end)
+    end
+  end)
+end
+
+--- ep:send(req [, target]) -> true | nil, err   (no transaction: ACK for 2xx, stateless relays)
+function Endpoint:send(req, target, via)
+  if self.closed then
+    return nil, "endpoint is closed"
+  end
+  return self.core:send(req, target or self:target_of(req), via or "replace")
+end
+
+--- ep:options(uri [, opts]) -> response | nil, err
+function Endpoint:options(to, opts)
+  local sip = require "sip"
+  opts = opts or {}
+  local req = assert(sip.request { method = "OPTIONS", uri = to, from = opts.from or self:uri("luasip"),
+    to = opts.to or to, headers = opts.headers })
+  return self:request(req, opts)
+end
+
+--- ep:run() / ep:stop(): drive the shared loop until stop()
+function Endpoint:run()
+  self.running = true
+  while self.running do
+    sched.loop:step(-1)
+  end
+end
+
+function Endpoint:stop()
+  self.running = false
+end
+
+--- ep:close(): release sockets and transactions now
+function Endpoint:close()
+  self.running = false
+  self.closed = true
+  self.core:close()
+end
+
+-- Pollable protocol (cqueues, luv, ...): wait for pollfd() to be readable or timeout()
+-- seconds, then call step(0).
+function Endpoint:pollfd()
+  return sched.loop:fd()
+end
+
+function Endpoint:events()
+  return "r"
+end
+
+function Endpoint:timeout()
+  local ms = sched.loop:timeout()
+  return ms and ms / 1000 or nil
+end
+
+function Endpoint:step(timeout)
+  return sched.loop:step(timeout and math.floor(timeout * 1000) or 0)
+end
+
+-- Request methods for messages that arrived on an endpoint -------------------------------
+
+-- Build a response to req with opts { headers=, body=, content_type= }.
+local function build_response(req, code, reason, opts)
+  if code > 100 and not req._tag then
+    req._tag = require("sip.random").tag()
+  end
+  local res = req:response(code, reason, req._tag)
+  if opts then
+    if opts.headers then
+      for k, v in pairs(opts.headers) do
+        if type(k) == "number" then
+          res:add_header(v[1], v[2])
+        elseif type(v) == "table" then
+          for _, one in ipairs(v) do
+            res:add_header(k, one)
+          end
+        else
+          res:add_header(k, tostring(v))
+        end
+      end
+    end
+    if opts.body then
+      res:set_body(opts.body, opts.content_type)
+    end
+  end
+  return res
+end
+msg_methods.build_response = build_response
+
+--- req:reply(code [, reason] [, opts]) -> true | nil, err
+function msg_methods.reply(req, code, reason, opts)
+  if type(reason) == "table" then
+    reason, opts = nil, reason
+  end
+  local ep = req._ep
+  if not ep or not req._txn or req._txn == 0 then
+    return nil, "not a request received by an endpoint"
+  end
+  if ep.closed then
+    return nil, "endpoint is closed"
+  end
+  local res = build_response(req, code, reason, opts)
+  local ok, err = ep.core:reply(req._txn, res)
+  if ok and code >= 200 then
+    req.replied_final = true
+  end
+  return ok, err
+end
+
+--- req:reply_stateless(code [, reason] [, opts]) -> true | nil, err  (§16.11: keep no state)
+function msg_methods.reply_stateless(req, code, reason, opts)
+  if type(reason) == "table" then
+    reason, opts = nil, reason
+  end
+  local ep = req._ep
+  if not ep then
+    return nil, "not a request received by an endpoint"
+  end
+  if ep.closed then
+    return nil, "endpoint is closed"
+  end
+  return ep.core:reply_stateless(req, build_response(req, code, reason, opts))
+end
+
+--- req:on_cancel(fn): fn(req) runs (in its own coroutine) when a CANCEL arrives
+function msg_methods.on_cancel(req, fn)
+  req._on_cancel = fn
+  if req.cancelled then
+    sched.spawn(fn, req)
+  end
+end
+
+--- req:wait_ack([timeout]) -> ACK message | nil   (after a 2xx to an INVITE)
+function msg_methods.wait_ack(req)
+  local ep = req._ep
+  return sched.await(function(wake)
+    ep.acks[req._txn] = wake
+  end)
+end
+
+return { new = new, Endpoint = Endpoint }

@@ -1,0 +1,255 @@
+-- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
+-- The store is a small interface (get/put/delete/expire) so memory, a file or a database fit.
+local sip = require "sip"
+
+local registrar = {}
+
+-- Location store in memory -----------------------------------------------------------------
+
+local Memory = {}
+Memory.__index = Memory
+
+--- sip.registrar.memory() -> store with get(aor) / put(aor, b) / delete(aor, uri) / expire(now)
+function registrar.memory()
+  return setmetatable({ by_aor = {} }, Memory)
+end
+
+function Memory:get(aor)
+  local t = self.by_aor[aor]
+  local out = {}
+  if t then
+    for _, b in pairs(t) do
+      out[#out + 1] = b
+    end
+  end
+  return out
+end
+
+function Memory:put(aor, b)
+  local t = self.by_aor[aor]
+  if not t then
+    t = {}
+    self.by_aor[aor] = t
+  end
+  t[b.uri] = b
+end
+
+function Memory:delete(aor, uri)
+  local t = self.by_aor[aor]
+  if not t then
+    return
+  end
+  if uri then
+    t[uri] = nil
+    if not next(t) then
+      self.by_aor[aor] = nil
+    end
+  else
+    self.by_aor[aor] = nil
+  end
+end
+
+function Memory:expire(now)
+  for aor, t in pairs(self.by_aor) do
+    for uri, b in pairs(t) do
+      if b.expires_at <= now then
+        t[uri] = nil
+      end
+    end
+    if not next(t) then
+      self.by_aor[aor] = nil
+    end
+  end
+end
+
+function Memory:aors()
+  local out = {}
+  for aor in pairs(self.by_aor) do
+    out[#out + 1] = aor
+  end
+  return out
+end
+
+-- Registrar ------------------------------------------------------------------------------
+
+local Registrar = {}
+Registrar.__index = Registrar
+
+-- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
+function registrar.aor(uri)
+  local u = type(uri) == "table" and uri or sip.uri.parse(uri)
+  if not u or (u.scheme ~= "sip" and u.scheme ~= "sips") or not u.host then
+    return nil
+  end
+  return "sip:" .. (u.user and (u.user .. "@") or "") .. u.host:lower()
+end
+
+--- sip.registrar.new{ store=, min_expires=60, max_expires=3600, default_expires=3600,
+---                    domains={...} (nil: any), clock=function() return os.time() end }
+function registrar.new(opts)
+  opts = opts or {}
+  return setmetatable({
+    store = opts.store or registrar.memory(),
+    min_expires = opts.min_expires or 60,
+    max_expires = opts.max_expires or 3600,
+    default_expires = opts.default_expires or 3600,
+    domains = opts.domains,
+    clock = opts.clock or os.time,
+    on_change = opts.on_change,
+    canonical = opts.canonical,   -- fn(uri table) -> uri table: map aliases to one domain
+  }, Registrar)
+end
+
+local function now_of(self)
+  return self.clock()
+end
+
+--- registrar:lookup(aor) -> bindings (current only), highest q first
+function Registrar:lookup(aor)
+  local key = registrar.aor(aor) or aor
+  local now = now_of(self)
+  local out = {}
+  for _, b in ipairs(self.store:get(key)) do
+    if b.expires_at > now then
+      out[#out + 1] = b
+    end
+  end
+  table.sort(out, function(a, b)
+    if a.q ~= b.q then
+      return a.q > b.q
+    end
+    return a.updated > b.updated
+  end)
+  return out
+end
+
+--- registrar:expire(): drop expired bindings now (a timer calls it periodically)
+function Registrar:expire()
+  self.store:expire(now_of(self))
+end
+
+local function reply(req, code, reason, headers)
+  if req.reply then
+    req:reply(code, reason, { headers = headers })
+  end
+  return code, reason, headers
+end
+
+local function contact_list(bindings, now)
+  local vals = {}
+  for _, b in ipairs(bindings) do
+    local v = "<" .. b.uri .. ">;expires=" .. math.max(0, b.expires_at - now)
+    if b.q ~= 1 then
+      v = v .. ";q=" .. b.q
+    end
+    vals[#vals + 1] = v
+  end
+  return vals
+end
+
+--- registrar:handle(req) -> code: processes a REGISTER and replies (§10.3 steps 1-8)
+function Registrar:handle(req)
+  if req.method ~= "REGISTER" then
+    return reply(req, 405, nil, { Allow = "REGISTER" })
+  end
+  -- step 1: the domain is ours
+  local ruri = sip.uri.parse(req.uri)
+  if self.domains and ruri and not self.domains[(ruri.host or ""):lower()] then
+    return reply(req, 404, "Not Here")
+  end
+  -- step 4 (after auth by the caller): the AOR from To
+  local to = req:addr("To")
+  local tu = to and sip.uri.parse(to.uri)
+  if tu and self.canonical then
+    tu = self.canonical(tu)
+  end
+  local aor = tu and registrar.aor(tu)
+  if not aor then
+    return reply(req, 400, "Bad To URI (not sip:)")
+  end
+  local now = now_of(self)
+  local contacts = req:headers("Contact")
+  local expires_hdr = tonumber(req:header("Expires") or "")
+  local call_id, cseq = req.call_id, req.cseq
+
+  -- step 6: Contact: * only with Expires 0 and alone
+  local star = false
+  for _, c in ipairs(contacts) do
+    if c == "*" then
+      star = true
+    end
+  end
+  if star then
+    if #contacts ~= 1 or expires_hdr ~= 0 then
+      return reply(req, 400, "Invalid Contact: *")
+    end
+    for _, b in ipairs(self.store:get(aor)) do
+      if b.call_id == call_id and cseq <= b.cseq then
+        return reply(req, 500, "Out of order REGISTER")
+      end
+    end
+    self.store:delete(aor)
+    if self.on_change then
+      self.on_change(aor)
+    end
+    return reply(req, 200)
+  end
+
+  -- parse and check every Contact first: an error changes nothing (§10.3 step 7 is atomic)
+  local updates = {}
+  for i = 1, #contacts do
+    local c, err = req:addr("Contact", i)
+    if not c or not c.uri then
+      return reply(req, 400, "Bad Contact" .. (err and (": " .. err) or ""))
+    end
+    local e = tonumber(c.params.expires) or expires_hdr or self.default_expires
+    e = math.floor(e)
+    if e > 0 and e < self.min_expires then
+      return reply(req, 423, nil, { ["Min-Expires"] = tostring(self.min_expires) })
+    end
+    if e > self.max_expires then
+      e = self.max_expires
+    end
+    local q = tonumber(c.params.q) or 1
+    if q < 0 or q > 1 then
+      return reply(req, 400, "Bad q value")
+    end
+    updates[#updates + 1] = { uri = c.uri, expires = e, q = q }
+  end
+  local existing = {}
+  for _, b in ipairs(self.store:get(aor)) do
+    existing[b.uri] = b
+  end
+  for _, u in ipairs(updates) do
+    local b = existing[u.uri]
+    if b and b.call_id == call_id and cseq <= b.cseq then
+      return reply(req, 500, "Out of order REGISTER")
+    end
+  end
+  for _, u in ipairs(updates) do
+    if u.expires == 0 then
+      self.store:delete(aor, u.uri)
+    else
+      self.store:put(aor, { uri = u.uri, q = u.q, expires_at = now + u.expires,
+        call_id = call_id, cseq = cseq, updated = now, source = req.source,
+        path = req:headers("Path") })
+    end
+  end
+  if #updates > 0 and self.on_change then
+    self.on_change(aor)
+  end
+  -- step 8: the 200 lists every current binding
+  local current = self:lookup(aor)
+  local headers = {}
+  for _, v in ipairs(contact_list(current, now)) do
+    headers[#headers + 1] = { "Contact", v }
+  end
+  headers[#headers + 1] = { "Date", os.date("!%a, %d %b %Y %H:%M:%S GMT") }
+  if #updates == 1 then
+    headers[#headers + 1] = { "Expires", tostring(updates[1].expires) }
+  end
+  return reply(req, 200, nil, headers)
+end
+
+registrar.Registrar = Registrar
+return registrar

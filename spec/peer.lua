@@ -1,0 +1,113 @@
+-- spec/peer.lua: run an external SIP peer (sipsak, sipp, ...) by PID with a deadline while the
+-- luasip loop keeps serving, then collect its exit code and output.
+local sip = require "sip"
+local socket = require "socket"
+
+local peer = {}
+
+-- After TERM a peer gets this long to exit before KILL; sipp writes its statistics on TERM.
+local GRACE_SECONDS = 1
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function sh(cmd)
+  local f = assert(io.popen(cmd))
+  local out = f:read("a")
+  f:close()
+  return out
+end
+
+--- peer.have(program) -> boolean: whether the program is installed
+function peer.have(program)
+  return sh("command -v " .. quote(program) .. " 2>/dev/null") ~= ""
+end
+
+--- peer.path(relative) -> absolute path, for peers that run in their own directory
+function peer.path(relative)
+  return sh("pwd"):match("^%s*(.-)%s*$") .. "/" .. relative
+end
+
+--- peer.free_udp_port() -> a port nobody on 127.0.0.1 holds right now
+function peer.free_udp_port()
+  local u = assert(socket.udp())
+  assert(u:setsockname("127.0.0.1", 0))
+  local _, port = u:getsockname()
+  u:close()
+  return tonumber(port)
+end
+
+--- peer.start(argv) -> p: the program runs in its own directory and process group.
+-- p.pid, p.dir (its working directory, for files it writes), p.argv
+function peer.start(argv)
+  local dir = sh("mktemp -d"):match("^%s*(.-)%s*$")
+  local words = {}
+  for i, a in ipairs(argv) do words[i] = quote(a) end
+  local script = ("echo $$; exec >/dev/null 2>&1; cd %s && %s >out 2>&1; "
+    .. "echo $? >rc.tmp && mv rc.tmp rc"):format(quote(dir), table.concat(words, " "))
+  -- setsid: the peer leads its own process group, so a timeout ends it and its children.
+  -- The popen handle keeps it our child: closing the handle reaps it (no zombie left).
+  local handle = assert(io.popen("exec setsid sh -c " .. quote(script)))
+  local pid = tonumber(handle:read("l"))
+  assert(pid, "could not start " .. tostring(argv[1]))
+  return { pid = pid, dir = dir, argv = argv, handle = handle }
+end
+
+--- peer.alive(pid) -> whether the process runs (a zombie does not)
+function peer.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then
+    return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  end
+  local stat = f:read("a") or ""
+  f:close()
+  local state = stat:match("%) (%a)")
+  return state ~= nil and state ~= "Z"
+end
+
+--- peer.wait(p, seconds) -> exit code, output | nil, "timeout", output
+-- Drives the luasip loop while waiting; on timeout the whole process group is ended.
+function peer.wait(p, seconds)
+  local deadline = socket.gettime() + seconds
+  local code
+  repeat
+    sip.sched.loop:step(20)
+    code = tonumber(slurp(p.dir .. "/rc") or "")
+  until code or socket.gettime() > deadline
+  if not code then
+    os.execute("kill -TERM -" .. p.pid .. " 2>/dev/null")
+    local grace = socket.gettime() + GRACE_SECONDS
+    while peer.alive(p.pid) and socket.gettime() < grace do
+      sip.sched.loop:step(20)
+    end
+    os.execute("kill -KILL -" .. p.pid .. " 2>/dev/null")
+  end
+  p.handle:close()
+  p.output = slurp(p.dir .. "/out") or ""
+  if code then return code, p.output end
+  return nil, "timeout", p.output
+end
+
+--- peer.run(argv, seconds) -> exit code, output | nil, "timeout", output (and cleans up)
+function peer.run(argv, seconds)
+  local p = peer.start(argv)
+  local code, a, b = peer.wait(p, seconds)
+  peer.clean(p)
+  return code, a, b
+end
+
+--- peer.clean(p): remove the peer's working directory
+function peer.clean(p)
+  os.execute("rm -rf " .. quote(p.dir))
+end
+
+return peer

@@ -1,0 +1,120 @@
+-- spec/registrar_spec.lua: REGISTER processing (RFC 3261 §10.3) through a real endpoint.
+local sip = require "sip"
+local helper = require "helper"
+
+describe("registrar", function()
+  local server, client, reg, clock
+  before_each(function()
+    clock = 1000
+    reg = sip.registrar.new { min_expires = 60, max_expires = 7200, clock = function() return clock end }
+    server = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    server:on("REGISTER", function(req) reg:handle(req) end)
+    client = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+  end)
+  after_each(function()
+    server:close()
+    client:close()
+  end)
+
+  local call_id = "reg-" .. sip.random.hex(8)
+  local cseq = 0
+  local function register(contacts, expires, opts)
+    opts = opts or {}
+    cseq = cseq + 1
+    local headers = {}
+    for _, c in ipairs(contacts or {}) do
+      headers[#headers + 1] = { "Contact", c }
+    end
+    if expires then
+      headers[#headers + 1] = { "Expires", tostring(expires) }
+    end
+    local req = assert(sip.request { method = "REGISTER", uri = server:uri(),
+      from = opts.aor or "sip:alice@example.com", to = opts.aor or "sip:alice@example.com",
+      call_id = opts.call_id or call_id, cseq = opts.cseq or cseq, headers = headers })
+    return assert(client:request(req))
+  end
+
+  it("stores a binding and lists it with its expiry in the 200", function()
+    local res = register({ "<sip:alice@192.0.2.1:5070>" }, 3600)
+    assert.equal(200, res.status)
+    assert.same({ "<sip:alice@192.0.2.1:5070>;expires=3600" }, res:headers("Contact"))
+    assert.equal("3600", res:header("Expires"))
+    local b = reg:lookup("sip:alice@example.com")
+    assert.equal(1, #b)
+    assert.equal("sip:alice@192.0.2.1:5070", b[1].uri)
+  end)
+
+  it("takes the expiry from the Contact parameter over the Expires header", function()
+    register({ "<sip:a@192.0.2.1>;expires=120" }, 3600)
+    assert.equal(1120, reg:lookup("sip:alice@example.com")[1].expires_at)
+  end)
+
+  it("answers 423 with Min-Expires for a too brief interval", function()
+    local res = register({ "<sip:alice@192.0.2.1>" }, 10)
+    assert.equal(423, res.status)
+    assert.equal("60", res:header("Min-Expires"))
+    assert.equal(0, #reg:lookup("sip:alice@example.com"))
+  end)
+
+  it("shortens an interval over the maximum", function()
+    local res = register({ "<sip:alice@192.0.2.1>" }, 99999)
+    assert.equal("7200", res:header("Expires"))
+  end)
+
+  it("answers a query without Contact with every current binding, best q first", function()
+    register({ "<sip:a@192.0.2.1>;q=0.5", "<sip:a@192.0.2.2>;q=0.9" }, 600)
+    local res = register(nil, nil)
+    assert.equal(200, res.status)
+    local c = res:headers("Contact")
+    assert.equal(2, #c)
+    assert.matches("192%.0%.2%.2", c[1])
+    assert.matches("q=0%.5", c[2])
+  end)
+
+  it("removes one binding with expires=0 and all with Contact: * and Expires: 0", function()
+    register({ "<sip:a@192.0.2.1>", "<sip:a@192.0.2.2>" }, 600)
+    register({ "<sip:a@192.0.2.1>;expires=0" }, nil)
+    assert.equal(1, #reg:lookup("sip:alice@example.com"))
+    local res = register({ "*" }, 0)
+    assert.equal(200, res.status)
+    assert.equal(0, #reg:lookup("sip:alice@example.com"))
+  end)
+
+  it("refuses Contact: * without Expires: 0", function()
+    assert.equal(400, register({ "*" }, 60).status)
+  end)
+
+  it("refuses an out-of-order REGISTER (same Call-ID, lower CSeq)", function()
+    register({ "<sip:a@192.0.2.1>" }, 600, { cseq = 50 })
+    local res = register({ "<sip:a@192.0.2.1>;expires=0" }, nil, { cseq = 49 })
+    assert.equal(500, res.status)
+    assert.equal(1, #reg:lookup("sip:alice@example.com"))
+  end)
+
+  it("lets bindings expire on time", function()
+    register({ "<sip:a@192.0.2.1>" }, 60)
+    clock = clock + 59
+    assert.equal(1, #reg:lookup("sip:alice@example.com"))
+    clock = clock + 1
+    assert.equal(0, #reg:lookup("sip:alice@example.com"))
+    reg:expire()
+    assert.same({}, reg.store:aors())
+  end)
+
+  it("answers 400 for a To URI that is not sip: (RFC 4475 unksm2)", function()
+    local m = assert(sip.parse(helper.read("rfc4475/semantic/unksm2.sip")))
+    local code = reg:handle(m)
+    assert.equal(400, code)
+  end)
+
+  for _, f in ipairs { "cparam01.sip", "cparam02.sip", "regescrt.sip" } do
+    it("stores the binding of RFC 4475 " .. f, function()
+      local m = assert(sip.parse(helper.read("rfc4475/semantic/" .. f)))
+      assert.equal(200, (reg:handle(m)))
+      local to = sip.registrar.aor(m:addr("To").uri)
+      local b = reg:lookup(to)
+      assert.equal(1, #b)
+      assert.equal(m:addr("Contact").uri, b[1].uri)
+    end)
+  end
+end)

@@ -1,0 +1,459 @@
+-- spec/txn_spec.lua: the transaction layer (RFC 3261 §17) against a raw UDP peer that the
+-- spec controls packet by packet. T1 is 20 ms so every timer runs in well under 2 s.
+local sip = require "sip"
+local socket = require "socket"
+
+local T1, T2, T4 = 20, 80, 100
+
+local function now_ms()
+  return socket.gettime() * 1000
+end
+
+-- A raw UDP peer: every datagram it gets is kept with its arrival time.
+local function peer()
+  local u = assert(socket.udp())
+  assert(u:setsockname("127.0.0.1", 0))
+  u:settimeout(0)
+  local _, port = u:getsockname()
+  local p = { sock = u, port = port, inbox = {} }
+  function p.poll()
+    while true do
+      local data, ip, rport = u:receivefrom()
+      if not data then
+        return
+      end
+      p.inbox[#p.inbox + 1] = { msg = assert(sip.parse(data)), raw = data, at = now_ms(),
+        ip = ip, port = rport }
+    end
+  end
+  function p.send(text, ep)
+    local host, eport = ep:address("udp"):match("^(.*):(%d+)$")
+    assert(u:sendto(tostring(text), host, tonumber(eport)))
+  end
+  function p.reply(item, code, reason)
+    local res = item.msg:response(code, reason, "peertag")
+    assert(u:sendto(tostring(res), item.ip, item.port))
+  end
+  function p.count(pred)
+    local n = 0
+    for _, it in ipairs(p.inbox) do
+      if pred(it.msg) then
+        n = n + 1
+      end
+    end
+    return n
+  end
+  function p.close()
+    u:close()
+  end
+  return p
+end
+
+local function run_until(cond, seconds, poll)
+  local deadline = socket.gettime() + (seconds or 5)
+  local ok = cond()
+  while not ok and socket.gettime() < deadline do
+    sip.sched.loop:step(2)
+    if poll then
+      poll()
+    end
+    ok = cond()
+  end
+  return ok
+end
+
+local function run_for(seconds, poll)
+  run_until(function() return false end, seconds, poll)
+end
+
+local function status_is(code)
+  return function(m) return m.status == code end
+end
+
+-- A timer may fire late on a loaded machine but never early: each packet must arrive no
+-- sooner than its scheduled time after t0 (the moment before the first send) and not
+-- grossly later.
+local function on_schedule(items, t0, schedule)
+  for i, due in ipairs(schedule) do
+    local at = items[i] and items[i].at - t0
+    assert(at, "packet " .. i .. " missing")
+    assert(at >= due - 2 and at <= due + 150,
+      string.format("packet %d: expected at %d ms, came at %.1f ms", i, due, at))
+  end
+end
+
+local function raw_request(method, p, ep, opts)
+  opts = opts or {}
+  return assert(sip.request {
+    method = method, uri = ep:uri("svc"), from = "<sip:peer@127.0.0.1:" .. p.port .. ">",
+    call_id = opts.call_id, cseq = opts.cseq,
+    via = opts.via or ("SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" ..
+      (opts.branch or sip.random.branch())),
+  })
+end
+
+describe("transactions", function()
+  local ep, p
+  before_each(function()
+    ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = T1, t2 = T2, t4 = T4 })
+    p = peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  describe("non-INVITE client transaction", function()
+    it("retransmits with Timer E doubling up to T2 and gives 408 at Timer F (64*T1)", function()
+      local res, t0, t1
+      sip.spawn(function()
+        t0 = now_ms()
+        res = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. p.port })
+        t1 = now_ms()
+      end)
+      assert.truthy(run_until(function() return res end, 5, p.poll))
+      assert.equal(408, res.status)
+      assert.truthy(t1 - t0 >= 64 * T1 - 2 and t1 - t0 < 64 * T1 + 300)
+      -- 0, T1, 3T1, then every T2: 0 20 60 140 220 300 ...
+      local schedule = { 0, T1, 3 * T1 }
+      for due = 3 * T1 + T2, 64 * T1 - 1, T2 do
+        schedule[#schedule + 1] = due
+      end
+      on_schedule(p.inbox, t0, schedule)
+      assert.equal(#schedule, #p.inbox)
+      for _, it in ipairs(p.inbox) do
+        assert.equal(p.inbox[1].raw, it.raw) -- the very same request each time
+      end
+    end)
+
+    it("recovers a lost response by retransmission", function()
+      local res
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. p.port })
+      end)
+      -- drop the first copy, answer the second
+      run_until(function() return #p.inbox >= 2 end, 2, p.poll)
+      p.reply(p.inbox[2], 200)
+      assert.truthy(run_until(function() return res end, 2, p.poll))
+      assert.equal(200, res.status)
+      assert.equal(1, ep:stats().retransmissions)
+    end)
+
+    it("absorbs retransmitted responses and ends after Timer K", function()
+      local res
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. p.port })
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      p.reply(p.inbox[1], 200)
+      p.reply(p.inbox[1], 200)
+      run_until(function() return res end, 1, p.poll)
+      run_for(0.02, p.poll)
+      assert.equal(200, res.status)
+      assert.equal(1, ep:stats().absorbed)
+      assert.equal(1, ep:stats().client_transactions)
+      run_for((T4 + 30) / 1000, p.poll)
+      assert.equal(0, ep:stats().client_transactions)
+    end)
+
+    it("hands provisional responses to on_progress", function()
+      local res, seen = nil, {}
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. p.port },
+          { on_progress = function(r) seen[#seen + 1] = r.status end })
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      p.reply(p.inbox[1], 182)
+      run_for(0.01, p.poll)
+      p.reply(p.inbox[1], 202)
+      run_until(function() return res end, 1, p.poll)
+      assert.same({ 182 }, seen)
+      assert.equal(202, res.status)
+    end)
+  end)
+
+  describe("INVITE client transaction", function()
+    it("retransmits with Timer A doubling and gives 408 at Timer B (64*T1)", function()
+      local res, t0
+      sip.spawn(function()
+        t0 = now_ms()
+        res = ep:request(sip.request { method = "INVITE", uri = "sip:x@127.0.0.1:" .. p.port })
+      end)
+      assert.truthy(run_until(function() return res end, 5, p.poll))
+      assert.equal(408, res.status)
+      assert.equal(7, #p.inbox)   -- at 0, 1, 3, 7, 15, 31, 63 T1
+      on_schedule(p.inbox, t0, { 0, T1, 3 * T1, 7 * T1, 15 * T1, 31 * T1, 63 * T1 })
+    end)
+
+    it("stops retransmitting on a provisional response", function()
+      local res
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "INVITE", uri = "sip:x@127.0.0.1:" .. p.port })
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      p.reply(p.inbox[1], 180)
+      run_for(0.3, p.poll)
+      assert.equal(1, #p.inbox)
+      p.reply(p.inbox[1], 486)
+      run_until(function() return res end, 1, p.poll)
+      assert.equal(486, res.status)
+    end)
+
+    it("sends the ACK for a non-2xx final itself (§17.1.1.3)", function()
+      local res
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "INVITE", uri = "sip:x@127.0.0.1:" .. p.port })
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      local inv = p.inbox[1].msg
+      p.reply(p.inbox[1], 603)
+      run_until(function() return res and p.count(function(m) return m.method == "ACK" end) > 0 end, 1, p.poll)
+      assert.equal(603, res.status)
+      local ack
+      for _, it in ipairs(p.inbox) do
+        if it.msg.method == "ACK" then ack = it.msg end
+      end
+      assert.equal(inv.branch, ack.branch)
+      assert.equal(inv.cseq, ack.cseq)
+      assert.equal("ACK", ack.cseq_method)
+      assert.equal("peertag", ack.to_tag)
+      assert.equal(inv.uri, ack.uri)
+      -- a retransmitted final is ACKed again, without waking anyone
+      p.reply(p.inbox[1], 603)
+      run_until(function() return p.count(function(m) return m.method == "ACK" end) == 2 end, 1, p.poll)
+      assert.equal(2, p.count(function(m) return m.method == "ACK" end))
+    end)
+
+    it("CANCELs after a provisional and gets 487", function()
+      local res, id
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "INVITE", uri = "sip:x@127.0.0.1:" .. p.port },
+          { on_txn = function(t) id = t end })
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      p.reply(p.inbox[1], 180)
+      run_for(0.01, p.poll)
+      assert.truthy(ep.core:cancel(id))
+      run_until(function() return p.count(function(m) return m.method == "CANCEL" end) > 0 end, 1, p.poll)
+      local inv, cancel = p.inbox[1].msg, p.inbox[#p.inbox].msg
+      assert.equal("CANCEL", cancel.method)
+      assert.equal(inv.branch, cancel.branch)
+      assert.equal(inv.cseq, cancel.cseq)
+      p.reply(p.inbox[#p.inbox], 200)
+      p.reply(p.inbox[1], 487)
+      run_until(function() return res end, 1, p.poll)
+      assert.equal(487, res.status)
+    end)
+  end)
+
+  describe("non-INVITE server transaction", function()
+    it("answers a retransmitted request from the transaction without waking Lua", function()
+      local calls = 0
+      ep:on("MESSAGE", function(req) calls = calls + 1; req:reply(200) end)
+      local m = raw_request("MESSAGE", p, ep)
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 2 end, 1, p.poll)
+      assert.equal(1, calls)
+      assert.equal(2, p.count(status_is(200)))
+      assert.equal(p.inbox[1].raw, p.inbox[2].raw)
+      assert.equal(1, ep:stats().absorbed)
+    end)
+
+    it("absorbs a retransmission while the handler is still working (Trying)", function()
+      local calls = 0
+      ep:on("MESSAGE", function(req) calls = calls + 1; sip.sleep(0.1); req:reply(200) end)
+      local m = raw_request("MESSAGE", p, ep)
+      p.send(m, ep)
+      run_for(0.02, p.poll)
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      assert.equal(1, calls)
+      assert.equal(0, #p.inbox - 1)
+    end)
+
+    it("matches RFC 2543 requests (no magic cookie) by the old rules", function()
+      local calls = 0
+      ep:on("OPTIONS", function(req) calls = calls + 1; req:reply(200) end)
+      local m = raw_request("OPTIONS", p, ep, { via = "SIP/2.0/UDP 127.0.0.1:" .. p.port })
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 2 end, 1, p.poll)
+      assert.equal(1, calls)
+      assert.equal(2, p.count(status_is(200)))
+    end)
+
+    it("sends a final response once and refuses a late provisional", function()
+      local r1, r2, e2, r3, e3
+      ep:on("MESSAGE", function(req)
+        r1 = req:reply(200)
+        r2, e2 = req:reply(486)
+        r3, e3 = req:reply(180)
+      end)
+      p.send(raw_request("MESSAGE", p, ep), ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      assert.is_true(r1)
+      assert.is_nil(r2)
+      assert.equal("a final response was sent already", e2)
+      assert.is_nil(r3)
+      assert.equal("provisional response after a final one", e3)
+    end)
+
+    it("ends after Timer J (64*T1)", function()
+      ep:on("MESSAGE", function(req) req:reply(200) end)
+      p.send(raw_request("MESSAGE", p, ep), ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      assert.equal(1, ep:stats().server_transactions)
+      run_for((64 * T1 + 50) / 1000, p.poll)
+      assert.equal(0, ep:stats().server_transactions)
+    end)
+
+    it("answers statelessly when asked", function()
+      ep:on("OPTIONS", function(req) req:reply_stateless(200) end)
+      p.send(raw_request("OPTIONS", p, ep), ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      assert.equal(200, p.inbox[1].msg.status)
+    end)
+
+    it("answers 503 with Retry-After when the transaction table is full", function()
+      local small = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = T1,
+        max_transactions = 2 })
+      small:on("MESSAGE", function(req) sip.sleep(0.2); req:reply(200) end)
+      for _ = 1, 3 do
+        p.send(raw_request("MESSAGE", p, small), small)
+      end
+      run_until(function() return #p.inbox >= 1 end, 1, p.poll)
+      assert.equal(503, p.inbox[1].msg.status)
+      assert.equal("5", p.inbox[1].msg:header("Retry-After"))
+      assert.equal(1, small:stats().rejected_busy)
+      small:close()
+    end)
+  end)
+
+  describe("INVITE server transaction", function()
+    it("sends 100 Trying at once", function()
+      ep:on("INVITE", function(req) sip.sleep(0.1); req:reply(486) end)
+      p.send(raw_request("INVITE", p, ep), ep)
+      run_until(function() return #p.inbox >= 1 end, 1, p.poll)
+      assert.equal(100, p.inbox[1].msg.status)
+      assert.is_nil(p.inbox[1].msg.to_tag)
+    end)
+
+    it("retransmits a non-2xx final with Timer G until the ACK, which it absorbs", function()
+      local acks = 0
+      ep:on("ACK", function() acks = acks + 1 end)
+      ep:on("INVITE", function(req) req:reply(486) end)
+      local inv = raw_request("INVITE", p, ep)
+      local t0 = now_ms()
+      p.send(inv, ep)
+      run_until(function() return p.count(status_is(486)) >= 5 end, 3, p.poll)
+      local finals = {}
+      for _, it in ipairs(p.inbox) do
+        if it.msg.status == 486 then finals[#finals + 1] = it end
+      end
+      -- sent at once, then after T1, 2T1, then every T2 (Timer G)
+      on_schedule(finals, t0, { 0, T1, 3 * T1, 3 * T1 + T2, 3 * T1 + 2 * T2 })
+      -- the ACK for the non-2xx reuses the INVITE's branch (§17.1.1.3)
+      local ack = assert(sip.request { method = "ACK", uri = inv.uri, from = inv:header("From"),
+        to = finals[1].msg:header("To"), call_id = inv.call_id, cseq = inv.cseq,
+        via = inv:header("Via") })
+      p.send(ack, ep)
+      run_for(0.05, p.poll)
+      local n = p.count(status_is(486))
+      run_for(0.2, p.poll)
+      assert.equal(n, p.count(status_is(486)))
+      assert.equal(0, acks)
+      run_for((T4 + 50) / 1000, p.poll)
+      assert.equal(0, ep:stats().server_transactions)
+    end)
+
+    it("gives up at Timer H without an ACK", function()
+      ep:on("INVITE", function(req) req:reply(480) end)
+      p.send(raw_request("INVITE", p, ep), ep)
+      run_for((64 * T1 + 80) / 1000, p.poll)
+      assert.equal(0, ep:stats().server_transactions)
+      local n = p.count(status_is(480))
+      run_for(0.2, p.poll)
+      assert.equal(n, p.count(status_is(480)))
+    end)
+
+    it("retransmits a 2xx until its ACK arrives (§13.3.1.4)", function()
+      local got_ack
+      ep:on("INVITE", function(req)
+        req:reply(200)
+        got_ack = req:wait_ack()
+      end)
+      local inv = raw_request("INVITE", p, ep)
+      p.send(inv, ep)
+      run_until(function() return p.count(status_is(200)) >= 3 end, 2, p.poll)
+      local ok
+      for _, it in ipairs(p.inbox) do
+        if it.msg.status == 200 then ok = it.msg end
+      end
+      local ack = assert(sip.request { method = "ACK", uri = inv.uri, from = inv:header("From"),
+        to = ok:header("To"), call_id = inv.call_id, cseq = inv.cseq })
+      p.send(ack, ep)
+      run_until(function() return got_ack end, 1, p.poll)
+      assert.equal("ACK", got_ack.method)
+      local n = p.count(status_is(200))
+      run_for(0.3, p.poll)
+      assert.equal(n, p.count(status_is(200)))
+      -- a retransmitted INVITE is absorbed by the Accepted transaction (RFC 6026)
+      p.send(inv, ep)
+      run_for(0.05, p.poll)
+      assert.equal(n, p.count(status_is(200)))
+    end)
+
+    it("answers CANCEL with 200, the INVITE with 487, and tells the handler", function()
+      local cancelled, late_ok, late_err, seen_flag
+      ep:on("INVITE", function(req)
+        req:on_cancel(function() cancelled = true end)
+        req:reply(180)
+        sip.sleep(0.1)
+        seen_flag = req.cancelled
+        late_ok, late_err = req:reply(200)
+      end)
+      local inv = raw_request("INVITE", p, ep)
+      p.send(inv, ep)
+      run_until(function() return p.count(status_is(180)) == 1 end, 1, p.poll)
+      local cancel = assert(sip.request { method = "CANCEL", uri = inv.uri,
+        from = inv:header("From"), to = inv:header("To"), call_id = inv.call_id,
+        cseq = inv.cseq, via = inv:header("Via") })
+      p.send(cancel, ep)
+      run_until(function() return p.count(status_is(487)) == 1 end, 1, p.poll)
+      run_until(function() return late_err end, 1, p.poll)
+      assert.equal(1, p.count(function(m) return m.status == 200 and m.cseq_method == "CANCEL" end))
+      assert.truthy(p.count(status_is(487)) >= 1)   -- Timer G resends it until an ACK
+      assert.is_true(cancelled)
+      assert.is_true(seen_flag)
+      assert.is_nil(late_ok)
+      assert.equal("a final response was sent already", late_err)
+    end)
+
+    it("answers 481 to a CANCEL that matches nothing", function()
+      p.send(raw_request("CANCEL", p, ep), ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      assert.equal(481, p.inbox[1].msg.status)
+    end)
+  end)
+
+  it("leaves no transaction behind once timers D, I, J and K ran", function()
+    ep:on("MESSAGE", function(req) req:reply(200) end)
+    ep:on("INVITE", function(req) req:reply(486) end)
+    local other = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = T1, t2 = T2, t4 = T4 })
+    local done = 0
+    for i = 1, 20 do
+      sip.spawn(function()
+        other:request(sip.request { method = i % 2 == 0 and "INVITE" or "MESSAGE", uri = ep:uri("x") })
+        done = done + 1
+      end)
+    end
+    run_until(function() return done == 20 end, 3)
+    run_for((64 * T1 + T4 + 100) / 1000)
+    assert.equal(0, ep:stats().server_transactions)
+    assert.equal(0, other:stats().client_transactions)
+    other:close()
+  end)
+end)
