@@ -19,7 +19,8 @@ CORE  = build/sip/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted luarocks sip-tester sipsak lua-cqueues
+DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
+       lua-cqueues clang libclang-rt-14-dev
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind
 
@@ -29,7 +30,7 @@ BENCH_BIN = build/bench
 
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps bench-deps run test spec ctest interop bench clean install
+.PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -54,10 +55,19 @@ deps bench-deps:
 run: deps all
 	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 --users examples/users.txt
 
-test: deps all spec
+# Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
+# on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
+test: deps all ctest spec sanitize
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+
+TEST_FUZZ_SECONDS ?= 30
 
 spec: all
 	@$(BUSTED) -o utfTerminal spec
+
+# luasip against real sipp peers on loopback, with and without packet loss.
+interop: deps all
+	@$(BUSTED) -o utfTerminal spec/interop_spec.lua
 
 # C tests of the loop, framing and transports: plain C, no Lua, real sockets on loopback.
 CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o
@@ -85,5 +95,79 @@ install: all
 	cp $(CORE) $(INST_LIBDIR)/core.so
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
 
+# --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
+# Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
+# (csrc/*.c but lsip_*), seeded with every file of the shared corpus, run FUZZ_SECONDS.
+# Adding a target (say fuzz/fuzz_auth.c for csrc/auth.c) takes no Makefile edit; to run only
+# some, `make fuzz FUZZ_TARGETS="auth"`. A crash, leak or sanitizer report fails `make fuzz`.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS    = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
+FUZZ_RUNFLAGS = -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -timeout=10 \
+                -dict=fuzz/sip.dict -print_final_stats=1
+FUZZ_CORPUS  ?= ../shared/corpus
+FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_OBJS     = $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(filter-out csrc/lsip_%.c,$(SRCS)))
+FUZZ_BINS     = $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
+
+build/fuzz/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/fuzz/obj
+	@$(FUZZ_CC) $(WARN) -D_GNU_SOURCE -Icsrc $(FUZZ_FLAGS) -c -o $@ $<
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJS) $(wildcard csrc/*.h)
+	@$(FUZZ_CC) $(WARN) -D_GNU_SOURCE -Icsrc $(FUZZ_FLAGS) -o $@ $< $(FUZZ_OBJS) $(LIBS)
+
+build/fuzz/obj:
+	@mkdir -p $@
+
+.SECONDARY: $(FUZZ_OBJS)
+fuzz-build: $(FUZZ_BINS)
+
+# Corpus files keep their path in the name (rfc4475/valid/x.sip -> rfc4475_valid_x.sip);
+# new units found are kept in build/fuzz/corpus-NAME for the next run. Logs: build/fuzz/*.log.
+fuzz: fuzz-build
+	@fail=""; for t in $(FUZZ_TARGETS); do \
+	  dir=build/fuzz/corpus-$$t; mkdir -p $$dir; \
+	  (cd $(FUZZ_CORPUS) && find . -type f) | while read -r f; do \
+	    cp "$(FUZZ_CORPUS)/$$f" "$$dir/$$(echo "$${f#./}" | tr / _)"; done; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  build/fuzz/fuzz_$$t $(FUZZ_RUNFLAGS) -artifact_prefix=build/fuzz/$$t- $$dir \
+	    >build/fuzz/$$t.log 2>&1 || { tail -n 60 build/fuzz/$$t.log; fail="$$fail $$t"; }; \
+	  grep -E '^stat::number_of_executed_units' build/fuzz/$$t.log; \
+	done; \
+	if [ -n "$$fail" ]; then echo "fuzz: failed:$$fail (inputs in build/fuzz/*-crash-*)"; exit 1; fi
+
+# --- The spec suite on an ASan/UBSan build of the module ----------------------------------
+# lua5.4 itself is not instrumented, so the sanitizer runtime is preloaded. Leaks are
+# checked; the interpreter's own allocations at exit are suppressed (fuzz/lsan.supp).
+# With gcc: `make clean-asan sanitize SAN_CC=gcc` (objects of both compilers don't mix).
+SAN_CC    ?= clang
+SAN_FLAGS  = -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined -g -O1
+SAN_OBJS   = $(patsubst csrc/%.c,build-asan/obj/%.o,$(SRCS))
+SAN_CORE   = build-asan/sip/core.so
+SAN_IS_CLANG = $(findstring clang,$(SAN_CC))
+SAN_RT     = $(shell $(SAN_CC) -print-file-name=$(if $(SAN_IS_CLANG),libclang_rt.asan-x86_64.so,libasan.so))
+# clang links a module's ASan runtime only when asked; the rpath lets ldd find it.
+SAN_LINK   = $(if $(SAN_IS_CLANG),-shared-libasan -Wl$(comma)-rpath$(comma)$(dir $(SAN_RT)))
+comma      = ,
+
+build-asan/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build-asan/obj
+	@$(SAN_CC) $(WARN) $(CPPFLAGS_) $(SAN_FLAGS) -fPIC -c -o $@ $<
+
+$(SAN_CORE): $(SAN_OBJS) | build-asan/sip
+	@$(SAN_CC) $(SAN_FLAGS) $(SAN_LINK) $(LIBFLAG) -o $@ $(SAN_OBJS) $(LIBS)
+
+build-asan/obj build-asan/sip:
+	@mkdir -p $@
+
+sanitize: $(SAN_CORE)
+	@LD_PRELOAD=$(SAN_RT) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(BUSTED) --cpath='build-asan/?.so' -o utfTerminal spec
+
+clean-asan:
+	rm -rf build-asan
+
 clean:
-	rm -rf build
+	rm -rf build build-asan

@@ -20,6 +20,9 @@ struct sip_edit {
 
 enum { F_LIST = 1, F_SINGLE = 2 };
 
+/* Hard cap on header lines whatever sip_limits says: first[] holds int16_t indexes. */
+#define MAX_HDRS_INDEX 32767u
+
 static const struct hdr_info {
 	const char *name;
 	uint8_t flags;
@@ -487,7 +490,7 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 
 static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 {
-	if (m->nhdrs >= max)
+	if (m->nhdrs >= max || m->nhdrs >= MAX_HDRS_INDEX)
 		return -1;
 	if (m->nhdrs == m->hdrs_cap) {
 		unsigned cap = m->hdrs_cap < 8 ? 16 : m->hdrs_cap * 2;
@@ -654,6 +657,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 	p = nl + 1;
 
 	/* Header section: one logical line (with folding) per header. */
+	unsigned max_hdrs = lim->max_hdrs < MAX_HDRS_INDEX ? lim->max_hdrs : MAX_HDRS_INDEX;
 	for (;;) {
 		if (p >= end) {
 			*err = "truncated header section";
@@ -707,7 +711,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			if (first)
 				m->first[h.id] = (int16_t)m->nhdrs;
 		}
-		if (m->nhdrs < m->hdrs_cap && m->nhdrs < lim->max_hdrs)
+		if (m->nhdrs < m->hdrs_cap && m->nhdrs < max_hdrs)
 			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
 		else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
@@ -872,7 +876,8 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		sip_msg tmp = *m;   /* validate without touching m's shortcuts */
 		if (check_header(&tmp, id, value, 0, &err))
 			return -1;
-		if (!at_top && (hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
+		/* at the top too: a second From or CSeq makes a message no parser accepts */
+		if ((hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
 			return -1;
 	}
 	const char *cname = id != SIP_HDR_OTHER ? hdr_info[id].name : NULL;

@@ -125,6 +125,10 @@ static const char *param_one(const char *p, const char *end, sip_pl *name, sip_p
 
 int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
 {
+	if (*pos >= params.n) {     /* also keeps an absent list's NULL pointer out of sums */
+		*pos = params.n;
+		return 0;
+	}
 	const char *end = params.p + params.n;
 	const char *p = skip_lws(params.p + *pos, end);
 	if (p >= end) {

@@ -7,7 +7,7 @@ local cli = {}
 local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
-               [--no-auth] [--quiet] [--t1 MS]
+               [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
@@ -128,7 +128,12 @@ function cli.server(opts)
       end
       return u.password
     end
-    local algs = only_md5 and { "MD5" } or { "SHA-256", "MD5" }
+    -- Offered in this order. MD5 first by default: sipp, sipsak and many phones read only
+    -- the first challenge and know only MD5 (RFC 8760 would put SHA-256 first: --algorithms).
+    local algs = opts.algorithms or { "MD5", "SHA-256" }
+    if only_md5 then
+      algs = { "MD5" }
+    end
     auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs }
     auth_proxy = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
       proxy = true }
@@ -260,6 +265,13 @@ local function serve(argv)
     io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
   end
   opts.t1 = opts.t1 and tonumber(opts.t1)
+  if opts.algorithms then
+    local list = {}
+    for a in opts.algorithms:gmatch("[^,%s]+") do
+      list[#list + 1] = a
+    end
+    opts.algorithms = list
+  end
   local srv, serr = cli.server(opts)
   if not srv then
     io.stderr:write("luasip: ", serr, "\n")

@@ -346,7 +346,8 @@ end
 local function on_stray_2xx(ep, res)
   local d = ep.dialogs[key(res.call_id, res.from_tag, res.to_tag)]
   if d and d.last_ack then
-    ep:send(d.last_ack, next_hop(d.last_ack))
+    -- the very same ACK again ("keep" its Via): a new branch would look like a new ACK
+    ep:send(d.last_ack, next_hop(d.last_ack), "keep")
     return true
   end
   local p = ep._invites and ep._invites[invite_key(res.call_id, res.from_tag)]
@@ -355,7 +356,7 @@ local function on_stray_2xx(ep, res)
   end
   local killed = p.killed[res.to_tag]
   if killed then
-    ep:send(killed.last_ack, next_hop(killed.last_ack))
+    ep:send(killed.last_ack, next_hop(killed.last_ack), "keep")
     return true
   end
   killed = uac_dialog(ep, p, res)
