@@ -588,8 +588,10 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 {
 	sip_endpoint *ep = arg;
 	sip_msg m;
+	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (sip_msg_parse(&m, buf, len, 0, src->kind == SIP_TP_TCP, &ep->cfg.lim, &err)) {
+	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, src->kind == SIP_TP_TCP,
+			       &ep->cfg.lim, &err)) {
 		char a[80];
 		ep->stats.parse_errors++;
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);

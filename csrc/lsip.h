@@ -10,22 +10,24 @@
 
 #define LSIP_MSG_MT "sip.msg"
 
-/* A message userdata. `src` is filled for messages that arrived on an endpoint (stateless
- * replies need the exact connection and listener). */
+/* A message userdata, sized for its headers: a parsed message keeps them in `slots`, right
+ * after the struct in the same allocation. Messages that arrived on an endpoint carry their
+ * sip_tp_src (stateless replies need the exact connection) in user value LSIP_MSG_UV_SRC. */
 typedef struct lsip_msg {
 	sip_msg m;
 	int valid;
-	int has_src;
-	unsigned char src[sizeof(struct sockaddr_storage) * 2 + 64];
+	sip_hdr slots[];
 } lsip_msg;
+
+#define LSIP_MSG_UV_SRC 3
 
 void lsip_open_msg(lua_State *L);
 void lsip_open_ep(lua_State *L);
 void lsip_msg_validate(lua_State *L, int idx);
 void lsip_open_auth(lua_State *L);
 
-/* Push a new, empty message userdata; the caller parses into the returned sip_msg.
- * Its __gc calls sip_msg_free. */
+/* Push a new, empty message userdata (no header slots, three user values); the caller
+ * parses into the returned sip_msg. Its __gc calls sip_msg_free. */
 sip_msg *lsip_msg_new(lua_State *L);
 sip_msg *lsip_checkmsg(lua_State *L, int idx);
 sip_msg *lsip_testmsg(lua_State *L, int idx);

@@ -182,9 +182,8 @@ static int push_copy(lua_State *L, const sip_msg *m, const sip_tp_src *src)
 	}
 	lsip_msg_validate(L, -1);
 	if (src) {
-		lsip_msg *u = (lsip_msg *)dst;
-		memcpy(u->src, src, sizeof *src);
-		u->has_src = 1;
+		lua_pushlstring(L, (const char *)src, sizeof *src);
+		lua_setiuservalue(L, -2, LSIP_MSG_UV_SRC);
 	}
 	return 0;
 }
@@ -420,13 +419,16 @@ static int ep_reply(lua_State *L)
 static int ep_reply_stateless(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
-	lsip_msg *req = luaL_checkudata(L, 2, LSIP_MSG_MT);
+	lsip_checkmsg(L, 2);
 	sip_msg *res = lsip_checkmsg(L, 3);
 	const char *err;
-	if (!req->has_src)
-		return fail(L, "the request did not arrive on an endpoint");
+	size_t n = 0;
+	const char *s = lua_getiuservalue(L, 2, LSIP_MSG_UV_SRC) == LUA_TSTRING ?
+			lua_tolstring(L, -1, &n) : NULL;
 	sip_tp_src src;
-	memcpy(&src, req->src, sizeof src);
+	if (!s || n != sizeof src)
+		return fail(L, "the request did not arrive on an endpoint");
+	memcpy(&src, s, sizeof src);
 	if (sip_ep_reply_stateless(e->ep, res, &src, &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);

@@ -15,32 +15,91 @@
 #define UV_EXTRA 2
 
 
+/* A parsed message that owns no C memory (its headers in its own userdata, no edits)
+ * needs no finalizer, and finalizers are a good part of what a parse costs the GC. Such
+ * messages get MSG_MT_PLAIN, LSIP_MSG_MT without __gc; lsip_checkmsg, which hands a message
+ * to code that may edit it (and so allocate), moves it to LSIP_MSG_MT first. */
+#define MSG_MT_PLAIN "sip.msg (owns nothing)"
+
 sip_msg *lsip_msg_new(lua_State *L)
 {
-	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 2);
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 3);
 	u->valid = 0;
+	memset(&u->m, 0, sizeof u->m);   /* a message that never parsed frees nothing */
 	luaL_setmetatable(L, LSIP_MSG_MT);
+	return &u->m;
+}
+
+/* The message at idx, or NULL; *plain says whether it has MSG_MT_PLAIN. */
+static lsip_msg *test_udata(lua_State *L, int idx, int *plain)
+{
+	lsip_msg *u = lua_touserdata(L, idx);
+	if (!u || !lua_getmetatable(L, idx))
+		return NULL;
+	luaL_getmetatable(L, LSIP_MSG_MT);
+	*plain = 0;
+	if (!lua_rawequal(L, -1, -2)) {
+		lua_pop(L, 1);
+		luaL_getmetatable(L, MSG_MT_PLAIN);
+		*plain = 1;
+		if (!lua_rawequal(L, -1, -2))
+			u = NULL;
+	}
+	lua_pop(L, 2);
+	return u;
+}
+
+static lsip_msg *check_udata(lua_State *L, int idx)
+{
+	int plain;
+	lsip_msg *u = test_udata(L, idx, &plain);
+	if (!u)
+		luaL_typeerror(L, idx, LSIP_MSG_MT);
+	return u;
+}
+
+/* A valid message for reading only: it keeps the metatable it has. */
+static sip_msg *read_msg(lua_State *L, int idx)
+{
+	lsip_msg *u = check_udata(L, idx);
+	if (!u->valid)
+		luaL_argerror(L, idx, "message is not valid");
 	return &u->m;
 }
 
 /* The binding marks a message usable once it parsed. */
 static void msg_set_valid(lua_State *L, int idx)
 {
-	lsip_msg *u = luaL_checkudata(L, idx, LSIP_MSG_MT);
-	u->valid = 1;
+	check_udata(L, idx)->valid = 1;
 }
 
 sip_msg *lsip_testmsg(lua_State *L, int idx)
 {
-	lsip_msg *u = luaL_testudata(L, idx, LSIP_MSG_MT);
-	return u && u->valid ? &u->m : NULL;
+	int plain;
+	lsip_msg *u = test_udata(L, idx, &plain);
+	if (!u || !u->valid)
+		return NULL;
+	if (plain) {
+		idx = lua_absindex(L, idx);
+		luaL_getmetatable(L, LSIP_MSG_MT);
+		lua_setmetatable(L, idx);
+	}
+	return &u->m;
 }
 
 sip_msg *lsip_checkmsg(lua_State *L, int idx)
 {
-	lsip_msg *u = luaL_checkudata(L, idx, LSIP_MSG_MT);
+	int plain;
+	lsip_msg *u = test_udata(L, idx, &plain);
+	if (!u)
+		luaL_typeerror(L, idx, LSIP_MSG_MT);
 	if (!u->valid)
 		luaL_argerror(L, idx, "message is not valid");
+	if (plain) {
+		idx = lua_absindex(L, idx);
+		luaL_getmetatable(L, LSIP_MSG_MT);
+		lua_setmetatable(L, idx);
+	}
 	return &u->m;
 }
 
@@ -83,24 +142,40 @@ static void get_limits(lua_State *L, int idx, sip_limits *lim, int *stream)
 	lua_pop(L, 4);
 }
 
-/* sip.core.parse(bytes [, opts]) -> msg | nil, reason */
+/* sip.parse(bytes [, opts]) -> msg | nil, reason. This is sip.parse itself (no Lua
+ * wrapper: it is the hot path), so a non-string is an expected failure, not an error.
+ * Upvalues: the message metatables, with and without __gc (saving registry lookups). */
 static int l_parse(lua_State *L)
 {
 	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
 	sip_limits lim;
 	int stream;
 	const char *err;
+	if (lua_type(L, 1) != LUA_TSTRING) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "not a string");
+		return 2;
+	}
+	const char *s = lua_tolstring(L, 1, &len);
 	get_limits(L, 2, &lim, &stream);
-	sip_msg *m = lsip_msg_new(L);
-	if (sip_msg_parse(m, s, len, 0, stream, &lim, &err)) {
+	/* Parse on the stack first: a bad message costs no userdata, and a good one gets a
+	 * userdata of the exact size for its headers. */
+	sip_msg tmp;
+	sip_hdr slots[SIP_MSG_SLOTS];
+	if (sip_msg_parse_into(&tmp, slots, SIP_MSG_SLOTS, s, len, 0, stream, &lim, &err)) {
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
 	}
+	unsigned n = tmp.hdrs == slots ? tmp.nhdrs : 0;
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), 2);
+	sip_msg_move(&u->m, &tmp, u->slots, n);
+	u->valid = 1;
+	int owns = u->m.hdrs != u->slots;   /* more headers than slots: a heap array */
+	lua_pushvalue(L, lua_upvalueindex(owns ? 1 : 2));
+	lua_setmetatable(L, -2);
 	lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, UV_SOURCE);
-	msg_set_valid(L, -1);
 	return 1;
 }
 
@@ -133,7 +208,7 @@ static sip_hdr_id check_name(lua_State *L, int idx, const char **name, size_t *l
 /* msg:header(name) -> first value, or nil */
 static int m_header(lua_State *L)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
+	sip_msg *m = read_msg(L, 1);
 	const char *name;
 	size_t nlen;
 	sip_hdr_id id = check_name(L, 2, &name, &nlen);
@@ -156,7 +231,7 @@ static int m_header(lua_State *L)
 /* msg:headers(name) -> { every value, comma lists split }; msg:headers() -> all {name, value} */
 static int m_headers(lua_State *L)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
+	sip_msg *m = read_msg(L, 1);
 	if (lua_isnoneornil(L, 2)) {
 		lua_createtable(L, (int)m->nhdrs, 0);
 		for (unsigned i = 0; i < m->nhdrs; i++) {
@@ -293,7 +368,7 @@ static int m_decrement_max_forwards(lua_State *L)
 
 static int m_tostring(lua_State *L)
 {
-	lsip_msg *u = luaL_checkudata(L, 1, LSIP_MSG_MT);
+	lsip_msg *u = check_udata(L, 1);
 	if (!u->valid) {
 		lua_pushliteral(L, "sip.msg (invalid)");
 		return 1;
@@ -541,7 +616,7 @@ static void push_via(lua_State *L, sip_pl v)
 /* msg:vias() -> every Via value parsed, top first */
 static int m_vias(lua_State *L)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
+	sip_msg *m = read_msg(L, 1);
 	lua_newtable(L);
 	lua_Integer k = 0;
 	for (int i = m->first[SIP_HDR_VIA]; i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, NULL, 0, i + 1)) {
@@ -575,7 +650,7 @@ static int m_via(lua_State *L)
 /* msg:addr(name [, n]) -> the n-th name-addr of From/To/Contact/Route... parsed */
 static int m_addr(lua_State *L)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
+	sip_msg *m = read_msg(L, 1);
 	const char *name;
 	size_t nlen;
 	sip_hdr_id id = check_name(L, 2, &name, &nlen);
@@ -700,7 +775,7 @@ static int l_uri_hostport(lua_State *L)
 
 static int m_gc(lua_State *L)
 {
-	lsip_msg *u = luaL_checkudata(L, 1, LSIP_MSG_MT);
+	lsip_msg *u = check_udata(L, 1);
 	if (u->valid)
 		sip_msg_free(&u->m);
 	u->valid = 0;
@@ -752,7 +827,7 @@ static int push_field(lua_State *L, sip_msg *m, int f)
 /* __index: methods (upvalue 1), then fields (upvalue 2: name -> enum), then extras. */
 static int m_index(lua_State *L)
 {
-	lsip_msg *u = luaL_checkudata(L, 1, LSIP_MSG_MT);
+	lsip_msg *u = check_udata(L, 1);
 	lua_pushvalue(L, 2);
 	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
 		return 1;
@@ -778,7 +853,7 @@ static int m_index(lua_State *L)
 /* __newindex: scripts may attach their own fields; parsed fields are read-only. */
 static int m_newindex(lua_State *L)
 {
-	luaL_checkudata(L, 1, LSIP_MSG_MT);
+	check_udata(L, 1);
 	lua_pushvalue(L, 2);
 	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL ||
 	    (lua_pop(L, 1), lua_pushvalue(L, 2), lua_rawget(L, lua_upvalueindex(2))) != LUA_TNIL)
@@ -828,8 +903,22 @@ static int l_random_hex(lua_State *L)
 	return 1;
 }
 
+/* core.header_name(name) -> canonical long form of a known header name (any case, compact
+ * forms too), or the name as given */
+static int l_header_name(lua_State *L)
+{
+	size_t len;
+	const char *name = luaL_checklstring(L, 1, &len);
+	const char *c = len ? sip_hdr_canonical(sip_hdr_lookup(name, len)) : NULL;
+	if (c)
+		lua_pushstring(L, c);
+	else
+		lua_settop(L, 1);
+	return 1;
+}
+
 static const luaL_Reg funcs[] = {
-	{ "parse", l_parse },
+	{ "header_name", l_header_name },
 	{ "uri_parse", l_uri_parse },
 	{ "addr_parse", l_addr_parse },
 	{ "random_hex", l_random_hex },
@@ -870,6 +959,20 @@ void lsip_open_msg(lua_State *L)
 	lua_setfield(L, -2, "__tostring");
 	lua_pushliteral(L, "sip.msg");
 	lua_setfield(L, -2, "__name");
+	/* the twin without __gc: the same fields (__close included) */
+	luaL_newmetatable(L, MSG_MT_PLAIN);
+	lua_pushnil(L);
+	while (lua_next(L, -3)) {
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, -4);
+	}
+	lua_pushnil(L);
+	lua_setfield(L, -2, "__gc");
+	lua_pushvalue(L, -2);
+	lua_insert(L, -2);
+	lua_pushcclosure(L, l_parse, 2);
+	lua_setfield(L, -3, "parse");
 	lua_setfield(L, -2, "msg_mt");
 	luaL_setfuncs(L, funcs, 0);
 	lua_pushcfunction(L, l_reason);

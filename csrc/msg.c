@@ -25,97 +25,128 @@ enum { F_LIST = 1, F_SINGLE = 2 };
 
 static const struct hdr_info {
 	const char *name;
-	char compact;
 	uint8_t flags;
 } hdr_info[SIP_HDR_COUNT] = {
-	[SIP_HDR_OTHER] = { "", 0, 0 },
-	[SIP_HDR_ACCEPT] = { "Accept", 0, F_LIST },
-	[SIP_HDR_ACCEPT_CONTACT] = { "Accept-Contact", 'a', F_LIST },
-	[SIP_HDR_ACCEPT_ENCODING] = { "Accept-Encoding", 0, F_LIST },
-	[SIP_HDR_ACCEPT_LANGUAGE] = { "Accept-Language", 0, F_LIST },
-	[SIP_HDR_ALERT_INFO] = { "Alert-Info", 0, F_LIST },
-	[SIP_HDR_ALLOW] = { "Allow", 0, F_LIST },
-	[SIP_HDR_ALLOW_EVENTS] = { "Allow-Events", 'u', F_LIST },
-	[SIP_HDR_AUTHENTICATION_INFO] = { "Authentication-Info", 0, 0 },
-	[SIP_HDR_AUTHORIZATION] = { "Authorization", 0, 0 },
-	[SIP_HDR_CALL_ID] = { "Call-ID", 'i', F_SINGLE },
-	[SIP_HDR_CALL_INFO] = { "Call-Info", 0, F_LIST },
-	[SIP_HDR_CONTACT] = { "Contact", 'm', F_LIST },
-	[SIP_HDR_CONTENT_DISPOSITION] = { "Content-Disposition", 0, 0 },
-	[SIP_HDR_CONTENT_ENCODING] = { "Content-Encoding", 'e', F_LIST },
-	[SIP_HDR_CONTENT_LANGUAGE] = { "Content-Language", 0, F_LIST },
-	[SIP_HDR_CONTENT_LENGTH] = { "Content-Length", 'l', F_SINGLE },
-	[SIP_HDR_CONTENT_TYPE] = { "Content-Type", 'c', F_SINGLE },
-	[SIP_HDR_CSEQ] = { "CSeq", 0, F_SINGLE },
-	[SIP_HDR_DATE] = { "Date", 0, 0 },
-	[SIP_HDR_ERROR_INFO] = { "Error-Info", 0, F_LIST },
-	[SIP_HDR_EVENT] = { "Event", 'o', 0 },
-	[SIP_HDR_EXPIRES] = { "Expires", 0, 0 },
-	[SIP_HDR_FROM] = { "From", 'f', F_SINGLE },
-	[SIP_HDR_IDENTITY] = { "Identity", 'y', 0 },
-	[SIP_HDR_IN_REPLY_TO] = { "In-Reply-To", 0, F_LIST },
-	[SIP_HDR_MAX_FORWARDS] = { "Max-Forwards", 0, F_SINGLE },
-	[SIP_HDR_MIN_EXPIRES] = { "Min-Expires", 0, 0 },
-	[SIP_HDR_MIME_VERSION] = { "MIME-Version", 0, 0 },
-	[SIP_HDR_ORGANIZATION] = { "Organization", 0, 0 },
-	[SIP_HDR_PATH] = { "Path", 0, F_LIST },
-	[SIP_HDR_PRIORITY] = { "Priority", 0, 0 },
-	[SIP_HDR_PROXY_AUTHENTICATE] = { "Proxy-Authenticate", 0, 0 },
-	[SIP_HDR_PROXY_AUTHORIZATION] = { "Proxy-Authorization", 0, 0 },
-	[SIP_HDR_PROXY_REQUIRE] = { "Proxy-Require", 0, F_LIST },
-	[SIP_HDR_RECORD_ROUTE] = { "Record-Route", 0, F_LIST },
-	[SIP_HDR_REFER_TO] = { "Refer-To", 'r', 0 },
-	[SIP_HDR_REFERRED_BY] = { "Referred-By", 'b', 0 },
-	[SIP_HDR_REJECT_CONTACT] = { "Reject-Contact", 'j', F_LIST },
-	[SIP_HDR_REPLY_TO] = { "Reply-To", 0, 0 },
-	[SIP_HDR_REQUEST_DISPOSITION] = { "Request-Disposition", 'd', F_LIST },
-	[SIP_HDR_REQUIRE] = { "Require", 0, F_LIST },
-	[SIP_HDR_RETRY_AFTER] = { "Retry-After", 0, 0 },
-	[SIP_HDR_ROUTE] = { "Route", 0, F_LIST },
-	[SIP_HDR_SERVER] = { "Server", 0, 0 },
-	[SIP_HDR_SERVICE_ROUTE] = { "Service-Route", 0, F_LIST },
-	[SIP_HDR_SESSION_EXPIRES] = { "Session-Expires", 'x', 0 },
-	[SIP_HDR_SUBJECT] = { "Subject", 's', 0 },
-	[SIP_HDR_SUBSCRIPTION_STATE] = { "Subscription-State", 0, 0 },
-	[SIP_HDR_SUPPORTED] = { "Supported", 'k', F_LIST },
-	[SIP_HDR_TIMESTAMP] = { "Timestamp", 0, 0 },
-	[SIP_HDR_TO] = { "To", 't', F_SINGLE },
-	[SIP_HDR_UNSUPPORTED] = { "Unsupported", 0, F_LIST },
-	[SIP_HDR_USER_AGENT] = { "User-Agent", 0, 0 },
-	[SIP_HDR_VIA] = { "Via", 'v', F_LIST },
-	[SIP_HDR_WARNING] = { "Warning", 0, F_LIST },
-	[SIP_HDR_WWW_AUTHENTICATE] = { "WWW-Authenticate", 0, 0 },
+	[SIP_HDR_OTHER] = { "", 0 },
+	[SIP_HDR_ACCEPT] = { "Accept", F_LIST },
+	[SIP_HDR_ACCEPT_CONTACT] = { "Accept-Contact", F_LIST },
+	[SIP_HDR_ACCEPT_ENCODING] = { "Accept-Encoding", F_LIST },
+	[SIP_HDR_ACCEPT_LANGUAGE] = { "Accept-Language", F_LIST },
+	[SIP_HDR_ALERT_INFO] = { "Alert-Info", F_LIST },
+	[SIP_HDR_ALLOW] = { "Allow", F_LIST },
+	[SIP_HDR_ALLOW_EVENTS] = { "Allow-Events", F_LIST },
+	[SIP_HDR_AUTHENTICATION_INFO] = { "Authentication-Info", 0 },
+	[SIP_HDR_AUTHORIZATION] = { "Authorization", 0 },
+	[SIP_HDR_CALL_ID] = { "Call-ID", F_SINGLE },
+	[SIP_HDR_CALL_INFO] = { "Call-Info", F_LIST },
+	[SIP_HDR_CONTACT] = { "Contact", F_LIST },
+	[SIP_HDR_CONTENT_DISPOSITION] = { "Content-Disposition", 0 },
+	[SIP_HDR_CONTENT_ENCODING] = { "Content-Encoding", F_LIST },
+	[SIP_HDR_CONTENT_LANGUAGE] = { "Content-Language", F_LIST },
+	[SIP_HDR_CONTENT_LENGTH] = { "Content-Length", F_SINGLE },
+	[SIP_HDR_CONTENT_TYPE] = { "Content-Type", F_SINGLE },
+	[SIP_HDR_CSEQ] = { "CSeq", F_SINGLE },
+	[SIP_HDR_DATE] = { "Date", 0 },
+	[SIP_HDR_ERROR_INFO] = { "Error-Info", F_LIST },
+	[SIP_HDR_EVENT] = { "Event", 0 },
+	[SIP_HDR_EXPIRES] = { "Expires", 0 },
+	[SIP_HDR_FROM] = { "From", F_SINGLE },
+	[SIP_HDR_IDENTITY] = { "Identity", 0 },
+	[SIP_HDR_IN_REPLY_TO] = { "In-Reply-To", F_LIST },
+	[SIP_HDR_MAX_FORWARDS] = { "Max-Forwards", F_SINGLE },
+	[SIP_HDR_MIN_EXPIRES] = { "Min-Expires", 0 },
+	[SIP_HDR_MIME_VERSION] = { "MIME-Version", 0 },
+	[SIP_HDR_ORGANIZATION] = { "Organization", 0 },
+	[SIP_HDR_PATH] = { "Path", F_LIST },
+	[SIP_HDR_PRIORITY] = { "Priority", 0 },
+	[SIP_HDR_PROXY_AUTHENTICATE] = { "Proxy-Authenticate", 0 },
+	[SIP_HDR_PROXY_AUTHORIZATION] = { "Proxy-Authorization", 0 },
+	[SIP_HDR_PROXY_REQUIRE] = { "Proxy-Require", F_LIST },
+	[SIP_HDR_RECORD_ROUTE] = { "Record-Route", F_LIST },
+	[SIP_HDR_REFER_TO] = { "Refer-To", 0 },
+	[SIP_HDR_REFERRED_BY] = { "Referred-By", 0 },
+	[SIP_HDR_REJECT_CONTACT] = { "Reject-Contact", F_LIST },
+	[SIP_HDR_REPLY_TO] = { "Reply-To", 0 },
+	[SIP_HDR_REQUEST_DISPOSITION] = { "Request-Disposition", F_LIST },
+	[SIP_HDR_REQUIRE] = { "Require", F_LIST },
+	[SIP_HDR_RETRY_AFTER] = { "Retry-After", 0 },
+	[SIP_HDR_ROUTE] = { "Route", F_LIST },
+	[SIP_HDR_SERVER] = { "Server", 0 },
+	[SIP_HDR_SERVICE_ROUTE] = { "Service-Route", F_LIST },
+	[SIP_HDR_SESSION_EXPIRES] = { "Session-Expires", 0 },
+	[SIP_HDR_SUBJECT] = { "Subject", 0 },
+	[SIP_HDR_SUBSCRIPTION_STATE] = { "Subscription-State", 0 },
+	[SIP_HDR_SUPPORTED] = { "Supported", F_LIST },
+	[SIP_HDR_TIMESTAMP] = { "Timestamp", 0 },
+	[SIP_HDR_TO] = { "To", F_SINGLE },
+	[SIP_HDR_UNSUPPORTED] = { "Unsupported", F_LIST },
+	[SIP_HDR_USER_AGENT] = { "User-Agent", 0 },
+	[SIP_HDR_VIA] = { "Via", F_LIST },
+	[SIP_HDR_WARNING] = { "Warning", F_LIST },
+	[SIP_HDR_WWW_AUTHENTICATE] = { "WWW-Authenticate", 0 },
 };
 
-static uint8_t compact_id[26];
+/* Compact forms (RFC 3261 §7.3.3 and the extensions' own), by letter. */
+static const uint8_t compact_id[26] = {
+	['a' - 'a'] = SIP_HDR_ACCEPT_CONTACT, ['b' - 'a'] = SIP_HDR_REFERRED_BY,
+	['c' - 'a'] = SIP_HDR_CONTENT_TYPE, ['d' - 'a'] = SIP_HDR_REQUEST_DISPOSITION,
+	['e' - 'a'] = SIP_HDR_CONTENT_ENCODING, ['f' - 'a'] = SIP_HDR_FROM,
+	['i' - 'a'] = SIP_HDR_CALL_ID, ['j' - 'a'] = SIP_HDR_REJECT_CONTACT,
+	['k' - 'a'] = SIP_HDR_SUPPORTED, ['l' - 'a'] = SIP_HDR_CONTENT_LENGTH,
+	['m' - 'a'] = SIP_HDR_CONTACT, ['o' - 'a'] = SIP_HDR_EVENT,
+	['r' - 'a'] = SIP_HDR_REFER_TO, ['s' - 'a'] = SIP_HDR_SUBJECT,
+	['t' - 'a'] = SIP_HDR_TO, ['u' - 'a'] = SIP_HDR_ALLOW_EVENTS,
+	['v' - 'a'] = SIP_HDR_VIA, ['x' - 'a'] = SIP_HDR_SESSION_EXPIRES,
+	['y' - 'a'] = SIP_HDR_IDENTITY,
+};
 
-/* Built once: the compact-form letter table. Cheap and idempotent, so no locking. */
-static void init_compact(void)
+/* Long names grouped by length, 0-terminated, the ones every message has first: a lookup
+ * looks at a handful of candidates and rejects most on their first letter. Every name of
+ * hdr_info must be here (spec/msg_spec.lua checks each one through core.header_name). */
+#define HDR_NAME_MAX 19
+static const uint8_t by_len[HDR_NAME_MAX + 1][7] = {
+	[2] = { SIP_HDR_TO },
+	[3] = { SIP_HDR_VIA },
+	[4] = { SIP_HDR_CSEQ, SIP_HDR_FROM, SIP_HDR_DATE, SIP_HDR_PATH },
+	[5] = { SIP_HDR_ROUTE, SIP_HDR_ALLOW, SIP_HDR_EVENT },
+	[6] = { SIP_HDR_ACCEPT, SIP_HDR_SERVER },
+	[7] = { SIP_HDR_CALL_ID, SIP_HDR_CONTACT, SIP_HDR_EXPIRES, SIP_HDR_REQUIRE,
+		SIP_HDR_SUBJECT, SIP_HDR_WARNING },
+	[8] = { SIP_HDR_IDENTITY, SIP_HDR_PRIORITY, SIP_HDR_REFER_TO, SIP_HDR_REPLY_TO },
+	[9] = { SIP_HDR_SUPPORTED, SIP_HDR_CALL_INFO, SIP_HDR_TIMESTAMP },
+	[10] = { SIP_HDR_USER_AGENT, SIP_HDR_ALERT_INFO, SIP_HDR_ERROR_INFO },
+	[11] = { SIP_HDR_MIN_EXPIRES, SIP_HDR_IN_REPLY_TO, SIP_HDR_REFERRED_BY,
+		 SIP_HDR_RETRY_AFTER, SIP_HDR_UNSUPPORTED },
+	[12] = { SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE, SIP_HDR_RECORD_ROUTE,
+		 SIP_HDR_ALLOW_EVENTS, SIP_HDR_MIME_VERSION, SIP_HDR_ORGANIZATION },
+	[13] = { SIP_HDR_AUTHORIZATION, SIP_HDR_PROXY_REQUIRE, SIP_HDR_SERVICE_ROUTE },
+	[14] = { SIP_HDR_CONTENT_LENGTH, SIP_HDR_ACCEPT_CONTACT, SIP_HDR_REJECT_CONTACT },
+	[15] = { SIP_HDR_SESSION_EXPIRES, SIP_HDR_ACCEPT_ENCODING, SIP_HDR_ACCEPT_LANGUAGE },
+	[16] = { SIP_HDR_WWW_AUTHENTICATE, SIP_HDR_CONTENT_ENCODING, SIP_HDR_CONTENT_LANGUAGE },
+	[18] = { SIP_HDR_PROXY_AUTHENTICATE, SIP_HDR_SUBSCRIPTION_STATE },
+	[19] = { SIP_HDR_AUTHENTICATION_INFO, SIP_HDR_CONTENT_DISPOSITION,
+		 SIP_HDR_PROXY_AUTHORIZATION, SIP_HDR_REQUEST_DISPOSITION },
+};
+
+/* ASCII lowercase without a locale or a table. */
+static inline unsigned char lower(unsigned char c)
 {
-	static int done;
-	if (done)
-		return;
-	for (int i = 1; i < SIP_HDR_COUNT; i++)
-		if (hdr_info[i].compact)
-			compact_id[hdr_info[i].compact - 'a'] = (uint8_t)i;
-	done = 1;
+	return (unsigned char)(c | ((unsigned)(c - 'A') < 26u) << 5);
 }
 
 sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 {
 	if (len == 1) {
-		unsigned char c = (unsigned char)(name[0] | 0x20);
-		init_compact();
-		return c >= 'a' && c <= 'z' ? (sip_hdr_id)compact_id[c - 'a'] : SIP_HDR_OTHER;
+		unsigned c = lower((unsigned char)name[0]) - 'a';
+		return c < 26 ? (sip_hdr_id)compact_id[c] : SIP_HDR_OTHER;
 	}
-	/* The table is alphabetical; compare the first letter before the whole name. */
-	char f = (char)(name[0] | 0x20);
-	for (int i = 1; i < SIP_HDR_COUNT; i++) {
-		const char *n = hdr_info[i].name;
-		if ((n[0] | 0x20) != f || strlen(n) != len)
-			continue;
-		if (strncasecmp(n, name, len) == 0)
-			return (sip_hdr_id)i;
+	if (len > HDR_NAME_MAX)
+		return SIP_HDR_OTHER;
+	unsigned char f = lower((unsigned char)name[0]);
+	for (const uint8_t *id = by_len[len]; *id; id++) {
+		const char *n = hdr_info[*id].name;
+		if ((unsigned char)(n[0] | 0x20) == f && sip_caseeq(name, n, len))
+			return (sip_hdr_id)*id;
 	}
 	return SIP_HDR_OTHER;
 }
@@ -135,11 +166,16 @@ static const char *const method_names[SIP_METHOD_COUNT] = {
 	"UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
 };
 
+static const uint8_t method_len[SIP_METHOD_COUNT] = {
+	0, 6, 3, 6, 3, 8, 7, 7, 4, 6, 5, 9, 6, 5, 7,
+};
+
 sip_method sip_method_lookup(const char *s, size_t len)
 {
 	/* methods are case-sensitive (RFC 3261 §7.1) */
 	for (int i = 1; i < SIP_METHOD_COUNT; i++)
-		if (strlen(method_names[i]) == len && memcmp(method_names[i], s, len) == 0)
+		if (method_len[i] == len && s[0] == method_names[i][0] &&
+		    memcmp(method_names[i], s, len) == 0)
 			return (sip_method)i;
 	return SIP_METHOD_OTHER;
 }
@@ -229,7 +265,7 @@ const char *sip_reason_phrase(int code)
 	}
 }
 
-static sip_pl trim(sip_pl s)
+static inline sip_pl trim(sip_pl s)
 {
 	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
 		s.p++;
@@ -245,16 +281,20 @@ int sip_list_next(sip_pl value, size_t *pos, sip_pl *item)
 	if (*pos > value.n)
 		return 0;
 	const char *s = value.p + *pos, *p = s, *end = value.p + value.n;
-	int inq = 0, ina = 0;
+	int ina = 0;
+	/* Most values hold one item: without a comma there is nothing to split. */
+	if (!memchr(s, ',', (size_t)(end - s)))
+		p = end;
 	for (; p < end; p++) {
 		char c = *p;
-		if (inq) {
-			if (c == '\\' && p + 1 < end)
-				p++;
-			else if (c == '"')
-				inq = 0;
-		} else if (c == '"') {
-			inq = 1;
+		if (!(sip_ctab[(unsigned char)c] & SIP_C_LISTMARK))
+			continue;
+		if (c == '"') {
+			p = sip_quoted_end(p + 1, end);
+			if (!p) {
+				p = end;   /* unterminated: the rest is one item */
+				break;
+			}
 		} else if (c == '<') {
 			ina = 1;
 		} else if (c == '>') {
@@ -363,7 +403,8 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 			*err = id == SIP_HDR_FROM ? "bad From" : "bad To";
 			return -1;
 		}
-		sip_param_get(a.params, "tag", &tag);
+		if (a.tag.p)
+			tag = a.tag;
 		if (id == SIP_HDR_FROM)
 			m->from_tag = tag;
 		else
@@ -387,11 +428,16 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 			*err = "bad Call-ID";
 			return -1;
 		}
-		for (size_t i = 0; i < v.n; i++)
-			if (!sip_is_word((unsigned char)v.p[i]) && v.p[i] != '@') {
+		/* word [ "@" word ], and we take any number of '@' as we always did */
+		for (const char *p = v.p, *end = v.p + v.n;;) {
+			p = sip_span(p, end, SIP_C_WORD);
+			if (p == end)
+				break;
+			if (*p++ != '@') {
 				*err = "bad Call-ID";
 				return -1;
 			}
+		}
 		m->call_id = v;
 		return 0;
 	case SIP_HDR_CSEQ: {
@@ -447,12 +493,13 @@ static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 	if (m->nhdrs >= max || m->nhdrs >= MAX_HDRS_INDEX)
 		return -1;
 	if (m->nhdrs == m->hdrs_cap) {
-		unsigned cap = m->hdrs_cap * 2;
+		unsigned cap = m->hdrs_cap < 8 ? 16 : m->hdrs_cap * 2;
 		sip_hdr *n = malloc(cap * sizeof *n);
 		if (!n)
 			return -1;
-		memcpy(n, m->hdrs, m->nhdrs * sizeof *n);
-		if (m->hdrs != m->hdrs_inline)
+		if (m->nhdrs)
+			memcpy(n, m->hdrs, m->nhdrs * sizeof *n);
+		if (m->hdrs != m->slots)
 			free(m->hdrs);
 		m->hdrs = n;
 		m->hdrs_cap = cap;
@@ -463,22 +510,27 @@ static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 	return 0;
 }
 
+/* "SIP/" in any case at p (4 bytes readable) */
+static int sip_slash(const char *p)
+{
+	return sip_fold_eq(sip_load4(p), sip_load4("SIP/"));
+}
+
 static int version_ok(sip_pl v)
 {
-	return v.n == 7 && strncasecmp(v.p, "SIP/2.0", 7) == 0;
+	return v.n == 7 && sip_slash(v.p) && memcmp(v.p + 4, "2.0", 3) == 0;
 }
 
 static int version_like(sip_pl v)
 {
-	return v.n >= 5 && strncasecmp(v.p, "SIP/", 4) == 0;
+	return v.n >= 5 && sip_slash(v.p);
 }
 
 static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 {
 	const char *p = line.p, *end = line.p + line.n;
 	const char *ms = p;
-	while (p < end && sip_is_token((unsigned char)*p))
-		p++;
+	p = sip_span(p, end, SIP_C_TOKEN);
 	if (p == ms || p >= end || *p != ' ') {
 		*err = "bad request line";
 		return -1;
@@ -486,8 +538,8 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 	m->method = sip_pl_make(ms, (size_t)(p - ms));
 	p++;
 	const char *us = p;
-	while (p < end && *p != ' ')
-		p++;
+	const char *sp = memchr(p, ' ', (size_t)(end - p));
+	p = sp ? sp : end;
 	m->uri = sip_pl_make(us, (size_t)(p - us));
 	if (p >= end || m->uri.n == 0) {
 		*err = "bad request line";
@@ -538,15 +590,14 @@ static int parse_status_line(sip_msg *m, sip_pl line, const char **err)
 	return 0;
 }
 
-static void msg_init(sip_msg *m)
+static void msg_init(sip_msg *m, sip_hdr *slots, unsigned nslots)
 {
-	memset(m, 0, offsetof(sip_msg, hdrs_inline));
-	m->hdrs = m->hdrs_inline;
-	m->hdrs_cap = sizeof m->hdrs_inline / sizeof m->hdrs_inline[0];
+	memset(m, 0, sizeof *m);
+	m->hdrs = m->slots = slots;
+	m->hdrs_cap = m->nslots = slots ? nslots : 0;
 	m->max_forwards = -1;
 	m->content_length = -1;
-	for (int i = 0; i < SIP_HDR_COUNT; i++)
-		m->first[i] = -1;
+	memset(m->first, 0xff, sizeof m->first);   /* all -1 */
 }
 
 static const char *const missing_msg[] = {
@@ -597,7 +648,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		*err = "bad start line";
 		return -1;
 	}
-	if (line.n >= 4 && strncasecmp(line.p, "SIP/", 4) == 0) {
+	if (line.n >= 4 && sip_slash(line.p)) {
 		if (parse_status_line(m, line, err))
 			return -1;
 	} else if (parse_request_line(m, line, err)) {
@@ -606,6 +657,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 	p = nl + 1;
 
 	/* Header section: one logical line (with folding) per header. */
+	unsigned max_hdrs = lim->max_hdrs < MAX_HDRS_INDEX ? lim->max_hdrs : MAX_HDRS_INDEX;
 	for (;;) {
 		if (p >= end) {
 			*err = "truncated header section";
@@ -616,8 +668,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			break;
 		}
 		const char *ls = p;
-		while (p < end && sip_is_token((unsigned char)*p))
-			p++;
+		p = sip_span(p, end, SIP_C_TOKEN);
 		sip_pl name = sip_pl_make(ls, (size_t)(p - ls));
 		while (p < end && (*p == ' ' || *p == '\t'))
 			p++;
@@ -660,7 +711,9 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			if (first)
 				m->first[h.id] = (int16_t)m->nhdrs;
 		}
-		if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+		if (m->nhdrs < m->hdrs_cap && m->nhdrs < max_hdrs)
+			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
+		else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
 			return -1;
 		}
@@ -703,7 +756,13 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 int sip_msg_parse(sip_msg *m, const char *buf, size_t len, int own, int stream,
 		  const sip_limits *lim, const char **err)
 {
-	msg_init(m);
+	return sip_msg_parse_into(m, NULL, 0, buf, len, own, stream, lim, err);
+}
+
+int sip_msg_parse_into(sip_msg *m, sip_hdr *slots, unsigned nslots, const char *buf,
+		       size_t len, int own, int stream, const sip_limits *lim, const char **err)
+{
+	msg_init(m, slots, nslots);
 	if (!lim)
 		lim = &sip_limits_default;
 	if (own) {
@@ -721,7 +780,7 @@ int sip_msg_parse(sip_msg *m, const char *buf, size_t len, int own, int stream,
 	*err = NULL;
 	if (parse(m, buf, len, stream, lim, err)) {
 		sip_msg_free(m);
-		msg_init(m);
+		msg_init(m, slots, nslots);
 		return -1;
 	}
 	return 0;
@@ -731,7 +790,7 @@ void sip_msg_free(sip_msg *m)
 {
 	if (m->owned)
 		free((void *)m->buf);
-	if (m->hdrs != m->hdrs_inline)
+	if (m->hdrs != m->slots)
 		free(m->hdrs);
 	for (sip_edit *e = m->edits, *n; e; e = n) {
 		n = e->next;
@@ -739,9 +798,28 @@ void sip_msg_free(sip_msg *m)
 	}
 	m->owned = 0;
 	m->buf = NULL;
-	m->hdrs = m->hdrs_inline;
+	m->hdrs = m->slots;
+	m->hdrs_cap = m->nslots;
 	m->nhdrs = 0;
 	m->edits = NULL;
+}
+
+void sip_msg_move(sip_msg *dst, sip_msg *src, sip_hdr *slots, unsigned nslots)
+{
+	*dst = *src;
+	dst->slots = slots;
+	dst->nslots = nslots;
+	if (src->hdrs == src->slots) {
+		if (src->nhdrs)
+			memcpy(slots, src->hdrs, src->nhdrs * sizeof *slots);
+		dst->hdrs = slots;
+		dst->hdrs_cap = nslots;
+	}
+	src->hdrs = src->slots;
+	src->hdrs_cap = src->nslots;
+	src->nhdrs = 0;
+	src->owned = 0;
+	src->edits = NULL;
 }
 
 /* Copy bytes into an allocation owned by the message. */

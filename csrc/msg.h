@@ -75,6 +75,8 @@ typedef struct sip_msg {
 
 	sip_hdr *hdrs;            /* in wire order; edits insert and remove here */
 	unsigned nhdrs, hdrs_cap;
+	sip_hdr *slots;           /* caller's header storage (never freed here), or NULL */
+	unsigned nslots;
 	int16_t first[SIP_HDR_COUNT];  /* index of the first header with that id, -1 none */
 
 	sip_pl body;
@@ -91,8 +93,11 @@ typedef struct sip_msg {
 	sip_pl new_uri;           /* set by sip_msg_set_uri; empty = unchanged */
 	int body_set;
 	sip_edit *edits;          /* allocations owned by this message */
-	sip_hdr hdrs_inline[32];
 } sip_msg;
+
+/* Header slots a caller keeps on its stack for one parse: more than any real message has,
+ * so that parsing stays free of heap allocations. */
+#define SIP_MSG_SLOTS 48
 
 /* Parse `len` bytes at `buf`. With own != 0 the message copies the bytes and frees them;
  * otherwise `buf` must outlive the message. `stream` != 0: a missing Content-Length is an
@@ -100,7 +105,15 @@ typedef struct sip_msg {
  * Returns 0 or -1 with *err set to a one-line reason (a static string). */
 int sip_msg_parse(sip_msg *m, const char *buf, size_t len, int own, int stream,
 		  const sip_limits *lim, const char **err);
+/* The same, with the first `nslots` headers stored in `slots` (which must outlive the
+ * message) and any more in a heap array. sip_msg_parse uses the heap only. */
+int sip_msg_parse_into(sip_msg *m, sip_hdr *slots, unsigned nslots, const char *buf,
+		       size_t len, int own, int stream, const sip_limits *lim, const char **err);
 void sip_msg_free(sip_msg *m);   /* releases what the message owns, not `m` itself */
+/* Move a message to dst (for a caller that sizes storage after parsing into a temporary):
+ * headers in src's slots are copied to `slots`, which must hold src->nhdrs of them; heap
+ * headers and edits change owner. src is left owning nothing. */
+void sip_msg_move(sip_msg *dst, sip_msg *src, sip_hdr *slots, unsigned nslots);
 
 /* Header lookup by name (any case, long or compact form) */
 sip_hdr_id sip_hdr_lookup(const char *name, size_t len);

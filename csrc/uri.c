@@ -5,56 +5,56 @@
 
 #include <stdint.h>
 
-static int scheme_ok(sip_pl s)
+static inline const char *skip_lws(const char *p, const char *end)
 {
-	if (s.n == 0 || !sip_is_alpha(s.p[0]))
-		return 0;
-	for (size_t i = 1; i < s.n; i++) {
-		unsigned char c = (unsigned char)s.p[i];
-		if (!sip_is_alnum(c) && c != '+' && c != '-' && c != '.')
-			return 0;
+	while (p < end && sip_is_lws((unsigned char)*p))
+		p++;
+	return p;
+}
+
+static inline sip_pl trim(sip_pl s)
+{
+	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
+		s.p++;
+		s.n--;
 	}
-	return 1;
+	while (s.n && sip_is_lws((unsigned char)s.p[s.n - 1]))
+		s.n--;
+	return s;
 }
 
-/* Characters allowed in user, password, params and headers, with %-escapes checked. */
-static int chars_ok(sip_pl s, int (*ok)(unsigned char))
+const char *sip_quoted_end(const char *p, const char *end)
 {
-	for (size_t i = 0; i < s.n; i++) {
-		unsigned char c = (unsigned char)s.p[i];
-		if (c == '%') {
-			if (i + 2 >= s.n || !sip_is_hex((unsigned char)s.p[i + 1]) ||
-			    !sip_is_hex((unsigned char)s.p[i + 2]))
-				return 0;
-			i += 2;
-		} else if (!ok(c)) {
-			return 0;
-		}
+	/* memchr to the next quote; only a backslash before it means a second look */
+	for (;;) {
+		const char *q = memchr(p, '"', (size_t)(end - p));
+		if (!q)
+			return NULL;
+		const char *bs = memchr(p, '\\', (size_t)(q - p));
+		if (!bs)
+			return q;
+		p = bs + 2;     /* bs < q < end: the pair is inside */
 	}
-	return 1;
 }
 
-static int user_char(unsigned char c)
+/* Characters of class `cls`, or '%' HEX HEX, from p up to the first byte of neither;
+ * returns that byte's position, or NULL at a malformed escape. */
+static const char *scan_escaped(const char *p, const char *end, unsigned cls)
 {
-	return sip_is_unreserved(c) || c == '&' || c == '=' || c == '+' || c == '$' ||
-	       c == ',' || c == ';' || c == '?' || c == '/';
+	for (;;) {
+		p = sip_span(p, end, cls);
+		if (p == end || *p != '%')
+			return p;
+		if (end - p < 3 || !sip_is_hex((unsigned char)p[1]) || !sip_is_hex((unsigned char)p[2]))
+			return NULL;
+		p += 3;
+	}
 }
 
-static int password_char(unsigned char c)
+/* Case-insensitive equality with a literal of n bytes. */
+static inline int lit_eq(sip_pl a, const char *lit, size_t n)
 {
-	return sip_is_unreserved(c) || c == '&' || c == '=' || c == '+' || c == '$' || c == ',';
-}
-
-static int param_char(unsigned char c)
-{
-	return sip_is_unreserved(c) || c == '[' || c == ']' || c == '/' || c == ':' ||
-	       c == '&' || c == '+' || c == '$' || c == '=' || c == ';';
-}
-
-static int header_char(unsigned char c)
-{
-	return sip_is_unreserved(c) || c == '[' || c == ']' || c == '/' || c == '?' ||
-	       c == ':' || c == '+' || c == '$' || c == '=' || c == '&';
+	return a.n == n && sip_caseeq(a.p, lit, n);
 }
 
 /* host = hostname / IPv4address / IPv6reference */
@@ -62,22 +62,17 @@ static int host_ok(sip_pl h)
 {
 	if (h.n == 0)
 		return 0;
+	const char *p = h.p, *end = h.p + h.n;
 	if (h.p[0] == '[') {
 		if (h.n < 3 || h.p[h.n - 1] != ']')
 			return 0;
-		for (size_t i = 1; i + 1 < h.n; i++) {
-			unsigned char c = (unsigned char)h.p[i];
-			if (!sip_is_hex(c) && c != ':' && c != '.')
-				return 0;
-		}
-		return 1;
+		p++;
+		end--;
+		while (p < end && (sip_ctab[(unsigned char)*p] & SIP_C_IPV6))
+			p++;
+		return p == end;
 	}
-	for (size_t i = 0; i < h.n; i++) {
-		unsigned char c = (unsigned char)h.p[i];
-		if (!sip_is_alnum(c) && c != '-' && c != '.')
-			return 0;
-	}
-	return 1;
+	return sip_span(p, end, SIP_C_HOST) == end;
 }
 
 static int port_parse(sip_pl s, int *port)
@@ -96,28 +91,36 @@ static int port_parse(sip_pl s, int *port)
 	return 0;
 }
 
-/* Parse host[:port] at s. */
-static int hostport_parse(sip_pl s, sip_pl *host, int *port)
+/* One generic-param (RFC 3261 §25.1) at p, LWS around '=' allowed: its name and value
+ * (empty when none; quoted values keep their quotes). Returns where it ends, past any
+ * LWS after it, or NULL on bad syntax. */
+static const char *param_one(const char *p, const char *end, sip_pl *name, sip_pl *value)
 {
-	const char *p = s.p, *end = s.p + s.n, *colon = NULL;
-	*port = 0;
-	if (s.n && p[0] == '[') {
-		const char *rb = memchr(p, ']', s.n);
-		if (!rb)
-			return -1;
-		colon = rb + 1 < end ? rb + 1 : NULL;
-		if (colon && *colon != ':')
-			return -1;
-		*host = sip_pl_make(p, (size_t)(rb + 1 - p));
-	} else {
-		colon = memchr(p, ':', s.n);
-		*host = sip_pl_make(p, colon ? (size_t)(colon - p) : s.n);
+	const char *ns = p;
+	p = sip_span(p, end, SIP_C_TOKEN);
+	if (p == ns)
+		return NULL;
+	*name = sip_pl_make(ns, (size_t)(p - ns));
+	*value = sip_pl_make(p, 0);
+	p = skip_lws(p, end);
+	if (p < end && *p == '=') {
+		p = skip_lws(p + 1, end);
+		const char *vs = p;
+		if (p < end && *p == '"') {
+			p = sip_quoted_end(p + 1, end);
+			if (!p)
+				return NULL;
+			p++;
+		} else {
+			/* token / host (IPv6 references bring [ ] :) */
+			p = sip_span(p, end, SIP_C_PARAMVAL);
+			if (p == vs)
+				return NULL;
+		}
+		*value = sip_pl_make(vs, (size_t)(p - vs));
+		p = skip_lws(p, end);
 	}
-	if (!host_ok(*host))
-		return -1;
-	if (colon && port_parse(sip_pl_make(colon + 1, (size_t)(end - colon - 1)), port))
-		return -1;
-	return 0;
+	return p;
 }
 
 int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
@@ -126,59 +129,22 @@ int sip_param_next(sip_pl params, size_t *pos, sip_pl *name, sip_pl *value)
 		*pos = params.n;
 		return 0;
 	}
-	const char *p = params.p + *pos, *end = params.p + params.n;
-
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
+	const char *end = params.p + params.n;
+	const char *p = skip_lws(params.p + *pos, end);
 	if (p >= end) {
 		*pos = params.n;
 		return 0;
 	}
-	const char *ns = p;
-	while (p < end && sip_is_token((unsigned char)*p))
-		p++;
-	if (p == ns)
+	p = param_one(p, end, name, value);
+	if (!p)
 		return -1;
-	*name = sip_pl_make(ns, (size_t)(p - ns));
-	*value = sip_pl_make(p, 0);
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
-	if (p < end && *p == '=') {
-		p++;
-		while (p < end && sip_is_lws((unsigned char)*p))
-			p++;
-		const char *vs = p;
-		if (p < end && *p == '"') {
-			p++;
-			while (p < end && *p != '"') {
-				if (*p == '\\' && p + 1 < end)
-					p++;
-				p++;
-			}
-			if (p >= end)
-				return -1;
-			p++;
-		} else {
-			/* token / host (IPv6 references bring [ ] :) */
-			while (p < end && (sip_is_token((unsigned char)*p) || *p == '[' ||
-					   *p == ']' || *p == ':'))
-				p++;
-			if (p == vs)
-				return -1;
-		}
-		*value = sip_pl_make(vs, (size_t)(p - vs));
-	}
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
 	if (p >= end) {
 		*pos = params.n;
 		return 1;
 	}
 	if (*p != ';')
 		return -1;
-	p++;
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
+	p = skip_lws(p + 1, end);
 	if (p >= end)
 		return -1;      /* a trailing ';' names no parameter */
 	*pos = (size_t)(p - params.p);
@@ -202,99 +168,122 @@ int sip_param_get(sip_pl params, const char *name, sip_pl *value)
 	return 0;
 }
 
-/* Validate a whole ';'-param list (without the leading ';') in URI form: no LWS. */
-static int uri_params_ok(sip_pl s)
+/* uri-parameters (without the leading ';') up to the first '?' at or after p: each one
+ * non-empty, not starting with '=', of param characters. Returns where they end, or NULL. */
+static const char *uri_params_scan(const char *p, const char *end)
 {
-	const char *p = s.p, *end = s.p + s.n;
-	while (p <= end) {
-		const char *semi = memchr(p, ';', (size_t)(end - p));
-		const char *e = semi ? semi : end;
-		sip_pl one = sip_pl_make(p, (size_t)(e - p));
-		if (one.n == 0 || one.p[0] == '=' || !chars_ok(one, param_char))
-			return 0;
-		if (!semi)
-			break;
-		p = semi + 1;
+	for (;;) {
+		const char *q = scan_escaped(p, end, SIP_C_PARAM);
+		if (!q || q == p || *p == '=')
+			return NULL;
+		if (q == end || *q == '?')
+			return q;
+		if (*q != ';')
+			return NULL;
+		p = q + 1;
 	}
-	return 1;
+}
+
+/* One pass over a sip/sips URI after "scheme:", every byte checked against the class of
+ * the part it falls in (so no byte outside the grammar passes). */
+static int sip_uri_rest(sip_uri *u, const char *p, const char *end)
+{
+	u->is_sip = 1;
+	const char *at = memchr(p, '@', (size_t)(end - p));
+	if (at) {
+		/* userinfo: user [":" password] "@"; the first '@' ends it */
+		const char *q = scan_escaped(p, at, SIP_C_USER);
+		if (!q || q == p || (q < at && *q != ':'))
+			return -1;
+		u->user = sip_pl_make(p, (size_t)(q - p));
+		if (q < at) {
+			const char *r = scan_escaped(q + 1, at, SIP_C_PASSWORD);
+			if (r != at)
+				return -1;
+			u->password = sip_pl_make(q + 1, (size_t)(at - q - 1));
+		}
+		p = at + 1;
+	}
+	/* hostport ends at ';', '?' or the end */
+	const char *h = p, *q;
+	if (p < end && *p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(end - p));
+		if (!rb || rb - p < 2)
+			return -1;
+		for (q = p + 1; q < rb; q++)
+			if (!(sip_ctab[(unsigned char)*q] & SIP_C_IPV6))
+				return -1;
+		q = rb + 1;
+	} else {
+		q = sip_span(p, end, SIP_C_HOST);
+		if (q == p)
+			return -1;
+	}
+	u->host = sip_pl_make(h, (size_t)(q - h));
+	if (q < end && *q == ':') {
+		const char *ps = ++q;
+		unsigned v = 0;
+		while (q < end && sip_is_digit((unsigned char)*q) && q - ps < 6)
+			v = v * 10 + (unsigned)(*q++ - '0');
+		if (q == ps || q - ps > 5 || v > 65535)
+			return -1;
+		u->port = (int)v;
+	}
+	if (q < end && *q == ';') {
+		const char *pe = uri_params_scan(q + 1, end);
+		if (!pe)
+			return -1;
+		u->params = sip_pl_make(q + 1, (size_t)(pe - q - 1));
+		q = pe;
+	}
+	if (q < end && *q == '?') {
+		u->headers = sip_pl_make(q + 1, (size_t)(end - q - 1));
+		if (u->headers.n == 0 || scan_escaped(q + 1, end, SIP_C_HEADER) != end)
+			return -1;
+		q = end;
+	}
+	return q == end ? 0 : -1;
 }
 
 int sip_uri_parse(sip_uri *u, sip_pl s, const char **err)
 {
 	memset(u, 0, sizeof *u);
 	*err = "bad URI";
-	const char *colon = memchr(s.p, ':', s.n);
-	if (!colon)
+	/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':' */
+	const char *p = s.p, *end = s.p + s.n;
+	if (s.n == 0 || !sip_is_alpha((unsigned char)*p))
 		return -1;
-	u->scheme = sip_pl_make(s.p, (size_t)(colon - s.p));
-	if (!scheme_ok(u->scheme))
+	p = sip_span(p, end, SIP_C_SCHEME);
+	if (p == end || *p != ':' || p + 1 == end)
 		return -1;
-	sip_pl rest = sip_pl_make(colon + 1, (size_t)(s.p + s.n - colon - 1));
-	if (rest.n == 0)
-		return -1;
+	u->scheme = sip_pl_make(s.p, (size_t)(p - s.p));
+	p++;
+	if ((lit_eq(u->scheme, "sip", 3) || lit_eq(u->scheme, "sips", 4))) {
+		if (sip_uri_rest(u, p, end))
+			return -1;
+		*err = NULL;
+		return 0;
+	}
+	sip_pl rest = sip_pl_make(p, (size_t)(end - p));
 	for (size_t i = 0; i < rest.n; i++) {
 		unsigned char c = (unsigned char)rest.p[i];
 		if (c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"')
 			return -1;
 	}
-	if (sip_pl_casecmp(u->scheme, "tel")) {
+	if (lit_eq(u->scheme, "tel", 3)) {
 		const char *semi = memchr(rest.p, ';', rest.n);
 		u->user = sip_pl_make(rest.p, semi ? (size_t)(semi - rest.p) : rest.n);
 		if (u->user.n == 0)
 			return -1;
 		if (semi) {
 			u->params = sip_pl_make(semi + 1, (size_t)(rest.p + rest.n - semi - 1));
-			if (!uri_params_ok(u->params))
+			if (uri_params_scan(u->params.p, end) != end)
 				return -1;
 		}
 		*err = NULL;
 		return 0;
 	}
-	if (!sip_pl_casecmp(u->scheme, "sip") && !sip_pl_casecmp(u->scheme, "sips")) {
-		u->user = rest;          /* opaque: the element decides (416) */
-		*err = NULL;
-		return 0;
-	}
-	u->is_sip = 1;
-	const char *p = rest.p, *end = rest.p + rest.n;
-	const char *at = memchr(p, '@', rest.n);
-	if (at) {
-		sip_pl ui = sip_pl_make(p, (size_t)(at - p));
-		const char *pc = memchr(ui.p, ':', ui.n);
-		u->user = sip_pl_make(ui.p, pc ? (size_t)(pc - ui.p) : ui.n);
-		if (pc)
-			u->password = sip_pl_make(pc + 1, (size_t)(ui.p + ui.n - pc - 1));
-		if (u->user.n == 0 || !chars_ok(u->user, user_char) ||
-		    !chars_ok(u->password, password_char))
-			return -1;
-		p = at + 1;
-	}
-	/* hostport ends at ';' or '?' */
-	const char *hp_end = p;
-	if (hp_end < end && *hp_end == '[') {
-		const char *rb = memchr(hp_end, ']', (size_t)(end - hp_end));
-		if (!rb)
-			return -1;
-		hp_end = rb;
-	}
-	while (hp_end < end && *hp_end != ';' && *hp_end != '?')
-		hp_end++;
-	if (hostport_parse(sip_pl_make(p, (size_t)(hp_end - p)), &u->host, &u->port))
-		return -1;
-	p = hp_end;
-	if (p < end && *p == ';') {
-		const char *q = memchr(p, '?', (size_t)(end - p));
-		const char *pe = q ? q : end;
-		u->params = sip_pl_make(p + 1, (size_t)(pe - p - 1));
-		if (!uri_params_ok(u->params))
-			return -1;
-		p = pe;
-	}
-	if (p < end && *p == '?') {
-		u->headers = sip_pl_make(p + 1, (size_t)(end - p - 1));
-		if (u->headers.n == 0 || !chars_ok(u->headers, header_char))
-			return -1;
-	}
+	u->user = rest;          /* opaque: the element decides (416) */
 	*err = NULL;
 	return 0;
 }
@@ -319,26 +308,41 @@ long sip_pct_decode(sip_pl in, char *out, size_t cap)
 	return (long)o;
 }
 
-static const char *skip_lws(const char *p, const char *end)
+/* The params a Via value's fields come from (RFC 3261 §20.42, RFC 3581); a repeated one
+ * overrides the one before. Returns -1 on a bad rport. */
+static int via_param(sip_via *v, sip_pl n, sip_pl val)
 {
-	while (p < end && sip_is_lws((unsigned char)*p))
-		p++;
-	return p;
-}
-
-static sip_pl trim(sip_pl s)
-{
-	while (s.n && sip_is_lws((unsigned char)s.p[0])) {
-		s.p++;
-		s.n--;
+	switch (n.n) {
+	case 3:
+		if (lit_eq(n, "ttl", 3))
+			v->ttl = val;
+		return 0;
+	case 5:
+		if (lit_eq(n, "maddr", 5)) {
+			v->maddr = val;
+		} else if (lit_eq(n, "rport", 5)) {
+			if (val.n == 0)
+				v->rport = 0;
+			else if (port_parse(val, &v->rport))
+				return -1;
+		}
+		return 0;
+	case 6:
+		if (lit_eq(n, "branch", 6))
+			v->branch = val;
+		return 0;
+	case 8:
+		if (lit_eq(n, "received", 8))
+			v->received = val;
+		return 0;
+	default:
+		return 0;
 	}
-	while (s.n && sip_is_lws((unsigned char)s.p[s.n - 1]))
-		s.n--;
-	return s;
 }
 
-/* Header params after a name-addr or Via: ";" param ... to the end. */
-static int header_params(sip_pl s, sip_pl *out)
+/* Header params after a name-addr or Via: ";" param ... to the end. One pass checks them
+ * and picks out what the caller wants: the first tag (tag != NULL) or the Via fields. */
+static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 {
 	s = trim(s);
 	if (s.n == 0) {
@@ -349,15 +353,27 @@ static int header_params(sip_pl s, sip_pl *out)
 		return -1;
 	s.p++;
 	s.n--;
-	size_t pos = 0;
-	sip_pl n, v;
-	int r;
-	if (trim(s).n == 0)
+	/* the grammar of sip_param_next, without its per-call bookkeeping */
+	const char *p = skip_lws(s.p, s.p + s.n), *end = s.p + s.n;
+	if (p == end)
 		return -1;
-	while ((r = sip_param_next(s, &pos, &n, &v)) == 1)
-		;
-	if (r < 0)
-		return -1;
+	for (;;) {
+		sip_pl n, v;
+		p = param_one(p, end, &n, &v);
+		if (!p)
+			return -1;
+		if (tag && !tag->p && lit_eq(n, "tag", 3))
+			*tag = v;
+		if (via && via_param(via, n, v))
+			return -1;
+		if (p == end)
+			break;
+		if (*p != ';')
+			return -1;
+		p = skip_lws(p + 1, end);
+		if (p == end)
+			return -1;      /* a trailing ';' names no parameter */
+	}
 	*out = s;
 	return 0;
 }
@@ -377,16 +393,12 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	}
 	const char *lt = NULL;
 	if (*p == '"') {
-		const char *q = p + 1;
-		while (q < end && *q != '"') {
-			if (*q == '\\') {
-				if (q + 1 >= end)
-					break;
-				q++;
-			}
-			q++;
-		}
-		if (q >= end) {
+		const char *q = sip_quoted_end(p + 1, end);
+		if (!q) {
+			/* a quoted-pair cut by the end (a last lone '\\') is no address at all */
+			for (q = p + 1; q < end; q++)
+				if (*q == '\\' && ++q == end)
+					return -1;
 			*err = "unterminated quoted string";
 			return -1;
 		}
@@ -397,9 +409,7 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 			return -1;
 	} else {
 		/* name-addr with token display name, or addr-spec */
-		const char *q = p;
-		while (q < end && (sip_is_token((unsigned char)*q) || sip_is_lws((unsigned char)*q)))
-			q++;
+		const char *q = sip_span(p, end, SIP_C_TOKEN | SIP_C_LWS);
 		if (q < end && *q == '<') {
 			lt = q;
 			a->display = trim(sip_pl_make(p, (size_t)(q - p)));
@@ -410,9 +420,7 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 				*err = "bad display name";
 				return -1;
 			}
-			const char *e = p;
-			while (e < end && *e != ';' && !sip_is_lws((unsigned char)*e))
-				e++;
+			const char *e = sip_cspan(p, end, SIP_C_ADDRSTOP);
 			a->uri = sip_pl_make(p, (size_t)(e - p));
 			if (memchr(a->uri.p, '?', a->uri.n) || memchr(a->uri.p, ',', a->uri.n)) {
 				*err = "URI with headers must be in <>";
@@ -421,7 +429,8 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 			sip_uri u;
 			if (sip_uri_parse(&u, a->uri, err))
 				return -1;
-			if (header_params(sip_pl_make(e, (size_t)(end - e)), &a->params)) {
+			if (header_params(sip_pl_make(e, (size_t)(end - e)), &a->params, &a->tag,
+					  NULL)) {
 				*err = "bad header parameters";
 				return -1;
 			}
@@ -438,7 +447,8 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	sip_uri u;
 	if (sip_uri_parse(&u, a->uri, err))
 		return -1;
-	if (header_params(sip_pl_make(gt + 1, (size_t)(end - gt - 1)), &a->params)) {
+	if (header_params(sip_pl_make(gt + 1, (size_t)(end - gt - 1)), &a->params, &a->tag,
+			  NULL)) {
 		*err = "bad header parameters";
 		return -1;
 	}
@@ -457,8 +467,7 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 	for (int i = 0; i < 3; i++) {
 		p = skip_lws(p, end);
 		const char *t = p;
-		while (p < end && sip_is_token((unsigned char)*p))
-			p++;
+		p = sip_span(p, end, SIP_C_TOKEN);
 		if (p == t)
 			return -1;
 		parts[i] = sip_pl_make(t, (size_t)(p - t));
@@ -471,7 +480,7 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 	}
 	/* protocol-name "/" protocol-version, kept as one slice when written without LWS */
 	v->protocol = sip_pl_make(parts[0].p, (size_t)(parts[1].p + parts[1].n - parts[0].p));
-	if (!sip_pl_casecmp(parts[0], "SIP"))
+	if (!lit_eq(parts[0], "sip", 3))
 		return -1;
 	v->transport = parts[2];
 	p = skip_lws(p, end);
@@ -481,9 +490,14 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 		if (!rb)
 			return -1;
 		p = rb + 1;
+		while (p < end && *p != ';' && !sip_is_lws((unsigned char)*p) && *p != ':')
+			p++;
+	} else {
+		/* a hostname ends at ';', LWS or ':'; any other byte makes it a bad host */
+		p = sip_span(p, end, SIP_C_HOST);
+		if (p < end && *p != ';' && *p != ':' && !sip_is_lws((unsigned char)*p))
+			return -1;
 	}
-	while (p < end && *p != ';' && !sip_is_lws((unsigned char)*p) && *p != ':')
-		p++;
 	const char *he = p;
 	p = skip_lws(p, end);
 	if (p < end && *p == ':') {
@@ -495,28 +509,10 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 			return -1;
 	}
 	v->host = sip_pl_make(hs, (size_t)(he - hs));
-	if (!host_ok(v->host))
+	if (he == hs || (*hs == '[' && !host_ok(v->host)))
 		return -1;
-	if (header_params(sip_pl_make(p, (size_t)(end - p)), &v->params))
+	if (header_params(sip_pl_make(p, (size_t)(end - p)), &v->params, NULL, v))
 		return -1;
-	size_t pos = 0;
-	sip_pl n, val;
-	while (sip_param_next(v->params, &pos, &n, &val) == 1) {
-		if (sip_pl_casecmp(n, "branch"))
-			v->branch = val;
-		else if (sip_pl_casecmp(n, "received"))
-			v->received = val;
-		else if (sip_pl_casecmp(n, "maddr"))
-			v->maddr = val;
-		else if (sip_pl_casecmp(n, "ttl"))
-			v->ttl = val;
-		else if (sip_pl_casecmp(n, "rport")) {
-			if (val.n == 0)
-				v->rport = 0;
-			else if (port_parse(val, &v->rport))
-				return -1;
-		}
-	}
 	*err = NULL;
 	return 0;
 }

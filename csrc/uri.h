@@ -15,6 +15,10 @@ typedef struct sip_uri {
 	int is_sip;        /* sip/sips (structured); 0 for other schemes (opaque part in user) */
 } sip_uri;
 
+/* The closing quote of a quoted-string whose body starts at p (after the opening quote),
+ * or NULL when it is unterminated. A quoted-pair ("\\" CHAR) never closes it. */
+const char *sip_quoted_end(const char *p, const char *end);
+
 /* Returns 0 or -1 with *err set. Unknown schemes parse as scheme + opaque rest. */
 int sip_uri_parse(sip_uri *u, sip_pl s, const char **err);
 
@@ -34,6 +38,7 @@ typedef struct sip_addr {
 	int quoted;        /* display name was a quoted-string */
 	sip_pl uri;
 	sip_pl params;     /* header params after the URI (or after '>') */
+	sip_pl tag;        /* value of the first "tag" param; .p NULL when there is none */
 	int star;          /* Contact: * */
 } sip_addr;
 

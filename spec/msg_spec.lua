@@ -336,6 +336,34 @@ describe("header access", function()
     end
   end)
 
+  it("knows every header name in any case, and nothing more", function()
+    local names = { "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language",
+      "Alert-Info", "Allow", "Allow-Events", "Authentication-Info", "Authorization", "Call-ID",
+      "Call-Info", "Contact", "Content-Disposition", "Content-Encoding", "Content-Language",
+      "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires",
+      "From", "Identity", "In-Reply-To", "Max-Forwards", "Min-Expires", "MIME-Version",
+      "Organization", "Path", "Priority", "Proxy-Authenticate", "Proxy-Authorization",
+      "Proxy-Require", "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Reply-To",
+      "Request-Disposition", "Require", "Retry-After", "Route", "Server", "Service-Route",
+      "Session-Expires", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
+      "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate" }
+    local header_name = sip.core.header_name
+    for _, name in ipairs(names) do
+      assert.equal(name, header_name(name:lower()))
+      assert.equal(name, header_name(name:upper()))
+      for _, other in ipairs { name .. "x", name:sub(1, -2), "x" .. name:sub(2), name:sub(1, -2) .. "_" } do
+        if #other > 1 then -- one letter is a compact form
+          assert.equal(other, header_name(other))
+        end
+      end
+    end
+    assert.equal("Request-Disposition", header_name("D"))
+    assert.equal("Reject-Contact", header_name("j"))
+    assert.equal("Accept-Contact", header_name("a"))
+    assert.equal("Call\rID", header_name("Call\rID"))
+    assert.equal("z", header_name("z"))
+  end)
+
   it("returns nil for an absent header", function()
     assert.is_nil(m:header("Subject"))
     assert.same({}, m:headers("Route"))
