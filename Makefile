@@ -65,9 +65,11 @@ TEST_FUZZ_SECONDS ?= 30
 spec: all
 	@$(BUSTED) -o utfTerminal spec
 
-# luasip against real sipp peers on loopback, with and without packet loss.
+# luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
+# doing digest, and `luasip serve` as its own process driven by sipsak, sipp and Lua users.
+INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua
 interop: deps all
-	@$(BUSTED) -o utfTerminal spec/interop_spec.lua
+	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
 # C tests of the loop, framing and transports: plain C, no Lua, real sockets on loopback.
 CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o
