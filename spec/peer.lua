@@ -52,7 +52,10 @@ function peer.start(argv)
   local dir = sh("mktemp -d"):match("^%s*(.-)%s*$")
   local words = {}
   for i, a in ipairs(argv) do words[i] = quote(a) end
-  local script = ("echo $$; exec >/dev/null 2>&1; cd %s && %s >out 2>&1; "
+  -- Peers are other programs: under `make sanitize` the ASan runtime preloaded into lua5.4
+  -- must not follow them (it would report their own leaks).
+  local script = ("echo $$; exec >/dev/null 2>&1; unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS; "
+    .. "cd %s && %s >out 2>&1; "
     .. "echo $? >rc.tmp && mv rc.tmp rc"):format(quote(dir), table.concat(words, " "))
   -- setsid: the peer leads its own process group, so a timeout ends it and its children.
   -- The popen handle keeps it our child: closing the handle reaps it (no zombie left).

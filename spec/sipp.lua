@@ -87,7 +87,8 @@ function sipp.start(t)
   end
   -- The subshell records sipp's PID and, once it ends, its exit status; it is not waited
   -- for, so sipp runs alongside our loop.
-  local cmd = string.format("cd %s && ( %s >sipp.out 2>&1 & echo $! >pid; wait $!; echo $? >rc.tmp; mv rc.tmp rc ) >/dev/null 2>&1 &",
+  -- (unset: under `make sanitize` the ASan runtime preloaded into lua5.4 must not follow sipp)
+  local cmd = string.format("unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS; cd %s && ( %s >sipp.out 2>&1 & echo $! >pid; wait $!; echo $? >rc.tmp; mv rc.tmp rc ) >/dev/null 2>&1 &",
     sh_quote(dir), table.concat(quoted, " "))
   assert(os.execute(cmd))
   local self = setmetatable({ dir = dir, argv = argv }, Proc)
