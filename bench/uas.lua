@@ -3,7 +3,8 @@
 --
 -- usage: lua5.4 bench/uas.lua [--listen udp:127.0.0.1:PORT]... [--t1 MS] [--max-txns N]
 -- OPTIONS gets a 200 whose X-Stats header carries the endpoint's counters (server
--- transactions, connections, ...) and the Lua heap in KB, so a bench can see what is live.
+-- transactions, connections, ...) and the Lua heap in KB, so a bench can see what is live;
+-- with an X-Collect header, after a full garbage collection.
 -- Runs until killed (SIGTERM); prints "ready" on stdout once it listens.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
@@ -34,6 +35,12 @@ ep:on("MESSAGE", function(req)
   req:reply(200)
 end)
 ep:on("OPTIONS", function(req)
+  if req:header("X-Collect") then
+    -- An idle heap is never collected (the GC steps on allocation); twice, as userdata with
+    -- __gc (messages) are only freed by the cycle after the one that finalizes them.
+    collectgarbage("collect")
+    collectgarbage("collect")
+  end
   local s = ep:stats()
   local keys = {}
   for k in pairs(s) do
