@@ -79,9 +79,21 @@ build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h
 ctest: build/test_transport
 	@./build/test_transport
 
-# Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind.
+# Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
+# load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
+# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood).
+# A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
+BENCH_PARTS ?= parse txn mem proxy flood
+
 bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH_BIN)/sofia_bench
-	@$(LUA) bench/parse.lua --osip $(BENCH_BIN)/osip_bench --sofia $(BENCH_BIN)/sofia_bench --callgrind
+	@for part in $(BENCH_PARTS); do case $$part in \
+	  parse) $(LUA) bench/parse.lua --osip $(BENCH_BIN)/osip_bench --sofia $(BENCH_BIN)/sofia_bench --callgrind ;; \
+	  txn)   LUA=$(LUA) bench/txn.sh ;; \
+	  mem)   $(LUA) bench/mem.lua --expiry ;; \
+	  proxy) bench/proxy.sh ;; \
+	  flood) bench/flood.sh ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood)"; exit 2 ;; \
+	esac || exit 1; done
 
 $(BENCH_BIN)/clock.so: bench/clock.c | $(BENCH_BIN)
 	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -fPIC $(LIBFLAG) -o $@ $<

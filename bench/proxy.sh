@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: `luasip serve` against Kamailio in the same run, through the shared side-by-side
+# harness (../shared/bench/run.sh): one row per run and luasip/kamailio CPU per call per scenario.
+#
+# usage: bench/proxy.sh [SCENARIO:RATE:COUNT]...  (default message:500:5000 message:1000:10000
+#        call:200:1000), from the repository root (run.sh runs PROXY_CMD there).
+set -u
+RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
+runs=("$@"); [[ ${#runs[@]} -gt 0 ]] || runs=(message:500:5000 message:1000:10000 call:200:1000)
+# run.sh expects the proxy on udp:127.0.0.1:45060, REGISTER without auth, bob@127.0.0.1;
+# `exec` makes the proxy run.sh's own child, so its CPU is the one read from /proc.
+export PROXY_CMD=${PROXY_CMD:-'exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet'}
+# run.sh uses fixed ports (45060-45090): nothing else may hold them.
+busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ':(45060|45070|45080|45090)$')
+if [[ -n $busy ]]; then echo "proxy: ports busy ($busy); skipped"; exit 0; fi
+command -v kamailio >/dev/null || echo "proxy: no kamailio here; luasip rows only"
+
+echo
+echo "Proxy vs Kamailio ($RUN; kamailio = stateful.cfg, children=2; luasip = $PROXY_CMD)"
+printf '%-9s %-8s %-6s %-6s %-6s %-7s %-8s %-11s\n' target scenario rate calls ok failed retrans "CPU-µs/call"
+declare -A cpu
+for run in "${runs[@]}"; do
+  IFS=: read -r scenario rate count <<<"$run"
+  for target in kamailio cmd; do
+    [[ $target == kamailio ]] && ! command -v kamailio >/dev/null && continue
+    line=$(bash "$RUN" "$target" "$scenario" "$rate" "$count" 2>&1 | tail -n 1)
+    name=$([[ $target == cmd ]] && echo luasip || echo kamailio)
+    get() { echo "$line" | grep -o "$1=[0-9]*" | cut -d= -f2; }
+    ok=$(get ok) failed=$(get failed) retr=$(get retrans) per=$(get proxy_cpu_us_per_call)
+    if [[ -z $per ]]; then echo "$name $scenario $rate: run.sh said: $line"; continue; fi
+    printf '%-9s %-8s %-6s %-6s %-6s %-7s %-8s %-11s\n' "$name" "$scenario" "$rate" "$count" "$ok" "$failed" "$retr" "$per"
+    cpu[$name,$run]=$per
+  done
+done
+echo
+echo "luasip / kamailio, proxy CPU per call (target: <= 0.25, and no failed call at 1000 MESSAGE/s and 200 calls/s)"
+for run in "${runs[@]}"; do
+  l=${cpu[luasip,$run]:-} k=${cpu[kamailio,$run]:-}
+  if [[ -n $l && -n $k && $k -gt 0 ]]; then
+    awk -v l="$l" -v k="$k" -v r="$run" 'BEGIN { printf "%-20s %6d / %6d = %.2f %s\n", r, l, k, l / k, (l / k <= 0.25 ? "(met)" : "(not met)") }'
+  fi
+done
