@@ -248,8 +248,8 @@ function Endpoint:_dispatch(req, txn, source)
   req._ep = self
   req._txn = txn
   req.source = source
-  if txn ~= 0 then
-    self.requests[txn] = req
+  if txn ~= 0 and req.method == "INVITE" then
+    self.requests[txn] = req   -- until its final response: only a CANCEL looks it up
   end
   if req.to_tag and req.method ~= "CANCEL" then
     -- §12.2.2: in-dialog requests go to their dialog; unknown dialogs get 481 from a UA
@@ -587,6 +587,7 @@ function msg_methods.reply(req, code, reason, opts)
   local ok, err = ep.core:reply(req._txn, res)
   if ok and code >= 200 then
     req.replied_final = true
+    ep.requests[req._txn] = nil
   end
   return ok, err
 end

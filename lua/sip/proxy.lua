@@ -147,6 +147,7 @@ local function forward_up(req, res)
   local ok, err = ep.core:reply(req._txn, res, true)
   if ok and res.status >= 200 then
     req.replied_final = true
+    ep.requests[req._txn] = nil
   end
   return ok, err
 end
