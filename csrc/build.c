@@ -1,6 +1,7 @@
 /* build.c: responses built from requests per RFC 3261 §8.2.6, printed in one pass.
  * Headers are copied as slices of the request; nothing is parsed again. */
 #include "build.h"
+#include "fmt.h"
 #include "rand.h"
 
 #include <stdio.h>
@@ -56,8 +57,7 @@ size_t sip_build_response(const sip_msg *req, int code, const char *reason, size
 		reason = sip_reason_phrase(code);
 		rlen = strlen(reason);
 	}
-	int n = snprintf(line, sizeof line, "SIP/2.0 %03d ", code);
-	put(&o, line, (size_t)n);
+	put(&o, line, sip_fmt_status(line, code));
 	put(&o, reason, rlen);
 	put(&o, "\r\n", 2);
 	int rr = copies_record_route(req, code);

@@ -2,6 +2,7 @@
  * transaction (§17.1.3, §17.2.3), fix the Via (§18.2.1, RFC 3581), route responses (§18.2.2). */
 #include "txn.h"
 #include "build.h"
+#include "fmt.h"
 #include "chars.h"
 #include "rand.h"
 #include "uri.h"
@@ -440,12 +441,14 @@ static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_
 	if (!need_received && !need_rport)
 		return;
 	char v[2048];
-	size_t n = 0;
+	size_t n = 0, iplen = strlen(ip);
+	if (topvia.n + iplen + 40 > sizeof v)
+		return;
 	if (need_rport) {
 		/* find the bare "rport" in the params and give it the source port */
 		const char *p = topvia.p, *end = topvia.p + topvia.n;
 		const char *r = NULL;
-		for (const char *q = p; q + 5 <= end; q++)
+		for (const char *q = p + 1; q + 5 <= end; q++)
 			if ((q[-1] == ';' || q[-1] == ' ') && strncasecmp(q, "rport", 5) == 0 &&
 			    (q + 5 == end || q[5] == ';' || q[5] == ' ' || q[5] == ',')) {
 				r = q + 5;
@@ -453,14 +456,20 @@ static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_
 			}
 		if (!r)
 			return;
-		n = (size_t)snprintf(v, sizeof v, "%.*s=%d%.*s", (int)(r - p), p, port,
-				     (int)(end - r), r);
+		memcpy(v, p, (size_t)(r - p));
+		n = (size_t)(r - p);
+		v[n++] = '=';
+		n += sip_fmt_uint(v + n, (unsigned)port);
+		memcpy(v + n, r, (size_t)(end - r));
+		n += (size_t)(end - r);
 	} else {
-		n = (size_t)snprintf(v, sizeof v, "%.*s", (int)topvia.n, topvia.p);
+		memcpy(v, topvia.p, topvia.n);
+		n = topvia.n;
 	}
-	if (n >= sizeof v - 64)
-		return;
-	n += (size_t)snprintf(v + n, sizeof v - n, ";received=%s", ip);
+	memcpy(v + n, ";received=", 10);
+	n += 10;
+	memcpy(v + n, ip, iplen);
+	n += iplen;
 	if (sip_msg_remove_top_via(m) == 0)
 		sip_msg_add_header(m, "Via", 3, v, n, 1);
 }
@@ -672,10 +681,18 @@ static int sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, si
 	char ip[INET6_ADDRSTRLEN];
 	int port;
 	addr_ip((struct sockaddr *)&ss, ip, sizeof ip, &port);
+	size_t o = 0, iplen = strlen(ip);
+	if (cap < iplen + 10)
+		return -1;
 	if (ss.ss_family == AF_INET6)
-		snprintf(out, cap, "[%s]:%d", ip, port);
-	else
-		snprintf(out, cap, "%s:%d", ip, port);
+		out[o++] = '[';
+	memcpy(out + o, ip, iplen);
+	o += iplen;
+	if (ss.ss_family == AF_INET6)
+		out[o++] = ']';
+	out[o++] = ':';
+	o += sip_fmt_uint(out + o, (unsigned)port);
+	out[o] = 0;
 	return 0;
 }
 
@@ -695,8 +712,20 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	for (const char *c = branch; *c; c++)
 		if (!sip_is_token((unsigned char)*c))
 			return -1;
-	int n = snprintf(v, sizeof v, "SIP/2.0/%s %s;branch=%.200s;rport",
-			 kind == SIP_TP_TCP ? "TCP" : "UDP", sb, branch);
+	size_t sbl = strlen(sb), bl = strlen(branch);
+	if (bl > 200)
+		return -1;
+	size_t n = 0;
+	memcpy(v, kind == SIP_TP_TCP ? "SIP/2.0/TCP " : "SIP/2.0/UDP ", 12);
+	n = 12;
+	memcpy(v + n, sb, sbl);
+	n += sbl;
+	memcpy(v + n, ";branch=", 8);
+	n += 8;
+	memcpy(v + n, branch, bl);
+	n += bl;
+	memcpy(v + n, ";rport", 6);
+	n += 6;
 	if (mode == SIP_VIA_REPLACE && req->first[SIP_HDR_VIA] >= 0)
 		sip_msg_remove_top_via(req);
 	return sip_msg_add_header(req, "Via", 3, v, (size_t)n, 1);

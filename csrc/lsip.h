@@ -29,6 +29,8 @@ void lsip_open_auth(lua_State *L);
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */
 sip_msg *lsip_msg_new(lua_State *L);
+/* Push a message userdata holding a copy of src (no re-parse); 0, or -1 with nothing pushed. */
+int lsip_msg_push_clone(lua_State *L, const sip_msg *src);
 sip_msg *lsip_checkmsg(lua_State *L, int idx);
 sip_msg *lsip_testmsg(lua_State *L, int idx);
 

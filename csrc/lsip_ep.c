@@ -174,13 +174,8 @@ static void call_handler(lua_State *L, int nargs, const char *name)
 /* Push a message userdata owning a copy of m. */
 static int push_copy(lua_State *L, const sip_msg *m, const sip_tp_src *src)
 {
-	const char *err;
-	sip_msg *dst = lsip_msg_new(L);
-	if (sip_msg_copy(dst, m, NULL, &err)) {
-		lua_pop(L, 1);
+	if (lsip_msg_push_clone(L, m))
 		return -1;
-	}
-	lsip_msg_validate(L, -1);
 	if (src) {
 		lua_pushlstring(L, (const char *)src, sizeof *src);
 		lua_setiuservalue(L, -2, LSIP_MSG_UV_SRC);

@@ -1,6 +1,7 @@
 /* lsip_msg.c: the message userdata — parse, field access, edits, serialization.
  * A parsed message keeps its source string alive and cuts Lua strings only on access. */
 #include "lsip.h"
+#include "fmt.h"
 #include "build.h"
 #include "rand.h"
 #include "uri.h"
@@ -177,6 +178,23 @@ static int l_parse(lua_State *L)
 	lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, UV_SOURCE);
 	return 1;
+}
+
+/* Push a message userdata holding a clone of src (its headers in the userdata itself). */
+int lsip_msg_push_clone(lua_State *L, const sip_msg *src)
+{
+	const char *err;
+	unsigned n = src->nhdrs;
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), 3);
+	u->valid = 0;
+	memset(&u->m, 0, sizeof u->m);
+	luaL_setmetatable(L, LSIP_MSG_MT);   /* it owns its buffer: needs __gc */
+	if (sip_msg_clone(&u->m, u->slots, n, src, &err)) {
+		lua_pop(L, 1);
+		return -1;
+	}
+	u->valid = 1;
+	return 0;
 }
 
 /* Take a malloc'd buffer of wire text and push it as a new message (or nil, err). */
@@ -358,9 +376,9 @@ static int m_decrement_max_forwards(lua_State *L)
 	int v = m->max_forwards < 0 ? 70 : m->max_forwards - 1;
 	if (v < 0)
 		v = 0;
-	char num[8];
-	int n = snprintf(num, sizeof num, "%d", v);
-	if (sip_msg_set_header(m, "Max-Forwards", 12, num, (size_t)n))
+	char num[24];
+	size_t n = sip_fmt_uint(num, (unsigned)v);
+	if (sip_msg_set_header(m, "Max-Forwards", 12, num, n))
 		return luaL_error(L, "out of memory");
 	lua_pushinteger(L, v);
 	return 1;

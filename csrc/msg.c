@@ -1,6 +1,7 @@
 /* msg.c: one-pass, zero-copy SIP message parser, header edits and serializer.
  * RFC 3261 §7 (message format), §20 (headers), §25 (grammar), RFC 4475 as the bar. */
 #include "msg.h"
+#include "fmt.h"
 #include "chars.h"
 #include "uri.h"
 
@@ -1021,18 +1022,21 @@ size_t sip_msg_print(const sip_msg *m, char *buf, size_t cap)
 		put(&o, m->uri.p, m->uri.n);
 		puts_(&o, " SIP/2.0\r\n");
 	} else {
-		int n = snprintf(num, sizeof num, "SIP/2.0 %03d ", m->status);
-		put(&o, num, (size_t)n);
+		put(&o, num, sip_fmt_status(num, m->status));
 		put(&o, m->reason.p, m->reason.n);
 		put(&o, "\r\n", 2);
 	}
 	int cl_done = 0;
-	int cl = snprintf(num, sizeof num, "Content-Length: %zu\r\n", m->body.n);
+	char cln[48];
+	memcpy(cln, "Content-Length: ", 16);
+	size_t cl = 16 + sip_fmt_uint(cln + 16, m->body.n);
+	cln[cl++] = '\r';
+	cln[cl++] = '\n';
 	for (unsigned i = 0; i < m->nhdrs; i++) {
 		const sip_hdr *h = &m->hdrs[i];
 		if (h->id == SIP_HDR_CONTENT_LENGTH) {
 			if (!cl_done)
-				put(&o, num, (size_t)cl);
+				put(&o, cln, cl);
 			cl_done = 1;
 			continue;
 		}
@@ -1042,7 +1046,7 @@ size_t sip_msg_print(const sip_msg *m, char *buf, size_t cap)
 		put(&o, "\r\n", 2);
 	}
 	if (!cl_done)
-		put(&o, num, (size_t)cl);
+		put(&o, cln, cl);
 	put(&o, "\r\n", 2);
 	put(&o, m->body.p, m->body.n);
 	return o.n;
@@ -1065,5 +1069,69 @@ int sip_msg_copy(sip_msg *dst, const sip_msg *src, const sip_limits *lim, const 
 		return -1;
 	}
 	dst->owned = 1;
+	return 0;
+}
+
+/* Where a slice of src goes in the clone: inside src's buffer it moves with the buffer;
+ * edit memory is appended after it (at *tail). */
+static sip_pl rebase(sip_pl v, const sip_msg *src, char *nbuf, size_t *tail)
+{
+	if (!v.p)
+		return v;
+	if (v.p >= src->buf && v.p + v.n <= src->buf + src->len)
+		return sip_pl_make(nbuf + (v.p - src->buf), v.n);
+	char *at = nbuf + *tail;
+	memcpy(at, v.p, v.n);
+	*tail += v.n;
+	return sip_pl_make(at, v.n);
+}
+
+static size_t outside(sip_pl v, const sip_msg *src)
+{
+	return v.p && !(v.p >= src->buf && v.p + v.n <= src->buf + src->len) ? v.n : 0;
+}
+
+int sip_msg_clone(sip_msg *dst, sip_hdr *slots, unsigned nslots, const sip_msg *src,
+		  const char **err)
+{
+	/* One allocation: the original bytes, then whatever edits added. No parsing again:
+	 * every slice keeps its offset. */
+	size_t extra = 0;
+	const sip_pl *fields[] = { &src->method, &src->uri, &src->reason, &src->body,
+				   &src->call_id, &src->cseq_method, &src->from_tag, &src->to_tag,
+				   &src->branch, &src->new_uri };
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+		extra += outside(*fields[i], src);
+	for (unsigned i = 0; i < src->nhdrs; i++)
+		extra += outside(src->hdrs[i].name, src) + outside(src->hdrs[i].value, src);
+	char *nbuf = malloc(src->len + extra + 1);
+	sip_hdr *hdrs = slots;
+	if (nbuf && src->nhdrs > nslots)
+		hdrs = malloc(src->nhdrs * sizeof *hdrs);
+	if (!nbuf || !hdrs) {
+		free(nbuf);
+		*err = "out of memory";
+		return -1;
+	}
+	memcpy(nbuf, src->buf, src->len);
+	size_t tail = src->len;
+	*dst = *src;
+	dst->buf = nbuf;
+	dst->owned = 1;
+	dst->edits = NULL;
+	dst->slots = slots;
+	dst->nslots = nslots;
+	dst->hdrs = hdrs;
+	dst->hdrs_cap = hdrs == slots ? nslots : src->nhdrs;
+	sip_pl *dfields[] = { &dst->method, &dst->uri, &dst->reason, &dst->body, &dst->call_id,
+			      &dst->cseq_method, &dst->from_tag, &dst->to_tag, &dst->branch,
+			      &dst->new_uri };
+	for (size_t i = 0; i < sizeof dfields / sizeof dfields[0]; i++)
+		*dfields[i] = rebase(*fields[i], src, nbuf, &tail);
+	for (unsigned i = 0; i < src->nhdrs; i++) {
+		hdrs[i] = src->hdrs[i];
+		hdrs[i].name = rebase(src->hdrs[i].name, src, nbuf, &tail);
+		hdrs[i].value = rebase(src->hdrs[i].value, src, nbuf, &tail);
+	}
 	return 0;
 }

@@ -144,6 +144,11 @@ int sip_msg_remove_top_via(sip_msg *m);  /* first value of the first Via; -1 non
 int sip_msg_set_uri(sip_msg *m, const char *uri, size_t len);
 int sip_msg_set_body(sip_msg *m, const char *body, size_t len);
 
+/* A message of its own equal to src (edits included) without parsing again: one buffer
+ * holds src's bytes and the edited pieces; headers go to slots when nslots suffice. */
+int sip_msg_clone(sip_msg *dst, sip_hdr *slots, unsigned nslots, const sip_msg *src,
+		  const char **err);
+
 /* A message of its own (owning its bytes) equal to src with its edits applied. */
 int sip_msg_copy(sip_msg *dst, const sip_msg *src, const sip_limits *lim, const char **err);
 
