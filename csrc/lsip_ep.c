@@ -432,8 +432,16 @@ static int ep_reply_stateless(lua_State *L)
 
 static sip_via_mode check_via_mode(lua_State *L, int i)
 {
-	static const char *const modes[] = { "replace", "push", "keep", NULL };
-	return (sip_via_mode)luaL_checkoption(L, i, "replace", modes);
+	/* on every request sent: a switch, not luaL_checkoption's strcmp loop */
+	size_t n;
+	const char *s = luaL_optlstring(L, i, "replace", &n);
+	if (n == 7 && memcmp(s, "replace", 7) == 0)
+		return SIP_VIA_REPLACE;
+	if (n == 4 && memcmp(s, "push", 4) == 0)
+		return SIP_VIA_PUSH;
+	if (n == 4 && memcmp(s, "keep", 4) == 0)
+		return SIP_VIA_KEEP;
+	return (sip_via_mode)luaL_argerror(L, i, "replace, push or keep expected");
 }
 
 /* Resolve the target URI (arg i) into d; returns 0 or pushes nil, err and returns 2. */

@@ -598,10 +598,10 @@ describe("luasip serve under a flood", function()
     return count, codes
   end
 
-  it("limits 50 requests/s per source IP with a burst of 100 by default", function()
+  it("limits 2000 requests/s per source IP with a burst of 4000 by default", function()
     local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true, quiet = true })
-    assert.equal(50, srv.limiter.rate)
-    assert.equal(100, srv.limiter.burst)
+    assert.equal(2000, srv.limiter.rate)
+    assert.equal(4000, srv.limiter.burst)
     srv.stop()
     local off = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true, quiet = true,
       rate_limit = 0 })
