@@ -843,24 +843,31 @@ static int push_field(lua_State *L, sip_msg *m, int f)
 }
 
 /* __index: methods (upvalue 1), then fields (upvalue 2: name -> enum), then extras. */
+/* The message behind a metamethod's first argument. Only our metatables carry these
+ * metamethods, so the type check is a size check, not registry lookups on every access. */
+static lsip_msg *meta_self(lua_State *L)
+{
+	if (lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) < sizeof(lsip_msg))
+		luaL_typeerror(L, 1, LSIP_MSG_MT);
+	return lua_touserdata(L, 1);
+}
+
+/* __index: one lookup in the names table (upvalue 1), where a method name maps to its
+ * function and a field name to its number; then the fields Lua code attached. */
 static int m_index(lua_State *L)
 {
-	lsip_msg *u = check_udata(L, 1);
+	lsip_msg *u = meta_self(L);
 	lua_pushvalue(L, 2);
-	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-		return 1;
-	lua_pop(L, 1);
-	lua_pushvalue(L, 2);
-	if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TNUMBER) {
+	int t = lua_rawget(L, lua_upvalueindex(1));
+	if (t == LUA_TNUMBER) {
 		int f = (int)lua_tointeger(L, -1);
 		lua_pop(L, 1);
-		if (!u->valid)
-			return 0;
-		if (push_field(L, &u->m, f))
+		if (u->valid && push_field(L, &u->m, f))
 			return 1;
-	} else {
-		lua_pop(L, 1);
+		return 0;
 	}
+	if (t != LUA_TNIL)
+		return 1;
 	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE)
 		return 0;
 	lua_pushvalue(L, 2);
@@ -871,10 +878,9 @@ static int m_index(lua_State *L)
 /* __newindex: scripts may attach their own fields; parsed fields are read-only. */
 static int m_newindex(lua_State *L)
 {
-	check_udata(L, 1);
+	meta_self(L);
 	lua_pushvalue(L, 2);
-	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL ||
-	    (lua_pop(L, 1), lua_pushvalue(L, 2), lua_rawget(L, lua_upvalueindex(2))) != LUA_TNIL)
+	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
 		return luaL_error(L, "field '%s' is read-only (use the edit methods)",
 				  lua_tostring(L, 2));
 	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE) {
@@ -954,20 +960,20 @@ static int l_reason(lua_State *L)
 void lsip_open_msg(lua_State *L)
 {
 	luaL_newmetatable(L, LSIP_MSG_MT);
-	lua_newtable(L);                    /* methods */
+	/* names: methods (functions) and fields (their numbers) in one table, so an access
+	 * costs one lookup; Lua code adds methods to it as core.msg_mt.methods */
+	lua_newtable(L);
 	luaL_setfuncs(L, methods, 0);
-	lua_pushvalue(L, -1);
-	lua_setfield(L, -3, "methods");     /* sip.lua extends msg methods through this */
-	lua_newtable(L);                    /* fields */
 	for (int i = 0; field_names[i]; i++) {
 		lua_pushinteger(L, i + 1);
 		lua_setfield(L, -2, field_names[i]);
 	}
-	lua_pushvalue(L, -2);
-	lua_pushvalue(L, -2);
-	lua_pushcclosure(L, m_index, 2);
-	lua_setfield(L, -4, "__index");
-	lua_pushcclosure(L, m_newindex, 2);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "methods");
+	lua_pushvalue(L, -1);
+	lua_pushcclosure(L, m_index, 1);
+	lua_setfield(L, -3, "__index");
+	lua_pushcclosure(L, m_newindex, 1);
 	lua_setfield(L, -2, "__newindex");
 	lua_pushcfunction(L, m_gc);
 	lua_setfield(L, -2, "__gc");

@@ -4,7 +4,9 @@
 
 #include <openssl/rand.h>
 
-#define POOL_SIZE 256   /* 512 hex chars: ~40 tags or branches per refill */
+/* 8192 hex chars a refill: RAND_bytes has a large fixed cost per call (locking, reseed
+ * checks), so it runs once per ~300 transactions rather than for every tag or branch. */
+#define POOL_SIZE 4096
 
 static unsigned char pool[POOL_SIZE];
 static size_t pool_left;
