@@ -43,15 +43,20 @@ end
 
 local ep = assert(sip.endpoint { listen = o.listen })
 ep:set_domains { o.domain }            -- requests for sip:...@DOMAIN are ours
-local registrar = sip.registrar.new { min_expires = 1 }
+local our_hosts = { [o.domain] = true }   -- sip:alice@127.0.0.1 is sip:alice@DOMAIN
+for _, a in ipairs(ep:addresses()) do our_hosts[a:match("^%a+:%[?([^%]]*)%]?:%d+$")] = true end
+local registrar = sip.registrar.new { min_expires = 1, canonical = function(aor)
+  if our_hosts[aor.host:lower()] then aor.host, aor.port = o.domain, nil end
+  return aor
+end }
 local function password_of(user) return passwords[user] end
 local algorithms = { "MD5", "SHA-256" }   -- MD5 first: many phones read the first challenge only
 local www_auth = sip.auth.digest { realm = o.domain, credentials = password_of, algorithms = algorithms }
 local proxy_auth = sip.auth.digest { realm = o.domain, credentials = password_of,
   algorithms = algorithms, proxy = true }
 
-local function log(req, outcome)
-  print(("%s %s %s from %s -> %s"):format(os.date("!%H:%M:%S"), req.method, req.uri,
+local function log(req, outcome, uri)   -- uri: what was asked, when req:relay rewrote it
+  print(("%s %s %s from %s -> %s"):format(os.date("!%H:%M:%S"), req.method, uri or req.uri,
     tostring(req.source), outcome))
   io.stdout:flush()
 end
@@ -91,14 +96,14 @@ ep:route(function(req)
   if not ours then return log(req, status(req:relay())) end   -- another domain: forward
   if ruri.user == "echo" then return log(req, echo(req)) end
   if not ruri.user then return answer(req, req.method == "OPTIONS" and 200 or 404) end
-  local targets = {}
-  for _, b in ipairs(registrar:lookup("sip:" .. ruri.user .. "@" .. o.domain)) do
+  local aor, targets = "sip:" .. ruri.user .. "@" .. o.domain, {}
+  for _, b in ipairs(registrar:lookup(aor)) do
     targets[#targets + 1] = b.uri
   end
   if #targets == 0 then   -- a user of ours who is offline, or nobody
     return answer(req, passwords[ruri.user] and 480 or 404)
   end
-  log(req, status(req:relay(targets)))                 -- forks to every binding
+  log(req, status(req:relay(targets)), aor)            -- forks to every binding
 end)
 
 -- Bindings past their expiry are ignored by lookup; this frees them.
