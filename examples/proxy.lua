@@ -42,8 +42,8 @@ for line in io.lines(o.users) do
 end
 
 local ep = assert(sip.endpoint { listen = o.listen })
-ep:set_domains { o.domain }            -- requests for sip:...@DOMAIN are ours
-local our_hosts = { [o.domain] = true }   -- sip:alice@127.0.0.1 is sip:alice@DOMAIN
+ep:set_domains { o.domain }             -- requests for sip:...@DOMAIN are ours
+local our_hosts = { [o.domain] = true }  -- sip:alice@127.0.0.1 is sip:alice@DOMAIN
 for _, a in ipairs(ep:addresses()) do our_hosts[a:match("^%a+:%[?([^%]]*)%]?:%d+$")] = true end
 local registrar = sip.registrar.new { min_expires = 1, canonical = function(aor)
   if our_hosts[aor.host:lower()] then aor.host, aor.port = o.domain, nil end
@@ -66,7 +66,7 @@ local function answer(req, code) req:reply(code); log(req, code) end
 
 -- The echo bot: 200, then the text back to the sender in a MESSAGE of its own (RFC 3428).
 local function echo(req)
-  if req.method ~= "MESSAGE" then return req:reply(488, "The echo bot only takes MESSAGE") and 488 end
+  if req.method ~= "MESSAGE" then return req:reply(488, "Only MESSAGE here") and 488 end
   req:reply(200)
   local from = req:addr("From").uri
   local binding = registrar:lookup(from)[1]   -- a registered sender gets it where it is
