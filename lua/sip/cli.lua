@@ -115,7 +115,10 @@ function cli.server(opts)
   local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
     max_expires = opts.max_expires or 3600,
     canonical = function(u)
-      if is_ours(u) then
+      -- an AOR at any of our addresses (with or without the port: clients often leave it
+      -- out) is an AOR of the domain
+      local host = u.host and u.host:lower():gsub("^%[(.*)%]$", "%1")
+      if host == domain or (host and ep:_local_hosts()[host]) then
         u.host, u.port = domain, nil
       end
       return u
@@ -403,6 +406,12 @@ end
 
 function cli.main(argv)
   local cmd = argv[1]
+  for _, a in ipairs(argv) do
+    if a == "--help" or a == "-h" then
+      io.stdout:write(USAGE)
+      return 0
+    end
+  end
   local rest = { table.unpack(argv, 2) }
   if cmd == "serve" then
     return serve(rest)

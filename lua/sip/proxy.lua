@@ -26,6 +26,19 @@ function Endpoint:is_local(uri)
   return self:_local_addrs()[host .. ":" .. (port or 5060)] or false
 end
 
+-- The hosts we listen on (IPv6 without brackets), whatever the port.
+function Endpoint:_local_hosts()
+  local set = self._local_host_set
+  if not set then
+    set = {}
+    for hp in pairs(self:_local_addrs()) do
+      set[hp:match("^(.*):%d+$")] = true
+    end
+    self._local_host_set = set
+  end
+  return set
+end
+
 -- "host:port" of every listener (IPv6 without brackets), built once.
 function Endpoint:_local_addrs()
   local set = self._local_set
