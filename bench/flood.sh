@@ -6,10 +6,14 @@
 #   message:  MESSAGEs to bob, registered at a port where nothing listens, so every relayed
 #             request is a client transaction retransmitted until Timer F (32 s)
 #   register: REGISTERs, each for a new AOR (bench/sipp/register_flood.xml)
-# env: FLOOD_RSS_CEILING_MB (default 200)
+# env: FLOOD_RSS_CEILING_MB (default 400)
+# The ceiling: a MESSAGE whose downstream never answers holds a server and a client
+# transaction plus its suspended routing coroutine for 32 s (Timer F), about 10 KB in all;
+# 3000/s for 10 s is 30 000 of them, so 400 MB. In general RSS is bounded by
+# max_transactions (65536 by default, `--max-transactions N`) x ~10 KB.
 set -u
 rate=${1:-3000} secs=${2:-10}
-CEILING_MB=${FLOOD_RSS_CEILING_MB:-200}
+CEILING_MB=${FLOOD_RSS_CEILING_MB:-400}
 PORT=26060 SINK_PORT=26071 UAC_PORT=26090
 here=$(pwd)
 work=$(mktemp -d)

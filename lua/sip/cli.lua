@@ -9,6 +9,7 @@ local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
+               [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
@@ -98,6 +99,7 @@ local BURST_PER_RATE = 2
 function cli.server(opts)
   local log = opts.log or log_line(opts.quiet)
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
+    max_transactions = opts.max_transactions,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
     return nil, err
@@ -323,6 +325,7 @@ local function serve(argv)
     io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
   end
   opts.t1 = opts.t1 and tonumber(opts.t1)
+  opts.max_transactions = opts.max_transactions and tonumber(opts.max_transactions)
   for _, k in ipairs { "rate_limit", "rate_burst" } do
     if opts[k] then
       local n = tonumber(opts[k])
