@@ -111,7 +111,8 @@ install: all
 
 # --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
 # Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
-# (csrc/*.c but lsip_*), seeded with every file of the shared corpus, run FUZZ_SECONDS.
+# (csrc/*.c but lsip_*), seeded with every file of the shared corpus (and fuzz/seeds/NAME/),
+# run FUZZ_SECONDS.
 # Adding a target (say fuzz/fuzz_auth.c for csrc/auth.c) takes no Makefile edit; to run only
 # some, `make fuzz FUZZ_TARGETS="auth"`. A crash, leak or sanitizer report fails `make fuzz`.
 FUZZ_CC      ?= clang
@@ -137,12 +138,14 @@ build/fuzz/obj:
 fuzz-build: $(FUZZ_BINS)
 
 # Corpus files keep their path in the name (rfc4475/valid/x.sip -> rfc4475_valid_x.sip);
+# a target's own seeds, fuzz/seeds/NAME/*, are added when that directory exists;
 # new units found are kept in build/fuzz/corpus-NAME for the next run. Logs: build/fuzz/*.log.
 fuzz: fuzz-build
 	@fail=""; for t in $(FUZZ_TARGETS); do \
 	  dir=build/fuzz/corpus-$$t; mkdir -p $$dir; \
 	  (cd $(FUZZ_CORPUS) && find . -type f) | while read -r f; do \
 	    cp "$(FUZZ_CORPUS)/$$f" "$$dir/$$(echo "$${f#./}" | tr / _)"; done; \
+	  if [ -d fuzz/seeds/$$t ]; then cp fuzz/seeds/$$t/* $$dir/; fi; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
 	  build/fuzz/fuzz_$$t $(FUZZ_RUNFLAGS) -artifact_prefix=build/fuzz/$$t- $$dir \
 	    >build/fuzz/$$t.log 2>&1 || { tail -n 60 build/fuzz/$$t.log; fail="$$fail $$t"; }; \

@@ -112,12 +112,14 @@ static int take_quoted(sip_digest *d, const char **pp, const char *e, sip_pl *v)
 }
 
 /* Unquoted values are tokens in the grammar; we take any run up to a separator so that
- * sloppy peers (an unquoted nonce with '/' or '=') still parse. */
+ * sloppy peers (an unquoted nonce with '/' or '=') still parse. A '\' is refused: it is no
+ * token char, and echoed back (quoted, so escaped) it would double, past the value limit
+ * and the escape store, making a challenge we accept one we cannot answer. */
 static int take_bare(const char **pp, const char *e, sip_pl *v)
 {
 	const char *p = *pp;
 	while (p < e && !is_ws(*p) && *p != ',' && *p != '"') {
-		if (is_ctl(*p))
+		if (is_ctl(*p) || *p == '\\')
 			return EINVAL;
 		p++;
 	}
@@ -241,9 +243,9 @@ int sip_digest_check_credentials(const sip_digest *d, const char **missing)
 
 int sip_digest_qop_has(sip_pl qop, const char *opt)
 {
-	const char *p = qop.p, *e = qop.p + qop.n;
-	if (!p)
+	if (!qop.p) /* absent: no offset from NULL, even by 0 (C11 6.5.6) */
 		return 0;
+	const char *p = qop.p, *e = qop.p + qop.n;
 	while (p < e) {
 		while (p < e && (is_ws(*p) || *p == ','))
 			p++;
