@@ -705,7 +705,7 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	sent_by(ep, kind, family, sb, sizeof sb);
 	if (!branch) {
 		memcpy(br, "z9hG4bK", 7);
-		sip_random_hex(br + 7, BRANCH_HEX);
+		sip_unique_hex(br + 7, BRANCH_HEX);
 		br[7 + BRANCH_HEX] = 0;
 		branch = br;
 	}

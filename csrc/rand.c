@@ -3,6 +3,7 @@
 #include "rand.h"
 
 #include <openssl/rand.h>
+#include <stdint.h>
 
 /* 8192 hex chars a refill: RAND_bytes has a large fixed cost per call (locking, reseed
  * checks), so it runs once per ~300 transactions rather than for every tag or branch. */
@@ -25,6 +26,34 @@ int sip_random_hex(char *out, size_t n)
 		out[i] = hex[b >> 4];
 		if (i + 1 < n)
 			out[i + 1] = hex[b & 15];
+	}
+	return 0;
+}
+
+/* splitmix64: a bijection, so distinct counter values give distinct outputs */
+static uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+int sip_unique_hex(char *out, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	static uint64_t secret, counter;
+	static int seeded;
+	if (!seeded) {
+		if (RAND_bytes((unsigned char *)&secret, sizeof secret) != 1)
+			return -1;
+		seeded = 1;
+	}
+	for (size_t i = 0; i < n;) {
+		uint64_t v = mix64(secret ^ mix64(++counter));
+		for (int k = 0; k < 16 && i < n; k++, i++) {
+			out[i] = hex[v & 15];
+			v >>= 4;
+		}
 	}
 	return 0;
 }

@@ -276,7 +276,7 @@ function cli.server(opts)
         return req:reply(404)
       end
       local aor = "sip:" .. ruser .. "@" .. domain
-      local bindings = registrar:lookup(aor)
+      local bindings = registrar:lookup(aor, true)
       if #bindings == 0 then
         local code = users[ruser] and 480 or 404
         log("%s %s -> %d", m, aor, code)

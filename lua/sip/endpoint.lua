@@ -245,26 +245,25 @@ function Endpoint:_default(req)
 end
 
 function Endpoint:_dispatch(req, txn, source)
-  req._ep = self
-  req._txn = txn
-  req.source = source
-  if txn ~= 0 and req.method == "INVITE" then
+  req:_attach(self, txn, source)
+  local method = req.method
+  if txn ~= 0 and method == "INVITE" then
     self.requests[txn] = req   -- until its final response: only a CANCEL looks it up
   end
-  if req.to_tag and req.method ~= "CANCEL" then
+  if method ~= "CANCEL" and req.to_tag then
     -- §12.2.2: in-dialog requests go to their dialog; unknown dialogs get 481 from a UA
     local dialog = require "sip.dialog"
     if dialog.in_dialog(self, req) then
       return
     end
-    if not req.dialog and not self.router and not self.handlers[req.method] then
-      if req.method ~= "ACK" then
+    if not req.dialog and not self.router and not self.handlers[method] then
+      if method ~= "ACK" then
         req:reply(481)
       end
       return
     end
   end
-  local fn = self.handlers[req.method]
+  local fn = self.handlers[method]
   if not fn and self.router then
     fn = self.router
     proxy_preprocess = proxy_preprocess or require("sip.proxy").preprocess

@@ -236,7 +236,7 @@ function msg_methods.relay(req, targets, opts)
   local function run_branch(b, m)
     local res, err = ep:request(m, {
       target = opts.next_hop or next_hop(m), via = "push",
-      branch = branch .. sip.random.hex(8),
+      branch = branch .. sip.random.unique(8),
       on_txn = function(id)
         b.id = id
         if req.method == "INVITE" then

@@ -12,8 +12,13 @@ function random.tag()
   return core.random_hex(12)
 end
 
+-- Branches must be unique, not unpredictable (§8.1.1.7): a mixed counter, no RAND_bytes.
 function random.branch()
-  return "z9hG4bK" .. core.random_hex(16)
+  return "z9hG4bK" .. core.unique_hex(16)
+end
+
+function random.unique(n)
+  return core.unique_hex(n)
 end
 
 function random.call_id(host)

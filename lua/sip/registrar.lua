@@ -104,9 +104,10 @@ local function now_of(self)
   return self.clock()
 end
 
---- registrar:lookup(aor) -> bindings (current only), highest q first
-function Registrar:lookup(aor)
-  local key = registrar.aor(aor) or aor
+--- registrar:lookup(aor [, canonical]) -> bindings (current only), highest q first
+-- canonical: aor is already "sip:user@host" as registrar.aor makes it (skips the parse)
+function Registrar:lookup(aor, canonical)
+  local key = canonical and aor or registrar.aor(aor) or aor
   local now = now_of(self)
   local out = {}
   for _, b in ipairs(self.store:get(key)) do
@@ -114,12 +115,14 @@ function Registrar:lookup(aor)
       out[#out + 1] = b
     end
   end
-  table.sort(out, function(a, b)
-    if a.q ~= b.q then
-      return a.q > b.q
-    end
-    return a.updated > b.updated
-  end)
+  if #out > 1 then
+    table.sort(out, function(a, b)
+      if a.q ~= b.q then
+        return a.q > b.q
+      end
+      return a.updated > b.updated
+    end)
+  end
   return out
 end
 
