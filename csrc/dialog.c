@@ -206,7 +206,9 @@ int sip_dialog_new_uac(sip_dialog **out, const sip_msg *req, const sip_msg *res,
 	if (r < 0 || (r == 0 && str_set(&d->remote_target, request_uri(req).p,
 					 request_uri(req).n)))
 		goto fail;
-	d->local_cseq = d->invite_cseq = req->cseq;
+	/* the response's CSeq, not the request's: an INVITE re-sent with credentials has a
+	 * higher one than the request object the caller kept */
+	d->local_cseq = d->invite_cseq = res->cseq;
 	d->secure = is_sips(request_uri(req));
 	d->state = res->status < 200 ? SIP_DIALOG_EARLY : SIP_DIALOG_CONFIRMED;
 	*out = d;

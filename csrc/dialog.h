@@ -39,7 +39,7 @@ typedef struct sip_dialog {
 } sip_dialog;
 
 /* §12.1.2: the UAC's dialog from the request it sent and a response with a To tag (1xx:
- * early; 2xx: confirmed). contact: our Contact value for later requests (may be NULL).
+ * early; 2xx: confirmed). Local CSeq: the response's (that of the INVITE as last sent). contact: our Contact value for later requests (may be NULL).
  * Returns 0 with *out set, or -1 with *err set (a static string). */
 int sip_dialog_new_uac(sip_dialog **out, const sip_msg *request, const sip_msg *response,
 		       const char *contact, size_t clen, const char **err);
