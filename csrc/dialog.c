@@ -72,6 +72,20 @@ static int set_hdr(sip_dialog_str *s, const sip_msg *m, sip_hdr_id id, const cha
 	return 0;
 }
 
+/* A URI fit to be a Request-URI: without the headers component (?...), which RFC 3261
+ * §19.1.1 does not allow there — a Contact may carry one for the UAC to apply. */
+static int target_uri(sip_pl in, sip_pl *out)
+{
+	sip_uri u;
+	const char *err;
+	if (sip_uri_parse(&u, in, &err))
+		return -1;
+	*out = in;
+	if (u.is_sip && u.headers.p)
+		out->n = (size_t)(u.headers.p - 1 - in.p);
+	return 0;
+}
+
 /* The URI of m's first Contact into s; 1 set, 0 no usable Contact, -1 out of memory. */
 static int set_contact_target(sip_dialog_str *s, const sip_msg *m)
 {
@@ -83,9 +97,11 @@ static int set_contact_target(sip_dialog_str *s, const sip_msg *m)
 	sip_addr a;
 	const char *err;
 	int r = 0;
+	sip_pl uri;
 	if (sip_list_next(sip_pl_make(c, n), &pos, &item) && item.n &&
-	    sip_addr_parse(&a, item, &err) == 0 && !a.star && a.uri.n)
-		r = str_set(s, a.uri.p, a.uri.n) ? -1 : 1;
+	    sip_addr_parse(&a, item, &err) == 0 && !a.star && a.uri.n &&
+	    target_uri(a.uri, &uri) == 0)
+		r = str_set(s, uri.p, uri.n) ? -1 : 1;
 	free(c);
 	return r;
 }
@@ -277,8 +293,10 @@ int sip_dialog_new_uas(sip_dialog **out, const sip_msg *req, const char *local_t
 		/* no Contact: the From URI is the best target there is */
 		sip_addr a;
 		const char *e;
-		if (sip_addr_parse(&a, str_pl(&d->remote_uri), &e) == 0 && a.uri.n)
-			r = str_set(&d->remote_target, a.uri.p, a.uri.n) ? -1 : 1;
+		sip_pl uri;
+		if (sip_addr_parse(&a, str_pl(&d->remote_uri), &e) == 0 && a.uri.n &&
+		    target_uri(a.uri, &uri) == 0)
+			r = str_set(&d->remote_target, uri.p, uri.n) ? -1 : 1;
 	}
 	if (r < 0)
 		goto fail;
@@ -416,9 +434,8 @@ static int is_strict(const sip_dialog_str *route, sip_pl *uri)
 	sip_pl v;
 	if (sip_addr_parse(&a, str_pl(route), &err) || sip_uri_parse(&u, a.uri, &err))
 		return 0;
-	if (sip_param_get(u.params, "lr", &v))
+	if (sip_param_get(u.params, "lr", &v) || target_uri(a.uri, uri))
 		return 0;
-	*uri = a.uri;
 	return 1;
 }
 

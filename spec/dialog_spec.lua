@@ -75,6 +75,14 @@ describe("UAC dialog (RFC 3261 §12.1.2)", function()
       d.route)
   end)
 
+  it("drops a Contact's URI headers from the remote target (§19.1.1)", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 200,
+      { contact = "sip:bob@192.0.2.2?Route=%3Csip:x.example.com%3E" })))
+    assert.equal("sip:bob@192.0.2.2", d.remote_target)
+    assert.equal("sip:bob@192.0.2.2", assert(d:build("BYE")).uri)
+  end)
+
   it("is secure for a sips Request-URI", function()
     local req = invite { uri = "sips:bob@example.com" }
     assert.is_true(core.dialog_uac(req, response(req, 200)).secure)
