@@ -331,6 +331,11 @@ int sip_dialog_update(sip_dialog *d, const sip_msg *res, const char **err)
 		*err = "dialog terminated";
 		return -1;
 	}
+	if (res->to_tag.n && !sip_pl_eq(res->to_tag, str_pl(&d->remote_tag))) {
+		/* a fork's response belongs to its own dialog (§12.1.2) */
+		*err = "response of another dialog (To tag)";
+		return -1;
+	}
 	if (res->status >= 300) {
 		/* §12.3: a non-2xx final ends the early dialogs of the INVITE */
 		if (d->state == SIP_DIALOG_EARLY)
