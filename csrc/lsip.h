@@ -25,12 +25,16 @@ void lsip_open_msg(lua_State *L);
 void lsip_open_ep(lua_State *L);
 void lsip_msg_validate(lua_State *L, int idx);
 void lsip_open_auth(lua_State *L);
+void lsip_open_dialog(lua_State *L);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */
 sip_msg *lsip_msg_new(lua_State *L);
 /* Push a message userdata holding a copy of src (no re-parse); 0, or -1 with nothing pushed. */
 int lsip_msg_push_clone(lua_State *L, const sip_msg *src);
+/* Take a malloc'd buffer of wire text and push it parsed as a message (1 result), or free
+ * it and push nil, reason (2 results). Returns the number of results. */
+int lsip_msg_push_owned(lua_State *L, char *buf, size_t len);
 sip_msg *lsip_checkmsg(lua_State *L, int idx);
 sip_msg *lsip_testmsg(lua_State *L, int idx);
 

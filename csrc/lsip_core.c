@@ -10,5 +10,6 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_msg(L);
 	lsip_open_auth(L);
 	lsip_open_ep(L);
+	lsip_open_dialog(L);
 	return 1;
 }

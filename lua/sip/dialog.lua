@@ -1,5 +1,7 @@
--- sip.dialog: dialogs of RFC 3261 §12 (route set, remote target, CSeq) and the calls built
--- on them: ep:call() for the UAC, req:answer() for the UAS, call:bye() and friends.
+-- sip.dialog: the calls built on dialogs of RFC 3261 §12: ep:call() for the UAC,
+-- req:answer() for the UAS, call:bye() and friends. The dialog state itself (tags, route set,
+-- remote target, CSeq) and its rules live in C (csrc/dialog.c, the sip.dialog userdata);
+-- a Dialog here wraps one as `_c` and adds the coroutine side: waiters, BYE, re-INVITE.
 local core = require "sip.core"
 local sched = require "sip.sched"
 local random = require "sip.random"
@@ -7,87 +9,60 @@ local Endpoint = require("sip.endpoint").Endpoint
 
 local msg_methods = core.msg_mt.methods
 
+-- Dialog fields (call_id, local_tag, remote_tag, local_uri, remote_uri, remote_target,
+-- route, local_cseq, remote_cseq, contact, secure, state, role) are read from the C object;
+-- the Lua ones (ep, waiters, remote_sdp, response, request, ...) sit in the table.
 local Dialog = {}
-Dialog.__index = Dialog
+function Dialog.__index(self, k)
+  local m = Dialog[k]
+  if m ~= nil then
+    return m
+  end
+  local c = rawget(self, "_c")
+  if c then
+    return c[k]
+  end
+end
 
+-- "call-id|local tag|remote tag", as C makes it for a dialog (d:key())
 local function key(call_id, local_tag, remote_tag)
-  return call_id .. "|" .. (local_tag or "") .. "|" .. (remote_tag or "")
+  return core.dialog_key(call_id, local_tag, remote_tag)
 end
 
-local function uri_of(addr)
-  return addr and addr.uri
-end
-
--- §12.1.2 (UAC): route set = Record-Route of the response, reversed; remote target = its
--- Contact. §12.1.1 (UAS): Record-Route of the request in order; target = its Contact.
-local function new_dialog(ep, t)
+-- A Dialog over the C dialog c, known to the endpoint by its key.
+local function new_dialog(ep, c, t)
   local d = setmetatable(t, Dialog)
+  d._c = c
+  d._key = c:key()
   d.ep = ep
-  d.state = d.state or "confirmed"
   d.waiters = {}
-  ep.dialogs[key(d.call_id, d.local_tag, d.remote_tag)] = d
+  ep.dialogs[d._key] = d
   return d
 end
 
-local function route_set(m, reverse)
-  local rr = m:headers("Record-Route")
-  if reverse then
-    local r = {}
-    for i = #rr, 1, -1 do
-      r[#r + 1] = rr[i]
-    end
-    return r
+-- opts.headers ({ {name, value}, ... } and/or { Name = value }) as header lines
+local function header_lines(headers)
+  if not headers then
+    return nil
   end
-  return rr
+  local lines = {}
+  require("sip").add_header_lines(lines, headers)
+  if #lines == 0 then
+    return nil
+  end
+  return table.concat(lines, "\r\n") .. "\r\n"
 end
 
-local function contact_uri(m)
-  local c = m:addr("Contact")
-  return uri_of(c)
-end
-
+-- §12.2.1.1 in C: Request-URI, Route (strict routers too), CSeq (ACK: opts.cseq or the
+-- INVITE's), Contact.
 function Dialog:_build(method, opts)
   opts = opts or {}
-  local sip = require "sip"
-  local cseq
-  if method == "ACK" then
-    cseq = opts.cseq
-  else
-    self.local_cseq = self.local_cseq + 1
-    cseq = self.local_cseq
+  local body = opts.body
+  if body ~= nil then
+    body = tostring(body)
   end
-  local headers = {}
-  for i, r in ipairs(self.route) do
-    headers[i] = { "Route", r }
-  end
-  for k, v in pairs(opts.headers or {}) do
-    if type(k) == "number" then
-      headers[#headers + 1] = v
-    else
-      headers[#headers + 1] = { k, v }
-    end
-  end
-  local ruri = self.remote_target
-  -- §12.2.1.1: a strict first route takes the Request-URI's place
-  local first = self.route[1] and sip.addr.parse(self.route[1])
-  if first and not first.uri:find(";lr", 1, true) then
-    ruri = first.uri
-    headers[1] = nil
-    local rest = {}
-    for _, h in pairs(headers) do
-      rest[#rest + 1] = h
-    end
-    rest[#rest + 1] = { "Route", "<" .. self.remote_target .. ">" }
-    headers = rest
-  end
-  if self.contact then
-    headers[#headers + 1] = { "Contact", self.contact }
-  end
-  return assert(sip.request {
-    method = method, uri = ruri, from = self.local_uri, to = self.remote_uri,
-    call_id = self.call_id, cseq = cseq, headers = headers, body = opts.body,
-    content_type = opts.content_type,
-  })
+  return assert(self._c:build(method, header_lines(opts.headers), body, opts.content_type,
+    opts.cseq))
 end
 
 -- The first hop: the first loose route, else the Request-URI.
@@ -103,8 +78,13 @@ end
 function Dialog:request(method, opts)
   opts = opts or {}
   local req = self:_build(method, opts)
-  return self.ep:request(req, { target = next_hop(req), user = self.user,
+  local res, err = self.ep:request(req, { target = next_hop(req), user = self.user,
     password = self.password })
+  if type(res) == "userdata" and res.status >= 200 and res.status < 300 and
+     self.state ~= "terminated" then
+    self._c:update(res)   -- a 2xx to a re-INVITE or UPDATE refreshes the remote target
+  end
+  return res, err
 end
 
 --- dialog:ack(invite_cseq [, opts]): the ACK for a 2xx (§13.2.2.4), outside transactions
@@ -150,9 +130,9 @@ function Dialog:_terminate(reason)
   if self.state == "terminated" then
     return
   end
-  self.state = "terminated"
+  self._c:terminate()
   self.reason = reason
-  self.ep.dialogs[key(self.call_id, self.local_tag, self.remote_tag)] = nil
+  self.ep.dialogs[self._key] = nil
   local ws = self.waiters
   self.waiters = {}
   for _, w in ipairs(ws) do
@@ -177,15 +157,17 @@ local function invite_key(call_id, from_tag)
   return call_id .. "|" .. (from_tag or "")
 end
 
--- §12.1.2: the UAC side of a dialog from our INVITE and a 2xx (or a 1xx with a To tag).
+-- §12.1.2: the UAC side of a dialog from our INVITE and a 2xx: the early dialog of that
+-- To tag confirmed (§13.2.2.4), or a new one.
 local function uac_dialog(ep, p, res)
-  local req = p.request
-  return new_dialog(ep, {
-    call_id = res.call_id, local_tag = res.from_tag, remote_tag = res.to_tag,
-    local_uri = req:header("From"), remote_uri = res:header("To"),
-    remote_target = contact_uri(res) or req.uri, route = route_set(res, true),
-    local_cseq = res.cseq, contact = p.contact, role = "uac", invite_cseq = res.cseq,
-    remote_sdp = res.body, response = res, user = p.opts.user, password = p.opts.password,
+  local early = p.early[res.to_tag]
+  local c = early and early.dialog
+  if not (c and c.state == "early" and c:update(res)) then
+    c = assert(core.dialog_uac(p.request, res, p.contact))
+  end
+  return new_dialog(ep, c, {
+    invite_cseq = res.cseq, remote_sdp = res.body, response = res,
+    user = p.opts.user, password = p.opts.password,
   })
 end
 
@@ -193,12 +175,17 @@ function Pending:_progress(res)
   if res.to_tag and res.status > 100 and self.state ~= "answered" then
     local early = self.early[res.to_tag]
     if not early then
-      early = { to_tag = res.to_tag }
+      -- §12.1.2: an early dialog per To tag; nil if the 1xx cannot make one
+      early = { to_tag = res.to_tag, dialog = core.dialog_uac(self.request, res, self.contact) }
       self.early[res.to_tag] = early
       self.early_order[#self.early_order + 1] = res.to_tag
+    elseif early.dialog then
+      early.dialog:update(res)
     end
     early.status, early.response = res.status, res
-    early.remote_target = contact_uri(res) or early.remote_target
+    if early.dialog and res:header("Contact") then
+      early.remote_target = early.dialog.remote_target
+    end
     early.remote_sdp = res.body ~= "" and res.body or early.remote_sdp
     self.state = "early"
   end
@@ -391,13 +378,12 @@ function msg_methods.answer(req, code, opts)
   if not ok then
     return nil, err
   end
-  local d = new_dialog(ep, {
-    call_id = req.call_id, local_tag = req._tag, remote_tag = req.from_tag,
-    local_uri = req:header("To") .. ";tag=" .. req._tag, remote_uri = req:header("From"),
-    remote_target = contact_uri(req) or req:addr("From").uri, route = route_set(req, false),
-    local_cseq = math.random(1, 10000), remote_cseq = req.cseq, contact = contact,
-    role = "uas", remote_sdp = req.body, request = req,
-  })
+  -- §12.1.1: route set = the request's Record-Route in order, target = its Contact
+  local c, cerr = core.dialog_uas(req, req._tag, contact)
+  if not c then
+    return nil, cerr
+  end
+  local d = new_dialog(ep, c, { remote_sdp = req.body, request = req })
   local ack = req:wait_ack()
   d.ack = ack
   if not ack then
@@ -405,7 +391,6 @@ function msg_methods.answer(req, code, opts)
     d:bye()
     return nil, "no ACK"
   end
-  d.state = "confirmed"
   return d
 end
 
@@ -418,11 +403,12 @@ local function in_dialog(ep, req)
     return false
   end
   req.dialog = d
-  if d.remote_cseq and req.method ~= "ACK" and req.method ~= "CANCEL" and req.cseq < d.remote_cseq then
-    req:reply(500, "CSeq out of order")
+  -- §12.2.2 in C: CSeq order (500 when lower), target refresh by re-INVITE/UPDATE
+  local ok, code, reason = d._c:check_request(req)
+  if not ok then
+    req:reply(code, reason)
     return true
   end
-  d.remote_cseq = req.cseq
   if req.method == "BYE" then
     d.bye = req
     req:reply(200)

@@ -1,0 +1,261 @@
+-- spec/dialog_spec.lua: the C dialog object (csrc/dialog.c through sip.core) — RFC 3261
+-- §12 dialog state, §12.2.1.1 request building, §12.2.2 checks of requests that arrive.
+local sip = require "sip"
+local core = require "sip.core"
+local helper = require "helper"
+
+local function invite(t)
+  t = t or {}
+  local lines = {
+    (t.method or "INVITE") .. " " .. (t.uri or "sip:bob@example.com") .. " SIP/2.0",
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1",
+    "Max-Forwards: 70",
+    "From: Alice <sip:alice@example.com>;tag=a1",
+    "To: Bob <sip:bob@example.com>" .. (t.to_tag and (";tag=" .. t.to_tag) or ""),
+    "Call-ID: call1@192.0.2.1",
+    "CSeq: " .. (t.cseq or 10) .. " " .. (t.method or "INVITE"),
+    "Contact: <" .. (t.contact or "sip:alice@192.0.2.1:5060") .. ">",
+  }
+  for _, h in ipairs(t.headers or {}) do
+    lines[#lines + 1] = h
+  end
+  lines[#lines + 1] = "Content-Length: 0"
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = ""
+  return assert(sip.parse(helper.msg(lines)))
+end
+
+local function response(req, code, t)
+  t = t or {}
+  local lines = {
+    "SIP/2.0 " .. code .. " " .. core.reason(code),
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1",
+    "From: Alice <sip:alice@example.com>;tag=a1",
+    "To: Bob <sip:bob@example.com>" .. (t.to_tag ~= false and (";tag=" .. (t.to_tag or "b1")) or ""),
+    "Call-ID: call1@192.0.2.1",
+    "CSeq: " .. req.cseq .. " " .. req.method,
+  }
+  if t.contact ~= false then
+    lines[#lines + 1] = "Contact: <" .. (t.contact or "sip:bob@192.0.2.2:5070") .. ">"
+  end
+  for _, h in ipairs(t.headers or {}) do
+    lines[#lines + 1] = h
+  end
+  lines[#lines + 1] = "Content-Length: 0"
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = ""
+  return assert(sip.parse(helper.msg(lines)))
+end
+
+local rr = { "Record-Route: <sip:p1.example.com;lr>", "Record-Route: <sip:p2.example.com;lr>, <sip:p3.example.com;lr>" }
+
+describe("UAC dialog (RFC 3261 §12.1.2)", function()
+  it("takes Call-ID, tags, URIs and the remote target from the INVITE and the 2xx", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 200), "<sip:alice@192.0.2.1>"))
+    assert.equal("call1@192.0.2.1", d.call_id)
+    assert.equal("a1", d.local_tag)
+    assert.equal("b1", d.remote_tag)
+    assert.equal("Alice <sip:alice@example.com>;tag=a1", d.local_uri)
+    assert.equal("Bob <sip:bob@example.com>;tag=b1", d.remote_uri)
+    assert.equal("sip:bob@192.0.2.2:5070", d.remote_target)
+    assert.equal(10, d.local_cseq)
+    assert.is_nil(d.remote_cseq)
+    assert.equal("confirmed", d.state)
+    assert.equal("uac", d.role)
+    assert.is_false(d.secure)
+    assert.equal("call1@192.0.2.1|a1|b1", d:key())
+    assert.equal(d:key(), core.dialog_key("call1@192.0.2.1", "a1", "b1"))
+  end)
+
+  it("takes the route set from Record-Route, reversed", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 200, { headers = rr })))
+    assert.same({ "<sip:p3.example.com;lr>", "<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>" },
+      d.route)
+  end)
+
+  it("drops a Contact's URI headers from the remote target (§19.1.1)", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 200,
+      { contact = "sip:bob@192.0.2.2?Route=%3Csip:x.example.com%3E" })))
+    assert.equal("sip:bob@192.0.2.2", d.remote_target)
+    assert.equal("sip:bob@192.0.2.2", assert(d:build("BYE")).uri)
+  end)
+
+  it("is secure for a sips Request-URI", function()
+    local req = invite { uri = "sips:bob@example.com" }
+    assert.is_true(core.dialog_uac(req, response(req, 200)).secure)
+  end)
+
+  it("makes no dialog from a response without a To tag", function()
+    local req = invite()
+    local d, err = core.dialog_uac(req, response(req, 200, { to_tag = false }))
+    assert.is_nil(d)
+    assert.matches("To tag", err)
+  end)
+
+  it("is early from a 1xx with a To tag and confirmed by the 2xx, which sets the route set", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 180, { contact = "sip:bob@192.0.2.9" })))
+    assert.equal("early", d.state)
+    assert.equal("sip:bob@192.0.2.9", d.remote_target)
+    assert.same({}, d.route)
+    assert(d:update(response(req, 200, { headers = rr })))
+    assert.equal("confirmed", d.state)
+    assert.equal("sip:bob@192.0.2.2:5070", d.remote_target)
+    assert.equal(3, #d.route)
+    assert.equal("<sip:p1.example.com;lr>", d.route[3])
+  end)
+
+  it("refuses a response of another fork (To tag)", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 180, { to_tag = "f1" })))
+    local ok, err = d:update(response(req, 200, { to_tag = "f2" }))
+    assert.is_nil(ok)
+    assert.matches("another dialog", err)
+    assert.equal("early", d.state)
+  end)
+
+  it("ends an early dialog on a non-2xx final", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 183)))
+    assert(d:update(response(req, 486)))
+    assert.equal("terminated", d.state)
+  end)
+end)
+
+describe("UAS dialog (RFC 3261 §12.1.1)", function()
+  it("keeps Record-Route in order and takes the remote target from the Contact", function()
+    local req = invite { headers = rr }
+    local d = assert(core.dialog_uas(req, "b1", "<sip:bob@192.0.2.2>", 500))
+    assert.same({ "<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>", "<sip:p3.example.com;lr>" },
+      d.route)
+    assert.equal("sip:alice@192.0.2.1:5060", d.remote_target)
+    assert.equal("b1", d.local_tag)
+    assert.equal("a1", d.remote_tag)
+    assert.equal("Bob <sip:bob@example.com>;tag=b1", d.local_uri)
+    assert.equal("Alice <sip:alice@example.com>;tag=a1", d.remote_uri)
+    assert.equal(10, d.remote_cseq)
+    assert.equal(500, d.local_cseq)
+    assert.equal("confirmed", d.state)
+    assert.equal("uas", d.role)
+  end)
+
+  it("picks a local CSeq start when none is given", function()
+    local d = assert(core.dialog_uas(invite(), "b1"))
+    assert.is_true(d.local_cseq >= 1 and d.local_cseq < 2 ^ 31)
+  end)
+end)
+
+describe("requests in a dialog (RFC 3261 §12.2.1.1)", function()
+  local function uac(headers)
+    local req = invite()
+    return assert(core.dialog_uac(req, response(req, 200, { headers = headers }),
+      "<sip:alice@192.0.2.1>"))
+  end
+
+  it("goes to the remote target with the route set as Route and CSeq one higher each time", function()
+    local d = uac(rr)
+    local bye = assert(d:build("BYE"))
+    assert.equal("BYE", bye.method)
+    assert.equal("sip:bob@192.0.2.2:5070", bye.uri)
+    assert.same({ "<sip:p3.example.com;lr>", "<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>" },
+      bye:headers("Route"))
+    assert.equal(11, bye.cseq)
+    assert.equal("BYE", bye.cseq_method)
+    assert.equal("a1", bye.from_tag)
+    assert.equal("b1", bye.to_tag)
+    assert.equal("call1@192.0.2.1", bye.call_id)
+    assert.equal("<sip:alice@192.0.2.1>", bye:header("Contact"))
+    assert.matches("^z9hG4bK", bye.branch)
+    assert.equal(12, d:build("INFO").cseq)
+    assert.equal(12, d.local_cseq)
+  end)
+
+  it("puts a strict first route in the Request-URI and the remote target last", function()
+    local d = uac { "Record-Route: <sip:p1.example.com;lr>", "Record-Route: <sip:strict.example.com>" }
+    local r = assert(d:build("BYE"))
+    assert.equal("sip:strict.example.com", r.uri)
+    assert.same({ "<sip:p1.example.com;lr>", "<sip:bob@192.0.2.2:5070>" }, r:headers("Route"))
+  end)
+
+  it("gives the ACK the INVITE's CSeq number, and a re-INVITE's ACK its own", function()
+    local d = uac()
+    local ack = assert(d:build("ACK"))
+    assert.equal(10, ack.cseq)
+    assert.equal("ACK", ack.cseq_method)
+    assert.equal(10, d.local_cseq)
+    assert.equal(11, d:build("INVITE", nil, "v=0\r\n", "application/sdp").cseq)
+    assert.equal(11, d:build("ACK").cseq)
+    assert.equal(7, d:build("ACK", nil, nil, nil, 7).cseq)
+  end)
+
+  it("carries extra headers and a body", function()
+    local r = assert(uac():build("INFO", "X-Test: 1\r\n", "hello", "text/plain"))
+    assert.equal("1", r:header("X-Test"))
+    assert.equal("hello", r.body)
+    assert.equal("text/plain", r:header("Content-Type"))
+  end)
+
+  it("refuses a method that is not a token", function()
+    local r, err = uac():build("BY E")
+    assert.is_nil(r)
+    assert.matches("token", err)
+  end)
+
+  it("takes a new remote target from the 2xx to a re-INVITE", function()
+    local d = uac()
+    local re = d:build("INVITE")
+    assert(d:update(response(re, 200, { contact = "sip:bob@192.0.2.77" })))
+    assert.equal("sip:bob@192.0.2.77", d.remote_target)
+    assert(d:update(response(d:build("INFO"), 200, { contact = "sip:bob@192.0.2.88" })))
+    assert.equal("sip:bob@192.0.2.77", d.remote_target)
+  end)
+end)
+
+describe("requests that arrive in a dialog (RFC 3261 §12.2.2)", function()
+  local function uas()
+    return assert(core.dialog_uas(invite(), "b1", nil, 100))
+  end
+
+  it("refuses a lower CSeq with 500 and takes a higher one", function()
+    local d = uas()
+    assert.is_true(d:check_request(invite { method = "INFO", cseq = 11, to_tag = "b1" }))
+    assert.equal(11, d.remote_cseq)
+    local ok, code, reason = d:check_request(invite { method = "INFO", cseq = 9, to_tag = "b1" })
+    assert.is_false(ok)
+    assert.equal(500, code)
+    assert.equal("CSeq out of order", reason)
+    assert.equal(11, d.remote_cseq)
+  end)
+
+  it("lets an ACK through with the INVITE's CSeq", function()
+    local d = uas()
+    assert.is_true(d:check_request(invite { method = "INFO", cseq = 12, to_tag = "b1" }))
+    assert.is_true(d:check_request(invite { method = "ACK", cseq = 10, to_tag = "b1" }))
+  end)
+
+  it("takes a first remote CSeq when it had none (UAC)", function()
+    local req = invite()
+    local d = assert(core.dialog_uac(req, response(req, 200)))
+    assert.is_true(d:check_request(invite { method = "BYE", cseq = 1, to_tag = "b1" }))
+    assert.equal(1, d.remote_cseq)
+  end)
+
+  it("refreshes the remote target on a re-INVITE, not on INFO", function()
+    local d = uas()
+    assert.is_true(d:check_request(invite { cseq = 11, to_tag = "b1", contact = "sip:alice@192.0.2.50" }))
+    assert.equal("sip:alice@192.0.2.50", d.remote_target)
+    assert.is_true(d:check_request(invite { method = "INFO", cseq = 12, to_tag = "b1",
+      contact = "sip:alice@192.0.2.60" }))
+    assert.equal("sip:alice@192.0.2.50", d.remote_target)
+  end)
+
+  it("reads as terminated after terminate()", function()
+    local d = uas()
+    d:terminate()
+    assert.equal("terminated", d.state)
+    assert.matches("^sip.dialog uas", tostring(d))
+  end)
+end)
