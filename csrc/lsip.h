@@ -23,7 +23,6 @@ typedef struct lsip_msg {
 
 void lsip_open_msg(lua_State *L);
 void lsip_open_ep(lua_State *L);
-void lsip_msg_validate(lua_State *L, int idx);
 void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 
@@ -36,6 +35,5 @@ int lsip_msg_push_clone(lua_State *L, const sip_msg *src);
  * it and push nil, reason (2 results). Returns the number of results. */
 int lsip_msg_push_owned(lua_State *L, char *buf, size_t len);
 sip_msg *lsip_checkmsg(lua_State *L, int idx);
-sip_msg *lsip_testmsg(lua_State *L, int idx);
 
 #endif

@@ -74,20 +74,6 @@ static void msg_set_valid(lua_State *L, int idx)
 	check_udata(L, idx)->valid = 1;
 }
 
-sip_msg *lsip_testmsg(lua_State *L, int idx)
-{
-	int plain;
-	lsip_msg *u = test_udata(L, idx, &plain);
-	if (!u || !u->valid)
-		return NULL;
-	if (plain) {
-		idx = lua_absindex(L, idx);
-		luaL_getmetatable(L, LSIP_MSG_MT);
-		lua_setmetatable(L, idx);
-	}
-	return &u->m;
-}
-
 sip_msg *lsip_checkmsg(lua_State *L, int idx)
 {
 	int plain;
@@ -102,11 +88,6 @@ sip_msg *lsip_checkmsg(lua_State *L, int idx)
 		lua_setmetatable(L, idx);
 	}
 	return &u->m;
-}
-
-void lsip_msg_validate(lua_State *L, int idx)
-{
-	msg_set_valid(L, idx);
 }
 
 static void push_pl(lua_State *L, sip_pl s)

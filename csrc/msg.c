@@ -1052,26 +1052,6 @@ size_t sip_msg_print(const sip_msg *m, char *buf, size_t cap)
 	return o.n;
 }
 
-int sip_msg_copy(sip_msg *dst, const sip_msg *src, const sip_limits *lim, const char **err)
-{
-	size_t len = sip_msg_print(src, NULL, 0);
-	char *buf = malloc(len ? len : 1);
-	if (!buf) {
-		*err = "out of memory";
-		return -1;
-	}
-	sip_msg_print(src, buf, len);
-	sip_limits l = lim ? *lim : sip_limits_default;
-	if (l.max_msg < len)
-		l.max_msg = len;
-	if (sip_msg_parse(dst, buf, len, 0, 0, &l, err)) {
-		free(buf);
-		return -1;
-	}
-	dst->owned = 1;
-	return 0;
-}
-
 /* Where a slice of src goes in the clone: inside src's buffer it moves with the buffer;
  * edit memory is appended after it (at *tail). */
 static sip_pl rebase(sip_pl v, const sip_msg *src, char *nbuf, size_t *tail)

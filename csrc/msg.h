@@ -149,8 +149,6 @@ int sip_msg_set_body(sip_msg *m, const char *body, size_t len);
 int sip_msg_clone(sip_msg *dst, sip_hdr *slots, unsigned nslots, const sip_msg *src,
 		  const char **err);
 
-/* A message of its own (owning its bytes) equal to src with its edits applied. */
-int sip_msg_copy(sip_msg *dst, const sip_msg *src, const sip_limits *lim, const char **err);
 
 /* Wire form with edits applied and a correct Content-Length.
  * Returns the size needed; writes only when it fits in cap (out may be NULL). */

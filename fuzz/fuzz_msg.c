@@ -48,6 +48,17 @@ static void reparse(const sip_msg *m)
 	char *out2 = print_exact(&r, &n2);
 	assert(n2 == n && memcmp(out, out2, n) == 0);
 	free(out2);
+	/* a clone (what the endpoint hands to Lua) prints the same bytes and keeps the fields */
+	sip_hdr slots[8];
+	sip_msg c;
+	if (sip_msg_clone(&c, slots, 8, m, &err) == 0) {
+		char *out3 = print_exact(&c, &n2);
+		assert(n2 == n && memcmp(out, out3, n) == 0);
+		assert(sip_pl_eq(c.branch, m->branch) && sip_pl_eq(c.to_tag, m->to_tag));
+		assert(c.cseq == m->cseq && sip_pl_eq(c.call_id, m->call_id));
+		free(out3);
+		sip_msg_free(&c);
+	}
 	sip_msg_free(&r);
 	free(out);
 }
