@@ -466,6 +466,27 @@ describe("UAS digest flow", function()
   end)
 end)
 
+describe("opaque (RFC 7616 §3.3)", function()
+  it("is in every challenge and comes back in the answer", function()
+    local a = server()
+    local req, value, headers = answered(a)
+    local sent = headers[1][2]:match('opaque="([^"]+)"')
+    assert.truthy(sent)
+    assert.equal(sent, value:match('opaque="([^"]+)"'))
+    assert.is_true((a:verify(req)))
+  end)
+
+  it("refuses credentials that carry another server's opaque", function()
+    local a = server()
+    local _, value = answered(a)
+    local forged = value:gsub('opaque="[^"]+"', 'opaque="not-ours"')
+    local ok, code, headers = a:verify(with_header(forged))
+    assert.is_false(ok)
+    assert.equal(401, code)
+    assert.truthy(headers[1])
+  end)
+end)
+
 describe("malformed credentials", function()
   local bad = {
     ["missing response"] = 'Digest username="alice", realm="example.org", nonce="n", uri="sip:example.org"',

@@ -94,6 +94,8 @@ function M.digest(opts)
     challenge_header = proxy and "Proxy-Authenticate" or "WWW-Authenticate",
     credentials_header = proxy and "Proxy-Authorization" or "Authorization",
     state = core.digest_state(),
+    -- RFC 7616 §3.3: a value clients return unchanged; it tells our challenges from others'
+    opaque = core.random_hex(16),
     failures = {},
     nfailures = 0,
   }, Digest)
@@ -113,8 +115,9 @@ function Digest:challenge(stale)
   for _, alg in ipairs(self.algorithms) do
     headers[#headers + 1] = {
       self.challenge_header,
-      ("Digest realm=%s, nonce=%s, algorithm=%s, qop=%s%s"):format(
-        quote(self.realm), quote(nonce), alg, quote(self.qop), stale and ", stale=true" or ""),
+      ("Digest realm=%s, nonce=%s, opaque=%s, algorithm=%s, qop=%s%s"):format(
+        quote(self.realm), quote(nonce), quote(self.opaque), alg, quote(self.qop),
+        stale and ", stale=true" or ""),
     }
   end
   return headers
@@ -220,6 +223,11 @@ function Digest:verify(req)
     return false, 400, {}, why
   end
 
+  -- opaque comes back unchanged when the client answers one of our challenges (clients
+  -- that leave it out are let through: RFC 2069 had none)
+  if c.opaque and c.opaque ~= self.opaque then
+    return false, self.code, self:challenge(false), "opaque not ours"
+  end
   local alg = CANON[(c.algorithm or "MD5"):lower()]
   if not alg or not self.allowed[alg] then
     return false, self.code, self:challenge(false), "algorithm not offered"
