@@ -531,7 +531,10 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			return;
 		}
 		if (ep->hooks.request)
+		{
+			fix_via(m, &via, topvia, src);   /* §18.2.1 holds for the ACK too */
 			ep->hooks.request(ep->ud, NULL, m, src);   /* e.g. a proxy forwards it */
+		}
 		return;
 	}
 
@@ -569,8 +572,10 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			core_reply(ep, t, m, 200, NULL);
 			if (sip_txn_server_cancel(inv)) {
 				sip_msg ireq;
-				if (inv->req && sip_msg_parse(&ireq, inv->req, inv->reqlen, 0, 0, NULL,
-							      &err) == 0) {
+				/* a proxy's INVITE gets its 487 from downstream once the branches
+				 * are cancelled (§16.10); a UAS's gets it here (§9.2) */
+				if (!inv->proxied && inv->req &&
+				    sip_msg_parse(&ireq, inv->req, inv->reqlen, 0, 0, NULL, &err) == 0) {
 					core_reply(ep, inv, &ireq, 487, NULL);
 					sip_msg_free(&ireq);
 				}
@@ -627,6 +632,13 @@ int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
 	}
 	st->proxied = (uint8_t)(proxied != 0);
 	return sip_txn_server_reply(st, res, err);
+}
+
+void sip_ep_mark_proxied(sip_endpoint *ep, sip_txn *st)
+{
+	(void)ep;
+	if (!st->client)
+		st->proxied = 1;
 }
 
 int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_src *src,

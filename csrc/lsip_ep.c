@@ -410,6 +410,16 @@ static int ep_reply(lua_State *L)
 	return 1;
 }
 
+/* ep:mark_proxied(txn_id): the transaction's responses come from downstream */
+static int ep_mark_proxied(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	if (t)
+		sip_ep_mark_proxied(e->ep, t);
+	return 0;
+}
+
 /* ep:reply_stateless(request, response) -> true | nil, err */
 static int ep_reply_stateless(lua_State *L)
 {
@@ -588,6 +598,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
+	{ "mark_proxied", ep_mark_proxied },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

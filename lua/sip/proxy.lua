@@ -279,8 +279,10 @@ function msg_methods.relay(req, targets, opts)
     end
   end
 
-  -- §16.10: a CANCEL from upstream (the core answered it) cancels every branch
+  -- §16.10: a CANCEL from upstream (the core answered it 200) cancels every branch; the
+  -- 487s they bring back go up as the best response
   if req.method == "INVITE" then
+    ep.core:mark_proxied(req._txn)
     req:on_cancel(function() cancel_others(nil) end)
   end
   if #targets == 1 then
@@ -329,8 +331,8 @@ function msg_methods.relay(req, targets, opts)
   end
   local best = best_response(finals)
   if not best then
-    if not req.replied_final and not req.cancelled then
-      req:reply(408)
+    if not req.replied_final then
+      req:reply(req.cancelled and 487 or 408)
     end
     return nil, "no response"
   end
@@ -351,8 +353,8 @@ function msg_methods.relay(req, targets, opts)
     local fixed = assert(sip.parse((tostring(best):gsub("^SIP/2%.0 503 [^\r]*", "SIP/2.0 500 Server Internal Error", 1))))
     best = fixed
   end
-  if not req.replied_final and not req.cancelled then
-    forward_up(req, best)
+  if not req.replied_final then
+    forward_up(req, best)   -- after a CANCEL too: the 487 from downstream (§16.10)
   end
   return best
 end
