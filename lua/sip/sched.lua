@@ -6,21 +6,46 @@ local sched = { loop = core.loop() }
 
 local running = 0
 
-local function resume(co, ...)
-  local ok, err = coroutine.resume(co, ...)
-  if not ok then
-    io.stderr:write("luasip: uncaught error in a coroutine: ", tostring(err), "\n")
+-- Coroutines are reused: a request's handler runs in a worker that goes back to the pool
+-- when the handler returns. Creating a thread and growing its stack per request was a good
+-- part of the allocations on the proxy path. Every wake is one-shot (await guards it), so
+-- a worker only ever gets resumed for the task it is running.
+local DONE = {}        -- what a worker yields when its task has returned
+local POOL_MAX = 256   -- idle workers kept; past that, finished ones are let go
+local pool = {}
+
+local function worker()
+  local fn, args = coroutine.yield()
+  while true do
+    fn(table.unpack(args, 1, args.n))
+    if #pool < POOL_MAX then
+      pool[#pool + 1] = coroutine.running()
+      fn, args = coroutine.yield(DONE)
+    else
+      return DONE
+    end
   end
-  if coroutine.status(co) == "dead" then
+end
+
+local function resume(co, ...)
+  local ok, mark = coroutine.resume(co, ...)
+  if not ok then
+    io.stderr:write("luasip: uncaught error in a coroutine: ", tostring(mark), "\n")
+    running = running - 1
+  elseif mark == DONE then
     running = running - 1
   end
 end
 
---- sched.spawn(fn, ...) -> coroutine: run fn in a new coroutine now, until it first waits
+--- sched.spawn(fn, ...) -> coroutine: run fn in a coroutine now, until it first waits
 function sched.spawn(fn, ...)
-  local co = coroutine.create(fn)
+  local co = table.remove(pool)
+  if not co then
+    co = coroutine.create(worker)
+    coroutine.resume(co)   -- to the worker's first yield: ready for a task
+  end
   running = running + 1
-  resume(co, ...)
+  resume(co, fn, table.pack(...))
   return co
 end
 
