@@ -509,10 +509,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 	if (sip_via_parse(&via, topvia, &err))
 		return;
 	int is_ack = m->method_id == SIP_METHOD_ACK, is_cancel = m->method_id == SIP_METHOD_CANCEL;
-	const char *meth = is_ack ? "INVITE" : NULL;
 	size_t kl = is_ack ? server_key(key, m, &via, topvia, "INVITE", 6) :
 			     server_key(key, m, &via, topvia, m->method.p, m->method.n);
-	(void)meth;
 
 	if (is_ack) {
 		sip_txn *t = sip_map_get(&ep->server, key, kl);
@@ -530,8 +528,7 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			sip_txn_accepted_ack(t, m);
 			return;
 		}
-		if (ep->hooks.request)
-		{
+		if (ep->hooks.request) {
 			fix_via(m, &via, topvia, src);   /* §18.2.1 holds for the ACK too */
 			ep->hooks.request(ep->ud, NULL, m, src);   /* e.g. a proxy forwards it */
 		}
