@@ -1,19 +1,15 @@
 -- spec/auth_flow_spec.lua: Digest authentication end to end (RFC 3261 §22, RFC 7616) between
 -- two endpoints on loopback sockets: a UAS that challenges and a UAC that answers.
 local sip = require "sip"
+local helper = require "helper"
 local socket = require "socket"
 
 local USERS = { alice = "wonderland", bob = "builder" }
 
 -- Run the loop until cond() holds or the deadline passes.
-local function run_until(cond, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  local ok = cond()
-  while not ok and socket.gettime() < deadline do
-    sip.sched.loop:step(20)
-    ok = cond()
-  end
-  return ok
+local STEP_MS = 20   -- loop step while waiting
+local function run_until(cond, seconds, poll)
+  return helper.run_until(cond, seconds, poll, STEP_MS)
 end
 
 -- Parameters of a Digest header value: { username = "alice", qop = "auth", ... }.

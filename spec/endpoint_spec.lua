@@ -1,6 +1,7 @@
 -- spec/endpoint_spec.lua: endpoints, transports and the coroutine model, on real loopback
 -- sockets with ports picked by the kernel.
 local sip = require "sip"
+local helper = require "helper"
 local socket = require "socket"
 
 local function pair(opts)
@@ -11,14 +12,9 @@ local function pair(opts)
 end
 
 -- Run the loop until cond() holds or the deadline passes.
-local function run_until(cond, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  local ok = cond()
-  while not ok and socket.gettime() < deadline do
-    sip.sched.loop:step(20)
-    ok = cond()
-  end
-  return ok
+local STEP_MS = 20   -- loop step while waiting
+local function run_until(cond, seconds, poll)
+  return helper.run_until(cond, seconds, poll, STEP_MS)
 end
 
 local function message(a, b, text, kind)

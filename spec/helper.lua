@@ -30,4 +30,26 @@ function helper.msg(lines)
   return table.concat(lines, "\r\n")
 end
 
+-- Drive the shared loop until cond() holds or `seconds` (5) pass; poll() (raw sockets of the
+-- spec) runs after every step. Returns cond()'s last value.
+function helper.run_until(cond, seconds, poll, step_ms)
+  local socket = require "socket"
+  local loop = require("sip.sched").loop
+  local deadline = socket.gettime() + (seconds or 5)
+  local ok = cond()
+  while not ok and socket.gettime() < deadline do
+    loop:step(step_ms or 5)
+    if poll then
+      poll()
+    end
+    ok = cond()
+  end
+  return ok
+end
+
+-- Drive the loop for `seconds`, whatever happens.
+function helper.run_for(seconds, poll, step_ms)
+  helper.run_until(function() return false end, seconds, poll, step_ms)
+end
+
 return helper

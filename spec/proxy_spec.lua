@@ -1,20 +1,16 @@
 -- spec/proxy_spec.lua: `luasip serve` (registrar + stateful proxy + digest + echo bot) run
 -- in-process, with Lua endpoints as the users: the seed's flows end to end.
 local sip = require "sip"
+local helper = require "helper"
 local cli = require "sip.cli"
 local socket = require "socket"
 
 local USERS = { alice = { password = "alice-pw" }, bob = { password = "bob-pw" },
   carol = { password = "carol-pw" } }
 
-local function run_until(cond, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  local ok = cond()
-  while not ok and socket.gettime() < deadline do
-    sip.sched.loop:step(10)
-    ok = cond()
-  end
-  return ok
+local STEP_MS = 10   -- loop step while waiting
+local function run_until(cond, seconds, poll)
+  return helper.run_until(cond, seconds, poll, STEP_MS)
 end
 
 describe("luasip serve", function()

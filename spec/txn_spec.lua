@@ -1,6 +1,7 @@
 -- spec/txn_spec.lua: the transaction layer (RFC 3261 §17) against a raw UDP peer that the
 -- spec controls packet by packet. T1 is 20 ms so every timer runs in well under 2 s.
 local sip = require "sip"
+local helper = require "helper"
 local socket = require "socket"
 
 local T1, T2, T4 = 20, 80, 100
@@ -49,22 +50,12 @@ local function peer()
   return p
 end
 
+local STEP_MS = 2   -- loop step while waiting
 local function run_until(cond, seconds, poll)
-  local deadline = socket.gettime() + (seconds or 5)
-  local ok = cond()
-  while not ok and socket.gettime() < deadline do
-    sip.sched.loop:step(2)
-    if poll then
-      poll()
-    end
-    ok = cond()
-  end
-  return ok
+  return helper.run_until(cond, seconds, poll, STEP_MS)
 end
+local run_for = function(seconds, poll) helper.run_for(seconds, poll, STEP_MS) end
 
-local function run_for(seconds, poll)
-  run_until(function() return false end, seconds, poll)
-end
 
 local function status_is(code)
   return function(m) return m.status == code end

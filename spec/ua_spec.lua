@@ -1,6 +1,7 @@
 -- spec/ua_spec.lua: the user agent — calls (RFC 3261 §13-§15), pager-mode MESSAGE (RFC 3428)
 -- and the registration client (§10.2), between real loopback endpoints and raw UDP peers.
 local sip = require "sip"
+local helper = require "helper"
 local socket = require "socket"
 local Endpoint = require("sip.endpoint").Endpoint
 
@@ -9,22 +10,12 @@ local function endpoint(opts)
   return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" }, t1 = opts.t1 })
 end
 
+local STEP_MS = 5   -- loop step while waiting
 local function run_until(cond, seconds, poll)
-  local deadline = socket.gettime() + (seconds or 5)
-  local ok = cond()
-  while not ok and socket.gettime() < deadline do
-    sip.sched.loop:step(5)
-    if poll then
-      poll()
-    end
-    ok = cond()
-  end
-  return ok
+  return helper.run_until(cond, seconds, poll, STEP_MS)
 end
+local run_for = function(seconds, poll) helper.run_for(seconds, poll, STEP_MS) end
 
-local function run_for(seconds, poll)
-  run_until(function() return false end, seconds, poll)
-end
 
 local function count(t)
   local n = 0

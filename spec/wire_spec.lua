@@ -1,22 +1,17 @@
 -- spec/wire_spec.lua: hostile peers on real sockets against a real endpoint on 127.0.0.1;
 -- each case checks the endpoint's answer (400, drop, close, 503) and then serves a good client.
 local sip = require "sip"
+local helper = require "helper"
 local socket = require "socket"
 local ratelimit = require "sip.ratelimit"
 
 local loop = sip.sched.loop
 
-local function run_until(cond, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  local ok = cond()
-  while not ok and socket.gettime() < deadline do
-    loop:step(10)
-    ok = cond()
-  end
-  return ok
+local STEP_MS = 10   -- loop step while waiting
+local function run_until(cond, seconds, poll)
+  return helper.run_until(cond, seconds, poll, STEP_MS)
 end
 
--- Runs the loop for a while, whatever happens.
 -- Lets the endpoint read what a flood queued (it takes 64 datagrams per wakeup).
 local function drain()
   for _ = 1, 8 do
@@ -24,8 +19,9 @@ local function drain()
   end
 end
 
+-- Runs the loop for a while, whatever happens.
 local function settle(seconds)
-  run_until(function() return false end, seconds)
+  helper.run_for(seconds, nil, STEP_MS)
 end
 
 local function hostport(ep, kind)
