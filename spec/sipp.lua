@@ -8,7 +8,7 @@ local sipp = {}
 sipp.bin = os.getenv("SIPP") or "sipp"
 -- Absolute, as sipp runs from its own directory; specs run from the repository root.
 sipp.scenarios = (function()
-  local p = io.popen("pwd")
+  local p = io.popen("unset LD_PRELOAD; pwd")
   local cwd = p:read("l")
   p:close()
   return cwd .. "/spec/sipp"
@@ -42,7 +42,7 @@ end
 
 --- sipp.installed() -> true | nil, why
 function sipp.installed()
-  local p = io.popen(sipp.bin .. " -v 2>&1")
+  local p = io.popen("unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS; " .. sipp.bin .. " -v 2>&1")
   local out = p:read("a")
   p:close()
   if out:find("SIPp v%d") then
