@@ -198,6 +198,9 @@ void sip_ep_free(sip_endpoint *ep)
 		return;
 	ep->hooks.gone = NULL;
 	ep->hooks.log = NULL;
+	ep->hooks.relayed = NULL;
+	ep->hooks.relay_branch = NULL;
+	ep->closing = 1;
 	/* terminate every transaction, bucket by bucket (terminating unlinks the node) */
 	for (size_t i = 0; i < ep->ids.nb; i++)
 		while (ep->ids.b[i])
@@ -339,6 +342,28 @@ static void core_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int co
 	free(buf);
 }
 
+void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res)
+{
+	if (t->relay)
+		sip_relay_response(t, res);
+	else if (ep->hooks.response)
+		ep->hooks.response(ep->ud, t, res);
+}
+
+void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
+{
+	sip_msg stored;
+	const char *err;
+	if (!req) {
+		if (!st->req || sip_msg_parse(&stored, st->req, st->reqlen, 0, 0, NULL, &err))
+			return;
+		core_reply(ep, st, &stored, code, NULL);
+		sip_msg_free(&stored);
+		return;
+	}
+	core_reply(ep, st, req, code, NULL);
+}
+
 void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *reason)
 {
 	sip_msg req, res;
@@ -352,8 +377,7 @@ void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *r
 		return;
 	if (sip_msg_parse(&res, buf, len, 0, 0, NULL, &err) == 0) {
 		t->last_status = code;
-		if (ep->hooks.response)
-			ep->hooks.response(ep->ud, t, &res);
+		sip_ep_deliver(ep, t, &res);
 		sip_msg_free(&res);
 	}
 	free(buf);
@@ -576,6 +600,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 					core_reply(ep, inv, &ireq, 487, NULL);
 					sip_msg_free(&ireq);
 				}
+				if (inv->relay)
+					sip_relay_cancel(inv->relay);   /* §16.10: every pending branch */
 				if (ep->hooks.cancel)
 					ep->hooks.cancel(ep->ud, inv);
 			}
@@ -767,8 +793,9 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 	return buf;
 }
 
-sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			sip_via_mode via_mode, const char *branch, const char **err)
+static sip_txn *request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			sip_via_mode via_mode, const char *branch, sip_relay *r, unsigned bi,
+			const char **err)
 {
 	char key[KEY_MAX];
 	if (!req->is_request || req->method_id == SIP_METHOD_ACK) {
@@ -798,8 +825,23 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 		sip_txn_terminate(t);
 		return NULL;
 	}
+	/* linked once it is sure to live: a failed branch is the caller's to count */
+	t->relay = r;
+	t->relay_branch = bi;
 	sip_txn_client_start(t);
 	return t;
+}
+
+sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			sip_via_mode via_mode, const char *branch, const char **err)
+{
+	return request(ep, req, dst, via_mode, branch, NULL, 0, err);
+}
+
+sip_txn *sip_ep_request_relay(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			      const char *branch, sip_relay *r, unsigned bi, const char **err)
+{
+	return request(ep, req, dst, SIP_VIA_PUSH, branch, r, bi, err);
 }
 
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,

@@ -41,6 +41,7 @@ typedef struct sip_dest {
 
 typedef struct sip_endpoint sip_endpoint;
 typedef struct sip_txn sip_txn;
+typedef struct sip_relay sip_relay;
 
 typedef enum sip_txn_state {
 	SIP_TXN_CALLING, SIP_TXN_TRYING, SIP_TXN_PROCEEDING, SIP_TXN_COMPLETED,
@@ -63,6 +64,12 @@ typedef struct sip_ep_hooks {
 	void (*gone)(void *ud, sip_txn *t);
 	/* One line per event worth logging. */
 	void (*log)(void *ud, const char *line);
+	/* Relay `id` (sip_ep_relay with notify_done) is over: final is the response that went
+	 * upstream (the first 2xx, or the best final), NULL when there was none. */
+	void (*relayed)(void *ud, uint64_t id, const sip_msg *final);
+	/* Relay `id` (with notify_each): the branch of target `branch` (0-based index in the
+	 * list given to sip_ep_relay) got its final response. */
+	void (*relay_branch)(void *ud, uint64_t id, unsigned branch, const sip_msg *res);
 } sip_ep_hooks;
 
 typedef struct sip_ep_stats {
@@ -111,6 +118,29 @@ int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 			  sip_via_mode via_mode, const char *branch, const char **err);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
+
+/* The stateful proxy of RFC 3261 §16 (proxy.c). */
+typedef struct sip_relay_opts {
+	const char *next_hop;    /* send every branch there; NULL: its top Route, else its URI */
+	size_t next_hop_len;
+	unsigned timeout_ms;     /* INVITE: cancel the pending branches after it (0: never) */
+	int notify_done;         /* call hooks.relayed when the relay is over */
+	int notify_each;         /* call hooks.relay_branch for every branch's final */
+} sip_relay_opts;
+
+/* Relay request req, received on server transaction st, to n target URIs in parallel
+ * (§16.6: one branch each, a Via with a loop-detecting branch pushed, the Request-URI set;
+ * req itself becomes the last branch). From then on the core handles every response (§16.7)
+ * and a CANCEL from upstream (§16.10). Max-Forwards and Record-Route are the caller's.
+ * Returns the relay id, or 0 with *err when no target was usable (nothing was sent nor
+ * answered). *done is set when every branch failed at once: a 408 went upstream already
+ * and hooks.relayed will not be called. */
+uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
+		      unsigned n, const sip_relay_opts *o, int *done, const char **err);
+
+/* 12 hex digits that stay the same when a request comes back (§16.6 step 8: the loop
+ * detection hash of the branch a relay writes). */
+void sip_msg_loop_hash(const sip_msg *m, char out[12]);
 
 /* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
  * param; the host as an IP literal or through the system resolver. */

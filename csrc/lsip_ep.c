@@ -265,6 +265,37 @@ static void hook_log(void *ud, const char *line)
 	call_handler(L, 1, "log handler");
 }
 
+static void hook_relayed(void *ud, uint64_t id, const sip_msg *final)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!L || !push_handler(L, e, "relayed"))
+		return;
+	lua_pushinteger(L, (lua_Integer)id);
+	if (!final)
+		lua_pushnil(L);
+	else if (push_copy(L, final, NULL)) {
+		lua_pop(L, 2);
+		return;
+	}
+	call_handler(L, 2, "relayed handler");
+}
+
+static void hook_relay_branch(void *ud, uint64_t id, unsigned branch, const sip_msg *res)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!L || !push_handler(L, e, "relay_branch"))
+		return;
+	lua_pushinteger(L, (lua_Integer)id);
+	lua_pushinteger(L, (lua_Integer)branch + 1);
+	if (push_copy(L, res, NULL)) {
+		lua_pop(L, 3);
+		return;
+	}
+	call_handler(L, 3, "relay_branch handler");
+}
+
 /* --- endpoint ------------------------------------------------------------------------- */
 
 static lsip_ep *check_ep(lua_State *L, int i)
@@ -324,7 +355,7 @@ static int l_endpoint(lua_State *L)
 	lua_pushvalue(L, 3);
 	e->handlers = luaL_ref(L, LUA_REGISTRYINDEX);
 	sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack, hook_gone,
-			       hook_log };
+			       hook_log, hook_relayed, hook_relay_branch };
 	if (lua_getfield(L, 2, "log") != LUA_TNIL && !lua_toboolean(L, -1))
 		hooks.log = NULL;   /* nobody listens: do not even format the lines */
 	lua_pop(L, 1);
@@ -498,6 +529,56 @@ static int ep_send(lua_State *L)
 	return 1;
 }
 
+/* ep:relay(txn_id, request, targets [, next_hop [, timeout_ms [, flags]]]) -> relay_id, done
+ * | nil, err. targets: a URI or a list of URIs (one branch each); flags: 1 = call the
+ * "relayed" handler at the end, 2 = call "relay_branch" for every branch's final. done: every
+ * branch failed at once (a 408 went upstream; no handler will be called). */
+#define RELAY_MAX_TARGETS 64
+static int ep_relay(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	sip_msg *m = lsip_checkmsg(L, 3);
+	sip_pl targets[RELAY_MAX_TARGETS];
+	unsigned n = 0;
+	if (lua_type(L, 4) == LUA_TTABLE) {
+		lua_Integer len = luaL_len(L, 4);
+		if (len > RELAY_MAX_TARGETS)
+			return luaL_argerror(L, 4, "too many targets");
+		for (lua_Integer i = 1; i <= len; i++) {
+			lua_rawgeti(L, 4, i);
+			size_t l;
+			const char *s = lua_tolstring(L, -1, &l);
+			if (!s)
+				return luaL_argerror(L, 4, "URIs expected");
+			targets[n++] = sip_pl_make(s, l);
+			lua_pop(L, 1);   /* the table keeps the string alive */
+		}
+	} else {
+		size_t l;
+		const char *s = luaL_checklstring(L, 4, &l);
+		targets[n++] = sip_pl_make(s, l);
+	}
+	sip_relay_opts o;
+	memset(&o, 0, sizeof o);
+	o.next_hop = luaL_optlstring(L, 5, NULL, &o.next_hop_len);
+	lua_Integer ms = luaL_optinteger(L, 6, 0);
+	o.timeout_ms = ms > 0 ? (unsigned)ms : 0;
+	lua_Integer flags = luaL_optinteger(L, 7, 0);
+	o.notify_done = (flags & 1) != 0;
+	o.notify_each = (flags & 2) != 0;
+	if (!t)
+		return fail(L, "the transaction is gone");
+	const char *err;
+	int done;
+	uint64_t id = sip_ep_relay(e->ep, t, m, targets, n, &o, &done, &err);
+	if (!id)
+		return fail(L, err);
+	lua_pushinteger(L, (lua_Integer)id);
+	lua_pushboolean(L, done);
+	return 2;
+}
+
 /* ep:cancel(txn_id) -> true | nil, err */
 static int ep_cancel(lua_State *L)
 {
@@ -598,7 +679,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
-	{ "mark_proxied", ep_mark_proxied },
+	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

@@ -5,6 +5,7 @@
 #include "build.h"
 #include "rand.h"
 #include "uri.h"
+#include "endpoint.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -677,21 +678,8 @@ static int m_addr(lua_State *L)
  * a proxy (§16.6 step 8): Request-URI, Call-ID, From tag, To tag, CSeq number. */
 static int m_loop_hash(lua_State *L)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
-	uint64_t h = 1469598103934665603ull;
-	const sip_pl parts[] = { m->uri, m->call_id, m->from_tag, m->to_tag };
-	for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
-		for (size_t i = 0; i < parts[k].n; i++) {
-			h ^= (unsigned char)parts[k].p[i];
-			h *= 1099511628211ull;
-		}
-		h ^= 0xff;   /* separator: "ab","c" and "a","bc" differ */
-		h *= 1099511628211ull;
-	}
-	h ^= m->cseq;
-	h *= 1099511628211ull;
-	char out[16];
-	snprintf(out, sizeof out, "%012llx", (unsigned long long)(h >> 16));
+	char out[12];
+	sip_msg_loop_hash(lsip_checkmsg(L, 1), out);
 	lua_pushlstring(L, out, 12);
 	return 1;
 }

@@ -86,8 +86,12 @@ void sip_txn_terminate(sip_txn *t)
 	sip_map_del(&ep->ids, (const char *)&t->id, sizeof t->id);
 	/* Only INVITE transactions, and client ones that never gave a final response, can be
 	 * waited on by the TU; the rest end without a word (one Lua call less each). */
-	if (ep->hooks.gone && (t->invite || (t->client && t->last_status < 200)))
+	if (t->relay && t->client)
+		sip_relay_txn_gone(t);   /* the TU never saw a relay's branch */
+	else if (ep->hooks.gone && (t->invite || (t->client && t->last_status < 200)))
 		ep->hooks.gone(ep->ud, t);
+	if (t->relay)
+		sip_relay_txn_gone(t);
 	if (t->client)
 		ep->stats.client_txns--;
 	else
@@ -184,8 +188,7 @@ void sip_txn_client_start(sip_txn *t)
 
 static void deliver(sip_txn *t, const sip_msg *res)
 {
-	if (t->ep->hooks.response)
-		t->ep->hooks.response(t->ep->ud, t, res);
+	sip_ep_deliver(t->ep, t, res);
 }
 
 /* §17.1.1.3: the ACK for a non-2xx final is the transaction's own business. */

@@ -14,6 +14,8 @@ struct sip_txn {
 	uint8_t cancelled;       /* server INVITE: a CANCEL came */
 	uint8_t acked;           /* server INVITE, Accepted: the ACK for the 2xx came */
 	uint8_t proxied;         /* server: its responses come from downstream (§16.7) */
+	sip_relay *relay;        /* server: the relay it feeds; client: the relay of its branch */
+	unsigned relay_branch;   /* client: which branch of that relay */
 	int last_status;
 	char *key;               /* in ep->client or ep->server */
 	size_t klen;
@@ -41,6 +43,7 @@ struct sip_endpoint {
 	sip_map client, server, accepted, ids;
 	uint64_t next_id;
 	sip_ep_stats stats;
+	int closing;             /* sip_ep_free is ending every transaction: send nothing */
 };
 
 /* txn.c */
@@ -56,7 +59,19 @@ void sip_txn_server_ack(sip_txn *t);
 int sip_txn_server_cancel(sip_txn *t);   /* sends 487 when still proceeding; 1 if it did */
 void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
 
+/* proxy.c */
+void sip_relay_response(sip_txn *ct, const sip_msg *res);   /* a response for a branch */
+void sip_relay_txn_gone(sip_txn *t);                         /* t is being freed */
+void sip_relay_cancel(sip_relay *r);                          /* CANCEL from upstream */
+
 /* endpoint.c */
+/* A response for client transaction t: to its relay, or to the TU. */
+void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res);
+/* Answer server transaction st with code, built from req (NULL: the INVITE it stored). */
+void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code);
+/* sip_ep_request for a relay's branch: linked to the relay before anything is sent. */
+sip_txn *sip_ep_request_relay(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			      const char *branch, sip_relay *r, unsigned bi, const char **err);
 size_t sip_accepted_key(char *key, sip_pl call_id, uint32_t cseq, sip_pl from_tag);
 int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_t len,
 		     const char **err);

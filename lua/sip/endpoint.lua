@@ -56,7 +56,8 @@ local function new(opts)
     acks = {},              -- server txn id -> wake for the ACK of a 2xx
     dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
     dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
-    forward_2xx = {},       -- proxy: client txn id -> upstream request, for late 2xx
+    relays = {},            -- relay id -> wake, for req:relay() waiting on its outcome
+    relay_each = {},        -- relay id -> fn(target index, res) (req:relay's on_response)
     auth_cache = {},        -- realm -> last challenge answered (see ep:request)
     running = false,
     log = make_logger(opts.log),
@@ -86,9 +87,25 @@ local function new(opts)
       w(ack)
     end
   end
+  function hooks.relayed(id, res)
+    self.relay_each[id] = nil
+    local w = self.relays[id]
+    if w then
+      self.relays[id] = nil
+      w(res)
+    end
+  end
+  function hooks.relay_branch(id, i, res)
+    local fn = self.relay_each[id]
+    if fn then
+      local ok, err = pcall(fn, i, res)
+      if not ok then
+        self:_log("error", "on_response: %s", tostring(err))
+      end
+    end
+  end
   function hooks.gone(txn)
     self.requests[txn] = nil
-    self.forward_2xx[txn] = nil
     local p = self.pending[txn]
     if p then
       -- a client transaction never ends without a final response; be safe anyway
@@ -295,13 +312,6 @@ function Endpoint:_response(txn, res)
   end
   local p = self.pending[txn]
   if not p then
-    local up = self.forward_2xx[txn]
-    if up and res.status >= 200 and res.status < 300 then
-      -- proxy: a retransmitted 2xx goes upstream statelessly (RFC 6026 §8.4)
-      res:pop_via()
-      self.core:reply_stateless(up, res)
-      return
-    end
     -- e.g. a second 2xx of a forked INVITE after the first woke the caller
     if res.status >= 200 and res.status < 300 and res.cseq_method == "INVITE" then
       for _, h in ipairs(self.dialog_hooks) do

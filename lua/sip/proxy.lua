@@ -132,39 +132,6 @@ function msg_methods.validate(req)
   return req._validated
 end
 
--- §16.7 step 6: pick the best of the final responses that came back.
-local function best_response(finals)
-  local best
-  for _, r in ipairs(finals) do
-    local s = r.status
-    if s >= 600 then
-      return r
-    end
-    if not best then
-      best = r
-    else
-      local bc, sc = best.status // 100, s // 100
-      if sc < bc or (sc == bc and (s == 401 or s == 407) and best.status ~= 401 and best.status ~= 407) then
-        best = r
-      end
-    end
-  end
-  return best
-end
-proxy.best_response = best_response
-
--- Send a response we got from downstream on up: our Via off the top (§16.7 step 3).
-local function forward_up(req, res)
-  res:pop_via()
-  local ep = req._ep
-  local ok, err = ep.core:reply(req._txn, res, true)
-  if ok and res.status >= 200 then
-    req.replied_final = true
-    ep.requests[req._txn] = nil
-  end
-  return ok, err
-end
-
 local function record_route(ep, req)
   local kind = (req.source or "udp"):match("^(%a+)")
   local hostport = ep:address(kind) or ep:address()
@@ -184,7 +151,12 @@ end
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
 -- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel.
 -- opts: record_route=bool (default true for INVITE/SUBSCRIBE/REFER), timeout=seconds
---       (INVITE branches are cancelled after it), stateless=bool, on_response=fn(res, uri)
+--       (INVITE branches are cancelled after it), stateless=bool, on_response=fn(res, uri),
+--       next_hop=URI (where every branch is sent), wait=false (return true at once and let
+--       the core finish the transaction: nothing of this script runs for its responses).
+-- The core does the rest of §16 (csrc/proxy.c): branches with loop-detecting Via branches,
+-- provisionals and 2xx upstream, the best final, CANCEL of the other branches, merged
+-- challenges, 503 as 500, and CANCEL from upstream (§16.10).
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
@@ -195,168 +167,59 @@ function msg_methods.relay(req, targets, opts)
   if not req:validate() then
     return nil, "refused"
   end
-  if type(targets) == "string" then
-    targets = { targets }
-  elseif not targets then
-    targets = { req.uri }
+  if not targets then
+    targets = req.uri
   end
-  local branch = "z9hG4bKls" .. (req._loop_hash or req:loop_hash()) .. "."
 
   req:decrement_max_forwards()
+  local method = req.method
   local rr = opts.record_route
   if rr == nil then
-    rr = req.method == "INVITE" or req.method == "SUBSCRIBE" or req.method == "REFER"
+    rr = method == "INVITE" or method == "SUBSCRIBE" or method == "REFER"
   end
   if rr and not req.to_tag then
     record_route(ep, req)
   end
 
   -- ACK (of a 2xx) and explicit stateless relays: no transaction (§16.11)
-  if req.method == "ACK" or opts.stateless or req._txn == 0 then
-    local m = req
-    if targets[1] ~= req.uri then
-      m:set_uri(targets[1])
+  if method == "ACK" or opts.stateless or req._txn == 0 then
+    local t = type(targets) == "table" and targets[1] or targets
+    if t ~= req.uri then
+      req:set_uri(t)
     end
-    return ep:send(m, next_hop(m), "push")
+    return ep:send(req, opts.next_hop or next_hop(req), "push")
   end
 
-  -- one copy per branch (§16.6 step 1); the last branch may use the request itself
-  local branches, finals, live = {}, {}, 0
-  local done_wake
-  local answered = false
-
-  local function cancel_others(except)
-    for _, b in ipairs(branches) do
-      if b ~= except and b.id and not b.final and req.method == "INVITE" then
-        ep.core:cancel(b.id)
-      end
-    end
+  local flags = opts.wait == false and 0 or 1
+  if opts.on_response then
+    flags = 3
   end
-
-  local function run_branch(b, m)
-    local res, err = ep:request(m, {
-      target = opts.next_hop or next_hop(m), via = "push",
-      branch = branch .. sip.random.unique(8),
-      on_txn = function(id)
-        b.id = id
-        if req.method == "INVITE" then
-          -- 2xx retransmissions arrive after the transaction woke us: pass them up
-          ep.forward_2xx[id] = req
-        end
-      end,
-      on_progress = function(r)
-        if r.status > 100 and not answered then
-          forward_up(req, r)
-        end
-      end,
-    })
-    b.final = res or false
-    if b.id and not (res and res.status >= 200 and res.status < 300) then
-      ep.forward_2xx[b.id] = nil
-    end
-    if res then
-      if opts.on_response then
-        opts.on_response(res, b.uri)
-      end
-      finals[#finals + 1] = res
-      local s = res.status
-      if s >= 200 and s < 300 then
-        -- 2xx: forward at once (every 2xx of an INVITE, §16.7 step 5), cancel the rest
-        if req.method == "INVITE" or not answered then
-          answered = true
-          forward_up(req, res)
-        end
-        cancel_others(b)
-      elseif s >= 600 then
-        cancel_others(b)
-      end
-    else
-      ep:_log("warn", "relay to %s failed: %s", b.uri, tostring(err))
-    end
-    live = live - 1
-    if live == 0 and done_wake then
-      done_wake()
-    end
-  end
-
-  -- §16.10: a CANCEL from upstream (the core answered it 200) cancels every branch; the
-  -- 487s they bring back go up as the best response
-  if req.method == "INVITE" then
-    ep.core:mark_proxied(req._txn)
-    req:on_cancel(function() cancel_others(nil) end)
-  end
-  if #targets == 1 then
-    -- the common case: no fork, no extra coroutine
-    local m = req
-    if targets[1] ~= m.uri and not m:set_uri(targets[1]) then
-      req:reply(400, "Bad target")
-      return nil, "bad target"
-    end
-    local b = { uri = targets[1] }
-    branches[1], live = b, 1
-    run_branch(b, m)
-  else
-    for i, target in ipairs(targets) do
-      local m = i == #targets and req or assert(sip.parse(tostring(req)))
-      if target == m.uri or m:set_uri(target) then
-        local b = { uri = target }
-        branches[#branches + 1] = b
-        live = live + 1
-        sched.spawn(run_branch, b, m)
-      end
-    end
-  end
-  if #branches == 0 then
+  local timeout = opts.timeout and math.floor(opts.timeout * 1000) or nil
+  local id, done = ep.core:relay(req._txn, req, targets, opts.next_hop, timeout, flags)
+  if not id then
     req:reply(400, "Bad target")
-    return nil, "no usable target"
+    return nil, done
   end
-
-  if opts.timeout and req.method == "INVITE" then
-    sched.loop:timer(math.floor(opts.timeout * 1000), function()
-      if live > 0 and not answered then
-        cancel_others(nil)
-      end
-    end)
-  end
-  if live > 0 then
-    sched.await(function(wake) done_wake = wake end)
-  end
-
-  if answered then
-    for _, r in ipairs(finals) do
-      if r.status >= 200 and r.status < 300 then
-        return r
-      end
-    end
-  end
-  local best = best_response(finals)
-  if not best then
-    if not req.replied_final then
-      req:reply(req.cancelled and 487 or 408)
-    end
+  if done then
+    req.replied_final = true   -- every branch failed at once: the core answered 408
     return nil, "no response"
   end
-  if best.status == 401 or best.status == 407 then
-    -- §16.7 step 7: every challenge goes up in the one response
-    for _, r in ipairs(finals) do
-      if r ~= best then
-        for _, name in ipairs { "WWW-Authenticate", "Proxy-Authenticate" } do
-          for _, v in ipairs(r:headers(name)) do
-            best:add_header(name, v)
-          end
-        end
-      end
+  if opts.on_response then
+    local list = type(targets) == "table" and targets or { targets }
+    ep.relay_each[id] = function(i, res)
+      opts.on_response(res, list[i])
     end
   end
-  if best.status == 503 then
-    -- §16.7 step 6: a 503 from downstream goes up as 500
-    local fixed = assert(sip.parse((tostring(best):gsub("^SIP/2%.0 503 [^\r]*", "SIP/2.0 500 Server Internal Error", 1))))
-    best = fixed
+  if flags == 0 then
+    req.replied_final = true   -- the core answers upstream from here on
+    return true
   end
-  if not req.replied_final then
-    forward_up(req, best)   -- after a CANCEL too: the 487 from downstream (§16.10)
+  local res = sched.await(function(wake) ep.relays[id] = wake end)
+  req.replied_final = true
+  if not res then
+    return nil, "no response"
   end
-  return best
+  return res
 end
 
 return proxy

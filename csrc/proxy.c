@@ -1,0 +1,420 @@
+/* proxy.c: the stateful proxy core of RFC 3261 §16. A relay ties one server transaction
+ * to the client transactions of its branches (§16.6) and owns the response context of
+ * §16.7: provisionals and 2xx go upstream as they come, the best final when every branch
+ * has answered, 6xx and 2xx cancel the other INVITE branches, challenges are merged, a
+ * 503 becomes 500, and a CANCEL from upstream cancels every pending branch (§16.10).
+ * Responses never reach the TU unless it asked (notify flags): a relayed transaction costs
+ * no script code past the routing decision. */
+#include "txn.h"
+#include "build.h"
+#include "fmt.h"
+#include "rand.h"
+#include "uri.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct relay_branch {
+	sip_txn *ct;
+	unsigned target;   /* index of its target in the caller's list */
+	int status;        /* its final response, 0 before */
+	uint8_t done;      /* a final came, or never will */
+} relay_branch;
+
+struct sip_relay {
+	sip_endpoint *ep;
+	uint64_t id;
+	sip_txn *st;              /* the server transaction; NULL once gone */
+	sip_dest up;              /* where responses go upstream (late 2xx go statelessly) */
+	uint8_t invite, answered, cancelled, finished, notify_done, notify_each;
+	unsigned nbranches, live, refs;
+	sip_msg best;             /* owned copy of the best final so far (or the first 2xx) */
+	int has_best, best_branch;
+	char *chal;               /* challenges seen: records of branch, name, value */
+	size_t chal_len, chal_cap;
+	sip_timer t_timeout;
+	relay_branch br[];
+};
+
+static void relay_unref(sip_relay *r)
+{
+	if (--r->refs)
+		return;
+	sip_timer_stop(r->ep->loop, &r->t_timeout);
+	if (r->has_best)
+		sip_msg_free(&r->best);
+	free(r->chal);
+	free(r);
+}
+
+/* A response from downstream goes upstream with our Via off the top (§16.7 step 9). */
+static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
+{
+	sip_endpoint *ep = r->ep;
+	sip_msg c;
+	sip_hdr slots[SIP_MSG_SLOTS];
+	const char *err;
+	if (ep->closing || sip_msg_clone(&c, slots, SIP_MSG_SLOTS, res, &err))
+		return;
+	sip_msg_remove_top_via(&c);
+	if (!stateless && r->st) {
+		if (sip_txn_server_reply(r->st, &c, &err) == 0)
+			r->st->proxied = 1;
+		else
+			sip_ep_logf(ep, "relay: cannot forward %d upstream: %s", res->status, err);
+	} else {
+		/* a 2xx after the server transaction is gone, or a retransmitted one (RFC 6026) */
+		size_t len = sip_msg_print(&c, NULL, 0);
+		char *buf = malloc(len);
+		if (buf) {
+			sip_msg_print(&c, buf, len);
+			sip_ep_send_dest(ep, &r->up, buf, len, &err);
+			free(buf);
+		}
+	}
+	sip_msg_free(&c);
+}
+
+static void cancel_branches(sip_relay *r, int except)
+{
+	const char *err;
+	if (!r->invite)
+		return;
+	for (unsigned i = 0; i < r->nbranches; i++) {
+		relay_branch *b = &r->br[i];
+		if ((int)i != except && !b->done && b->ct)
+			sip_ep_cancel(r->ep, b->ct, &err);
+	}
+}
+
+static int is_challenge(int s) { return s == 401 || s == 407; }
+
+/* §16.7 step 6: is s a better final than the best so far? 6xx wins, then the lowest class;
+ * in a class a challenge is kept over the rest (its credentials can make the call). */
+static int better(int s, int best)
+{
+	if (best >= 600)
+		return 0;
+	if (s >= 600)
+		return 1;
+	int sc = s / 100, bc = best / 100;
+	return sc < bc || (sc == bc && is_challenge(s) && !is_challenge(best));
+}
+
+static void keep_challenges(sip_relay *r, unsigned bi, const sip_msg *res)
+{
+	for (unsigned i = 0; i < res->nhdrs; i++) {
+		const sip_hdr *h = &res->hdrs[i];
+		if (h->id != SIP_HDR_WWW_AUTHENTICATE && h->id != SIP_HDR_PROXY_AUTHENTICATE)
+			continue;
+		size_t need = r->chal_len + 3 * sizeof(uint32_t) + h->name.n + h->value.n;
+		if (need > r->chal_cap) {
+			size_t cap = need * 2;
+			char *p = realloc(r->chal, cap);
+			if (!p)
+				return;
+			r->chal = p;
+			r->chal_cap = cap;
+		}
+		uint32_t hd[3] = { bi, (uint32_t)h->name.n, (uint32_t)h->value.n };
+		char *p = r->chal + r->chal_len;
+		memcpy(p, hd, sizeof hd);
+		memcpy(p + sizeof hd, h->name.p, h->name.n);
+		memcpy(p + sizeof hd + h->name.n, h->value.p, h->value.n);
+		r->chal_len = need;
+	}
+}
+
+static void set_best(sip_relay *r, unsigned bi, const sip_msg *res)
+{
+	const char *err;
+	sip_msg c;
+	if (sip_msg_clone(&c, NULL, 0, res, &err))
+		return;
+	if (r->has_best)
+		sip_msg_free(&r->best);
+	r->best = c;   /* no slots: its header array is its own */
+	r->has_best = 1;
+	r->best_branch = (int)bi;
+}
+
+/* Every branch has its final: the outcome goes upstream (unless a 2xx went already), and to
+ * the TU when it waits. */
+static void finish(sip_relay *r)
+{
+	sip_endpoint *ep = r->ep;
+	r->finished = 1;
+	sip_timer_stop(ep->loop, &r->t_timeout);
+	if (r->answered || !r->has_best) {
+		/* no final at all (branches ended without one): 408, or 487 after a CANCEL */
+		if (!r->has_best && r->st && !ep->closing)
+			sip_ep_reply_code(ep, r->st, NULL, r->cancelled ? 487 : 408);
+		if (r->notify_done && ep->hooks.relayed)
+			ep->hooks.relayed(ep->ud, r->id, r->has_best ? &r->best : NULL);
+		return;
+	}
+	sip_msg *best = &r->best;
+	if (is_challenge(best->status) && r->chal_len) {
+		/* §16.7 step 7: every challenge goes up in the one response */
+		for (size_t off = 0; off < r->chal_len;) {
+			uint32_t hd[3];
+			memcpy(hd, r->chal + off, sizeof hd);
+			const char *name = r->chal + off + sizeof hd;
+			if ((int)hd[0] != r->best_branch)
+				sip_msg_add_header(best, name, hd[1], name + hd[1], hd[2], 0);
+			off += sizeof hd + hd[1] + hd[2];
+		}
+	}
+	if (best->status == 503) {
+		/* §16.7 step 6: a 503 from downstream goes up as 500 */
+		size_t len = sip_msg_print(best, NULL, 0);
+		char *buf = malloc(len + 32);
+		const char *eol = NULL, *err;
+		if (buf) {
+			sip_msg_print(best, buf, len);
+			eol = memchr(buf, '\n', len);
+		}
+		if (eol) {
+			static const char line[] = "SIP/2.0 500 Server Internal Error\r\n";
+			size_t rest = len - (size_t)(eol + 1 - buf);
+			char *nb = malloc(sizeof line - 1 + rest);
+			sip_msg fixed;
+			if (nb) {
+				memcpy(nb, line, sizeof line - 1);
+				memcpy(nb + sizeof line - 1, eol + 1, rest);
+				if (sip_msg_parse(&fixed, nb, sizeof line - 1 + rest, 1, 0, NULL, &err) == 0) {
+					sip_msg_free(&r->best);
+					r->best = fixed;
+				}
+				free(nb);
+			}
+		}
+		free(buf);
+	}
+	forward_up(r, &r->best, 0);
+	if (r->notify_done && ep->hooks.relayed)
+		ep->hooks.relayed(ep->ud, r->id, &r->best);
+}
+
+static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res);
+
+void sip_relay_response(sip_txn *ct, const sip_msg *res)
+{
+	sip_relay *r = ct->relay;
+	r->refs++;   /* forwarding may end the server transaction, and with it our last ref */
+	relay_response(r, ct->relay_branch, res);
+	relay_unref(r);
+}
+
+static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
+{
+	relay_branch *b = &r->br[bi];
+	int s = res->status;
+	if (s < 200) {
+		if (s > 100 && !r->answered && !r->finished)
+			forward_up(r, res, 0);   /* §16.7 step 5: provisionals but 100 go up */
+		return;
+	}
+	if (b->done) {
+		/* a 2xx retransmission (RFC 6026 Accepted) or another fork's 2xx: end to end */
+		if (s < 300 && r->invite)
+			forward_up(r, res, 1);
+		return;
+	}
+	b->done = 1;
+	b->status = s;
+	r->live--;
+	sip_endpoint *ep = r->ep;
+	if (r->notify_each && ep->hooks.relay_branch)
+		ep->hooks.relay_branch(ep->ud, r->id, b->target, res);
+	if (s < 300) {
+		/* 2xx: up at once (every 2xx of an INVITE, §16.7 step 5); the rest are cancelled */
+		if (r->invite || !r->answered) {
+			forward_up(r, res, r->answered);
+			if (!r->answered)
+				set_best(r, bi, res);
+			r->answered = 1;
+		}
+		cancel_branches(r, (int)bi);
+	} else {
+		if (s >= 600)
+			cancel_branches(r, (int)bi);
+		keep_challenges(r, bi, res);
+		if (!r->answered && (!r->has_best || better(s, r->best.status))) {
+			if (r->live == 0 && !r->notify_done && r->nbranches == 1 && s != 503) {
+				/* the only branch: its final goes up as it is, no copy kept */
+				r->finished = 1;
+				sip_timer_stop(ep->loop, &r->t_timeout);
+				forward_up(r, res, 0);
+				return;
+			}
+			set_best(r, bi, res);
+		}
+	}
+	if (r->live == 0 && !r->finished)
+		finish(r);
+}
+
+void sip_relay_txn_gone(sip_txn *t)
+{
+	sip_relay *r = t->relay;
+	t->relay = NULL;
+	if (t->client) {
+		relay_branch *b = &r->br[t->relay_branch];
+		b->ct = NULL;
+		if (!b->done) {
+			b->done = 1;   /* ended without a final: nothing more comes from there */
+			r->live--;
+			if (r->live == 0 && !r->finished)
+				finish(r);
+		}
+	} else {
+		r->st = NULL;
+	}
+	relay_unref(r);
+}
+
+void sip_relay_cancel(sip_relay *r)
+{
+	r->cancelled = 1;
+	cancel_branches(r, -1);
+}
+
+static void timeout_handler(void *arg)
+{
+	sip_relay *r = arg;
+	if (r->live > 0 && !r->answered)
+		cancel_branches(r, -1);
+}
+
+/* 12 hex digits over what stays the same when a request comes back to a proxy (§16.6
+ * step 8): Request-URI, Call-ID, From tag, To tag, CSeq number. */
+void sip_msg_loop_hash(const sip_msg *m, char out[12])
+{
+	uint64_t h = 1469598103934665603ull;
+	const sip_pl parts[] = { m->uri, m->call_id, m->from_tag, m->to_tag };
+	for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+		for (size_t i = 0; i < parts[k].n; i++) {
+			h ^= (unsigned char)parts[k].p[i];
+			h *= 1099511628211ull;
+		}
+		h ^= 0xff;   /* separator: "ab","c" and "a","bc" differ */
+		h *= 1099511628211ull;
+	}
+	h ^= m->cseq;
+	h *= 1099511628211ull;
+	h >>= 16;
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 11; i >= 0; i--, h >>= 4)
+		out[i] = hex[h & 15];
+}
+
+/* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI. */
+static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, sip_dest *d,
+		    const char **err)
+{
+	if (o->next_hop)
+		return sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err);
+	int ri = m->first[SIP_HDR_ROUTE];
+	if (ri >= 0) {
+		size_t pos = 0;
+		sip_pl item;
+		sip_addr a;
+		if (sip_list_next(m->hdrs[ri].value, &pos, &item) && sip_addr_parse(&a, item, err) == 0)
+			return sip_ep_resolve(ep, a.uri.p, a.uri.n, d, err);
+	}
+	sip_pl u = m->new_uri.n ? m->new_uri : m->uri;
+	return sip_ep_resolve(ep, u.p, u.n, d, err);
+}
+
+uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
+		      unsigned n, const sip_relay_opts *o, int *done, const char **err)
+{
+	*done = 0;
+	if (!st || st->client || st->relay || st->state == SIP_TXN_TERMINATED) {
+		*err = "not a server transaction that can be relayed";
+		return 0;
+	}
+	if (n == 0) {
+		*err = "no target";
+		return 0;
+	}
+	sip_relay *r = calloc(1, sizeof *r + n * sizeof r->br[0]);
+	if (!r) {
+		*err = "out of memory";
+		return 0;
+	}
+	r->ep = ep;
+	r->id = ++ep->next_id;
+	r->up = st->dest;
+	r->invite = st->invite;
+	r->notify_done = o->notify_done;
+	r->notify_each = o->notify_each;
+	r->refs = 1;   /* ours, until the branches are started */
+	sip_timer_init(&r->t_timeout);
+
+	char branch[9 + 12 + 1 + 8 + 1];
+	memcpy(branch, "z9hG4bKls", 9);
+	sip_msg_loop_hash(req, branch + 9);
+	branch[21] = '.';
+	branch[30] = 0;
+
+	st->relay = r;
+	st->proxied = 1;
+	r->st = st;
+	r->refs++;
+	unsigned usable = 0;
+	const char *why = "no usable target";
+	for (unsigned i = 0; i < n; i++) {
+		sip_msg c, *m = req;
+		sip_hdr slots[SIP_MSG_SLOTS];
+		if (i + 1 < n) {
+			if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, req, &why))
+				continue;
+			m = &c;
+		}
+		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
+		sip_dest d;
+		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
+			 next_hop(ep, m, o, &d, &why) == 0;
+		if (ok) {
+			relay_branch *b = &r->br[r->nbranches];
+			b->target = i;
+			usable++;
+			sip_unique_hex(branch + 22, 8);
+			sip_txn *ct = sip_ep_request_relay(ep, m, &d, branch, r, r->nbranches, &why);
+			if (ct) {
+				b->ct = ct;
+				r->live++;
+				r->refs++;
+			} else {
+				b->done = 1;
+				sip_ep_logf(ep, "relay to %.*s failed: %s", (int)targets[i].n, targets[i].p, why);
+			}
+			r->nbranches++;
+		}
+		if (m == &c)
+			sip_msg_free(&c);
+	}
+	if (!usable) {
+		*err = why;
+		st->relay = NULL;
+		r->st = NULL;
+		r->refs = 1;
+		relay_unref(r);
+		return 0;
+	}
+	uint64_t id = r->id;
+	if (r->live == 0) {
+		/* every branch failed at once: 408 upstream, and nothing to wait for */
+		r->finished = 1;
+		*done = 1;
+		if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
+			sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
+		sip_ep_reply_code(ep, st, req, 408);
+	} else if (o->timeout_ms && r->invite) {
+		sip_timer_start(ep->loop, &r->t_timeout, o->timeout_ms, timeout_handler, r);
+	}
+	relay_unref(r);
+	return id;
+}

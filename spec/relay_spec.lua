@@ -1,0 +1,202 @@
+-- spec/relay_spec.lua: req:relay over the proxy core (csrc/proxy.c), RFC 3261 §16.6-§16.10:
+-- forking, the best final response, 6xx, merged challenges, 503 -> 500, timeouts, CANCEL,
+-- provisionals, per-branch callbacks, fire-and-forget relays and late 2xx retransmissions.
+local sip = require "sip"
+local helper = require "helper"
+local socket = require "socket"
+
+local function run_until(cond, seconds)
+  return helper.run_until(cond, seconds, nil, 10)
+end
+
+describe("req:relay (the proxy core)", function()
+  local proxy, alice, uas, route_result
+
+  local function ep()
+    return assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+  end
+
+  -- a UAS whose handler for every method is fn
+  local function callee(fn)
+    local e = ep()
+    for _, m in ipairs { "INVITE", "MESSAGE", "OPTIONS" } do
+      e:on(m, fn)
+    end
+    uas[#uas + 1] = e
+    return e
+  end
+
+  local function send(method, opts)
+    opts = opts or {}
+    local req = assert(sip.request { method = method, uri = "sip:bob@example.com",
+      from = "sip:alice@example.com", headers = opts.headers })
+    return alice:request(req, { target = "sip:" .. proxy:address("udp"),
+      on_progress = opts.on_progress })
+  end
+
+  before_each(function()
+    proxy, alice, uas, route_result = ep(), ep(), {}, nil
+  end)
+  after_each(function()
+    for _, e in ipairs(uas) do
+      e:close()
+    end
+    alice:close()
+    proxy:close()
+  end)
+
+  -- route every request to the URIs targets() gives, recording what relay returned
+  local function route(targets, opts)
+    proxy:route(function(req)
+      local res, err = req:relay(targets(), opts)
+      route_result = { res = res, err = err, status = type(res) == "userdata" and res.status }
+    end)
+  end
+
+  it("returns the final response that went upstream, with our Via gone", function()
+    local b = callee(function(req) req:reply(200) end)
+    route(function() return b:uri("bob") end)
+    local res = send("MESSAGE")
+    assert.equal(200, res.status)
+    assert.equal(1, #res:headers("Via"))
+    assert.truthy(run_until(function() return route_result end))
+    assert.equal(200, route_result.status)
+  end)
+
+  it("sends the lowest class when every branch fails (§16.7 step 6)", function()
+    local b1 = callee(function(req) req:reply(500) end)
+    local b2 = callee(function(req) sip.sleep(0.05) req:reply(404) end)
+    route(function() return { b1:uri("bob"), b2:uri("bob") } end)
+    assert.equal(404, send("MESSAGE").status)
+    assert.truthy(run_until(function() return route_result end))
+    assert.equal(404, route_result.status)
+  end)
+
+  it("merges the challenges of every branch into the one 401/407 (§16.7 step 7)", function()
+    local b1 = callee(function(req)
+      req:reply(401, nil, { headers = { ["WWW-Authenticate"] = 'Digest realm="one", nonce="1"' } })
+    end)
+    local b2 = callee(function(req)
+      sip.sleep(0.05)
+      req:reply(407, nil, { headers = { ["Proxy-Authenticate"] = 'Digest realm="two", nonce="2"' } })
+    end)
+    route(function() return { b1:uri("bob"), b2:uri("bob") } end)
+    local res = send("MESSAGE")
+    assert.equal(401, res.status)
+    assert.equal('Digest realm="one", nonce="1"', res:header("WWW-Authenticate"))
+    assert.equal('Digest realm="two", nonce="2"', res:header("Proxy-Authenticate"))
+  end)
+
+  it("sends a 503 from downstream up as 500 (§16.7 step 6)", function()
+    local b = callee(function(req) req:reply(503) end)
+    route(function() return b:uri("bob") end)
+    assert.equal(500, send("MESSAGE").status)
+  end)
+
+  it("ends every INVITE branch on a 6xx and sends the 6xx up", function()
+    local cancelled = false
+    local b1 = callee(function(req)
+      req:reply(180)
+      req:on_cancel(function() cancelled = true end)
+    end)
+    local b2 = callee(function(req) sip.sleep(0.1) req:reply(603) end)
+    route(function() return { b1:uri("bob"), b2:uri("bob") } end)
+    local res = send("INVITE")
+    assert.equal(603, res.status)
+    assert.truthy(run_until(function() return cancelled end))
+  end)
+
+  it("passes provisionals but 100 up, and cancels a ringing branch after opts.timeout", function()
+    local cancelled, progress = false, {}
+    local b = callee(function(req)
+      req:reply(180)
+      req:on_cancel(function() cancelled = true end)
+    end)
+    route(function() return b:uri("bob") end, { timeout = 0.2 })
+    local res = send("INVITE", { on_progress = function(r) progress[#progress + 1] = r.status end })
+    assert.equal(487, res.status)
+    assert.truthy(cancelled)
+    assert.same({ 180 }, (function()
+      local t = {}
+      for _, s in ipairs(progress) do if s > 100 then t[#t + 1] = s end end
+      return t
+    end)())
+  end)
+
+  it("calls on_response with every branch's final and its target", function()
+    local b1 = callee(function(req) req:reply(486) end)
+    local b2 = callee(function(req) sip.sleep(0.05) req:reply(200) end)
+    local seen = {}
+    local u1, u2 = b1:uri("bob"), b2:uri("bob")
+    route(function() return { u1, u2 } end,
+      { on_response = function(res, uri) seen[uri] = res.status end })
+    assert.equal(200, send("MESSAGE").status)
+    assert.truthy(run_until(function() return seen[u1] and seen[u2] end))
+    assert.equal(486, seen[u1])
+    assert.equal(200, seen[u2])
+  end)
+
+  it("with wait = false returns at once and the core finishes the transaction", function()
+    local b = callee(function(req) sip.sleep(0.05) req:reply(202) end)
+    route(function() return b:uri("bob") end, { wait = false })
+    assert.equal(202, send("MESSAGE").status)
+    assert.is_true(route_result.res)
+  end)
+
+  it("answers 400 when no target is usable", function()
+    route(function() return { "not a uri", "sip:" } end)
+    assert.equal(400, send("MESSAGE").status)
+    assert.is_nil(route_result.res)
+  end)
+
+  it("passes every 2xx retransmission up after the transaction ended (RFC 6026)", function()
+    local s = assert(socket.udp())
+    assert(s:setsockname("127.0.0.1", 0))
+    local _, uport = s:getsockname()
+    s:settimeout(0)
+    route(function() return "sip:bob@127.0.0.1:" .. uport end)
+    -- a raw caller, to count the 200s it gets
+    local c = assert(socket.udp())
+    assert(c:setsockname("127.0.0.1", 0))
+    local _, cport = c:getsockname()
+    c:settimeout(0)
+    local pport = proxy:address("udp"):match(":(%d+)$")
+    c:sendto(table.concat({
+      "INVITE sip:bob@example.com SIP/2.0",
+      "Via: SIP/2.0/UDP 127.0.0.1:" .. cport .. ";branch=z9hG4bKcaller1",
+      "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+      "Call-ID: retrans-2xx@test", "CSeq: 1 INVITE", "Contact: <sip:alice@127.0.0.1:" .. cport .. ">",
+      "Content-Length: 0", "", "" }, "\r\n"), "127.0.0.1", tonumber(pport))
+    local invite
+    assert.truthy(run_until(function()
+      invite = invite or s:receive()
+      return invite
+    end))
+    -- the 200 (with every Via the proxy sent) three times, as a UAS retransmits it
+    local vias = {}
+    for v in invite:gmatch("\r\nVia: ([^\r]+)") do vias[#vias + 1] = "Via: " .. v end
+    local ok = table.concat({ "SIP/2.0 200 OK", table.concat(vias, "\r\n"),
+      "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>;tag=b1",
+      "Call-ID: retrans-2xx@test", "CSeq: 1 INVITE", "Contact: <sip:bob@127.0.0.1:" .. uport .. ">",
+      "Content-Length: 0", "", "" }, "\r\n")
+    for _ = 1, 3 do
+      s:sendto(ok, "127.0.0.1", tonumber(pport))
+      helper.run_for(0.05)
+    end
+    local got = 0
+    assert.truthy(run_until(function()
+      local d = c:receive()
+      while d do
+        if d:match("^SIP/2.0 200") then
+          got = got + 1
+          assert.truthy(d:find("branch=z9hG4bKcaller1", 1, true))
+          assert.falsy(d:find("z9hG4bKls", 1, true))   -- our Via is off
+        end
+        d = c:receive()
+      end
+      return got == 3
+    end, 3))
+    s:close()
+    c:close()
+  end)
+end)
