@@ -81,7 +81,7 @@ void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, siz
 	buf[o] = 0;
 }
 
-static void addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port)
+void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port)
 {
 	if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const void *)sa;
@@ -216,6 +216,7 @@ void sip_ep_free(sip_endpoint *ep)
 int sip_ep_listen(sip_endpoint *ep, sip_tp_kind kind, const char *host, int port,
 		  const char **err)
 {
+	memset(ep->sent_by, 0, sizeof ep->sent_by);   /* a listener more may change them */
 	return sip_tp_listen(ep->tp, kind, host, port, err);
 }
 
@@ -454,7 +455,7 @@ static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_
 {
 	char ip[INET6_ADDRSTRLEN];
 	int port;
-	addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
+	sip_addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
 	sip_pl host = via->host;
 	if (host.n >= 2 && host.p[0] == '[') {
 		host.p++;
@@ -715,7 +716,7 @@ static int sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, si
 	sip_tp_listener_addr(ep->tp, best, &k, &ss, &sl);
 	char ip[INET6_ADDRSTRLEN];
 	int port;
-	addr_ip((struct sockaddr *)&ss, ip, sizeof ip, &port);
+	sip_addr_ip((struct sockaddr *)&ss, ip, sizeof ip, &port);
 	size_t o = 0, iplen = strlen(ip);
 	if (cap < iplen + 10)
 		return -1;
@@ -736,8 +737,12 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 {
 	if (mode == SIP_VIA_KEEP)
 		return req->branch.n ? 0 : -1;
-	char sb[96], v[384], br[BRANCH_HEX + 8];
-	sent_by(ep, kind, family, sb, sizeof sb);
+	char v[384], br[BRANCH_HEX + 8], none[] = "invalid";
+	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
+	if (!sb[0] && sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
+		sb[0] = 0;   /* no listener yet: asked again next time */
+		sb = none;
+	}
 	if (!branch) {
 		memcpy(br, "z9hG4bK", 7);
 		sip_unique_hex(br + 7, BRANCH_HEX);

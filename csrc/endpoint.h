@@ -138,6 +138,11 @@ typedef struct sip_relay_opts {
 uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
 		      unsigned n, const sip_relay_opts *o, int *done, const char **err);
 
+/* §16.3 request validation: 0, or the code to refuse req with: 416 (Request-URI scheme
+ * not sip/sips/tel), 483 (Max-Forwards 0), 482 (a Via of ours carries this request's loop
+ * hash: it came back unchanged), 420 (Proxy-Require: we support no extension). */
+int sip_ep_validate(sip_endpoint *ep, const sip_msg *req);
+
 /* 12 hex digits that stay the same when a request comes back (§16.6 step 8: the loop
  * detection hash of the branch a relay writes). */
 void sip_msg_loop_hash(const sip_msg *m, char out[12]);

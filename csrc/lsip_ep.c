@@ -30,6 +30,11 @@ typedef struct lsip_ep {
 	sip_endpoint *ep;
 	lsip_loop *lp;
 	int handlers;   /* registry ref of the handler table */
+	/* the last source formatted: requests come from the same few peers */
+	sip_tp_kind src_kind;
+	socklen_t src_len;
+	struct sockaddr_storage src_peer;
+	char src_str[96];
 } lsip_ep;
 
 /* Log a Lua error from a callback without unwinding through C. */
@@ -183,11 +188,17 @@ static int push_copy(lua_State *L, const sip_msg *m, const sip_tp_src *src)
 	return 0;
 }
 
-static void push_src(lua_State *L, const sip_tp_src *src)
+static void push_src(lua_State *L, lsip_ep *e, const sip_tp_src *src)
 {
-	char a[96];
-	sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
-	lua_pushstring(L, a);
+	if (src->kind != e->src_kind || src->peerlen != e->src_len ||
+	    memcmp(&src->peer, &e->src_peer, src->peerlen) != 0) {
+		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, e->src_str,
+				sizeof e->src_str);
+		e->src_kind = src->kind;
+		e->src_len = src->peerlen;
+		memcpy(&e->src_peer, &src->peer, src->peerlen);
+	}
+	lua_pushstring(L, e->src_str);
 }
 
 static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_src *src)
@@ -201,7 +212,7 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 		return;
 	}
 	lua_pushinteger(L, st ? (lua_Integer)sip_txn_id(st) : 0);
-	push_src(L, src);
+	push_src(L, e, src);
 	call_handler(L, 3, "request handler");
 }
 
@@ -579,6 +590,17 @@ static int ep_relay(lua_State *L)
 	return 2;
 }
 
+/* ep:validate(request) -> nil, or the code to refuse it with (§16.3: 416, 483, 482, 420) */
+static int ep_validate(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	int code = sip_ep_validate(e->ep, lsip_checkmsg(L, 2));
+	if (!code)
+		return 0;
+	lua_pushinteger(L, code);
+	return 1;
+}
+
 /* ep:cancel(txn_id) -> true | nil, err */
 static int ep_cancel(lua_State *L)
 {
@@ -679,7 +701,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
-	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay },
+	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay }, { "validate", ep_validate },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

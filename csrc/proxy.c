@@ -13,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct relay_branch {
 	sip_txn *ct;
@@ -307,6 +308,69 @@ void sip_msg_loop_hash(const sip_msg *m, char out[12])
 	static const char hex[] = "0123456789abcdef";
 	for (int i = 11; i >= 0; i--, h >>= 4)
 		out[i] = hex[h & 15];
+}
+
+/* Is this Via's sent-by one of our listeners? */
+static int via_is_ours(sip_endpoint *ep, const sip_via *v)
+{
+	sip_pl h = v->host;
+	if (h.n >= 2 && h.p[0] == '[') {
+		h.p++;
+		h.n -= 2;
+	}
+	int port = v->port ? v->port : 5060;
+	int n = sip_tp_listener_count(ep->tp);
+	for (int i = 0; i < n; i++) {
+		sip_tp_kind k;
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		char ip[64];
+		int lport;
+		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl))
+			continue;
+		sip_addr_ip((const struct sockaddr *)&ss, ip, sizeof ip, &lport);
+		if (lport == port && strlen(ip) == h.n && strncasecmp(ip, h.p, h.n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static int scheme_ok(sip_pl u)
+{
+	return (u.n >= 4 && strncasecmp(u.p, "sip:", 4) == 0) ||
+	       (u.n >= 5 && strncasecmp(u.p, "sips:", 5) == 0) ||
+	       (u.n >= 4 && strncasecmp(u.p, "tel:", 4) == 0);
+}
+
+int sip_ep_validate(sip_endpoint *ep, const sip_msg *m)
+{
+	if (!m->is_request)
+		return 400;
+	if (!scheme_ok(m->uri))
+		return 416;
+	if (m->max_forwards == 0)
+		return 483;
+	/* loop detection (§16.3 step 4): our branches start with z9hG4bKls + the loop hash */
+	char prefix[9 + 12];
+	memcpy(prefix, "z9hG4bKls", 9);
+	sip_msg_loop_hash(m, prefix + 9);
+	for (int i = m->first[SIP_HDR_VIA]; i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, NULL, 0, i + 1)) {
+		const sip_hdr *h = &m->hdrs[i];
+		if (h->value.n < sizeof prefix || !memmem(h->value.p, h->value.n, prefix, sizeof prefix))
+			continue;   /* the common case: no Via of this request's loop hash at all */
+		size_t pos = 0;
+		sip_pl item;
+		while (sip_list_next(h->value, &pos, &item)) {
+			sip_via v;
+			const char *err;
+			if (sip_via_parse(&v, item, &err) == 0 && v.branch.n >= sizeof prefix &&
+			    memcmp(v.branch.p, prefix, sizeof prefix) == 0 && via_is_ours(ep, &v))
+				return 482;
+		}
+	}
+	if (m->first[SIP_HDR_PROXY_REQUIRE] >= 0)
+		return 420;
+	return 0;
 }
 
 /* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI. */

@@ -44,6 +44,7 @@ struct sip_endpoint {
 	uint64_t next_id;
 	sip_ep_stats stats;
 	int closing;             /* sip_ep_free is ending every transaction: send nothing */
+	char sent_by[2][2][64];  /* our Via sent-by per [TCP?][IPv6?], formatted once */
 };
 
 /* txn.c */
@@ -65,6 +66,8 @@ void sip_relay_txn_gone(sip_txn *t);                         /* t is being freed
 void sip_relay_cancel(sip_relay *r);                          /* CANCEL from upstream */
 
 /* endpoint.c */
+/* The IP (no brackets) and port of a socket address. */
+void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port);
 /* A response for client transaction t: to its relay, or to the TU. */
 void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res);
 /* Answer server transaction st with code, built from req (NULL: the INVITE it stored). */

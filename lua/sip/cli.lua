@@ -98,6 +98,8 @@ local BURST_PER_RATE = 2
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...)
 function cli.server(opts)
   local log = opts.log or log_line(opts.quiet)
+  -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
+  local relay_opts = (opts.quiet and not opts.log) and { wait = false } or nil
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
     max_transactions = opts.max_transactions,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
@@ -252,7 +254,7 @@ function cli.server(opts)
     end
     if m == "ACK" or m == "CANCEL" or req.to_tag then
       -- in-dialog (or the ACK/CANCEL of a transaction): follow Route / Request-URI
-      local res = req:relay()
+      local res = req:relay(relay_opts)
       if m ~= "ACK" then
         log("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
       end
@@ -286,12 +288,12 @@ function cli.server(opts)
       for _, b in ipairs(bindings) do
         targets[#targets + 1] = b.uri
       end
-      local res = req:relay(targets)
-      log("%s %s -> %s", m, aor, res and res.status or "-")
+      local res = req:relay(targets, relay_opts)
+      log("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
       return
     end
-    local res = req:relay()
-    log("%s %s (forwarded) -> %s", m, req.uri, res and res.status or "-")
+    local res = req:relay(relay_opts)
+    log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
   end)
 
   -- expired bindings vanish on time

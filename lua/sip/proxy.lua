@@ -65,18 +65,18 @@ end
 
 --- §16.4 route information preprocessing, done before the script routes the request.
 function proxy.preprocess(ep, req)
-  req._received_uri = req.uri
+  if not req:header("Route") then
+    return   -- the common case: nothing to preprocess
+  end
   -- strict router upstream: the Request-URI is a value we put in a Record-Route
   if ep:is_local(req.uri) and req.uri:find(";lr", 1, true) == nil then
     local routes = req:headers("Route")
-    if #routes > 0 then
-      local last = sip.addr.parse(routes[#routes])
-      if last then
-        req:set_uri(last.uri)
-        req:remove_header("Route")
-        for i = 1, #routes - 1 do
-          req:add_header("Route", routes[i])
-        end
+    local last = sip.addr.parse(routes[#routes])
+    if last then
+      req:set_uri(last.uri)
+      req:remove_header("Route")
+      for i = 1, #routes - 1 do
+        req:add_header("Route", routes[i])
       end
     end
   end
@@ -91,32 +91,14 @@ function proxy.preprocess(ep, req)
   end
 end
 
-local SCHEMES = { sip = true, sips = true, tel = true }
-
---- §16.3 request validation; returns code, reason when the request must be refused.
+--- §16.3 request validation (in the core); returns code, reason, headers when the request
+-- must be refused: 416 (scheme), 483 (Max-Forwards 0), 482 (loop), 420 (Proxy-Require).
 function proxy.validate(ep, req)
-  local scheme = req.uri:match("^(%a[%w+.-]*):")
-  if not scheme or not SCHEMES[scheme:lower()] then
-    return 416
-  end
-  if req.max_forwards == 0 then
-    return 483
-  end
-  -- loop detection: one of our Vias carries this request's loop hash
-  req._loop_hash = req:loop_hash()
-  local hosts = req:via_hosts_with_branch("z9hG4bKls" .. req._loop_hash)
-  if hosts then
-    local mine = ep:_local_addrs()
-    for _, hp in ipairs(hosts) do
-      if mine[(hp:gsub("^%[(.*)%]", "%1"))] then
-        return 482
-      end
-    end
-  end
-  if req:header("Proxy-Require") then
+  local code = ep.core:validate(req)
+  if code == 420 then
     return 420, nil, { Unsupported = table.concat(req:headers("Proxy-Require"), ", ") }
   end
-  return nil
+  return code
 end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.

@@ -22,17 +22,29 @@ local function monotonic()
 end
 
 --- The source IP of a request: "udp:1.2.3.4:5060" -> "1.2.3.4", "tcp:[::1]:5060" -> "::1".
+-- "udp:1.2.3.4:5060" -> "1.2.3.4", remembered: a proxy sees the same few sources again
+-- and again, and a pattern match per request is a good part of the limiter's cost.
+local ip_of, ip_count = {}, 0
+local IP_CACHE_MAX = 4096
+
 function ratelimit.source_ip(req)
   local src = type(req) == "string" and req or req.source
   if not src then
     return nil
   end
-  return src:match("^%a+:%[(.-)%]:%d+$") or src:match("^%a+:([^:]+):%d+$") or src
+  local ip = ip_of[src]
+  if ip then
+    return ip
+  end
+  ip = src:match("^%a+:%[(.-)%]:%d+$") or src:match("^%a+:([^:]+):%d+$") or src
+  if ip_count >= IP_CACHE_MAX then
+    ip_of, ip_count = {}, 0
+  end
+  ip_of[src] = ip
+  ip_count = ip_count + 1
+  return ip
 end
 
---- sip.ratelimit.new{ rate = per second, burst = n, key = fn(req) -> string,
----   max_sources = n, log_window = s, now = fn() -> seconds } -> limiter
--- rate and burst are required; key defaults to the source IP.
 function ratelimit.new(opts)
   assert(type(opts) == "table", "sip.ratelimit.new: options table expected")
   local rate, burst = tonumber(opts.rate), tonumber(opts.burst or opts.rate)
