@@ -30,6 +30,10 @@ typedef struct lsip_ep {
 	sip_endpoint *ep;
 	lsip_loop *lp;
 	int handlers;   /* registry ref of the handler table */
+	/* ep:set_router: requests no handler takes go straight to router(req) in a pooled
+	 * coroutine, without the Lua dispatcher (see fast_path) */
+	int router, epobj, pool;
+	uint32_t handled;   /* bit per sip_method with a handler of its own (bit 0: others) */
 	/* the last source formatted: requests come from the same few peers */
 	sip_tp_kind src_kind;
 	socklen_t src_len;
@@ -201,10 +205,68 @@ static void push_src(lua_State *L, lsip_ep *e, const sip_tp_src *src)
 	lua_pushstring(L, e->src_str);
 }
 
+/* A request the router takes with nothing for the Lua dispatcher to do first: out of any
+ * dialog (no To tag), no Route to preprocess (§16.4), no INVITE (a CANCEL may look it up),
+ * and no handler of its own for the method. */
+static int fast_path(const lsip_ep *e, const sip_txn *st, const sip_msg *m)
+{
+	return e->router != LUA_NOREF && st && m->to_tag.n == 0 &&
+	       m->method_id != SIP_METHOD_INVITE && m->method_id != SIP_METHOD_ACK &&
+	       m->method_id != SIP_METHOD_CANCEL && m->first[SIP_HDR_ROUTE] < 0 &&
+	       !(e->handled & (1u << m->method_id));
+}
+
+#define ROUTER_POOL_MAX 256
+
+/* router(req) in a coroutine of the pool; one that waits (yields) is kept alive by whatever
+ * will wake it, and one that returns goes back to the pool. */
+static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
+		       const sip_tp_src *src)
+{
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->pool);
+	lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+	lua_State *co;
+	if (n > 0) {
+		lua_rawgeti(L, -1, n);
+		co = lua_tothread(L, -1);
+		lua_pushnil(L);
+		lua_rawseti(L, -3, n);
+		n--;
+	} else {
+		co = lua_newthread(L);
+	}
+	lua_rawgeti(co, LUA_REGISTRYINDEX, e->router);
+	if (push_copy(co, m, src)) {
+		lua_settop(co, 0);
+		lua_settop(L, top);
+		return;
+	}
+	lua_rawgeti(co, LUA_REGISTRYINDEX, e->epobj);
+	push_src(co, e, src);
+	lsip_msg_attach(co, 2, 3, (lua_Integer)sip_txn_id(st), lua_tostring(co, 4));
+	lua_settop(co, 2);
+	int nres;
+	int status = lua_resume(co, L, 1, &nres);
+	if (status == LUA_OK) {
+		lua_settop(co, 0);
+		if (n < ROUTER_POOL_MAX)
+			lua_rawseti(L, -2, n + 1);   /* the thread, back to the pool */
+	} else if (status != LUA_YIELD) {
+		lua_xmove(co, L, 1);
+		report(L, "router");
+	}
+	lua_settop(L, top);
+}
+
 static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_src *src)
 {
 	lsip_ep *e = ud;
 	lua_State *L = e->lp->L;
+	if (fast_path(e, st, m)) {
+		run_router(L, e, st, m, src);
+		return;
+	}
 	if (!push_handler(L, e, "request"))
 		return;
 	if (push_copy(L, m, src)) {
@@ -365,6 +427,9 @@ static int l_endpoint(lua_State *L)
 	lua_setiuservalue(L, -2, 1);   /* the endpoint keeps its loop alive */
 	lua_pushvalue(L, 3);
 	e->handlers = luaL_ref(L, LUA_REGISTRYINDEX);
+	e->router = e->epobj = LUA_NOREF;
+	lua_newtable(L);
+	e->pool = luaL_ref(L, LUA_REGISTRYINDEX);
 	sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack, hook_gone,
 			       hook_log, hook_relayed, hook_relay_branch };
 	if (lua_getfield(L, 2, "log") != LUA_TNIL && !lua_toboolean(L, -1))
@@ -601,6 +666,35 @@ static int ep_validate(lua_State *L)
 	return 1;
 }
 
+/* ep:set_router(fn, endpoint, handled) or ep:set_router(nil): requests on the fast path
+ * (see fast_path) go to fn(req), with req._ep = endpoint; handled lists the methods that
+ * have handlers of their own (they keep going through the "request" handler). */
+static int ep_set_router(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	luaL_unref(L, LUA_REGISTRYINDEX, e->router);
+	luaL_unref(L, LUA_REGISTRYINDEX, e->epobj);
+	e->router = e->epobj = LUA_NOREF;
+	e->handled = 0;
+	if (lua_isnoneornil(L, 2))
+		return 0;
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	luaL_checktype(L, 4, LUA_TTABLE);
+	lua_Integer n = luaL_len(L, 4);
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, 4, i);
+		size_t len;
+		const char *name = luaL_checklstring(L, -1, &len);
+		e->handled |= 1u << sip_method_lookup(name, len);
+		lua_pop(L, 1);
+	}
+	lua_pushvalue(L, 3);
+	e->epobj = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushvalue(L, 2);
+	e->router = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
 /* ep:cancel(txn_id) -> true | nil, err */
 static int ep_cancel(lua_State *L)
 {
@@ -670,6 +764,10 @@ static int ep_close(lua_State *L)
 		e->ep = NULL;
 		luaL_unref(L, LUA_REGISTRYINDEX, e->handlers);
 		e->handlers = LUA_NOREF;
+		luaL_unref(L, LUA_REGISTRYINDEX, e->router);
+		luaL_unref(L, LUA_REGISTRYINDEX, e->epobj);
+		luaL_unref(L, LUA_REGISTRYINDEX, e->pool);
+		e->router = e->epobj = e->pool = LUA_NOREF;
 	}
 	return 0;
 }
@@ -702,6 +800,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay }, { "validate", ep_validate },
+	{ "set_router", ep_set_router },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

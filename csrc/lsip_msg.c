@@ -844,24 +844,31 @@ static int m_index(lua_State *L)
 	return 1;
 }
 
-/* msg:_attach(ep, txn, source): the endpoint's fields for a request it received, set in one
- * call (one table made to its size) instead of three __newindex round trips. */
-static int m_attach(lua_State *L)
+/* The endpoint's fields of a request it received (_ep, _txn, source), set in one go (one
+ * table made to its size) instead of three __newindex round trips. msg and ep are absolute
+ * stack indexes. */
+void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, const char *source)
 {
-	meta_self(L);
-	lua_settop(L, 4);
-	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE) {
+	if (lua_getiuservalue(L, msg, UV_EXTRA) != LUA_TTABLE) {
 		lua_pop(L, 1);
 		lua_createtable(L, 0, 6);
 		lua_pushvalue(L, -1);
-		lua_setiuservalue(L, 1, UV_EXTRA);
+		lua_setiuservalue(L, msg, UV_EXTRA);
 	}
-	lua_pushvalue(L, 2);
+	lua_pushvalue(L, ep);
 	lua_setfield(L, -2, "_ep");
-	lua_pushvalue(L, 3);
+	lua_pushinteger(L, txn);
 	lua_setfield(L, -2, "_txn");
-	lua_pushvalue(L, 4);
+	lua_pushstring(L, source);
 	lua_setfield(L, -2, "source");
+	lua_pop(L, 1);
+}
+
+/* msg:_attach(ep, txn, source) */
+static int m_attach(lua_State *L)
+{
+	meta_self(L);
+	lsip_msg_attach(L, 1, 2, luaL_checkinteger(L, 3), luaL_optstring(L, 4, NULL));
 	return 0;
 }
 

@@ -55,8 +55,19 @@ static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
 	sip_msg c;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (ep->closing || sip_msg_clone(&c, slots, SIP_MSG_SLOTS, res, &err))
+	if (ep->closing)
 		return;
+	if (res->nhdrs <= SIP_MSG_SLOTS) {
+		/* a shallow copy with its own header array: taking the Via off edits only that */
+		c = *res;
+		memcpy(slots, res->hdrs, res->nhdrs * sizeof *slots);
+		c.hdrs = c.slots = slots;
+		c.hdrs_cap = c.nslots = SIP_MSG_SLOTS;
+		c.owned = 0;
+		c.edits = NULL;
+	} else if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, res, &err)) {
+		return;
+	}
 	sip_msg_remove_top_via(&c);
 	if (!stateless && r->st) {
 		if (sip_txn_server_reply(r->st, &c, &err) == 0)
@@ -148,7 +159,7 @@ static void finish(sip_relay *r)
 	sip_timer_stop(ep->loop, &r->t_timeout);
 	if (r->answered || !r->has_best) {
 		/* no final at all (branches ended without one): 408, or 487 after a CANCEL */
-		if (!r->has_best && r->st && !ep->closing)
+		if (!r->answered && !r->has_best && r->st && !ep->closing)
 			sip_ep_reply_code(ep, r->st, NULL, r->cancelled ? 487 : 408);
 		if (r->notify_done && ep->hooks.relayed)
 			ep->hooks.relayed(ep->ud, r->id, r->has_best ? &r->best : NULL);
@@ -232,8 +243,8 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 		/* 2xx: up at once (every 2xx of an INVITE, §16.7 step 5); the rest are cancelled */
 		if (r->invite || !r->answered) {
 			forward_up(r, res, r->answered);
-			if (!r->answered)
-				set_best(r, bi, res);
+			if (!r->answered && r->notify_done)
+				set_best(r, bi, res);   /* what the TU gets back */
 			r->answered = 1;
 		}
 		cancel_branches(r, (int)bi);

@@ -143,6 +143,42 @@ describe("req:relay (the proxy core)", function()
     assert.is_true(route_result.res)
   end)
 
+  it("answers 500 when the router fails, and serves the next request", function()
+    local n = 0
+    proxy:route(function(req)
+      n = n + 1
+      if n == 1 then
+        error("boom")
+      end
+      req:reply(200)
+    end)
+    assert.equal(500, send("OPTIONS").status)
+    assert.equal(200, send("OPTIONS").status)
+  end)
+
+  it("lets a router wait (its own coroutine) while others run", function()
+    local order = {}
+    proxy:route(function(req)
+      local who = req:header("Subject")
+      if who == "slow" then
+        sip.sleep(0.2)
+      end
+      order[#order + 1] = who
+      req:reply(200)
+    end)
+    local done = 0
+    sip.spawn(function()
+      assert.equal(200, send("MESSAGE", { headers = { Subject = "slow" } }).status)
+      done = done + 1
+    end)
+    sip.spawn(function()
+      assert.equal(200, send("MESSAGE", { headers = { Subject = "fast" } }).status)
+      done = done + 1
+    end)
+    assert.truthy(run_until(function() return done == 2 end))
+    assert.same({ "fast", "slow" }, order)
+  end)
+
   it("answers 400 when no target is usable", function()
     route(function() return { "not a uri", "sip:" } end)
     assert.equal(400, send("MESSAGE").status)

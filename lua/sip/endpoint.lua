@@ -213,13 +213,45 @@ function Endpoint:on(method, fn)
   assert(type(method) == "string", "ep:on: method expected")
   assert(type(fn) == "function", "ep:on: function expected")
   self.handlers[method] = fn
+  self:_sync_router()
   return self
 end
 
 function Endpoint:route(fn)
   assert(type(fn) == "function", "ep:route: function expected")
   self.router = fn
+  self:_sync_router()
   return self
+end
+
+-- Run a handler and answer 500 when it fails before answering.
+local function run_handler(self, fn, req)
+  local ok, err = xpcall(fn, debug.traceback, req)
+  if not ok then
+    self:_log("error", "handler error (Call-ID %s): %s", tostring(req.call_id), tostring(err))
+    if not req.replied_final and req.method ~= "ACK" then
+      req:reply(500)
+    end
+  end
+end
+
+-- The core hands the requests the router takes with nothing to dispatch first (no dialog,
+-- no Route, no handler of their own: the pager model's MESSAGE) straight to it, in a pooled
+-- coroutine (lsip_ep.c run_router); the rest come through _dispatch.
+function Endpoint:_sync_router()
+  if not self.core then
+    return
+  end
+  if not self.router then
+    self.core:set_router(nil)
+    return
+  end
+  local handled = {}
+  for m in pairs(self.handlers) do
+    handled[#handled + 1] = m
+  end
+  local router = self.router
+  self.core:set_router(function(req) run_handler(self, router, req) end, self, handled)
 end
 
 function Endpoint:stats()
@@ -289,15 +321,7 @@ function Endpoint:_dispatch(req, txn, source)
   if not fn then
     return self:_default(req)
   end
-  sched.spawn(function()
-    local ok, err = xpcall(fn, debug.traceback, req)
-    if not ok then
-      self:_log("error", "handler error (Call-ID %s): %s", tostring(req.call_id), tostring(err))
-      if not req.replied_final and req.method ~= "ACK" then
-        req:reply(500)
-      end
-    end
-  end)
+  sched.spawn(run_handler, self, fn, req)
 end
 
 function Endpoint:_response(txn, res)

@@ -14,13 +14,28 @@ local DONE = {}        -- what a worker yields when its task has returned
 local POOL_MAX = 256   -- idle workers kept; past that, finished ones are let go
 local pool = {}
 
+-- A task comes as fn, n, a, b, c: up to three arguments passed as they are (no table per
+-- task), or n = -1 and a table.pack of them in a.
+local function call(fn, n, a, b, c)
+  if n == -1 then
+    return fn(table.unpack(a, 1, a.n))
+  elseif n == 0 then
+    return fn()
+  elseif n == 1 then
+    return fn(a)
+  elseif n == 2 then
+    return fn(a, b)
+  end
+  return fn(a, b, c)
+end
+
 local function worker()
-  local fn, args = coroutine.yield()
+  local fn, n, a, b, c = coroutine.yield()
   while true do
-    fn(table.unpack(args, 1, args.n))
+    call(fn, n, a, b, c)
     if #pool < POOL_MAX then
       pool[#pool + 1] = coroutine.running()
-      fn, args = coroutine.yield(DONE)
+      fn, n, a, b, c = coroutine.yield(DONE)
     else
       return DONE
     end
@@ -45,7 +60,12 @@ function sched.spawn(fn, ...)
     coroutine.resume(co)   -- to the worker's first yield: ready for a task
   end
   running = running + 1
-  resume(co, fn, table.pack(...))
+  local n = select("#", ...)
+  if n <= 3 then
+    resume(co, fn, n, ...)
+  else
+    resume(co, fn, -1, table.pack(...))
+  end
   return co
 end
 
