@@ -351,18 +351,19 @@ void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res)
 		ep->hooks.response(ep->ud, t, res);
 }
 
-void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
+void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
+		       const char *extra)
 {
 	sip_msg stored;
 	const char *err;
 	if (!req) {
 		if (!st->req || sip_msg_parse(&stored, st->req, st->reqlen, 0, 0, NULL, &err))
 			return;
-		core_reply(ep, st, &stored, code, NULL);
+		core_reply(ep, st, &stored, code, extra);
 		sip_msg_free(&stored);
 		return;
 	}
-	core_reply(ep, st, req, code, NULL);
+	core_reply(ep, st, req, code, extra);
 }
 
 void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *reason)
@@ -695,7 +696,7 @@ int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_sr
 
 /* sent-by for our Via: the listener of that transport and family (any family as a
  * fallback). */
-static int sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, size_t cap)
+int sent_by_format(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, size_t cap)
 {
 	int best = -1, n = sip_tp_listener_count(ep->tp);
 	struct sockaddr_storage ss;
@@ -739,7 +740,7 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 		return req->branch.n ? 0 : -1;
 	char v[384], br[BRANCH_HEX + 8], none[] = "invalid";
 	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
-	if (!sb[0] && sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
+	if (!sb[0] && sent_by_format(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
 		sb[0] = 0;   /* no listener yet: asked again next time */
 		sb = none;
 	}

@@ -143,6 +143,15 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
  * hash: it came back unchanged), 420 (Proxy-Require: we support no extension). */
 int sip_ep_validate(sip_endpoint *ep, const sip_msg *req);
 
+/* Answer st's request with a §16.3 refusal (420 gets Unsupported with the Proxy-Require
+ * values). */
+void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code);
+
+/* What a relay does to the request first (§16.6 steps 3-4): Max-Forwards decremented (70
+ * when absent) and, with rr (-1: for INVITE, SUBSCRIBE and REFER), a Record-Route of ours
+ * for that transport and family on top, unless the request is in a dialog. */
+int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr);
+
 /* 12 hex digits that stay the same when a request comes back (§16.6 step 8: the loop
  * detection hash of the branch a relay writes). */
 void sip_msg_loop_hash(const sip_msg *m, char out[12]);
@@ -158,6 +167,7 @@ int sip_txn_is_client(const sip_txn *t);
 int sip_txn_is_invite(const sip_txn *t);
 sip_txn_state sip_txn_state_get(const sip_txn *t);
 int sip_txn_last_status(const sip_txn *t);
+const sip_dest *sip_txn_dest(const sip_txn *t);   /* client: the next hop; server: upstream */
 const char *sip_txn_state_name(sip_txn_state s);
 
 /* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" (buf >= 64). */

@@ -35,6 +35,8 @@ int lsip_msg_push_clone(lua_State *L, const sip_msg *src);
  * it and push nil, reason (2 results). Returns the number of results. */
 int lsip_msg_push_owned(lua_State *L, char *buf, size_t len);
 sip_msg *lsip_checkmsg(lua_State *L, int idx);
+/* Push the table of fields Lua code attached to message msg (made when there is none). */
+int lsip_msg_extra(lua_State *L, int msg);
 /* Set a received request's _ep, _txn and source fields (msg, ep: absolute indexes). */
 void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, const char *source);
 

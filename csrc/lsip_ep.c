@@ -695,6 +695,115 @@ static int ep_set_router(lua_State *L)
 	return 0;
 }
 
+/* §16.3 for req (index 2, a request received by this endpoint), once: true, or false after
+ * answering it 416/483/482/420 (an ACK gets no answer). Leaves the extra table on top. */
+static int check_request(lua_State *L, lsip_ep *e, sip_msg *m, sip_txn **st)
+{
+	lsip_msg_extra(L, 2);
+	int extra = lua_gettop(L);
+	lua_getfield(L, extra, "_txn");
+	*st = sip_ep_txn(e->ep, (uint64_t)lua_tointeger(L, -1));
+	int t = lua_getfield(L, extra, "_validated");
+	int ok = lua_toboolean(L, -1);
+	lua_pop(L, 2);
+	if (t != LUA_TNIL)
+		return ok;
+	int code = sip_ep_validate(e->ep, m);
+	if (code && *st && m->method_id != SIP_METHOD_ACK)
+		sip_ep_refuse(e->ep, *st, m, code);
+	lua_pushboolean(L, code == 0);
+	lua_setfield(L, extra, "_validated");
+	if (code) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, extra, "replied_final");
+	}
+	return code == 0;
+}
+
+/* ep:check_request(req) -> true | false (refused and answered, §16.3) */
+static int ep_check_request(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_msg *m = lsip_checkmsg(L, 2);
+	sip_txn *st;
+	lua_pushboolean(L, check_request(L, e, m, &st));
+	return 1;
+}
+
+/* ep:relay_request(req, targets, next_hop, timeout_ms, flags, record_route, stateless)
+ * -> relay_id, done | nil, "refused" | nil, "stateless" | nil, err
+ * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
+ * SUBSCRIBE, REFER), then the relay (see ep:relay; targets nil: the Request-URI). "stateless":
+ * an ACK, a request without a transaction or stateless = true, prepared for the caller to
+ * send. */
+static int ep_relay_request(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_msg *m = lsip_checkmsg(L, 2);
+	sip_txn *st;
+	if (!check_request(L, e, m, &st)) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "refused");
+		return 2;
+	}
+	int extra = lua_gettop(L);
+	int rr = lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7);
+	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
+	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
+	if (sip_ep_relay_prepare(e->ep, m, kind, family, rr))
+		return luaL_error(L, "out of memory");
+	if (!st || m->method_id == SIP_METHOD_ACK || lua_toboolean(L, 8)) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "stateless");
+		return 2;
+	}
+	sip_pl targets[RELAY_MAX_TARGETS];
+	unsigned n = 0;
+	if (lua_type(L, 3) == LUA_TTABLE) {
+		lua_Integer len = luaL_len(L, 3);
+		if (len > RELAY_MAX_TARGETS)
+			return luaL_argerror(L, 3, "too many targets");
+		for (lua_Integer i = 1; i <= len; i++) {
+			lua_rawgeti(L, 3, i);
+			size_t l;
+			const char *s = lua_tolstring(L, -1, &l);
+			if (!s)
+				return luaL_argerror(L, 3, "URIs expected");
+			targets[n++] = sip_pl_make(s, l);
+			lua_pop(L, 1);   /* the table keeps the string alive */
+		}
+	} else if (lua_isnoneornil(L, 3)) {
+		targets[n++] = m->uri;
+	} else {
+		size_t l;
+		const char *s = luaL_checklstring(L, 3, &l);
+		targets[n++] = sip_pl_make(s, l);
+	}
+	sip_relay_opts o;
+	memset(&o, 0, sizeof o);
+	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
+	lua_Integer ms = luaL_optinteger(L, 5, 0);
+	o.timeout_ms = ms > 0 ? (unsigned)ms : 0;
+	lua_Integer flags = luaL_optinteger(L, 6, 1);
+	o.notify_done = (flags & 1) != 0;
+	o.notify_each = (flags & 2) != 0;
+	const char *err;
+	int done;
+	uint64_t id = sip_ep_relay(e->ep, st, m, targets, n, &o, &done, &err);
+	if (!id) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	if (done || !o.notify_done) {
+		lua_pushboolean(L, 1);   /* the core answers upstream from here on */
+		lua_setfield(L, extra, "replied_final");
+	}
+	lua_pushinteger(L, (lua_Integer)id);
+	lua_pushboolean(L, done);
+	return 2;
+}
+
 /* ep:cancel(txn_id) -> true | nil, err */
 static int ep_cancel(lua_State *L)
 {
@@ -800,7 +909,8 @@ static const luaL_Reg ep_methods[] = {
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay }, { "validate", ep_validate },
-	{ "set_router", ep_set_router },
+	{ "set_router", ep_set_router }, { "relay_request", ep_relay_request },
+	{ "check_request", ep_check_request },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

@@ -864,6 +864,18 @@ void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, const char 
 	lua_pop(L, 1);
 }
 
+int lsip_msg_extra(lua_State *L, int msg)
+{
+	int t = lua_getiuservalue(L, msg, UV_EXTRA);
+	if (t != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_createtable(L, 0, 6);
+		lua_pushvalue(L, -1);
+		lua_setiuservalue(L, msg, UV_EXTRA);
+	}
+	return 0;
+}
+
 /* msg:_attach(ep, txn, source) */
 static int m_attach(lua_State *L)
 {

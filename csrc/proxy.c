@@ -11,6 +11,7 @@
 #include "rand.h"
 #include "uri.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -160,7 +161,7 @@ static void finish(sip_relay *r)
 	if (r->answered || !r->has_best) {
 		/* no final at all (branches ended without one): 408, or 487 after a CANCEL */
 		if (!r->answered && !r->has_best && r->st && !ep->closing)
-			sip_ep_reply_code(ep, r->st, NULL, r->cancelled ? 487 : 408);
+			sip_ep_reply_code(ep, r->st, NULL, r->cancelled ? 487 : 408, NULL);
 		if (r->notify_done && ep->hooks.relayed)
 			ep->hooks.relayed(ep->ud, r->id, r->has_best ? &r->best : NULL);
 		return;
@@ -384,6 +385,56 @@ int sip_ep_validate(sip_endpoint *ep, const sip_msg *m)
 	return 0;
 }
 
+void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
+{
+	char extra[512];
+	size_t o = 0;
+	if (code == 420) {
+		/* §8.2.2.3: Unsupported lists what Proxy-Require asked for */
+		memcpy(extra, "Unsupported: ", 13);
+		o = 13;
+		for (int i = req->first[SIP_HDR_PROXY_REQUIRE]; i >= 0;
+		     i = sip_msg_find(req, SIP_HDR_PROXY_REQUIRE, NULL, 0, i + 1)) {
+			sip_pl v = req->hdrs[i].value;
+			if (o + v.n + 4 >= sizeof extra)
+				break;
+			if (o > 13) {
+				extra[o++] = ',';
+				extra[o++] = ' ';
+			}
+			o += sip_unfold(v, extra + o, sizeof extra - o - 3);
+		}
+		memcpy(extra + o, "\r\n", 3);
+	}
+	sip_ep_reply_code(ep, st, req, code, o ? extra : NULL);
+}
+
+int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
+{
+	/* §16.6 step 3: Max-Forwards decremented, or 70 when there was none */
+	int mf = req->max_forwards < 0 ? 70 : req->max_forwards - 1;
+	char num[24];
+	size_t n = sip_fmt_uint(num, (unsigned)(mf < 0 ? 0 : mf));
+	if (sip_msg_set_header(req, "Max-Forwards", 12, num, n))
+		return -1;
+	if (rr < 0)
+		rr = req->method_id == SIP_METHOD_INVITE || req->method_id == SIP_METHOD_SUBSCRIBE ||
+		     req->method_id == SIP_METHOD_REFER;
+	if (!rr || req->to_tag.n)
+		return 0;
+	/* §16.6 step 4: Record-Route with our address on the transport it came in on */
+	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
+	if (!sb[0] && sent_by_format(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
+		sb[0] = 0;
+		return -1;
+	}
+	char v[128];
+	int len = snprintf(v, sizeof v, "<sip:%s;lr%s>", sb, kind == SIP_TP_TCP ? ";transport=tcp" : "");
+	if (len < 0 || (size_t)len >= sizeof v)
+		return -1;
+	return sip_msg_add_header(req, "Record-Route", 12, v, (size_t)len, 1);
+}
+
 /* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI. */
 static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, sip_dest *d,
 		    const char **err)
@@ -486,7 +537,7 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		*done = 1;
 		if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
 			sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
-		sip_ep_reply_code(ep, st, req, 408);
+		sip_ep_reply_code(ep, st, req, 408, NULL);
 	} else if (o->timeout_ms && r->invite) {
 		sip_timer_start(ep->loop, &r->t_timeout, o->timeout_ms, timeout_handler, r);
 	}

@@ -103,22 +103,7 @@ end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
 function msg_methods.validate(req)
-  if req._validated ~= nil then
-    return req._validated
-  end
-  local code, reason, headers = proxy.validate(req._ep, req)
-  req._validated = not code
-  if code and req.method ~= "ACK" then
-    req:reply(code, reason, { headers = headers })
-  end
-  return req._validated
-end
-
-local function record_route(ep, req)
-  local kind = (req.source or "udp"):match("^(%a+)")
-  local hostport = ep:address(kind) or ep:address()
-  local rr = "<sip:" .. hostport .. ";lr" .. (kind == "tcp" and ";transport=tcp" or "") .. ">"
-  req:add_header("Record-Route", rr, true)
+  return req._ep.core:check_request(req)
 end
 
 -- Where a request goes next: the first Route if loose, else its Request-URI (§16.6 step 7).
@@ -143,58 +128,44 @@ function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
   end
-  opts = opts or {}
   local ep = req._ep
   assert(ep, "req:relay: not a request received by an endpoint")
-  if not req:validate() then
-    return nil, "refused"
-  end
-  if not targets then
-    targets = req.uri
-  end
-
-  req:decrement_max_forwards()
-  local method = req.method
-  local rr = opts.record_route
-  if rr == nil then
-    rr = method == "INVITE" or method == "SUBSCRIBE" or method == "REFER"
-  end
-  if rr and not req.to_tag then
-    record_route(ep, req)
-  end
-
-  -- ACK (of a 2xx) and explicit stateless relays: no transaction (§16.11)
-  if method == "ACK" or opts.stateless or req._txn == 0 then
-    local t = type(targets) == "table" and targets[1] or targets
-    if t ~= req.uri then
-      req:set_uri(t)
+  local flags, timeout, next_hop_uri, rr, stateless = 1, nil, nil, nil, nil
+  if opts then
+    flags = opts.wait == false and 0 or 1
+    if opts.on_response then
+      flags = 3
     end
-    return ep:send(req, opts.next_hop or next_hop(req), "push")
+    timeout = opts.timeout and math.floor(opts.timeout * 1000) or nil
+    next_hop_uri, rr, stateless = opts.next_hop, opts.record_route, opts.stateless
   end
-
-  local flags = opts.wait == false and 0 or 1
-  if opts.on_response then
-    flags = 3
-  end
-  local timeout = opts.timeout and math.floor(opts.timeout * 1000) or nil
-  local id, done = ep.core:relay(req._txn, req, targets, opts.next_hop, timeout, flags)
+  -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (ep:relay_request)
+  local id, done = ep.core:relay_request(req, targets, next_hop_uri, timeout, flags, rr, stateless)
   if not id then
+    if done == "refused" then
+      return nil, done
+    elseif done == "stateless" then
+      -- ACK (of a 2xx) and explicit stateless relays: no transaction (§16.11)
+      local t = type(targets) == "table" and targets[1] or targets
+      if t and t ~= req.uri then
+        req:set_uri(t)
+      end
+      return ep:send(req, next_hop_uri or next_hop(req), "push")
+    end
     req:reply(400, "Bad target")
     return nil, done
   end
   if done then
-    req.replied_final = true   -- every branch failed at once: the core answered 408
-    return nil, "no response"
+    return nil, "no response"   -- every branch failed at once: the core answered 408
   end
-  if opts.on_response then
-    local list = type(targets) == "table" and targets or { targets }
+  if flags == 0 then
+    return true
+  end
+  if flags == 3 then
+    local list = type(targets) == "table" and targets or { targets or req.uri }
     ep.relay_each[id] = function(i, res)
       opts.on_response(res, list[i])
     end
-  end
-  if flags == 0 then
-    req.replied_final = true   -- the core answers upstream from here on
-    return true
   end
   local res = sched.await(function(wake) ep.relays[id] = wake end)
   req.replied_final = true
