@@ -101,6 +101,19 @@ describe("registrar", function()
     assert.same({}, reg.store:aors())
   end)
 
+  it("keeps targets() in step with REGISTERs and expiry", function()
+    local aor = "sip:alice@example.com"
+    assert.same({}, reg:targets(aor))
+    register({ "<sip:alice@192.0.2.1:5070>;q=0.5" }, 60)
+    assert.same({ "sip:alice@192.0.2.1:5070" }, reg:targets(aor))
+    register({ "<sip:alice@192.0.2.2:5070>;q=0.9" }, 120)
+    assert.same({ "sip:alice@192.0.2.2:5070", "sip:alice@192.0.2.1:5070" }, reg:targets(aor))
+    clock = clock + 60   -- the first binding is over: the cached list must not outlive it
+    assert.same({ "sip:alice@192.0.2.2:5070" }, reg:targets(aor))
+    register({ "<sip:alice@192.0.2.2:5070>" }, 0)
+    assert.same({}, reg:targets(aor))
+  end)
+
   it("answers 400 for a To URI that is not sip: (RFC 4475 unksm2)", function()
     local m = assert(sip.parse(helper.read("rfc4475/semantic/unksm2.sip")))
     local code = reg:handle(m)

@@ -278,15 +278,11 @@ function cli.server(opts)
         return req:reply(404)
       end
       local aor = "sip:" .. ruser .. "@" .. domain
-      local bindings = registrar:lookup(aor, true)
-      if #bindings == 0 then
+      local targets = registrar:targets(aor)
+      if #targets == 0 then
         local code = users[ruser] and 480 or 404
         log("%s %s -> %d", m, aor, code)
         return req:reply(code)
-      end
-      local targets = {}
-      for _, b in ipairs(bindings) do
-        targets[#targets + 1] = b.uri
       end
       local res = req:relay(targets, relay_opts)
       log("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")

@@ -126,8 +126,37 @@ function Registrar:lookup(aor, canonical)
   return out
 end
 
+--- registrar:targets(aor) -> { contact URI, ... } of the live bindings in lookup order.
+-- Kept between calls until a binding changes or the first of them expires: a proxy asks
+-- this for every request. The list is shared: do not change it.
+function Registrar:targets(aor)
+  local version = self.version or 0
+  local cache = self._targets
+  if not cache or self._targets_version ~= version then
+    cache = {}
+    self._targets, self._targets_version = cache, version
+  end
+  local now = now_of(self)
+  local c = cache[aor]
+  if c and now < c.until_ then
+    return c.list
+  end
+  local list, until_ = {}, math.huge
+  for _, b in ipairs(self:lookup(aor, true)) do
+    list[#list + 1] = b.uri
+    if b.expires_at < until_ then
+      until_ = b.expires_at
+    end
+  end
+  if #list > 0 then
+    cache[aor] = { list = list, until_ = until_ }
+  end
+  return list
+end
+
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
 function Registrar:expire()
+  self.version = (self.version or 0) + 1
   self.store:expire(now_of(self))
 end
 
@@ -191,6 +220,7 @@ function Registrar:handle(req)
         return reply(req, 500, "Out of order REGISTER")
       end
     end
+    self.version = (self.version or 0) + 1
     self.store:delete(aor)
     if self.on_change then
       self.on_change(aor)
@@ -231,8 +261,10 @@ function Registrar:handle(req)
   end
   for _, u in ipairs(updates) do
     if u.expires == 0 then
+      self.version = (self.version or 0) + 1
       self.store:delete(aor, u.uri)
     else
+      self.version = (self.version or 0) + 1
       self.store:put(aor, { uri = u.uri, q = u.q, expires_at = now + u.expires,
         call_id = call_id, cseq = cseq, updated = now, source = req.source,
         path = req:headers("Path") })
