@@ -210,6 +210,7 @@ void sip_ep_free(sip_endpoint *ep)
 	sip_map_free(&ep->server);
 	sip_map_free(&ep->accepted);
 	sip_map_free(&ep->ids);
+	sip_ep_set_domains(ep, NULL, 0, 0);
 	free(ep);
 }
 

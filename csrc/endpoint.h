@@ -143,6 +143,16 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
  * hash: it came back unchanged), 420 (Proxy-Require: we support no extension). */
 int sip_ep_validate(sip_endpoint *ep, const sip_msg *req);
 
+/* Names that are this endpoint besides its addresses (for URIs without a port, or with
+ * `port`). Returns 0 or -1 (out of memory). */
+int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port);
+/* Does this URI name us: one of our domains, or the address and port of a listener? */
+int sip_ep_is_local(sip_endpoint *ep, sip_pl uri);
+/* §16.4 route information preprocessing: a Request-URI we put in a Record-Route (a strict
+ * router upstream) is replaced by the last Route, and a top Route naming us is taken off.
+ * Returns 1 when req changed, 0 when not, -1 on out of memory. */
+int sip_ep_preprocess(sip_endpoint *ep, sip_msg *req);
+
 /* Answer st's request with a §16.3 refusal (420 gets Unsupported with the Proxy-Require
  * values). */
 void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code);

@@ -34,6 +34,7 @@ typedef struct lsip_ep {
 	 * coroutine, without the Lua dispatcher (see fast_path) */
 	int router, epobj, pool;
 	uint32_t handled;   /* bit per sip_method with a handler of its own (bit 0: others) */
+	int has_dialogs;    /* the Lua side holds UA dialogs: in-dialog requests go to it */
 	/* the last source formatted: requests come from the same few peers */
 	sip_tp_kind src_kind;
 	socklen_t src_len;
@@ -205,15 +206,13 @@ static void push_src(lua_State *L, lsip_ep *e, const sip_tp_src *src)
 	lua_pushstring(L, e->src_str);
 }
 
-/* A request the router takes with nothing for the Lua dispatcher to do first: out of any
- * dialog (no To tag), no Route to preprocess (§16.4), no INVITE (a CANCEL may look it up),
- * and no handler of its own for the method. */
+/* A request the router takes with nothing for the Lua dispatcher to do first: no UA
+ * dialog it could belong to (no To tag, or no dialogs at all) and no handler of its own for
+ * the method. §16.4 preprocessing is done here (run_router). */
 static int fast_path(const lsip_ep *e, const sip_txn *st, const sip_msg *m)
 {
-	return e->router != LUA_NOREF && st && m->to_tag.n == 0 &&
-	       m->method_id != SIP_METHOD_INVITE && m->method_id != SIP_METHOD_ACK &&
-	       m->method_id != SIP_METHOD_CANCEL && m->first[SIP_HDR_ROUTE] < 0 &&
-	       !(e->handled & (1u << m->method_id));
+	return e->router != LUA_NOREF && (st || m->method_id == SIP_METHOD_ACK) &&
+	       (m->to_tag.n == 0 || !e->has_dialogs) && !(e->handled & (1u << m->method_id));
 }
 
 #define ROUTER_POOL_MAX 256
@@ -244,10 +243,16 @@ static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
 	}
 	lua_rawgeti(co, LUA_REGISTRYINDEX, e->epobj);
 	push_src(co, e, src);
-	lsip_msg_attach(co, 2, 3, (lua_Integer)sip_txn_id(st), lua_tostring(co, 4));
+	lsip_msg_attach(co, 2, 3, st ? (lua_Integer)sip_txn_id(st) : 0, lua_tostring(co, 4));
 	lua_settop(co, 2);
+	if (sip_ep_preprocess(e->ep, lsip_checkmsg(co, 2)) < 0) {
+		lua_settop(co, 0);
+		lua_settop(L, top);
+		return;
+	}
+	lua_pushboolean(co, m->method_id == SIP_METHOD_INVITE);   /* a CANCEL may look it up */
 	int nres;
-	int status = lua_resume(co, L, 1, &nres);
+	int status = lua_resume(co, L, 2, &nres);
 	if (status == LUA_OK) {
 		lua_settop(co, 0);
 		if (n < ROUTER_POOL_MAX)
@@ -804,6 +809,54 @@ static int ep_relay_request(lua_State *L)
 	return 2;
 }
 
+/* ep:set_domains({ name, ... }, port): names that are us besides our addresses */
+static int ep_set_domains(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_Integer n = luaL_len(L, 2);
+	if (n < 0 || n > 256)
+		return luaL_argerror(L, 2, "too many domains");
+	const char *names[256];
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, 2, i);
+		names[i - 1] = luaL_checkstring(L, -1);
+		lua_pop(L, 1);   /* the table keeps it */
+	}
+	if (sip_ep_set_domains(e->ep, names, (unsigned)n, (int)luaL_optinteger(L, 3, 0)))
+		return luaL_error(L, "out of memory");
+	return 0;
+}
+
+/* ep:is_local(uri) -> boolean */
+static int ep_is_local(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	size_t len;
+	const char *s = luaL_checklstring(L, 2, &len);
+	lua_pushboolean(L, sip_ep_is_local(e->ep, sip_pl_make(s, len)));
+	return 1;
+}
+
+/* ep:preprocess(req) -> changed (§16.4) */
+static int ep_preprocess(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	int r = sip_ep_preprocess(e->ep, lsip_checkmsg(L, 2));
+	if (r < 0)
+		return luaL_error(L, "out of memory");
+	lua_pushboolean(L, r);
+	return 1;
+}
+
+/* ep:set_has_dialogs(bool): whether in-dialog requests must go through the Lua dispatcher */
+static int ep_set_has_dialogs(lua_State *L)
+{
+	lsip_ep *e = luaL_checkudata(L, 1, LSIP_EP_MT);   /* closed endpoints too */
+	e->has_dialogs = lua_toboolean(L, 2);
+	return 0;
+}
+
 /* ep:cancel(txn_id) -> true | nil, err */
 static int ep_cancel(lua_State *L)
 {
@@ -910,7 +963,9 @@ static const luaL_Reg ep_methods[] = {
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay }, { "validate", ep_validate },
 	{ "set_router", ep_set_router }, { "relay_request", ep_relay_request },
-	{ "check_request", ep_check_request },
+	{ "check_request", ep_check_request }, { "set_domains", ep_set_domains },
+	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
+	{ "set_has_dialogs", ep_set_has_dialogs },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

@@ -322,15 +322,13 @@ void sip_msg_loop_hash(const sip_msg *m, char out[12])
 		out[i] = hex[h & 15];
 }
 
-/* Is this Via's sent-by one of our listeners? */
-static int via_is_ours(sip_endpoint *ep, const sip_via *v)
+/* Is host (IPv6 with or without []) and port the address of one of our listeners? */
+static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 {
-	sip_pl h = v->host;
 	if (h.n >= 2 && h.p[0] == '[') {
 		h.p++;
 		h.n -= 2;
 	}
-	int port = v->port ? v->port : 5060;
 	int n = sip_tp_listener_count(ep->tp);
 	for (int i = 0; i < n; i++) {
 		sip_tp_kind k;
@@ -345,6 +343,94 @@ static int via_is_ours(sip_endpoint *ep, const sip_via *v)
 			return 1;
 	}
 	return 0;
+}
+
+/* Is this Via's sent-by one of our listeners? */
+static int via_is_ours(sip_endpoint *ep, const sip_via *v)
+{
+	return is_listener(ep, v->host, v->port ? v->port : 5060);
+}
+
+int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port)
+{
+	for (unsigned i = 0; i < ep->ndomains; i++)
+		free(ep->domains[i]);
+	free(ep->domains);
+	ep->domains = NULL;
+	ep->ndomains = 0;
+	ep->local_port = port;
+	if (!n)
+		return 0;
+	ep->domains = calloc(n, sizeof *ep->domains);
+	if (!ep->domains)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		size_t len = strlen(names[i]);
+		char *d = malloc(len + 1);
+		if (!d)
+			return -1;
+		for (size_t k = 0; k <= len; k++)
+			d[k] = (char)(names[i][k] >= 'A' && names[i][k] <= 'Z' ? names[i][k] + 32 : names[i][k]);
+		ep->domains[ep->ndomains++] = d;
+	}
+	return 0;
+}
+
+int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
+{
+	sip_uri u;
+	const char *err;
+	if (sip_uri_parse(&u, uri, &err) || !u.is_sip || !u.host.n)
+		return 0;
+	if (!u.port || u.port == ep->local_port)
+		for (unsigned i = 0; i < ep->ndomains; i++)
+			if (strlen(ep->domains[i]) == u.host.n &&
+			    strncasecmp(ep->domains[i], u.host.p, u.host.n) == 0)
+				return 1;
+	return is_listener(ep, u.host, u.port ? u.port : 5060);
+}
+
+#define ROUTES_MAX 32
+
+int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
+{
+	if (m->first[SIP_HDR_ROUTE] < 0)
+		return 0;
+	sip_pl routes[ROUTES_MAX];
+	unsigned n = 0;
+	for (int i = m->first[SIP_HDR_ROUTE]; i >= 0 && n < ROUTES_MAX;
+	     i = sip_msg_find(m, SIP_HDR_ROUTE, NULL, 0, i + 1)) {
+		size_t pos = 0;
+		sip_pl item;
+		while (n < ROUTES_MAX && sip_list_next(m->hdrs[i].value, &pos, &item))
+			routes[n++] = item;
+	}
+	if (!n)
+		return 0;
+	unsigned first = 0;
+	int changed = 0;
+	sip_addr a;
+	const char *err;
+	/* a strict router upstream: the Request-URI is a value we put in a Record-Route */
+	if (sip_ep_is_local(ep, m->uri) && !memmem(m->uri.p, m->uri.n, ";lr", 3) &&
+	    sip_addr_parse(&a, routes[n - 1], &err) == 0) {
+		if (sip_msg_set_uri(m, a.uri.p, a.uri.n))
+			return -1;
+		n--;
+		changed = 1;
+	}
+	/* our own address on top of the Route set: taken off */
+	if (n && sip_addr_parse(&a, routes[0], &err) == 0 && sip_ep_is_local(ep, a.uri)) {
+		first = 1;
+		changed = 1;
+	}
+	if (!changed)
+		return 0;
+	sip_msg_remove_header(m, "Route", 5);
+	for (unsigned i = first; i < n; i++)
+		if (sip_msg_add_header(m, "Route", 5, routes[i].p, routes[i].n, 0))
+			return -1;
+	return 1;
 }
 
 static int scheme_ok(sip_pl u)

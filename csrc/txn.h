@@ -45,6 +45,9 @@ struct sip_endpoint {
 	sip_ep_stats stats;
 	int closing;             /* sip_ep_free is ending every transaction: send nothing */
 	char sent_by[2][2][64];  /* our Via sent-by per [TCP?][IPv6?], formatted once */
+	char **domains;          /* names that are us besides our addresses (lowercase) */
+	unsigned ndomains;
+	int local_port;          /* the port a domain name stands for */
 };
 
 /* txn.c */

@@ -179,6 +179,53 @@ describe("req:relay (the proxy core)", function()
     assert.same({ "fast", "slow" }, order)
   end)
 
+  describe("route preprocessing (§16.4)", function()
+    local seen
+    local function bob()
+      return callee(function(req)
+        seen = { uri = req.uri, routes = req:headers("Route") }
+        req:reply(200)
+      end)
+    end
+    local function send_routed(uri, routes)
+      local req = assert(sip.request { method = "MESSAGE", uri = uri,
+        from = "sip:alice@example.com", headers = { { "Route", routes } } })
+      return alice:request(req, { target = "sip:" .. proxy:address("udp") })
+    end
+
+    it("takes its own address off the top of the Route set and follows the next", function()
+      local b = bob()
+      route(function() return nil end)
+      local next_hop = "<sip:" .. b:address("udp") .. ";lr>"
+      local res = send_routed("sip:bob@example.com",
+        "<sip:" .. proxy:address("udp") .. ";lr>, " .. next_hop)
+      assert.equal(200, res.status)
+      assert.same({ next_hop }, seen.routes)
+      assert.equal("sip:bob@example.com", seen.uri)
+    end)
+
+    it("puts the last Route back in the Request-URI after a strict router", function()
+      local b = bob()
+      route(function() return nil end)
+      -- a strict router upstream sent us our own Record-Route value as the Request-URI
+      local res = send_routed("sip:" .. proxy:address("udp"), "<" .. b:uri("bob") .. ">")
+      assert.equal(200, res.status)
+      assert.equal(b:uri("bob"), seen.uri)
+      assert.same({}, seen.routes)
+    end)
+
+    it("knows its domains (with their port) and its addresses", function()
+      proxy:set_domains { "Example.COM" }
+      local port = proxy:address("udp"):match(":(%d+)$")
+      assert.is_true(proxy:is_local("sip:bob@example.com"))
+      assert.is_true(proxy:is_local("sip:bob@example.com:" .. port))
+      assert.is_false(proxy:is_local("sip:bob@example.com:1"))
+      assert.is_false(proxy:is_local("sip:bob@example.org"))
+      assert.is_true(proxy:is_local("sip:" .. proxy:address("udp")))
+      assert.is_false(proxy:is_local("not a uri"))
+    end)
+  end)
+
   it("answers 400 when no target is usable", function()
     route(function() return { "not a uri", "sip:" } end)
     assert.equal(400, send("MESSAGE").status)

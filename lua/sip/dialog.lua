@@ -37,6 +37,7 @@ local function new_dialog(ep, c, t)
   d.ep = ep
   d.waiters = {}
   ep.dialogs[d._key] = d
+  ep.core:set_has_dialogs(true)
   return d
 end
 
@@ -133,6 +134,9 @@ function Dialog:_terminate(reason)
   self._c:terminate()
   self.reason = reason
   self.ep.dialogs[self._key] = nil
+  if next(self.ep.dialogs) == nil and self.ep.core then
+    self.ep.core:set_has_dialogs(false)
+  end
   local ws = self.waiters
   self.waiters = {}
   for _, w in ipairs(ws) do

@@ -5,7 +5,6 @@ local sched = require "sip.sched"
 
 local msg_methods = core.msg_mt.methods
 local random_tag = require("sip.random").tag
-local proxy_preprocess   -- sip.proxy loads after this module; looked up on first use
 
 local Endpoint = {}
 Endpoint.__index = Endpoint
@@ -250,8 +249,13 @@ function Endpoint:_sync_router()
   for m in pairs(self.handlers) do
     handled[#handled + 1] = m
   end
-  local router = self.router
-  self.core:set_router(function(req) run_handler(self, router, req) end, self, handled)
+  local router, requests = self.router, self.requests
+  self.core:set_router(function(req, invite)
+    if invite then
+      requests[req._txn] = req   -- until its final response: only a CANCEL looks it up
+    end
+    run_handler(self, router, req)
+  end, self, handled)
 end
 
 function Endpoint:stats()
@@ -315,8 +319,7 @@ function Endpoint:_dispatch(req, txn, source)
   local fn = self.handlers[method]
   if not fn and self.router then
     fn = self.router
-    proxy_preprocess = proxy_preprocess or require("sip.proxy").preprocess
-    proxy_preprocess(self, req)
+    self.core:preprocess(req)   -- §16.4
   end
   if not fn then
     return self:_default(req)

@@ -11,19 +11,17 @@ local proxy = {}
 
 -- Our listening host:port pairs, and the names the script says are ours.
 function Endpoint:is_local(uri)
-  local host, port
   if type(uri) == "table" then
-    host, port = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port
-  else
-    host, port = core.uri_hostport(uri)
+    local host = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1")
+    if not host then
+      return false
+    end
+    if self.local_domains and self.local_domains[host] and (not uri.port or uri.port == self.local_port) then
+      return true
+    end
+    return self:_local_addrs()[host .. ":" .. (uri.port or 5060)] or false
   end
-  if not host then
-    return false
-  end
-  if self.local_domains and self.local_domains[host] and (not port or port == self.local_port) then
-    return true
-  end
-  return self:_local_addrs()[host .. ":" .. (port or 5060)] or false
+  return self.core:is_local(uri)
 end
 
 -- The hosts we listen on (IPv6 without brackets), whatever the port.
@@ -61,34 +59,18 @@ function Endpoint:set_domains(list)
   end
   local a = self:address("udp") or self:address()
   self.local_port = tonumber(a:match(":(%d+)$"))
+  local names = {}
+  for d in pairs(self.local_domains) do
+    names[#names + 1] = d
+  end
+  self.core:set_domains(names, self.local_port)
 end
 
---- §16.4 route information preprocessing, done before the script routes the request.
+--- §16.4 route information preprocessing, done before the script routes the request (in
+-- the core: a strict router's Request-URI is put back from the last Route, and our own
+-- address on top of the Route set is taken off).
 function proxy.preprocess(ep, req)
-  if not req:header("Route") then
-    return   -- the common case: nothing to preprocess
-  end
-  -- strict router upstream: the Request-URI is a value we put in a Record-Route
-  if ep:is_local(req.uri) and req.uri:find(";lr", 1, true) == nil then
-    local routes = req:headers("Route")
-    local last = sip.addr.parse(routes[#routes])
-    if last then
-      req:set_uri(last.uri)
-      req:remove_header("Route")
-      for i = 1, #routes - 1 do
-        req:add_header("Route", routes[i])
-      end
-    end
-  end
-  -- our own address on top of the Route set: take it off
-  local top = req:addr("Route")
-  if top and top.uri and ep:is_local(top.uri) then
-    local routes = req:headers("Route")
-    req:remove_header("Route")
-    for i = 2, #routes do
-      req:add_header("Route", routes[i])
-    end
-  end
+  return ep.core:preprocess(req)
 end
 
 --- §16.3 request validation (in the core); returns code, reason, headers when the request
