@@ -218,6 +218,7 @@ int sip_ep_listen(sip_endpoint *ep, sip_tp_kind kind, const char *host, int port
 		  const char **err)
 {
 	memset(ep->sent_by, 0, sizeof ep->sent_by);   /* a listener more may change them */
+	ep->nlcache = 0;
 	return sip_tp_listen(ep->tp, kind, host, port, err);
 }
 

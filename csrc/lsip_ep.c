@@ -736,11 +736,10 @@ static int ep_check_request(lua_State *L)
 }
 
 /* ep:relay_request(req, targets, next_hop, timeout_ms, flags, record_route, stateless)
- * -> relay_id, done | nil, "refused" | nil, "stateless" | nil, err
+ * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
- * SUBSCRIBE, REFER), then the relay (see ep:relay; targets nil: the Request-URI). "stateless":
- * an ACK, a request without a transaction or stateless = true, prepared for the caller to
- * send. */
+ * SUBSCRIBE, REFER), then the relay (see ep:relay; targets nil: the Request-URI). An ACK, a
+ * request without a transaction, or stateless = true is forwarded statelessly (§16.11). */
 static int ep_relay_request(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -757,8 +756,25 @@ static int ep_relay_request(lua_State *L)
 	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
 	if (sip_ep_relay_prepare(e->ep, m, kind, family, rr))
 		return luaL_error(L, "out of memory");
+	sip_relay_opts o;
+	memset(&o, 0, sizeof o);
+	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
+	const char *err;
 	if (!st || m->method_id == SIP_METHOD_ACK || lua_toboolean(L, 8)) {
-		lua_pushnil(L);
+		/* ACK of a 2xx, no transaction, or asked for: stateless (§16.11), first target */
+		sip_pl t = sip_pl_make(NULL, 0);
+		if (lua_type(L, 3) == LUA_TTABLE)
+			lua_rawgeti(L, 3, 1);
+		else
+			lua_pushvalue(L, 3);
+		if (lua_type(L, -1) == LUA_TSTRING)
+			t.p = lua_tolstring(L, -1, &t.n);
+		if (sip_ep_relay_stateless(e->ep, m, t, &o, &err)) {
+			lua_pushnil(L);
+			lua_pushstring(L, err);
+			return 2;
+		}
+		lua_pushboolean(L, 1);
 		lua_pushliteral(L, "stateless");
 		return 2;
 	}
@@ -784,15 +800,11 @@ static int ep_relay_request(lua_State *L)
 		const char *s = luaL_checklstring(L, 3, &l);
 		targets[n++] = sip_pl_make(s, l);
 	}
-	sip_relay_opts o;
-	memset(&o, 0, sizeof o);
-	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
 	lua_Integer ms = luaL_optinteger(L, 5, 0);
 	o.timeout_ms = ms > 0 ? (unsigned)ms : 0;
 	lua_Integer flags = luaL_optinteger(L, 6, 1);
 	o.notify_done = (flags & 1) != 0;
 	o.notify_each = (flags & 2) != 0;
-	const char *err;
 	int done;
 	uint64_t id = sip_ep_relay(e->ep, st, m, targets, n, &o, &done, &err);
 	if (!id) {

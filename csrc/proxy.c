@@ -322,7 +322,8 @@ void sip_msg_loop_hash(const sip_msg *m, char out[12])
 		out[i] = hex[h & 15];
 }
 
-/* Is host (IPv6 with or without []) and port the address of one of our listeners? */
+/* Is host (IPv6 with or without []) and port the address of one of our listeners? Their
+ * addresses are formatted once (sip_ep_listen clears the cache). */
 static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 {
 	if (h.n >= 2 && h.p[0] == '[') {
@@ -330,18 +331,25 @@ static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 		h.n -= 2;
 	}
 	int n = sip_tp_listener_count(ep->tp);
-	for (int i = 0; i < n; i++) {
-		sip_tp_kind k;
-		struct sockaddr_storage ss;
-		socklen_t sl;
-		char ip[64];
-		int lport;
-		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl))
-			continue;
-		sip_addr_ip((const struct sockaddr *)&ss, ip, sizeof ip, &lport);
-		if (lport == port && strlen(ip) == h.n && strncasecmp(ip, h.p, h.n) == 0)
-			return 1;
+	if (n > SIP_EP_LCACHE)
+		n = SIP_EP_LCACHE;
+	if (ep->nlcache != n) {
+		for (int i = 0; i < n; i++) {
+			sip_tp_kind k;
+			struct sockaddr_storage ss;
+			socklen_t sl;
+			ep->lcache[i].port = -1;
+			ep->lcache[i].ip[0] = 0;
+			if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
+				sip_addr_ip((const struct sockaddr *)&ss, ep->lcache[i].ip,
+					    sizeof ep->lcache[i].ip, &ep->lcache[i].port);
+		}
+		ep->nlcache = n;
 	}
+	for (int i = 0; i < n; i++)
+		if (ep->lcache[i].port == port && strlen(ep->lcache[i].ip) == h.n &&
+		    strncasecmp(ep->lcache[i].ip, h.p, h.n) == 0)
+			return 1;
 	return 0;
 }
 
@@ -537,6 +545,20 @@ static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o,
 	}
 	sip_pl u = m->new_uri.n ? m->new_uri : m->uri;
 	return sip_ep_resolve(ep, u.p, u.n, d, err);
+}
+
+int sip_ep_relay_stateless(sip_endpoint *ep, sip_msg *req, sip_pl target, const sip_relay_opts *o,
+			   const char **err)
+{
+	sip_pl cur = req->new_uri.n ? req->new_uri : req->uri;
+	if (target.n && !sip_pl_eq(cur, target) && sip_msg_set_uri(req, target.p, target.n)) {
+		*err = "bad target";
+		return -1;
+	}
+	sip_dest d;
+	if (next_hop(ep, req, o, &d, err))
+		return -1;
+	return sip_ep_send_stateless(ep, req, &d, SIP_VIA_PUSH, NULL, err);
 }
 
 uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,

@@ -34,6 +34,8 @@ struct sip_txn {
 	sip_timer t_end;         /* D, I, J, K */
 };
 
+#define SIP_EP_LCACHE 8
+
 struct sip_endpoint {
 	sip_loop *loop;
 	sip_transport *tp;
@@ -48,6 +50,8 @@ struct sip_endpoint {
 	char **domains;          /* names that are us besides our addresses (lowercase) */
 	unsigned ndomains;
 	int local_port;          /* the port a domain name stands for */
+	struct { char ip[64]; int port; } lcache[SIP_EP_LCACHE];   /* listener addresses */
+	int nlcache;             /* entries formatted; 0 after a listen */
 };
 
 /* txn.c */

@@ -88,15 +88,6 @@ function msg_methods.validate(req)
   return req._ep.core:check_request(req)
 end
 
--- Where a request goes next: the first Route if loose, else its Request-URI (§16.6 step 7).
-local function next_hop(m)
-  local r = m:addr("Route")
-  if r and r.uri then
-    return r.uri
-  end
-  return m.uri
-end
-
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
 -- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel.
 -- opts: record_route=bool (default true for INVITE/SUBSCRIBE/REFER), timeout=seconds
@@ -124,20 +115,14 @@ function msg_methods.relay(req, targets, opts)
   -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (ep:relay_request)
   local id, done = ep.core:relay_request(req, targets, next_hop_uri, timeout, flags, rr, stateless)
   if not id then
-    if done == "refused" then
-      return nil, done
-    elseif done == "stateless" then
-      -- ACK (of a 2xx) and explicit stateless relays: no transaction (§16.11)
-      local t = type(targets) == "table" and targets[1] or targets
-      if t and t ~= req.uri then
-        req:set_uri(t)
-      end
-      return ep:send(req, next_hop_uri or next_hop(req), "push")
+    if done ~= "refused" and req.method ~= "ACK" and req._txn ~= 0 then
+      req:reply(400, "Bad target")
     end
-    req:reply(400, "Bad target")
     return nil, done
   end
-  if done then
+  if done == "stateless" then
+    return true   -- ACK (of a 2xx) and explicit stateless relays: no transaction (§16.11)
+  elseif done then
     return nil, "no response"   -- every branch failed at once: the core answered 408
   end
   if flags == 0 then
