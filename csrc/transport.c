@@ -16,6 +16,9 @@
 /* Datagrams and accepts handled per wakeup: enough to drain a burst in one go, few enough
  * that one busy socket cannot starve the connections waiting behind it. */
 #define SIP_TP_UDP_BATCH 64
+/* datagrams per recvmmsg: a call that brings fewer means the queue is (nearly) empty, and
+ * level-triggered epoll says when more came, so no recv ends in EAGAIN just to find out */
+#define SIP_TP_UDP_MMSG 4
 #define SIP_TP_ACCEPT_BATCH 64
 /* Kernel queue of finished handshakes; the kernel caps it at somaxconn anyway. */
 #define SIP_TP_BACKLOG 1024
@@ -79,10 +82,12 @@ struct sip_transport {
 	sip_tp_event_fn event;
 	void *arg;
 	int freeing;         /* no callbacks while tearing down */
+	int in_udp_io;       /* a datagram callback is running: sip_tp_free defers the free */
 
 	listener ls[SIP_TP_MAX_LISTENERS];
 	int nls;
-	char *ubuf;          /* max_msg + 1 bytes: one more reveals an oversized datagram */
+	char *ubuf;          /* SIP_TP_UDP_MMSG buffers of max_msg + 1 bytes: one more reveals an
+	                      * oversized datagram */
 
 	conn **by_id, **by_peer;
 	size_t mask;         /* buckets - 1 */
@@ -679,34 +684,62 @@ static int only_crlf(const char *b, size_t n)
 	return 1;
 }
 
+static void tp_release(sip_transport *tp);
+
 static void udp_io(void *arg, uint32_t events)
 {
 	listener *l = arg;
 	sip_transport *tp = l->tp;
+	size_t cap = tp->cfg.max_msg + 1;
+	(void)events;
 
-	for (int i = 0; i < SIP_TP_UDP_BATCH; i++) {
-		sip_tp_src src = { .kind = SIP_TP_UDP, .listener = (int)(l - tp->ls) };
-		ssize_t n;
-
-		src.peerlen = sizeof(src.peer);
-		n = recvfrom(l->fd, tp->ubuf, tp->cfg.max_msg + 1, MSG_TRUNC | MSG_DONTWAIT,
-			     (struct sockaddr *)&src.peer, &src.peerlen);
-		if (n < 0) {
+	for (int round = 0; round < SIP_TP_UDP_BATCH / SIP_TP_UDP_MMSG; round++) {
+		struct mmsghdr mm[SIP_TP_UDP_MMSG];
+		struct iovec iov[SIP_TP_UDP_MMSG];
+		sip_tp_src src[SIP_TP_UDP_MMSG];
+		for (int i = 0; i < SIP_TP_UDP_MMSG; i++) {
+			iov[i].iov_base = tp->ubuf + (size_t)i * cap;
+			iov[i].iov_len = cap;
+			memset(&mm[i].msg_hdr, 0, sizeof mm[i].msg_hdr);
+			mm[i].msg_hdr.msg_name = &src[i].peer;
+			mm[i].msg_hdr.msg_namelen = sizeof src[i].peer;
+			mm[i].msg_hdr.msg_iov = &iov[i];
+			mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		int k = recvmmsg(l->fd, mm, SIP_TP_UDP_MMSG, MSG_DONTWAIT, NULL);
+		if (k < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
 			continue; /* EINTR, or an ICMP error queued on the socket */
 		}
-		memcpy(&src.local, &l->addr, l->addrlen);
-		src.locallen = l->addrlen;
-		if ((size_t)n > tp->cfg.max_msg) {
-			tp->st.dropped++;
-			emit(tp, "too large", &src, "datagram over max_msg dropped");
-			continue;
+		for (int i = 0; i < k; i++) {
+			sip_tp_src *s = &src[i];
+			size_t n = mm[i].msg_len;
+			char *buf = iov[i].iov_base;
+			s->kind = SIP_TP_UDP;
+			s->listener = (int)(l - tp->ls);
+			s->conn_id = 0;
+			s->peerlen = mm[i].msg_hdr.msg_namelen;
+			memcpy(&s->local, &l->addr, l->addrlen);
+			s->locallen = l->addrlen;
+			if (n > tp->cfg.max_msg || (mm[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+				tp->st.dropped++;
+				emit(tp, "too large", s, "datagram over max_msg dropped");
+				continue;
+			}
+			if (only_crlf(buf, n))
+				continue; /* keep-alive (RFC 5626 §4.4.2 uses STUN, but CRLF is common) */
+			tp->st.udp_in++;
+			tp->in_udp_io = 1;
+			tp->recv(tp->arg, s, buf, n);
+			tp->in_udp_io = 0;
+			if (tp->freeing) {
+				tp_release(tp);   /* the endpoint was closed by what handled this one */
+				return;
+			}
 		}
-		if (only_crlf(tp->ubuf, (size_t)n))
-			continue; /* keep-alive (RFC 5626 §4.4.2 uses STUN, but CRLF is common) */
-		tp->st.udp_in++;
-		tp->recv(tp->arg, &src, tp->ubuf, (size_t)n);
+		if (k < SIP_TP_UDP_MMSG)
+			return;
 	}
 }
 
@@ -980,7 +1013,7 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 	tp->mask = buckets - 1;
 	tp->by_id = calloc(buckets, sizeof(conn *));
 	tp->by_peer = calloc(buckets, sizeof(conn *));
-	tp->ubuf = malloc(tp->cfg.max_msg + 1);
+	tp->ubuf = malloc((tp->cfg.max_msg + 1) * SIP_TP_UDP_MMSG);
 	if (!tp->by_id || !tp->by_peer || !tp->ubuf) {
 		free(tp->by_id);
 		free(tp->by_peer);
@@ -995,6 +1028,14 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 	return tp;
 }
 
+static void tp_release(sip_transport *tp)
+{
+	free(tp->by_id);
+	free(tp->by_peer);
+	free(tp->ubuf);
+	free(tp);
+}
+
 void sip_tp_free(sip_transport *tp)
 {
 	if (!tp)
@@ -1007,8 +1048,7 @@ void sip_tp_free(sip_transport *tp)
 		sip_loop_del_fd(tp->loop, tp->ls[i].fd);
 		close(tp->ls[i].fd);
 	}
-	free(tp->by_id);
-	free(tp->by_peer);
-	free(tp->ubuf);
-	free(tp);
+	if (tp->in_udp_io)
+		return;   /* freed by udp_io once the callback that closed us returns */
+	tp_release(tp);
 }
