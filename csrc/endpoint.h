@@ -94,6 +94,11 @@ const sip_ep_config *sip_ep_config_get(sip_endpoint *ep);
 int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
 		 const char **err);
 
+/* Answer server transaction st with code (standard reason), built from req (NULL: the INVITE
+ * it stored); extra: header lines to add ("Name: value\r\n"...), or NULL. */
+void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
+		       const char *extra);
+
 /* Mark server transaction st as relayed by a proxy: its responses will come from
  * downstream, and a CANCEL is answered 200 without a 487 of our own (§16.10). */
 void sip_ep_mark_proxied(sip_endpoint *ep, sip_txn *st);
@@ -150,7 +155,8 @@ int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, i
 int sip_ep_is_local(sip_endpoint *ep, sip_pl uri);
 /* §16.4 route information preprocessing: a Request-URI we put in a Record-Route (a strict
  * router upstream) is replaced by the last Route, and a top Route naming us is taken off.
- * Returns 1 when req changed, 0 when not, -1 on out of memory. */
+ * Returns 1 when req changed, 0 when not, -2 when a Route value is malformed (the request
+ * deserves a 400), -1 on out of memory. */
 int sip_ep_preprocess(sip_endpoint *ep, sip_msg *req);
 
 /* Answer st's request with a §16.3 refusal (420 gets Unsupported with the Proxy-Require

@@ -245,7 +245,10 @@ static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
 	push_src(co, e, src);
 	lsip_msg_attach(co, 2, 3, st ? (lua_Integer)sip_txn_id(st) : 0, lua_tostring(co, 4));
 	lua_settop(co, 2);
-	if (sip_ep_preprocess(e->ep, lsip_checkmsg(co, 2)) < 0) {
+	int pre = sip_ep_preprocess(e->ep, lsip_checkmsg(co, 2));
+	if (pre < 0) {
+		if (st)
+			sip_ep_reply_code(e->ep, st, m, pre == -2 ? 400 : 500, NULL);
 		lua_settop(co, 0);
 		lua_settop(L, top);
 		return;
@@ -850,11 +853,16 @@ static int ep_is_local(lua_State *L)
 	return 1;
 }
 
-/* ep:preprocess(req) -> changed (§16.4) */
+/* ep:preprocess(req) -> changed | nil, "bad Route" (§16.4) */
 static int ep_preprocess(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
 	int r = sip_ep_preprocess(e->ep, lsip_checkmsg(L, 2));
+	if (r == -2) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "bad Route");
+		return 2;
+	}
 	if (r < 0)
 		return luaL_error(L, "out of memory");
 	lua_pushboolean(L, r);

@@ -421,9 +421,8 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	const char *err;
 	/* a strict router upstream: the Request-URI is a value we put in a Record-Route */
 	if (sip_ep_is_local(ep, m->uri) && !memmem(m->uri.p, m->uri.n, ";lr", 3) &&
-	    sip_addr_parse(&a, routes[n - 1], &err) == 0) {
-		if (sip_msg_set_uri(m, a.uri.p, a.uri.n))
-			return -1;
+	    sip_addr_parse(&a, routes[n - 1], &err) == 0 &&
+	    sip_msg_set_uri(m, a.uri.p, a.uri.n) == 0) {   /* (a URI it cannot take stays) */
 		n--;
 		changed = 1;
 	}
@@ -434,11 +433,31 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	}
 	if (!changed)
 		return 0;
-	sip_msg_remove_header(m, "Route", 5);
+	/* the values left, unfolded, checked before the Route headers go */
+	size_t total = 0;
 	for (unsigned i = first; i < n; i++)
+		total += routes[i].n;
+	char *buf = malloc(total + 1);
+	if (!buf)
+		return -1;
+	size_t off = 0;
+	for (unsigned i = first; i < n; i++) {
+		size_t k = sip_unfold(routes[i], buf + off, routes[i].n);
+		for (size_t j = 0; j < k; j++)
+			if (buf[off + j] == '\r' || buf[off + j] == '\n' || buf[off + j] == '\0') {
+				free(buf);
+				return -2;   /* a Route value we could not write back */
+			}
+		routes[i] = sip_pl_make(buf + off, k);
+		off += k;
+	}
+	sip_msg_remove_header(m, "Route", 5);
+	int r = 1;
+	for (unsigned i = first; i < n && r == 1; i++)
 		if (sip_msg_add_header(m, "Route", 5, routes[i].p, routes[i].n, 0))
-			return -1;
-	return 1;
+			r = -1;
+	free(buf);
+	return r;
 }
 
 static int scheme_ok(sip_pl u)

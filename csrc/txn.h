@@ -79,10 +79,6 @@ int sent_by_format(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, si
 void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port);
 /* A response for client transaction t: to its relay, or to the TU. */
 void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res);
-/* Answer server transaction st with code, built from req (NULL: the INVITE it stored);
- * extra: header lines to add ("Name: value\r\n"...), or NULL. */
-void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
-		       const char *extra);
 /* sip_ep_request for a relay's branch: linked to the relay before anything is sent. */
 sip_txn *sip_ep_request_relay(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 			      const char *branch, sip_relay *r, unsigned bi, const char **err);

@@ -214,6 +214,33 @@ describe("req:relay (the proxy core)", function()
       assert.same({}, seen.routes)
     end)
 
+    it("writes a folded Route value back unfolded after taking its own off", function()
+      local b = bob()
+      route(function() return nil end)
+      local c = assert(socket.udp())
+      assert(c:setsockname("127.0.0.1", 0))
+      local _, cport = c:getsockname()
+      c:settimeout(0)
+      local pport = tonumber(proxy:address("udp"):match(":(%d+)$"))
+      c:sendto(table.concat({
+        "MESSAGE sip:bob@example.com SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:" .. cport .. ";branch=z9hG4bKfolded1",
+        "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+        "Call-ID: folded-route@test", "CSeq: 1 MESSAGE",
+        "Route: <sip:" .. proxy:address("udp") .. ";lr>",
+        "Route: <sip:" .. b:address("udp") .. ";lr>",
+        "  ;x=1",   -- folded onto the line above
+        "Content-Length: 0", "", "" }, "\r\n"), "127.0.0.1", pport)
+      local got
+      assert.truthy(run_until(function()
+        got = got or c:receive()
+        return got and got:match("^SIP/2.0 200")
+      end))
+      assert.equal(1, #seen.routes)
+      assert.truthy(seen.routes[1]:match("^<sip:" .. b:address("udp"):gsub("%p", "%%%0") .. ";lr>%s+;x=1$"))
+      c:close()
+    end)
+
     it("knows its domains (with their port) and its addresses", function()
       proxy:set_domains { "Example.COM" }
       local port = proxy:address("udp"):match(":(%d+)$")

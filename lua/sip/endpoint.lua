@@ -319,7 +319,12 @@ function Endpoint:_dispatch(req, txn, source)
   local fn = self.handlers[method]
   if not fn and self.router then
     fn = self.router
-    self.core:preprocess(req)   -- §16.4
+    if self.core:preprocess(req) == nil then   -- §16.4
+      if method ~= "ACK" then
+        req:reply(400, "Bad Route")
+      end
+      return
+    end
   end
   if not fn then
     return self:_default(req)
