@@ -266,6 +266,19 @@ describe("req:relay (the proxy core)", function()
     helper.run_for(0.05)
   end)
 
+  it("tells a router that answers an INVITE itself about its CANCEL", function()
+    local cancelled = false
+    proxy:route(function(req)
+      req:reply(180)
+      req:on_cancel(function() cancelled = req.cancelled end)
+    end)
+    local call, res = alice:call("sip:bob@example.com", { target = "sip:" .. proxy:address("udp"),
+      from = "sip:alice@example.com", timeout = 0.2 })
+    assert.is_nil(call)
+    assert.equal(487, res.status)
+    assert.truthy(run_until(function() return cancelled end))
+  end)
+
   it("answers 400 when no target is usable", function()
     route(function() return { "not a uri", "sip:" } end)
     assert.equal(400, send("MESSAGE").status)

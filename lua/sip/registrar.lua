@@ -126,10 +126,14 @@ function Registrar:lookup(aor, canonical)
   return out
 end
 
---- registrar:targets(aor) -> { contact URI, ... } of the live bindings in lookup order.
+--- registrar:targets(aor) -> { contact URI, ... } of the live bindings in lookup order;
+-- aor as registrar.aor() makes it ("sip:user@host"), nil gives {}.
 -- Kept between calls until a binding changes or the first of them expires: a proxy asks
 -- this for every request. The list is shared: do not change it.
 function Registrar:targets(aor)
+  if aor == nil then
+    return {}
+  end
   local version = self.version or 0
   local cache = self._targets
   if not cache or self._targets_version ~= version then
