@@ -33,7 +33,15 @@ struct sip_loop {
 
 	sip_timer **heap;
 	size_t nheap, capheap;
+
+	struct lane {
+		uint64_t ms;
+		sip_timer *head, *tail;   /* due order: every start is now + ms, now never goes back */
+	} lanes[SIP_LOOP_LANES];
+	int nlanes;
 };
+
+static void lane_unlink(sip_loop *loop, sip_timer *t);
 
 static uint64_t clock_ms(void)
 {
@@ -48,6 +56,8 @@ void sip_timer_init(sip_timer *t)
 	t->due = 0;
 	t->seq = 0;
 	t->idx = SIP_TIMER_IDLE;
+	t->prev = t->next = NULL;
+	t->lane = 0;
 	t->fn = NULL;
 	t->arg = NULL;
 }
@@ -91,6 +101,9 @@ void sip_loop_free(sip_loop *loop)
 	free_dead(loop);
 	for (size_t i = 0; i < loop->nheap; i++)
 		loop->heap[i]->idx = SIP_TIMER_IDLE;
+	for (int k = 0; k < loop->nlanes; k++)
+		while (loop->lanes[k].head)
+			lane_unlink(loop, loop->lanes[k].head);
 	free(loop->regs);
 	free(loop->heap);
 	close(loop->epfd);
@@ -238,10 +251,29 @@ static void sift_down(sip_loop *loop, size_t i)
 	heap_set(loop, i, t);
 }
 
+static void lane_unlink(sip_loop *loop, sip_timer *t)
+{
+	struct lane *l = &loop->lanes[t->lane];
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		l->head = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	else
+		l->tail = t->prev;
+	t->prev = t->next = NULL;
+	t->idx = SIP_TIMER_IDLE;
+}
+
 void sip_timer_stop(sip_loop *loop, sip_timer *t)
 {
 	size_t i = t->idx;
 
+	if (i == SIP_TIMER_LANE && loop) {
+		lane_unlink(loop, t);
+		return;
+	}
 	if (i == SIP_TIMER_IDLE || !loop || i >= loop->nheap || loop->heap[i] != t)
 		return;
 	t->idx = SIP_TIMER_IDLE;
@@ -281,6 +313,52 @@ void sip_timer_start(sip_loop *loop, sip_timer *t, uint64_t ms_from_now, sip_tim
 	sift_up(loop, t->idx);
 }
 
+void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg)
+{
+	if (!loop || !t || !fn)
+		return;
+	int k;
+	for (k = 0; k < loop->nlanes && loop->lanes[k].ms != ms; k++)
+		;
+	if (k == loop->nlanes) {
+		if (k == SIP_LOOP_LANES) {
+			sip_timer_start(loop, t, ms, fn, arg);   /* lanes all taken: the heap */
+			return;
+		}
+		loop->lanes[k].ms = ms;
+		loop->lanes[k].head = loop->lanes[k].tail = NULL;
+		loop->nlanes++;
+	}
+	sip_timer_stop(loop, t);
+	struct lane *l = &loop->lanes[k];
+	loop->now = clock_ms();
+	t->due = loop->now + ms;
+	t->seq = loop->seq++;
+	t->fn = fn;
+	t->arg = arg;
+	t->lane = k;
+	t->idx = SIP_TIMER_LANE;
+	t->next = NULL;
+	t->prev = l->tail;
+	if (l->tail)
+		l->tail->next = t;
+	else
+		l->head = t;
+	l->tail = t;
+}
+
+/* The timer that fires first: the heap's top or a lane's head (NULL: none). */
+static sip_timer *first_timer(sip_loop *loop)
+{
+	sip_timer *best = loop->nheap ? loop->heap[0] : NULL;
+	for (int k = 0; k < loop->nlanes; k++) {
+		sip_timer *h = loop->lanes[k].head;
+		if (h && (!best || timer_before(h, best)))
+			best = h;
+	}
+	return best;
+}
+
 uint64_t sip_loop_now(sip_loop *loop)
 {
 	return loop->now;
@@ -290,10 +368,11 @@ int sip_loop_timeout(sip_loop *loop)
 {
 	uint64_t due;
 
-	if (!loop || loop->nheap == 0)
+	sip_timer *first = loop ? first_timer(loop) : NULL;
+	if (!first)
 		return -1;
 	loop->now = clock_ms();
-	due = loop->heap[0]->due;
+	due = first->due;
 	if (due <= loop->now)
 		return 0;
 	return due - loop->now > INT_MAX ? INT_MAX : (int)(due - loop->now);
@@ -306,10 +385,10 @@ static int run_timers(sip_loop *loop)
 	uint64_t now = loop->now, first_new = loop->seq;
 	int n = 0;
 
-	while (loop->nheap > 0) {
-		sip_timer *t = loop->heap[0];
+	for (;;) {
+		sip_timer *t = first_timer(loop);
 
-		if (t->due > now || t->seq >= first_new)
+		if (!t || t->due > now || t->seq >= first_new)
 			break;
 		sip_timer_stop(loop, t);
 		t->fn(t->arg);

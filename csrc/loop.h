@@ -18,12 +18,16 @@ typedef void (*sip_timer_fn)(void *arg);
 typedef struct sip_timer {
 	uint64_t due;      /* CLOCK_MONOTONIC ms */
 	uint64_t seq;      /* start order: equal due times fire first-started first */
-	size_t idx;        /* position in the heap */
+	size_t idx;        /* position in the heap, SIP_TIMER_LANE, or SIP_TIMER_IDLE */
+	struct sip_timer *prev, *next;   /* in a lane (sip_timer_start_fixed) */
+	int lane;
 	sip_timer_fn fn;
 	void *arg;
 } sip_timer;
 
 #define SIP_TIMER_IDLE SIZE_MAX
+#define SIP_LOOP_LANES 8
+#define SIP_TIMER_LANE (SIZE_MAX - 1)
 
 void sip_timer_init(sip_timer *t);
 
@@ -41,6 +45,11 @@ void sip_loop_del_fd(sip_loop *loop, int fd);
 /* (Re)start: fires once, ms_from_now after now. Safe from inside callbacks; a timer started
  * while timers are being dispatched fires in a later step even if already due. */
 void sip_timer_start(sip_loop *loop, sip_timer *t, uint64_t ms_from_now, sip_timer_fn fn, void *arg);
+/* The same for a duration many timers share (Timer J's 32 s for every transaction): such
+ * timers sit in a FIFO per duration, started and stopped in O(1) without touching any other
+ * timer (a heap of tens of thousands of them costs cache misses on every change). The first
+ * SIP_LOOP_LANES distinct durations get lanes; others go to the heap. */
+void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg);
 void sip_timer_stop(sip_loop *loop, sip_timer *t);
 int sip_timer_active(const sip_timer *t);
 

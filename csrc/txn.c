@@ -144,7 +144,7 @@ static void wait_then_end(sip_txn *t, unsigned unreliable_ms)
 		sip_txn_terminate(t);
 		return;
 	}
-	sip_timer_start(t->ep->loop, &t->t_end, unreliable_ms, end_handler, t);
+	sip_timer_start_fixed(t->ep->loop, &t->t_end, unreliable_ms, end_handler, t);
 }
 
 /* --- client transactions (§17.1) ------------------------------------------------------ */
@@ -184,7 +184,7 @@ void sip_txn_client_start(sip_txn *t)
 	t->interval = ep->cfg.t1;
 	if (!t->reliable)
 		sip_timer_start(ep->loop, &t->t_retx, t->interval, client_retransmit_handler, t);
-	sip_timer_start(ep->loop, &t->t_timeout, t64(ep), client_timeout_handler, t);
+	sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), client_timeout_handler, t);
 }
 
 static void deliver(sip_txn *t, const sip_msg *res)
@@ -234,7 +234,7 @@ void sip_txn_client_response(sip_txn *t, const sip_msg *res)
 			if (code < 300) {
 				/* RFC 6026 §7.2: stay to pass 2xx retransmissions up (Timer M) */
 				t->state = SIP_TXN_ACCEPTED;
-				sip_timer_start(ep->loop, &t->t_timeout, t64(ep), client_timeout_handler, t);
+				sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), client_timeout_handler, t);
 				deliver(t, res);
 				return;
 			}
@@ -366,7 +366,7 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 		if (t->proxied) {
 			/* a proxy's 2xx: ACK and retransmissions are end to end; stay Accepted
 			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5) */
-			sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
+			sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
 			return r;
 		}
 		char key[1024];
@@ -381,13 +381,13 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 		}
 		if (!t->reliable)
 			sip_timer_start(ep->loop, &t->t_retx, t->interval, server_retransmit_handler, t);
-		sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
+		sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
 		return r;
 	}
 	t->state = SIP_TXN_COMPLETED;
 	if (!t->reliable)
 		sip_timer_start(ep->loop, &t->t_retx, t->interval, server_retransmit_handler, t);
-	sip_timer_start(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);  /* H */
+	sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);  /* H */
 	return r;
 }
 

@@ -186,6 +186,62 @@ static void test_timers_order(void)
 	sip_loop_free(loop);
 }
 
+/* Lanes (sip_timer_start_fixed) and the heap fire as one order; stop and restart move a
+ * timer between them; past SIP_LOOP_LANES durations the heap takes the rest. */
+static void test_timer_lanes(void)
+{
+	sip_loop *loop = sip_loop_new();
+	sip_timer t[6];
+	tctx c = { .loop = loop };
+	targ a[6] = { { &c, 40 }, { &c, 10 }, { &c, 30 }, { &c, 11 }, { &c, 20 }, { &c, 99 } };
+	uint64_t start = now_ms();
+
+	CHECK(loop);
+	for (int i = 0; i < 6; i++)
+		sip_timer_init(&t[i]);
+	sip_timer_start_fixed(loop, &t[0], 80, timer_rec, &a[0]);   /* lane 80 */
+	sip_timer_start_fixed(loop, &t[1], 20, timer_rec, &a[1]);   /* lane 20 */
+	sip_timer_start(loop, &t[2], 60, timer_rec, &a[2]);         /* heap */
+	sip_timer_start_fixed(loop, &t[3], 20, timer_rec, &a[3]);   /* lane 20, after t[1] */
+	sip_timer_start_fixed(loop, &t[5], 80, timer_rec, &a[5]);   /* lane 80 ... */
+	CHECK(sip_timer_active(&t[5]));
+	sip_timer_stop(loop, &t[5]);                                /* ... taken out of its middle */
+	CHECK(!sip_timer_active(&t[5]));
+	sip_timer_stop(loop, &t[5]);                                /* twice is harmless */
+	sip_timer_start_fixed(loop, &t[4], 40, timer_rec, &a[4]);   /* lane 40 */
+	sip_timer_start(loop, &t[4], 40, timer_rec, &a[4]);         /* restarted: now in the heap */
+	CHECK(sip_loop_timeout(loop) > 0 && sip_loop_timeout(loop) <= 20);
+	CHECK(run_until(loop, four_fired, &c, 1000));
+	run_for(loop, 60);
+	CHECK(c.n == 5);
+	CHECK(c.order[0] == 10 && c.order[1] == 11 && c.order[2] == 20 && c.order[3] == 30 &&
+	      c.order[4] == 40);
+	for (int i = 0; i < 5; i++) {
+		unsigned want = c.order[i] == 40 ? 80 : c.order[i] == 30 ? 60 : c.order[i] == 20 ? 40 : 20;
+
+		CHECK(c.at[i] - start >= want && c.at[i] - start <= want + LATE_MS);
+	}
+	CHECK(sip_loop_timeout(loop) == -1);
+	/* more distinct durations than lanes: the rest still fire, from the heap */
+	sip_timer many[SIP_LOOP_LANES + 4];
+	tctx c2 = { .loop = loop };
+	targ b[SIP_LOOP_LANES + 4];
+	for (int i = 0; i < SIP_LOOP_LANES + 4; i++) {
+		b[i] = (targ){ &c2, i };
+		sip_timer_init(&many[i]);
+		sip_timer_start_fixed(loop, &many[i], 100 + (unsigned)i, timer_rec, &b[i]);
+	}
+	CHECK(run_until(loop, four_fired, &c2, 1000));
+	CHECK(c2.order[0] == 0 && c2.order[1] == 1 && c2.order[2] == 2 && c2.order[3] == 3);
+	for (int i = 0; i < SIP_LOOP_LANES + 4; i++)
+		sip_timer_stop(loop, &many[i]);
+	CHECK(sip_loop_timeout(loop) == -1);
+	/* a loop freed with timers in lanes leaves them inactive */
+	sip_timer_start_fixed(loop, &t[0], 1000, timer_rec, &a[0]);
+	sip_loop_free(loop);
+	CHECK(!sip_timer_active(&t[0]));
+}
+
 static void timer_self(void *arg)
 {
 	tctx *c = arg;
@@ -987,6 +1043,7 @@ int main(void)
 	RUN(test_frame);
 	RUN(test_timers_order);
 	RUN(test_timer_stop_restart);
+	RUN(test_timer_lanes);
 	RUN(test_del_fd_in_batch);
 	RUN(test_loop_pollable);
 	RUN(test_udp_ipv4);
