@@ -151,6 +151,25 @@ static void set_best(sip_relay *r, unsigned bi, const sip_msg *res)
 	r->best_branch = (int)bi;
 }
 
+/* A non-INVITE relay that is over has nothing more to do (no CANCEL, no 2xx retransmission
+ * passes through it): its transactions let go of it now rather than when Timer J ends. */
+static void detach(sip_relay *r)
+{
+	if (r->invite)
+		return;
+	if (r->st) {
+		r->st->relay = NULL;
+		r->st = NULL;
+		r->refs--;
+	}
+	for (unsigned i = 0; i < r->nbranches; i++)
+		if (r->br[i].ct) {
+			r->br[i].ct->relay = NULL;
+			r->br[i].ct = NULL;
+			r->refs--;
+		}
+}
+
 /* Every branch has its final: the outcome goes upstream (unless a 2xx went already), and to
  * the TU when it waits. */
 static void finish(sip_relay *r)
@@ -164,6 +183,7 @@ static void finish(sip_relay *r)
 			sip_ep_reply_code(ep, r->st, NULL, r->cancelled ? 487 : 408, NULL);
 		if (r->notify_done && ep->hooks.relayed)
 			ep->hooks.relayed(ep->ud, r->id, r->has_best ? &r->best : NULL);
+		detach(r);
 		return;
 	}
 	sip_msg *best = &r->best;
@@ -207,6 +227,7 @@ static void finish(sip_relay *r)
 	forward_up(r, &r->best, 0);
 	if (r->notify_done && ep->hooks.relayed)
 		ep->hooks.relayed(ep->ud, r->id, &r->best);
+	detach(r);
 }
 
 static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res);
@@ -259,6 +280,7 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 				r->finished = 1;
 				sip_timer_stop(ep->loop, &r->t_timeout);
 				forward_up(r, res, 0);
+				detach(r);
 				return;
 			}
 			set_best(r, bi, res);
@@ -665,6 +687,7 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
 			sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
 		sip_ep_reply_code(ep, st, req, 408, NULL);
+		detach(r);
 	} else if (o->timeout_ms && r->invite) {
 		sip_timer_start(ep->loop, &r->t_timeout, o->timeout_ms, timeout_handler, r);
 	}

@@ -271,6 +271,10 @@ void sip_txn_client_response(sip_txn *t, const sip_msg *res)
 		sip_timer_stop(ep->loop, &t->t_retx);
 		sip_timer_stop(ep->loop, &t->t_timeout);
 		t->state = SIP_TXN_COMPLETED;
+		/* Completed only absorbs retransmitted responses: the request is not sent again */
+		free(t->out);
+		t->out = NULL;
+		t->outlen = 0;
 		deliver(t, res);
 		if (t->state == SIP_TXN_COMPLETED)
 			wait_then_end(t, ep->cfg.t4);   /* Timer K */
