@@ -85,7 +85,8 @@ ctest: build/test_transport
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
 BENCH_PARTS ?= parse txn mem proxy flood
 
-bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH_BIN)/sofia_bench
+bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH_BIN)/sofia_bench \
+       $(BENCH_BIN)/floor_relay
 	@for part in $(BENCH_PARTS); do case $$part in \
 	  parse) $(LUA) bench/parse.lua --osip $(BENCH_BIN)/osip_bench --sofia $(BENCH_BIN)/sofia_bench --callgrind ;; \
 	  txn)   LUA=$(LUA) bench/txn.sh ;; \
@@ -94,6 +95,9 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  flood) bench/flood.sh ;; \
 	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood)"; exit 2 ;; \
 	esac || exit 1; done
+
+$(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
+	@$(CC) $(WARN) -O2 -o $@ $<
 
 $(BENCH_BIN)/clock.so: bench/clock.c | $(BENCH_BIN)
 	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -fPIC $(LIBFLAG) -o $@ $<

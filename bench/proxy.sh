@@ -6,6 +6,9 @@
 #        call:200:1000), from the repository root (run.sh runs PROXY_CMD there).
 set -u
 RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
+# the floor: a stateless UDP relay with no SIP in it (bench/floor_relay.c), what the kernel
+# alone costs any proxy in this harness
+FLOOR=${FLOOR_RELAY:-build/bench/floor_relay}
 runs=("$@"); [[ ${#runs[@]} -gt 0 ]] || runs=(message:500:5000 message:1000:10000 call:200:1000)
 # run.sh expects the proxy on udp:127.0.0.1:45060, REGISTER without auth, bob@127.0.0.1;
 # `exec` makes the proxy run.sh's own child, so its CPU is the one read from /proc.
@@ -21,10 +24,15 @@ printf '%-9s %-8s %-6s %-6s %-6s %-7s %-8s %-11s\n' target scenario rate calls o
 declare -A cpu
 for run in "${runs[@]}"; do
   IFS=: read -r scenario rate count <<<"$run"
-  for target in kamailio cmd; do
+  for target in kamailio cmd floor; do
     [[ $target == kamailio ]] && ! command -v kamailio >/dev/null && continue
-    line=$(bash "$RUN" "$target" "$scenario" "$rate" "$count" 2>&1 | tail -n 1)
-    name=$([[ $target == cmd ]] && echo luasip || echo kamailio)
+    [[ $target == floor && ! -x $FLOOR ]] && continue
+    if [[ $target == floor ]]; then
+      line=$(PROXY_CMD="exec $FLOOR" bash "$RUN" cmd "$scenario" "$rate" "$count" 2>&1 | tail -n 1)
+    else
+      line=$(bash "$RUN" "$target" "$scenario" "$rate" "$count" 2>&1 | tail -n 1)
+    fi
+    name=$([[ $target == cmd ]] && echo luasip || echo "$target")
     get() { echo "$line" | grep -o "$1=[0-9]*" | cut -d= -f2; }
     ok=$(get ok) failed=$(get failed) retr=$(get retrans) per=$(get proxy_cpu_us_per_call)
     if [[ -z $per ]]; then echo "$name $scenario $rate: run.sh said: $line"; continue; fi
@@ -33,7 +41,7 @@ for run in "${runs[@]}"; do
   done
 done
 echo
-echo "luasip / kamailio, proxy CPU per call (target: <= 0.25, and no failed call at 1000 MESSAGE/s and 200 calls/s)"
+echo "luasip / kamailio, proxy CPU per call (target: <= 0.25, and no failed call at 1000 MESSAGE/s and 200 calls/s); floor: the kernel's share alone"
 for run in "${runs[@]}"; do
   l=${cpu[luasip,$run]:-} k=${cpu[kamailio,$run]:-}
   if [[ -n $l && -n $k && $k -gt 0 ]]; then
