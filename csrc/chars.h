@@ -20,6 +20,7 @@ enum {
 	SIP_C_LISTMARK = 16384, /* what splitting a comma list looks at: , " < > */
 	SIP_C_PARAMVAL = 32768, /* an unquoted header param value: token / host ([ ] :) */
 	SIP_C_ADDRSTOP = 65536, /* what ends an addr-spec's URI: ';' and LWS */
+	SIP_C_ADDRBAD = 131072, /* what an addr-spec's URI may not hold: '<' '?' ',' */
 };
 
 extern const uint32_t sip_ctab[256];

@@ -414,18 +414,20 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 			lt = q;
 			a->display = trim(sip_pl_make(p, (size_t)(q - p)));
 		} else {
-			/* addr-spec: the URI ends at ';' (params are header params, §20.10) */
-			const char *lt2 = memchr(p, '<', s.n);
-			if (lt2) {
+			/* addr-spec: the URI ends at ';' (params are header params, §20.10). A '<'
+			 * anywhere is a bad display name, else a '?' or ',' in the URI needs <>:
+			 * one scan to the first of them or the URI's end, memchr for the rest. */
+			const char *e = sip_cspan(p, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
+			if (e < end && *e != '<' && (sip_ctab[(unsigned char)*e] & SIP_C_ADDRBAD)) {
+				*err = memchr(e, '<', (size_t)(end - e)) ? "bad display name" :
+				       "URI with headers must be in <>";
+				return -1;
+			}
+			if (e < end && memchr(e, '<', (size_t)(end - e))) {
 				*err = "bad display name";
 				return -1;
 			}
-			const char *e = sip_cspan(p, end, SIP_C_ADDRSTOP);
 			a->uri = sip_pl_make(p, (size_t)(e - p));
-			if (memchr(a->uri.p, '?', a->uri.n) || memchr(a->uri.p, ',', a->uri.n)) {
-				*err = "URI with headers must be in <>";
-				return -1;
-			}
 			sip_uri u;
 			if (sip_uri_parse(&u, a->uri, err))
 				return -1;
