@@ -345,9 +345,10 @@ int sip_list_next(sip_pl value, size_t *pos, sip_pl *item)
 	if (!memchr(s, ',', (size_t)(end - s)))
 		p = end;
 	for (; p < end; p++) {
+		p = sip_find_any(p, end, ",\"<>", 4, SIP_C_LISTMARK);
+		if (p == end)
+			break;
 		char c = *p;
-		if (!(sip_ctab[(unsigned char)c] & SIP_C_LISTMARK))
-			continue;
 		if (c == '"') {
 			p = sip_quoted_end(p + 1, end);
 			if (!p) {
