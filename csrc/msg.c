@@ -22,7 +22,8 @@ struct sip_edit {
 	char data[];
 };
 
-enum { F_LIST = 1, F_SINGLE = 2 };
+/* F_CHECK: check_header validates the value (the parser calls it for these only) */
+enum { F_LIST = 1, F_SINGLE = 2, F_CHECK = 4 };
 
 /* Hard cap on header lines whatever sip_limits says: first[] holds int16_t indexes. */
 #define MAX_HDRS_INDEX 32767u
@@ -43,23 +44,23 @@ static const struct hdr_info {
 	HDR(SIP_HDR_ALLOW_EVENTS, "Allow-Events", F_LIST),
 	HDR(SIP_HDR_AUTHENTICATION_INFO, "Authentication-Info", 0),
 	HDR(SIP_HDR_AUTHORIZATION, "Authorization", 0),
-	HDR(SIP_HDR_CALL_ID, "Call-ID", F_SINGLE),
+	HDR(SIP_HDR_CALL_ID, "Call-ID", F_SINGLE | F_CHECK),
 	HDR(SIP_HDR_CALL_INFO, "Call-Info", F_LIST),
-	HDR(SIP_HDR_CONTACT, "Contact", F_LIST),
+	HDR(SIP_HDR_CONTACT, "Contact", F_LIST | F_CHECK),
 	HDR(SIP_HDR_CONTENT_DISPOSITION, "Content-Disposition", 0),
 	HDR(SIP_HDR_CONTENT_ENCODING, "Content-Encoding", F_LIST),
 	HDR(SIP_HDR_CONTENT_LANGUAGE, "Content-Language", F_LIST),
-	HDR(SIP_HDR_CONTENT_LENGTH, "Content-Length", F_SINGLE),
+	HDR(SIP_HDR_CONTENT_LENGTH, "Content-Length", F_SINGLE | F_CHECK),
 	HDR(SIP_HDR_CONTENT_TYPE, "Content-Type", F_SINGLE),
-	HDR(SIP_HDR_CSEQ, "CSeq", F_SINGLE),
-	HDR(SIP_HDR_DATE, "Date", 0),
+	HDR(SIP_HDR_CSEQ, "CSeq", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_DATE, "Date", F_CHECK),
 	HDR(SIP_HDR_ERROR_INFO, "Error-Info", F_LIST),
 	HDR(SIP_HDR_EVENT, "Event", 0),
 	HDR(SIP_HDR_EXPIRES, "Expires", 0),
-	HDR(SIP_HDR_FROM, "From", F_SINGLE),
+	HDR(SIP_HDR_FROM, "From", F_SINGLE | F_CHECK),
 	HDR(SIP_HDR_IDENTITY, "Identity", 0),
 	HDR(SIP_HDR_IN_REPLY_TO, "In-Reply-To", F_LIST),
-	HDR(SIP_HDR_MAX_FORWARDS, "Max-Forwards", F_SINGLE),
+	HDR(SIP_HDR_MAX_FORWARDS, "Max-Forwards", F_SINGLE | F_CHECK),
 	HDR(SIP_HDR_MIN_EXPIRES, "Min-Expires", 0),
 	HDR(SIP_HDR_MIME_VERSION, "MIME-Version", 0),
 	HDR(SIP_HDR_ORGANIZATION, "Organization", 0),
@@ -68,7 +69,7 @@ static const struct hdr_info {
 	HDR(SIP_HDR_PROXY_AUTHENTICATE, "Proxy-Authenticate", 0),
 	HDR(SIP_HDR_PROXY_AUTHORIZATION, "Proxy-Authorization", 0),
 	HDR(SIP_HDR_PROXY_REQUIRE, "Proxy-Require", F_LIST),
-	HDR(SIP_HDR_RECORD_ROUTE, "Record-Route", F_LIST),
+	HDR(SIP_HDR_RECORD_ROUTE, "Record-Route", F_LIST | F_CHECK),
 	HDR(SIP_HDR_REFER_TO, "Refer-To", 0),
 	HDR(SIP_HDR_REFERRED_BY, "Referred-By", 0),
 	HDR(SIP_HDR_REJECT_CONTACT, "Reject-Contact", F_LIST),
@@ -76,7 +77,7 @@ static const struct hdr_info {
 	HDR(SIP_HDR_REQUEST_DISPOSITION, "Request-Disposition", F_LIST),
 	HDR(SIP_HDR_REQUIRE, "Require", F_LIST),
 	HDR(SIP_HDR_RETRY_AFTER, "Retry-After", 0),
-	HDR(SIP_HDR_ROUTE, "Route", F_LIST),
+	HDR(SIP_HDR_ROUTE, "Route", F_LIST | F_CHECK),
 	HDR(SIP_HDR_SERVER, "Server", 0),
 	HDR(SIP_HDR_SERVICE_ROUTE, "Service-Route", F_LIST),
 	HDR(SIP_HDR_SESSION_EXPIRES, "Session-Expires", 0),
@@ -84,10 +85,10 @@ static const struct hdr_info {
 	HDR(SIP_HDR_SUBSCRIPTION_STATE, "Subscription-State", 0),
 	HDR(SIP_HDR_SUPPORTED, "Supported", F_LIST),
 	HDR(SIP_HDR_TIMESTAMP, "Timestamp", 0),
-	HDR(SIP_HDR_TO, "To", F_SINGLE),
+	HDR(SIP_HDR_TO, "To", F_SINGLE | F_CHECK),
 	HDR(SIP_HDR_UNSUPPORTED, "Unsupported", F_LIST),
 	HDR(SIP_HDR_USER_AGENT, "User-Agent", 0),
-	HDR(SIP_HDR_VIA, "Via", F_LIST),
+	HDR(SIP_HDR_VIA, "Via", F_LIST | F_CHECK),
 	HDR(SIP_HDR_WARNING, "Warning", F_LIST),
 	HDR(SIP_HDR_WWW_AUTHENTICATE, "WWW-Authenticate", 0),
 #undef HDR
@@ -869,7 +870,8 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 				*err = duplicate_msg(h.id);
 				return -1;
 			}
-			if (check_header(m, (sip_hdr_id)h.id, value, first, err))
+			if ((hdr_info[h.id].flags & F_CHECK) &&
+			    check_header(m, (sip_hdr_id)h.id, value, first, err))
 				return -1;
 			if (first)
 				m->first[h.id] = (int16_t)m->nhdrs;
