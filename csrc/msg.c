@@ -808,6 +808,8 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 
 	/* Header section: one logical line (with folding) per header. */
 	unsigned max_hdrs = lim->max_hdrs < MAX_HDRS_INDEX ? lim->max_hdrs : MAX_HDRS_INDEX;
+	size_t max_line = lim->max_line;   /* locals: check_header's calls do not change them */
+	unsigned fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 	for (;;) {
 		if (p >= end) {
 			*err = "truncated header section";
@@ -850,7 +852,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			}
 			break;
 		}
-		if ((size_t)(nl - ls) > lim->max_line) {
+		if ((size_t)(nl - ls) > max_line) {
 			*err = "header line too long";
 			return -1;
 		}
@@ -876,11 +878,13 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			if (first)
 				m->first[h.id] = (int16_t)m->nhdrs;
 		}
-		if (m->nhdrs < m->hdrs_cap && m->nhdrs < max_hdrs)
+		if (m->nhdrs < fast_cap) {
 			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
-		else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+		} else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
 			return -1;
+		} else {
+			fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 		}
 	}
 
