@@ -726,19 +726,13 @@ static const char *start_line_end(const char *p, const char *end, const char **b
 	return NULL;
 }
 
-/* The length of the known name at p; `id` came from known_name, so it is the long name's
- * length or 1 for a compact form. */
-static inline size_t hdr_name_len(const char *p, sip_hdr_id id)
-{
-	return p[1] == ':' ? 1 : hdr_info[id].len;
-}
-
 /* A header line that starts with a known name, long or compact, directly followed by ':'
- * (the usual case): its id, found with one 16-byte load, a hash and a masked compare.
- * SIP_HDR_OTHER for anything else, which the caller then scans byte by byte (and looks
- * up again): unknown names, names with LWS before ':', names of 16 bytes and more, and
- * lines near the end of the buffer. Only bytes before end are read. */
-static inline sip_hdr_id known_name(const char *p, const char *end)
+ * (the usual case): its id, and in *len the name's length, found with one 16-byte load, a
+ * hash and a masked compare. SIP_HDR_OTHER for anything else, which the caller then scans
+ * byte by byte (and looks up again): unknown names, names with LWS before ':', names of
+ * 16 bytes and more, and lines near the end of the buffer. Only bytes before end are
+ * read. */
+static inline sip_hdr_id known_name(const char *p, const char *end, size_t *len)
 {
 #ifdef __SSE2__
 	if (end - p < 16)
@@ -748,6 +742,7 @@ static inline sip_hdr_id known_name(const char *p, const char *end)
 	if (!colon)
 		return SIP_HDR_OTHER;
 	unsigned k = (unsigned)__builtin_ctz(colon);
+	*len = k;
 	if (k == 1) {
 		unsigned c = lower((unsigned char)p[0]) - 'a';
 		return c < 26 ? (sip_hdr_id)compact_id[c] : SIP_HDR_OTHER;
@@ -765,6 +760,7 @@ static inline sip_hdr_id known_name(const char *p, const char *end)
 #else
 	(void)p;
 	(void)end;
+	(void)len;
 	return SIP_HDR_OTHER;
 #endif
 }
@@ -820,12 +816,13 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			break;
 		}
 		const char *ls = p;
-		sip_hdr_id id = known_name(p, end);
+		size_t nlen;
+		sip_hdr_id id = known_name(p, end, &nlen);
 		sip_pl name;
 		if (id != SIP_HDR_OTHER) {
 			/* a known name right before ':' (only token bytes match one) */
-			name = sip_pl_make(ls, hdr_name_len(ls, id));
-			p = ls + name.n;
+			name = sip_pl_make(ls, nlen);
+			p = ls + nlen;
 		} else {
 			p = sip_span(p, end, SIP_C_TOKEN);
 			name = sip_pl_make(ls, (size_t)(p - ls));
