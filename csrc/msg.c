@@ -193,6 +193,30 @@ __attribute__((constructor)) static void hdr_pat_init(void)
 }
 #endif
 
+#ifdef __SSE2__
+/* The parser's own hash for names of fewer than 16 bytes (known_name): the name's first
+ * 8 bytes (fewer when shorter), or'ed with 0x20 and xor'ed with the length, times
+ * HDR_FAST_MUL (found like HDR_HASH_MUL, for these 47 names): one load, no byte picking. */
+#define HDR_FAST_MUL 0x86f1d75cc5f5c841u
+static const uint8_t hdr_fast[128] = {
+	[0] = SIP_HDR_USER_AGENT, [4] = SIP_HDR_ROUTE, [5] = SIP_HDR_PROXY_REQUIRE,
+	[6] = SIP_HDR_DATE, [7] = SIP_HDR_CALL_INFO, [9] = SIP_HDR_CONTACT,
+	[16] = SIP_HDR_AUTHORIZATION, [22] = SIP_HDR_SERVICE_ROUTE, [26] = SIP_HDR_TO,
+	[27] = SIP_HDR_ACCEPT_ENCODING, [29] = SIP_HDR_TIMESTAMP, [30] = SIP_HDR_ACCEPT_CONTACT,
+	[38] = SIP_HDR_CALL_ID, [40] = SIP_HDR_SUPPORTED, [41] = SIP_HDR_REQUIRE,
+	[49] = SIP_HDR_MIN_EXPIRES, [50] = SIP_HDR_UNSUPPORTED, [51] = SIP_HDR_IDENTITY,
+	[53] = SIP_HDR_REFER_TO, [55] = SIP_HDR_SESSION_EXPIRES, [59] = SIP_HDR_SERVER,
+	[60] = SIP_HDR_CSEQ, [62] = SIP_HDR_EVENT, [63] = SIP_HDR_EXPIRES, [70] = SIP_HDR_SUBJECT,
+	[74] = SIP_HDR_IN_REPLY_TO, [77] = SIP_HDR_REFERRED_BY, [78] = SIP_HDR_ORGANIZATION,
+	[82] = SIP_HDR_RETRY_AFTER, [83] = SIP_HDR_RECORD_ROUTE, [84] = SIP_HDR_MIME_VERSION,
+	[86] = SIP_HDR_ALERT_INFO, [87] = SIP_HDR_PATH, [88] = SIP_HDR_VIA, [92] = SIP_HDR_ALLOW,
+	[96] = SIP_HDR_ALLOW_EVENTS, [97] = SIP_HDR_ERROR_INFO, [98] = SIP_HDR_CONTENT_LENGTH,
+	[99] = SIP_HDR_REPLY_TO, [104] = SIP_HDR_REJECT_CONTACT, [105] = SIP_HDR_CONTENT_TYPE,
+	[107] = SIP_HDR_ACCEPT, [109] = SIP_HDR_FROM, [110] = SIP_HDR_MAX_FORWARDS,
+	[119] = SIP_HDR_PRIORITY, [120] = SIP_HDR_WARNING, [127] = SIP_HDR_ACCEPT_LANGUAGE,
+};
+#endif
+
 const char *sip_hdr_canonical(sip_hdr_id id)
 {
 	return id > 0 && id < SIP_HDR_COUNT ? hdr_info[id].name : NULL;
@@ -749,7 +773,11 @@ static inline sip_hdr_id known_name(const char *p, const char *end, size_t *len)
 	}
 	if (k < 2)
 		return SIP_HDR_OTHER;
-	unsigned id = hdr_hash[hdr_hash_of(p, k)];
+	uint64_t x = sip_load8(p);   /* x86: little-endian, as hdr_fast was built */
+	if (k < 8)
+		x &= (1ull << (8 * k)) - 1;
+	x = (x | 0x2020202020202020u) ^ k;
+	unsigned id = hdr_fast[(x * HDR_FAST_MUL) >> 57];
 	if (hdr_info[id].len != k)
 		return SIP_HDR_OTHER;
 	/* bytes 0..k-1 equal the name's, letters in either case (see sip_fold_eq) */
