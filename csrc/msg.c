@@ -171,7 +171,8 @@ sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 /* The known-name compare of the parser (known_name): per id, the name with its letters in
  * lower case (lc) and 0x20 where it has letters (fold); input | fold == lc on a name's
  * bytes is sip_fold_eq's exact case folding. Names of 16 bytes and more keep zeros (no
- * 16-byte load holds them and their ':'), so they never match there. */
+ * 16-byte load holds them and their ':'), so they never match there. Built when the
+ * library loads, before anything can parse. */
 static struct {
 	__m128i lc, fold;
 } hdr_pat[SIP_HDR_COUNT];
@@ -196,7 +197,9 @@ __attribute__((constructor)) static void hdr_pat_init(void)
 #ifdef __SSE2__
 /* The parser's own hash for names of fewer than 16 bytes (known_name): the name's first
  * 8 bytes (fewer when shorter), or'ed with 0x20 and xor'ed with the length, times
- * HDR_FAST_MUL (found like HDR_HASH_MUL, for these 47 names): one load, no byte picking. */
+ * HDR_FAST_MUL (found like HDR_HASH_MUL, for these 47 names): one load, no byte picking.
+ * Only a shortcut: a name missing here still parses, through the byte scan and
+ * sip_hdr_lookup. */
 #define HDR_FAST_MUL 0x86f1d75cc5f5c841u
 static const uint8_t hdr_fast[128] = {
 	[0] = SIP_HDR_USER_AGENT, [4] = SIP_HDR_ROUTE, [5] = SIP_HDR_PROXY_REQUIRE,
