@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <limits.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 const sip_limits sip_limits_default = {
 	SIP_MAX_MSG_DEFAULT, SIP_MAX_HDRS_DEFAULT, SIP_MAX_LINE_DEFAULT,
@@ -19,72 +22,76 @@ struct sip_edit {
 	char data[];
 };
 
-enum { F_LIST = 1, F_SINGLE = 2 };
+/* F_CHECK: check_header validates the value (the parser calls it for these only) */
+enum { F_LIST = 1, F_SINGLE = 2, F_CHECK = 4 };
 
 /* Hard cap on header lines whatever sip_limits says: first[] holds int16_t indexes. */
 #define MAX_HDRS_INDEX 32767u
 
 static const struct hdr_info {
 	const char *name;
+	uint8_t len;
 	uint8_t flags;
 } hdr_info[SIP_HDR_COUNT] = {
-	[SIP_HDR_OTHER] = { "", 0 },
-	[SIP_HDR_ACCEPT] = { "Accept", F_LIST },
-	[SIP_HDR_ACCEPT_CONTACT] = { "Accept-Contact", F_LIST },
-	[SIP_HDR_ACCEPT_ENCODING] = { "Accept-Encoding", F_LIST },
-	[SIP_HDR_ACCEPT_LANGUAGE] = { "Accept-Language", F_LIST },
-	[SIP_HDR_ALERT_INFO] = { "Alert-Info", F_LIST },
-	[SIP_HDR_ALLOW] = { "Allow", F_LIST },
-	[SIP_HDR_ALLOW_EVENTS] = { "Allow-Events", F_LIST },
-	[SIP_HDR_AUTHENTICATION_INFO] = { "Authentication-Info", 0 },
-	[SIP_HDR_AUTHORIZATION] = { "Authorization", 0 },
-	[SIP_HDR_CALL_ID] = { "Call-ID", F_SINGLE },
-	[SIP_HDR_CALL_INFO] = { "Call-Info", F_LIST },
-	[SIP_HDR_CONTACT] = { "Contact", F_LIST },
-	[SIP_HDR_CONTENT_DISPOSITION] = { "Content-Disposition", 0 },
-	[SIP_HDR_CONTENT_ENCODING] = { "Content-Encoding", F_LIST },
-	[SIP_HDR_CONTENT_LANGUAGE] = { "Content-Language", F_LIST },
-	[SIP_HDR_CONTENT_LENGTH] = { "Content-Length", F_SINGLE },
-	[SIP_HDR_CONTENT_TYPE] = { "Content-Type", F_SINGLE },
-	[SIP_HDR_CSEQ] = { "CSeq", F_SINGLE },
-	[SIP_HDR_DATE] = { "Date", 0 },
-	[SIP_HDR_ERROR_INFO] = { "Error-Info", F_LIST },
-	[SIP_HDR_EVENT] = { "Event", 0 },
-	[SIP_HDR_EXPIRES] = { "Expires", 0 },
-	[SIP_HDR_FROM] = { "From", F_SINGLE },
-	[SIP_HDR_IDENTITY] = { "Identity", 0 },
-	[SIP_HDR_IN_REPLY_TO] = { "In-Reply-To", F_LIST },
-	[SIP_HDR_MAX_FORWARDS] = { "Max-Forwards", F_SINGLE },
-	[SIP_HDR_MIN_EXPIRES] = { "Min-Expires", 0 },
-	[SIP_HDR_MIME_VERSION] = { "MIME-Version", 0 },
-	[SIP_HDR_ORGANIZATION] = { "Organization", 0 },
-	[SIP_HDR_PATH] = { "Path", F_LIST },
-	[SIP_HDR_PRIORITY] = { "Priority", 0 },
-	[SIP_HDR_PROXY_AUTHENTICATE] = { "Proxy-Authenticate", 0 },
-	[SIP_HDR_PROXY_AUTHORIZATION] = { "Proxy-Authorization", 0 },
-	[SIP_HDR_PROXY_REQUIRE] = { "Proxy-Require", F_LIST },
-	[SIP_HDR_RECORD_ROUTE] = { "Record-Route", F_LIST },
-	[SIP_HDR_REFER_TO] = { "Refer-To", 0 },
-	[SIP_HDR_REFERRED_BY] = { "Referred-By", 0 },
-	[SIP_HDR_REJECT_CONTACT] = { "Reject-Contact", F_LIST },
-	[SIP_HDR_REPLY_TO] = { "Reply-To", 0 },
-	[SIP_HDR_REQUEST_DISPOSITION] = { "Request-Disposition", F_LIST },
-	[SIP_HDR_REQUIRE] = { "Require", F_LIST },
-	[SIP_HDR_RETRY_AFTER] = { "Retry-After", 0 },
-	[SIP_HDR_ROUTE] = { "Route", F_LIST },
-	[SIP_HDR_SERVER] = { "Server", 0 },
-	[SIP_HDR_SERVICE_ROUTE] = { "Service-Route", F_LIST },
-	[SIP_HDR_SESSION_EXPIRES] = { "Session-Expires", 0 },
-	[SIP_HDR_SUBJECT] = { "Subject", 0 },
-	[SIP_HDR_SUBSCRIPTION_STATE] = { "Subscription-State", 0 },
-	[SIP_HDR_SUPPORTED] = { "Supported", F_LIST },
-	[SIP_HDR_TIMESTAMP] = { "Timestamp", 0 },
-	[SIP_HDR_TO] = { "To", F_SINGLE },
-	[SIP_HDR_UNSUPPORTED] = { "Unsupported", F_LIST },
-	[SIP_HDR_USER_AGENT] = { "User-Agent", 0 },
-	[SIP_HDR_VIA] = { "Via", F_LIST },
-	[SIP_HDR_WARNING] = { "Warning", F_LIST },
-	[SIP_HDR_WWW_AUTHENTICATE] = { "WWW-Authenticate", 0 },
+#define HDR(id, name, flags) [id] = { name, sizeof name - 1, flags }
+	HDR(SIP_HDR_OTHER, "", 0),
+	HDR(SIP_HDR_ACCEPT, "Accept", F_LIST),
+	HDR(SIP_HDR_ACCEPT_CONTACT, "Accept-Contact", F_LIST),
+	HDR(SIP_HDR_ACCEPT_ENCODING, "Accept-Encoding", F_LIST),
+	HDR(SIP_HDR_ACCEPT_LANGUAGE, "Accept-Language", F_LIST),
+	HDR(SIP_HDR_ALERT_INFO, "Alert-Info", F_LIST),
+	HDR(SIP_HDR_ALLOW, "Allow", F_LIST),
+	HDR(SIP_HDR_ALLOW_EVENTS, "Allow-Events", F_LIST),
+	HDR(SIP_HDR_AUTHENTICATION_INFO, "Authentication-Info", 0),
+	HDR(SIP_HDR_AUTHORIZATION, "Authorization", 0),
+	HDR(SIP_HDR_CALL_ID, "Call-ID", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_CALL_INFO, "Call-Info", F_LIST),
+	HDR(SIP_HDR_CONTACT, "Contact", F_LIST | F_CHECK),
+	HDR(SIP_HDR_CONTENT_DISPOSITION, "Content-Disposition", 0),
+	HDR(SIP_HDR_CONTENT_ENCODING, "Content-Encoding", F_LIST),
+	HDR(SIP_HDR_CONTENT_LANGUAGE, "Content-Language", F_LIST),
+	HDR(SIP_HDR_CONTENT_LENGTH, "Content-Length", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_CONTENT_TYPE, "Content-Type", F_SINGLE),
+	HDR(SIP_HDR_CSEQ, "CSeq", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_DATE, "Date", F_CHECK),
+	HDR(SIP_HDR_ERROR_INFO, "Error-Info", F_LIST),
+	HDR(SIP_HDR_EVENT, "Event", 0),
+	HDR(SIP_HDR_EXPIRES, "Expires", 0),
+	HDR(SIP_HDR_FROM, "From", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_IDENTITY, "Identity", 0),
+	HDR(SIP_HDR_IN_REPLY_TO, "In-Reply-To", F_LIST),
+	HDR(SIP_HDR_MAX_FORWARDS, "Max-Forwards", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_MIN_EXPIRES, "Min-Expires", 0),
+	HDR(SIP_HDR_MIME_VERSION, "MIME-Version", 0),
+	HDR(SIP_HDR_ORGANIZATION, "Organization", 0),
+	HDR(SIP_HDR_PATH, "Path", F_LIST),
+	HDR(SIP_HDR_PRIORITY, "Priority", 0),
+	HDR(SIP_HDR_PROXY_AUTHENTICATE, "Proxy-Authenticate", 0),
+	HDR(SIP_HDR_PROXY_AUTHORIZATION, "Proxy-Authorization", 0),
+	HDR(SIP_HDR_PROXY_REQUIRE, "Proxy-Require", F_LIST),
+	HDR(SIP_HDR_RECORD_ROUTE, "Record-Route", F_LIST | F_CHECK),
+	HDR(SIP_HDR_REFER_TO, "Refer-To", 0),
+	HDR(SIP_HDR_REFERRED_BY, "Referred-By", 0),
+	HDR(SIP_HDR_REJECT_CONTACT, "Reject-Contact", F_LIST),
+	HDR(SIP_HDR_REPLY_TO, "Reply-To", 0),
+	HDR(SIP_HDR_REQUEST_DISPOSITION, "Request-Disposition", F_LIST),
+	HDR(SIP_HDR_REQUIRE, "Require", F_LIST),
+	HDR(SIP_HDR_RETRY_AFTER, "Retry-After", 0),
+	HDR(SIP_HDR_ROUTE, "Route", F_LIST | F_CHECK),
+	HDR(SIP_HDR_SERVER, "Server", 0),
+	HDR(SIP_HDR_SERVICE_ROUTE, "Service-Route", F_LIST),
+	HDR(SIP_HDR_SESSION_EXPIRES, "Session-Expires", 0),
+	HDR(SIP_HDR_SUBJECT, "Subject", 0),
+	HDR(SIP_HDR_SUBSCRIPTION_STATE, "Subscription-State", 0),
+	HDR(SIP_HDR_SUPPORTED, "Supported", F_LIST),
+	HDR(SIP_HDR_TIMESTAMP, "Timestamp", 0),
+	HDR(SIP_HDR_TO, "To", F_SINGLE | F_CHECK),
+	HDR(SIP_HDR_UNSUPPORTED, "Unsupported", F_LIST),
+	HDR(SIP_HDR_USER_AGENT, "User-Agent", 0),
+	HDR(SIP_HDR_VIA, "Via", F_LIST | F_CHECK),
+	HDR(SIP_HDR_WARNING, "Warning", F_LIST),
+	HDR(SIP_HDR_WWW_AUTHENTICATE, "WWW-Authenticate", 0),
+#undef HDR
 };
 
 /* Compact forms (RFC 3261 §7.3.3 and the extensions' own), by letter. */
@@ -101,32 +108,35 @@ static const uint8_t compact_id[26] = {
 	['y' - 'a'] = SIP_HDR_IDENTITY,
 };
 
-/* Long names grouped by length, 0-terminated, the ones every message has first: a lookup
- * looks at a handful of candidates and rejects most on their first letter. Every name of
- * hdr_info must be here (spec/msg_spec.lua checks each one through core.header_name). */
+/* Long names by a perfect hash of (length, first, middle and last letter, case folded):
+ * one candidate, compared a word at a time with exact case folding. HDR_HASH_MUL was found
+ * by trying random odd multipliers until the 56 names fell in distinct slots of 128; every
+ * name of hdr_info must be here (spec/msg_spec.lua checks each one through
+ * core.header_name). */
 #define HDR_NAME_MAX 19
-static const uint8_t by_len[HDR_NAME_MAX + 1][7] = {
-	[2] = { SIP_HDR_TO },
-	[3] = { SIP_HDR_VIA },
-	[4] = { SIP_HDR_CSEQ, SIP_HDR_FROM, SIP_HDR_DATE, SIP_HDR_PATH },
-	[5] = { SIP_HDR_ROUTE, SIP_HDR_ALLOW, SIP_HDR_EVENT },
-	[6] = { SIP_HDR_ACCEPT, SIP_HDR_SERVER },
-	[7] = { SIP_HDR_CALL_ID, SIP_HDR_CONTACT, SIP_HDR_EXPIRES, SIP_HDR_REQUIRE,
-		SIP_HDR_SUBJECT, SIP_HDR_WARNING },
-	[8] = { SIP_HDR_IDENTITY, SIP_HDR_PRIORITY, SIP_HDR_REFER_TO, SIP_HDR_REPLY_TO },
-	[9] = { SIP_HDR_SUPPORTED, SIP_HDR_CALL_INFO, SIP_HDR_TIMESTAMP },
-	[10] = { SIP_HDR_USER_AGENT, SIP_HDR_ALERT_INFO, SIP_HDR_ERROR_INFO },
-	[11] = { SIP_HDR_MIN_EXPIRES, SIP_HDR_IN_REPLY_TO, SIP_HDR_REFERRED_BY,
-		 SIP_HDR_RETRY_AFTER, SIP_HDR_UNSUPPORTED },
-	[12] = { SIP_HDR_MAX_FORWARDS, SIP_HDR_CONTENT_TYPE, SIP_HDR_RECORD_ROUTE,
-		 SIP_HDR_ALLOW_EVENTS, SIP_HDR_MIME_VERSION, SIP_HDR_ORGANIZATION },
-	[13] = { SIP_HDR_AUTHORIZATION, SIP_HDR_PROXY_REQUIRE, SIP_HDR_SERVICE_ROUTE },
-	[14] = { SIP_HDR_CONTENT_LENGTH, SIP_HDR_ACCEPT_CONTACT, SIP_HDR_REJECT_CONTACT },
-	[15] = { SIP_HDR_SESSION_EXPIRES, SIP_HDR_ACCEPT_ENCODING, SIP_HDR_ACCEPT_LANGUAGE },
-	[16] = { SIP_HDR_WWW_AUTHENTICATE, SIP_HDR_CONTENT_ENCODING, SIP_HDR_CONTENT_LANGUAGE },
-	[18] = { SIP_HDR_PROXY_AUTHENTICATE, SIP_HDR_SUBSCRIPTION_STATE },
-	[19] = { SIP_HDR_AUTHENTICATION_INFO, SIP_HDR_CONTENT_DISPOSITION,
-		 SIP_HDR_PROXY_AUTHORIZATION, SIP_HDR_REQUEST_DISPOSITION },
+#define HDR_HASH_MUL 0x020e2e29u
+static const uint8_t hdr_hash[128] = {
+	[0] = SIP_HDR_USER_AGENT, [1] = SIP_HDR_CONTENT_TYPE, [5] = SIP_HDR_REFER_TO,
+	[6] = SIP_HDR_MIME_VERSION, [7] = SIP_HDR_FROM, [9] = SIP_HDR_EXPIRES,
+	[12] = SIP_HDR_PATH, [16] = SIP_HDR_SUPPORTED, [18] = SIP_HDR_ACCEPT_CONTACT,
+	[19] = SIP_HDR_SERVER, [25] = SIP_HDR_ERROR_INFO, [26] = SIP_HDR_CONTENT_LANGUAGE,
+	[27] = SIP_HDR_REJECT_CONTACT, [28] = SIP_HDR_SERVICE_ROUTE, [29] = SIP_HDR_ALLOW,
+	[31] = SIP_HDR_SUBSCRIPTION_STATE, [34] = SIP_HDR_AUTHORIZATION, [35] = SIP_HDR_TO,
+	[38] = SIP_HDR_REQUEST_DISPOSITION, [40] = SIP_HDR_ACCEPT_ENCODING,
+	[42] = SIP_HDR_CONTACT, [45] = SIP_HDR_VIA, [51] = SIP_HDR_PROXY_REQUIRE,
+	[53] = SIP_HDR_CONTENT_LENGTH, [54] = SIP_HDR_WWW_AUTHENTICATE, [55] = SIP_HDR_REPLY_TO,
+	[60] = SIP_HDR_ALERT_INFO, [63] = SIP_HDR_WARNING, [68] = SIP_HDR_EVENT,
+	[70] = SIP_HDR_SESSION_EXPIRES, [73] = SIP_HDR_ORGANIZATION,
+	[75] = SIP_HDR_CONTENT_DISPOSITION, [77] = SIP_HDR_REFERRED_BY, [78] = SIP_HDR_IDENTITY,
+	[80] = SIP_HDR_TIMESTAMP, [82] = SIP_HDR_ROUTE, [83] = SIP_HDR_PROXY_AUTHENTICATE,
+	[84] = SIP_HDR_SUBJECT, [86] = SIP_HDR_CALL_INFO, [87] = SIP_HDR_ACCEPT_LANGUAGE,
+	[92] = SIP_HDR_RETRY_AFTER, [96] = SIP_HDR_CALL_ID, [97] = SIP_HDR_PRIORITY,
+	[99] = SIP_HDR_RECORD_ROUTE, [101] = SIP_HDR_IN_REPLY_TO,
+	[102] = SIP_HDR_AUTHENTICATION_INFO, [104] = SIP_HDR_MAX_FORWARDS,
+	[106] = SIP_HDR_CONTENT_ENCODING, [110] = SIP_HDR_UNSUPPORTED,
+	[112] = SIP_HDR_PROXY_AUTHORIZATION, [116] = SIP_HDR_DATE, [119] = SIP_HDR_ALLOW_EVENTS,
+	[123] = SIP_HDR_REQUIRE, [125] = SIP_HDR_ACCEPT, [126] = SIP_HDR_MIN_EXPIRES,
+	[127] = SIP_HDR_CSEQ,
 };
 
 /* ASCII lowercase without a locale or a table. */
@@ -135,22 +145,80 @@ static inline unsigned char lower(unsigned char c)
 	return (unsigned char)(c | ((unsigned)(c - 'A') < 26u) << 5);
 }
 
+static inline unsigned hdr_hash_of(const char *name, size_t len)
+{
+	uint32_t x = (uint32_t)len << 24 | (uint32_t)((unsigned char)name[0] | 0x20) << 16 |
+		     (uint32_t)((unsigned char)name[len / 2] | 0x20) << 8 |
+		     (uint32_t)((unsigned char)name[len - 1] | 0x20);
+	return (x * HDR_HASH_MUL) >> 25;
+}
+
 sip_hdr_id sip_hdr_lookup(const char *name, size_t len)
 {
 	if (len == 1) {
 		unsigned c = lower((unsigned char)name[0]) - 'a';
 		return c < 26 ? (sip_hdr_id)compact_id[c] : SIP_HDR_OTHER;
 	}
-	if (len > HDR_NAME_MAX)
+	if (len - 2 > HDR_NAME_MAX - 2)    /* also len 0 */
 		return SIP_HDR_OTHER;
-	unsigned char f = lower((unsigned char)name[0]);
-	for (const uint8_t *id = by_len[len]; *id; id++) {
-		const char *n = hdr_info[*id].name;
-		if ((unsigned char)(n[0] | 0x20) == f && sip_caseeq(name, n, len))
-			return (sip_hdr_id)*id;
-	}
+	unsigned id = hdr_hash[hdr_hash_of(name, len)];
+	if (hdr_info[id].len == len && sip_caseeq(name, hdr_info[id].name, len))
+		return (sip_hdr_id)id;
 	return SIP_HDR_OTHER;
 }
+
+#ifdef __SSE2__
+/* The known-name compare of the parser (known_name): per id, the name with its letters in
+ * lower case (lc) and 0x20 where it has letters (fold); input | fold == lc on a name's
+ * bytes is sip_fold_eq's exact case folding. Names of 16 bytes and more keep zeros (no
+ * 16-byte load holds them and their ':'), so they never match there. Built when the
+ * library loads, before anything can parse. */
+static struct {
+	__m128i lc, fold;
+} hdr_pat[SIP_HDR_COUNT];
+
+__attribute__((constructor)) static void hdr_pat_init(void)
+{
+	for (int id = 1; id < SIP_HDR_COUNT; id++) {
+		unsigned char lc[16] = { 0 }, fold[16] = { 0 };
+		if (hdr_info[id].len >= 16)
+			continue;
+		for (unsigned i = 0; i < hdr_info[id].len; i++) {
+			unsigned char c = (unsigned char)hdr_info[id].name[i];
+			fold[i] = (c & 0x40) ? 0x20 : 0;   /* letters: bit 6 (see sip_fold_eq) */
+			lc[i] = c | fold[i];
+		}
+		memcpy(&hdr_pat[id].lc, lc, 16);
+		memcpy(&hdr_pat[id].fold, fold, 16);
+	}
+}
+#endif
+
+#ifdef __SSE2__
+/* The parser's own hash for names of fewer than 16 bytes (known_name): the name's first
+ * 8 bytes (fewer when shorter), or'ed with 0x20 and xor'ed with the length, times
+ * HDR_FAST_MUL (found like HDR_HASH_MUL, for these 47 names): one load, no byte picking.
+ * Only a shortcut: a name missing here still parses, through the byte scan and
+ * sip_hdr_lookup. */
+#define HDR_FAST_MUL 0x86f1d75cc5f5c841u
+static const uint8_t hdr_fast[128] = {
+	[0] = SIP_HDR_USER_AGENT, [4] = SIP_HDR_ROUTE, [5] = SIP_HDR_PROXY_REQUIRE,
+	[6] = SIP_HDR_DATE, [7] = SIP_HDR_CALL_INFO, [9] = SIP_HDR_CONTACT,
+	[16] = SIP_HDR_AUTHORIZATION, [22] = SIP_HDR_SERVICE_ROUTE, [26] = SIP_HDR_TO,
+	[27] = SIP_HDR_ACCEPT_ENCODING, [29] = SIP_HDR_TIMESTAMP, [30] = SIP_HDR_ACCEPT_CONTACT,
+	[38] = SIP_HDR_CALL_ID, [40] = SIP_HDR_SUPPORTED, [41] = SIP_HDR_REQUIRE,
+	[49] = SIP_HDR_MIN_EXPIRES, [50] = SIP_HDR_UNSUPPORTED, [51] = SIP_HDR_IDENTITY,
+	[53] = SIP_HDR_REFER_TO, [55] = SIP_HDR_SESSION_EXPIRES, [59] = SIP_HDR_SERVER,
+	[60] = SIP_HDR_CSEQ, [62] = SIP_HDR_EVENT, [63] = SIP_HDR_EXPIRES, [70] = SIP_HDR_SUBJECT,
+	[74] = SIP_HDR_IN_REPLY_TO, [77] = SIP_HDR_REFERRED_BY, [78] = SIP_HDR_ORGANIZATION,
+	[82] = SIP_HDR_RETRY_AFTER, [83] = SIP_HDR_RECORD_ROUTE, [84] = SIP_HDR_MIME_VERSION,
+	[86] = SIP_HDR_ALERT_INFO, [87] = SIP_HDR_PATH, [88] = SIP_HDR_VIA, [92] = SIP_HDR_ALLOW,
+	[96] = SIP_HDR_ALLOW_EVENTS, [97] = SIP_HDR_ERROR_INFO, [98] = SIP_HDR_CONTENT_LENGTH,
+	[99] = SIP_HDR_REPLY_TO, [104] = SIP_HDR_REJECT_CONTACT, [105] = SIP_HDR_CONTENT_TYPE,
+	[107] = SIP_HDR_ACCEPT, [109] = SIP_HDR_FROM, [110] = SIP_HDR_MAX_FORWARDS,
+	[119] = SIP_HDR_PRIORITY, [120] = SIP_HDR_WARNING, [127] = SIP_HDR_ACCEPT_LANGUAGE,
+};
+#endif
 
 const char *sip_hdr_canonical(sip_hdr_id id)
 {
@@ -167,18 +235,36 @@ static const char *const method_names[SIP_METHOD_COUNT] = {
 	"UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
 };
 
-static const uint8_t method_len[SIP_METHOD_COUNT] = {
-	0, 6, 3, 6, 3, 8, 7, 7, 4, 6, 5, 9, 6, 5, 7,
-};
 
 sip_method sip_method_lookup(const char *s, size_t len)
 {
-	/* methods are case-sensitive (RFC 3261 §7.1) */
-	for (int i = 1; i < SIP_METHOD_COUNT; i++)
-		if (method_len[i] == len && s[0] == method_names[i][0] &&
-		    memcmp(method_names[i], s, len) == 0)
-			return (sip_method)i;
-	return SIP_METHOD_OTHER;
+	/* methods are case-sensitive (RFC 3261 §7.1): one candidate by length and first
+	 * letter, then a compare */
+	sip_method m;
+	switch (len) {
+	case 3: m = s[0] == 'A' ? SIP_METHOD_ACK : SIP_METHOD_BYE; break;
+	case 4: m = SIP_METHOD_INFO; break;
+	case 5: m = s[0] == 'P' ? SIP_METHOD_PRACK : SIP_METHOD_REFER; break;
+	case 6:
+		m = s[0] == 'I' ? SIP_METHOD_INVITE : s[0] == 'C' ? SIP_METHOD_CANCEL :
+		    s[0] == 'U' ? SIP_METHOD_UPDATE : SIP_METHOD_NOTIFY;
+		break;
+	case 7:
+		m = s[0] == 'O' ? SIP_METHOD_OPTIONS : s[0] == 'M' ? SIP_METHOD_MESSAGE :
+		    SIP_METHOD_PUBLISH;
+		break;
+	case 8: m = SIP_METHOD_REGISTER; break;
+	case 9: m = SIP_METHOD_SUBSCRIBE; break;
+	default: return SIP_METHOD_OTHER;
+	}
+	const char *n = method_names[m];   /* 3 to 9 bytes: two overlapping words */
+	int eq = len >= 8 ? sip_load8(s) == sip_load8(n) &&
+			    sip_load8(s + len - 8) == sip_load8(n + len - 8) :
+		 len >= 4 ? sip_load4(s) == sip_load4(n) &&
+			    sip_load4(s + len - 4) == sip_load4(n + len - 4) :
+			    sip_load2(s) == sip_load2(n) &&
+			    sip_load2(s + len - 2) == sip_load2(n + len - 2);
+	return eq ? m : SIP_METHOD_OTHER;
 }
 
 const char *sip_method_name(sip_method m)
@@ -287,9 +373,10 @@ int sip_list_next(sip_pl value, size_t *pos, sip_pl *item)
 	if (!memchr(s, ',', (size_t)(end - s)))
 		p = end;
 	for (; p < end; p++) {
+		p = sip_find_any(p, end, ",\"<>", 4, SIP_C_LISTMARK);
+		if (p == end)
+			break;
 		char c = *p;
-		if (!(sip_ctab[(unsigned char)c] & SIP_C_LISTMARK))
-			continue;
 		if (c == '"') {
 			p = sip_quoted_end(p + 1, end);
 			if (!p) {
@@ -373,6 +460,46 @@ static void reindex(sip_msg *m)
 		m->first[m->hdrs[i].id] = (int16_t)i;
 }
 
+/* Every byte of a Call-ID is a word byte or '@'. With SSE2, 16 at a time: word bytes are
+ * 0x21-0x7e but # $ & , ; = @ ^ | (chars.c), and '@' is let through; the last block
+ * overlaps the one before rather than reading past the value. */
+static int callid_ok(sip_pl v)
+{
+	const char *p = v.p, *end = v.p + v.n;
+#ifdef __SSE2__
+	if (v.n >= 16) {
+		const __m128i shift = _mm_set1_epi8((char)(0x80 - 0x21));
+		const __m128i top = _mm_set1_epi8((char)(0x80 + 0x7e - 0x21 + 1));
+		for (;;) {
+			const char *q = end - p >= 16 ? p : end - 16;
+			__m128i x = _mm_loadu_si128((const __m128i *)q);
+			__m128i in = _mm_cmplt_epi8(_mm_add_epi8(x, shift), top);
+			__m128i no = _mm_or_si128(
+				_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('#')),
+							  _mm_cmpeq_epi8(x, _mm_set1_epi8('$'))),
+					     _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('&')),
+							  _mm_cmpeq_epi8(x, _mm_set1_epi8(',')))),
+				_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(';')),
+							  _mm_cmpeq_epi8(x, _mm_set1_epi8('='))),
+					     _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('^')),
+							  _mm_cmpeq_epi8(x, _mm_set1_epi8('|')))));
+			if (_mm_movemask_epi8(_mm_andnot_si128(no, in)) != 0xffff)
+				return 0;
+			if (q + 16 == end)
+				return 1;
+			p = q + 16;
+		}
+	}
+#endif
+	for (;;) {
+		p = sip_span(p, end, SIP_C_WORD);
+		if (p == end)
+			return 1;
+		if (*p++ != '@')
+			return 0;
+	}
+}
+
 /* Validate one known header's value and refresh the shortcuts it feeds. `first` is
  * nonzero for the first header of its kind (the one whose fields the shortcuts show). */
 static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
@@ -430,14 +557,9 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 			return -1;
 		}
 		/* word [ "@" word ], and we take any number of '@' as we always did */
-		for (const char *p = v.p, *end = v.p + v.n;;) {
-			p = sip_span(p, end, SIP_C_WORD);
-			if (p == end)
-				break;
-			if (*p++ != '@') {
-				*err = "bad Call-ID";
-				return -1;
-			}
+		if (!callid_ok(v)) {
+			*err = "bad Call-ID";
+			return -1;
 		}
 		m->call_id = v;
 		return 0;
@@ -621,6 +743,94 @@ static const char *duplicate_msg(unsigned id)
 	}
 }
 
+/* The first LF at or after p, or NULL: 16 bytes a step with SSE2 (x86-64's baseline),
+ * memchr for the rest. Header lines are short, and a call per line costs more. */
+static inline const char *find_lf(const char *p, const char *end)
+{
+#ifdef __SSE2__
+	const __m128i lf = _mm_set1_epi8('\n');
+	for (; end - p >= 16; p += 16) {
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), lf));
+		if (m)
+			return p + __builtin_ctz(m);
+	}
+#endif
+	return memchr(p, '\n', (size_t)(end - p));
+}
+
+/* The start line's LF (or NULL) and in *bad the first NUL or CR before it (or NULL), in
+ * one pass: 16 bytes a step with SSE2, then byte by byte. */
+static const char *start_line_end(const char *p, const char *end, const char **bad)
+{
+	*bad = NULL;
+#ifdef __SSE2__
+	const __m128i lf = _mm_set1_epi8('\n'), cr = _mm_set1_epi8('\r');
+	for (; end - p >= 16; p += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)p);
+		unsigned ml = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+		unsigned mb = (unsigned)_mm_movemask_epi8(
+			_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, _mm_setzero_si128())));
+		if (ml)
+			mb &= (ml & -ml) - 1;   /* only before the LF */
+		if (mb && !*bad)
+			*bad = p + __builtin_ctz(mb);
+		if (ml)
+			return p + __builtin_ctz(ml);
+	}
+#endif
+	for (; p < end; p++) {
+		if (*p == '\n')
+			return p;
+		if ((*p == '\r' || *p == '\0') && !*bad)
+			*bad = p;
+	}
+	return NULL;
+}
+
+/* A header line that starts with a known name, long or compact, directly followed by ':'
+ * (the usual case): its id, and in *len the name's length, found with one 16-byte load, a
+ * hash and a masked compare. SIP_HDR_OTHER for anything else, which the caller then scans
+ * byte by byte (and looks up again): unknown names, names with LWS before ':', names of
+ * 16 bytes and more, and lines near the end of the buffer. Only bytes before end are
+ * read. */
+static inline sip_hdr_id known_name(const char *p, const char *end, size_t *len)
+{
+#ifdef __SSE2__
+	if (end - p < 16)
+		return SIP_HDR_OTHER;
+	__m128i v = _mm_loadu_si128((const __m128i *)p);
+	unsigned colon = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+	if (!colon)
+		return SIP_HDR_OTHER;
+	unsigned k = (unsigned)__builtin_ctz(colon);
+	*len = k;
+	if (k == 1) {
+		unsigned c = lower((unsigned char)p[0]) - 'a';
+		return c < 26 ? (sip_hdr_id)compact_id[c] : SIP_HDR_OTHER;
+	}
+	if (k < 2)
+		return SIP_HDR_OTHER;
+	uint64_t x = sip_load8(p);   /* x86: little-endian, as hdr_fast was built */
+	if (k < 8)
+		x &= (1ull << (8 * k)) - 1;
+	x = (x | 0x2020202020202020u) ^ k;
+	unsigned id = hdr_fast[(x * HDR_FAST_MUL) >> 57];
+	if (hdr_info[id].len != k)
+		return SIP_HDR_OTHER;
+	/* bytes 0..k-1 equal the name's, letters in either case (see sip_fold_eq) */
+	__m128i eq = _mm_cmpeq_epi8(_mm_or_si128(v, _mm_load_si128(&hdr_pat[id].fold)),
+				    _mm_load_si128(&hdr_pat[id].lc));
+	unsigned want = (1u << k) - 1;
+	return ((unsigned)_mm_movemask_epi8(eq) & want) == want ? (sip_hdr_id)id : SIP_HDR_OTHER;
+#else
+	(void)p;
+	(void)end;
+	(void)len;
+	return SIP_HDR_OTHER;
+#endif
+}
+
 static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_limits *lim,
 		 const char **err)
 {
@@ -633,7 +843,8 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 	/* RFC 3261 §7.5: ignore CRLFs before the start line */
 	while (p < end && (*p == '\r' || *p == '\n'))
 		p++;
-	const char *nl = memchr(p, '\n', (size_t)(end - p));
+	const char *bad;
+	const char *nl = start_line_end(p, end, &bad);
 	if (!nl) {
 		*err = p == end ? "empty message" : "truncated start line";
 		return -1;
@@ -645,7 +856,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		*err = "start line too long";
 		return -1;
 	}
-	if (memchr(line.p, '\0', line.n) || memchr(line.p, '\r', line.n)) {
+	if (bad && bad < line.p + line.n) {   /* a NUL, or a CR other than the one before LF */
 		*err = "bad start line";
 		return -1;
 	}
@@ -659,6 +870,8 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 
 	/* Header section: one logical line (with folding) per header. */
 	unsigned max_hdrs = lim->max_hdrs < MAX_HDRS_INDEX ? lim->max_hdrs : MAX_HDRS_INDEX;
+	size_t max_line = lim->max_line;   /* locals: check_header's calls do not change them */
+	unsigned fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 	for (;;) {
 		if (p >= end) {
 			*err = "truncated header section";
@@ -669,18 +882,28 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			break;
 		}
 		const char *ls = p;
-		p = sip_span(p, end, SIP_C_TOKEN);
-		sip_pl name = sip_pl_make(ls, (size_t)(p - ls));
-		while (p < end && (*p == ' ' || *p == '\t'))
-			p++;
-		if (name.n == 0 || p >= end || *p != ':') {
-			*err = "bad header line";
-			return -1;
+		size_t nlen;
+		sip_hdr_id id = known_name(p, end, &nlen);
+		sip_pl name;
+		if (id != SIP_HDR_OTHER) {
+			/* a known name right before ':' (only token bytes match one) */
+			name = sip_pl_make(ls, nlen);
+			p = ls + nlen;
+		} else {
+			p = sip_span(p, end, SIP_C_TOKEN);
+			name = sip_pl_make(ls, (size_t)(p - ls));
+			while (p < end && (*p == ' ' || *p == '\t'))
+				p++;
+			if (name.n == 0 || p >= end || *p != ':') {
+				*err = "bad header line";
+				return -1;
+			}
+			id = sip_hdr_lookup(name.p, name.n);
 		}
 		const char *vs = ++p;
 		int folded = 0;
 		for (;;) {
-			nl = memchr(p, '\n', (size_t)(end - p));
+			nl = find_lf(p, end);
 			if (!nl) {
 				*err = "truncated header section";
 				return -1;
@@ -692,31 +915,39 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			}
 			break;
 		}
-		if ((size_t)(nl - ls) > lim->max_line) {
+		if ((size_t)(nl - ls) > max_line) {
 			*err = "header line too long";
 			return -1;
 		}
-		sip_pl value = trim(sip_pl_make(vs, (size_t)(nl - vs)));
+		/* trim(): leading LWS first, then trailing (the CR, mostly) */
+		const char *ve = nl;
+		while (vs < ve && sip_is_lws((unsigned char)*vs))
+			vs++;
+		while (ve > vs && sip_is_lws((unsigned char)ve[-1]))
+			ve--;
+		sip_pl value = sip_pl_make(vs, (size_t)(ve - vs));
 		p = nl + 1;
 
-		sip_hdr h = { name, value, (uint16_t)sip_hdr_lookup(name.p, name.n),
-			      (uint8_t)folded, 0 };
+		sip_hdr h = { name, value, (uint16_t)id, (uint8_t)folded, 0 };
 		if (h.id != SIP_HDR_OTHER) {
 			int first = m->first[h.id] < 0;
 			if (!first && (hdr_info[h.id].flags & F_SINGLE)) {
 				*err = duplicate_msg(h.id);
 				return -1;
 			}
-			if (check_header(m, (sip_hdr_id)h.id, value, first, err))
+			if ((hdr_info[h.id].flags & F_CHECK) &&
+			    check_header(m, (sip_hdr_id)h.id, value, first, err))
 				return -1;
 			if (first)
 				m->first[h.id] = (int16_t)m->nhdrs;
 		}
-		if (m->nhdrs < m->hdrs_cap && m->nhdrs < max_hdrs)
+		if (m->nhdrs < fast_cap) {
 			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
-		else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+		} else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
 			return -1;
+		} else {
+			fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 		}
 	}
 

@@ -251,6 +251,14 @@ int sip_uri_parse(sip_uri *u, sip_pl s, const char **err)
 	*err = "bad URI";
 	/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':' */
 	const char *p = s.p, *end = s.p + s.n;
+	if (s.n > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
+		/* the usual scheme, as the general path below would find it */
+		u->scheme = sip_pl_make(p, 3);
+		if (sip_uri_rest(u, p + 4, end))
+			return -1;
+		*err = NULL;
+		return 0;
+	}
 	if (s.n == 0 || !sip_is_alpha((unsigned char)*p))
 		return -1;
 	p = sip_span(p, end, SIP_C_SCHEME);
@@ -414,18 +422,20 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 			lt = q;
 			a->display = trim(sip_pl_make(p, (size_t)(q - p)));
 		} else {
-			/* addr-spec: the URI ends at ';' (params are header params, §20.10) */
-			const char *lt2 = memchr(p, '<', s.n);
-			if (lt2) {
+			/* addr-spec: the URI ends at ';' (params are header params, §20.10). A '<'
+			 * anywhere is a bad display name, else a '?' or ',' in the URI needs <>:
+			 * one scan to the first of them or the URI's end, memchr for the rest. */
+			const char *e = sip_cspan(p, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
+			if (e < end && *e != '<' && (sip_ctab[(unsigned char)*e] & SIP_C_ADDRBAD)) {
+				*err = memchr(e, '<', (size_t)(end - e)) ? "bad display name" :
+				       "URI with headers must be in <>";
+				return -1;
+			}
+			if (e < end && memchr(e, '<', (size_t)(end - e))) {
 				*err = "bad display name";
 				return -1;
 			}
-			const char *e = sip_cspan(p, end, SIP_C_ADDRSTOP);
 			a->uri = sip_pl_make(p, (size_t)(e - p));
-			if (memchr(a->uri.p, '?', a->uri.n) || memchr(a->uri.p, ',', a->uri.n)) {
-				*err = "URI with headers must be in <>";
-				return -1;
-			}
 			sip_uri u;
 			if (sip_uri_parse(&u, a->uri, err))
 				return -1;
@@ -464,7 +474,15 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 	s = trim(s);
 	const char *p = s.p, *end = s.p + s.n;
 	sip_pl parts[3];
-	for (int i = 0; i < 3; i++) {
+	int i = 0;
+	if (s.n >= 8 && sip_fold_eq(sip_load8(p), sip_load8("SIP/2.0/"))) {
+		/* the usual sent-protocol, as the loop would split it */
+		parts[0] = sip_pl_make(p, 3);
+		parts[1] = sip_pl_make(p + 4, 3);
+		p += 8;
+		i = 2;
+	}
+	for (; i < 3; i++) {
 		p = skip_lws(p, end);
 		const char *t = p;
 		p = sip_span(p, end, SIP_C_TOKEN);
