@@ -279,6 +279,27 @@ describe("req:relay (the proxy core)", function()
     assert.truthy(run_until(function() return cancelled end))
   end)
 
+  it("wakes a router waiting on a relay when its endpoint closes", function()
+    local silent = assert(socket.udp())
+    assert(silent:setsockname("127.0.0.1", 0))
+    local _, sport = silent:getsockname()
+    silent:settimeout(0)
+    local got
+    local closing = ep()
+    closing:route(function(req)
+      local res, err = req:relay("sip:bob@127.0.0.1:" .. sport)
+      got = { res = res, err = err }
+    end)
+    local req = assert(sip.request { method = "MESSAGE", uri = "sip:x@example.com",
+      from = "sip:alice@example.com" })
+    sip.spawn(function() alice:request(req, { target = "sip:" .. closing:address("udp") }) end)
+    assert.truthy(run_until(function() return silent:receive() ~= nil end, 2))
+    closing:close()
+    assert.truthy(run_until(function() return got end, 1))
+    assert.is_nil(got.res)
+    silent:close()
+  end)
+
   it("answers 400 when no target is usable", function()
     route(function() return { "not a uri", "sip:" } end)
     assert.equal(400, send("MESSAGE").status)

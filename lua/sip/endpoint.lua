@@ -561,6 +561,15 @@ function Endpoint:close()
   self.running = false
   self.closed = true
   self.core:close()
+  -- whoever waits on this endpoint hears of it now: no response will come any more
+  local relays, pending = self.relays, self.pending
+  self.relays, self.pending, self.relay_each = {}, {}, {}
+  for _, wake in pairs(relays) do
+    wake(nil)
+  end
+  for _, p in pairs(pending) do
+    p.wake(nil, "endpoint closed")
+  end
 end
 
 -- Pollable protocol (cqueues, luv, ...): wait for pollfd() to be readable or timeout()
