@@ -11,5 +11,6 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_auth(L);
 	lsip_open_ep(L);
 	lsip_open_dialog(L);
+	lsip_open_thp(L);
 	return 1;
 }

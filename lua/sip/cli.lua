@@ -11,6 +11,7 @@ usage:
                [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
+               [--no-huge-pages]   (keep malloc off transparent huge pages)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
@@ -304,10 +305,16 @@ function cli.server(opts)
 end
 
 local function serve(argv)
-  local opts, err = parse_args(argv, { no_auth = true, quiet = true, debug = true })
+  local opts, err = parse_args(argv, { no_auth = true, quiet = true, debug = true,
+    no_huge_pages = true })
   if not opts then
     io.stderr:write(err, "\n", USAGE)
     return 2
+  end
+  if not opts.no_huge_pages and os.getenv("LUASIP_NO_HUGE_PAGES") == nil then
+    -- a server holding every transaction for Timer J: malloc on transparent huge pages
+    -- (runs this command again with glibc.malloc.hugetlb=1; lsip_thp.c says why)
+    sip.core.use_huge_pages()
   end
   if #opts.listen == 0 then
     opts.listen = { "udp:127.0.0.1:5060", "tcp:127.0.0.1:5060" }

@@ -1,0 +1,72 @@
+-- spec/serve_process_spec.lua: `luasip serve` as its own process: it runs itself again with
+-- glibc's malloc on transparent huge pages (lsip_thp.c), keeping its PID, unless told not to.
+local sip = require "sip"
+local peer = require "peer"
+local helper = require "helper"
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- what core.use_huge_pages needs: THP for madvise'd memory and glibc >= 2.35
+local function huge_pages_possible()
+  local mode = slurp("/sys/kernel/mm/transparent_hugepage/enabled") or ""
+  local p = io.popen("getconf GNU_LIBC_VERSION 2>/dev/null")
+  local v = p:read("a") or ""
+  p:close()
+  local major, minor = v:match("glibc (%d+)%.(%d+)")
+  major, minor = tonumber(major), tonumber(minor)
+  local glibc_ok = major and (major > 2 or (major == 2 and minor >= 35))
+  return (mode:find("[always]", 1, true) or mode:find("[madvise]", 1, true)) and glibc_ok
+end
+
+describe("luasip serve (process)", function()
+  local ua
+  before_each(function()
+    ua = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+  end)
+  after_each(function()
+    ua:close()
+  end)
+
+  -- start serve, wait until it answers OPTIONS, return its environment and stop it
+  local function serve_env(extra)
+    local port = peer.free_udp_port()
+    local argv = { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
+      "udp:127.0.0.1:" .. port, "--domain", "127.0.0.1", "--no-auth", "--quiet" }
+    for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+    local p = peer.start(argv)
+    local res
+    helper.run_until(function()
+      res = res or ua:options("sip:127.0.0.1:" .. port)
+      return res and res.status == 200
+    end, 5)
+    local child = io.popen("pgrep -P " .. p.pid):read("l")
+    local env = child and slurp("/proc/" .. child .. "/environ") or ""
+    os.execute("kill -TERM -" .. p.pid .. " 2>/dev/null")
+    peer.wait(p, 3)
+    peer.clean(p)
+    return res and res.status, env, child
+  end
+
+  it("runs again with glibc.malloc.hugetlb=1 where that works, answering all the same", function()
+    local status, env, child = serve_env()
+    assert.equal(200, status)
+    assert.truthy(child)
+    if huge_pages_possible() then
+      assert.truthy(env:find("GLIBC_TUNABLES=glibc.malloc.hugetlb=1", 1, true))
+    else
+      assert.falsy(env:find("glibc.malloc.hugetlb", 1, true))
+    end
+  end)
+
+  it("keeps malloc as it is with --no-huge-pages", function()
+    local status, env = serve_env { "--no-huge-pages" }
+    assert.equal(200, status)
+    assert.falsy(env:find("glibc.malloc.hugetlb", 1, true))
+  end)
+end)
