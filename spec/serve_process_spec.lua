@@ -4,6 +4,14 @@ local sip = require "sip"
 local peer = require "peer"
 local helper = require "helper"
 
+-- a helper command, without the ASan runtime `make sanitize` preloads into lua5.4
+local function sh(cmd)
+  local h = assert(io.popen("unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS; " .. cmd))
+  local out = h:read("a")
+  h:close()
+  return out
+end
+
 local function slurp(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -15,9 +23,7 @@ end
 -- what core.use_huge_pages needs: THP for madvise'd memory and glibc >= 2.35
 local function huge_pages_possible()
   local mode = slurp("/sys/kernel/mm/transparent_hugepage/enabled") or ""
-  local p = io.popen("getconf GNU_LIBC_VERSION 2>/dev/null")
-  local v = p:read("a") or ""
-  p:close()
+  local v = sh("getconf GNU_LIBC_VERSION 2>/dev/null")
   local major, minor = v:match("glibc (%d+)%.(%d+)")
   major, minor = tonumber(major), tonumber(minor)
   local glibc_ok = major and (major > 2 or (major == 2 and minor >= 35))
@@ -45,7 +51,7 @@ describe("luasip serve (process)", function()
       res = res or ua:options("sip:127.0.0.1:" .. port)
       return res and res.status == 200
     end, 5)
-    local child = io.popen("pgrep -P " .. p.pid):read("l")
+    local child = sh("pgrep -P " .. p.pid):match("%d+")
     local env = child and slurp("/proc/" .. child .. "/environ") or ""
     os.execute("kill -TERM -" .. p.pid .. " 2>/dev/null")
     peer.wait(p, 3)
