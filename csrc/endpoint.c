@@ -661,13 +661,6 @@ int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
 	return sip_txn_server_reply(st, res, err);
 }
 
-void sip_ep_mark_proxied(sip_endpoint *ep, sip_txn *st)
-{
-	(void)ep;
-	if (!st->client)
-		st->proxied = 1;
-}
-
 int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_src *src,
 			   const char **err)
 {
@@ -698,7 +691,7 @@ int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_sr
 
 /* sent-by for our Via: the listener of that transport and family (any family as a
  * fallback). */
-int sent_by_format(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, size_t cap)
+static int format_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, size_t cap)
 {
 	int best = -1, n = sip_tp_listener_count(ep->tp);
 	struct sockaddr_storage ss;
@@ -735,17 +728,25 @@ int sent_by_format(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, si
 	return 0;
 }
 
+const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family)
+{
+	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
+	if (!sb[0] && format_sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
+		sb[0] = 0;   /* no listener yet: asked again next time */
+		return NULL;
+	}
+	return sb;
+}
+
 static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 		   sip_via_mode mode, const char *branch)
 {
 	if (mode == SIP_VIA_KEEP)
 		return req->branch.n ? 0 : -1;
-	char v[384], br[BRANCH_HEX + 8], none[] = "invalid";
-	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
-	if (!sb[0] && sent_by_format(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
-		sb[0] = 0;   /* no listener yet: asked again next time */
-		sb = none;
-	}
+	char v[384], br[BRANCH_HEX + 8];
+	const char *sb = sip_ep_sent_by(ep, kind, family);
+	if (!sb)
+		sb = "invalid";
 	if (!branch) {
 		memcpy(br, "z9hG4bK", 7);
 		sip_unique_hex(br + 7, BRANCH_HEX);

@@ -99,10 +99,6 @@ int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
 void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
 		       const char *extra);
 
-/* Mark server transaction st as relayed by a proxy: its responses will come from
- * downstream, and a CANCEL is answered 200 without a 487 of our own (§16.10). */
-void sip_ep_mark_proxied(sip_endpoint *ep, sip_txn *st);
-
 /* Send a response with no transaction (§8.2.7 / §16.11 stateless), routed by its top Via
  * and the request's source. */
 int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_src *src,

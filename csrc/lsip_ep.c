@@ -525,16 +525,6 @@ static int ep_reply(lua_State *L)
 	return 1;
 }
 
-/* ep:mark_proxied(txn_id): the transaction's responses come from downstream */
-static int ep_mark_proxied(lua_State *L)
-{
-	lsip_ep *e = check_ep(L, 1);
-	sip_txn *t = check_txn(L, e, 2);
-	if (t)
-		sip_ep_mark_proxied(e->ep, t);
-	return 0;
-}
-
 /* ep:reply_stateless(request, response) -> true | nil, err */
 static int ep_reply_stateless(lua_State *L)
 {
@@ -613,67 +603,6 @@ static int ep_send(lua_State *L)
 	return 1;
 }
 
-/* ep:relay(txn_id, request, targets [, next_hop [, timeout_ms [, flags]]]) -> relay_id, done
- * | nil, err. targets: a URI or a list of URIs (one branch each); flags: 1 = call the
- * "relayed" handler at the end, 2 = call "relay_branch" for every branch's final. done: every
- * branch failed at once (a 408 went upstream; no handler will be called). */
-#define RELAY_MAX_TARGETS 64
-static int ep_relay(lua_State *L)
-{
-	lsip_ep *e = check_ep(L, 1);
-	sip_txn *t = check_txn(L, e, 2);
-	sip_msg *m = lsip_checkmsg(L, 3);
-	sip_pl targets[RELAY_MAX_TARGETS];
-	unsigned n = 0;
-	if (lua_type(L, 4) == LUA_TTABLE) {
-		lua_Integer len = luaL_len(L, 4);
-		if (len > RELAY_MAX_TARGETS)
-			return luaL_argerror(L, 4, "too many targets");
-		for (lua_Integer i = 1; i <= len; i++) {
-			lua_rawgeti(L, 4, i);
-			size_t l;
-			const char *s = lua_tolstring(L, -1, &l);
-			if (!s)
-				return luaL_argerror(L, 4, "URIs expected");
-			targets[n++] = sip_pl_make(s, l);
-			lua_pop(L, 1);   /* the table keeps the string alive */
-		}
-	} else {
-		size_t l;
-		const char *s = luaL_checklstring(L, 4, &l);
-		targets[n++] = sip_pl_make(s, l);
-	}
-	sip_relay_opts o;
-	memset(&o, 0, sizeof o);
-	o.next_hop = luaL_optlstring(L, 5, NULL, &o.next_hop_len);
-	lua_Integer ms = luaL_optinteger(L, 6, 0);
-	o.timeout_ms = ms > 0 ? (unsigned)ms : 0;
-	lua_Integer flags = luaL_optinteger(L, 7, 0);
-	o.notify_done = (flags & 1) != 0;
-	o.notify_each = (flags & 2) != 0;
-	if (!t)
-		return fail(L, "the transaction is gone");
-	const char *err;
-	int done;
-	uint64_t id = sip_ep_relay(e->ep, t, m, targets, n, &o, &done, &err);
-	if (!id)
-		return fail(L, err);
-	lua_pushinteger(L, (lua_Integer)id);
-	lua_pushboolean(L, done);
-	return 2;
-}
-
-/* ep:validate(request) -> nil, or the code to refuse it with (§16.3: 416, 483, 482, 420) */
-static int ep_validate(lua_State *L)
-{
-	lsip_ep *e = check_ep(L, 1);
-	int code = sip_ep_validate(e->ep, lsip_checkmsg(L, 2));
-	if (!code)
-		return 0;
-	lua_pushinteger(L, code);
-	return 1;
-}
-
 /* ep:set_router(fn, endpoint, handled) or ep:set_router(nil): requests on the fast path
  * (see fast_path) go to fn(req), with req._ep = endpoint; handled lists the methods that
  * have handlers of their own (they keep going through the "request" handler). */
@@ -702,6 +631,8 @@ static int ep_set_router(lua_State *L)
 	e->router = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
 }
+
+#define RELAY_MAX_TARGETS 64
 
 /* §16.3 for req (index 2, a request received by this endpoint), once: true, or false after
  * answering it 416/483/482/420 (an ACK gets no answer). Leaves the extra table on top. */
@@ -741,7 +672,7 @@ static int ep_check_request(lua_State *L)
 /* ep:relay_request(req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
- * SUBSCRIBE, REFER), then the relay (see ep:relay; targets nil: the Request-URI). An ACK, a
+ * SUBSCRIBE, REFER), then the relay (sip_ep_relay; targets nil: the Request-URI). An ACK, a
  * request without a transaction, or stateless = true is forwarded statelessly (§16.11). */
 static int ep_relay_request(lua_State *L)
 {
@@ -981,7 +912,6 @@ static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
-	{ "mark_proxied", ep_mark_proxied }, { "relay", ep_relay }, { "validate", ep_validate },
 	{ "set_router", ep_set_router }, { "relay_request", ep_relay_request },
 	{ "check_request", ep_check_request }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },

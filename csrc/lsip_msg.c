@@ -354,13 +354,8 @@ static int m_set_body(lua_State *L)
 /* §16.6 step 3: decrement, or add 70 when absent. Returns the new value. */
 static int m_decrement_max_forwards(lua_State *L)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
-	int v = m->max_forwards < 0 ? 70 : m->max_forwards - 1;
+	int v = sip_msg_decrement_max_forwards(lsip_checkmsg(L, 1));
 	if (v < 0)
-		v = 0;
-	char num[24];
-	size_t n = sip_fmt_uint(num, (unsigned)v);
-	if (sip_msg_set_header(m, "Max-Forwards", 12, num, n))
 		return luaL_error(L, "out of memory");
 	lua_pushinteger(L, v);
 	return 1;
@@ -674,54 +669,6 @@ static int m_addr(lua_State *L)
 	return 0;
 }
 
-/* msg:loop_hash() -> 12 hex digits over what stays the same when a request comes back to
- * a proxy (§16.6 step 8): Request-URI, Call-ID, From tag, To tag, CSeq number. */
-static int m_loop_hash(lua_State *L)
-{
-	char out[12];
-	sip_msg_loop_hash(lsip_checkmsg(L, 1), out);
-	lua_pushlstring(L, out, 12);
-	return 1;
-}
-
-/* msg:via_hosts_with_branch(prefix) -> { "host:port", ... } of the Via values whose branch
- * starts with prefix, or nil (the common case, without building anything). */
-static int m_via_hosts_with_branch(lua_State *L)
-{
-	sip_msg *m = lsip_checkmsg(L, 1);
-	size_t plen;
-	const char *prefix = luaL_checklstring(L, 2, &plen);
-	int found = 0;
-	for (int i = m->first[SIP_HDR_VIA]; i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, NULL, 0, i + 1)) {
-		const sip_hdr *h = &m->hdrs[i];
-		/* cheap test first: the prefix must occur in the raw value */
-		if (h->value.n < plen || !memmem(h->value.p, h->value.n, prefix, plen))
-			continue;
-		size_t pos = 0;
-		sip_pl item;
-		while (sip_list_next(h->value, &pos, &item)) {
-			sip_via v;
-			const char *err;
-			if (sip_via_parse(&v, item, &err) || v.branch.n < plen ||
-			    memcmp(v.branch.p, prefix, plen) != 0)
-				continue;
-			if (!found++)
-				lua_newtable(L);
-			luaL_Buffer b;
-			luaL_buffinit(L, &b);
-			for (size_t k = 0; k < v.host.n; k++) {
-				char c = v.host.p[k];
-				luaL_addchar(&b, c >= 'A' && c <= 'Z' ? (char)(c + 32) : c);
-			}
-			lua_pushfstring(L, ":%d", v.port ? v.port : 5060);
-			luaL_addvalue(&b);
-			luaL_pushresult(&b);
-			lua_rawseti(L, -2, found);
-		}
-	}
-	return found ? 1 : 0;
-}
-
 /* core.uri_hostport(uri) -> host (lowercase, IPv6 without []), port | nil, user | nil:
  * what routing needs, without building tables */
 static int l_uri_hostport(lua_State *L)
@@ -919,9 +866,7 @@ static const luaL_Reg methods[] = {
 	{ "vias", m_vias },
 	{ "via", m_via },
 	{ "addr", m_addr },
-	{ "loop_hash", m_loop_hash },
 	{ "_attach", m_attach },
-	{ "via_hosts_with_branch", m_via_hosts_with_branch },
 	{ NULL, NULL },
 };
 

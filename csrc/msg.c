@@ -1218,6 +1218,16 @@ int sip_msg_set_uri(sip_msg *m, const char *uri, size_t len)
 	return 0;
 }
 
+int sip_msg_decrement_max_forwards(sip_msg *m)
+{
+	int v = m->max_forwards < 0 ? 70 : m->max_forwards - 1;
+	if (v < 0)
+		v = 0;
+	char num[24];
+	size_t n = sip_fmt_uint(num, (unsigned)v);
+	return sip_msg_set_header(m, "Max-Forwards", 12, num, n) ? -1 : v;
+}
+
 int sip_msg_set_body(sip_msg *m, const char *body, size_t len)
 {
 	char *mem = edit_copy(m, body, len);

@@ -142,6 +142,9 @@ int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
 int sip_msg_remove_header(sip_msg *m, const char *name, size_t nlen);  /* count removed */
 int sip_msg_remove_top_via(sip_msg *m);  /* first value of the first Via; -1 none */
 int sip_msg_set_uri(sip_msg *m, const char *uri, size_t len);
+/* §16.6 step 3: Max-Forwards one less (70 when absent, never below 0). Returns the new
+ * value, or -1 on out of memory. */
+int sip_msg_decrement_max_forwards(sip_msg *m);
 int sip_msg_set_body(sip_msg *m, const char *body, size_t len);
 
 /* A message of its own equal to src (edits included) without parsing again: one buffer

@@ -497,14 +497,19 @@ int sip_ep_validate(sip_endpoint *ep, const sip_msg *m)
 		return 416;
 	if (m->max_forwards == 0)
 		return 483;
-	/* loop detection (§16.3 step 4): our branches start with z9hG4bKls + the loop hash */
+	/* loop detection (§16.3 step 4): our branches start with z9hG4bKls + the loop hash,
+	 * which is worked out only when some Via carries a branch of ours at all */
 	char prefix[9 + 12];
+	int hashed = 0;
 	memcpy(prefix, "z9hG4bKls", 9);
-	sip_msg_loop_hash(m, prefix + 9);
 	for (int i = m->first[SIP_HDR_VIA]; i >= 0; i = sip_msg_find(m, SIP_HDR_VIA, NULL, 0, i + 1)) {
 		const sip_hdr *h = &m->hdrs[i];
-		if (h->value.n < sizeof prefix || !memmem(h->value.p, h->value.n, prefix, sizeof prefix))
-			continue;   /* the common case: no Via of this request's loop hash at all */
+		if (h->value.n < sizeof prefix || !memmem(h->value.p, h->value.n, prefix, 9))
+			continue;   /* the common case: no relay of ours on the way */
+		if (!hashed++)
+			sip_msg_loop_hash(m, prefix + 9);
+		if (!memmem(h->value.p, h->value.n, prefix, sizeof prefix))
+			continue;
 		size_t pos = 0;
 		sip_pl item;
 		while (sip_list_next(h->value, &pos, &item)) {
@@ -546,11 +551,7 @@ void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
 
 int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
 {
-	/* §16.6 step 3: Max-Forwards decremented, or 70 when there was none */
-	int mf = req->max_forwards < 0 ? 70 : req->max_forwards - 1;
-	char num[24];
-	size_t n = sip_fmt_uint(num, (unsigned)(mf < 0 ? 0 : mf));
-	if (sip_msg_set_header(req, "Max-Forwards", 12, num, n))
+	if (sip_msg_decrement_max_forwards(req) < 0)   /* §16.6 step 3 */
 		return -1;
 	if (rr < 0)
 		rr = req->method_id == SIP_METHOD_INVITE || req->method_id == SIP_METHOD_SUBSCRIBE ||
@@ -558,11 +559,9 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	if (!rr || req->to_tag.n)
 		return 0;
 	/* §16.6 step 4: Record-Route with our address on the transport it came in on */
-	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
-	if (!sb[0] && sent_by_format(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
-		sb[0] = 0;
+	const char *sb = sip_ep_sent_by(ep, kind, family);
+	if (!sb)
 		return -1;
-	}
 	char v[128];
 	int len = snprintf(v, sizeof v, "<sip:%s;lr%s>", sb, kind == SIP_TP_TCP ? ";transport=tcp" : "");
 	if (len < 0 || (size_t)len >= sizeof v)

@@ -73,8 +73,9 @@ void sip_relay_txn_gone(sip_txn *t);                         /* t is being freed
 void sip_relay_cancel(sip_relay *r);                          /* CANCEL from upstream */
 
 /* endpoint.c */
-/* "host:port" of our listener for that transport and family (Via sent-by). */
-int sent_by_format(sip_endpoint *ep, sip_tp_kind kind, int family, char *out, size_t cap);
+/* "host:port" of our listener for that transport and family (Via sent-by, Record-Route),
+ * formatted once; NULL when there is no listener. */
+const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family);
 /* The IP (no brackets) and port of a socket address. */
 void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port);
 /* A response for client transaction t: to its relay, or to the TU. */

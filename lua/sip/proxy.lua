@@ -9,19 +9,13 @@ local msg_methods = core.msg_mt.methods
 
 local proxy = {}
 
--- Our listening host:port pairs, and the names the script says are ours.
+-- Our listening host:port pairs, and the names the script says are ours (the core's rule,
+-- for a URI string or a table as sip.uri.parse makes it).
 function Endpoint:is_local(uri)
   if type(uri) == "table" then
-    local host = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1")
-    if not host then
-      return false
-    end
-    if self.local_domains and self.local_domains[host] and (not uri.port or uri.port == self.local_port) then
-      return true
-    end
-    return self:_local_addrs()[host .. ":" .. (uri.port or 5060)] or false
+    uri = sip.uri.build(uri)
   end
-  return self.core:is_local(uri)
+  return uri ~= nil and self.core:is_local(uri)
 end
 
 -- The hosts we listen on (IPv6 without brackets), whatever the port.
@@ -64,23 +58,6 @@ function Endpoint:set_domains(list)
     names[#names + 1] = d
   end
   self.core:set_domains(names, self.local_port)
-end
-
---- §16.4 route information preprocessing, done before the script routes the request (in
--- the core: a strict router's Request-URI is put back from the last Route, and our own
--- address on top of the Route set is taken off).
-function proxy.preprocess(ep, req)
-  return ep.core:preprocess(req)
-end
-
---- §16.3 request validation (in the core); returns code, reason, headers when the request
--- must be refused: 416 (scheme), 483 (Max-Forwards 0), 482 (loop), 420 (Proxy-Require).
-function proxy.validate(ep, req)
-  local code = ep.core:validate(req)
-  if code == 420 then
-    return 420, nil, { Unsupported = table.concat(req:headers("Proxy-Require"), ", ") }
-  end
-  return code
 end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
