@@ -30,6 +30,49 @@ function helper.msg(lines)
   return table.concat(lines, "\r\n")
 end
 
+-- A raw UDP peer a spec drives packet by packet: every datagram it gets is kept, parsed,
+-- with its arrival time (ms) and source. p.send(text, ep) sends to ep's UDP listener.
+function helper.udp_peer()
+  local socket = require "socket"
+  local sip = require "sip"
+  local u = assert(socket.udp())
+  assert(u:setsockname("127.0.0.1", 0))
+  u:settimeout(0)
+  local _, port = u:getsockname()
+  local p = { sock = u, port = port, inbox = {}, uri = "sip:peer@127.0.0.1:" .. port }
+  function p.poll()
+    while true do
+      local data, ip, rport = u:receivefrom()
+      if not data then
+        return
+      end
+      p.inbox[#p.inbox + 1] = { msg = assert(sip.parse(data)), raw = data,
+        at = socket.gettime() * 1000, ip = ip, port = rport }
+    end
+  end
+  function p.send(text, ep)
+    local host, eport = ep:address("udp"):match("^(.*):(%d+)$")
+    assert(u:sendto(tostring(text), host, tonumber(eport)))
+  end
+  -- the received items whose message satisfies pred, and how many there are
+  function p.find(pred)
+    local out = {}
+    for _, it in ipairs(p.inbox) do
+      if pred(it.msg) then
+        out[#out + 1] = it
+      end
+    end
+    return out
+  end
+  function p.count(pred)
+    return #p.find(pred)
+  end
+  function p.close()
+    u:close()
+  end
+  return p
+end
+
 -- Drive the shared loop until cond() holds or `seconds` (5) pass; poll() (raw sockets of the
 -- spec) runs after every step. Returns cond()'s last value.
 function helper.run_until(cond, seconds, poll, step_ms)

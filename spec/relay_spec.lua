@@ -3,7 +3,6 @@
 -- provisionals, per-branch callbacks, fire-and-forget relays and late 2xx retransmissions.
 local sip = require "sip"
 local helper = require "helper"
-local socket = require "socket"
 
 local function run_until(cond, seconds)
   return helper.run_until(cond, seconds, nil, 10)
@@ -217,28 +216,23 @@ describe("req:relay (the proxy core)", function()
     it("writes a folded Route value back unfolded after taking its own off", function()
       local b = bob()
       route(function() return nil end)
-      local c = assert(socket.udp())
-      assert(c:setsockname("127.0.0.1", 0))
-      local _, cport = c:getsockname()
-      c:settimeout(0)
-      local pport = tonumber(proxy:address("udp"):match(":(%d+)$"))
-      c:sendto(table.concat({
+      local c = helper.udp_peer()
+      c.send(table.concat({
         "MESSAGE sip:bob@example.com SIP/2.0",
-        "Via: SIP/2.0/UDP 127.0.0.1:" .. cport .. ";branch=z9hG4bKfolded1",
+        "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKfolded1",
         "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
         "Call-ID: folded-route@test", "CSeq: 1 MESSAGE",
         "Route: <sip:" .. proxy:address("udp") .. ";lr>",
         "Route: <sip:" .. b:address("udp") .. ";lr>",
         "  ;x=1",   -- folded onto the line above
-        "Content-Length: 0", "", "" }, "\r\n"), "127.0.0.1", pport)
-      local got
+        "Content-Length: 0", "", "" }, "\r\n"), proxy)
       assert.truthy(run_until(function()
-        got = got or c:receive()
-        return got and got:match("^SIP/2.0 200")
+        c.poll()
+        return c.inbox[1] and c.inbox[1].msg.status == 200
       end))
       assert.equal(1, #seen.routes)
       assert.truthy(seen.routes[1]:match("^<sip:" .. b:address("udp"):gsub("%p", "%%%0") .. ";lr>%s+;x=1$"))
-      c:close()
+      c.close()
     end)
 
     it("knows its domains (with their port) and its addresses", function()
@@ -280,24 +274,21 @@ describe("req:relay (the proxy core)", function()
   end)
 
   it("wakes a router waiting on a relay when its endpoint closes", function()
-    local silent = assert(socket.udp())
-    assert(silent:setsockname("127.0.0.1", 0))
-    local _, sport = silent:getsockname()
-    silent:settimeout(0)
+    local silent = helper.udp_peer()
     local got
     local closing = ep()
     closing:route(function(req)
-      local res, err = req:relay("sip:bob@127.0.0.1:" .. sport)
+      local res, err = req:relay("sip:bob@127.0.0.1:" .. silent.port)
       got = { res = res, err = err }
     end)
     local req = assert(sip.request { method = "MESSAGE", uri = "sip:x@example.com",
       from = "sip:alice@example.com" })
     sip.spawn(function() alice:request(req, { target = "sip:" .. closing:address("udp") }) end)
-    assert.truthy(run_until(function() return silent:receive() ~= nil end, 2))
+    assert.truthy(run_until(function() silent.poll() return silent.inbox[1] ~= nil end, 2))
     closing:close()
     assert.truthy(run_until(function() return got end, 1))
     assert.is_nil(got.res)
-    silent:close()
+    silent.close()
   end)
 
   it("answers 400 when no target is usable", function()
@@ -307,28 +298,22 @@ describe("req:relay (the proxy core)", function()
   end)
 
   it("passes every 2xx retransmission up after the transaction ended (RFC 6026)", function()
-    local s = assert(socket.udp())
-    assert(s:setsockname("127.0.0.1", 0))
-    local _, uport = s:getsockname()
-    s:settimeout(0)
+    local s = helper.udp_peer()   -- the UAS
+    local uport = s.port
     route(function() return "sip:bob@127.0.0.1:" .. uport end)
-    -- a raw caller, to count the 200s it gets
-    local c = assert(socket.udp())
-    assert(c:setsockname("127.0.0.1", 0))
-    local _, cport = c:getsockname()
-    c:settimeout(0)
-    local pport = proxy:address("udp"):match(":(%d+)$")
-    c:sendto(table.concat({
+    local c = helper.udp_peer()   -- a raw caller, to count the 200s it gets
+    local cport = c.port
+    c.send(table.concat({
       "INVITE sip:bob@example.com SIP/2.0",
       "Via: SIP/2.0/UDP 127.0.0.1:" .. cport .. ";branch=z9hG4bKcaller1",
       "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
       "Call-ID: retrans-2xx@test", "CSeq: 1 INVITE", "Contact: <sip:alice@127.0.0.1:" .. cport .. ">",
-      "Content-Length: 0", "", "" }, "\r\n"), "127.0.0.1", tonumber(pport))
-    local invite
+      "Content-Length: 0", "", "" }, "\r\n"), proxy)
     assert.truthy(run_until(function()
-      invite = invite or s:receive()
-      return invite
+      s.poll()
+      return s.inbox[1]
     end))
+    local invite = s.inbox[1].raw
     -- the 200 (with every Via the proxy sent) three times, as a UAS retransmits it
     local vias = {}
     for v in invite:gmatch("\r\nVia: ([^\r]+)") do vias[#vias + 1] = "Via: " .. v end
@@ -337,23 +322,20 @@ describe("req:relay (the proxy core)", function()
       "Call-ID: retrans-2xx@test", "CSeq: 1 INVITE", "Contact: <sip:bob@127.0.0.1:" .. uport .. ">",
       "Content-Length: 0", "", "" }, "\r\n")
     for _ = 1, 3 do
-      s:sendto(ok, "127.0.0.1", tonumber(pport))
+      s.send(ok, proxy)
       helper.run_for(0.05)
     end
-    local got = 0
+    local oks
     assert.truthy(run_until(function()
-      local d = c:receive()
-      while d do
-        if d:match("^SIP/2.0 200") then
-          got = got + 1
-          assert.truthy(d:find("branch=z9hG4bKcaller1", 1, true))
-          assert.falsy(d:find("z9hG4bKls", 1, true))   -- our Via is off
-        end
-        d = c:receive()
-      end
-      return got == 3
+      c.poll()
+      oks = c.find(function(m) return m.status == 200 end)
+      return #oks == 3
     end, 3))
-    s:close()
-    c:close()
+    for _, it in ipairs(oks) do
+      assert.truthy(it.raw:find("branch=z9hG4bKcaller1", 1, true))
+      assert.falsy(it.raw:find("z9hG4bKls", 1, true))   -- our Via is off
+    end
+    s.close()
+    c.close()
   end)
 end)

@@ -10,42 +10,12 @@ local function now_ms()
   return socket.gettime() * 1000
 end
 
--- A raw UDP peer: every datagram it gets is kept with its arrival time.
+-- A raw UDP peer (spec/helper.lua); its responses carry To tag "peertag".
 local function peer()
-  local u = assert(socket.udp())
-  assert(u:setsockname("127.0.0.1", 0))
-  u:settimeout(0)
-  local _, port = u:getsockname()
-  local p = { sock = u, port = port, inbox = {} }
-  function p.poll()
-    while true do
-      local data, ip, rport = u:receivefrom()
-      if not data then
-        return
-      end
-      p.inbox[#p.inbox + 1] = { msg = assert(sip.parse(data)), raw = data, at = now_ms(),
-        ip = ip, port = rport }
-    end
-  end
-  function p.send(text, ep)
-    local host, eport = ep:address("udp"):match("^(.*):(%d+)$")
-    assert(u:sendto(tostring(text), host, tonumber(eport)))
-  end
+  local p = helper.udp_peer()
   function p.reply(item, code, reason)
     local res = item.msg:response(code, reason, "peertag")
-    assert(u:sendto(tostring(res), item.ip, item.port))
-  end
-  function p.count(pred)
-    local n = 0
-    for _, it in ipairs(p.inbox) do
-      if pred(it.msg) then
-        n = n + 1
-      end
-    end
-    return n
-  end
-  function p.close()
-    u:close()
+    assert(p.sock:sendto(tostring(res), item.ip, item.port))
   end
   return p
 end

@@ -37,47 +37,17 @@ local function tap(ep, who, timeline)
   end
 end
 
--- A raw UDP peer the spec drives packet by packet (as in txn_spec.lua).
+-- A raw UDP peer the spec drives packet by packet (spec/helper.lua).
 local function peer()
-  local u = assert(socket.udp())
-  assert(u:setsockname("127.0.0.1", 0))
-  u:settimeout(0)
-  local _, port = u:getsockname()
-  local p = { sock = u, port = port, inbox = {} }
-  p.uri = "sip:peer@127.0.0.1:" .. port
-  function p.poll()
-    while true do
-      local data, ip, rport = u:receivefrom()
-      if not data then
-        return
-      end
-      p.inbox[#p.inbox + 1] = { msg = assert(sip.parse(data)), raw = data, ip = ip, port = rport }
-    end
-  end
-  function p.sendto(text, ep)
-    local host, eport = ep:address("udp"):match("^(.*):(%d+)$")
-    assert(u:sendto(tostring(text), host, tonumber(eport)))
-  end
+  local p = helper.udp_peer()
   -- a response to a received request, with our To tag and Contact when given
   function p.reply(item, code, tag, contact)
     local res = item.msg:response(code, nil, tag)
     if contact then
       res:add_header("Contact", contact)
     end
-    assert(u:sendto(tostring(res), item.ip, item.port))
+    assert(p.sock:sendto(tostring(res), item.ip, item.port))
     return res
-  end
-  function p.find(pred)
-    local out = {}
-    for _, it in ipairs(p.inbox) do
-      if pred(it.msg) then
-        out[#out + 1] = it
-      end
-    end
-    return out
-  end
-  function p.close()
-    u:close()
   end
   return p
 end
@@ -293,7 +263,7 @@ describe("calls", function()
       local inv = assert(sip.request { method = "INVITE", uri = ep:uri("svc"), from = p.uri,
         contact = p.uri, via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" ..
         sip.random.branch(), body = SDP, content_type = "application/sdp" })
-      p.sendto(inv, ep)
+      p.send(inv, ep)
       local function oks() return #p.find(function(m) return m.status == 200 end) end
       -- the "lost" ACK: we let three 2xx come without answering
       assert.truthy(run_until(function() return oks() >= 3 end, 2, p.poll))
@@ -304,7 +274,7 @@ describe("calls", function()
       local ack = assert(sip.request { method = "ACK", uri = ok:addr("Contact").uri,
         from = inv:header("From"), to = ok:header("To"), call_id = inv.call_id, cseq = inv.cseq,
         via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. sip.random.branch() })
-      p.sendto(ack, ep)
+      p.send(ack, ep)
       assert.truthy(run_until(function() return call end, 1, p.poll))
       assert.equal("confirmed", call.state)
       local n = oks()
@@ -364,7 +334,7 @@ describe("calls", function()
       assert.equal(inv.msg.cseq + 1, bye.msg.cseq)
       p.reply(bye, 200)
       -- a retransmission of that 2xx gets the ACK again, not a second BYE
-      p.sendto(ok2, ep)
+      p.send(ok2, ep)
       assert.truthy(run_until(function() return #p.find(method_is("ACK", "f2")) == 2 end, 1,
         p.poll))
       run_for(0.05, p.poll)
