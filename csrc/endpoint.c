@@ -89,7 +89,10 @@ void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port)
 		*port = ntohs(s6->sin6_port);
 	} else {
 		const struct sockaddr_in *s4 = (const void *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, host, (socklen_t)cap);
+		if (cap >= INET_ADDRSTRLEN)
+			sip_fmt_ipv4(host, (const unsigned char *)&s4->sin_addr);
+		else
+			inet_ntop(AF_INET, &s4->sin_addr, host, (socklen_t)cap);
 		*port = ntohs(s4->sin_port);
 	}
 }
@@ -335,14 +338,9 @@ static void core_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int co
 	size_t len;
 	const char *err;
 	char *buf = print_response(req, code, NULL, extra, &len);
-	sip_msg res;
-	if (!buf)
-		return;
-	if (sip_msg_parse(&res, buf, len, 0, 0, NULL, &err) == 0) {
-		sip_txn_server_reply(st, &res, &err);
-		sip_msg_free(&res);
-	}
-	free(buf);
+	if (buf)   /* the response copies these from the request (§8.2.6.2) */
+		sip_txn_server_reply_wire(st, code, buf, len, req->call_id, req->cseq, req->from_tag,
+					  &err);
 }
 
 void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res)

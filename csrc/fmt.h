@@ -30,4 +30,18 @@ static inline size_t sip_fmt_status(char *out, int code)
 	return 12;
 }
 
+/* An IPv4 address (network byte order bytes) in dotted decimal, NUL-terminated (at least
+ * 16 bytes); returns its length. inet_ntop goes through sprintf. */
+static inline size_t sip_fmt_ipv4(char *out, const unsigned char b[4])
+{
+	size_t n = 0;
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			out[n++] = '.';
+		n += sip_fmt_uint(out + n, b[i]);
+	}
+	out[n] = 0;
+	return n;
+}
+
 #endif

@@ -16,10 +16,24 @@
 typedef struct lsip_msg {
 	sip_msg m;
 	int valid;
+	/* A received request's endpoint fields, kept here rather than in a table made per
+	 * request: req._txn, req.replied_final, and whether §16.3 validation ran (req._ep and
+	 * req.source are user values LSIP_MSG_UV_EP and LSIP_MSG_UV_SOURCE). */
+	lua_Integer txn;
+	unsigned char attached;        /* txn is set */
+	unsigned char replied_final;
+	unsigned char validated;       /* §16.3: 0 not yet, 1 passed, 2 refused */
 	sip_hdr slots[];
 } lsip_msg;
 
 #define LSIP_MSG_UV_SRC 3
+#define LSIP_MSG_UV_EP 4
+#define LSIP_MSG_UV_SOURCE 5
+/* User values of a message an endpoint hands to Lua (see lsip_msg.c for 1 and 2). */
+#define LSIP_MSG_NUV 5
+
+/* The userdata of a message lsip_checkmsg returned. */
+#define lsip_msg_of(mp) ((lsip_msg *)(void *)(mp))
 
 void lsip_open_msg(lua_State *L);
 void lsip_open_ep(lua_State *L);

@@ -635,27 +635,19 @@ static int ep_set_router(lua_State *L)
 #define RELAY_MAX_TARGETS 64
 
 /* §16.3 for req (index 2, a request received by this endpoint), once: true, or false after
- * answering it 416/483/482/420 (an ACK gets no answer). Leaves the extra table on top. */
-static int check_request(lua_State *L, lsip_ep *e, sip_msg *m, sip_txn **st)
+ * answering it 416/483/482/420 (an ACK gets no answer). */
+static int check_request(lsip_ep *e, sip_msg *m, sip_txn **st)
 {
-	lsip_msg_extra(L, 2);
-	int extra = lua_gettop(L);
-	lua_getfield(L, extra, "_txn");
-	*st = sip_ep_txn(e->ep, (uint64_t)lua_tointeger(L, -1));
-	int t = lua_getfield(L, extra, "_validated");
-	int ok = lua_toboolean(L, -1);
-	lua_pop(L, 2);
-	if (t != LUA_TNIL)
-		return ok;
+	lsip_msg *u = lsip_msg_of(m);
+	*st = u->attached ? sip_ep_txn(e->ep, (uint64_t)u->txn) : NULL;
+	if (u->validated)
+		return u->validated == 1;
 	int code = sip_ep_validate(e->ep, m);
 	if (code && *st && m->method_id != SIP_METHOD_ACK)
 		sip_ep_refuse(e->ep, *st, m, code);
-	lua_pushboolean(L, code == 0);
-	lua_setfield(L, extra, "_validated");
-	if (code) {
-		lua_pushboolean(L, 1);
-		lua_setfield(L, extra, "replied_final");
-	}
+	u->validated = code ? 2 : 1;
+	if (code)
+		u->replied_final = 1;
 	return code == 0;
 }
 
@@ -665,7 +657,7 @@ static int ep_check_request(lua_State *L)
 	lsip_ep *e = check_ep(L, 1);
 	sip_msg *m = lsip_checkmsg(L, 2);
 	sip_txn *st;
-	lua_pushboolean(L, check_request(L, e, m, &st));
+	lua_pushboolean(L, check_request(e, m, &st));
 	return 1;
 }
 
@@ -679,12 +671,11 @@ static int ep_relay_request(lua_State *L)
 	lsip_ep *e = check_ep(L, 1);
 	sip_msg *m = lsip_checkmsg(L, 2);
 	sip_txn *st;
-	if (!check_request(L, e, m, &st)) {
+	if (!check_request(e, m, &st)) {
 		lua_pushnil(L);
 		lua_pushliteral(L, "refused");
 		return 2;
 	}
-	int extra = lua_gettop(L);
 	int rr = lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7);
 	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
 	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
@@ -746,10 +737,8 @@ static int ep_relay_request(lua_State *L)
 		lua_pushstring(L, err);
 		return 2;
 	}
-	if (done || !o.notify_done) {
-		lua_pushboolean(L, 1);   /* the core answers upstream from here on */
-		lua_setfield(L, extra, "replied_final");
-	}
+	if (done || !o.notify_done)
+		lsip_msg_of(m)->replied_final = 1;   /* the core answers upstream from here on */
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);
 	return 2;

@@ -23,10 +23,18 @@
  * to code that may edit it (and so allocate), moves it to LSIP_MSG_MT first. */
 #define MSG_MT_PLAIN "sip.msg (owns nothing)"
 
+/* The endpoint fields of a new message userdata: none yet. */
+static void init_attached(lsip_msg *u)
+{
+	u->txn = 0;
+	u->attached = u->replied_final = u->validated = 0;
+}
+
 sip_msg *lsip_msg_new(lua_State *L)
 {
-	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, 3);
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, LSIP_MSG_NUV);
 	u->valid = 0;
+	init_attached(u);
 	memset(&u->m, 0, sizeof u->m);   /* a message that never parsed frees nothing */
 	luaL_setmetatable(L, LSIP_MSG_MT);
 	return &u->m;
@@ -154,6 +162,7 @@ static int l_parse(lua_State *L)
 	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), 2);
 	sip_msg_move(&u->m, &tmp, u->slots, n);
 	u->valid = 1;
+	init_attached(u);
 	int owns = u->m.hdrs != u->slots;   /* more headers than slots: a heap array */
 	lua_pushvalue(L, lua_upvalueindex(owns ? 1 : 2));
 	lua_setmetatable(L, -2);
@@ -167,8 +176,9 @@ int lsip_msg_push_clone(lua_State *L, const sip_msg *src)
 {
 	const char *err;
 	unsigned n = src->nhdrs;
-	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), 3);
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), LSIP_MSG_NUV);
 	u->valid = 0;
+	init_attached(u);
 	memset(&u->m, 0, sizeof u->m);
 	luaL_setmetatable(L, LSIP_MSG_MT);   /* it owns its buffer: needs __gc */
 	if (sip_msg_clone(&u->m, u->slots, n, src, &err)) {
@@ -720,12 +730,14 @@ enum field {
 	F_METHOD = 1, F_URI, F_STATUS, F_REASON, F_BODY, F_CALL_ID, F_CSEQ, F_CSEQ_METHOD,
 	F_FROM_TAG, F_TO_TAG, F_BRANCH, F_MAX_FORWARDS, F_CONTENT_LENGTH, F_CONTENT_TYPE,
 	F_IS_REQUEST, F_FROM, F_TO, F_SIZE,
+	/* the endpoint's fields of a received request: writable, see attached_get/set */
+	F_TXN, F_EP, F_SOURCE, F_REPLIED_FINAL,
 };
 
 static const char *const field_names[] = {
 	"method", "uri", "status", "reason", "body", "call_id", "cseq", "cseq_method",
 	"from_tag", "to_tag", "branch", "max_forwards", "content_length", "content_type",
-	"is_request", "from", "to", "size", NULL,
+	"is_request", "from", "to", "size", "_txn", "_ep", "source", "replied_final", NULL,
 };
 
 static int push_field(lua_State *L, sip_msg *m, int f)
@@ -770,6 +782,73 @@ static lsip_msg *meta_self(lua_State *L)
 
 /* __index: one lookup in the names table (upvalue 1), where a method name maps to its
  * function and a field name to its number; then the fields Lua code attached. */
+/* A field Lua code attached (index 2 is its name), from the extra table. */
+static int extra_get(lua_State *L)
+{
+	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE)
+		return 0;
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+/* Set field (index 2) = value (index 3) in the extra table, made when there is none. */
+static void extra_set(lua_State *L)
+{
+	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setiuservalue(L, 1, UV_EXTRA);
+	}
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 3);
+	lua_rawset(L, -3);
+	lua_pop(L, 1);
+}
+
+/* req._txn, req._ep, req.source, req.replied_final. _ep and source live in user values;
+ * a message made with fewer of them (sip.parse) keeps them in its extra table instead. */
+static int attached_get(lua_State *L, lsip_msg *u, int f)
+{
+	switch (f) {
+	case F_TXN:
+		if (!u->attached)
+			return 0;
+		lua_pushinteger(L, u->txn);
+		return 1;
+	case F_REPLIED_FINAL:
+		if (!u->replied_final)
+			return 0;
+		lua_pushboolean(L, 1);
+		return 1;
+	default: {
+		int t = lua_getiuservalue(L, 1, f == F_EP ? LSIP_MSG_UV_EP : LSIP_MSG_UV_SOURCE);
+		if (t != LUA_TNONE)
+			return t != LUA_TNIL;
+		lua_pop(L, 1);
+		return extra_get(L);
+	}
+	}
+}
+
+static void attached_set(lua_State *L, lsip_msg *u, int f)
+{
+	switch (f) {
+	case F_TXN:
+		u->attached = !lua_isnil(L, 3);
+		u->txn = lua_isinteger(L, 3) ? lua_tointeger(L, 3) : 0;
+		return;
+	case F_REPLIED_FINAL:
+		u->replied_final = (unsigned char)lua_toboolean(L, 3);
+		return;
+	default:
+		lua_pushvalue(L, 3);
+		if (!lua_setiuservalue(L, 1, f == F_EP ? LSIP_MSG_UV_EP : LSIP_MSG_UV_SOURCE))
+			extra_set(L);
+	}
+}
+
 static int m_index(lua_State *L)
 {
 	lsip_msg *u = meta_self(L);
@@ -778,17 +857,16 @@ static int m_index(lua_State *L)
 	if (t == LUA_TNUMBER) {
 		int f = (int)lua_tointeger(L, -1);
 		lua_pop(L, 1);
+		if (f >= F_TXN)
+			return attached_get(L, u, f);
 		if (u->valid && push_field(L, &u->m, f))
 			return 1;
 		return 0;
 	}
 	if (t != LUA_TNIL)
 		return 1;
-	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE)
-		return 0;
-	lua_pushvalue(L, 2);
-	lua_rawget(L, -2);
-	return 1;
+	lua_pop(L, 1);
+	return extra_get(L);
 }
 
 /* The endpoint's fields of a request it received (_ep, _txn, source), set in one go (one
@@ -796,16 +874,19 @@ static int m_index(lua_State *L)
  * stack indexes. */
 void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, const char *source)
 {
-	if (lua_getiuservalue(L, msg, UV_EXTRA) != LUA_TTABLE) {
-		lua_pop(L, 1);
-		lua_createtable(L, 0, 6);
-		lua_pushvalue(L, -1);
-		lua_setiuservalue(L, msg, UV_EXTRA);
+	lsip_msg *u = lua_touserdata(L, msg);
+	u->txn = txn;
+	u->attached = 1;
+	lua_pushvalue(L, ep);
+	if (lua_setiuservalue(L, msg, LSIP_MSG_UV_EP)) {
+		lua_pushstring(L, source);
+		lua_setiuservalue(L, msg, LSIP_MSG_UV_SOURCE);
+		return;
 	}
+	/* a message from sip.parse: two user values only */
+	lsip_msg_extra(L, msg);
 	lua_pushvalue(L, ep);
 	lua_setfield(L, -2, "_ep");
-	lua_pushinteger(L, txn);
-	lua_setfield(L, -2, "_txn");
 	lua_pushstring(L, source);
 	lua_setfield(L, -2, "source");
 	lua_pop(L, 1);
@@ -834,20 +915,18 @@ static int m_attach(lua_State *L)
 /* __newindex: scripts may attach their own fields; parsed fields are read-only. */
 static int m_newindex(lua_State *L)
 {
-	meta_self(L);
+	lsip_msg *u = meta_self(L);
 	lua_pushvalue(L, 2);
-	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+	int t = lua_rawget(L, lua_upvalueindex(1));
+	if (t == LUA_TNUMBER && lua_tointeger(L, -1) >= F_TXN) {
+		attached_set(L, u, (int)lua_tointeger(L, -1));
+		return 0;
+	}
+	if (t != LUA_TNIL)
 		return luaL_error(L, "field '%s' is read-only (use the edit methods)",
 				  lua_tostring(L, 2));
-	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE) {
-		lua_pop(L, 1);
-		lua_newtable(L);
-		lua_pushvalue(L, -1);
-		lua_setiuservalue(L, 1, UV_EXTRA);
-	}
-	lua_pushvalue(L, 2);
-	lua_pushvalue(L, 3);
-	lua_rawset(L, -3);
+	lua_pop(L, 1);
+	extra_set(L);
 	return 0;
 }
 

@@ -1225,6 +1225,17 @@ int sip_msg_decrement_max_forwards(sip_msg *m)
 		v = 0;
 	char num[24];
 	size_t n = sip_fmt_uint(num, (unsigned)v);
+	/* The usual case (70 -> 69): same number of digits in bytes this message owns, so the
+	 * digits change in place, with no edit allocation and no re-check of the header. */
+	int at = m->first[SIP_HDR_MAX_FORWARDS];
+	if (at >= 0 && m->max_forwards >= 0) {
+		sip_hdr *h = &m->hdrs[at];
+		if ((m->owned || h->edited) && !h->folded && h->value.n == n) {
+			memcpy((char *)h->value.p, num, n);
+			m->max_forwards = v;
+			return v;
+		}
+	}
 	return sip_msg_set_header(m, "Max-Forwards", 12, num, n) ? -1 : v;
 }
 

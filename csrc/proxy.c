@@ -562,11 +562,24 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
+	/* "<sip:" sent-by ";lr" [";transport=tcp"] ">", without snprintf (hot path) */
+	static const char tcp[] = ";transport=tcp";
 	char v[128];
-	int len = snprintf(v, sizeof v, "<sip:%s;lr%s>", sb, kind == SIP_TP_TCP ? ";transport=tcp" : "");
-	if (len < 0 || (size_t)len >= sizeof v)
+	size_t sl = strlen(sb), len = 0;
+	if (sl + sizeof tcp + 9 > sizeof v)
 		return -1;
-	return sip_msg_add_header(req, "Record-Route", 12, v, (size_t)len, 1);
+	memcpy(v, "<sip:", 5);
+	len = 5;
+	memcpy(v + len, sb, sl);
+	len += sl;
+	memcpy(v + len, ";lr", 3);
+	len += 3;
+	if (kind == SIP_TP_TCP) {
+		memcpy(v + len, tcp, sizeof tcp - 1);
+		len += sizeof tcp - 1;
+	}
+	v[len++] = '>';
+	return sip_msg_add_header(req, "Record-Route", 12, v, len, 1);
 }
 
 /* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI. */

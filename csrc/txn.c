@@ -333,7 +333,6 @@ void sip_txn_server_retransmission(sip_txn *t, const sip_msg *req)
 
 int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 {
-	sip_endpoint *ep = t->ep;
 	int code = res->status;
 	if (t->state != SIP_TXN_TRYING && t->state != SIP_TXN_PROCEEDING) {
 		*err = code < 200 ? "provisional response after a final one" :
@@ -347,6 +346,20 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 		return -1;
 	}
 	sip_msg_print(res, buf, len);
+	return sip_txn_server_reply_wire(t, code, buf, len, res->call_id, res->cseq, res->from_tag,
+					 err);
+}
+
+int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_pl call_id,
+			      uint32_t cseq, sip_pl from_tag, const char **err)
+{
+	sip_endpoint *ep = t->ep;
+	if (t->state != SIP_TXN_TRYING && t->state != SIP_TXN_PROCEEDING) {
+		*err = code < 200 ? "provisional response after a final one" :
+				    "a final response was sent already";
+		free(buf);
+		return -1;
+	}
 	free(t->out);
 	t->out = buf;
 	t->outlen = len;
@@ -374,7 +387,7 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 			return r;
 		}
 		char key[1024];
-		size_t n = sip_accepted_key(key, res->call_id, res->cseq, res->from_tag);
+		size_t n = sip_accepted_key(key, call_id, cseq, from_tag);
 		if (!sip_map_get(&ep->accepted, key, n)) {
 			t->akey = malloc(n);
 			if (t->akey) {

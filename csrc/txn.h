@@ -63,6 +63,10 @@ void sip_txn_client_start(sip_txn *t);                 /* after t->out is set an
 void sip_txn_client_response(sip_txn *t, const sip_msg *res);
 void sip_txn_server_retransmission(sip_txn *t, const sip_msg *req);
 int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err);
+/* The same for a response already on the wire: buf (malloc'd, len bytes, taken over even on
+ * failure) with the status code and the fields a 2xx is remembered by. */
+int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_pl call_id,
+			      uint32_t cseq, sip_pl from_tag, const char **err);
 void sip_txn_server_ack(sip_txn *t);
 int sip_txn_server_cancel(sip_txn *t);   /* sends 487 when still proceeding; 1 if it did */
 void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
