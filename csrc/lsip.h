@@ -15,6 +15,10 @@
  * sip_tp_src (stateless replies need the exact connection) in user value LSIP_MSG_UV_SRC. */
 typedef struct lsip_msg {
 	sip_msg m;
+	/* LSIP_MSG_MAGIC: with the userdata's size, how a message is told from other userdata
+	 * without looking its metatable up (a message passes through several calls each). */
+	uint32_t magic;
+	unsigned char plain;           /* it has the metatable without __gc (owns nothing) */
 	int valid;
 	/* A received request's endpoint fields, kept here rather than in a table made per
 	 * request: req._txn, req.replied_final, and whether §16.3 validation ran (req._ep and
@@ -25,6 +29,8 @@ typedef struct lsip_msg {
 	unsigned char validated;       /* §16.3: 0 not yet, 1 passed, 2 refused */
 	sip_hdr slots[];
 } lsip_msg;
+
+#define LSIP_MSG_MAGIC 0x6d706973u
 
 #define LSIP_MSG_UV_SRC 3
 #define LSIP_MSG_UV_EP 4

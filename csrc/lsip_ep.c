@@ -27,6 +27,7 @@ typedef struct lsip_timer {
 } lsip_timer;
 
 typedef struct lsip_ep {
+	uint32_t magic;   /* LSIP_EP_MAGIC */
 	sip_endpoint *ep;
 	lsip_loop *lp;
 	int handlers;   /* registry ref of the handler table */
@@ -181,13 +182,57 @@ static void call_handler(lua_State *L, int nargs, const char *name)
 		report(L, name);
 }
 
+/* A request's sip_tp_src travels with its message as a short string: kind, listener,
+ * conn_id, then each address with its length. Over IPv4 that is 40 bytes, which Lua interns
+ * (a peer sends many requests: no allocation each time); the whole struct would be ~280. */
+#define SRC_FIXED 6   /* kind, listener + 1, conn_id */
+
+static void push_src_blob(lua_State *L, const sip_tp_src *src)
+{
+	unsigned char b[SRC_FIXED + 2 + 2 * sizeof(struct sockaddr_storage)];
+	size_t n = 0;
+	b[n++] = (unsigned char)src->kind;
+	b[n++] = (unsigned char)(src->listener + 1);   /* -1 (none) .. 254 */
+	memcpy(b + n, &src->conn_id, 4);
+	n += 4;
+	b[n++] = (unsigned char)src->peerlen;
+	memcpy(b + n, &src->peer, src->peerlen);
+	n += src->peerlen;
+	b[n++] = (unsigned char)src->locallen;
+	memcpy(b + n, &src->local, src->locallen);
+	n += src->locallen;
+	lua_pushlstring(L, (const char *)b, n);
+}
+
+static int read_src_blob(const char *s, size_t n, sip_tp_src *src)
+{
+	const unsigned char *b = (const unsigned char *)s;
+	memset(src, 0, sizeof *src);
+	if (n < SRC_FIXED + 2)
+		return -1;
+	src->kind = (sip_tp_kind)b[0];
+	src->listener = (int)b[1] - 1;
+	memcpy(&src->conn_id, b + 2, 4);
+	size_t o = SRC_FIXED;
+	src->peerlen = b[o++];
+	if (src->peerlen > sizeof src->peer || o + src->peerlen + 1 > n)
+		return -1;
+	memcpy(&src->peer, b + o, src->peerlen);
+	o += src->peerlen;
+	src->locallen = b[o++];
+	if (src->locallen > sizeof src->local || o + src->locallen != n)
+		return -1;
+	memcpy(&src->local, b + o, src->locallen);
+	return 0;
+}
+
 /* Push a message userdata owning a copy of m. */
 static int push_copy(lua_State *L, const sip_msg *m, const sip_tp_src *src)
 {
 	if (lsip_msg_push_clone(L, m))
 		return -1;
 	if (src) {
-		lua_pushlstring(L, (const char *)src, sizeof *src);
+		push_src_blob(L, src);
 		lua_setiuservalue(L, -2, LSIP_MSG_UV_SRC);
 	}
 	return 0;
@@ -379,9 +424,16 @@ static void hook_relay_branch(void *ud, uint64_t id, unsigned branch, const sip_
 
 /* --- endpoint ------------------------------------------------------------------------- */
 
+/* An endpoint is told by its size and magic number, as a message is (lsip.h): every ep
+ * method checks its self, and a metatable lookup costs more than the rest of some. */
+#define LSIP_EP_MAGIC 0x65706973u
+
 static lsip_ep *check_ep(lua_State *L, int i)
 {
-	lsip_ep *e = luaL_checkudata(L, i, LSIP_EP_MT);
+	lsip_ep *e = lua_touserdata(L, i);
+	if (!e || lua_type(L, i) != LUA_TUSERDATA || lua_rawlen(L, i) != sizeof *e ||
+	    e->magic != LSIP_EP_MAGIC)
+		luaL_typeerror(L, i, LSIP_EP_MT);
 	if (!e->ep)
 		luaL_argerror(L, i, "endpoint is closed");
 	/* hooks may run inside this call (a transaction ending): give them this thread */
@@ -429,6 +481,7 @@ static int l_endpoint(lua_State *L)
 
 	lsip_ep *e = lua_newuserdatauv(L, sizeof *e, 1);
 	memset(e, 0, sizeof *e);
+	e->magic = LSIP_EP_MAGIC;
 	e->lp = lp;
 	luaL_setmetatable(L, LSIP_EP_MT);
 	lua_pushvalue(L, 1);
@@ -536,9 +589,8 @@ static int ep_reply_stateless(lua_State *L)
 	const char *s = lua_getiuservalue(L, 2, LSIP_MSG_UV_SRC) == LUA_TSTRING ?
 			lua_tolstring(L, -1, &n) : NULL;
 	sip_tp_src src;
-	if (!s || n != sizeof src)
+	if (!s || read_src_blob(s, n, &src))
 		return fail(L, "the request did not arrive on an endpoint");
-	memcpy(&src, s, sizeof src);
 	if (sip_ep_reply_stateless(e->ep, res, &src, &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);

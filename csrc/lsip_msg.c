@@ -23,9 +23,20 @@
  * to code that may edit it (and so allocate), moves it to LSIP_MSG_MT first. */
 #define MSG_MT_PLAIN "sip.msg (owns nothing)"
 
-/* The endpoint fields of a new message userdata: none yet. */
-static void init_attached(lsip_msg *u)
+/* The two metatables are also in the registry under these addresses: a light userdata key
+ * costs less than a name (no string hashing and compare) on every message handed around. */
+static const char mt_key, plain_key;
+
+static void push_mt(lua_State *L, int plain)
 {
+	lua_rawgetp(L, LUA_REGISTRYINDEX, plain ? &plain_key : &mt_key);
+}
+
+/* The fields of a new message userdata besides its sip_msg. */
+static void init_udata(lsip_msg *u, int plain)
+{
+	u->magic = LSIP_MSG_MAGIC;
+	u->plain = (unsigned char)plain;
 	u->txn = 0;
 	u->attached = u->replied_final = u->validated = 0;
 }
@@ -34,9 +45,10 @@ sip_msg *lsip_msg_new(lua_State *L)
 {
 	lsip_msg *u = lua_newuserdatauv(L, sizeof *u, LSIP_MSG_NUV);
 	u->valid = 0;
-	init_attached(u);
+	init_udata(u, 0);
 	memset(&u->m, 0, sizeof u->m);   /* a message that never parsed frees nothing */
-	luaL_setmetatable(L, LSIP_MSG_MT);
+	push_mt(L, 0);
+	lua_setmetatable(L, -2);
 	return &u->m;
 }
 
@@ -44,18 +56,10 @@ sip_msg *lsip_msg_new(lua_State *L)
 static lsip_msg *test_udata(lua_State *L, int idx, int *plain)
 {
 	lsip_msg *u = lua_touserdata(L, idx);
-	if (!u || !lua_getmetatable(L, idx))
+	if (!u || lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) < sizeof *u ||
+	    u->magic != LSIP_MSG_MAGIC)
 		return NULL;
-	luaL_getmetatable(L, LSIP_MSG_MT);
-	*plain = 0;
-	if (!lua_rawequal(L, -1, -2)) {
-		lua_pop(L, 1);
-		luaL_getmetatable(L, MSG_MT_PLAIN);
-		*plain = 1;
-		if (!lua_rawequal(L, -1, -2))
-			u = NULL;
-	}
-	lua_pop(L, 2);
+	*plain = u->plain;
 	return u;
 }
 
@@ -93,8 +97,9 @@ sip_msg *lsip_checkmsg(lua_State *L, int idx)
 		luaL_argerror(L, idx, "message is not valid");
 	if (plain) {
 		idx = lua_absindex(L, idx);
-		luaL_getmetatable(L, LSIP_MSG_MT);
+		push_mt(L, 0);
 		lua_setmetatable(L, idx);
+		u->plain = 0;
 	}
 	return &u->m;
 }
@@ -162,8 +167,8 @@ static int l_parse(lua_State *L)
 	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), 2);
 	sip_msg_move(&u->m, &tmp, u->slots, n);
 	u->valid = 1;
-	init_attached(u);
 	int owns = u->m.hdrs != u->slots;   /* more headers than slots: a heap array */
+	init_udata(u, !owns);
 	lua_pushvalue(L, lua_upvalueindex(owns ? 1 : 2));
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, 1);
@@ -178,9 +183,10 @@ int lsip_msg_push_clone(lua_State *L, const sip_msg *src)
 	unsigned n = src->nhdrs;
 	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), LSIP_MSG_NUV);
 	u->valid = 0;
-	init_attached(u);
+	init_udata(u, 0);
 	memset(&u->m, 0, sizeof u->m);
-	luaL_setmetatable(L, LSIP_MSG_MT);   /* it owns its buffer: needs __gc */
+	push_mt(L, 0);   /* it owns its buffer: needs __gc */
+	lua_setmetatable(L, -2);
 	if (sip_msg_clone(&u->m, u->slots, n, src, &err)) {
 		lua_pop(L, 1);
 		return -1;
@@ -775,9 +781,11 @@ static int push_field(lua_State *L, sip_msg *m, int f)
  * metamethods, so the type check is a size check, not registry lookups on every access. */
 static lsip_msg *meta_self(lua_State *L)
 {
-	if (lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) < sizeof(lsip_msg))
+	lsip_msg *u = lua_touserdata(L, 1);
+	if (lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) < sizeof(lsip_msg) ||
+	    u->magic != LSIP_MSG_MAGIC)
 		luaL_typeerror(L, 1, LSIP_MSG_MT);
-	return lua_touserdata(L, 1);
+	return u;
 }
 
 /* __index: one lookup in the names table (upvalue 1), where a method name maps to its
@@ -1007,6 +1015,8 @@ static int l_reason(lua_State *L)
 void lsip_open_msg(lua_State *L)
 {
 	luaL_newmetatable(L, LSIP_MSG_MT);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &mt_key);
 	/* names: methods (functions) and fields (their numbers) in one table, so an access
 	 * costs one lookup; Lua code adds methods to it as core.msg_mt.methods */
 	lua_newtable(L);
@@ -1032,6 +1042,8 @@ void lsip_open_msg(lua_State *L)
 	lua_setfield(L, -2, "__name");
 	/* the twin without __gc: the same fields (__close included) */
 	luaL_newmetatable(L, MSG_MT_PLAIN);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &plain_key);
 	lua_pushnil(L);
 	while (lua_next(L, -3)) {
 		lua_pushvalue(L, -2);

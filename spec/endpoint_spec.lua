@@ -54,6 +54,14 @@ describe("endpoints", function()
     b:close()
   end)
 
+  it("core methods refuse a self that is not an endpoint", function()
+    local core = a.core
+    assert.truthy(core.stats(core))
+    assert.has_error(function() core.stats(io.stdout) end)
+    assert.has_error(function() core.stats({}) end)
+    assert.has_error(function() core.stats(assert(sip.parse(tostring(message(a, b, "x"))))) end)
+  end)
+
   it("listen on kernel-picked ports and say which", function()
     local addrs = a:addresses()
     assert.equal(2, #addrs)

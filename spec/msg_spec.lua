@@ -449,6 +449,32 @@ describe("header access", function()
     assert.equal("hello", p.note)
     assert.has_error(function() p.method = "BYE" end)
   end)
+
+  it("keeps the endpoint's fields (_txn, _ep, source, replied_final) writable", function()
+    local p = assert(sip.parse(minimal))
+    assert.is_nil(p._txn)
+    assert.is_nil(p.replied_final)
+    assert.is_nil(p.source)
+    local ep = {}
+    p._txn, p._ep, p.source, p.replied_final = 7, ep, "udp:192.0.2.1:5060", true
+    assert.equal(7, p._txn)
+    assert.equal(ep, p._ep)
+    assert.equal("udp:192.0.2.1:5060", p.source)
+    assert.is_true(p.replied_final)
+    p._txn, p.replied_final = nil, false
+    assert.is_nil(p._txn)
+    assert.is_nil(p.replied_final)
+    assert.equal("OPTIONS", p.method)   -- the parsed fields are untouched
+  end)
+
+  it("refuses anything but a message as self", function()
+    local p = assert(sip.parse(minimal))
+    assert.has_error(function() p.header(io.stdout, "Via") end)
+    assert.has_error(function() p.header({}, "Via") end)
+    assert.has_error(function() p.set_header(io.stdout, "Subject", "x") end)
+    local mt = getmetatable(p)
+    assert.has_error(function() mt.__index(io.stdout, "method") end)
+  end)
 end)
 
 describe("URIs", function()

@@ -87,6 +87,22 @@ describe("luasip serve", function()
       assert.matches("^z9hG4bK", vias[1].branch)
     end)
 
+    it("takes one off any Max-Forwards, whether its digits shrink or not", function()
+      assert.equal(200, register(bob, "bob", "bob-pw").status)
+      local got = {}
+      bob:on("MESSAGE", function(req) got[#got + 1] = req; req:reply(200) end)
+      for _, mf in ipairs { 10, 1, 45 } do
+        local res = send(alice, { method = "MESSAGE", uri = "sip:bob@localhost",
+          from = "sip:alice@localhost", max_forwards = mf }, { user = "alice", password = "alice-pw" })
+        assert.equal(200, res.status)
+        local req = got[#got]
+        assert.equal(mf - 1, req.max_forwards)
+        -- what bob got is what was on the wire: one Max-Forwards, the new value
+        assert.same({ tostring(mf - 1) }, req:headers("Max-Forwards"))
+        assert.equal(mf - 1, assert(sip.parse(tostring(req))).max_forwards)
+      end
+    end)
+
     it("answers 404 for an unknown user and 480 for a known user with no binding", function()
       local opts = { user = "alice", password = "alice-pw" }
       assert.equal(404, send(alice, { method = "MESSAGE", uri = "sip:nobody@localhost",
