@@ -510,6 +510,12 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 
 	switch (id) {
 	case SIP_HDR_VIA: {
+		sip_pl b;
+		if (sip_via_list_quick(v, &b)) {   /* the usual Vias, in one pass */
+			if (first)
+				m->branch = b;
+			return 0;
+		}
 		int idx = 0;
 		while (sip_list_next(v, &pos, &item)) {
 			sip_via via;

@@ -466,6 +466,79 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	return 0;
 }
 
+/* One Via value of the usual shape for sip_via_list_quick: "SIP/2.0/" transport LWS host
+ * [":" port] and unquoted params, up to the end or the ',' after it (outside quotes and <>
+ * there is no other, so sip_list_next would split there too). Returns where it ends, or
+ * NULL for anything else, valid or not. *branch is the last branch param, as via_param
+ * keeps it. */
+static const char *via_quick(const char *p, const char *end, sip_pl *branch)
+{
+	if (end - p < 8 || !sip_fold_eq(sip_load8(p), sip_load8("SIP/2.0/")))
+		return NULL;
+	const char *t = p + 8;
+	p = sip_span(t, end, SIP_C_TOKEN);
+	if (p == t)
+		return NULL;
+	p = skip_lws(p, end);
+	const char *hs = p;
+	p = sip_span(p, end, SIP_C_HOST);   /* '[': IPv6, left to the general path */
+	if (p == hs || (p < end && *p != ';' && *p != ':' && *p != ',' &&
+			!sip_is_lws((unsigned char)*p)))
+		return NULL;
+	p = skip_lws(p, end);
+	if (p < end && *p == ':') {
+		p = skip_lws(p + 1, end);
+		const char *ds = p;
+		unsigned port = 0;
+		while (p < end && sip_is_digit((unsigned char)*p) && p - ds < 6)
+			port = port * 10 + (unsigned)(*p++ - '0');
+		if (p == ds || p - ds > 5 || port > 65535 ||
+		    (p < end && sip_is_digit((unsigned char)*p)))
+			return NULL;
+		p = skip_lws(p, end);
+	}
+	*branch = sip_pl_make(NULL, 0);
+	for (;;) {
+		if (p == end || *p == ',')
+			return p;
+		if (*p != ';')
+			return NULL;
+		p = skip_lws(p + 1, end);
+		const char *ns = p;
+		p = sip_span(p, end, SIP_C_TOKEN);
+		size_t nl = (size_t)(p - ns);
+		if (nl == 0)
+			return NULL;    /* also a trailing ';' */
+		sip_pl val = sip_pl_make(p, 0);   /* where param_one puts an absent value */
+		p = skip_lws(p, end);
+		if (p < end && *p == '=') {
+			const char *vs = skip_lws(p + 1, end);
+			p = sip_span(vs, end, SIP_C_PARAMVAL);   /* a quote: the general path */
+			if (p == vs)
+				return NULL;
+			val = sip_pl_make(vs, (size_t)(p - vs));
+			p = skip_lws(p, end);
+		}
+		if (nl == 6 && sip_caseeq(ns, "branch", 6)) {
+			*branch = val;
+		} else if (nl == 5 && val.n && sip_caseeq(ns, "rport", 5)) {
+			int port;
+			if (port_parse(val, &port))
+				return NULL;
+		}
+	}
+}
+
+int sip_via_list_quick(sip_pl s, sip_pl *branch)
+{
+	const char *p = s.p, *end = s.p + s.n;
+	sip_pl b;
+	p = via_quick(skip_lws(p, end), end, branch);
+	while (p && p < end)
+		p = via_quick(skip_lws(p + 1, end), end, &b);
+	return p != NULL;
+}
+
 int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 {
 	memset(v, 0, sizeof *v);

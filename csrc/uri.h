@@ -56,5 +56,9 @@ typedef struct sip_via {
 } sip_via;
 
 int sip_via_parse(sip_via *v, sip_pl s, const char **err);
+/* A shortcut for checking a whole Via header value: 1 when every value in it is of the usual
+ * shape and valid (what sip_list_next + sip_via_parse would accept), with the first one's
+ * branch; 0 when it cannot tell, and the caller takes the general path. */
+int sip_via_list_quick(sip_pl s, sip_pl *branch);
 
 #endif
