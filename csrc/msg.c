@@ -533,7 +533,9 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 	case SIP_HDR_TO: {
 		sip_addr a;
 		sip_pl tag = { v.p, 0 };
-		if (sip_addr_parse(&a, v, err) || a.star) {
+		if (sip_addr_quick(v, &a.tag)) {
+			a.star = 0;
+		} else if (sip_addr_parse(&a, v, err) || a.star) {
 			*err = id == SIP_HDR_FROM ? "bad From" : "bad To";
 			return -1;
 		}

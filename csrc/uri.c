@@ -386,6 +386,71 @@ static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 	return 0;
 }
 
+/* header_params for sip_addr_quick: unquoted params from p (LWS first) to end, and the
+ * first tag's value (.p NULL when none). 0 for anything else, valid or not. */
+static int params_quick(const char *p, const char *end, sip_pl *tag)
+{
+	*tag = sip_pl_make(NULL, 0);
+	p = skip_lws(p, end);
+	while (p < end) {
+		if (*p != ';')
+			return 0;
+		p = skip_lws(p + 1, end);
+		const char *ns = p;
+		p = sip_span(p, end, SIP_C_TOKEN);
+		size_t nl = (size_t)(p - ns);
+		if (nl == 0)
+			return 0;       /* also a trailing ';' */
+		sip_pl val = sip_pl_make(p, 0);   /* where param_one puts an absent value */
+		p = skip_lws(p, end);
+		if (p < end && *p == '=') {
+			const char *vs = skip_lws(p + 1, end);
+			p = sip_span(vs, end, SIP_C_PARAMVAL);   /* a quote: the general path */
+			if (p == vs)
+				return 0;
+			val = sip_pl_make(vs, (size_t)(p - vs));
+			p = skip_lws(p, end);
+		}
+		if (nl == 3 && !tag->p && sip_caseeq(ns, "tag", 3))
+			*tag = val;
+	}
+	return 1;
+}
+
+int sip_addr_quick(sip_pl s, sip_pl *tag)
+{
+	const char *p = s.p, *end = s.p + s.n, *ps;
+	sip_uri u;
+	const char *err;
+	if (s.n > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
+		/* addr-spec (a scheme is no display name): the URI ends at ';' or LWS; a '<'
+		 * after it fails params_quick, as it fails sip_addr_parse */
+		const char *e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
+		if (e < end && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+			return 0;
+		if (sip_uri_parse(&u, sip_pl_make(p, (size_t)(e - p)), &err))
+			return 0;
+		ps = e;
+	} else {
+		const char *lt;
+		if (s.n && *p == '"') {
+			const char *q = sip_quoted_end(p + 1, end);
+			if (!q)
+				return 0;
+			lt = skip_lws(q + 1, end);
+		} else {
+			lt = sip_span(p, end, SIP_C_TOKEN | SIP_C_LWS);
+		}
+		if (lt == end || *lt != '<')
+			return 0;
+		const char *gt = memchr(lt, '>', (size_t)(end - lt));
+		if (!gt || sip_uri_parse(&u, sip_pl_make(lt + 1, (size_t)(gt - lt - 1)), &err))
+			return 0;
+		ps = gt + 1;
+	}
+	return params_quick(ps, end, tag);
+}
+
 int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 {
 	memset(a, 0, sizeof *a);

@@ -43,6 +43,10 @@ typedef struct sip_addr {
 } sip_addr;
 
 int sip_addr_parse(sip_addr *a, sip_pl s, const char **err);
+/* A shortcut for checking a From/To value: 1 when it is of the usual shape and valid (what
+ * sip_addr_parse would accept, no '*'), with its tag as sip_addr_parse finds it; 0 when it
+ * cannot tell, and the caller takes the general path. */
+int sip_addr_quick(sip_pl s, sip_pl *tag);
 
 /* Via value (RFC 3261 §20.42, RFC 3581) */
 typedef struct sip_via {
