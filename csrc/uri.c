@@ -386,69 +386,101 @@ static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 	return 0;
 }
 
-/* header_params for sip_addr_quick: unquoted params from p (LWS first) to end, and the
- * first tag's value (.p NULL when none). 0 for anything else, valid or not. */
-static int params_quick(const char *p, const char *end, sip_pl *tag)
+/* header_params for the quick address paths: params from p (LWS first) up to the end or a
+ * ',' (the next address of a list), and the first tag's value (.p NULL when none). Returns
+ * where they end, or NULL for anything else, valid or not. */
+static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 {
 	*tag = sip_pl_make(NULL, 0);
 	p = skip_lws(p, end);
-	while (p < end) {
+	while (p < end && *p != ',') {
 		if (*p != ';')
-			return 0;
+			return NULL;
 		p = skip_lws(p + 1, end);
 		const char *ns = p;
 		p = sip_span(p, end, SIP_C_TOKEN);
 		size_t nl = (size_t)(p - ns);
 		if (nl == 0)
-			return 0;       /* also a trailing ';' */
+			return NULL;    /* also a trailing ';' */
 		sip_pl val = sip_pl_make(p, 0);   /* where param_one puts an absent value */
 		p = skip_lws(p, end);
 		if (p < end && *p == '=') {
 			const char *vs = skip_lws(p + 1, end);
-			p = sip_span(vs, end, SIP_C_PARAMVAL);   /* a quote: the general path */
-			if (p == vs)
-				return 0;
+			if (vs < end && *vs == '"') {
+				/* sip_list_next skips this quoted-string the same way */
+				p = sip_quoted_end(vs + 1, end);
+				if (!p)
+					return NULL;
+				p++;
+			} else {
+				p = sip_span(vs, end, SIP_C_PARAMVAL);
+				if (p == vs)
+					return NULL;
+			}
 			val = sip_pl_make(vs, (size_t)(p - vs));
 			p = skip_lws(p, end);
 		}
 		if (nl == 3 && !tag->p && sip_caseeq(ns, "tag", 3))
 			*tag = val;
 	}
-	return 1;
+	return p;
 }
 
-int sip_addr_quick(sip_pl s, sip_pl *tag)
+/* One name-addr or addr-spec from p (no LWS before it) up to the end or the ',' after it,
+ * checked as sip_addr_parse checks it (no '*'). A valid URI holds no '"', '<' or '>', so up
+ * to that ',' sip_list_next sees quotes and <> where this does. Returns where it ends, or
+ * NULL for anything else, valid or not. */
+static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 {
-	const char *p = s.p, *end = s.p + s.n, *ps;
+	const char *ps;
 	sip_uri u;
 	const char *err;
-	if (s.n > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
-		/* addr-spec (a scheme is no display name): the URI ends at ';' or LWS; a '<'
-		 * after it fails params_quick, as it fails sip_addr_parse */
+	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
+		/* addr-spec (a scheme is no display name): the URI ends at ';', LWS or ',';
+		 * a '<' after it fails params_quick, as it fails sip_addr_parse */
 		const char *e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
-		if (e < end && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
-			return 0;
+		if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+			return NULL;
 		if (sip_uri_parse(&u, sip_pl_make(p, (size_t)(e - p)), &err))
-			return 0;
+			return NULL;
 		ps = e;
 	} else {
 		const char *lt;
-		if (s.n && *p == '"') {
+		if (p < end && *p == '"') {
 			const char *q = sip_quoted_end(p + 1, end);
 			if (!q)
-				return 0;
+				return NULL;
 			lt = skip_lws(q + 1, end);
 		} else {
 			lt = sip_span(p, end, SIP_C_TOKEN | SIP_C_LWS);
 		}
 		if (lt == end || *lt != '<')
-			return 0;
+			return NULL;
 		const char *gt = memchr(lt, '>', (size_t)(end - lt));
 		if (!gt || sip_uri_parse(&u, sip_pl_make(lt + 1, (size_t)(gt - lt - 1)), &err))
-			return 0;
+			return NULL;
 		ps = gt + 1;
 	}
 	return params_quick(ps, end, tag);
+}
+
+int sip_addr_quick(sip_pl s, sip_pl *tag)
+{
+	return addr_quick(s.p, s.p + s.n, tag) == s.p + s.n;
+}
+
+int sip_addr_list_quick(sip_pl s)
+{
+	const char *p = s.p, *end = s.p + s.n;
+	sip_pl tag;
+	for (;;) {
+		p = addr_quick(skip_lws(p, end), end, &tag);
+		if (!p)
+			return 0;
+		if (p == end)
+			return 1;
+		p++;    /* the ',' */
+	}
 }
 
 int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)

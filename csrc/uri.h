@@ -47,6 +47,9 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err);
  * sip_addr_parse would accept, no '*'), with its tag as sip_addr_parse finds it; 0 when it
  * cannot tell, and the caller takes the general path. */
 int sip_addr_quick(sip_pl s, sip_pl *tag);
+/* The same for a comma list of addresses (Contact, Route, Record-Route): 1 when every one is
+ * valid and none is '*', 0 when it cannot tell. */
+int sip_addr_list_quick(sip_pl s);
 
 /* Via value (RFC 3261 §20.42, RFC 3581) */
 typedef struct sip_via {
