@@ -386,6 +386,16 @@ static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 	return 0;
 }
 
+/* sip_uri_parse(u, [p, end)) == 0, with u's fields of no interest: a "sip:" URI goes
+ * straight to sip_uri_rest, which sets what it finds and reads nothing else of u. */
+static inline int uri_check(sip_uri *u, const char *p, const char *end)
+{
+	const char *err;
+	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:")))
+		return sip_uri_rest(u, p + 4, end);
+	return sip_uri_parse(u, sip_pl_make(p, (size_t)(end - p)), &err);
+}
+
 /* header_params for the quick address paths: params from p (LWS first) up to the end or a
  * ',' (the next address of a list), and the first tag's value (.p NULL when none). Returns
  * where they end, or NULL for anything else, valid or not. */
@@ -434,14 +444,13 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 {
 	const char *ps;
 	sip_uri u;
-	const char *err;
 	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
 		/* addr-spec (a scheme is no display name): the URI ends at ';', LWS or ',';
 		 * a '<' after it fails params_quick, as it fails sip_addr_parse */
 		const char *e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
 		if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
 			return NULL;
-		if (sip_uri_parse(&u, sip_pl_make(p, (size_t)(e - p)), &err))
+		if (uri_check(&u, p, e))
 			return NULL;
 		ps = e;
 	} else {
@@ -457,7 +466,7 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 		if (lt == end || *lt != '<')
 			return NULL;
 		const char *gt = memchr(lt, '>', (size_t)(end - lt));
-		if (!gt || sip_uri_parse(&u, sip_pl_make(lt + 1, (size_t)(gt - lt - 1)), &err))
+		if (!gt || uri_check(&u, lt + 1, gt))
 			return NULL;
 		ps = gt + 1;
 	}
