@@ -572,20 +572,31 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	return 0;
 }
 
-/* One Via value of the usual shape for sip_via_list_quick: "SIP/2.0/" transport LWS host
+/* One Via value of the usual shape for sip_via_list_quick: sent-protocol, a host name
  * [":" port] and unquoted params, up to the end or the ',' after it (outside quotes and <>
  * there is no other, so sip_list_next would split there too). Returns where it ends, or
  * NULL for anything else, valid or not. *branch is the last branch param, as via_param
  * keeps it. */
 static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 {
-	if (end - p < 8 || !sip_fold_eq(sip_load8(p), sip_load8("SIP/2.0/")))
-		return NULL;
-	const char *t = p + 8;
-	p = sip_span(t, end, SIP_C_TOKEN);
-	if (p == t)
-		return NULL;
-	p = skip_lws(p, end);
+	/* sent-protocol as sip_via_parse splits it: LWS allowed around the '/'s */
+	int i = 0;
+	if (end - p >= 8 && sip_fold_eq(sip_load8(p), sip_load8("SIP/2.0/"))) {
+		p += 8;
+		i = 2;
+	}
+	for (; i < 3; i++) {
+		const char *t = skip_lws(p, end);
+		p = sip_span(t, end, SIP_C_TOKEN);
+		if (p == t || (i == 0 && !(p - t == 3 && sip_caseeq(t, "sip", 3))))
+			return NULL;
+		p = skip_lws(p, end);
+		if (i < 2) {
+			if (p == end || *p != '/')
+				return NULL;
+			p++;
+		}
+	}
 	const char *hs = p;
 	p = sip_span(p, end, SIP_C_HOST);   /* '[': IPv6, left to the general path */
 	if (p == hs || (p < end && *p != ';' && *p != ':' && *p != ',' &&
