@@ -500,39 +500,78 @@ static int callid_ok(sip_pl v)
 	}
 }
 
-/* Validate one known header's value and refresh the shortcuts it feeds. `first` is
- * nonzero for the first header of its kind (the one whose fields the shortcuts show). */
-static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
+/* The general paths of check_header, out of line: its frame stays small for the headers
+ * that need no more than a look at their bytes. */
+__attribute__((noinline)) static int check_via_list(sip_msg *m, sip_pl v, int first,
+						     const char **err)
 {
 	size_t pos = 0;
 	sip_pl item;
+	int idx = 0;
+	while (sip_list_next(v, &pos, &item)) {
+		sip_via via;
+		if (sip_via_parse(&via, item, err)) {
+			*err = "bad Via";
+			return -1;
+		}
+		if (first && idx == 0)
+			m->branch = via.branch;
+		idx++;
+	}
+	return 0;
+}
+
+__attribute__((noinline)) static int check_addr(sip_hdr_id id, sip_pl v, sip_pl *tag,
+						 const char **err)
+{
+	sip_addr a;
+	if (sip_addr_parse(&a, v, err) || a.star) {
+		*err = id == SIP_HDR_FROM ? "bad From" : "bad To";
+		return -1;
+	}
+	*tag = a.tag;
+	return 0;
+}
+
+__attribute__((noinline)) static int check_addr_list(sip_hdr_id id, sip_pl v, const char **err)
+{
+	size_t pos = 0;
+	sip_pl item;
+	while (sip_list_next(v, &pos, &item)) {
+		sip_addr a;
+		if (sip_addr_parse(&a, item, err) || (a.star && id != SIP_HDR_CONTACT)) {
+			*err = id == SIP_HDR_CONTACT ? "bad Contact" :
+			       id == SIP_HDR_ROUTE ? "bad Route" : "bad Record-Route";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Validate one known header's value and refresh the shortcuts it feeds. `first` is
+ * nonzero for the first header of its kind (the one whose fields the shortcuts show).
+ * Vias and addresses of the usual shapes take the quick paths of uri.c; what those cannot
+ * tell about, valid or not, the general ones above. */
+static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
+{
 	uint64_t n;
 
 	switch (id) {
 	case SIP_HDR_VIA: {
-		int idx = 0;
-		while (sip_list_next(v, &pos, &item)) {
-			sip_via via;
-			if (sip_via_parse(&via, item, err)) {
-				*err = "bad Via";
-				return -1;
-			}
-			if (first && idx == 0)
-				m->branch = via.branch;
-			idx++;
-		}
+		sip_pl b;
+		if (!sip_via_list_quick(v, &b))
+			return check_via_list(m, v, first, err);
+		if (first)
+			m->branch = b;
 		return 0;
 	}
 	case SIP_HDR_FROM:
 	case SIP_HDR_TO: {
-		sip_addr a;
-		sip_pl tag = { v.p, 0 };
-		if (sip_addr_parse(&a, v, err) || a.star) {
-			*err = id == SIP_HDR_FROM ? "bad From" : "bad To";
+		sip_pl tag;
+		if (!sip_addr_quick(v, &tag) && check_addr(id, v, &tag, err))
 			return -1;
-		}
-		if (a.tag.p)
-			tag = a.tag;
+		if (!tag.p)
+			tag = sip_pl_make(v.p, 0);
 		if (id == SIP_HDR_FROM)
 			m->from_tag = tag;
 		else
@@ -542,15 +581,9 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 	case SIP_HDR_CONTACT:
 	case SIP_HDR_ROUTE:
 	case SIP_HDR_RECORD_ROUTE:
-		while (sip_list_next(v, &pos, &item)) {
-			sip_addr a;
-			if (sip_addr_parse(&a, item, err) || (a.star && id != SIP_HDR_CONTACT)) {
-				*err = id == SIP_HDR_CONTACT ? "bad Contact" :
-				       id == SIP_HDR_ROUTE ? "bad Route" : "bad Record-Route";
-				return -1;
-			}
-		}
-		return 0;
+		if (sip_addr_list_quick(v))
+			return 0;
+		return check_addr_list(id, v, err);
 	case SIP_HDR_CALL_ID:
 		if (v.n == 0) {
 			*err = "bad Call-ID";

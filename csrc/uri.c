@@ -386,6 +386,112 @@ static int header_params(sip_pl s, sip_pl *out, sip_pl *tag, sip_via *via)
 	return 0;
 }
 
+/* sip_uri_parse(u, [p, end)) == 0, with u's fields of no interest: a "sip:" URI goes
+ * straight to sip_uri_rest, which sets what it finds and reads nothing else of u. */
+static inline int uri_check(sip_uri *u, const char *p, const char *end)
+{
+	const char *err;
+	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:")))
+		return sip_uri_rest(u, p + 4, end);
+	return sip_uri_parse(u, sip_pl_make(p, (size_t)(end - p)), &err);
+}
+
+/* header_params for the quick address paths: params from p (LWS first) up to the end or a
+ * ',' (the next address of a list), and the first tag's value (.p NULL when none). Returns
+ * where they end, or NULL for anything else, valid or not. */
+static const char *params_quick(const char *p, const char *end, sip_pl *tag)
+{
+	*tag = sip_pl_make(NULL, 0);
+	p = skip_lws(p, end);
+	while (p < end && *p != ',') {
+		if (*p != ';')
+			return NULL;
+		p = skip_lws(p + 1, end);
+		const char *ns = p;
+		p = sip_span(p, end, SIP_C_TOKEN);
+		size_t nl = (size_t)(p - ns);
+		if (nl == 0)
+			return NULL;    /* also a trailing ';' */
+		sip_pl val = sip_pl_make(p, 0);   /* where param_one puts an absent value */
+		p = skip_lws(p, end);
+		if (p < end && *p == '=') {
+			const char *vs = skip_lws(p + 1, end);
+			if (vs < end && *vs == '"') {
+				/* sip_list_next skips this quoted-string the same way */
+				p = sip_quoted_end(vs + 1, end);
+				if (!p)
+					return NULL;
+				p++;
+			} else {
+				p = sip_span(vs, end, SIP_C_PARAMVAL);
+				if (p == vs)
+					return NULL;
+			}
+			val = sip_pl_make(vs, (size_t)(p - vs));
+			p = skip_lws(p, end);
+		}
+		if (nl == 3 && !tag->p && sip_caseeq(ns, "tag", 3))
+			*tag = val;
+	}
+	return p;
+}
+
+/* One name-addr or addr-spec from p (no LWS before it) up to the end or the ',' after it,
+ * checked as sip_addr_parse checks it (no '*'). A valid URI holds no '"', '<' or '>', so up
+ * to that ',' sip_list_next sees quotes and <> where this does. Returns where it ends, or
+ * NULL for anything else, valid or not. */
+static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
+{
+	const char *ps;
+	sip_uri u;
+	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
+		/* addr-spec (a scheme is no display name): the URI ends at ';', LWS or ',';
+		 * a '<' after it fails params_quick, as it fails sip_addr_parse */
+		const char *e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
+		if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+			return NULL;
+		if (uri_check(&u, p, e))
+			return NULL;
+		ps = e;
+	} else {
+		const char *lt;
+		if (p < end && *p == '"') {
+			const char *q = sip_quoted_end(p + 1, end);
+			if (!q)
+				return NULL;
+			lt = skip_lws(q + 1, end);
+		} else {
+			lt = sip_span(p, end, SIP_C_TOKEN | SIP_C_LWS);
+		}
+		if (lt == end || *lt != '<')
+			return NULL;
+		const char *gt = memchr(lt, '>', (size_t)(end - lt));
+		if (!gt || uri_check(&u, lt + 1, gt))
+			return NULL;
+		ps = gt + 1;
+	}
+	return params_quick(ps, end, tag);
+}
+
+int sip_addr_quick(sip_pl s, sip_pl *tag)
+{
+	return addr_quick(s.p, s.p + s.n, tag) == s.p + s.n;
+}
+
+int sip_addr_list_quick(sip_pl s)
+{
+	const char *p = s.p, *end = s.p + s.n;
+	sip_pl tag;
+	for (;;) {
+		p = addr_quick(skip_lws(p, end), end, &tag);
+		if (!p)
+			return 0;
+		if (p == end)
+			return 1;
+		p++;    /* the ',' */
+	}
+}
+
 int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 {
 	memset(a, 0, sizeof *a);
@@ -464,6 +570,90 @@ int sip_addr_parse(sip_addr *a, sip_pl s, const char **err)
 	}
 	*err = NULL;
 	return 0;
+}
+
+/* One Via value of the usual shape for sip_via_list_quick: sent-protocol, a host name
+ * [":" port] and unquoted params, up to the end or the ',' after it (outside quotes and <>
+ * there is no other, so sip_list_next would split there too). Returns where it ends, or
+ * NULL for anything else, valid or not. *branch is the last branch param, as via_param
+ * keeps it. */
+static const char *via_quick(const char *p, const char *end, sip_pl *branch)
+{
+	/* sent-protocol as sip_via_parse splits it: LWS allowed around the '/'s */
+	int i = 0;
+	if (end - p >= 8 && sip_fold_eq(sip_load8(p), sip_load8("SIP/2.0/"))) {
+		p += 8;
+		i = 2;
+	}
+	for (; i < 3; i++) {
+		const char *t = skip_lws(p, end);
+		p = sip_span(t, end, SIP_C_TOKEN);
+		if (p == t || (i == 0 && !(p - t == 3 && sip_caseeq(t, "sip", 3))))
+			return NULL;
+		p = skip_lws(p, end);
+		if (i < 2) {
+			if (p == end || *p != '/')
+				return NULL;
+			p++;
+		}
+	}
+	const char *hs = p;
+	p = sip_span(p, end, SIP_C_HOST);   /* '[': IPv6, left to the general path */
+	if (p == hs || (p < end && *p != ';' && *p != ':' && *p != ',' &&
+			!sip_is_lws((unsigned char)*p)))
+		return NULL;
+	p = skip_lws(p, end);
+	if (p < end && *p == ':') {
+		p = skip_lws(p + 1, end);
+		const char *ds = p;
+		unsigned port = 0;
+		while (p < end && sip_is_digit((unsigned char)*p) && p - ds < 6)
+			port = port * 10 + (unsigned)(*p++ - '0');
+		if (p == ds || p - ds > 5 || port > 65535 ||
+		    (p < end && sip_is_digit((unsigned char)*p)))
+			return NULL;
+		p = skip_lws(p, end);
+	}
+	*branch = sip_pl_make(NULL, 0);
+	for (;;) {
+		if (p == end || *p == ',')
+			return p;
+		if (*p != ';')
+			return NULL;
+		p = skip_lws(p + 1, end);
+		const char *ns = p;
+		p = sip_span(p, end, SIP_C_TOKEN);
+		size_t nl = (size_t)(p - ns);
+		if (nl == 0)
+			return NULL;    /* also a trailing ';' */
+		sip_pl val = sip_pl_make(p, 0);   /* where param_one puts an absent value */
+		p = skip_lws(p, end);
+		if (p < end && *p == '=') {
+			const char *vs = skip_lws(p + 1, end);
+			p = sip_span(vs, end, SIP_C_PARAMVAL);   /* a quote: the general path */
+			if (p == vs)
+				return NULL;
+			val = sip_pl_make(vs, (size_t)(p - vs));
+			p = skip_lws(p, end);
+		}
+		if (nl == 6 && sip_caseeq(ns, "branch", 6)) {
+			*branch = val;
+		} else if (nl == 5 && val.n && sip_caseeq(ns, "rport", 5)) {
+			int port;
+			if (port_parse(val, &port))
+				return NULL;
+		}
+	}
+}
+
+int sip_via_list_quick(sip_pl s, sip_pl *branch)
+{
+	const char *p = s.p, *end = s.p + s.n;
+	sip_pl b;
+	p = via_quick(skip_lws(p, end), end, branch);
+	while (p && p < end)
+		p = via_quick(skip_lws(p + 1, end), end, &b);
+	return p != NULL;
 }
 
 int sip_via_parse(sip_via *v, sip_pl s, const char **err)

@@ -43,6 +43,13 @@ typedef struct sip_addr {
 } sip_addr;
 
 int sip_addr_parse(sip_addr *a, sip_pl s, const char **err);
+/* A shortcut for checking a From/To value: 1 when it is of the usual shape and valid (what
+ * sip_addr_parse would accept, no '*'), with its tag as sip_addr_parse finds it; 0 when it
+ * cannot tell, and the caller takes the general path. */
+int sip_addr_quick(sip_pl s, sip_pl *tag);
+/* The same for a comma list of addresses (Contact, Route, Record-Route): 1 when every one is
+ * valid and none is '*', 0 when it cannot tell. */
+int sip_addr_list_quick(sip_pl s);
 
 /* Via value (RFC 3261 §20.42, RFC 3581) */
 typedef struct sip_via {
@@ -56,5 +63,9 @@ typedef struct sip_via {
 } sip_via;
 
 int sip_via_parse(sip_via *v, sip_pl s, const char **err);
+/* A shortcut for checking a whole Via header value: 1 when every value in it is of the usual
+ * shape and valid (what sip_list_next + sip_via_parse would accept), with the first one's
+ * branch; 0 when it cannot tell, and the caller takes the general path. */
+int sip_via_list_quick(sip_pl s, sip_pl *branch);
 
 #endif
