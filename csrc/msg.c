@@ -1365,10 +1365,16 @@ int sip_msg_clone(sip_msg *dst, sip_hdr *slots, unsigned nslots, const sip_msg *
 	const sip_pl *fields[] = { &src->method, &src->uri, &src->reason, &src->body,
 				   &src->call_id, &src->cseq_method, &src->from_tag, &src->to_tag,
 				   &src->branch, &src->new_uri };
-	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-		extra += outside(*fields[i], src);
-	for (unsigned i = 0; i < src->nhdrs; i++)
-		extra += outside(src->hdrs[i].name, src) + outside(src->hdrs[i].value, src);
+	/* A message parsed in place and never edited has every slice in buf: the usual case,
+	 * one as received. (A clone owns its buffer and may keep edited slices past len.) */
+	int in_buf = !src->edits && !src->owned;
+	if (!in_buf) {
+		for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+			extra += outside(*fields[i], src);
+		for (unsigned i = 0; i < src->nhdrs; i++)
+			extra += outside(src->hdrs[i].name, src) +
+				 outside(src->hdrs[i].value, src);
+	}
 	char *nbuf = malloc(src->len + extra + 1);
 	sip_hdr *hdrs = slots;
 	if (nbuf && src->nhdrs > nslots)
@@ -1391,6 +1397,18 @@ int sip_msg_clone(sip_msg *dst, sip_hdr *slots, unsigned nslots, const sip_msg *
 	sip_pl *dfields[] = { &dst->method, &dst->uri, &dst->reason, &dst->body, &dst->call_id,
 			      &dst->cseq_method, &dst->from_tag, &dst->to_tag, &dst->branch,
 			      &dst->new_uri };
+	if (in_buf) {
+		/* every slice moves by the same amount */
+		for (size_t i = 0; i < sizeof dfields / sizeof dfields[0]; i++)
+			if (dfields[i]->p)
+				dfields[i]->p = nbuf + (fields[i]->p - src->buf);
+		memcpy(hdrs, src->hdrs, src->nhdrs * sizeof *hdrs);
+		for (unsigned i = 0; i < src->nhdrs; i++) {
+			hdrs[i].name.p = nbuf + (src->hdrs[i].name.p - src->buf);
+			hdrs[i].value.p = nbuf + (src->hdrs[i].value.p - src->buf);
+		}
+		return 0;
+	}
 	for (size_t i = 0; i < sizeof dfields / sizeof dfields[0]; i++)
 		*dfields[i] = rebase(*fields[i], src, nbuf, &tail);
 	for (unsigned i = 0; i < src->nhdrs; i++) {

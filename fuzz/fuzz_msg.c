@@ -57,6 +57,16 @@ static void reparse(const sip_msg *m)
 		assert(sip_pl_eq(c.branch, m->branch) && sip_pl_eq(c.to_tag, m->to_tag));
 		assert(c.cseq == m->cseq && sip_pl_eq(c.call_id, m->call_id));
 		free(out3);
+		/* and a clone of that clone (its edited slices sit past len, in its own buffer) */
+		sip_hdr slots2[8];
+		sip_msg c2;
+		if (sip_msg_clone(&c2, slots2, 8, &c, &err) == 0) {
+			char *out4 = print_exact(&c2, &n2);
+			assert(n2 == n && memcmp(out, out4, n) == 0);
+			assert(sip_pl_eq(c2.uri, m->uri) && sip_pl_eq(c2.body, m->body));
+			free(out4);
+			sip_msg_free(&c2);
+		}
 		sip_msg_free(&c);
 	}
 	sip_msg_free(&r);
