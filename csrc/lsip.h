@@ -12,7 +12,8 @@
 
 /* A message userdata, sized for its headers: a parsed message keeps them in `slots`, right
  * after the struct in the same allocation. Messages that arrived on an endpoint carry their
- * sip_tp_src (stateless replies need the exact connection) in user value LSIP_MSG_UV_SRC. */
+ * sip_tp_src (stateless replies need the exact connection) as `blob_len` bytes after the
+ * slots (lsip_msg_blob). */
 typedef struct lsip_msg {
 	sip_msg m;
 	/* LSIP_MSG_MAGIC: with the userdata's size, how a message is told from other userdata
@@ -27,16 +28,16 @@ typedef struct lsip_msg {
 	unsigned char attached;        /* txn is set */
 	unsigned char replied_final;
 	unsigned char validated;       /* §16.3: 0 not yet, 1 passed, 2 refused */
+	unsigned char blob_len;        /* bytes after the header slots (see above) */
 	sip_hdr slots[];
 } lsip_msg;
 
 #define LSIP_MSG_MAGIC 0x6d706973u
 
-#define LSIP_MSG_UV_SRC 3
-#define LSIP_MSG_UV_EP 4
-#define LSIP_MSG_UV_SOURCE 5
+#define LSIP_MSG_UV_EP 3
+#define LSIP_MSG_UV_SOURCE 4
 /* User values of a message an endpoint hands to Lua (see lsip_msg.c for 1 and 2). */
-#define LSIP_MSG_NUV 5
+#define LSIP_MSG_NUV 4
 
 /* The userdata of a message lsip_checkmsg returned. */
 #define lsip_msg_of(mp) ((lsip_msg *)(void *)(mp))
@@ -51,7 +52,9 @@ void lsip_open_thp(lua_State *L);
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */
 sip_msg *lsip_msg_new(lua_State *L);
 /* Push a message userdata holding a copy of src (no re-parse); 0, or -1 with nothing pushed. */
-int lsip_msg_push_clone(lua_State *L, const sip_msg *src);
+int lsip_msg_push_clone(lua_State *L, const sip_msg *src, const void *blob, size_t blen);
+/* The bytes given as blob to lsip_msg_push_clone for the message at idx, or NULL. */
+const void *lsip_msg_blob(lua_State *L, int idx, size_t *len);
 /* Take a malloc'd buffer of wire text and push it parsed as a message (1 result), or free
  * it and push nil, reason (2 results). Returns the number of results. */
 int lsip_msg_push_owned(lua_State *L, char *buf, size_t len);

@@ -182,14 +182,14 @@ static void call_handler(lua_State *L, int nargs, const char *name)
 		report(L, name);
 }
 
-/* A request's sip_tp_src travels with its message as a short string: kind, listener,
- * conn_id, then each address with its length. Over IPv4 that is 40 bytes, which Lua interns
- * (a peer sends many requests: no allocation each time); the whole struct would be ~280. */
+/* A request's sip_tp_src travels with its message, after its header slots (a blob of
+ * lsip_msg_push_clone): kind, listener, conn_id, then each address with its length; 40
+ * bytes over IPv4 rather than the ~280 of the struct. */
 #define SRC_FIXED 6   /* kind, listener + 1, conn_id */
+#define SRC_BLOB_MAX (SRC_FIXED + 2 + 2 * sizeof(struct sockaddr_storage))
 
-static void push_src_blob(lua_State *L, const sip_tp_src *src)
+static size_t src_blob(const sip_tp_src *src, unsigned char *b)
 {
-	unsigned char b[SRC_FIXED + 2 + 2 * sizeof(struct sockaddr_storage)];
 	size_t n = 0;
 	b[n++] = (unsigned char)src->kind;
 	b[n++] = (unsigned char)(src->listener + 1);   /* -1 (none) .. 254 */
@@ -201,7 +201,7 @@ static void push_src_blob(lua_State *L, const sip_tp_src *src)
 	b[n++] = (unsigned char)src->locallen;
 	memcpy(b + n, &src->local, src->locallen);
 	n += src->locallen;
-	lua_pushlstring(L, (const char *)b, n);
+	return n;
 }
 
 static int read_src_blob(const char *s, size_t n, sip_tp_src *src)
@@ -229,13 +229,9 @@ static int read_src_blob(const char *s, size_t n, sip_tp_src *src)
 /* Push a message userdata owning a copy of m. */
 static int push_copy(lua_State *L, const sip_msg *m, const sip_tp_src *src)
 {
-	if (lsip_msg_push_clone(L, m))
-		return -1;
-	if (src) {
-		push_src_blob(L, src);
-		lua_setiuservalue(L, -2, LSIP_MSG_UV_SRC);
-	}
-	return 0;
+	unsigned char b[SRC_BLOB_MAX];
+	size_t n = src ? src_blob(src, b) : 0;
+	return lsip_msg_push_clone(L, m, b, n);
 }
 
 static void push_src(lua_State *L, lsip_ep *e, const sip_tp_src *src)
@@ -586,8 +582,7 @@ static int ep_reply_stateless(lua_State *L)
 	sip_msg *res = lsip_checkmsg(L, 3);
 	const char *err;
 	size_t n = 0;
-	const char *s = lua_getiuservalue(L, 2, LSIP_MSG_UV_SRC) == LUA_TSTRING ?
-			lua_tolstring(L, -1, &n) : NULL;
+	const char *s = lsip_msg_blob(L, 2, &n);
 	sip_tp_src src;
 	if (!s || read_src_blob(s, n, &src))
 		return fail(L, "the request did not arrive on an endpoint");

@@ -38,7 +38,7 @@ static void init_udata(lsip_msg *u, int plain)
 	u->magic = LSIP_MSG_MAGIC;
 	u->plain = (unsigned char)plain;
 	u->txn = 0;
-	u->attached = u->replied_final = u->validated = 0;
+	u->attached = u->replied_final = u->validated = u->blob_len = 0;
 }
 
 sip_msg *lsip_msg_new(lua_State *L)
@@ -176,12 +176,15 @@ static int l_parse(lua_State *L)
 	return 1;
 }
 
-/* Push a message userdata holding a clone of src (its headers in the userdata itself). */
-int lsip_msg_push_clone(lua_State *L, const sip_msg *src)
+/* Push a message userdata holding a clone of src (its headers in the userdata itself),
+ * with blen bytes of blob after them (at most 255). */
+int lsip_msg_push_clone(lua_State *L, const sip_msg *src, const void *blob, size_t blen)
 {
 	const char *err;
 	unsigned n = src->nhdrs;
-	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr), LSIP_MSG_NUV);
+	if (blen > 255)
+		blen = 0;
+	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr) + blen, LSIP_MSG_NUV);
 	u->valid = 0;
 	init_udata(u, 0);
 	memset(&u->m, 0, sizeof u->m);
@@ -191,8 +194,22 @@ int lsip_msg_push_clone(lua_State *L, const sip_msg *src)
 		lua_pop(L, 1);
 		return -1;
 	}
+	if (blen) {
+		memcpy(u->slots + n, blob, blen);
+		u->blob_len = (unsigned char)blen;
+	}
 	u->valid = 1;
 	return 0;
+}
+
+const void *lsip_msg_blob(lua_State *L, int idx, size_t *len)
+{
+	int plain;
+	lsip_msg *u = test_udata(L, idx, &plain);
+	if (!u || !u->blob_len)
+		return NULL;
+	*len = u->blob_len;
+	return u->slots + u->m.nslots;
 }
 
 /* Take a malloc'd buffer of wire text and push it as a new message (or nil, err). */

@@ -1123,6 +1123,23 @@ static sip_hdr_id name_id(const char *name, size_t nlen)
 	return nlen ? sip_hdr_lookup(name, nlen) : SIP_HDR_OTHER;
 }
 
+/* The shortcut for id from tmp, which check_header filled for m's new first header. */
+static void take_shortcut(sip_msg *m, const sip_msg *tmp, sip_hdr_id id)
+{
+	switch (id) {
+	case SIP_HDR_VIA: m->branch = tmp->branch; break;
+	case SIP_HDR_FROM: m->from_tag = tmp->from_tag; break;
+	case SIP_HDR_TO: m->to_tag = tmp->to_tag; break;
+	case SIP_HDR_CALL_ID: m->call_id = tmp->call_id; break;
+	case SIP_HDR_MAX_FORWARDS: m->max_forwards = tmp->max_forwards; break;
+	case SIP_HDR_CSEQ:
+		m->cseq = tmp->cseq;
+		m->cseq_method = tmp->cseq_method;
+		break;
+	default: break;   /* Content-Length is computed when printed */
+	}
+}
+
 int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		       const char *val, size_t vlen, int at_top)
 {
@@ -1137,30 +1154,49 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 			return -1;
 	if (nlen == 0)
 		return -1;
-	if (id != SIP_HDR_OTHER) {
-		sip_msg tmp = *m;   /* validate without touching m's shortcuts */
-		if (check_header(&tmp, id, value, 0, &err))
-			return -1;
-		/* at the top too: a second From or CSeq makes a message no parser accepts */
-		if ((hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
-			return -1;
-	}
-	const char *cname = id != SIP_HDR_OTHER ? hdr_info[id].name : NULL;
-	size_t cn = cname ? strlen(cname) : nlen;
-	char *mem = edit_copy(m, cname ? cname : name, cn);
-	char *vmem = mem ? edit_copy(m, value.p, value.n) : NULL;
-	if (!vmem)
+	/* at the top too: a second From or CSeq makes a message no parser accepts */
+	if (id != SIP_HDR_OTHER && (hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
 		return -1;
-	sip_hdr h = { sip_pl_make(mem, cn), sip_pl_make(vmem, value.n), (uint16_t)id, 0, 1 };
 	unsigned at = m->nhdrs;
 	if (at_top) {
 		int f = sip_msg_find(m, id, name, nlen, 0);
 		at = f >= 0 ? (unsigned)f : 0;
 	}
+	/* it becomes the first of its kind (the one the shortcuts show) at the top, or when
+	 * there was none */
+	int first = id == SIP_HDR_OTHER ? 0 : m->first[id] < 0 || (int)at <= m->first[id];
+	char *vmem = edit_copy(m, value.p, value.n);
+	if (!vmem)
+		return -1;
+	sip_pl v = sip_pl_make(vmem, value.n);
+	sip_msg tmp;
+	if (id != SIP_HDR_OTHER) {
+		/* validate the copy without touching m; tmp's shortcuts then point into it */
+		tmp = *m;
+		if (first && id == SIP_HDR_VIA)
+			tmp.branch = sip_pl_make(NULL, 0);   /* a Via without one has none */
+		if (check_header(&tmp, id, v, first, &err))
+			return -1;   /* the copy stays among m's edits, unused */
+	}
+	/* a known name is its canonical spelling, which lives as long as the program */
+	sip_pl nm = sip_pl_make(hdr_info[id].name, id != SIP_HDR_OTHER ? strlen(hdr_info[id].name) : 0);
+	if (id == SIP_HDR_OTHER) {
+		char *mem = edit_copy(m, name, nlen);
+		if (!mem)
+			return -1;
+		nm = sip_pl_make(mem, nlen);
+	}
+	sip_hdr h = { nm, v, (uint16_t)id, 0, 1 };
 	if (push_hdr(m, at, &h, UINT_MAX))
 		return -1;
-	reindex(m);
-	refresh(m, id);
+	/* indexes at or past `at` moved down one */
+	for (int i = 0; i < SIP_HDR_COUNT; i++)
+		if (m->first[i] >= (int)at)
+			m->first[i]++;
+	if (m->first[id] < 0 || m->first[id] > (int)at)
+		m->first[id] = (int16_t)at;
+	if (first)
+		take_shortcut(m, &tmp, id);
 	return 0;
 }
 

@@ -106,6 +106,11 @@ static void edit(sip_msg *m)
 	rc = sip_msg_remove_top_via(m);
 	assert(rc == 0);
 	assert(sip_pl_eq(m->branch, branch));
+	/* a top Via without a branch leaves the message with none (not the old one) */
+	rc = sip_msg_add_header(m, "Via", 3, "SIP/2.0/UDP nobranch.invalid", 28, 1);
+	assert(rc == 0 && m->branch.n == 0);
+	sip_msg_remove_top_via(m);
+	assert(sip_pl_eq(m->branch, branch));
 	sip_msg_add_header(m, "X-Fuzz", 6, "one", 3, 0);
 	sip_msg_add_header(m, "X-Fuzz", 6, "two", 3, 1);
 	sip_msg_set_header(m, "Subject", 7, "fuzzed", 6);
