@@ -100,7 +100,8 @@ local BURST_PER_RATE = 2
 function cli.server(opts)
   local log = opts.log or log_line(opts.quiet)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
-  local relay_opts = (opts.quiet and not opts.log) and { wait = false } or nil
+  local silent = opts.quiet and not opts.log
+  local relay_opts = silent and { wait = false } or nil
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
     max_transactions = opts.max_transactions,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
@@ -213,8 +214,7 @@ function cli.server(opts)
     limiter = ratelimit.new { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
   end
   -- §21.5.4: 503 with Retry-After; ACK has no response and CANCEL ends what was admitted.
-  local function over_budget(req)
-    local m = req.method
+  local function over_budget(req, m)
     if not limiter or m == "ACK" or m == "CANCEL" then
       return false
     end
@@ -232,7 +232,7 @@ function cli.server(opts)
 
   ep:route(function(req)
     local m = req.method
-    if over_budget(req) then
+    if over_budget(req, m) then
       return
     end
     if m ~= "ACK" and not req:validate() then
@@ -256,7 +256,7 @@ function cli.server(opts)
     if m == "ACK" or m == "CANCEL" or req.to_tag then
       -- in-dialog (or the ACK/CANCEL of a transaction): follow Route / Request-URI
       local res = req:relay(relay_opts)
-      if m ~= "ACK" then
+      if m ~= "ACK" and not silent then
         log("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
       end
       return
@@ -286,11 +286,15 @@ function cli.server(opts)
         return req:reply(code)
       end
       local res = req:relay(targets, relay_opts)
-      log("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
+      if not silent then
+        log("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
+      end
       return
     end
     local res = req:relay(relay_opts)
-    log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+    if not silent then
+      log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+    end
   end)
 
   -- expired bindings vanish on time

@@ -223,14 +223,21 @@ function Endpoint:route(fn)
   return self
 end
 
+-- A handler failed: log it, and answer 500 when it had not answered.
+local function handler_failed(self, req, err)
+  self:_log("error", "handler error (Call-ID %s): %s", tostring(req.call_id), tostring(err))
+  if not req.replied_final and req.method ~= "ACK" then
+    req:reply(500)
+  end
+end
+
+local traceback = debug.traceback
+
 -- Run a handler and answer 500 when it fails before answering.
 local function run_handler(self, fn, req)
-  local ok, err = xpcall(fn, debug.traceback, req)
+  local ok, err = xpcall(fn, traceback, req)
   if not ok then
-    self:_log("error", "handler error (Call-ID %s): %s", tostring(req.call_id), tostring(err))
-    if not req.replied_final and req.method ~= "ACK" then
-      req:reply(500)
-    end
+    handler_failed(self, req, err)
   end
 end
 
@@ -254,7 +261,10 @@ function Endpoint:_sync_router()
     if invite then
       requests[req._txn] = req   -- until its final response: only a CANCEL looks it up
     end
-    run_handler(self, router, req)
+    local ok, err = xpcall(router, traceback, req)   -- run_handler, one call less
+    if not ok then
+      handler_failed(self, req, err)
+    end
   end, self, handled)
 end
 
