@@ -81,7 +81,7 @@ interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
 # C tests of the loop, framing and transports: plain C, no Lua, real sockets on loopback.
-CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o
+CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
 	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS)
 

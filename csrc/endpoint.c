@@ -5,6 +5,7 @@
 #include "fmt.h"
 #include "chars.h"
 #include "rand.h"
+#include "ratelimit.h"
 #include "uri.h"
 
 #include <arpa/inet.h>
@@ -214,6 +215,7 @@ void sip_ep_free(sip_endpoint *ep)
 	sip_map_free(&ep->accepted);
 	sip_map_free(&ep->ids);
 	sip_ep_set_domains(ep, NULL, 0, 0);
+	sip_rl_free(ep->rl);
 	free(ep);
 }
 
@@ -521,6 +523,56 @@ static void on_response(sip_endpoint *ep, const sip_msg *m)
 		ep->hooks.response(ep->ud, NULL, m);   /* a 2xx retransmission: dialogs re-ACK */
 }
 
+/* The rate limit for a new request from src: 1 when it refused it (answered 503 with
+ * Retry-After, statelessly: a flood costs no state). */
+static int rate_limited(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
+			const sip_tp_src *src)
+{
+	int retry, report;
+	if (sip_rl_allow(ep->rl, (const struct sockaddr *)&src->peer, sip_loop_now(ep->loop),
+			 &retry, &report) || sip_ep_from_self(ep, src, via))
+		return 0;
+	char extra[32] = "Retry-After: ";
+	size_t n = 13;
+	n += sip_fmt_uint(extra + n, (unsigned)retry);
+	memcpy(extra + n, "\r\n", 3);
+	size_t len;
+	char *buf = print_response(m, 503, "Rate Limited", extra, &len);
+	sip_dest d;
+	const char *err;
+	response_dest(src, via, &d);
+	if (buf) {
+		sip_ep_send_dest(ep, &d, buf, len, &err);
+		free(buf);
+	}
+	ep->stats.rate_limited++;
+	if (report && ep->hooks.rate_limited) {
+		char ip[INET6_ADDRSTRLEN];
+		int port;
+		sip_addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
+		ep->hooks.rate_limited(ep->ud, ip, retry);
+	}
+	return 1;
+}
+
+int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned max_sources,
+			  unsigned log_window_ms)
+{
+	sip_rl *rl = NULL;
+	if (rate > 0 && !(rl = sip_rl_new(rate, burst, max_sources, log_window_ms)))
+		return -1;
+	sip_rl_free(ep->rl);
+	ep->rl = rl;
+	return 0;
+}
+
+double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources)
+{
+	*burst = ep->rl ? sip_rl_burst(ep->rl) : 0;
+	*sources = ep->rl ? sip_rl_sources(ep->rl) : 0;
+	return ep->rl ? sip_rl_rate(ep->rl) : 0;
+}
+
 static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 {
 	char key[KEY_MAX];
@@ -566,6 +618,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		sip_txn_server_retransmission(t, m);
 		return;
 	}
+	if (ep->rl && !is_cancel && rate_limited(ep, m, &via, src))
+		return;
 	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
 		/* full: answer without keeping state, and tell when to come back */
 		size_t len;

@@ -70,12 +70,15 @@ typedef struct sip_ep_hooks {
 	/* Relay `id` (with notify_each): the branch of target `branch` (0-based index in the
 	 * list given to sip_ep_relay) got its final response. */
 	void (*relay_branch)(void *ud, uint64_t id, unsigned branch, const sip_msg *res);
+	/* The rate limit refused source ip (text) for the first time in its log window; the
+	 * 503 told it to retry after retry_s. */
+	void (*rate_limited)(void *ud, const char *ip, int retry_s);
 } sip_ep_hooks;
 
 typedef struct sip_ep_stats {
 	unsigned client_txns, server_txns;
 	unsigned long retrans_sent, absorbed, requests_in, responses_in, parse_errors,
-		stray_responses, rejected_busy;
+		stray_responses, rejected_busy, rate_limited;
 } sip_ep_stats;
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -147,6 +150,19 @@ int sip_ep_validate(sip_endpoint *ep, const sip_msg *req);
 /* Names that are this endpoint besides its addresses (for URIs without a port, or with
  * `port`). Returns 0 or -1 (out of memory). */
 int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port);
+/* A token bucket per source IP for new requests (ACK and CANCEL pass): past it the core
+ * answers 503 with Retry-After, statelessly, before any transaction or hook; requests we
+ * sent ourselves (a spiral: from our own address, our Via on top) are charged but never
+ * refused. rate <= 0 turns it off. Returns 0, or -1 on bad arguments or memory. */
+int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned max_sources,
+			  unsigned log_window_ms);
+/* The limit in force (0 when off): rate, burst and the sources it holds buckets for. */
+double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources);
+/* Did we send this request ourselves: it comes from one of our addresses (UDP: our
+ * listening address and port; TCP: an ephemeral port of our IP) with our Via on top? */
+struct sip_via;
+int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const struct sip_via *top);
+
 /* Does this URI name us: one of our domains, or the address and port of a listener? */
 int sip_ep_is_local(sip_endpoint *ep, sip_pl uri);
 /* §16.4 route information preprocessing: a Request-URI we put in a Record-Route (a strict

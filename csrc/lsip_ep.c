@@ -387,6 +387,17 @@ static void hook_log(void *ud, const char *line)
 	call_handler(L, 1, "log handler");
 }
 
+static void hook_rate_limited(void *ud, const char *ip, int retry_s)
+{
+	lsip_ep *e = ud;
+	lua_State *L = e->lp->L;
+	if (!L || !push_handler(L, e, "rate_limited"))
+		return;
+	lua_pushstring(L, ip);
+	lua_pushinteger(L, retry_s);
+	call_handler(L, 2, "rate_limited handler");
+}
+
 static void hook_relayed(void *ud, uint64_t id, const sip_msg *final)
 {
 	lsip_ep *e = ud;
@@ -488,7 +499,7 @@ static int l_endpoint(lua_State *L)
 	lua_newtable(L);
 	e->pool = luaL_ref(L, LUA_REGISTRYINDEX);
 	sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack, hook_gone,
-			       hook_log, hook_relayed, hook_relay_branch };
+			       hook_log, hook_relayed, hook_relay_branch, hook_rate_limited };
 	if (lua_getfield(L, 2, "log") != LUA_TNIL && !lua_toboolean(L, -1))
 		hooks.log = NULL;   /* nobody listens: do not even format the lines */
 	lua_pop(L, 1);
@@ -791,6 +802,33 @@ static int ep_relay_request(lua_State *L)
 	return 2;
 }
 
+/* ep:set_rate_limit(rate, burst, max_sources, log_window_ms): rate 0 turns it off */
+static int ep_set_rate_limit(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	double rate = luaL_checknumber(L, 2);
+	double burst = luaL_optnumber(L, 3, rate * 2);
+	lua_Integer max = luaL_optinteger(L, 4, 10000), win = luaL_optinteger(L, 5, 10000);
+	luaL_argcheck(L, rate <= 0 || burst >= 1, 3, "burst must be at least 1");
+	luaL_argcheck(L, max >= 1 && max <= 10000000, 4, "max_sources out of range");
+	luaL_argcheck(L, win >= 0 && win <= 86400000, 5, "log window out of range");
+	if (sip_ep_set_rate_limit(e->ep, rate, burst, (unsigned)max, (unsigned)win))
+		return luaL_error(L, "out of memory");
+	return 0;
+}
+
+/* ep:rate_limit() -> rate, burst, sources held (0, 0, 0 when off) */
+static int ep_rate_limit(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	double burst;
+	unsigned sources;
+	lua_pushnumber(L, sip_ep_rate_limit(e->ep, &burst, &sources));
+	lua_pushnumber(L, burst);
+	lua_pushinteger(L, sources);
+	return 3;
+}
+
 /* ep:set_domains({ name, ... }, port): names that are us besides our addresses */
 static int ep_set_domains(lua_State *L)
 {
@@ -892,6 +930,7 @@ static int ep_stats(lua_State *L)
 	set_int(L, "parse_errors", (lua_Integer)s.parse_errors);
 	set_int(L, "stray_responses", (lua_Integer)s.stray_responses);
 	set_int(L, "rejected_busy", (lua_Integer)s.rejected_busy);
+	set_int(L, "rate_limited", (lua_Integer)s.rate_limited);
 	set_int(L, "connections", t.conns_open);
 	set_int(L, "connections_accepted", (lua_Integer)t.conns_accepted);
 	set_int(L, "connections_closed", (lua_Integer)t.conns_closed);
@@ -952,6 +991,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "check_request", ep_check_request }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
 	{ "set_has_dialogs", ep_set_has_dialogs },
+	{ "set_rate_limit", ep_set_rate_limit }, { "rate_limit", ep_rate_limit },
 	{ "close", ep_close }, { NULL, NULL },
 };
 

@@ -13,6 +13,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -371,6 +372,22 @@ static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 	for (int i = 0; i < n; i++)
 		if (ep->lcache[i].port == port && strlen(ep->lcache[i].ip) == h.n &&
 		    strncasecmp(ep->lcache[i].ip, h.p, h.n) == 0)
+			return 1;
+	return 0;
+}
+
+int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
+{
+	if (!is_listener(ep, top->host, top->port ? top->port : 5060))
+		return 0;
+	char ip[INET6_ADDRSTRLEN];
+	int port;
+	sip_addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
+	sip_pl h = sip_pl_make(ip, strlen(ip));
+	if (src->kind == SIP_TP_UDP)
+		return is_listener(ep, h, port);   /* we send UDP from the listening port */
+	for (int i = 0; i < ep->nlcache; i++)   /* TCP: from an ephemeral port of our IP */
+		if (strcmp(ep->lcache[i].ip, ip) == 0)
 			return 1;
 	return 0;
 }

@@ -52,6 +52,7 @@ struct sip_endpoint {
 	int local_port;          /* the port a domain name stands for */
 	struct { char ip[64]; int port; } lcache[SIP_EP_LCACHE];   /* listener addresses */
 	int nlcache;             /* entries formatted; 0 after a listen */
+	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
 };
 
 /* txn.c */

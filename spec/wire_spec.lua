@@ -639,6 +639,46 @@ describe("luasip serve under a flood", function()
       srv.stop()
     end)
 
+  it("ep:rate_limit refuses in the core: 503 + Retry-After, ACK passes, reported once", function()
+    local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    local seen, reports = 0, {}
+    ep:on("OPTIONS", function(req) seen = seen + 1; req:reply(200) end)
+    ep:rate_limit { rate = 1, burst = 2 }
+    function ep.on_rate_limited(ip, rate, retry) reports[#reports + 1] = { ip, rate, retry } end
+    local host, port = hostport(ep, "udp")
+    local u = udp_peer()
+    for i = 1, 6 do
+      u:sendto(request { peer = u, uri = "sip:" .. host .. ":" .. port, branch = "rl" .. i },
+        host, port)
+    end
+    local got = udp_replies(u, 2, 6)
+    local count = {}
+    for _, d in ipairs(got) do
+      local st = status_of(d)
+      count[st] = (count[st] or 0) + 1
+      if st == 503 then
+        assert.matches("\r\nRetry%-After: 1\r\n", d)
+        assert.matches("^SIP/2%.0 503 Rate Limited\r\n", d)
+      end
+    end
+    assert.same({ [200] = 2, [503] = 4 }, count)
+    assert.equal(2, seen)   -- the refused ones never reached Lua
+    assert.same({ { "127.0.0.1", 1, 1 } }, reports)
+    assert.equal(4, ep:stats().rate_limited)
+    -- an ACK is no new request: it passes (a stray one is simply absorbed)
+    u:sendto(request { peer = u, method = "ACK", uri = "sip:" .. host .. ":" .. port }, host, port)
+    assert.equal(0, #udp_replies(u, 0.3))
+    assert.equal(4, ep:stats().rate_limited)
+    -- requests the endpoint sends itself (its Via on top, from its own port) are never refused
+    for _ = 1, 3 do
+      assert.equal(200, ep:options("sip:" .. host .. ":" .. port).status)
+    end
+    ep:rate_limit(false)
+    assert.same({ 0, 0, 0 }, { ep.core:rate_limit() })
+    u:close()
+    ep:close()
+  end)
+
   it("does not take a forged top Via naming the proxy as a spiral (auth still asked)", function()
     local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, quiet = true,
       users = { alice = { password = "secret" } } })

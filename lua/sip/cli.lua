@@ -1,7 +1,6 @@
 -- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
 -- small client (message, options, register) on the same stack.
 local sip = require "sip"
-local ratelimit = require "sip.ratelimit"
 
 local cli = {}
 
@@ -205,36 +204,23 @@ function cli.server(opts)
     log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
   end
 
+  -- §21.5.4: 503 with Retry-After past the rate per source IP; the core refuses those
+  -- before this script runs (ACK and CANCEL pass, our own spirals are never refused)
   local limiter
   local rate = opts.rate_limit
   if rate == nil then
     rate = RATE_DEFAULT
   end
   if rate and rate > 0 then
-    limiter = ratelimit.new { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
-  end
-  -- §21.5.4: 503 with Retry-After; ACK has no response and CANCEL ends what was admitted.
-  local function over_budget(req, m)
-    if not limiter or m == "ACK" or m == "CANCEL" then
-      return false
+    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
+    ep:rate_limit(limiter)
+    function ep.on_rate_limited(ip, r, retry)
+      log("rate limit: %s over %g requests/s, answering 503 (Retry-After %d)", ip, r, retry)
     end
-    local ok, retry, report = limiter:allow(req)
-    if ok or spiral(req) then   -- our own relayed requests are no flood
-      return false
-    end
-    if report then
-      log("rate limit: %s over %s requests/s, answering 503 (Retry-After %d)",
-        ratelimit.source_ip(req), tostring(limiter.rate), retry)
-    end
-    req:reply(503, "Rate Limited", { headers = { ["Retry-After"] = tostring(retry) } })
-    return true
   end
 
   ep:route(function(req)
     local m = req.method
-    if over_budget(req, m) then
-      return
-    end
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
     end

@@ -117,6 +117,12 @@ local function new(opts)
       w(nil)
     end
   end
+  function hooks.rate_limited(ip, retry)
+    local fn = self.on_rate_limited
+    if fn then
+      fn(ip, self.core:rate_limit(), retry)
+    end
+  end
   function hooks.log(line)
     if self.log then
       self.log(line, "debug")
@@ -266,6 +272,25 @@ function Endpoint:_sync_router()
       handler_failed(self, req, err)
     end
   end, self, handled)
+end
+
+--- ep:rate_limit{ rate = N, burst = M, max_sources = K, log_window = seconds } | ep:rate_limit(false)
+-- A token bucket per source IP, kept by the core: a new request (ACK and CANCEL pass) past
+-- it gets 503 with Retry-After before any transaction or Lua code exists for it; requests
+-- this endpoint sent itself (a spiral) are never refused. ep.on_rate_limited(ip, rate,
+-- retry) is called on a source's first refusal in each log window (default 10 s).
+function Endpoint:rate_limit(opts)
+  if not opts then
+    self.core:set_rate_limit(0)
+    return self
+  end
+  local rate = tonumber(opts.rate)
+  assert(rate and rate > 0, "ep:rate_limit: rate must be a positive number")
+  local burst = tonumber(opts.burst or rate)
+  assert(burst and burst >= 1, "ep:rate_limit: burst must be at least 1")
+  self.core:set_rate_limit(rate, burst, opts.max_sources or 10000,
+    math.floor((opts.log_window or 10) * 1000))
+  return self
 end
 
 function Endpoint:stats()

@@ -16,6 +16,7 @@
 #include "frame.h"
 #include "loop.h"
 #include "transport.h"
+#include "ratelimit.h"
 
 /* The whole run takes a few seconds; a minute means something hangs. */
 #define WATCHDOG_S 60
@@ -1028,6 +1029,77 @@ static void watchdog(int sig)
 	_exit(2);
 }
 
+/* --- the rate limit's buckets (ratelimit.c), on a clock the test moves by hand ---------- */
+
+static struct sockaddr_storage v4(unsigned last)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+	s->sin_family = AF_INET;
+	s->sin_addr.s_addr = htonl(0x0a000000u | last);   /* 10.0.0.last */
+	return ss;
+}
+
+static void test_ratelimit_bucket(void)
+{
+	sip_rl *rl = sip_rl_new(2, 3, 100, 10000);   /* 2/s, burst 3 */
+	struct sockaddr_storage a = v4(1), b = v4(2);
+	int retry = 0, report = 0;
+	uint64_t t = 1000;
+
+	CHECK(rl);
+	CHECK(!sip_rl_new(0, 3, 100, 0) && !sip_rl_new(2, 0.5, 100, 0));
+	for (int i = 0; i < 3; i++)   /* the burst */
+		CHECK(sip_rl_allow(rl, (struct sockaddr *)&a, t, &retry, &report));
+	CHECK(!sip_rl_allow(rl, (struct sockaddr *)&a, t, &retry, &report));
+	CHECK(report && retry == 1);   /* first refusal: reported; 1 token comes in 0.5 s */
+	CHECK(!sip_rl_allow(rl, (struct sockaddr *)&a, t + 100, &retry, &report));
+	CHECK(!report);                /* once per log window */
+	CHECK(sip_rl_allow(rl, (struct sockaddr *)&b, t, &retry, &report));   /* b: its own */
+	/* 2 tokens/s: after 0.5 s one more for a, and no more than the burst after a minute */
+	CHECK(sip_rl_allow(rl, (struct sockaddr *)&a, t + 600, &retry, &report));
+	CHECK(!sip_rl_allow(rl, (struct sockaddr *)&a, t + 600, &retry, &report));
+	t += 60000;
+	for (int i = 0; i < 3; i++)
+		CHECK(sip_rl_allow(rl, (struct sockaddr *)&a, t, &retry, &report));
+	CHECK(!sip_rl_allow(rl, (struct sockaddr *)&a, t, &retry, &report));
+	CHECK(report);                 /* a new window */
+	CHECK(sip_rl_refused(rl) == 4 && sip_rl_sources(rl) == 2);
+	/* IPv6 sources have buckets of their own */
+	struct sockaddr_storage s6;
+	memset(&s6, 0, sizeof s6);
+	((struct sockaddr_in6 *)&s6)->sin6_family = AF_INET6;
+	((struct sockaddr_in6 *)&s6)->sin6_addr.s6_addr[15] = 1;
+	CHECK(sip_rl_allow(rl, (struct sockaddr *)&s6, t, &retry, &report));
+	CHECK(sip_rl_sources(rl) == 3);
+	sip_rl_free(rl);
+}
+
+static void test_ratelimit_bounded(void)
+{
+	sip_rl *rl = sip_rl_new(1, 1, 50, 0);   /* 1/s, burst 1, at most 50 buckets */
+	int retry, report;
+	uint64_t t = 5000;
+
+	CHECK(rl);
+	/* a spoofed flood: 1000 sources once each; memory stays at 50 buckets + 1 shared */
+	for (unsigned i = 0; i < 1000; i++) {
+		struct sockaddr_storage a = v4(i + 1);
+		sip_rl_allow(rl, (struct sockaddr *)&a, t, &retry, &report);
+	}
+	CHECK(sip_rl_sources(rl) <= 51);
+	/* the newcomers past 50 shared one bucket: all but the first were refused */
+	CHECK(sip_rl_refused(rl) == 1000 - 51);
+	/* a second later every bucket is full again, so a newcomer gets a bucket of its own */
+	struct sockaddr_storage late = v4(5000);
+	t += 2000;
+	CHECK(sip_rl_allow(rl, (struct sockaddr *)&late, t, &retry, &report));
+	CHECK(!sip_rl_allow(rl, (struct sockaddr *)&late, t, &retry, &report));
+	CHECK(sip_rl_sources(rl) <= 3);   /* the full ones were swept */
+	sip_rl_free(rl);
+}
+
 int main(void)
 {
 	struct rlimit rl;
@@ -1061,6 +1133,8 @@ int main(void)
 	RUN(test_tcp_partial_timeout);
 	RUN(test_tcp_tp_to_tp_ipv4);
 	RUN(test_tcp_tp_to_tp_ipv6);
+	RUN(test_ratelimit_bucket);
+	RUN(test_ratelimit_bounded);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

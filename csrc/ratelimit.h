@@ -1,0 +1,29 @@
+/* ratelimit.h: a token bucket per source IP address, so that one flooding peer is refused
+ * while everyone else is served. The endpoint asks it for each new request (ACK and CANCEL
+ * excepted) before any transaction or Lua code exists for it. */
+#ifndef SIP_RATELIMIT_H
+#define SIP_RATELIMIT_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct sip_rl sip_rl;
+
+/* rate: tokens per second; burst: the bucket's size (>= 1); max_sources: buckets held at
+ * once (past it full buckets are dropped, then newcomers share one bucket); log_window_ms:
+ * a refused source is reported at most once per window. NULL on bad arguments or memory. */
+sip_rl *sip_rl_new(double rate, double burst, unsigned max_sources, unsigned log_window_ms);
+void sip_rl_free(sip_rl *rl);
+
+/* Take a token from the bucket of sa's IP address at time now_ms: 1 if there was one.
+ * 0: refused; *retry_s is when (whole seconds, >= 1) a token will be there again, and
+ * *report says that this is the source's first refusal in its log window. */
+int sip_rl_allow(sip_rl *rl, const struct sockaddr *sa, uint64_t now_ms, int *retry_s,
+		 int *report);
+
+unsigned sip_rl_sources(const sip_rl *rl);   /* buckets held */
+double sip_rl_rate(const sip_rl *rl);
+double sip_rl_burst(const sip_rl *rl);
+unsigned long sip_rl_refused(const sip_rl *rl);
+
+#endif
