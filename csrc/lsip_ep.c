@@ -36,6 +36,7 @@ typedef struct lsip_ep {
 	int router, epobj, pool;
 	uint32_t handled;   /* bit per sip_method with a handler of its own (bit 0: others) */
 	int has_dialogs;    /* the Lua side holds UA dialogs: in-dialog requests go to it */
+	int relay_in_dialog;   /* the router's in-dialog requests are relayed by the core */
 	/* the last source formatted: requests come from the same few peers */
 	sip_tp_kind src_kind;
 	socklen_t src_len;
@@ -258,6 +259,51 @@ static int fast_path(const lsip_ep *e, const sip_txn *st, const sip_msg *m)
 
 #define ROUTER_POOL_MAX 256
 
+/* What req:relay(nil, { wait = false }) does, for a request in a dialog (a To tag) that no
+ * script sees: §16.4 (done by the caller's preprocess on its copy), §16.3, Max-Forwards,
+ * then along the Route set or to the Request-URI, statelessly for an ACK. The usual first
+ * step of a route script (Kamailio's loose_route), for ep:route(fn, { relay_in_dialog }). */
+static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
+{
+	sip_endpoint *ep = e->ep;
+	sip_msg c;
+	sip_hdr slots[SIP_MSG_SLOTS];
+	const char *err;
+	if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, m, &err)) {
+		if (st)
+			sip_ep_reply_code(ep, st, m, 500, NULL);
+		return;
+	}
+	int pre = sip_ep_preprocess(ep, &c);
+	int code = pre < 0 ? (pre == -2 ? 400 : 500) : 0;
+	if (!code && (code = sip_ep_validate(ep, &c)) != 0) {
+		if (st && c.method_id != SIP_METHOD_ACK)
+			sip_ep_refuse(ep, st, &c, code);
+		goto out;
+	}
+	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
+	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
+	if (!code && sip_ep_relay_prepare(ep, &c, kind, family, -1))
+		code = 500;
+	if (code) {
+		if (st)
+			sip_ep_reply_code(ep, st, &c, code, NULL);
+		goto out;
+	}
+	sip_relay_opts o;
+	memset(&o, 0, sizeof o);
+	if (!st || c.method_id == SIP_METHOD_ACK) {
+		sip_ep_relay_stateless(ep, &c, sip_pl_make(NULL, 0), &o, &err);
+		goto out;
+	}
+	sip_pl target = c.uri;
+	int done;
+	if (!sip_ep_relay(ep, st, &c, &target, 1, &o, &done, &err))
+		sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
+out:
+	sip_msg_free(&c);
+}
+
 /* router(req) in a coroutine of the pool; one that waits (yields) is kept alive by whatever
  * will wake it, and one that returns goes back to the pool. */
 static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
@@ -313,6 +359,10 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 	lsip_ep *e = ud;
 	lua_State *L = e->lp->L;
 	if (fast_path(e, st, m)) {
+		if (e->relay_in_dialog && m->to_tag.n && m->method_id != SIP_METHOD_REGISTER) {
+			relay_in_core(e, st, m);
+			return;
+		}
 		run_router(L, e, st, m, src);
 		return;
 	}
@@ -661,9 +711,10 @@ static int ep_send(lua_State *L)
 	return 1;
 }
 
-/* ep:set_router(fn, endpoint, handled) or ep:set_router(nil): requests on the fast path
- * (see fast_path) go to fn(req), with req._ep = endpoint; handled lists the methods that
- * have handlers of their own (they keep going through the "request" handler). */
+/* ep:set_router(fn, endpoint, handled, relay_in_dialog) or ep:set_router(nil): requests on
+ * the fast path (see fast_path) go to fn(req), with req._ep = endpoint; handled lists the
+ * methods that have handlers of their own (they keep going through the "request" handler);
+ * relay_in_dialog: in-dialog ones are relayed by the core instead (relay_in_core). */
 static int ep_set_router(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -671,8 +722,10 @@ static int ep_set_router(lua_State *L)
 	luaL_unref(L, LUA_REGISTRYINDEX, e->epobj);
 	e->router = e->epobj = LUA_NOREF;
 	e->handled = 0;
+	e->relay_in_dialog = 0;
 	if (lua_isnoneornil(L, 2))
 		return 0;
+	e->relay_in_dialog = lua_toboolean(L, 5);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	luaL_checktype(L, 4, LUA_TTABLE);
 	lua_Integer n = luaL_len(L, 4);

@@ -235,6 +235,43 @@ describe("req:relay (the proxy core)", function()
       c.close()
     end)
 
+    it("relays in-dialog requests in the core with relay_in_dialog, the router never called", function()
+      local b = callee(function(req)
+        seen = { uri = req.uri, routes = req:headers("Route"), mf = req.max_forwards }
+        req:reply(200)
+      end)
+      local calls = 0
+      proxy:route(function(req)
+        calls = calls + 1
+        req:relay(b:uri("bob"), { wait = false })
+      end, { relay_in_dialog = true })
+      local c = helper.udp_peer()
+      local function in_dialog(n, mf, extra)
+        c.send(table.concat({
+          "MESSAGE sip:bob@" .. b:address("udp") .. " SIP/2.0",
+          "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKindlg" .. n,
+          "Max-Forwards: " .. mf, "From: <sip:alice@example.com>;tag=a1",
+          "To: <sip:bob@example.com>;tag=b1", "Call-ID: in-dialog@test", "CSeq: " .. n .. " MESSAGE",
+          extra or ("Route: <sip:" .. proxy:address("udp") .. ";lr>"),
+          "Content-Length: 0", "", "" }, "\r\n"), proxy)
+        assert.truthy(run_until(function()
+          c.poll()
+          return c.inbox[n] ~= nil
+        end))
+        return c.inbox[n].msg.status
+      end
+      assert.equal(200, in_dialog(1, 70))
+      assert.same({}, seen.routes)   -- our Route came off
+      assert.equal(69, seen.mf)
+      assert.equal(0, calls)
+      assert.equal(483, in_dialog(2, 0))   -- §16.3 still applies
+      assert.equal(0, calls)
+      -- outside a dialog the router decides
+      assert.equal(200, send("MESSAGE").status)
+      assert.equal(1, calls)
+      c.close()
+    end)
+
     it("knows its domains (with their port) and its addresses", function()
       proxy:set_domains { "Example.COM" }
       local port = proxy:address("udp"):match(":(%d+)$")

@@ -281,7 +281,8 @@ function cli.server(opts)
     if not silent then
       log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
     end
-  end)
+  -- quiet: nobody logs in-dialog requests, so the core relays them without this function
+  end, { relay_in_dialog = silent })
 
   -- expired bindings vanish on time
   local function sweep()

@@ -222,9 +222,14 @@ function Endpoint:on(method, fn)
   return self
 end
 
-function Endpoint:route(fn)
+--- ep:route(fn [, { relay_in_dialog = true }]): fn(req) routes every request no handler
+-- takes. relay_in_dialog: requests inside a dialog (a To tag; not REGISTER) are relayed by
+-- the core along their Route set as req:relay(nil, { wait = false }) would, and fn never
+-- sees them (what a route script usually does first; Kamailio's loose_route).
+function Endpoint:route(fn, opts)
   assert(type(fn) == "function", "ep:route: function expected")
   self.router = fn
+  self.relay_in_dialog = opts and opts.relay_in_dialog or false
   self:_sync_router()
   return self
 end
@@ -271,7 +276,7 @@ function Endpoint:_sync_router()
     if not ok then
       handler_failed(self, req, err)
     end
-  end, self, handled)
+  end, self, handled, self.relay_in_dialog)
 end
 
 --- ep:rate_limit{ rate = N, burst = M, max_sources = K, log_window = seconds } | ep:rate_limit(false)
