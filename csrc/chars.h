@@ -91,6 +91,36 @@ static inline const char *sip_find_any(const char *p, const char *end, const cha
 	return p;
 }
 
+/* The first byte c at or after p (before end), or NULL, for the short scans of a parse: 16
+ * bytes a step with SSE2, then, when lo (the lowest readable byte, or NULL) leaves 16
+ * before end, one load of those with the bytes before p masked off, else byte by byte.
+ * A memchr call costs more than that on lines of a few dozen bytes. */
+static inline const char *sip_find_byte(const char *p, const char *end, char c, const char *lo)
+{
+#ifdef __SSE2__
+	const __m128i v = _mm_set1_epi8(c);
+	for (; end - p >= 16; p += 16) {
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), v));
+		if (m)
+			return p + __builtin_ctz(m);
+	}
+	if (lo && end - lo >= 16) {
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(end - 16)), v));
+		m >>= 16 - (end - p);
+		return m ? p + __builtin_ctz(m) : NULL;
+	}
+	for (; p < end; p++)
+		if (*p == c)
+			return p;
+	return NULL;
+#else
+	(void)lo;
+	return memchr(p, c, (size_t)(end - p));
+#endif
+}
+
 static inline int sip_is_digit(unsigned char c) { return sip_ctab[c] & SIP_C_DIGIT; }
 static inline int sip_is_alpha(unsigned char c) { return sip_ctab[c] & SIP_C_ALPHA; }
 static inline int sip_is_alnum(unsigned char c) { return sip_ctab[c] & (SIP_C_ALPHA | SIP_C_DIGIT); }

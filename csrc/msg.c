@@ -694,7 +694,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 	m->method = sip_pl_make(ms, (size_t)(p - ms));
 	p++;
 	const char *us = p;
-	const char *sp = memchr(p, ' ', (size_t)(end - p));
+	const char *sp = sip_find_byte(p, end, ' ', m->buf);
 	p = sp ? sp : end;
 	m->uri = sip_pl_make(us, (size_t)(p - us));
 	if (p >= end || m->uri.n == 0) {
@@ -702,7 +702,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 		return -1;
 	}
 	sip_pl ver = sip_pl_make(p + 1, (size_t)(end - p - 1));
-	if (!version_like(ver) || memchr(ver.p, ' ', ver.n)) {
+	if (!version_like(ver) || sip_find_byte(ver.p, ver.p + ver.n, ' ', m->buf)) {
 		*err = "bad request line";
 		return -1;
 	}
@@ -722,7 +722,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 
 static int parse_status_line(sip_msg *m, sip_pl line, const char **err)
 {
-	const char *sp = memchr(line.p, ' ', line.n);
+	const char *sp = sip_find_byte(line.p, line.p + line.n, ' ', m->buf);
 	if (!sp) {
 		*err = "bad status line";
 		return -1;
@@ -774,22 +774,6 @@ static const char *duplicate_msg(unsigned id)
 	case SIP_HDR_TO: return "duplicate To header";
 	default: return "duplicate header";
 	}
-}
-
-/* The first LF at or after p, or NULL: 16 bytes a step with SSE2 (x86-64's baseline),
- * memchr for the rest. Header lines are short, and a call per line costs more. */
-static inline const char *find_lf(const char *p, const char *end)
-{
-#ifdef __SSE2__
-	const __m128i lf = _mm_set1_epi8('\n');
-	for (; end - p >= 16; p += 16) {
-		unsigned m = (unsigned)_mm_movemask_epi8(
-			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), lf));
-		if (m)
-			return p + __builtin_ctz(m);
-	}
-#endif
-	return memchr(p, '\n', (size_t)(end - p));
 }
 
 /* The start line's LF (or NULL) and in *bad the first NUL or CR before it (or NULL), in
@@ -936,7 +920,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		const char *vs = ++p;
 		int folded = 0;
 		for (;;) {
-			nl = find_lf(p, end);
+			nl = sip_find_byte(p, end, '\n', buf);
 			if (!nl) {
 				*err = "truncated header section";
 				return -1;

@@ -189,7 +189,7 @@ static const char *uri_params_scan(const char *p, const char *end)
 static int sip_uri_rest(sip_uri *u, const char *p, const char *end)
 {
 	u->is_sip = 1;
-	const char *at = memchr(p, '@', (size_t)(end - p));
+	const char *at = sip_find_byte(p, end, '@', NULL);
 	if (at) {
 		/* userinfo: user [":" password] "@"; the first '@' ends it */
 		const char *q = scan_escaped(p, at, SIP_C_USER);
@@ -465,7 +465,7 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 		}
 		if (lt == end || *lt != '<')
 			return NULL;
-		const char *gt = memchr(lt, '>', (size_t)(end - lt));
+		const char *gt = sip_find_byte(lt, end, '>', NULL);
 		if (!gt || uri_check(&u, lt + 1, gt))
 			return NULL;
 		ps = gt + 1;
