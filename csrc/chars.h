@@ -29,15 +29,18 @@ extern const uint32_t sip_ctab[256];
  * bytes a step where there is room: these loops run over most bytes of a message. */
 static inline const char *sip_span(const char *p, const char *end, uint32_t cls)
 {
-	for (; end - p >= 4; p += 4) {
-		if (!(sip_ctab[(unsigned char)p[0]] & cls))
-			return p;
-		if (!(sip_ctab[(unsigned char)p[1]] & cls))
-			return p + 1;
-		if (!(sip_ctab[(unsigned char)p[2]] & cls))
-			return p + 2;
-		if (!(sip_ctab[(unsigned char)p[3]] & cls))
-			return p + 3;
+	if (end - p >= 4) {
+		/* a bound fixed before the loop: one compare a step, not a subtraction too */
+		for (const char *last = end - 4; p <= last; p += 4) {
+			if (!(sip_ctab[(unsigned char)p[0]] & cls))
+				return p;
+			if (!(sip_ctab[(unsigned char)p[1]] & cls))
+				return p + 1;
+			if (!(sip_ctab[(unsigned char)p[2]] & cls))
+				return p + 2;
+			if (!(sip_ctab[(unsigned char)p[3]] & cls))
+				return p + 3;
+		}
 	}
 	while (p < end && (sip_ctab[(unsigned char)*p] & cls))
 		p++;
@@ -46,15 +49,17 @@ static inline const char *sip_span(const char *p, const char *end, uint32_t cls)
 
 static inline const char *sip_cspan(const char *p, const char *end, uint32_t cls)
 {
-	for (; end - p >= 4; p += 4) {
-		if (sip_ctab[(unsigned char)p[0]] & cls)
-			return p;
-		if (sip_ctab[(unsigned char)p[1]] & cls)
-			return p + 1;
-		if (sip_ctab[(unsigned char)p[2]] & cls)
-			return p + 2;
-		if (sip_ctab[(unsigned char)p[3]] & cls)
-			return p + 3;
+	if (end - p >= 4) {
+		for (const char *last = end - 4; p <= last; p += 4) {
+			if (sip_ctab[(unsigned char)p[0]] & cls)
+				return p;
+			if (sip_ctab[(unsigned char)p[1]] & cls)
+				return p + 1;
+			if (sip_ctab[(unsigned char)p[2]] & cls)
+				return p + 2;
+			if (sip_ctab[(unsigned char)p[3]] & cls)
+				return p + 3;
+		}
 	}
 	while (p < end && !(sip_ctab[(unsigned char)*p] & cls))
 		p++;
