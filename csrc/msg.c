@@ -948,27 +948,34 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		sip_pl value = sip_pl_make(vs, (size_t)(ve - vs));
 		p = nl + 1;
 
-		sip_hdr h = { name, value, (uint16_t)id, (uint8_t)folded, 0 };
-		if (h.id != SIP_HDR_OTHER) {
-			int first = m->first[h.id] < 0;
-			if (!first && (hdr_info[h.id].flags & F_SINGLE)) {
-				*err = duplicate_msg(h.id);
+		if (id != SIP_HDR_OTHER) {
+			int first = m->first[id] < 0;
+			if (!first && (hdr_info[id].flags & F_SINGLE)) {
+				*err = duplicate_msg(id);
 				return -1;
 			}
-			if ((hdr_info[h.id].flags & F_CHECK) &&
-			    check_header(m, (sip_hdr_id)h.id, value, first, err))
+			if ((hdr_info[id].flags & F_CHECK) && check_header(m, id, value, first, err))
 				return -1;
 			if (first)
-				m->first[h.id] = (int16_t)m->nhdrs;
+				m->first[id] = (int16_t)m->nhdrs;
 		}
 		if (m->nhdrs < fast_cap) {
-			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
-		} else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+			/* the usual case, without push_hdr's memmove; the fields stored in place
+			 * rather than a sip_hdr built on the stack and copied */
+			sip_hdr *h = &m->hdrs[m->nhdrs++];
+			h->name = name;
+			h->value = value;
+			h->id = (uint16_t)id;
+			h->folded = (uint8_t)folded;
+			h->edited = 0;
+			continue;
+		}
+		sip_hdr h = { name, value, (uint16_t)id, (uint8_t)folded, 0 };
+		if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
 			return -1;
-		} else {
-			fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 		}
+		fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 	}
 
 	static const sip_hdr_id required[] = {
