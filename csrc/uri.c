@@ -39,7 +39,10 @@ const char *sip_quoted_end(const char *p, const char *end)
 
 /* Characters of class `cls`, or '%' HEX HEX, from p up to the first byte of neither;
  * returns that byte's position, or NULL at a malformed escape. */
-static const char *scan_escaped(const char *p, const char *end, unsigned cls)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))   /* a call costs more than the few bytes of a user part */
+#endif
+static inline const char *scan_escaped(const char *p, const char *end, unsigned cls)
 {
 	for (;;) {
 		p = sip_span(p, end, cls);
