@@ -104,11 +104,13 @@ static inline const char *sip_find_byte(const char *p, const char *end, char c, 
 {
 #ifdef __SSE2__
 	const __m128i v = _mm_set1_epi8(c);
-	for (; end - p >= 16; p += 16) {
-		unsigned m = (unsigned)_mm_movemask_epi8(
-			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), v));
-		if (m)
-			return p + __builtin_ctz(m);
+	if (end - p >= 16) {
+		for (const char *last = end - 16; p <= last; p += 16) {
+			unsigned m = (unsigned)_mm_movemask_epi8(
+				_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), v));
+			if (m)
+				return p + __builtin_ctz(m);
+		}
 	}
 	if (lo && end - lo >= 16) {
 		unsigned m = (unsigned)_mm_movemask_epi8(
