@@ -652,11 +652,17 @@ static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 int sip_via_list_quick(sip_pl s, sip_pl *branch)
 {
 	const char *p = s.p, *end = s.p + s.n;
-	sip_pl b;
-	p = via_quick(skip_lws(p, end), end, branch);
-	while (p && p < end)
-		p = via_quick(skip_lws(p + 1, end), end, &b);
-	return p != NULL;
+	sip_pl b, *out = branch;   /* the first value's branch; the others' go to b */
+	for (;;) {
+		/* one call site: via_quick is inlined here */
+		p = via_quick(skip_lws(p, end), end, out);
+		if (!p)
+			return 0;
+		if (p == end)
+			return 1;
+		p++;    /* the ',' */
+		out = &b;
+	}
 }
 
 int sip_via_parse(sip_via *v, sip_pl s, const char **err)
