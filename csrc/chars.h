@@ -171,4 +171,19 @@ static inline int sip_caseeq(const char *a, const char *c, size_t n)
 	return n == 0 || sip_fold_eq((unsigned char)a[0], (unsigned char)c[0]);
 }
 
+/* n bytes at a equal those at b, exactly: word compares up to 16 bytes (methods, tokens),
+ * the last word overlapping the one before; memcmp for longer. */
+static inline int sip_memeq(const char *a, const char *b, size_t n)
+{
+	if (n > 16)
+		return memcmp(a, b, n) == 0;
+	if (n >= 8)
+		return sip_load8(a) == sip_load8(b) && sip_load8(a + n - 8) == sip_load8(b + n - 8);
+	if (n >= 4)
+		return sip_load4(a) == sip_load4(b) && sip_load4(a + n - 4) == sip_load4(b + n - 4);
+	if (n >= 2)
+		return sip_load2(a) == sip_load2(b) && sip_load2(a + n - 2) == sip_load2(b + n - 2);
+	return n == 0 || a[0] == b[0];
+}
+
 #endif

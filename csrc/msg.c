@@ -987,7 +987,8 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			return -1;
 		}
 	if (m->is_request) {
-		if (!sip_pl_eq(m->method, m->cseq_method)) {
+		if (m->method.n != m->cseq_method.n ||
+		    !sip_memeq(m->method.p, m->cseq_method.p, m->method.n)) {
 			*err = "CSeq method does not match";
 			return -1;
 		}
