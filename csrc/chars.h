@@ -21,6 +21,7 @@ enum {
 	SIP_C_PARAMVAL = 32768, /* an unquoted header param value: token / host ([ ] :) */
 	SIP_C_ADDRSTOP = 65536, /* what ends an addr-spec's URI: ';' and LWS */
 	SIP_C_ADDRBAD = 131072, /* what an addr-spec's URI may not hold: '<' '?' ',' */
+	SIP_C_ADDRUSER = 262144, /* SIP_C_USER but ';' '?' ',' (none of them ends an addr-spec) */
 };
 
 extern const uint32_t sip_ctab[256];

@@ -439,6 +439,33 @@ static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 	return p;
 }
 
+/* An addr-spec's sip: URI from p (after "sip:") in one pass when it has the usual shape,
+ * user "@" host [":" port] followed by the end or a byte of SIP_C_ADDRSTOP | ADDRBAD:
+ * no byte before that one is of those classes (SIP_C_ADDRUSER is SIP_C_USER without
+ * them), so it is where the URI ends, and sip_uri_rest accepts the URI. Returns that end,
+ * or NULL for any other shape (then the caller finds the end and checks the URI apart). */
+static inline const char *addr_spec_quick(const char *p, const char *end)
+{
+	const char *q = scan_escaped(p, end, SIP_C_ADDRUSER);
+	if (!q || q == p || q == end || *q != '@')
+		return NULL;
+	const char *h = q + 1;
+	q = sip_span(h, end, SIP_C_HOST);
+	if (q == h)
+		return NULL;
+	if (q < end && *q == ':') {
+		const char *ps = ++q;
+		unsigned v = 0;
+		while (q < end && sip_is_digit((unsigned char)*q) && q - ps < 6)
+			v = v * 10 + (unsigned)(*q++ - '0');
+		if (q == ps || q - ps > 5 || v > 65535)
+			return NULL;
+	}
+	if (q < end && !(sip_ctab[(unsigned char)*q] & (SIP_C_ADDRSTOP | SIP_C_ADDRBAD)))
+		return NULL;
+	return q;
+}
+
 /* One name-addr or addr-spec from p (no LWS before it) up to the end or the ',' after it,
  * checked as sip_addr_parse checks it (no '*'). A valid URI holds no '"', '<' or '>', so up
  * to that ',' sip_list_next sees quotes and <> where this does. Returns where it ends, or
@@ -450,11 +477,16 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
 		/* addr-spec (a scheme is no display name): the URI ends at ';', LWS or ',';
 		 * a '<' after it fails params_quick, as it fails sip_addr_parse */
-		const char *e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
-		if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+		const char *e = addr_spec_quick(p + 4, end);
+		if (!e) {
+			e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
+			if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+				return NULL;
+			if (uri_check(&u, p, e))
+				return NULL;
+		} else if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP)) {
 			return NULL;
-		if (uri_check(&u, p, e))
-			return NULL;
+		}
 		ps = e;
 	} else {
 		const char *lt;
