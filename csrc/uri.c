@@ -439,14 +439,16 @@ static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 	return p;
 }
 
-/* An addr-spec's sip: URI from p (after "sip:") in one pass when it has the usual shape,
- * user "@" host [":" port] followed by the end or a byte of SIP_C_ADDRSTOP | ADDRBAD:
- * no byte before that one is of those classes (SIP_C_ADDRUSER is SIP_C_USER without
- * them), so it is where the URI ends, and sip_uri_rest accepts the URI. Returns that end,
- * or NULL for any other shape (then the caller finds the end and checks the URI apart). */
-static inline const char *addr_spec_quick(const char *p, const char *end)
+/* The usual shape of a sip: URI after "sip:", user "@" host [":" port], in one pass: the
+ * user of class ucls (or escapes), then the host and port as sip_uri_rest reads them.
+ * Returns where that stops, or NULL for anything else (the callers then take the
+ * general path, which tells valid from not). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))   /* ucls a constant, the scans tight */
+#endif
+static inline const char *user_host_port(const char *p, const char *end, uint32_t ucls)
 {
-	const char *q = scan_escaped(p, end, SIP_C_ADDRUSER);
+	const char *q = scan_escaped(p, end, ucls);
 	if (!q || q == p || q == end || *q != '@')
 		return NULL;
 	const char *h = q + 1;
@@ -461,9 +463,30 @@ static inline const char *addr_spec_quick(const char *p, const char *end)
 		if (q == ps || q - ps > 5 || v > 65535)
 			return NULL;
 	}
-	if (q < end && !(sip_ctab[(unsigned char)*q] & (SIP_C_ADDRSTOP | SIP_C_ADDRBAD)))
+	return q;
+}
+
+/* An addr-spec's URI from p (after "sip:") in one pass when user_host_port reads it up to
+ * the end or a byte of SIP_C_ADDRSTOP | ADDRBAD: no byte before that one is of those
+ * classes (SIP_C_ADDRUSER is SIP_C_USER without them), so it is where the URI ends, and
+ * sip_uri_rest accepts the URI. Returns that end, or NULL. */
+static inline const char *addr_spec_quick(const char *p, const char *end)
+{
+	const char *q = user_host_port(p, end, SIP_C_ADDRUSER);
+	if (!q || (q < end && !(sip_ctab[(unsigned char)*q] & (SIP_C_ADDRSTOP | SIP_C_ADDRBAD))))
 		return NULL;
 	return q;
+}
+
+/* The '>' of a name-addr whose URI (from p, after '<') is a sip: one that user_host_port
+ * reads up to a '>': no byte before it is a '>', so it is the first, and sip_uri_rest
+ * accepts the URI. NULL for anything else. */
+static inline const char *name_addr_quick(const char *p, const char *end)
+{
+	if (end - p <= 4 || !sip_fold_eq(sip_load4(p), sip_load4("sip:")))
+		return NULL;
+	const char *q = user_host_port(p + 4, end, SIP_C_USER);
+	return q && q < end && *q == '>' ? q : NULL;
 }
 
 /* One name-addr or addr-spec from p (no LWS before it) up to the end or the ',' after it,
@@ -500,9 +523,12 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 		}
 		if (lt == end || *lt != '<')
 			return NULL;
-		const char *gt = sip_find_byte(lt, end, '>', NULL);
-		if (!gt || uri_check(&u, lt + 1, gt))
-			return NULL;
+		const char *gt = name_addr_quick(lt + 1, end);
+		if (!gt) {
+			gt = sip_find_byte(lt, end, '>', NULL);
+			if (!gt || uri_check(&u, lt + 1, gt))
+				return NULL;
+		}
 		ps = gt + 1;
 	}
 	return params_quick(ps, end, tag);
