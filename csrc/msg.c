@@ -713,8 +713,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 		*err = "unsupported SIP version";
 		return -1;
 	}
-	sip_uri u;
-	if (m->uri.p[0] == '<' || sip_uri_parse(&u, m->uri, err) || u.headers.n) {
+	if (m->uri.p[0] == '<' || !sip_uri_request_ok(m->uri)) {
 		*err = "bad Request-URI";
 		return -1;
 	}

@@ -489,6 +489,19 @@ static inline const char *name_addr_quick(const char *p, const char *end)
 	return q && q < end && *q == '>' ? q : NULL;
 }
 
+int sip_uri_request_ok(sip_pl s)
+{
+	/* a sip: URI straight to sip_uri_rest, which sets what it finds and reads nothing
+	 * else: only the headers part needs clearing, not the whole sip_uri */
+	sip_uri u;
+	if (s.n > 4 && sip_fold_eq(sip_load4(s.p), sip_load4("sip:"))) {
+		u.headers = sip_pl_make(NULL, 0);
+		return sip_uri_rest(&u, s.p + 4, s.p + s.n) == 0 && u.headers.n == 0;
+	}
+	const char *err;
+	return sip_uri_parse(&u, s, &err) == 0 && u.headers.n == 0;
+}
+
 /* One name-addr or addr-spec from p (no LWS before it) up to the end or the ',' after it,
  * checked as sip_addr_parse checks it (no '*'). A valid URI holds no '"', '<' or '>', so up
  * to that ',' sip_list_next sees quotes and <> where this does. Returns where it ends, or
