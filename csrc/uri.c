@@ -439,20 +439,29 @@ static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 	return p;
 }
 
-/* The usual shape of a sip: URI after "sip:", user "@" host [":" port], in one pass: the
- * user of class ucls (or escapes), then the host and port as sip_uri_rest reads them.
- * Returns where that stops, or NULL for anything else (the callers then take the
- * general path, which tells valid from not). */
+/* The usual shapes of a sip: URI after "sip:" (at p) in one pass over its bytes, as
+ * sip_uri_rest reads them: [user "@"] host [":" port], the user of SIP_C_ADDRUSER bytes
+ * (SIP_C_USER without ';' '?' ',') or escapes. Neither part holds an '@' but the one after
+ * the user, so that is the first '@' of the URI, or there is none up to where this stops
+ * (which the callers check is where the URI ends). Returns that place, or NULL for anything
+ * else: the callers then take the general path, which tells valid from not. */
 #if defined(__GNUC__) || defined(__clang__)
-__attribute__((always_inline))   /* ucls a constant, the scans tight */
+__attribute__((always_inline))
 #endif
-static inline const char *user_host_port(const char *p, const char *end, uint32_t ucls)
+static inline const char *user_host_port(const char *p, const char *end)
 {
-	const char *q = scan_escaped(p, end, ucls);
-	if (!q || q == p || q == end || *q != '@')
-		return NULL;
-	const char *h = q + 1;
-	q = sip_span(h, end, SIP_C_HOST);
+	const char *h = p, *q = sip_span(p, end, SIP_C_HOST);
+	if (q < end && *q != '@' && (*q == '%' || (sip_ctab[(unsigned char)*q] & SIP_C_ADDRUSER))) {
+		q = scan_escaped(q, end, SIP_C_ADDRUSER);   /* a user part, then */
+		if (!q || q == end || *q != '@')
+			return NULL;
+	}
+	if (q < end && *q == '@') {
+		if (q == p)
+			return NULL;
+		h = q + 1;
+		q = sip_span(h, end, SIP_C_HOST);
+	}
 	if (q == h)
 		return NULL;
 	if (q < end && *q == ':') {
@@ -466,26 +475,32 @@ static inline const char *user_host_port(const char *p, const char *end, uint32_
 	return q;
 }
 
-/* An addr-spec's URI from p (after "sip:") in one pass when user_host_port reads it up to
- * the end or a byte of SIP_C_ADDRSTOP | ADDRBAD: no byte before that one is of those
- * classes (SIP_C_ADDRUSER is SIP_C_USER without them), so it is where the URI ends, and
- * sip_uri_rest accepts the URI. Returns that end, or NULL. */
+/* An addr-spec's URI from p (after "sip:") when user_host_port reads it up to the end or
+ * a byte of SIP_C_ADDRSTOP | ADDRBAD: no byte before that one is of those classes, so it is
+ * where the URI ends, and sip_uri_rest accepts the URI. Returns that end, or NULL. */
 static inline const char *addr_spec_quick(const char *p, const char *end)
 {
-	const char *q = user_host_port(p, end, SIP_C_ADDRUSER);
+	const char *q = user_host_port(p, end);
 	if (!q || (q < end && !(sip_ctab[(unsigned char)*q] & (SIP_C_ADDRSTOP | SIP_C_ADDRBAD))))
 		return NULL;
 	return q;
 }
 
 /* The '>' of a name-addr whose URI (from p, after '<') is a sip: one that user_host_port
- * reads up to a '>': no byte before it is a '>', so it is the first, and sip_uri_rest
- * accepts the URI. NULL for anything else. */
+ * reads, with uri-parameters after it as uri_params_scan checks them (their bytes hold no
+ * '@', '?' or '>'), up to a '>': it is the first '>', and sip_uri_rest accepts the URI.
+ * NULL for anything else. */
 static inline const char *name_addr_quick(const char *p, const char *end)
 {
 	if (end - p <= 4 || !sip_fold_eq(sip_load4(p), sip_load4("sip:")))
 		return NULL;
-	const char *q = user_host_port(p + 4, end, SIP_C_USER);
+	const char *q = user_host_port(p + 4, end);
+	while (q && q < end && *q == ';') {
+		const char *ps = q + 1;
+		q = scan_escaped(ps, end, SIP_C_PARAM);
+		if (q == ps || *ps == '=')
+			return NULL;
+	}
 	return q && q < end && *q == '>' ? q : NULL;
 }
 
