@@ -411,7 +411,11 @@ static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 			return NULL;
 		p = skip_lws(p + 1, end);
 		const char *ns = p;
-		p = sip_span(p, end, SIP_C_TOKEN);
+		/* the usual name: no scan (the '=' ends the token) */
+		if (end - p >= 4 && sip_fold_eq(sip_load4(p), sip_load4("tag=")))
+			p += 3;
+		else
+			p = sip_span(p, end, SIP_C_TOKEN);
 		size_t nl = (size_t)(p - ns);
 		if (nl == 0)
 			return NULL;    /* also a trailing ';' */
@@ -711,7 +715,12 @@ static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 			return NULL;
 		p = skip_lws(p + 1, end);
 		const char *ns = p;
-		p = sip_span(p, end, SIP_C_TOKEN);
+		/* the usual name: no scan (the '=' ends the token) */
+		if (end - p >= 7 && sip_fold_eq(sip_load4(p), sip_load4("bran")) &&
+		    sip_fold_eq(sip_load4(p + 3), sip_load4("nch=")))
+			p += 6;
+		else
+			p = sip_span(p, end, SIP_C_TOKEN);
 		size_t nl = (size_t)(p - ns);
 		if (nl == 0)
 			return NULL;    /* also a trailing ';' */
