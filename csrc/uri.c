@@ -719,6 +719,9 @@ static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 		if (end - p >= 7 && sip_fold_eq(sip_load4(p), sip_load4("bran")) &&
 		    sip_fold_eq(sip_load4(p + 3), sip_load4("nch=")))
 			p += 6;
+		else if (end - p >= 9 && sip_fold_eq(sip_load8(p), sip_load8("received")) &&
+			 p[8] == '=')
+			p += 8;
 		else
 			p = sip_span(p, end, SIP_C_TOKEN);
 		size_t nl = (size_t)(p - ns);
