@@ -650,6 +650,15 @@ static inline int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, c
 	}
 }
 
+/* check_header for the edit functions, out of line: only the parser's loop wants it inline. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static int check_header_edit(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
+{
+	return check_header(m, id, v, first, err);
+}
+
 static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 {
 	if (m->nhdrs >= max || m->nhdrs >= MAX_HDRS_INDEX)
@@ -1112,7 +1121,7 @@ static void refresh(sip_msg *m, sip_hdr_id id)
 	}
 	int i = m->first[id];
 	if (i >= 0)
-		check_header(m, id, m->hdrs[i].value, 1, &err);
+		check_header_edit(m, id, m->hdrs[i].value, 1, &err);
 }
 
 static sip_hdr_id name_id(const char *name, size_t nlen)
@@ -1136,7 +1145,7 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		return -1;
 	if (id != SIP_HDR_OTHER) {
 		sip_msg tmp = *m;   /* validate without touching m's shortcuts */
-		if (check_header(&tmp, id, value, 0, &err))
+		if (check_header_edit(&tmp, id, value, 0, &err))
 			return -1;
 		/* at the top too: a second From or CSeq makes a message no parser accepts */
 		if ((hdr_info[id].flags & F_SINGLE) && m->first[id] >= 0)
@@ -1191,7 +1200,7 @@ int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
 	sip_pl value = trim(sip_pl_make(val, vlen));
 	if (id != SIP_HDR_OTHER) {
 		sip_msg tmp = *m;
-		if (check_header(&tmp, id, value, 0, &err))
+		if (check_header_edit(&tmp, id, value, 0, &err))
 			return -1;
 	}
 	for (size_t i = 0; i < value.n; i++)
