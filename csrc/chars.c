@@ -8,7 +8,7 @@
 #define T (SIP_C_TOKEN | SIP_C_PARAMVAL)
 #define L (SIP_C_LWS | SIP_C_ADDRSTOP)
 #define W SIP_C_WORD
-#define US SIP_C_USER
+#define US (SIP_C_USER | SIP_C_ADDRUSER)
 #define PW SIP_C_PASSWORD
 #define PA SIP_C_PARAM
 #define HD SIP_C_HEADER
@@ -26,11 +26,11 @@ const uint32_t sip_ctab[256] = {
 	['.'] = T | U | W | SIP_C_HOST | SIP_C_IPV6 | SIP_C_SCHEME,
 	['/'] = W | US | PA | HD, [':'] = W | PA | HD | SIP_C_IPV6 | SIP_C_PARAMVAL,
 	['<'] = W | SIP_C_LISTMARK | SIP_C_ADDRBAD, ['>'] = W | SIP_C_LISTMARK,
-	['?'] = W | US | HD | SIP_C_ADDRBAD,
+	['?'] = W | SIP_C_USER | HD | SIP_C_ADDRBAD,
 	['['] = W | PA | HD | SIP_C_PARAMVAL, [']'] = W | PA | HD | SIP_C_PARAMVAL, ['\\'] = W,
 	['_'] = T | U | W, ['`'] = T | W, ['{'] = W, ['}'] = W, ['~'] = T | U | W,
 	['&'] = US | PW | PA | HD, ['='] = US | PW | PA | HD, ['$'] = US | PW | PA | HD,
-	[','] = US | PW | SIP_C_LISTMARK | SIP_C_ADDRBAD, [';'] = US | SIP_C_ADDRSTOP,
+	[','] = SIP_C_USER | PW | SIP_C_LISTMARK | SIP_C_ADDRBAD, [';'] = SIP_C_USER | SIP_C_ADDRSTOP,
 #define DG(c) [c] = D | H | AN | SIP_C_IPV6
 	DG('0'), DG('1'), DG('2'), DG('3'), DG('4'), DG('5'), DG('6'), DG('7'), DG('8'), DG('9'),
 #define HX(c) [c] = A | H | AN | SIP_C_IPV6

@@ -21,6 +21,7 @@ enum {
 	SIP_C_PARAMVAL = 32768, /* an unquoted header param value: token / host ([ ] :) */
 	SIP_C_ADDRSTOP = 65536, /* what ends an addr-spec's URI: ';' and LWS */
 	SIP_C_ADDRBAD = 131072, /* what an addr-spec's URI may not hold: '<' '?' ',' */
+	SIP_C_ADDRUSER = 262144, /* SIP_C_USER but ';' '?' ',' (none of them ends an addr-spec) */
 };
 
 extern const uint32_t sip_ctab[256];
@@ -29,15 +30,18 @@ extern const uint32_t sip_ctab[256];
  * bytes a step where there is room: these loops run over most bytes of a message. */
 static inline const char *sip_span(const char *p, const char *end, uint32_t cls)
 {
-	for (; end - p >= 4; p += 4) {
-		if (!(sip_ctab[(unsigned char)p[0]] & cls))
-			return p;
-		if (!(sip_ctab[(unsigned char)p[1]] & cls))
-			return p + 1;
-		if (!(sip_ctab[(unsigned char)p[2]] & cls))
-			return p + 2;
-		if (!(sip_ctab[(unsigned char)p[3]] & cls))
-			return p + 3;
+	if (end - p >= 4) {
+		/* a bound fixed before the loop: one compare a step, not a subtraction too */
+		for (const char *last = end - 4; p <= last; p += 4) {
+			if (!(sip_ctab[(unsigned char)p[0]] & cls))
+				return p;
+			if (!(sip_ctab[(unsigned char)p[1]] & cls))
+				return p + 1;
+			if (!(sip_ctab[(unsigned char)p[2]] & cls))
+				return p + 2;
+			if (!(sip_ctab[(unsigned char)p[3]] & cls))
+				return p + 3;
+		}
 	}
 	while (p < end && (sip_ctab[(unsigned char)*p] & cls))
 		p++;
@@ -46,15 +50,17 @@ static inline const char *sip_span(const char *p, const char *end, uint32_t cls)
 
 static inline const char *sip_cspan(const char *p, const char *end, uint32_t cls)
 {
-	for (; end - p >= 4; p += 4) {
-		if (sip_ctab[(unsigned char)p[0]] & cls)
-			return p;
-		if (sip_ctab[(unsigned char)p[1]] & cls)
-			return p + 1;
-		if (sip_ctab[(unsigned char)p[2]] & cls)
-			return p + 2;
-		if (sip_ctab[(unsigned char)p[3]] & cls)
-			return p + 3;
+	if (end - p >= 4) {
+		for (const char *last = end - 4; p <= last; p += 4) {
+			if (sip_ctab[(unsigned char)p[0]] & cls)
+				return p;
+			if (sip_ctab[(unsigned char)p[1]] & cls)
+				return p + 1;
+			if (sip_ctab[(unsigned char)p[2]] & cls)
+				return p + 2;
+			if (sip_ctab[(unsigned char)p[3]] & cls)
+				return p + 3;
+		}
 	}
 	while (p < end && !(sip_ctab[(unsigned char)*p] & cls))
 		p++;
@@ -89,6 +95,38 @@ static inline const char *sip_find_any(const char *p, const char *end, const cha
 	while (p < end && !(sip_ctab[(unsigned char)*p] & cls))
 		p++;
 	return p;
+}
+
+/* The first byte c at or after p (before end), or NULL, for the short scans of a parse: 16
+ * bytes a step with SSE2, then, when lo (the lowest readable byte, or NULL) leaves 16
+ * before end, one load of those with the bytes before p masked off, else byte by byte.
+ * A memchr call costs more than that on lines of a few dozen bytes. */
+static inline const char *sip_find_byte(const char *p, const char *end, char c, const char *lo)
+{
+#ifdef __SSE2__
+	const __m128i v = _mm_set1_epi8(c);
+	if (end - p >= 16) {
+		for (const char *last = end - 16; p <= last; p += 16) {
+			unsigned m = (unsigned)_mm_movemask_epi8(
+				_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), v));
+			if (m)
+				return p + __builtin_ctz(m);
+		}
+	}
+	if (lo && end - lo >= 16) {
+		unsigned m = (unsigned)_mm_movemask_epi8(
+			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(end - 16)), v));
+		m >>= 16 - (end - p);
+		return m ? p + __builtin_ctz(m) : NULL;
+	}
+	for (; p < end; p++)
+		if (*p == c)
+			return p;
+	return NULL;
+#else
+	(void)lo;
+	return memchr(p, c, (size_t)(end - p));
+#endif
 }
 
 static inline int sip_is_digit(unsigned char c) { return sip_ctab[c] & SIP_C_DIGIT; }
@@ -132,6 +170,21 @@ static inline int sip_caseeq(const char *a, const char *c, size_t n)
 		return sip_fold_eq(sip_load2(a), sip_load2(c)) &&
 		       sip_fold_eq(sip_load2(a + n - 2), sip_load2(c + n - 2));
 	return n == 0 || sip_fold_eq((unsigned char)a[0], (unsigned char)c[0]);
+}
+
+/* n bytes at a equal those at b, exactly: word compares up to 16 bytes (methods, tokens),
+ * the last word overlapping the one before; memcmp for longer. */
+static inline int sip_memeq(const char *a, const char *b, size_t n)
+{
+	if (n > 16)
+		return memcmp(a, b, n) == 0;
+	if (n >= 8)
+		return sip_load8(a) == sip_load8(b) && sip_load8(a + n - 8) == sip_load8(b + n - 8);
+	if (n >= 4)
+		return sip_load4(a) == sip_load4(b) && sip_load4(a + n - 4) == sip_load4(b + n - 4);
+	if (n >= 2)
+		return sip_load2(a) == sip_load2(b) && sip_load2(a + n - 2) == sip_load2(b + n - 2);
+	return n == 0 || a[0] == b[0];
 }
 
 #endif

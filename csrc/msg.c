@@ -463,7 +463,10 @@ static void reindex(sip_msg *m)
 /* Every byte of a Call-ID is a word byte or '@'. With SSE2, 16 at a time: word bytes are
  * 0x21-0x7e but # $ & , ; = @ ^ | (chars.c), and '@' is let through; the last block
  * overlaps the one before rather than reading past the value. */
-static int callid_ok(sip_pl v)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))   /* its call cost a fair part of checking a short value */
+#endif
+static inline int callid_ok(sip_pl v)
 {
 	const char *p = v.p, *end = v.p + v.n;
 #ifdef __SSE2__
@@ -552,7 +555,10 @@ __attribute__((noinline)) static int check_addr_list(sip_hdr_id id, sip_pl v, co
  * nonzero for the first header of its kind (the one whose fields the shortcuts show).
  * Vias and addresses of the usual shapes take the quick paths of uri.c; what those cannot
  * tell about, valid or not, the general ones above. */
-static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))   /* into parse's loop: a call saved six registers a header */
+#endif
+static inline int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
 {
 	uint64_t n;
 
@@ -644,6 +650,15 @@ static int check_header(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const ch
 	}
 }
 
+/* check_header for the edit functions, out of line: only the parser's loop wants it inline. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static int check_header_edit(sip_msg *m, sip_hdr_id id, sip_pl v, int first, const char **err)
+{
+	return check_header(m, id, v, first, err);
+}
+
 static int push_hdr(sip_msg *m, unsigned at, const sip_hdr *h, unsigned max)
 {
 	if (m->nhdrs >= max || m->nhdrs >= MAX_HDRS_INDEX)
@@ -694,7 +709,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 	m->method = sip_pl_make(ms, (size_t)(p - ms));
 	p++;
 	const char *us = p;
-	const char *sp = memchr(p, ' ', (size_t)(end - p));
+	const char *sp = sip_find_byte(p, end, ' ', m->buf);
 	p = sp ? sp : end;
 	m->uri = sip_pl_make(us, (size_t)(p - us));
 	if (p >= end || m->uri.n == 0) {
@@ -702,7 +717,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 		return -1;
 	}
 	sip_pl ver = sip_pl_make(p + 1, (size_t)(end - p - 1));
-	if (!version_like(ver) || memchr(ver.p, ' ', ver.n)) {
+	if (!version_like(ver) || sip_find_byte(ver.p, ver.p + ver.n, ' ', m->buf)) {
 		*err = "bad request line";
 		return -1;
 	}
@@ -710,8 +725,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 		*err = "unsupported SIP version";
 		return -1;
 	}
-	sip_uri u;
-	if (m->uri.p[0] == '<' || sip_uri_parse(&u, m->uri, err) || u.headers.n) {
+	if (m->uri.p[0] == '<' || !sip_uri_request_ok(m->uri)) {
 		*err = "bad Request-URI";
 		return -1;
 	}
@@ -722,7 +736,7 @@ static int parse_request_line(sip_msg *m, sip_pl line, const char **err)
 
 static int parse_status_line(sip_msg *m, sip_pl line, const char **err)
 {
-	const char *sp = memchr(line.p, ' ', line.n);
+	const char *sp = sip_find_byte(line.p, line.p + line.n, ' ', m->buf);
 	if (!sp) {
 		*err = "bad status line";
 		return -1;
@@ -774,22 +788,6 @@ static const char *duplicate_msg(unsigned id)
 	case SIP_HDR_TO: return "duplicate To header";
 	default: return "duplicate header";
 	}
-}
-
-/* The first LF at or after p, or NULL: 16 bytes a step with SSE2 (x86-64's baseline),
- * memchr for the rest. Header lines are short, and a call per line costs more. */
-static inline const char *find_lf(const char *p, const char *end)
-{
-#ifdef __SSE2__
-	const __m128i lf = _mm_set1_epi8('\n');
-	for (; end - p >= 16; p += 16) {
-		unsigned m = (unsigned)_mm_movemask_epi8(
-			_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), lf));
-		if (m)
-			return p + __builtin_ctz(m);
-	}
-#endif
-	return memchr(p, '\n', (size_t)(end - p));
 }
 
 /* The start line's LF (or NULL) and in *bad the first NUL or CR before it (or NULL), in
@@ -936,7 +934,7 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		const char *vs = ++p;
 		int folded = 0;
 		for (;;) {
-			nl = find_lf(p, end);
+			nl = sip_find_byte(p, end, '\n', buf);
 			if (!nl) {
 				*err = "truncated header section";
 				return -1;
@@ -961,27 +959,34 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 		sip_pl value = sip_pl_make(vs, (size_t)(ve - vs));
 		p = nl + 1;
 
-		sip_hdr h = { name, value, (uint16_t)id, (uint8_t)folded, 0 };
-		if (h.id != SIP_HDR_OTHER) {
-			int first = m->first[h.id] < 0;
-			if (!first && (hdr_info[h.id].flags & F_SINGLE)) {
-				*err = duplicate_msg(h.id);
+		if (id != SIP_HDR_OTHER) {
+			int first = m->first[id] < 0;
+			if (!first && (hdr_info[id].flags & F_SINGLE)) {
+				*err = duplicate_msg(id);
 				return -1;
 			}
-			if ((hdr_info[h.id].flags & F_CHECK) &&
-			    check_header(m, (sip_hdr_id)h.id, value, first, err))
+			if ((hdr_info[id].flags & F_CHECK) && check_header(m, id, value, first, err))
 				return -1;
 			if (first)
-				m->first[h.id] = (int16_t)m->nhdrs;
+				m->first[id] = (int16_t)m->nhdrs;
 		}
 		if (m->nhdrs < fast_cap) {
-			m->hdrs[m->nhdrs++] = h;   /* the usual case, without push_hdr's memmove */
-		} else if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
+			/* the usual case, without push_hdr's memmove; the fields stored in place
+			 * rather than a sip_hdr built on the stack and copied */
+			sip_hdr *h = &m->hdrs[m->nhdrs++];
+			h->name = name;
+			h->value = value;
+			h->id = (uint16_t)id;
+			h->folded = (uint8_t)folded;
+			h->edited = 0;
+			continue;
+		}
+		sip_hdr h = { name, value, (uint16_t)id, (uint8_t)folded, 0 };
+		if (push_hdr(m, m->nhdrs, &h, lim->max_hdrs)) {
 			*err = "too many headers";
 			return -1;
-		} else {
-			fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 		}
+		fast_cap = m->hdrs_cap < max_hdrs ? m->hdrs_cap : max_hdrs;
 	}
 
 	static const sip_hdr_id required[] = {
@@ -993,7 +998,8 @@ static int parse(sip_msg *m, const char *buf, size_t len, int stream, const sip_
 			return -1;
 		}
 	if (m->is_request) {
-		if (!sip_pl_eq(m->method, m->cseq_method)) {
+		if (m->method.n != m->cseq_method.n ||
+		    !sip_memeq(m->method.p, m->cseq_method.p, m->method.n)) {
 			*err = "CSeq method does not match";
 			return -1;
 		}
@@ -1115,7 +1121,7 @@ static void refresh(sip_msg *m, sip_hdr_id id)
 	}
 	int i = m->first[id];
 	if (i >= 0)
-		check_header(m, id, m->hdrs[i].value, 1, &err);
+		check_header_edit(m, id, m->hdrs[i].value, 1, &err);
 }
 
 static sip_hdr_id name_id(const char *name, size_t nlen)
@@ -1175,7 +1181,7 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		tmp = *m;
 		if (first && id == SIP_HDR_VIA)
 			tmp.branch = sip_pl_make(NULL, 0);   /* a Via without one has none */
-		if (check_header(&tmp, id, v, first, &err))
+		if (check_header_edit(&tmp, id, v, first, &err))
 			return -1;   /* the copy stays among m's edits, unused */
 	}
 	/* a known name is its canonical spelling, which lives as long as the program */
@@ -1230,7 +1236,7 @@ int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
 	sip_pl value = trim(sip_pl_make(val, vlen));
 	if (id != SIP_HDR_OTHER) {
 		sip_msg tmp = *m;
-		if (check_header(&tmp, id, value, 0, &err))
+		if (check_header_edit(&tmp, id, value, 0, &err))
 			return -1;
 	}
 	for (size_t i = 0; i < value.n; i++)

@@ -39,7 +39,10 @@ const char *sip_quoted_end(const char *p, const char *end)
 
 /* Characters of class `cls`, or '%' HEX HEX, from p up to the first byte of neither;
  * returns that byte's position, or NULL at a malformed escape. */
-static const char *scan_escaped(const char *p, const char *end, unsigned cls)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))   /* a call costs more than the few bytes of a user part */
+#endif
+static inline const char *scan_escaped(const char *p, const char *end, unsigned cls)
 {
 	for (;;) {
 		p = sip_span(p, end, cls);
@@ -189,7 +192,7 @@ static const char *uri_params_scan(const char *p, const char *end)
 static int sip_uri_rest(sip_uri *u, const char *p, const char *end)
 {
 	u->is_sip = 1;
-	const char *at = memchr(p, '@', (size_t)(end - p));
+	const char *at = sip_find_byte(p, end, '@', NULL);
 	if (at) {
 		/* userinfo: user [":" password] "@"; the first '@' ends it */
 		const char *q = scan_escaped(p, at, SIP_C_USER);
@@ -408,7 +411,11 @@ static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 			return NULL;
 		p = skip_lws(p + 1, end);
 		const char *ns = p;
-		p = sip_span(p, end, SIP_C_TOKEN);
+		/* the usual name: no scan (the '=' ends the token) */
+		if (end - p >= 4 && sip_fold_eq(sip_load4(p), sip_load4("tag=")))
+			p += 3;
+		else
+			p = sip_span(p, end, SIP_C_TOKEN);
 		size_t nl = (size_t)(p - ns);
 		if (nl == 0)
 			return NULL;    /* also a trailing ';' */
@@ -436,6 +443,84 @@ static const char *params_quick(const char *p, const char *end, sip_pl *tag)
 	return p;
 }
 
+/* The usual shapes of a sip: URI after "sip:" (at p) in one pass over its bytes, as
+ * sip_uri_rest reads them: [user "@"] host [":" port], the user of SIP_C_ADDRUSER bytes
+ * (SIP_C_USER without ';' '?' ',') or escapes. Neither part holds an '@' but the one after
+ * the user, so that is the first '@' of the URI, or there is none up to where this stops
+ * (which the callers check is where the URI ends). Returns that place, or NULL for anything
+ * else: the callers then take the general path, which tells valid from not. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
+static inline const char *user_host_port(const char *p, const char *end)
+{
+	const char *h = p, *q = sip_span(p, end, SIP_C_HOST);
+	if (q < end && *q != '@' && (*q == '%' || (sip_ctab[(unsigned char)*q] & SIP_C_ADDRUSER))) {
+		q = scan_escaped(q, end, SIP_C_ADDRUSER);   /* a user part, then */
+		if (!q || q == end || *q != '@')
+			return NULL;
+	}
+	if (q < end && *q == '@') {
+		if (q == p)
+			return NULL;
+		h = q + 1;
+		q = sip_span(h, end, SIP_C_HOST);
+	}
+	if (q == h)
+		return NULL;
+	if (q < end && *q == ':') {
+		const char *ps = ++q;
+		unsigned v = 0;
+		while (q < end && sip_is_digit((unsigned char)*q) && q - ps < 6)
+			v = v * 10 + (unsigned)(*q++ - '0');
+		if (q == ps || q - ps > 5 || v > 65535)
+			return NULL;
+	}
+	return q;
+}
+
+/* An addr-spec's URI from p (after "sip:") when user_host_port reads it up to the end or
+ * a byte of SIP_C_ADDRSTOP | ADDRBAD: no byte before that one is of those classes, so it is
+ * where the URI ends, and sip_uri_rest accepts the URI. Returns that end, or NULL. */
+static inline const char *addr_spec_quick(const char *p, const char *end)
+{
+	const char *q = user_host_port(p, end);
+	if (!q || (q < end && !(sip_ctab[(unsigned char)*q] & (SIP_C_ADDRSTOP | SIP_C_ADDRBAD))))
+		return NULL;
+	return q;
+}
+
+/* The '>' of a name-addr whose URI (from p, after '<') is a sip: one that user_host_port
+ * reads, with uri-parameters after it as uri_params_scan checks them (their bytes hold no
+ * '@', '?' or '>'), up to a '>': it is the first '>', and sip_uri_rest accepts the URI.
+ * NULL for anything else. */
+static inline const char *name_addr_quick(const char *p, const char *end)
+{
+	if (end - p <= 4 || !sip_fold_eq(sip_load4(p), sip_load4("sip:")))
+		return NULL;
+	const char *q = user_host_port(p + 4, end);
+	while (q && q < end && *q == ';') {
+		const char *ps = q + 1;
+		q = scan_escaped(ps, end, SIP_C_PARAM);
+		if (q == ps || *ps == '=')
+			return NULL;
+	}
+	return q && q < end && *q == '>' ? q : NULL;
+}
+
+int sip_uri_request_ok(sip_pl s)
+{
+	/* a sip: URI straight to sip_uri_rest, which sets what it finds and reads nothing
+	 * else: only the headers part needs clearing, not the whole sip_uri */
+	sip_uri u;
+	if (s.n > 4 && sip_fold_eq(sip_load4(s.p), sip_load4("sip:"))) {
+		u.headers = sip_pl_make(NULL, 0);
+		return sip_uri_rest(&u, s.p + 4, s.p + s.n) == 0 && u.headers.n == 0;
+	}
+	const char *err;
+	return sip_uri_parse(&u, s, &err) == 0 && u.headers.n == 0;
+}
+
 /* One name-addr or addr-spec from p (no LWS before it) up to the end or the ',' after it,
  * checked as sip_addr_parse checks it (no '*'). A valid URI holds no '"', '<' or '>', so up
  * to that ',' sip_list_next sees quotes and <> where this does. Returns where it ends, or
@@ -447,11 +532,16 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 	if (end - p > 4 && sip_fold_eq(sip_load4(p), sip_load4("sip:"))) {
 		/* addr-spec (a scheme is no display name): the URI ends at ';', LWS or ',';
 		 * a '<' after it fails params_quick, as it fails sip_addr_parse */
-		const char *e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
-		if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+		const char *e = addr_spec_quick(p + 4, end);
+		if (!e) {
+			e = sip_cspan(p + 4, end, SIP_C_ADDRSTOP | SIP_C_ADDRBAD);
+			if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP))
+				return NULL;
+			if (uri_check(&u, p, e))
+				return NULL;
+		} else if (e < end && *e != ',' && !(sip_ctab[(unsigned char)*e] & SIP_C_ADDRSTOP)) {
 			return NULL;
-		if (uri_check(&u, p, e))
-			return NULL;
+		}
 		ps = e;
 	} else {
 		const char *lt;
@@ -465,9 +555,12 @@ static const char *addr_quick(const char *p, const char *end, sip_pl *tag)
 		}
 		if (lt == end || *lt != '<')
 			return NULL;
-		const char *gt = memchr(lt, '>', (size_t)(end - lt));
-		if (!gt || uri_check(&u, lt + 1, gt))
-			return NULL;
+		const char *gt = name_addr_quick(lt + 1, end);
+		if (!gt) {
+			gt = sip_find_byte(lt, end, '>', NULL);
+			if (!gt || uri_check(&u, lt + 1, gt))
+				return NULL;
+		}
 		ps = gt + 1;
 	}
 	return params_quick(ps, end, tag);
@@ -584,6 +677,15 @@ static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 	if (end - p >= 8 && sip_fold_eq(sip_load8(p), sip_load8("SIP/2.0/"))) {
 		p += 8;
 		i = 2;
+		/* the usual transports and a space: what the loop below finds, without a scan */
+		if (end - p >= 4) {
+			uint64_t w = sip_load4(p);
+			if (sip_fold_eq(w, sip_load4("UDP ")) || sip_fold_eq(w, sip_load4("TCP ")) ||
+			    sip_fold_eq(w, sip_load4("TLS "))) {
+				p = skip_lws(p + 3, end);
+				i = 3;
+			}
+		}
 	}
 	for (; i < 3; i++) {
 		const char *t = skip_lws(p, end);
@@ -622,7 +724,15 @@ static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 			return NULL;
 		p = skip_lws(p + 1, end);
 		const char *ns = p;
-		p = sip_span(p, end, SIP_C_TOKEN);
+		/* the usual name: no scan (the '=' ends the token) */
+		if (end - p >= 7 && sip_fold_eq(sip_load4(p), sip_load4("bran")) &&
+		    sip_fold_eq(sip_load4(p + 3), sip_load4("nch=")))
+			p += 6;
+		else if (end - p >= 9 && sip_fold_eq(sip_load8(p), sip_load8("received")) &&
+			 p[8] == '=')
+			p += 8;
+		else
+			p = sip_span(p, end, SIP_C_TOKEN);
 		size_t nl = (size_t)(p - ns);
 		if (nl == 0)
 			return NULL;    /* also a trailing ';' */
@@ -649,11 +759,17 @@ static const char *via_quick(const char *p, const char *end, sip_pl *branch)
 int sip_via_list_quick(sip_pl s, sip_pl *branch)
 {
 	const char *p = s.p, *end = s.p + s.n;
-	sip_pl b;
-	p = via_quick(skip_lws(p, end), end, branch);
-	while (p && p < end)
-		p = via_quick(skip_lws(p + 1, end), end, &b);
-	return p != NULL;
+	sip_pl b, *out = branch;   /* the first value's branch; the others' go to b */
+	for (;;) {
+		/* one call site: via_quick is inlined here */
+		p = via_quick(skip_lws(p, end), end, out);
+		if (!p)
+			return 0;
+		if (p == end)
+			return 1;
+		p++;    /* the ',' */
+		out = &b;
+	}
 }
 
 int sip_via_parse(sip_via *v, sip_pl s, const char **err)

@@ -21,6 +21,8 @@ const char *sip_quoted_end(const char *p, const char *end);
 
 /* Returns 0 or -1 with *err set. Unknown schemes parse as scheme + opaque rest. */
 int sip_uri_parse(sip_uri *u, sip_pl s, const char **err);
+/* sip_uri_parse(u, s, err) == 0 with no headers part, for a Request-URI: nonzero when so. */
+int sip_uri_request_ok(sip_pl s);
 
 /* Percent-decode into out (cap >= in.n suffices). Returns the decoded length, or -1 on a
  * malformed escape. */
