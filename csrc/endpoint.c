@@ -523,6 +523,25 @@ static void on_response(sip_endpoint *ep, const sip_msg *m)
 		ep->hooks.response(ep->ud, NULL, m);   /* a 2xx retransmission: dialogs re-ACK */
 }
 
+/* 503 with Retry-After, sent without a transaction: refusing keeps no state. */
+static void reply_503(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
+		      const sip_tp_src *src, const char *reason, int retry)
+{
+	char extra[32] = "Retry-After: ";
+	size_t n = 13;
+	n += sip_fmt_uint(extra + n, (unsigned)retry);
+	memcpy(extra + n, "\r\n", 3);
+	size_t len;
+	char *buf = print_response(m, 503, reason, extra, &len);
+	sip_dest d;
+	const char *err;
+	response_dest(src, via, &d);
+	if (buf) {
+		sip_ep_send_dest(ep, &d, buf, len, &err);
+		free(buf);
+	}
+}
+
 /* The rate limit for a new request from src: 1 when it refused it (answered 503 with
  * Retry-After, statelessly: a flood costs no state). */
 static int rate_limited(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
@@ -532,19 +551,7 @@ static int rate_limited(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
 	if (sip_rl_allow(ep->rl, (const struct sockaddr *)&src->peer, sip_loop_now(ep->loop),
 			 &retry, &report) || sip_ep_from_self(ep, src, via))
 		return 0;
-	char extra[32] = "Retry-After: ";
-	size_t n = 13;
-	n += sip_fmt_uint(extra + n, (unsigned)retry);
-	memcpy(extra + n, "\r\n", 3);
-	size_t len;
-	char *buf = print_response(m, 503, "Rate Limited", extra, &len);
-	sip_dest d;
-	const char *err;
-	response_dest(src, via, &d);
-	if (buf) {
-		sip_ep_send_dest(ep, &d, buf, len, &err);
-		free(buf);
-	}
+	reply_503(ep, m, via, src, "Rate Limited", retry);
 	ep->stats.rate_limited++;
 	if (report && ep->hooks.rate_limited) {
 		char ip[INET6_ADDRSTRLEN];
@@ -622,14 +629,7 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		return;
 	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
 		/* full: answer without keeping state, and tell when to come back */
-		size_t len;
-		char *buf = print_response(m, 503, NULL, "Retry-After: 5\r\n", &len);
-		sip_dest d;
-		response_dest(src, &via, &d);
-		if (buf) {
-			sip_ep_send_dest(ep, &d, buf, len, &err);
-			free(buf);
-		}
+		reply_503(ep, m, &via, src, NULL, 5);
 		ep->stats.rejected_busy++;
 		return;
 	}

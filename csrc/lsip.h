@@ -59,9 +59,8 @@ const void *lsip_msg_blob(lua_State *L, int idx, size_t *len);
  * it and push nil, reason (2 results). Returns the number of results. */
 int lsip_msg_push_owned(lua_State *L, char *buf, size_t len);
 sip_msg *lsip_checkmsg(lua_State *L, int idx);
-/* Push the table of fields Lua code attached to message msg (made when there is none). */
-int lsip_msg_extra(lua_State *L, int msg);
-/* Set a received request's _ep, _txn and source fields (msg, ep: absolute indexes). */
-void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, const char *source);
+/* Set a received request's _ep, _txn and source fields (msg, ep, source: absolute
+ * indexes of the message, the endpoint object and the source string). */
+void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, int source);
 
 #endif

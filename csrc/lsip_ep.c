@@ -259,6 +259,36 @@ static int fast_path(const lsip_ep *e, const sip_txn *st, const sip_msg *m)
 
 #define ROUTER_POOL_MAX 256
 
+/* §16.4 on a request about to be routed: 0, or -1 after answering it 400 (a malformed
+ * Route) or 500 (no memory). */
+static int preprocess_or_answer(sip_endpoint *ep, sip_txn *st, sip_msg *m)
+{
+	int pre = sip_ep_preprocess(ep, m);
+	if (pre >= 0)
+		return 0;
+	if (st)
+		sip_ep_reply_code(ep, st, m, pre == -2 ? 400 : 500, NULL);
+	return -1;
+}
+
+/* §16.3: 0, or the code it was refused with, after answering it (an ACK gets no answer). */
+static int validate_or_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *m)
+{
+	int code = sip_ep_validate(ep, m);
+	if (code && st && m->method_id != SIP_METHOD_ACK)
+		sip_ep_refuse(ep, st, m, code);
+	return code;
+}
+
+/* Max-Forwards and Record-Route (rr: -1 for the method's default) for the transport the
+ * request came on; -1 when out of memory. */
+static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
+{
+	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
+	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
+	return sip_ep_relay_prepare(ep, m, kind, family, rr);
+}
+
 /* What req:relay(nil, { wait = false }) does, for a request in a dialog (a To tag) that no
  * script sees: §16.4 (done by the caller's preprocess on its copy), §16.3, Max-Forwards,
  * then along the Route set or to the Request-URI, statelessly for an ACK. The usual first
@@ -274,20 +304,11 @@ static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 			sip_ep_reply_code(ep, st, m, 500, NULL);
 		return;
 	}
-	int pre = sip_ep_preprocess(ep, &c);
-	int code = pre < 0 ? (pre == -2 ? 400 : 500) : 0;
-	if (!code && (code = sip_ep_validate(ep, &c)) != 0) {
-		if (st && c.method_id != SIP_METHOD_ACK)
-			sip_ep_refuse(ep, st, &c, code);
+	if (preprocess_or_answer(ep, st, &c) || validate_or_refuse(ep, st, &c))
 		goto out;
-	}
-	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
-	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
-	if (!code && sip_ep_relay_prepare(ep, &c, kind, family, -1))
-		code = 500;
-	if (code) {
+	if (prepare_relay(ep, st, &c, -1)) {
 		if (st)
-			sip_ep_reply_code(ep, st, &c, code, NULL);
+			sip_ep_reply_code(ep, st, &c, 500, NULL);
 		goto out;
 	}
 	sip_relay_opts o;
@@ -330,12 +351,9 @@ static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
 	}
 	lua_rawgeti(co, LUA_REGISTRYINDEX, e->epobj);
 	push_src(co, e, src);
-	lsip_msg_attach(co, 2, 3, st ? (lua_Integer)sip_txn_id(st) : 0, lua_tostring(co, 4));
+	lsip_msg_attach(co, 2, 3, st ? (lua_Integer)sip_txn_id(st) : 0, 4);
 	lua_settop(co, 2);
-	int pre = sip_ep_preprocess(e->ep, lsip_checkmsg(co, 2));
-	if (pre < 0) {
-		if (st)
-			sip_ep_reply_code(e->ep, st, m, pre == -2 ? 400 : 500, NULL);
+	if (preprocess_or_answer(e->ep, st, lsip_checkmsg(co, 2))) {
 		lua_settop(co, 0);
 		lua_settop(L, top);
 		return;
@@ -485,12 +503,19 @@ static void hook_relay_branch(void *ud, uint64_t id, unsigned branch, const sip_
  * method checks its self, and a metatable lookup costs more than the rest of some. */
 #define LSIP_EP_MAGIC 0x65706973u
 
-static lsip_ep *check_ep(lua_State *L, int i)
+/* The endpoint at i, closed or not. */
+static lsip_ep *to_ep(lua_State *L, int i)
 {
 	lsip_ep *e = lua_touserdata(L, i);
 	if (!e || lua_type(L, i) != LUA_TUSERDATA || lua_rawlen(L, i) != sizeof *e ||
 	    e->magic != LSIP_EP_MAGIC)
 		luaL_typeerror(L, i, LSIP_EP_MT);
+	return e;
+}
+
+static lsip_ep *check_ep(lua_State *L, int i)
+{
+	lsip_ep *e = to_ep(L, i);
 	if (!e->ep)
 		luaL_argerror(L, i, "endpoint is closed");
 	/* hooks may run inside this call (a transaction ending): give them this thread */
@@ -753,9 +778,7 @@ static int check_request(lsip_ep *e, sip_msg *m, sip_txn **st)
 	*st = u->attached ? sip_ep_txn(e->ep, (uint64_t)u->txn) : NULL;
 	if (u->validated)
 		return u->validated == 1;
-	int code = sip_ep_validate(e->ep, m);
-	if (code && *st && m->method_id != SIP_METHOD_ACK)
-		sip_ep_refuse(e->ep, *st, m, code);
+	int code = validate_or_refuse(e->ep, *st, m);
 	u->validated = code ? 2 : 1;
 	if (code)
 		u->replied_final = 1;
@@ -787,10 +810,7 @@ static int ep_relay_request(lua_State *L)
 		lua_pushliteral(L, "refused");
 		return 2;
 	}
-	int rr = lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7);
-	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
-	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
-	if (sip_ep_relay_prepare(e->ep, m, kind, family, rr))
+	if (prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
 		return luaL_error(L, "out of memory");
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
@@ -930,7 +950,7 @@ static int ep_preprocess(lua_State *L)
 /* ep:set_has_dialogs(bool): whether in-dialog requests must go through the Lua dispatcher */
 static int ep_set_has_dialogs(lua_State *L)
 {
-	lsip_ep *e = luaL_checkudata(L, 1, LSIP_EP_MT);   /* closed endpoints too */
+	lsip_ep *e = to_ep(L, 1);   /* closed endpoints too */
 	e->has_dialogs = lua_toboolean(L, 2);
 	return 0;
 }
@@ -997,7 +1017,7 @@ static int ep_stats(lua_State *L)
 
 static int ep_close(lua_State *L)
 {
-	lsip_ep *e = luaL_checkudata(L, 1, LSIP_EP_MT);
+	lsip_ep *e = to_ep(L, 1);
 	if (!e->lp->stepping)
 		e->lp->L = L;
 	if (e->ep) {
@@ -1015,7 +1035,7 @@ static int ep_close(lua_State *L)
 
 static int ep_tostring(lua_State *L)
 {
-	lsip_ep *e = luaL_checkudata(L, 1, LSIP_EP_MT);
+	lsip_ep *e = to_ep(L, 1);
 	lua_pushfstring(L, "sip.endpoint (%s)", e->ep ? "open" : "closed");
 	return 1;
 }

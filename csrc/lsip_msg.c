@@ -817,15 +817,21 @@ static int extra_get(lua_State *L)
 	return 1;
 }
 
-/* Set field (index 2) = value (index 3) in the extra table, made when there is none. */
-static void extra_set(lua_State *L)
+/* Push the table of fields Lua code attached to message msg (made when there is none). */
+static void push_extra(lua_State *L, int msg)
 {
-	if (lua_getiuservalue(L, 1, UV_EXTRA) != LUA_TTABLE) {
+	if (lua_getiuservalue(L, msg, UV_EXTRA) != LUA_TTABLE) {
 		lua_pop(L, 1);
 		lua_newtable(L);
 		lua_pushvalue(L, -1);
-		lua_setiuservalue(L, 1, UV_EXTRA);
+		lua_setiuservalue(L, msg, UV_EXTRA);
 	}
+}
+
+/* Set field (index 2) = value (index 3) in the extra table. */
+static void extra_set(lua_State *L)
+{
+	push_extra(L, 1);
 	lua_pushvalue(L, 2);
 	lua_pushvalue(L, 3);
 	lua_rawset(L, -3);
@@ -897,43 +903,33 @@ static int m_index(lua_State *L)
 /* The endpoint's fields of a request it received (_ep, _txn, source), set in one go (one
  * table made to its size) instead of three __newindex round trips. msg and ep are absolute
  * stack indexes. */
-void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, const char *source)
+void lsip_msg_attach(lua_State *L, int msg, int ep, lua_Integer txn, int source)
 {
 	lsip_msg *u = lua_touserdata(L, msg);
 	u->txn = txn;
 	u->attached = 1;
 	lua_pushvalue(L, ep);
 	if (lua_setiuservalue(L, msg, LSIP_MSG_UV_EP)) {
-		lua_pushstring(L, source);
+		lua_pushvalue(L, source);
 		lua_setiuservalue(L, msg, LSIP_MSG_UV_SOURCE);
 		return;
 	}
 	/* a message from sip.parse: two user values only */
-	lsip_msg_extra(L, msg);
+	push_extra(L, msg);
 	lua_pushvalue(L, ep);
 	lua_setfield(L, -2, "_ep");
-	lua_pushstring(L, source);
+	lua_pushvalue(L, source);
 	lua_setfield(L, -2, "source");
 	lua_pop(L, 1);
-}
-
-int lsip_msg_extra(lua_State *L, int msg)
-{
-	int t = lua_getiuservalue(L, msg, UV_EXTRA);
-	if (t != LUA_TTABLE) {
-		lua_pop(L, 1);
-		lua_createtable(L, 0, 6);
-		lua_pushvalue(L, -1);
-		lua_setiuservalue(L, msg, UV_EXTRA);
-	}
-	return 0;
 }
 
 /* msg:_attach(ep, txn, source) */
 static int m_attach(lua_State *L)
 {
 	meta_self(L);
-	lsip_msg_attach(L, 1, 2, luaL_checkinteger(L, 3), luaL_optstring(L, 4, NULL));
+	luaL_optstring(L, 4, NULL);
+	lua_settop(L, 4);
+	lsip_msg_attach(L, 1, 2, luaL_checkinteger(L, 3), 4);
 	return 0;
 }
 

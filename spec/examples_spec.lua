@@ -14,20 +14,9 @@ local PEER_DEADLINE = 10
 -- Seconds we wait for a request the peers should send us.
 local ARRIVAL_DEADLINE = 5
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = peer.slurp
 
--- True once something holds 127.0.0.1:port (read from /proc/net/udp, so the port is not
--- taken from the peer by binding it to find out).
-local function udp_bound(port)
-  local s = slurp("/proc/net/udp")
-  return s == nil or s:find(string.format("0100007F:%04X", port), 1, true) ~= nil
-end
+local udp_bound = peer.udp_bound
 
 -- Run our loop until cond() holds or the deadline passes.
 local function step_until(cond, seconds)

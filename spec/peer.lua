@@ -39,6 +39,17 @@ function peer.path(relative)
 end
 
 --- peer.free_udp_port() -> a port nobody on 127.0.0.1 holds right now
+-- Shared with the specs that start processes.
+peer.slurp, peer.sh = slurp, sh
+
+--- peer.udp_bound(port) -> boolean: whether something holds 127.0.0.1:port, read from
+-- /proc/net/udp rather than by binding it (which could make the peer's own bind fail);
+-- true without procfs (nothing to wait for then).
+function peer.udp_bound(port)
+  local s = slurp("/proc/net/udp")
+  return s == nil or s:find(string.format("0100007F:%04X", port), 1, true) ~= nil
+end
+
 function peer.free_udp_port()
   local u = assert(socket.udp())
   assert(u:setsockname("127.0.0.1", 0))

@@ -14,13 +14,7 @@ local START_DEADLINE = 5
 -- Calls and MESSAGEs per sipp run: enough to catch a transaction mixed up with another.
 local RUNS = 20
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = peer.slurp
 
 local function write(path, s)
   local f = assert(io.open(path, "wb"))
@@ -44,12 +38,7 @@ local function pager_message(to)
     "user2, come here.\n" }, "\r\n")
 end
 
--- True once something holds 127.0.0.1:port (read from /proc/net/udp, so the port is not
--- taken from the peer by binding it to find out).
-local function udp_bound(port)
-  local s = slurp("/proc/net/udp")
-  return s == nil or s:find(string.format("0100007F:%04X", port), 1, true) ~= nil
-end
+local udp_bound = peer.udp_bound
 
 --- A `luasip serve` process: start{...extra args} -> server; server:stop(), server:log()
 local Server = {}

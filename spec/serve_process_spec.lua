@@ -5,20 +5,9 @@ local peer = require "peer"
 local helper = require "helper"
 
 -- a helper command, without the ASan runtime `make sanitize` preloads into lua5.4
-local function sh(cmd)
-  local h = assert(io.popen("unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS; " .. cmd))
-  local out = h:read("a")
-  h:close()
-  return out
-end
+local sh = peer.sh
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = peer.slurp
 
 -- what core.use_huge_pages needs: THP for madvise'd memory and glibc >= 2.35
 local function huge_pages_possible()

@@ -112,18 +112,9 @@ function sipp.start(t)
   return self
 end
 
--- True once a socket is bound to 127.0.0.1:port (read from /proc/net/udp, not by binding
--- it ourselves, which could make sipp's own bind fail), nil if sipp ended first.
-local function udp_bound(port)
-  local want = string.format("0100007F:%04X", port)
-  local f = io.open("/proc/net/udp")
-  if not f then
-    return true   -- no procfs: do not wait
-  end
-  local s = f:read("a")
-  f:close()
-  return s:find(want, 1, true) ~= nil
-end
+-- True once a socket is bound to 127.0.0.1:port (not by binding it ourselves, which could
+-- make sipp's own bind fail).
+local udp_bound = require("peer").udp_bound
 
 function Proc:wait_bound(seconds)
   local t0 = socket.gettime()
