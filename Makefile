@@ -38,6 +38,12 @@ PARSER_BASELINES = ../shared/bench/parser
 BENCH_BIN = build/bench
 
 BUSTED = $(LUA) /usr/bin/busted
+# The shared corpus the specs, the bench and the fuzzers read: ../shared/corpus beside this
+# checkout, or beside the repository it was cloned from (a fresh `git clone` elsewhere);
+# SIP_CORPUS=DIR overrides. Exported, so that spec/helper.lua and bench/parse.lua see it.
+ORIGIN_DIR := $(shell git config --get remote.origin.url 2>/dev/null)
+SIP_CORPUS ?= $(firstword $(wildcard ../shared/corpus $(ORIGIN_DIR)/../shared/corpus) ../shared/corpus)
+export SIP_CORPUS
 
 .PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan
 all: $(CORE)
@@ -140,7 +146,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1
 FUZZ_RUNFLAGS = -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -timeout=10 \
                 -dict=fuzz/sip.dict -print_final_stats=1
-FUZZ_CORPUS  ?= ../shared/corpus
+FUZZ_CORPUS  ?= $(SIP_CORPUS)
 FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_OBJS     = $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(filter-out csrc/lsip_%.c,$(SRCS)))
 FUZZ_BINS     = $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))

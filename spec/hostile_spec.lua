@@ -2,6 +2,7 @@
 -- nil plus a reason, and never raises. Regressions found by `make fuzz` live here too.
 
 local sip = require "sip"
+local helper = require "helper"
 
 local function crlf(lines) return table.concat(lines, "\r\n") .. "\r\n" end
 
@@ -181,7 +182,7 @@ describe("sip.parse on hostile input", function()
   end)
 
   describe("mutated torture messages", function()
-    local VALID = "../shared/corpus/rfc4475/valid/"
+    local VALID = helper.corpus .. "/rfc4475/valid/"
     local names = { "dblreq", "esc01", "esc02", "escnull", "intmeth", "inv2543", "longreq",
                     "lwsdisp", "mpart01", "noreason", "semiuri", "transports", "unreason",
                     "wsinv" }

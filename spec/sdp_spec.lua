@@ -2,8 +2,9 @@
 -- bodies carried by the RFC 4475 torture messages.
 
 local sdp = require "sip.sdp"
+local helper = require "helper"
 
-local CORPUS = "/work/shared/corpus/rfc4475/"
+local CORPUS = helper.corpus .. "/rfc4475/"
 
 local function crlf(lines) return table.concat(lines, "\r\n") .. "\r\n" end
 
