@@ -36,6 +36,7 @@ struct sip_loop {
 
 	struct lane {
 		uint64_t ms;
+		uint64_t grid;            /* lazy lanes: wake on multiples of this (0: exactly on time) */
 		sip_timer *head, *tail;   /* due order: every start is now + ms, now never goes back */
 	} lanes[SIP_LOOP_LANES];
 	int nlanes;
@@ -313,12 +314,21 @@ void sip_timer_start(sip_loop *loop, sip_timer *t, uint64_t ms_from_now, sip_tim
 	sift_up(loop, t->idx);
 }
 
-void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg)
+/* A lazy lane's wake-up grid: a tenth of a second, or a sixteenth of a short duration (the
+ * short timers tests run with stay near their time). */
+static uint64_t lazy_grid(uint64_t ms)
+{
+	return ms / 16 < SIP_LOOP_LAZY_MS ? ms / 16 : SIP_LOOP_LAZY_MS;
+}
+
+static void start_lane(sip_loop *loop, sip_timer *t, uint64_t ms, int lazy, sip_timer_fn fn,
+		       void *arg)
 {
 	if (!loop || !t || !fn)
 		return;
+	uint64_t grid = lazy ? lazy_grid(ms) : 0;
 	int k;
-	for (k = 0; k < loop->nlanes && loop->lanes[k].ms != ms; k++)
+	for (k = 0; k < loop->nlanes && (loop->lanes[k].ms != ms || loop->lanes[k].grid != grid); k++)
 		;
 	if (k == loop->nlanes) {
 		if (k == SIP_LOOP_LANES) {
@@ -326,6 +336,7 @@ void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_
 			return;
 		}
 		loop->lanes[k].ms = ms;
+		loop->lanes[k].grid = grid;
 		loop->lanes[k].head = loop->lanes[k].tail = NULL;
 		loop->nlanes++;
 	}
@@ -347,6 +358,16 @@ void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_
 	l->tail = t;
 }
 
+void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg)
+{
+	start_lane(loop, t, ms, 0, fn, arg);
+}
+
+void sip_timer_start_lazy(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg)
+{
+	start_lane(loop, t, ms, 1, fn, arg);
+}
+
 /* The timer that fires first: the heap's top or a lane's head (NULL: none). */
 static sip_timer *first_timer(sip_loop *loop)
 {
@@ -364,15 +385,34 @@ uint64_t sip_loop_now(sip_loop *loop)
 	return loop->now;
 }
 
+/* When the loop must wake up: the first due time, where a lazy lane's head counts at the end
+ * of its grid cell, so that every lazy timer due in one cell fires in one wake-up (at
+ * hundreds of transactions a second, one wake-up per Timer K or J would be one per
+ * transaction). A step woken for anything else fires what is due meanwhile. */
+static uint64_t wake_time(sip_loop *loop)
+{
+	uint64_t w = loop->nheap ? loop->heap[0]->due : UINT64_MAX;
+	for (int k = 0; k < loop->nlanes; k++) {
+		const struct lane *l = &loop->lanes[k];
+		if (!l->head)
+			continue;
+		uint64_t due = l->head->due;
+		if (l->grid)
+			due = (due + l->grid - 1) / l->grid * l->grid;
+		if (due < w)
+			w = due;
+	}
+	return w;
+}
+
 int sip_loop_timeout(sip_loop *loop)
 {
-	uint64_t due;
-
-	sip_timer *first = loop ? first_timer(loop) : NULL;
-	if (!first)
+	if (!loop)
+		return -1;
+	uint64_t due = wake_time(loop);
+	if (due == UINT64_MAX)
 		return -1;
 	loop->now = clock_ms();
-	due = first->due;
 	if (due <= loop->now)
 		return 0;
 	return due - loop->now > INT_MAX ? INT_MAX : (int)(due - loop->now);

@@ -28,6 +28,7 @@ typedef struct sip_timer {
 #define SIP_TIMER_IDLE SIZE_MAX
 #define SIP_LOOP_LANES 8
 #define SIP_TIMER_LANE (SIZE_MAX - 1)
+#define SIP_LOOP_LAZY_MS 100
 
 void sip_timer_init(sip_timer *t);
 
@@ -50,6 +51,10 @@ void sip_timer_start(sip_loop *loop, sip_timer *t, uint64_t ms_from_now, sip_tim
  * timer (a heap of tens of thousands of them costs cache misses on every change). The first
  * SIP_LOOP_LANES distinct durations get lanes; others go to the heap. */
 void sip_timer_start_fixed(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg);
+/* The same for a timer whose only job is to end something after a wait (Timers D, I, J, K):
+ * it may fire up to SIP_LOOP_LAZY_MS late (a sixteenth of ms, when that is less), so that
+ * many of them share one wake-up of the loop. */
+void sip_timer_start_lazy(sip_loop *loop, sip_timer *t, uint64_t ms, sip_timer_fn fn, void *arg);
 void sip_timer_stop(sip_loop *loop, sip_timer *t);
 int sip_timer_active(const sip_timer *t);
 

@@ -1,24 +1,72 @@
-/* map.c: chained hash map with FNV-1a hashing, doubling when the load passes 1.
+/* map.c: chained hash map with keyed SipHash-1-3, doubling when the load passes 1.
  * Sized for transaction tables: lookups are one hash and, usually, one compare. */
 #include "map.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #define MAP_INITIAL 64   /* buckets; grows by doubling, so the size stays a power of two */
 
-static uint64_t fnv1a(const char *s, size_t n)
+/* SipHash-1-3 (Aumasson & Bernstein; the variant Python and Rust hash with) under a key drawn
+ * once per process: transaction keys carry branches a peer chooses, so the hash must not be
+ * one a peer can aim collisions at; and it takes 8 bytes a round where FNV-1a took one. */
+static uint64_t sip_key[2];
+
+static uint64_t rotl(uint64_t x, int b)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ull;
+	return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND do { \
+	v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32); \
+	v2 += v3; v3 = rotl(v3, 16); v3 ^= v2; \
+	v0 += v3; v3 = rotl(v3, 21); v3 ^= v0; \
+	v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32); \
+} while (0)
+
+static uint64_t siphash13(const char *s, size_t n)
+{
+	uint64_t v0 = 0x736f6d6570736575ull ^ sip_key[0], v1 = 0x646f72616e646f6dull ^ sip_key[1];
+	uint64_t v2 = 0x6c7967656e657261ull ^ sip_key[0], v3 = 0x7465646279746573ull ^ sip_key[1];
+	uint64_t m, b = (uint64_t)n << 56;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&m, s + i, 8);   /* little-endian hosts; elsewhere a different but as good hash */
+		v3 ^= m;
+		SIPROUND;
+		v0 ^= m;
 	}
-	return h;
+	for (size_t k = 0; i + k < n; k++)
+		b |= (uint64_t)(unsigned char)s[i + k] << (8 * k);
+	v3 ^= b;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static void seed_once(void)
+{
+	if (sip_key[0] | sip_key[1])
+		return;
+	if (getrandom(sip_key, sizeof sip_key, 0) != (ssize_t)sizeof sip_key || !(sip_key[0] | sip_key[1])) {
+		/* no entropy to be had: still a different key per process and start */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		sip_key[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+		sip_key[1] = ((uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&ts) | 1;
+	}
 }
 
 int sip_map_init(sip_map *m)
 {
+	seed_once();
 	m->nb = MAP_INITIAL;
 	m->count = 0;
 	m->b = calloc(m->nb, sizeof *m->b);
@@ -48,7 +96,7 @@ static sip_map_node **find(const sip_map *m, const char *key, size_t klen, uint6
 
 void *sip_map_get(const sip_map *m, const char *key, size_t klen)
 {
-	sip_map_node *n = *find(m, key, klen, fnv1a(key, klen));
+	sip_map_node *n = *find(m, key, klen, siphash13(key, klen));
 	return n ? n->value : NULL;
 }
 
@@ -71,7 +119,7 @@ static void grow(sip_map *m)
 
 int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 {
-	uint64_t h = fnv1a(key, klen);
+	uint64_t h = siphash13(key, klen);
 	sip_map_node **pp = find(m, key, klen, h);
 	if (*pp)
 		return -1;
@@ -91,7 +139,7 @@ int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 
 void *sip_map_del(sip_map *m, const char *key, size_t klen)
 {
-	sip_map_node **pp = find(m, key, klen, fnv1a(key, klen));
+	sip_map_node **pp = find(m, key, klen, siphash13(key, klen));
 	sip_map_node *n = *pp;
 	if (!n)
 		return NULL;

@@ -144,7 +144,7 @@ static void wait_then_end(sip_txn *t, unsigned unreliable_ms)
 		sip_txn_terminate(t);
 		return;
 	}
-	sip_timer_start_fixed(t->ep->loop, &t->t_end, unreliable_ms, end_handler, t);
+	sip_timer_start_lazy(t->ep->loop, &t->t_end, unreliable_ms, end_handler, t);
 }
 
 /* --- client transactions (§17.1) ------------------------------------------------------ */

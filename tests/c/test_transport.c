@@ -17,6 +17,7 @@
 #include "loop.h"
 #include "transport.h"
 #include "ratelimit.h"
+#include "map.h"
 
 /* The whole run takes a few seconds; a minute means something hangs. */
 #define WATCHDOG_S 60
@@ -241,6 +242,114 @@ static void test_timer_lanes(void)
 	sip_timer_start_fixed(loop, &t[0], 1000, timer_rec, &a[0]);
 	sip_loop_free(loop);
 	CHECK(!sip_timer_active(&t[0]));
+}
+
+/* Lazy lanes (Timers D/I/J/K): never early, at most a grid cell (ms/16, at most
+ * SIP_LOOP_LAZY_MS) late, and timers due in one cell fire in one wake-up. A fixed lane of the
+ * same duration is a lane of its own and stays on time. */
+static void test_timer_lazy(void)
+{
+	enum { N = 8, MS = 480 };   /* grid: 480 / 16 = 30 ms */
+	sip_loop *loop = sip_loop_new();
+	sip_timer t[N], exact;
+	tctx c = { .loop = loop }, ce = { .loop = loop };
+	targ a[N], ae = { &ce, 1 };
+	uint64_t due[N];
+
+	CHECK(loop);
+	/* start in the first millisecond of a 30 ms cell, so that the 8 dues (3 ms apart, 21 ms in
+	 * all) share one cell */
+	while (now_ms() % 30 != 0)
+		;
+	for (int i = 0; i < N; i++) {
+		a[i] = (targ){ &c, i };
+		sip_timer_init(&t[i]);
+		due[i] = now_ms() + MS;
+		sip_timer_start_lazy(loop, &t[i], MS, timer_rec, &a[i]);
+		CHECK(sip_timer_active(&t[i]));
+		if (i == 0) {
+			sip_timer_init(&exact);
+			sip_timer_start_fixed(loop, &exact, MS, timer_rec, &ae);
+		}
+		if (i < N - 1)
+			run_for(loop, 3);
+	}
+	/* the next wake-up is the fixed timer's own time, not the lazy cell's end */
+	int tmo = sip_loop_timeout(loop);
+	CHECK(tmo > 0 && (uint64_t)tmo <= due[0] + 1 - now_ms());
+	int steps = 0;
+	uint64_t end = now_ms() + MS + 200;
+	while (c.n < N && now_ms() < end) {
+		int before = c.n;
+		sip_loop_step(loop, 200);
+		if (c.n > before)
+			steps++;
+	}
+	CHECK(c.n == N && ce.n == 1);
+	CHECK(ce.at[0] >= due[0] && ce.at[0] <= due[0] + 1 + LATE_MS);
+	for (int i = 0; i < N; i++) {
+		CHECK(c.order[i] == i);   /* still in start order */
+		CHECK(c.at[i] >= due[i] && c.at[i] <= due[i] + 30 + LATE_MS);
+	}
+	CHECK(steps <= 2);   /* one cell: one wake-up (two if a slow start crossed a boundary) */
+	CHECK(sip_loop_timeout(loop) == -1);
+	/* stopped lazy timers do not fire */
+	sip_timer_start_lazy(loop, &t[0], 40, timer_rec, &a[0]);
+	sip_timer_stop(loop, &t[0]);
+	CHECK(!sip_timer_active(&t[0]) && sip_loop_timeout(loop) == -1);
+	sip_loop_free(loop);
+}
+
+/* The transaction map: keys that differ in any byte (also in the last, partial word) or only
+ * in length are distinct; duplicates are refused; growth keeps every entry. */
+static void test_map(void)
+{
+	sip_map m;
+	char key[64];
+	static int vals[20000];
+
+	CHECK(sip_map_init(&m) == 0);
+	for (int i = 0; i < 20000; i++) {
+		int n = snprintf(key, sizeof key, "z9hG4bK%d;127.0.0.1:5060;MESSAGE", i);
+		CHECK(sip_map_put(&m, key, (size_t)n, &vals[i]) == 0);
+	}
+	CHECK(m.count == 20000 && m.nb >= 20000);
+	CHECK(sip_map_put(&m, "z9hG4bK7;127.0.0.1:5060;MESSAGE", 31, &vals[0]) == -1);
+	for (int i = 0; i < 20000; i++) {
+		int n = snprintf(key, sizeof key, "z9hG4bK%d;127.0.0.1:5060;MESSAGE", i);
+		CHECK(sip_map_get(&m, key, (size_t)n) == &vals[i]);
+	}
+	/* every length 0..40 of one string, and each with its last byte changed */
+	const char *s = "abcdefghijklmnopqrstuvwxyz0123456789ABCDE";
+	for (size_t n = 0; n <= 40; n++)
+		CHECK(sip_map_put(&m, s, n, &vals[n]) == 0);
+	for (size_t n = 1; n <= 40; n++) {
+		memcpy(key, s, n);
+		key[n - 1] = '#';
+		CHECK(sip_map_get(&m, key, n) == NULL);
+		CHECK(sip_map_get(&m, s, n) == &vals[n]);
+	}
+	CHECK(sip_map_get(&m, "", 0) == &vals[0]);
+	for (int i = 0; i < 20000; i += 2) {
+		int n = snprintf(key, sizeof key, "z9hG4bK%d;127.0.0.1:5060;MESSAGE", i);
+		CHECK(sip_map_del(&m, key, (size_t)n) == &vals[i]);
+		CHECK(sip_map_del(&m, key, (size_t)n) == NULL);
+	}
+	for (int i = 0; i < 20000; i++) {
+		int n = snprintf(key, sizeof key, "z9hG4bK%d;127.0.0.1:5060;MESSAGE", i);
+		CHECK(sip_map_get(&m, key, (size_t)n) == (i % 2 ? &vals[i] : NULL));
+	}
+	/* the hash spreads: no bucket holds more than a handful of the 10k transaction keys */
+	size_t longest = 0;
+	for (size_t b = 0; b < m.nb; b++) {
+		size_t len = 0;
+		for (sip_map_node *n = m.b[b]; n; n = n->next)
+			len++;
+		if (len > longest)
+			longest = len;
+	}
+	CHECK(longest <= 12);
+	sip_map_free(&m);
 }
 
 static void timer_self(void *arg)
@@ -1116,6 +1225,8 @@ int main(void)
 	RUN(test_timers_order);
 	RUN(test_timer_stop_restart);
 	RUN(test_timer_lanes);
+	RUN(test_timer_lazy);
+	RUN(test_map);
 	RUN(test_del_fd_in_batch);
 	RUN(test_loop_pollable);
 	RUN(test_udp_ipv4);
