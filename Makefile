@@ -49,7 +49,7 @@ export SIP_CORPUS
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
-	@$(CC) $(WARN) $(CPPFLAGS_) $(STRINGOP) $(CFLAGS) -fPIC -c -o $@ $<
+	@$(CC) $(WARN) $(CPPFLAGS_) $(STRINGOP) $(CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
 
 $(CORE): $(OBJS) | build/sip
 	@$(CC) $(LIBFLAG) -o $@ $(OBJS) $(LIBS)
