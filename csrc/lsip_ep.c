@@ -795,6 +795,24 @@ static int ep_check_request(lua_State *L)
 	return 1;
 }
 
+/* core.msg_validate(req) -> true | false: req:validate() in C. The endpoint (req._ep.core)
+ * comes from the request's user value, not from a Lua function and two __index calls. */
+static int l_msg_validate(lua_State *L)
+{
+	sip_msg *m = lsip_checkmsg(L, 1);
+	lua_settop(L, 1);
+	if (lua_getiuservalue(L, 1, LSIP_MSG_UV_EP) == LUA_TNONE) {
+		lua_pop(L, 1);
+		lua_getfield(L, 1, "_ep");   /* a message from sip.parse keeps it in its extra table */
+	}
+	if (lua_type(L, 2) != LUA_TTABLE || lua_getfield(L, 2, "core") != LUA_TUSERDATA)
+		return luaL_error(L, "req:validate: not a request received by an endpoint");
+	lsip_ep *e = check_ep(L, 3);
+	sip_txn *st;
+	lua_pushboolean(L, check_request(e, m, &st));
+	return 1;
+}
+
 /* ep:relay_request(req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
@@ -1097,4 +1115,6 @@ void lsip_open_ep(lua_State *L)
 	lua_setfield(L, -2, "loop");
 	lua_pushcfunction(L, l_endpoint);
 	lua_setfield(L, -2, "endpoint");
+	lua_pushcfunction(L, l_msg_validate);
+	lua_setfield(L, -2, "msg_validate");
 }

@@ -702,12 +702,22 @@ static int m_addr(lua_State *L)
 	return 0;
 }
 
-/* core.uri_hostport(uri) -> host (lowercase, IPv6 without []), port | nil, user | nil:
+/* core.uri_hostport(uri or request) -> host (lowercase, IPv6 without []), port | nil, user | nil:
  * what routing needs, without building tables */
 static int l_uri_hostport(lua_State *L)
 {
 	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
+	const char *s;
+	if (lua_type(L, 1) == LUA_TUSERDATA) {
+		/* a request: its Request-URI as it is now, without making a Lua string of it */
+		const sip_msg *m = read_msg(L, 1);
+		if (!m->is_request)
+			return luaL_argerror(L, 1, "a request or a URI string expected");
+		s = m->uri.p ? m->uri.p : "";
+		len = m->uri.n;
+	} else {
+		s = luaL_checklstring(L, 1, &len);
+	}
 	sip_uri u;
 	const char *err;
 	if (sip_uri_parse(&u, sip_pl_make(s, len), &err) || !u.is_sip || u.host.n == 0)

@@ -78,7 +78,10 @@ void sip_map_free(sip_map *m)
 	for (size_t i = 0; i < m->nb; i++)
 		for (sip_map_node *n = m->b[i], *next; n; n = next) {
 			next = n->next;
-			free(n);
+			if (n->owned)
+				free(n);
+			else
+				n->next = NULL;
 		}
 	free(m->b);
 	m->b = NULL;
@@ -117,6 +120,19 @@ static void grow(sip_map *m)
 	m->nb = nb;
 }
 
+static void insert(sip_map *m, sip_map_node **pp, sip_map_node *n, const char *key, size_t klen,
+		   uint64_t h, void *value)
+{
+	n->next = NULL;
+	n->value = value;
+	n->hash = h;
+	n->key = key;
+	n->klen = klen;
+	*pp = n;
+	if (++m->count > m->nb)
+		grow(m);
+}
+
 int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 {
 	uint64_t h = siphash13(key, klen);
@@ -126,15 +142,34 @@ int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 	sip_map_node *n = malloc(sizeof *n + klen);
 	if (!n)
 		return -1;
-	n->next = NULL;
-	n->value = value;
-	n->hash = h;
-	n->klen = klen;
-	memcpy(n->key, key, klen);
-	*pp = n;
-	if (++m->count > m->nb)
-		grow(m);
+	memcpy(n->kbuf, key, klen);
+	n->owned = 1;
+	insert(m, pp, n, n->kbuf, klen, h, value);
 	return 0;
+}
+
+int sip_map_link(sip_map *m, sip_map_node *n, const char *key, size_t klen, void *value)
+{
+	uint64_t h = siphash13(key, klen);
+	sip_map_node **pp = find(m, key, klen, h);
+	if (*pp)
+		return -1;
+	n->owned = 0;
+	insert(m, pp, n, key, klen, h, value);
+	return 0;
+}
+
+void sip_map_unlink(sip_map *m, sip_map_node *n)
+{
+	if (!m->b)
+		return;
+	for (sip_map_node **pp = &m->b[n->hash & (m->nb - 1)]; *pp; pp = &(*pp)->next)
+		if (*pp == n) {
+			*pp = n->next;
+			n->next = NULL;
+			m->count--;
+			return;
+		}
 }
 
 void *sip_map_del(sip_map *m, const char *key, size_t klen)
@@ -145,7 +180,10 @@ void *sip_map_del(sip_map *m, const char *key, size_t klen)
 		return NULL;
 	void *v = n->value;
 	*pp = n->next;
-	free(n);
+	if (n->owned)
+		free(n);
+	else
+		n->next = NULL;
 	m->count--;
 	return v;
 }

@@ -31,14 +31,10 @@ static unsigned t64(const sip_endpoint *ep) { return 64 * ep->cfg.t1; }
 sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, size_t klen,
 		     const sip_dest *dest)
 {
-	sip_txn *t = calloc(1, sizeof *t);
+	sip_txn *t = calloc(1, sizeof *t + klen);
 	if (!t)
 		return NULL;
-	t->key = malloc(klen);
-	if (!t->key) {
-		free(t);
-		return NULL;
-	}
+	t->key = (char *)(t + 1);
 	memcpy(t->key, key, klen);
 	t->klen = klen;
 	t->ep = ep;
@@ -52,14 +48,12 @@ sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, 
 	sip_timer_init(&t->t_retx);
 	sip_timer_init(&t->t_timeout);
 	sip_timer_init(&t->t_end);
-	if (sip_map_put(client ? &ep->client : &ep->server, key, klen, t)) {
-		free(t->key);
+	if (sip_map_link(client ? &ep->client : &ep->server, &t->by_key, t->key, klen, t)) {
 		free(t);
 		return NULL;
 	}
-	if (sip_map_put(&ep->ids, (const char *)&t->id, sizeof t->id, t)) {
-		sip_map_del(client ? &ep->client : &ep->server, key, klen);
-		free(t->key);
+	if (sip_map_link(&ep->ids, &t->by_id, (const char *)&t->id, sizeof t->id, t)) {
+		sip_map_unlink(client ? &ep->client : &ep->server, &t->by_key);
 		free(t);
 		return NULL;
 	}
@@ -80,11 +74,10 @@ void sip_txn_terminate(sip_txn *t)
 	sip_timer_stop(ep->loop, &t->t_timeout);
 	sip_timer_stop(ep->loop, &t->t_end);
 	sip_map *tab = t->client ? &ep->client : &ep->server;
-	if (sip_map_get(tab, t->key, t->klen) == t)
-		sip_map_del(tab, t->key, t->klen);
+	sip_map_unlink(tab, &t->by_key);
 	if (t->akey && sip_map_get(&ep->accepted, t->akey, t->aklen) == t)
 		sip_map_del(&ep->accepted, t->akey, t->aklen);
-	sip_map_del(&ep->ids, (const char *)&t->id, sizeof t->id);
+	sip_map_unlink(&ep->ids, &t->by_id);
 	/* Only INVITE transactions, and client ones that never gave a final response, can be
 	 * waited on by the TU; the rest end without a word (one Lua call less each). */
 	if (t->relay && t->client)
@@ -97,7 +90,6 @@ void sip_txn_terminate(sip_txn *t)
 		ep->stats.client_txns--;
 	else
 		ep->stats.server_txns--;
-	free(t->key);
 	free(t->akey);
 	free(t->out);
 	free(t->req);

@@ -17,8 +17,10 @@ struct sip_txn {
 	sip_relay *relay;        /* server: the relay it feeds; client: the relay of its branch */
 	unsigned relay_branch;   /* client: which branch of that relay */
 	int last_status;
-	char *key;               /* in ep->client or ep->server */
+	char *key;               /* in ep->client or ep->server (bytes after this struct) */
 	size_t klen;
+	sip_map_node by_key;     /* this transaction's nodes in that map and in ep->ids */
+	sip_map_node by_id;
 	char *akey;              /* server INVITE with a 2xx: in ep->accepted (ACK matching) */
 	size_t aklen;
 	sip_dest dest;           /* client: where the request goes; server: where responses go */

@@ -28,7 +28,7 @@ describe("req:relay (the proxy core)", function()
   local function send(method, opts)
     opts = opts or {}
     local req = assert(sip.request { method = method, uri = "sip:bob@example.com",
-      from = "sip:alice@example.com", headers = opts.headers })
+      from = "sip:alice@example.com", headers = opts.headers, max_forwards = opts.max_forwards })
     return alice:request(req, { target = "sip:" .. proxy:address("udp"),
       on_progress = opts.on_progress })
   end
@@ -374,5 +374,38 @@ describe("req:relay (the proxy core)", function()
     end
     s.close()
     c.close()
+  end)
+
+  it("req:validate() answers §16.3 once, finding its endpoint from the request itself", function()
+    local b = callee(function(req) req:reply(200) end)
+    local seen = {}
+    proxy:route(function(req)
+      local first, again = req:validate(), req:validate()
+      local host, port, user = sip.core.uri_hostport(req)
+      seen[#seen + 1] = { first = first, again = again, host = host, port = port, user = user }
+      if first then
+        req:relay(b:uri("bob"))
+      end
+    end)
+    assert.equal(200, send("MESSAGE").status)
+    assert.equal(483, send("MESSAGE", { max_forwards = 0 }).status)
+    assert.equal(2, #seen)
+    assert.is_true(seen[1].first and seen[1].again)
+    assert.is_false(seen[2].first)
+    assert.is_false(seen[2].again)   -- refused once, not answered twice
+    -- uri_hostport(req) reads the Request-URI as uri_hostport(req.uri) would
+    assert.same({ "example.com", nil, "bob" }, { seen[1].host, seen[1].port, seen[1].user })
+    local m = assert(sip.request { method = "MESSAGE", uri = "sip:%41lice@[::1]:5070;transport=udp",
+      from = "sip:alice@example.com" })
+    assert.same({ "::1", 5070, "Alice" }, { sip.core.uri_hostport(m) })
+    assert.same({ sip.core.uri_hostport(m.uri) }, { sip.core.uri_hostport(m) })
+    m:set_uri("sip:carol@Example.NET")
+    assert.same({ "example.net", nil, "carol" }, { sip.core.uri_hostport(m) })
+    local res = assert(sip.parse("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n" ..
+      "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n" ..
+      "Content-Length: 0\r\n\r\n"))
+    assert.error_matches(function() sip.core.uri_hostport(res) end, "a request or a URI string")
+    -- a request no endpoint received has nothing to validate against
+    assert.error_matches(function() m:validate() end, "not a request received by an endpoint")
   end)
 end)

@@ -224,7 +224,7 @@ function cli.server(opts)
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
     end
-    local rhost, rport, ruser = sip.core.uri_hostport(req.uri)
+    local rhost, rport, ruser = sip.core.uri_hostport(req)   -- its Request-URI
     local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
     if m == "REGISTER" and ruri_ours then
       if auth_www then

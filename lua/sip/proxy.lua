@@ -61,9 +61,8 @@ function Endpoint:set_domains(list)
 end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
-function msg_methods.validate(req)
-  return req._ep.core:check_request(req)
-end
+-- (ep.core:check_request(req) in C, finding the endpoint from req itself)
+msg_methods.validate = core.msg_validate
 
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
 -- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel.

@@ -349,7 +349,28 @@ static void test_map(void)
 			longest = len;
 	}
 	CHECK(longest <= 12);
-	sip_map_free(&m);
+	/* nodes the caller embeds (transactions): filed under the caller's bytes, never freed by
+	 * the map; a key already there (linked or put) is refused either way */
+	struct { sip_map_node node; char key[16]; } own[3];
+	size_t before = m.count;
+	for (int i = 0; i < 3; i++) {
+		int n = snprintf(own[i].key, sizeof own[i].key, "linked-%d", i);
+		CHECK(sip_map_link(&m, &own[i].node, own[i].key, (size_t)n, &vals[i]) == 0);
+	}
+	CHECK(m.count == before + 3);
+	CHECK(sip_map_get(&m, "linked-1", 8) == &vals[1]);
+	CHECK(sip_map_put(&m, "linked-1", 8, &vals[5]) == -1);
+	sip_map_node extra;
+	CHECK(sip_map_link(&m, &extra, "z9hG4bK1;127.0.0.1:5060;MESSAGE", 31, &vals[5]) == -1);
+	sip_map_unlink(&m, &own[1].node);
+	sip_map_unlink(&m, &own[1].node);   /* twice is harmless */
+	CHECK(m.count == before + 2 && sip_map_get(&m, "linked-1", 8) == NULL);
+	CHECK(sip_map_get(&m, "linked-0", 8) == &vals[0] && sip_map_get(&m, "linked-2", 8) == &vals[2]);
+	CHECK(sip_map_del(&m, "linked-2", 8) == &vals[2]);   /* del of a linked node: not freed */
+	CHECK(sip_map_link(&m, &own[1].node, own[1].key, 8, &vals[1]) == 0);   /* again */
+	CHECK(sip_map_get(&m, "linked-1", 8) == &vals[1]);
+	sip_map_free(&m);   /* frees its own nodes only (ASan would see a free of own[]) */
+	sip_map_unlink(&m, &own[0].node);   /* after free: nothing to do */
 }
 
 static void timer_self(void *arg)
