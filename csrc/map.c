@@ -142,9 +142,10 @@ int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 	sip_map_node *n = malloc(sizeof *n + klen);
 	if (!n)
 		return -1;
-	memcpy(n->kbuf, key, klen);
+	char *copy = (char *)(n + 1);
+	memcpy(copy, key, klen);
 	n->owned = 1;
-	insert(m, pp, n, n->kbuf, klen, h, value);
+	insert(m, pp, n, copy, klen, h, value);
 	return 0;
 }
 

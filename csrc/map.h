@@ -12,10 +12,9 @@ typedef struct sip_map_node {
 	struct sip_map_node *next;
 	void *value;
 	uint64_t hash;
-	const char *key;     /* kbuf (put), or the caller's bytes (link) */
+	const char *key;     /* right after the node (put), or the caller's bytes (link) */
 	size_t klen;
 	int owned;           /* allocated by sip_map_put: freed by del and free */
-	char kbuf[];
 } sip_map_node;
 
 typedef struct sip_map {
