@@ -181,7 +181,7 @@ sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_
 	ep->ud = ud;
 	ep->loop = loop;
 	if (sip_map_init(&ep->client) || sip_map_init(&ep->server) ||
-	    sip_map_init(&ep->accepted) || sip_map_init(&ep->ids))
+	    sip_map_init(&ep->accepted) || sip_map_init_counters(&ep->ids))
 		goto fail;
 	ep->tp = sip_tp_new(loop, &ep->cfg.tp, on_recv, on_tp_event, ep);
 	if (!ep->tp)
@@ -665,12 +665,10 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		}
 	}
 	if (t->invite) {
-		size_t len = sip_msg_print(m, NULL, 0);
-		t->req = malloc(len);
-		if (t->req) {
-			sip_msg_print(m, t->req, len);
+		size_t len;
+		t->req = sip_msg_print_alloc(m, 0, &len);
+		if (t->req)
 			t->reqlen = len;
-		}
 		core_reply(ep, t, m, 100, NULL);   /* §17.2.1: Trying, at once */
 	}
 	if (ep->hooks.request)
@@ -729,13 +727,12 @@ int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_sr
 		return -1;
 	sip_dest d;
 	response_dest(src, &via, &d);
-	size_t len = sip_msg_print(res, NULL, 0);
-	char *buf = malloc(len);
+	size_t len;
+	char *buf = sip_msg_print_alloc(res, 0, &len);
 	if (!buf) {
 		*err = "out of memory";
 		return -1;
 	}
-	sip_msg_print(res, buf, len);
 	int r = sip_ep_send_dest(ep, &d, buf, len, err);
 	free(buf);
 	return r;
@@ -835,22 +832,21 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 		*err = "cannot set Via";
 		return NULL;
 	}
-	*len = sip_msg_print(req, NULL, 0);
-	if (d->kind == SIP_TP_UDP && *len > SIP_UDP_MTU_LIMIT && mode != SIP_VIA_KEEP) {
+	char *buf = sip_msg_print_alloc(req, 0, len);
+	if (buf && d->kind == SIP_TP_UDP && *len > SIP_UDP_MTU_LIMIT && mode != SIP_VIA_KEEP) {
+		free(buf);
 		d->kind = SIP_TP_TCP;
 		d->listener = -1;
 		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE, branch)) {
 			*err = "cannot set Via";
 			return NULL;
 		}
-		*len = sip_msg_print(req, NULL, 0);
+		buf = sip_msg_print_alloc(req, 0, len);
 	}
-	char *buf = malloc(*len);
 	if (!buf) {
 		*err = "out of memory";
 		return NULL;
 	}
-	sip_msg_print(req, buf, *len);
 	return buf;
 }
 

@@ -181,7 +181,9 @@ static int l_parse(lua_State *L)
 int lsip_msg_push_clone(lua_State *L, const sip_msg *src, const void *blob, size_t blen)
 {
 	const char *err;
-	unsigned n = src->nhdrs;
+	/* two slots to spare: a proxy adds its Via and a Record-Route without a header array
+	 * of their own on the heap */
+	unsigned n = src->nhdrs + 2;
 	if (blen > 255)
 		blen = 0;
 	lsip_msg *u = lua_newuserdatauv(L, sizeof *u + n * sizeof(sip_hdr) + blen, LSIP_MSG_NUV);

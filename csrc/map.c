@@ -64,11 +64,31 @@ static void seed_once(void)
 	}
 }
 
+static uint64_t hash(const sip_map *m, const char *key, size_t klen)
+{
+	if (m->counter_keys && klen == 8) {
+		uint64_t v;
+		memcpy(&v, key, 8);
+		/* an odd multiplier permutes the low bits the buckets are chosen by: consecutive
+		 * ids land in distinct buckets */
+		return v * 0x9e3779b97f4a7c15ull;
+	}
+	return siphash13(key, klen);
+}
+
+int sip_map_init_counters(sip_map *m)
+{
+	int r = sip_map_init(m);
+	m->counter_keys = 1;
+	return r;
+}
+
 int sip_map_init(sip_map *m)
 {
 	seed_once();
 	m->nb = MAP_INITIAL;
 	m->count = 0;
+	m->counter_keys = 0;
 	m->b = calloc(m->nb, sizeof *m->b);
 	return m->b ? 0 : -1;
 }
@@ -99,7 +119,7 @@ static sip_map_node **find(const sip_map *m, const char *key, size_t klen, uint6
 
 void *sip_map_get(const sip_map *m, const char *key, size_t klen)
 {
-	sip_map_node *n = *find(m, key, klen, siphash13(key, klen));
+	sip_map_node *n = *find(m, key, klen, hash(m, key, klen));
 	return n ? n->value : NULL;
 }
 
@@ -135,7 +155,7 @@ static void insert(sip_map *m, sip_map_node **pp, sip_map_node *n, const char *k
 
 int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 {
-	uint64_t h = siphash13(key, klen);
+	uint64_t h = hash(m, key, klen);
 	sip_map_node **pp = find(m, key, klen, h);
 	if (*pp)
 		return -1;
@@ -151,7 +171,7 @@ int sip_map_put(sip_map *m, const char *key, size_t klen, void *value)
 
 int sip_map_link(sip_map *m, sip_map_node *n, const char *key, size_t klen, void *value)
 {
-	uint64_t h = siphash13(key, klen);
+	uint64_t h = hash(m, key, klen);
 	sip_map_node **pp = find(m, key, klen, h);
 	if (*pp)
 		return -1;
@@ -175,7 +195,7 @@ void sip_map_unlink(sip_map *m, sip_map_node *n)
 
 void *sip_map_del(sip_map *m, const char *key, size_t klen)
 {
-	sip_map_node **pp = find(m, key, klen, siphash13(key, klen));
+	sip_map_node **pp = find(m, key, klen, hash(m, key, klen));
 	sip_map_node *n = *pp;
 	if (!n)
 		return NULL;

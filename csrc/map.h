@@ -20,9 +20,13 @@ typedef struct sip_map_node {
 typedef struct sip_map {
 	sip_map_node **b;
 	size_t nb, count;
+	int counter_keys;   /* keys are 8-byte counters of our own: a multiply spreads them */
 } sip_map;
 
 int sip_map_init(sip_map *m);
+/* A map keyed by 8-byte values this process counts up (transaction ids): nobody else chooses
+ * them, so they skip the keyed hash. */
+int sip_map_init_counters(sip_map *m);
 void sip_map_free(sip_map *m);                      /* nodes only, not values */
 void *sip_map_get(const sip_map *m, const char *key, size_t klen);
 int sip_map_put(sip_map *m, const char *key, size_t klen, void *value);  /* 0, or -1 (ENOMEM/exists) */

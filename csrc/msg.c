@@ -1379,6 +1379,21 @@ size_t sip_msg_print(const sip_msg *m, char *buf, size_t cap)
 	return o.n;
 }
 
+char *sip_msg_print_alloc(const sip_msg *m, size_t extra, size_t *len)
+{
+	static char scratch[8192];
+	size_t n = sip_msg_print(m, scratch, sizeof scratch);
+	char *buf = malloc(n + extra ? n + extra : 1);
+	if (!buf)
+		return NULL;
+	if (n <= sizeof scratch)
+		memcpy(buf, scratch, n);
+	else
+		sip_msg_print(m, buf, n);
+	*len = n;
+	return buf;
+}
+
 /* Where a slice of src goes in the clone: inside src's buffer it moves with the buffer;
  * edit memory is appended after it (at *tail). */
 static sip_pl rebase(sip_pl v, const sip_msg *src, char *nbuf, size_t *tail)

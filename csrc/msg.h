@@ -156,5 +156,9 @@ int sip_msg_clone(sip_msg *dst, sip_hdr *slots, unsigned nslots, const sip_msg *
 /* Wire form with edits applied and a correct Content-Length.
  * Returns the size needed; writes only when it fits in cap (out may be NULL). */
 size_t sip_msg_print(const sip_msg *m, char *out, size_t cap);
+/* The wire form in a malloc'd buffer of *len bytes (plus `extra` to spare), or NULL. Printed
+ * once into scratch space and copied, rather than walked once to size it and again to write
+ * (not reentrant: one event loop per process uses it). */
+char *sip_msg_print_alloc(const sip_msg *m, size_t extra, size_t *len);
 
 #endif

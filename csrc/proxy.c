@@ -78,10 +78,9 @@ static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
 			sip_ep_logf(ep, "relay: cannot forward %d upstream: %s", res->status, err);
 	} else {
 		/* a 2xx after the server transaction is gone, or a retransmitted one (RFC 6026) */
-		size_t len = sip_msg_print(&c, NULL, 0);
-		char *buf = malloc(len);
+		size_t len;
+		char *buf = sip_msg_print_alloc(&c, 0, &len);
 		if (buf) {
-			sip_msg_print(&c, buf, len);
 			sip_ep_send_dest(ep, &r->up, buf, len, &err);
 			free(buf);
 		}
@@ -201,13 +200,11 @@ static void finish(sip_relay *r)
 	}
 	if (best->status == 503) {
 		/* §16.7 step 6: a 503 from downstream goes up as 500 */
-		size_t len = sip_msg_print(best, NULL, 0);
-		char *buf = malloc(len + 32);
+		size_t len;
+		char *buf = sip_msg_print_alloc(best, 32, &len);
 		const char *eol = NULL, *err;
-		if (buf) {
-			sip_msg_print(best, buf, len);
+		if (buf)
 			eol = memchr(buf, '\n', len);
-		}
 		if (eol) {
 			static const char line[] = "SIP/2.0 500 Server Internal Error\r\n";
 			size_t rest = len - (size_t)(eol + 1 - buf);

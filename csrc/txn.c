@@ -331,13 +331,12 @@ int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err)
 				    "a final response was sent already";
 		return -1;
 	}
-	size_t len = sip_msg_print(res, NULL, 0);
-	char *buf = malloc(len);
+	size_t len;
+	char *buf = sip_msg_print_alloc(res, 0, &len);
 	if (!buf) {
 		*err = "out of memory";
 		return -1;
 	}
-	sip_msg_print(res, buf, len);
 	return sip_txn_server_reply_wire(t, code, buf, len, res->call_id, res->cseq, res->from_tag,
 					 err);
 }

@@ -371,6 +371,28 @@ static void test_map(void)
 	CHECK(sip_map_get(&m, "linked-1", 8) == &vals[1]);
 	sip_map_free(&m);   /* frees its own nodes only (ASan would see a free of own[]) */
 	sip_map_unlink(&m, &own[0].node);   /* after free: nothing to do */
+
+	/* counter keys (transaction ids) take the multiplicative hash: found, removed, and
+	 * spread one to a bucket */
+	CHECK(sip_map_init_counters(&m) == 0);
+	for (uint64_t id = 1; id <= 10000; id++)
+		CHECK(sip_map_put(&m, (const char *)&id, sizeof id, &vals[id]) == 0);
+	for (uint64_t id = 1; id <= 10000; id++)
+		CHECK(sip_map_get(&m, (const char *)&id, sizeof id) == &vals[id]);
+	uint64_t gone = 77, never = 10001;
+	CHECK(sip_map_del(&m, (const char *)&gone, 8) == &vals[77]);
+	CHECK(sip_map_get(&m, (const char *)&gone, 8) == NULL);
+	CHECK(sip_map_get(&m, (const char *)&never, 8) == NULL);
+	longest = 0;
+	for (size_t b = 0; b < m.nb; b++) {
+		size_t len = 0;
+		for (sip_map_node *n = m.b[b]; n; n = n->next)
+			len++;
+		if (len > longest)
+			longest = len;
+	}
+	CHECK(longest <= 2);
+	sip_map_free(&m);
 }
 
 static void timer_self(void *arg)
