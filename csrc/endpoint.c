@@ -815,13 +815,15 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	n += sbl;
 	memcpy(v + n, ";branch=", 8);
 	n += 8;
+	size_t branch_at = n;
 	memcpy(v + n, branch, bl);
 	n += bl;
 	memcpy(v + n, ";rport", 6);
 	n += 6;
 	if (mode == SIP_VIA_REPLACE && req->first[SIP_HDR_VIA] >= 0)
 		sip_msg_remove_top_via(req);
-	return sip_msg_add_header(req, "Via", 3, v, (size_t)n, 1);
+	/* sb is our listener's host:port and the branch was checked token by token above */
+	return sip_msg_add_own_via(req, v, n, branch_at, bl);
 }
 
 /* Choose the transport (§18.1.1: large requests leave UDP), write our Via, print. */

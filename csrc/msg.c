@@ -1146,6 +1146,45 @@ static void take_shortcut(sip_msg *m, const sip_msg *tmp, sip_hdr_id id)
 	}
 }
 
+/* CR, LF or NUL in the n bytes at p: what no header value may hold. 16 bytes a step. */
+static int has_line_break(const char *p, size_t n)
+{
+	const char *end = p + n;
+#ifdef __SSE2__
+	for (; end - p >= 16; p += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)p);
+		__m128i hit = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r')),
+					   _mm_cmpeq_epi8(v, _mm_set1_epi8('\n')));
+		hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, _mm_setzero_si128()));
+		if (_mm_movemask_epi8(hit))
+			return 1;
+	}
+#endif
+	for (; p < end; p++)
+		if (*p == '\r' || *p == '\n' || *p == '\0')
+			return 1;
+	return 0;
+}
+
+/* A header went in at index at: every first[] index at or past it moves down one (eight
+ * at a step with SSE2: the loop ran over every header name for each added header). */
+static void first_shift_down(sip_msg *m, unsigned at)
+{
+	int i = 0;
+#ifdef __SSE2__
+	const __m128i below = _mm_set1_epi16((short)((int)at - 1));
+	for (; i + 8 <= SIP_HDR_COUNT; i += 8) {
+		__m128i v = _mm_loadu_si128((const __m128i *)&m->first[i]);
+		/* cmpgt is -1 where first[i] >= at (and never for -1, "none") */
+		v = _mm_sub_epi16(v, _mm_cmpgt_epi16(v, below));
+		_mm_storeu_si128((__m128i *)&m->first[i], v);
+	}
+#endif
+	for (; i < SIP_HDR_COUNT; i++)
+		if (m->first[i] >= (int)at)
+			m->first[i]++;
+}
+
 int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		       const char *val, size_t vlen, int at_top)
 {
@@ -1155,9 +1194,8 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 	for (size_t i = 0; i < nlen; i++)
 		if (!sip_is_token((unsigned char)name[i]))
 			return -1;
-	for (size_t i = 0; i < value.n; i++)
-		if (value.p[i] == '\r' || value.p[i] == '\n' || value.p[i] == '\0')
-			return -1;
+	if (has_line_break(value.p, value.n))
+		return -1;
 	if (nlen == 0)
 		return -1;
 	/* at the top too: a second From or CSeq makes a message no parser accepts */
@@ -1195,14 +1233,30 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 	sip_hdr h = { nm, v, (uint16_t)id, 0, 1 };
 	if (push_hdr(m, at, &h, UINT_MAX))
 		return -1;
-	/* indexes at or past `at` moved down one */
-	for (int i = 0; i < SIP_HDR_COUNT; i++)
-		if (m->first[i] >= (int)at)
-			m->first[i]++;
+	first_shift_down(m, at);
 	if (m->first[id] < 0 || m->first[id] > (int)at)
 		m->first[id] = (int16_t)at;
 	if (first)
 		take_shortcut(m, &tmp, id);
+	return 0;
+}
+
+
+int sip_msg_add_own_via(sip_msg *m, const char *val, size_t vlen, size_t branch_at,
+			size_t branch_len)
+{
+	if (branch_at + branch_len > vlen)
+		return -1;
+	char *vmem = edit_copy(m, val, vlen);
+	if (!vmem)
+		return -1;
+	sip_hdr h = { sip_pl_make(hdr_info[SIP_HDR_VIA].name, 3), sip_pl_make(vmem, vlen),
+		      (uint16_t)SIP_HDR_VIA, 0, 1 };
+	if (push_hdr(m, 0, &h, UINT_MAX))
+		return -1;
+	first_shift_down(m, 0);
+	m->first[SIP_HDR_VIA] = 0;
+	m->branch = sip_pl_make(vmem + branch_at, branch_len);
 	return 0;
 }
 

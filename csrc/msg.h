@@ -137,6 +137,11 @@ size_t sip_unfold(sip_pl value, char *out, size_t cap);
 /* Edits. name may be any form; it is written in canonical form when known. */
 int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		       const char *val, size_t vlen, int at_top);
+/* A Via this program wrote (a proxy's or a UAC's own, RFC 3261 §16.6 step 8), put on top:
+ * not parsed again to find its branch, which is at branch_at for branch_len bytes of val.
+ * The caller vouches for the rest (sent-by, a token branch, no CR/LF). 0, or -1. */
+int sip_msg_add_own_via(sip_msg *m, const char *val, size_t vlen, size_t branch_at,
+			size_t branch_len);
 int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
 		       const char *val, size_t vlen);        /* replaces all of that name */
 int sip_msg_remove_header(sip_msg *m, const char *name, size_t nlen);  /* count removed */
