@@ -226,5 +226,20 @@ describe("luasip serve", function()
         from = "sip:alice@localhost" }, opts)
       assert.equal(482, res.status)
     end)
+    it("relays a request that comes back with another Request-URI (a spiral, not a loop)", function()
+      -- bob's binding sends the request back to the proxy for carol, whose binding is a UA:
+      -- the second pass has a new Request-URI, so its loop hash differs (§16.3 item 4)
+      local carol = ua()
+      local got
+      carol:on("MESSAGE", function(req) got = req; req:reply(200) end)
+      assert.equal(200, register(carol, "carol", "carol-pw").status)
+      assert.equal(200, register(bob, "bob", "bob-pw", { contact = "sip:carol@" .. proxy }).status)
+      local res = send(alice, { method = "MESSAGE", uri = "sip:bob@localhost",
+        from = "sip:alice@localhost", body = "hi" }, opts)
+      assert.equal(200, res.status)
+      assert.truthy(got)
+      assert.equal(3, #got:headers("Via"))   -- alice, the proxy's first pass and its second
+      carol:close()
+    end)
   end)
 end)
