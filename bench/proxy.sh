@@ -3,7 +3,7 @@
 # harness (../shared/bench/run.sh): one row per run and luasip/kamailio CPU per call per scenario.
 #
 # usage: bench/proxy.sh [SCENARIO:RATE:COUNT]...  (default message:500:5000 message:1000:10000
-#        call:200:1000), from the repository root (run.sh runs PROXY_CMD there).
+#        call:200:2000), from the repository root (run.sh runs PROXY_CMD there).
 # BENCH_ROUNDS=N (default 3): every target runs N times, the targets taking turns, and the
 # median counts. On the 2-core bench VM one run of the same build swings by up to 60%
 # (88-162 CPU-us per MESSAGE in nine runs), more than the differences measured here.
@@ -12,7 +12,7 @@ RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
 # the floor: a stateless UDP relay with no SIP in it (bench/floor_relay.c), what the kernel
 # alone costs any proxy in this harness
 FLOOR=${FLOOR_RELAY:-build/bench/floor_relay}
-runs=("$@"); [[ ${#runs[@]} -gt 0 ]] || runs=(message:500:5000 message:1000:10000 call:200:1000)
+runs=("$@"); [[ ${#runs[@]} -gt 0 ]] || runs=(message:500:5000 message:1000:10000 call:200:2000)
 # run.sh expects the proxy on udp:127.0.0.1:45060, REGISTER without auth, bob@127.0.0.1;
 # `exec` makes the proxy run.sh's own child, so its CPU is the one read from /proc.
 export PROXY_CMD=${PROXY_CMD:-'exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet'}

@@ -300,6 +300,19 @@ static void test_timer_lazy(void)
 	sip_loop_free(loop);
 }
 
+static size_t longest_chain(const sip_map *m)
+{
+	size_t longest = 0;
+	for (size_t b = 0; b < m->nb; b++) {
+		size_t len = 0;
+		for (const sip_map_node *n = m->b[b]; n; n = n->next)
+			len++;
+		if (len > longest)
+			longest = len;
+	}
+	return longest;
+}
+
 /* The transaction map: keys that differ in any byte (also in the last, partial word) or only
  * in length are distinct; duplicates are refused; growth keeps every entry. */
 static void test_map(void)
@@ -340,15 +353,7 @@ static void test_map(void)
 		CHECK(sip_map_get(&m, key, (size_t)n) == (i % 2 ? &vals[i] : NULL));
 	}
 	/* the hash spreads: no bucket holds more than a handful of the 10k transaction keys */
-	size_t longest = 0;
-	for (size_t b = 0; b < m.nb; b++) {
-		size_t len = 0;
-		for (sip_map_node *n = m.b[b]; n; n = n->next)
-			len++;
-		if (len > longest)
-			longest = len;
-	}
-	CHECK(longest <= 12);
+	CHECK(longest_chain(&m) <= 12);
 	/* nodes the caller embeds (transactions): filed under the caller's bytes, never freed by
 	 * the map; a key already there (linked or put) is refused either way */
 	struct { sip_map_node node; char key[16]; } own[3];
@@ -383,15 +388,7 @@ static void test_map(void)
 	CHECK(sip_map_del(&m, (const char *)&gone, 8) == &vals[77]);
 	CHECK(sip_map_get(&m, (const char *)&gone, 8) == NULL);
 	CHECK(sip_map_get(&m, (const char *)&never, 8) == NULL);
-	longest = 0;
-	for (size_t b = 0; b < m.nb; b++) {
-		size_t len = 0;
-		for (sip_map_node *n = m.b[b]; n; n = n->next)
-			len++;
-		if (len > longest)
-			longest = len;
-	}
-	CHECK(longest <= 2);
+	CHECK(longest_chain(&m) <= 2);
 	sip_map_free(&m);
 }
 
