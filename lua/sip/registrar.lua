@@ -95,6 +95,7 @@ function registrar.new(opts)
     default_expires = opts.default_expires or 3600,
     domains = opts.domains,
     clock = opts.clock or os.time,
+    version = 0,   -- bumped when a binding changes: targets() keeps its lists until then
     on_change = opts.on_change,
     canonical = opts.canonical,   -- fn(uri table) -> uri table: map aliases to one domain
   }, Registrar)
@@ -140,7 +141,7 @@ function Registrar:targets(aor)
     cache = {}
     self._targets, self._targets_version = cache, version
   end
-  local now = now_of(self)
+  local now = self.clock()   -- now_of(self), one call less: this runs for every request
   local c = cache[aor]
   if c and now < c.until_ then
     return c.list
