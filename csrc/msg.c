@@ -1241,7 +1241,6 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 	return 0;
 }
 
-
 int sip_msg_add_own_via(sip_msg *m, const char *val, size_t vlen, size_t branch_at,
 			size_t branch_len)
 {
@@ -1252,10 +1251,12 @@ int sip_msg_add_own_via(sip_msg *m, const char *val, size_t vlen, size_t branch_
 		return -1;
 	sip_hdr h = { sip_pl_make(hdr_info[SIP_HDR_VIA].name, 3), sip_pl_make(vmem, vlen),
 		      (uint16_t)SIP_HDR_VIA, 0, 1 };
-	if (push_hdr(m, 0, &h, UINT_MAX))
+	/* where sip_msg_add_header(..., at_top) puts it: just above the Vias there are */
+	unsigned at = m->first[SIP_HDR_VIA] >= 0 ? (unsigned)m->first[SIP_HDR_VIA] : 0;
+	if (push_hdr(m, at, &h, UINT_MAX))
 		return -1;
-	first_shift_down(m, 0);
-	m->first[SIP_HDR_VIA] = 0;
+	first_shift_down(m, at);
+	m->first[SIP_HDR_VIA] = (int16_t)at;
 	m->branch = sip_pl_make(vmem + branch_at, branch_len);
 	return 0;
 }

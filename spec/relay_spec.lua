@@ -408,4 +408,48 @@ describe("req:relay (the proxy core)", function()
     -- a request no endpoint received has nothing to validate against
     assert.error_matches(function() m:validate() end, "not a request received by an endpoint")
   end)
+
+  it("puts its Via just above the Vias it received, leaving the other headers in place", function()
+    local socket = require "socket"
+    -- raw sockets on both sides: an endpoint would rewrite its own top Via (received=)
+    local function raw()
+      local u = socket.udp()
+      assert(u:setsockname("127.0.0.1", 0))
+      u:settimeout(0)
+      return u, select(2, u:getsockname())
+    end
+    local up, uport = raw()
+    local down, dport = raw()
+    proxy:route(function(req) req:relay("sip:bob@127.0.0.1:" .. dport) end)
+    local host, port = proxy:address("udp"):match("^(.*):(%d+)$")
+    -- Via is not the first header here, and there are two Via lines
+    up:sendto(table.concat({
+      "MESSAGE sip:bob@example.com SIP/2.0",
+      "Max-Forwards: 70",
+      "Via: SIP/2.0/UDP 127.0.0.1:" .. uport .. ";branch=z9hG4bKfirst;rport",
+      "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKsecond",
+      "From: <sip:a@example.com>;tag=1", "To: <sip:bob@example.com>", "Call-ID: order1",
+      "CSeq: 1 MESSAGE", "Content-Length: 0", "", "" }, "\r\n"), host, tonumber(port))
+    local got
+    run_until(function()
+      got = down:receive()
+      return got
+    end, 3)
+    up:close()
+    down:close()
+    assert.truthy(got)
+    local names = {}
+    for line in got:gmatch("([^\r\n]+)\r\n") do
+      names[#names + 1] = line:match("^([%w%-]+):") or line
+    end
+    assert.same({ "MESSAGE sip:bob@127.0.0.1:" .. dport .. " SIP/2.0", "Max-Forwards", "Via", "Via",
+      "Via", "From", "To", "Call-ID", "CSeq", "Content-Length" }, names)
+    local vias = {}
+    for v in got:gmatch("Via: ([^\r]+)") do
+      vias[#vias + 1] = v
+    end
+    assert.matches("^SIP/2.0/UDP 127.0.0.1:%d+;branch=z9hG4bK", vias[1])
+    assert.matches("branch=z9hG4bKfirst", vias[2])
+    assert.matches("branch=z9hG4bKsecond", vias[3])
+  end)
 end)
