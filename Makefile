@@ -86,7 +86,8 @@ INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_intero
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
-# C tests of the loop, timers, the transaction map, framing and transports: plain C, no Lua, real sockets on loopback.
+# C tests of the loop and its timers, the transaction map, framing and transports: plain C,
+# no Lua, real sockets on loopback.
 CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
 	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS)
