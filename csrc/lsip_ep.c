@@ -795,19 +795,26 @@ static int ep_check_request(lua_State *L)
 	return 1;
 }
 
-/* core.msg_validate(req) -> true | false: req:validate() in C. The endpoint (req._ep.core)
- * comes from the request's user value, not from a Lua function and two __index calls. */
-static int l_msg_validate(lua_State *L)
+/* Push the endpoint core (req._ep.core) of the request at index 1, found through its user
+ * value rather than two __index calls; what names the method in the error. */
+static lsip_ep *push_ep_of(lua_State *L, const char *what)
 {
-	sip_msg *m = lsip_checkmsg(L, 1);
-	lua_settop(L, 1);
 	if (lua_getiuservalue(L, 1, LSIP_MSG_UV_EP) == LUA_TNONE) {
 		lua_pop(L, 1);
 		lua_getfield(L, 1, "_ep");   /* a message from sip.parse keeps it in its extra table */
 	}
-	if (lua_type(L, 2) != LUA_TTABLE || lua_getfield(L, 2, "core") != LUA_TUSERDATA)
-		return luaL_error(L, "req:validate: not a request received by an endpoint");
-	lsip_ep *e = check_ep(L, 3);
+	if (lua_type(L, -1) != LUA_TTABLE || lua_getfield(L, -1, "core") != LUA_TUSERDATA)
+		luaL_error(L, "%s: not a request received by an endpoint", what);
+	lua_remove(L, -2);
+	return check_ep(L, lua_gettop(L));
+}
+
+/* core.msg_validate(req) -> true | false: req:validate() in C, the endpoint from req. */
+static int l_msg_validate(lua_State *L)
+{
+	sip_msg *m = lsip_checkmsg(L, 1);
+	lua_settop(L, 1);
+	lsip_ep *e = push_ep_of(L, "req:validate");
 	sip_txn *st;
 	lua_pushboolean(L, check_request(e, m, &st));
 	return 1;
@@ -891,6 +898,17 @@ static int ep_relay_request(lua_State *L)
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);
 	return 2;
+}
+
+/* core.msg_relay(req, targets, next_hop, timeout_ms, flags, record_route, stateless): the
+ * same as ep:relay_request with the endpoint taken from req (req:relay's first step). */
+static int l_msg_relay(lua_State *L)
+{
+	lsip_checkmsg(L, 1);
+	lua_settop(L, 7);
+	push_ep_of(L, "req:relay");
+	lua_insert(L, 1);
+	return ep_relay_request(L);
 }
 
 /* ep:set_rate_limit(rate, burst, max_sources, log_window_ms): rate 0 turns it off */
@@ -1117,4 +1135,6 @@ void lsip_open_ep(lua_State *L)
 	lua_setfield(L, -2, "endpoint");
 	lua_pushcfunction(L, l_msg_validate);
 	lua_setfield(L, -2, "msg_validate");
+	lua_pushcfunction(L, l_msg_relay);
+	lua_setfield(L, -2, "msg_relay");
 }

@@ -407,6 +407,8 @@ describe("req:relay (the proxy core)", function()
     assert.error_matches(function() sip.core.uri_hostport(res) end, "a request or a URI string")
     -- a request no endpoint received has nothing to validate against
     assert.error_matches(function() m:validate() end, "not a request received by an endpoint")
+    assert.error_matches(function() m:relay("sip:x@127.0.0.1") end,
+      "req:relay: not a request received by an endpoint")
   end)
 
   it("puts its Via just above the Vias it received, leaving the other headers in place", function()

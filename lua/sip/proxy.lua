@@ -73,12 +73,11 @@ msg_methods.validate = core.msg_validate
 -- The core does the rest of §16 (csrc/proxy.c): branches with loop-detecting Via branches,
 -- provisionals and 2xx upstream, the best final, CANCEL of the other branches, merged
 -- challenges, 503 as 500, and CANCEL from upstream (§16.10).
+local msg_relay = core.msg_relay
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
   end
-  local ep = req._ep
-  assert(ep, "req:relay: not a request received by an endpoint")
   local flags, timeout, next_hop_uri, rr, stateless = 1, nil, nil, nil, nil
   if opts then
     flags = opts.wait == false and 0 or 1
@@ -88,8 +87,9 @@ function msg_methods.relay(req, targets, opts)
     timeout = opts.timeout and math.floor(opts.timeout * 1000) or nil
     next_hop_uri, rr, stateless = opts.next_hop, opts.record_route, opts.stateless
   end
-  -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (ep:relay_request)
-  local id, done = ep.core:relay_request(req, targets, next_hop_uri, timeout, flags, rr, stateless)
+  -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (ep:relay_request, the
+  -- endpoint found from req in C)
+  local id, done = msg_relay(req, targets, next_hop_uri, timeout, flags, rr, stateless)
   if not id then
     if done ~= "refused" and req.method ~= "ACK" and req._txn ~= 0 then
       req:reply(400, "Bad target")
@@ -104,6 +104,7 @@ function msg_methods.relay(req, targets, opts)
   if flags == 0 then
     return true
   end
+  local ep = req._ep
   if flags == 3 then
     local list = type(targets) == "table" and targets or { targets or req.uri }
     ep.relay_each[id] = function(i, res)
