@@ -785,16 +785,6 @@ static int check_request(lsip_ep *e, sip_msg *m, sip_txn **st)
 	return code == 0;
 }
 
-/* ep:check_request(req) -> true | false (refused and answered, §16.3) */
-static int ep_check_request(lua_State *L)
-{
-	lsip_ep *e = check_ep(L, 1);
-	sip_msg *m = lsip_checkmsg(L, 2);
-	sip_txn *st;
-	lua_pushboolean(L, check_request(e, m, &st));
-	return 1;
-}
-
 /* Push the endpoint core (req._ep.core) of the request at index 1, found through its user
  * value rather than two __index calls; what names the method in the error. */
 static lsip_ep *push_ep_of(lua_State *L, const char *what)
@@ -820,12 +810,12 @@ static int l_msg_validate(lua_State *L)
 	return 1;
 }
 
-/* ep:relay_request(req, targets, next_hop, timeout_ms, flags, record_route, stateless)
+/* relay_request(ep, req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
  * SUBSCRIBE, REFER), then the relay (sip_ep_relay; targets nil: the Request-URI). An ACK, a
  * request without a transaction, or stateless = true is forwarded statelessly (§16.11). */
-static int ep_relay_request(lua_State *L)
+static int relay_request(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
 	sip_msg *m = lsip_checkmsg(L, 2);
@@ -900,15 +890,15 @@ static int ep_relay_request(lua_State *L)
 	return 2;
 }
 
-/* core.msg_relay(req, targets, next_hop, timeout_ms, flags, record_route, stateless): the
- * same as ep:relay_request with the endpoint taken from req (req:relay's first step). */
+/* core.msg_relay(req, targets, next_hop, timeout_ms, flags, record_route, stateless):
+ * relay_request with the endpoint taken from req (req:relay's first step). */
 static int l_msg_relay(lua_State *L)
 {
 	lsip_checkmsg(L, 1);
 	lua_settop(L, 7);
 	push_ep_of(L, "req:relay");
 	lua_insert(L, 1);
-	return ep_relay_request(L);
+	return relay_request(L);
 }
 
 /* ep:set_rate_limit(rate, burst, max_sources, log_window_ms): rate 0 turns it off */
@@ -1096,8 +1086,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
-	{ "set_router", ep_set_router }, { "relay_request", ep_relay_request },
-	{ "check_request", ep_check_request }, { "set_domains", ep_set_domains },
+	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
 	{ "set_has_dialogs", ep_set_has_dialogs },
 	{ "set_rate_limit", ep_set_rate_limit }, { "rate_limit", ep_rate_limit },

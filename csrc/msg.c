@@ -1185,6 +1185,17 @@ static void first_shift_down(sip_msg *m, unsigned at)
 			m->first[i]++;
 }
 
+/* Header h in at index at, the first-of-kind indexes kept right (h's own among them). */
+static int insert_hdr(sip_msg *m, unsigned at, const sip_hdr *h)
+{
+	if (push_hdr(m, at, h, UINT_MAX))
+		return -1;
+	first_shift_down(m, at);
+	if (m->first[h->id] < 0 || m->first[h->id] > (int)at)
+		m->first[h->id] = (int16_t)at;
+	return 0;
+}
+
 int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		       const char *val, size_t vlen, int at_top)
 {
@@ -1231,11 +1242,8 @@ int sip_msg_add_header(sip_msg *m, const char *name, size_t nlen,
 		nm = sip_pl_make(mem, nlen);
 	}
 	sip_hdr h = { nm, v, (uint16_t)id, 0, 1 };
-	if (push_hdr(m, at, &h, UINT_MAX))
+	if (insert_hdr(m, at, &h))
 		return -1;
-	first_shift_down(m, at);
-	if (m->first[id] < 0 || m->first[id] > (int)at)
-		m->first[id] = (int16_t)at;
 	if (first)
 		take_shortcut(m, &tmp, id);
 	return 0;
@@ -1252,11 +1260,8 @@ int sip_msg_add_own_via(sip_msg *m, const char *val, size_t vlen, size_t branch_
 	sip_hdr h = { sip_pl_make(hdr_info[SIP_HDR_VIA].name, 3), sip_pl_make(vmem, vlen),
 		      (uint16_t)SIP_HDR_VIA, 0, 1 };
 	/* where sip_msg_add_header(..., at_top) puts it: just above the Vias there are */
-	unsigned at = m->first[SIP_HDR_VIA] >= 0 ? (unsigned)m->first[SIP_HDR_VIA] : 0;
-	if (push_hdr(m, at, &h, UINT_MAX))
+	if (insert_hdr(m, m->first[SIP_HDR_VIA] >= 0 ? (unsigned)m->first[SIP_HDR_VIA] : 0, &h))
 		return -1;
-	first_shift_down(m, at);
-	m->first[SIP_HDR_VIA] = (int16_t)at;
 	m->branch = sip_pl_make(vmem + branch_at, branch_len);
 	return 0;
 }
@@ -1294,9 +1299,8 @@ int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
 		if (check_header_edit(&tmp, id, value, 0, &err))
 			return -1;
 	}
-	for (size_t i = 0; i < value.n; i++)
-		if (value.p[i] == '\r' || value.p[i] == '\n' || value.p[i] == '\0')
-			return -1;
+	if (has_line_break(value.p, value.n))
+		return -1;
 	if (at < 0)
 		return sip_msg_add_header(m, name, nlen, val, vlen, 0);
 	char *vmem = edit_copy(m, value.p, value.n);

@@ -94,6 +94,19 @@ static int port_parse(sip_pl s, int *port)
 	return 0;
 }
 
+/* A port's 1-5 digits at p (after the ':'), at most 65535: the end of them, or NULL. */
+static inline const char *port_digits(const char *p, const char *end, unsigned *port)
+{
+	const char *q = p;
+	unsigned v = 0;
+	while (q < end && sip_is_digit((unsigned char)*q) && q - p < 6)
+		v = v * 10 + (unsigned)(*q++ - '0');
+	if (q == p || q - p > 5 || v > 65535)
+		return NULL;
+	*port = v;
+	return q;
+}
+
 /* One generic-param (RFC 3261 §25.1) at p, LWS around '=' allowed: its name and value
  * (empty when none; quoted values keep their quotes). Returns where it ends, past any
  * LWS after it, or NULL on bad syntax. */
@@ -224,11 +237,8 @@ static int sip_uri_rest(sip_uri *u, const char *p, const char *end)
 	}
 	u->host = sip_pl_make(h, (size_t)(q - h));
 	if (q < end && *q == ':') {
-		const char *ps = ++q;
-		unsigned v = 0;
-		while (q < end && sip_is_digit((unsigned char)*q) && q - ps < 6)
-			v = v * 10 + (unsigned)(*q++ - '0');
-		if (q == ps || q - ps > 5 || v > 65535)
+		unsigned v;
+		if (!(q = port_digits(q + 1, end, &v)))
 			return -1;
 		u->port = (int)v;
 	}
@@ -469,12 +479,8 @@ static inline const char *user_host_port(const char *p, const char *end)
 	if (q == h)
 		return NULL;
 	if (q < end && *q == ':') {
-		const char *ps = ++q;
-		unsigned v = 0;
-		while (q < end && sip_is_digit((unsigned char)*q) && q - ps < 6)
-			v = v * 10 + (unsigned)(*q++ - '0');
-		if (q == ps || q - ps > 5 || v > 65535)
-			return NULL;
+		unsigned v;
+		q = port_digits(q + 1, end, &v);
 	}
 	return q;
 }

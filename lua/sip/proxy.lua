@@ -61,7 +61,7 @@ function Endpoint:set_domains(list)
 end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
--- (ep.core:check_request(req) in C, finding the endpoint from req itself)
+-- (in C, finding the endpoint from req itself)
 msg_methods.validate = core.msg_validate
 
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
@@ -87,8 +87,8 @@ function msg_methods.relay(req, targets, opts)
     timeout = opts.timeout and math.floor(opts.timeout * 1000) or nil
     next_hop_uri, rr, stateless = opts.next_hop, opts.record_route, opts.stateless
   end
-  -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (ep:relay_request, the
-  -- endpoint found from req in C)
+  -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (lsip_ep.c
+  -- relay_request, the endpoint found from req in C)
   local id, done = msg_relay(req, targets, next_hop_uri, timeout, flags, rr, stateless)
   if not id then
     if done ~= "refused" and req.method ~= "ACK" and req._txn ~= 0 then
