@@ -1185,6 +1185,23 @@ static void first_shift_down(sip_msg *m, unsigned at)
 			m->first[i]++;
 }
 
+/* The header at index at went out: every first[] index past it moves up one. */
+static void first_shift_up(sip_msg *m, unsigned at)
+{
+	int i = 0;
+#ifdef __SSE2__
+	const __m128i past = _mm_set1_epi16((short)at);
+	for (; i + 8 <= SIP_HDR_COUNT; i += 8) {
+		__m128i v = _mm_loadu_si128((const __m128i *)&m->first[i]);
+		v = _mm_add_epi16(v, _mm_cmpgt_epi16(v, past));   /* -1 where first[i] > at */
+		_mm_storeu_si128((__m128i *)&m->first[i], v);
+	}
+#endif
+	for (; i < SIP_HDR_COUNT; i++)
+		if (m->first[i] > (int)at)
+			m->first[i]--;
+}
+
 /* Header h in at index at, the first-of-kind indexes kept right (h's own among them). */
 static int insert_hdr(sip_msg *m, unsigned at, const sip_hdr *h)
 {
@@ -1328,13 +1345,30 @@ int sip_msg_remove_top_via(sip_msg *m)
 	sip_pl v = m->hdrs[i].value;
 	sip_list_next(v, &pos, &item);
 	if (pos >= v.n) {
+		/* the whole line goes; the next Via line, if any, is the first now */
 		memmove(&m->hdrs[i], &m->hdrs[i + 1], (m->nhdrs - (unsigned)i - 1) * sizeof(sip_hdr));
 		m->nhdrs--;
+		first_shift_up(m, (unsigned)i);
+		m->first[SIP_HDR_VIA] = -1;
+		for (unsigned j = (unsigned)i; j < m->nhdrs; j++)
+			if (m->hdrs[j].id == SIP_HDR_VIA) {
+				m->first[SIP_HDR_VIA] = (int16_t)j;
+				break;
+			}
 	} else {
 		m->hdrs[i].value = trim(sip_pl_make(v.p + pos, v.n - pos));
 	}
-	reindex(m);
-	refresh(m, SIP_HDR_VIA);
+	i = m->first[SIP_HDR_VIA];
+	/* the values behind the one taken off were checked when they came in or were added:
+	 * only the new first one is parsed again, for its branch */
+	m->branch = sip_pl_make(NULL, 0);
+	if (i >= 0 && !sip_via_first_quick(m->hdrs[i].value, &m->branch)) {
+		sip_via via;
+		const char *err;
+		pos = 0;
+		if (sip_list_next(m->hdrs[i].value, &pos, &item) && !sip_via_parse(&via, item, &err))
+			m->branch = via.branch;
+	}
 	return 0;
 }
 

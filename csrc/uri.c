@@ -778,6 +778,12 @@ int sip_via_list_quick(sip_pl s, sip_pl *branch)
 	}
 }
 
+int sip_via_first_quick(sip_pl s, sip_pl *branch)
+{
+	const char *end = s.p + s.n;
+	return via_quick(skip_lws(s.p, end), end, branch) != NULL;
+}
+
 int sip_via_parse(sip_via *v, sip_pl s, const char **err)
 {
 	memset(v, 0, sizeof *v);

@@ -69,5 +69,8 @@ int sip_via_parse(sip_via *v, sip_pl s, const char **err);
  * shape and valid (what sip_list_next + sip_via_parse would accept), with the first one's
  * branch; 0 when it cannot tell, and the caller takes the general path. */
 int sip_via_list_quick(sip_pl s, sip_pl *branch);
+/* The first value of the Via list s alone, if it has the usual shape: 1 and its branch
+ * (empty if none), else 0 (sip_list_next + sip_via_parse tell). */
+int sip_via_first_quick(sip_pl s, sip_pl *branch);
 
 #endif

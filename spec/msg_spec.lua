@@ -539,9 +539,43 @@ describe("edits", function()
     local m = assert(sip.parse(helper.read("rfc4475/valid/wsinv.sip")))
     m:pop_via()
     m:pop_via()
+    assert.equal("z9hG4bK30239", m.branch)   -- the odd-shaped Via left parsed on its own
     local again = assert(sip.parse(tostring(m)))
     assert.equal(1, #again:vias())
     assert.equal("z9hG4bK30239", again.branch)
+  end)
+  it("keeps every header in reach when a whole Via line goes", function()
+    local m = assert(sip.parse(table.concat({
+      "OPTIONS sip:bob@example.com SIP/2.0",
+      "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bKa",
+      "Max-Forwards: 70",
+      "Via: SIP/2.0/UDP b.example.com;branch=z9hG4bKb , SIP/2.0/UDP c.example.com;branch=z9hG4bKc",
+      "To: <sip:bob@example.com>",
+      "From: <sip:alice@example.com>;tag=1",
+      "Call-ID: pop@example.com",
+      "CSeq: 1 OPTIONS",
+      "Content-Length: 0", "", ""}, "\r\n")))
+    local function check(branch, nvias)
+      assert.equal(branch, m.branch)
+      assert.equal("70", m:header("Max-Forwards"))
+      assert.equal("<sip:bob@example.com>", m:header("To"))
+      assert.equal("<sip:alice@example.com>;tag=1", m:header("From"))
+      assert.equal("1 OPTIONS", m:header("CSeq"))
+      assert.equal(nvias, #m:vias())
+    end
+    check("z9hG4bKa", 3)
+    assert.truthy(m:pop_via())
+    check("z9hG4bKb", 2)
+    assert.equal("b.example.com", m:vias()[1].host)
+    assert.truthy(m:pop_via())
+    check("z9hG4bKc", 1)
+    assert.truthy(m:pop_via())
+    check(nil, 0)
+    assert.is_nil(m:pop_via())
+    -- what prints is what the accessors said
+    local text = tostring(m)
+    assert.is_nil(text:find("Via", 1, true))
+    assert.truthy(text:find("Max-Forwards: 70\r\nTo: <sip:bob@example.com>\r\n", 1, true))
   end)
   it("decrements Max-Forwards, or adds 70", function()
     local m = assert(sip.parse(minimal))
