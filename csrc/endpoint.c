@@ -453,7 +453,10 @@ static void reply_unparsable(sip_endpoint *ep, const sip_tp_src *src, const char
 	sip_ep_send_dest(ep, &d, out, o, &err);
 }
 
-/* §18.2.1 / RFC 3581: record where the request really came from in its top Via. */
+/* §18.2.1 / RFC 3581: record where the request really came from in its top Via: received=
+ * when the sent-by is not the source address, and with a bare rport always (RFC 3581 §4),
+ * the source port in that rport. The value is written again unfolded; should what comes of
+ * it not be a Via, the request keeps the one it came with. */
 static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_src *src)
 {
 	char ip[INET6_ADDRSTRLEN];
@@ -464,42 +467,42 @@ static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_
 		host.p++;
 		host.n -= 2;
 	}
-	int need_received = !(host.n == strlen(ip) && strncasecmp(host.p, ip, host.n) == 0);
 	int need_rport = via->rport == 0;
-	if (!need_received && !need_rport)
+	int need_received = need_rport || !(host.n == strlen(ip) && strncasecmp(host.p, ip, host.n) == 0);
+	if (!need_received)
 		return;
-	char v[2048];
-	size_t n = 0, iplen = strlen(ip);
-	if (topvia.n + iplen + 40 > sizeof v)
+	char u[2048], v[2048 + 64];
+	size_t iplen = strlen(ip);
+	if (topvia.n > sizeof u)
 		return;
+	sip_pl uv = sip_pl_make(u, sip_unfold(topvia, u, sizeof u));
+	size_t n = uv.n;
+	memcpy(v, u, n);
 	if (need_rport) {
-		/* find the bare "rport" in the params and give it the source port */
-		const char *p = topvia.p, *end = topvia.p + topvia.n;
-		const char *r = NULL;
-		for (const char *q = p + 1; q + 5 <= end; q++)
-			if ((q[-1] == ';' || q[-1] == ' ') && strncasecmp(q, "rport", 5) == 0 &&
-			    (q + 5 == end || q[5] == ';' || q[5] == ' ' || q[5] == ',')) {
-				r = q + 5;
-				break;
-			}
+		/* the bare rport among the params (not a host of that name): "=port" after it */
+		sip_via w;
+		sip_pl name, val;
+		size_t pos = 0;
+		const char *err, *r = NULL;
+		if (sip_via_parse(&w, uv, &err))
+			return;
+		while (!r && sip_param_next(w.params, &pos, &name, &val) == 1)
+			if (name.n == 5 && strncasecmp(name.p, "rport", 5) == 0 && !val.n)
+				r = name.p + 5;
 		if (!r)
 			return;
-		memcpy(v, p, (size_t)(r - p));
-		n = (size_t)(r - p);
+		size_t at = (size_t)(r - u);
+		n = at;
 		v[n++] = '=';
 		n += sip_fmt_uint(v + n, (unsigned)port);
-		memcpy(v + n, r, (size_t)(end - r));
-		n += (size_t)(end - r);
-	} else {
-		memcpy(v, topvia.p, topvia.n);
-		n = topvia.n;
+		memcpy(v + n, u + at, uv.n - at);
+		n += uv.n - at;
 	}
 	memcpy(v + n, ";received=", 10);
 	n += 10;
 	memcpy(v + n, ip, iplen);
 	n += iplen;
-	if (sip_msg_remove_top_via(m) == 0)
-		sip_msg_add_header(m, "Via", 3, v, n, 1);
+	sip_msg_replace_top_via(m, v, n);
 }
 
 /* --- incoming ------------------------------------------------------------------------- */

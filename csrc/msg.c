@@ -1283,6 +1283,40 @@ int sip_msg_add_own_via(sip_msg *m, const char *val, size_t vlen, size_t branch_
 	return 0;
 }
 
+int sip_msg_replace_top_via(sip_msg *m, const char *val, size_t vlen)
+{
+	int i = m->first[SIP_HDR_VIA];
+	if (i < 0)
+		return -1;
+	/* one Via value, checked before m is touched: on any failure m keeps the one it had */
+	sip_pl value = trim(sip_pl_make(val, vlen)), item;
+	size_t pos = 0;
+	sip_via via;
+	const char *err;
+	if (!value.n || has_line_break(value.p, value.n) || !sip_list_next(value, &pos, &item) ||
+	    pos < value.n || sip_via_parse(&via, item, &err))
+		return -1;
+	char *vmem = edit_copy(m, value.p, value.n);
+	if (!vmem)
+		return -1;
+	sip_pl v = m->hdrs[i].value;
+	pos = 0;
+	sip_list_next(v, &pos, &item);
+	sip_hdr h = { m->hdrs[i].name, sip_pl_make(vmem, value.n), (uint16_t)SIP_HDR_VIA, 0, 1 };
+	if (pos >= v.n) {
+		m->hdrs[i] = h;   /* the line held that value alone: it takes the new one */
+	} else {
+		/* a combined line keeps the values after the first, below a line with the new one */
+		if (insert_hdr(m, (unsigned)i, &h))
+			return -1;
+		m->hdrs[i + 1].value = trim(sip_pl_make(v.p + pos, v.n - pos));
+	}
+	/* the branch as parsed above, in the copy */
+	m->branch = via.branch.n ? sip_pl_make(vmem + (via.branch.p - value.p), via.branch.n) :
+				   sip_pl_make(NULL, 0);
+	return 0;
+}
+
 int sip_msg_remove_header(sip_msg *m, const char *name, size_t nlen)
 {
 	sip_hdr_id id = name_id(name, nlen);

@@ -146,6 +146,9 @@ int sip_msg_set_header(sip_msg *m, const char *name, size_t nlen,
 		       const char *val, size_t vlen);        /* replaces all of that name */
 int sip_msg_remove_header(sip_msg *m, const char *name, size_t nlen);  /* count removed */
 int sip_msg_remove_top_via(sip_msg *m);  /* first value of the first Via; -1 none */
+/* The top Via value (the first of the first Via line) becomes val, one Via value checked
+ * first: -1 and m as it was when val is not one. For received=/rport= (§18.2.1, RFC 3581). */
+int sip_msg_replace_top_via(sip_msg *m, const char *val, size_t vlen);
 int sip_msg_set_uri(sip_msg *m, const char *uri, size_t len);
 /* §16.6 step 3: Max-Forwards one less (70 when absent, never below 0). Returns the new
  * value, or -1 on out of memory. */

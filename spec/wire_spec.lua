@@ -311,6 +311,68 @@ describe("UDP datagrams from a hostile peer", function()
   end)
 end)
 
+describe("received and rport in the top Via (§18.2.1, RFC 3581)", function()
+  local ep, peer, host, port, pport
+  before_each(function()
+    ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    peer = udp_peer()
+    host, port = hostport(ep, "udp")
+    pport = select(2, peer:getsockname())
+  end)
+  after_each(function()
+    peer:close()
+    ep:close()
+  end)
+
+  -- OPTIONS with these Via lines on top; the Via lines of the 200 that comes back.
+  local function vias_back(via_lines)
+    local lines = { "OPTIONS sip:" .. host .. ":" .. port .. " SIP/2.0" }
+    for _, l in ipairs(via_lines) do
+      lines[#lines + 1] = l
+    end
+    for _, l in ipairs { "Max-Forwards: 70", "From: <sip:peer@127.0.0.1>;tag=rv",
+      "To: <sip:wire@127.0.0.1>", "Call-ID: rv-" .. math.random(1, 1e9), "CSeq: 1 OPTIONS",
+      "Content-Length: 0", "" } do
+      lines[#lines + 1] = l
+    end
+    assert(peer:sendto(crlf(lines), host, port))
+    local got = udp_replies(peer, 3, 1)
+    assert.equal(200, status_of(got[1]))
+    local out = {}
+    for v in got[1]:gmatch("\r\nVia: ([^\r]*)") do
+      out[#out + 1] = v
+    end
+    return out
+  end
+
+  it("fills a bare rport and adds received", function()
+    assert.same({ "SIP/2.0/UDP client.example:5060;branch=z9hG4bKa1;rport=" .. pport ..
+      ";received=127.0.0.1" }, vias_back { "Via: SIP/2.0/UDP client.example:5060;branch=z9hG4bKa1;rport" })
+  end)
+  it("adds received with a bare rport even when the sent-by is the source address", function()
+    assert.same({ "SIP/2.0/UDP 127.0.0.1:" .. pport .. ";rport=" .. pport .. ";branch=z9hG4bKa2" ..
+      ";received=127.0.0.1" }, vias_back { "Via: SIP/2.0/UDP 127.0.0.1:" .. pport .. ";rport;branch=z9hG4bKa2" })
+  end)
+  it("leaves a Via alone that names the source address and asks for no rport", function()
+    local via = "SIP/2.0/UDP 127.0.0.1:" .. pport .. ";branch=z9hG4bKa3"
+    assert.same({ via }, vias_back { "Via: " .. via })
+  end)
+  it("writes a folded top Via unfolded rather than dropping it", function()
+    assert.same({ "SIP/2.0/UDP client.example:5060 ;branch=z9hG4bKa4;rport=" .. pport ..
+      ";received=127.0.0.1" }, vias_back { "Via: SIP/2.0/UDP client.example:5060\r\n ;branch=z9hG4bKa4;rport" })
+  end)
+  it("fills the rport parameter, not a host named rport", function()
+    assert.same({ "SIP/2.0/UDP rport;branch=z9hG4bKa5;rport=" .. pport .. ";received=127.0.0.1" },
+      vias_back { "Via: SIP/2.0/UDP rport;branch=z9hG4bKa5;rport" })
+  end)
+  it("changes only the first value of a combined Via line", function()
+    local got = vias_back { "Via: SIP/2.0/UDP client.example;branch=z9hG4bKa6;rport, SIP/2.0/UDP h2.example;branch=z9hG4bKb6" }
+    assert.equal("SIP/2.0/UDP client.example;branch=z9hG4bKa6;rport=" .. pport .. ";received=127.0.0.1",
+      got[1])
+    assert.equal("SIP/2.0/UDP h2.example;branch=z9hG4bKb6", got[2])
+  end)
+end)
+
 describe("TCP peers that hold connections", function()
   local ep
   before_each(function()
