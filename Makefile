@@ -100,6 +100,9 @@ ctest: build/test_transport
 # (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
 BENCH_PARTS ?= parse txn mem proxy flood
+# bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
+# Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
+PROXY_RUNS ?=
 # For the parser figures, all three parsers (ours under lua5.4, the osip and sofia
 # harnesses it starts) run with glibc's heap trimming pushed out of the way: by default
 # free() gives the top of the heap back to the kernel once 128 KB of it is free, which a GC
@@ -114,7 +117,7 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  parse) GLIBC_TUNABLES=$(BENCH_MALLOC) $(LUA) bench/parse.lua --osip $(BENCH_BIN)/osip_bench --sofia $(BENCH_BIN)/sofia_bench --callgrind ;; \
 	  txn)   LUA=$(LUA) bench/txn.sh ;; \
 	  mem)   $(LUA) bench/mem.lua --expiry ;; \
-	  proxy) bench/proxy.sh ;; \
+	  proxy) bench/proxy.sh $(PROXY_RUNS) ;; \
 	  flood) bench/flood.sh ;; \
 	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood)"; exit 2 ;; \
 	esac || exit 1; done
