@@ -1395,14 +1395,16 @@ int sip_msg_remove_top_via(sip_msg *m)
 	i = m->first[SIP_HDR_VIA];
 	/* the values behind the one taken off were checked when they came in or were added:
 	 * only the new first one is parsed again, for its branch */
-	m->branch = sip_pl_make(NULL, 0);
-	if (i >= 0 && !sip_via_first_quick(m->hdrs[i].value, &m->branch)) {
+	sip_pl b = sip_pl_make(NULL, 0);
+	if (i >= 0 && !sip_via_first_quick(m->hdrs[i].value, &b)) {
 		sip_via via;
 		const char *err;
 		pos = 0;
+		b = sip_pl_make(NULL, 0);   /* (the quick look may have stopped past a branch) */
 		if (sip_list_next(m->hdrs[i].value, &pos, &item) && !sip_via_parse(&via, item, &err))
-			m->branch = via.branch;
+			b = via.branch;
 	}
+	m->branch = b;
 	return 0;
 }
 
