@@ -25,6 +25,7 @@ void sip_ep_config_default(sip_ep_config *c)
 	c->t1 = SIP_T1_DEFAULT;
 	c->t2 = SIP_T2_DEFAULT;
 	c->t4 = SIP_T4_DEFAULT;
+	c->timer_c = SIP_TIMER_C_DEFAULT;
 	c->max_txns = SIP_MAX_TXNS_DEFAULT;
 	c->lim = sip_limits_default;
 	c->tp = sip_tp_config_default();
@@ -951,7 +952,10 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, NULL, err);
 	sip_msg_free(&cancel);
 	free(buf);
-	return t ? 0 : -1;
+	if (!t)
+		return -1;
+	sip_txn_client_cancelled(ct);
+	return 0;
 }
 
 int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)

@@ -14,6 +14,9 @@
 #define SIP_T1_DEFAULT 500
 #define SIP_T2_DEFAULT 4000
 #define SIP_T4_DEFAULT 5000
+/* §16.6 step 11: a proxied INVITE branch that rings this long is cancelled ("MUST be
+ * larger than 3 minutes"); each 101-199 response starts it again */
+#define SIP_TIMER_C_DEFAULT 181000
 /* Live transactions, both kinds. A UDP server transaction lives 32 s after its final
  * response (Timer J), so a proxy holds about rate × 37 s of them: 65536 covers ~1700 new
  * transactions/s at ~1 KB each (64 MB). Past it: 503 + Retry-After. */
@@ -23,6 +26,7 @@
 
 typedef struct sip_ep_config {
 	unsigned t1, t2, t4;
+	unsigned timer_c;   /* ms, proxied INVITEs (§16.6 step 11) */
 	unsigned max_txns;
 	sip_limits lim;
 	sip_tp_config tp;

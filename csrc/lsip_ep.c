@@ -548,6 +548,7 @@ static int l_endpoint(lua_State *L)
 	cfg.t1 = opt_uint(L, 2, "t1", cfg.t1);
 	cfg.t2 = opt_uint(L, 2, "t2", cfg.t2);
 	cfg.t4 = opt_uint(L, 2, "t4", cfg.t4);
+	cfg.timer_c = opt_uint(L, 2, "timer_c", cfg.timer_c);
 	cfg.max_txns = opt_uint(L, 2, "max_transactions", cfg.max_txns);
 	cfg.lim.max_msg = opt_uint(L, 2, "max_size", (unsigned)cfg.lim.max_msg);
 	cfg.lim.max_hdrs = opt_uint(L, 2, "max_headers", cfg.lim.max_hdrs);

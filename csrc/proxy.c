@@ -30,6 +30,7 @@ struct sip_relay {
 	sip_txn *st;              /* the server transaction; NULL once gone */
 	sip_dest up;              /* where responses go upstream (late 2xx go statelessly) */
 	uint8_t invite, answered, cancelled, finished, notify_done, notify_each;
+	uint8_t timer_c;          /* t_timeout is Timer C: 101-199 start it again */
 	unsigned nbranches, live, refs;
 	sip_msg best;             /* owned copy of the best final so far (or the first 2xx) */
 	int has_best, best_branch;
@@ -229,6 +230,7 @@ static void finish(sip_relay *r)
 }
 
 static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res);
+static void timeout_handler(void *arg);
 
 void sip_relay_response(sip_txn *ct, const sip_msg *res)
 {
@@ -243,8 +245,12 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 	relay_branch *b = &r->br[bi];
 	int s = res->status;
 	if (s < 200) {
-		if (s > 100 && !r->answered && !r->finished)
+		if (s > 100 && !r->answered && !r->finished) {
 			forward_up(r, res, 0);   /* §16.7 step 5: provisionals but 100 go up */
+			if (r->timer_c)          /* §16.7 step 2 */
+				sip_timer_start_lazy(r->ep->loop, &r->t_timeout, r->ep->cfg.timer_c,
+						     timeout_handler, r);
+		}
 		return;
 	}
 	if (b->done) {
@@ -313,6 +319,9 @@ void sip_relay_cancel(sip_relay *r)
 	cancel_branches(r, -1);
 }
 
+/* The caller's timeout or Timer C (§16.8): the branches still ringing are cancelled (each
+ * then ends on its 487, or 64*T1 later, §9.1); one with no provisional yet is cancelled as
+ * soon as one comes, or ends on Timer B with a 408. */
 static void timeout_handler(void *arg)
 {
 	sip_relay *r = arg;
@@ -730,6 +739,10 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		detach(r);
 	} else if (o->timeout_ms && r->invite) {
 		sip_timer_start(ep->loop, &r->t_timeout, o->timeout_ms, timeout_handler, r);
+	} else if (r->invite && ep->cfg.timer_c) {
+		/* §16.6 step 11: Timer C (minutes: a lazy lane, a tenth of a second either way) */
+		r->timer_c = 1;
+		sip_timer_start_lazy(ep->loop, &r->t_timeout, ep->cfg.timer_c, timeout_handler, r);
 	}
 	relay_unref(r);
 	return id;

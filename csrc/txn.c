@@ -158,7 +158,9 @@ static void client_retransmit_handler(void *arg)
 	restart_from_due(t, client_retransmit_handler);
 }
 
-/* Timer B / F: no final response in 64*T1 -> 408 to the TU. Timer M: Accepted is over. */
+/* Timer B / F: no final response in 64*T1 -> 408 to the TU (B only while Calling: a 1xx
+ * stops it, §17.1.1.2). The same 64*T1 after a CANCEL went for a ringing INVITE (§9.1).
+ * Timer M: Accepted is over. */
 static void client_timeout_handler(void *arg)
 {
 	sip_txn *t = arg;
@@ -168,6 +170,12 @@ static void client_timeout_handler(void *arg)
 	}
 	sip_ep_synth_response(t->ep, t, 408, NULL);
 	sip_txn_terminate(t);
+}
+
+void sip_txn_client_cancelled(sip_txn *t)
+{
+	if (t->state == SIP_TXN_PROCEEDING)
+		sip_timer_start_fixed(t->ep->loop, &t->t_timeout, t64(t->ep), client_timeout_handler, t);
 }
 
 void sip_txn_client_start(sip_txn *t)
@@ -214,6 +222,10 @@ void sip_txn_client_response(sip_txn *t, const sip_msg *res)
 			sip_timer_stop(ep->loop, &t->t_retx);
 			t->last_status = code;
 			if (code < 200) {
+				/* Proceeding has no timeout of its own: the TU cancels (§9.1), a
+				 * proxy by Timer C (§16.6 step 11) */
+				if (t->state == SIP_TXN_CALLING)
+					sip_timer_stop(ep->loop, &t->t_timeout);
 				t->state = SIP_TXN_PROCEEDING;
 				deliver(t, res);
 				if (t->cancel_pending && t->state == SIP_TXN_PROCEEDING) {

@@ -63,6 +63,9 @@ sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, 
 void sip_txn_terminate(sip_txn *t);
 int sip_txn_send(sip_txn *t, const char *buf, size_t len);
 void sip_txn_client_start(sip_txn *t);                 /* after t->out is set and sent */
+/* A CANCEL went for this ringing INVITE: without a final response 64*T1 later it ends
+ * with a 408 to the TU (§9.1). */
+void sip_txn_client_cancelled(sip_txn *t);
 void sip_txn_client_response(sip_txn *t, const sip_msg *res);
 void sip_txn_server_retransmission(sip_txn *t, const sip_msg *req);
 int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err);

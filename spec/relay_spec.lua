@@ -3,6 +3,7 @@
 -- provisionals, per-branch callbacks, fire-and-forget relays and late 2xx retransmissions.
 local sip = require "sip"
 local helper = require "helper"
+local socket = require "socket"
 
 local function run_until(cond, seconds)
   return helper.run_until(cond, seconds, nil, 10)
@@ -120,6 +121,26 @@ describe("req:relay (the proxy core)", function()
       for _, s in ipairs(progress) do if s > 100 then t[#t + 1] = s end end
       return t
     end)())
+  end)
+
+  it("lets a branch ring past 64*T1 and cancels it on Timer C, restarted by each provisional (§16.6 step 11)", function()
+    proxy:close()
+    -- T1 = 20 ms: Timer B would end the branch at 1.28 s; Timer C is 2 s here
+    proxy = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = 20, timer_c = 2000 })
+    local cancelled_at, t0
+    local b = callee(function(req)
+      req:reply(180)
+      req:on_cancel(function() cancelled_at = socket.gettime() end)
+      sip.sleep(0.4)
+      req:reply(183)   -- Timer C starts again
+    end)
+    route(function() return b:uri("bob") end)
+    t0 = socket.gettime()
+    local res = send("INVITE")
+    assert.equal(487, res.status)
+    assert.truthy(cancelled_at)
+    local after = cancelled_at - t0
+    assert.is_true(after >= 2.35 and after < 3.5, string.format("cancelled %.2f s after the INVITE", after))
   end)
 
   it("calls on_response with every branch's final and its target", function()

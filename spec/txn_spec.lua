@@ -205,6 +205,42 @@ describe("transactions", function()
       run_until(function() return res end, 1, p.poll)
       assert.equal(487, res.status)
     end)
+    it("keeps ringing past 64*T1: Timer B ends with the first provisional (§17.1.1.2)", function()
+      local res
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "INVITE", uri = "sip:x@127.0.0.1:" .. p.port })
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      p.reply(p.inbox[1], 180)
+      run_for((64 * T1 + 300) / 1000, p.poll)
+      assert.is_nil(res)
+      assert.equal(1, ep:stats().client_transactions)
+      assert.equal(0, p.count(function(m) return m.method == "CANCEL" end))
+      p.reply(p.inbox[1], 200)   -- the callee answers late: the caller gets it
+      run_until(function() return res end, 1, p.poll)
+      assert.equal(200, res and res.status)
+    end)
+
+    it("gives up 64*T1 after its CANCEL when no final response comes (§9.1)", function()
+      local res, id, t_cancel, t_end
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "INVITE", uri = "sip:x@127.0.0.1:" .. p.port },
+          { on_txn = function(t) id = t end })
+        t_end = now_ms()
+      end)
+      run_until(function() return #p.inbox >= 1 end, 2, p.poll)
+      p.reply(p.inbox[1], 180)
+      run_for(0.01, p.poll)
+      t_cancel = now_ms()
+      assert.truthy(ep.core:cancel(id))
+      -- the callee takes the CANCEL (200) but never ends the INVITE
+      run_until(function() return p.count(function(m) return m.method == "CANCEL" end) > 0 end, 1, p.poll)
+      p.reply(p.inbox[#p.inbox], 200)
+      assert.truthy(run_until(function() return res end, 3, p.poll))
+      assert.equal(408, res.status)
+      assert.is_true(t_end - t_cancel >= 64 * T1 - 2,
+        string.format("ended %.0f ms after the CANCEL", t_end - t_cancel))
+    end)
   end)
 
   describe("non-INVITE server transaction", function()

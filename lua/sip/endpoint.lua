@@ -129,7 +129,8 @@ local function new(opts)
     end
   end
   local config = {
-    t1 = opts.t1, t2 = opts.t2, t4 = opts.t4, max_transactions = opts.max_transactions,
+    t1 = opts.t1, t2 = opts.t2, t4 = opts.t4, timer_c = opts.timer_c,
+    max_transactions = opts.max_transactions,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
     partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,

@@ -67,7 +67,9 @@ msg_methods.validate = core.msg_validate
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
 -- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel.
 -- opts: record_route=bool (default true for INVITE/SUBSCRIBE/REFER), timeout=seconds
---       (INVITE branches are cancelled after it), stateless=bool, on_response=fn(res, uri),
+--       (INVITE branches are cancelled after it; without it Timer C, the endpoint's timer_c
+--       ms, 181 s by default, restarted by each 101-199: §16.6 step 11), stateless=bool,
+--       on_response=fn(res, uri),
 --       next_hop=URI (where every branch is sent), wait=false (return true at once and let
 --       the core finish the transaction: nothing of this script runs for its responses).
 -- The core does the rest of §16 (csrc/proxy.c): branches with loop-detecting Via branches,
