@@ -120,6 +120,65 @@ describe("registrar", function()
     assert.equal(400, code)
   end)
 
+  describe("Contact matching by the URI comparison rules (§10.3 step 7, §19.1.4)", function()
+    local key = sip.registrar.contact_key
+
+    it("removes a binding named with the host in another case", function()
+      register({ "<sip:a@PC33.Example.com>" }, 600)
+      assert.equal(200, register({ "<sip:a@pc33.example.com>;expires=0" }, nil).status)
+      assert.equal(0, #reg:lookup("sip:alice@example.com"))
+    end)
+
+    it("refreshes one binding whether the user is escaped or not", function()
+      register({ "<sip:%61@192.0.2.1>" }, 600)
+      register({ "<SIP:a@192.0.2.1>" }, 600)
+      assert.equal(1, #reg:lookup("sip:alice@example.com"))
+      register({ "<sip:a@192.0.2.1>;expires=0" }, nil)
+      assert.equal(0, #reg:lookup("sip:alice@example.com"))
+    end)
+
+    it("keeps the URI as the UA sent it for the 200 and targets()", function()
+      local res = register({ "<sip:A@PC33.Example.com;Transport=UDP>" }, 600)
+      assert.same({ "<sip:A@PC33.Example.com;Transport=UDP>;expires=600" }, res:headers("Contact"))
+      assert.same({ "sip:A@PC33.Example.com;Transport=UDP" }, reg:targets("sip:alice@example.com"))
+    end)
+
+    it("keeps contacts apart that differ in user case, port, or a param of the five", function()
+      register({ "<sip:a@192.0.2.1>", "<sip:A@192.0.2.1>", "<sip:a@192.0.2.1:5060>",
+        "<sip:a@192.0.2.1;transport=tcp>", "<sip:a@192.0.2.1;maddr=192.0.2.9>" }, 600)
+      assert.equal(5, #reg:lookup("sip:alice@example.com"))
+    end)
+
+    it("gives equal keys to equivalent URIs", function()
+      assert.equal(key("sip:a@h"), key("SIP:%61@H"))
+      assert.equal(key("sip:a:pw@h:5070"), key("sip:a:%70w@H:5070"))
+      assert.equal(key("sip:a@h;transport=tcp;lr"), key("sip:a@h;TRANSPORT=TCP"))
+      assert.equal(key("sip:a@h?Subject=x&Priority=urgent"),
+        key("sip:a@h?priority=urgent&subject=x"))
+      assert.equal(key("sip:a@h;method=INVITE;ttl=5"), key("sip:a@h;TTL=5;Method=INVITE"))
+    end)
+
+    it("gives different keys where the rules say the URIs differ", function()
+      assert.are_not.equal(key("sip:a@h"), key("sips:a@h"))
+      assert.are_not.equal(key("sip:a@h"), key("sip:A@h"))
+      assert.are_not.equal(key("sip:a:pw@h"), key("sip:a:PW@h"))
+      assert.are_not.equal(key("sip:a@h"), key("sip:a@h:5060"))
+      assert.are_not.equal(key("sip:a@h"), key("sip:a@h;user=phone"))
+      assert.are_not.equal(key("sip:a@h;method=INVITE"), key("sip:a@h;method=invite"))
+      assert.are_not.equal(key("sip:a@h"), key("sip:a@h?subject=x"))
+      assert.are_not.equal(key("sip:a%3Ab@h"), key("sip:a:b@h"))   -- user "a:b", not a password
+    end)
+
+    it("lets a store caller delete by the key it was given", function()
+      local store, aor = sip.registrar.memory(), "sip:alice@example.com"
+      store:put(aor, { uri = "sip:a@H", key = key("sip:a@H"), expires_at = 2000 })
+      store:put(aor, { uri = "sip:b@h", expires_at = 2000 })   -- no key: kept by its uri
+      store:delete(aor, key("sip:%61@h"))
+      store:delete(aor, "sip:b@h")
+      assert.same({}, store:get(aor))
+    end)
+  end)
+
   for _, f in ipairs { "cparam01.sip", "cparam02.sip", "regescrt.sip" } do
     it("stores the binding of RFC 4475 " .. f, function()
       local m = assert(sip.parse(helper.read("rfc4475/semantic/" .. f)))

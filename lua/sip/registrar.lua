@@ -9,7 +9,12 @@ local registrar = {}
 local Memory = {}
 Memory.__index = Memory
 
---- sip.registrar.memory() -> store with get(aor) / put(aor, b) / delete(aor, uri) / expire(now)
+--- sip.registrar.memory() -> store with get(aor) / put(aor, b) / delete(aor [, key]) / expire(now)
+-- A binding b is { uri=, key=, q=, expires_at=, call_id=, cseq=, updated=, source=, path= }.
+-- A store keeps one binding per (aor, b.key): b.key is registrar.contact_key(b.uri), so a
+-- refresh that spells its Contact differently replaces the binding; b.uri stays as the UA
+-- sent it. delete(aor, key) takes that key (no key: every binding of aor). Before keys,
+-- put and delete used b.uri; this store still falls back to it when a caller gives no key.
 function registrar.memory()
   return setmetatable({ by_aor = {} }, Memory)
 end
@@ -31,16 +36,16 @@ function Memory:put(aor, b)
     t = {}
     self.by_aor[aor] = t
   end
-  t[b.uri] = b
+  t[b.key or b.uri] = b
 end
 
-function Memory:delete(aor, uri)
+function Memory:delete(aor, key)
   local t = self.by_aor[aor]
   if not t then
     return
   end
-  if uri then
-    t[uri] = nil
+  if key then
+    t[key] = nil
     if not next(t) then
       self.by_aor[aor] = nil
     end
@@ -51,9 +56,9 @@ end
 
 function Memory:expire(now)
   for aor, t in pairs(self.by_aor) do
-    for uri, b in pairs(t) do
+    for key, b in pairs(t) do
       if b.expires_at <= now then
-        t[uri] = nil
+        t[key] = nil
       end
     end
     if not next(t) then
@@ -68,6 +73,83 @@ function Memory:aors()
     out[#out + 1] = aor
   end
   return out
+end
+
+-- Contact keys ---------------------------------------------------------------------------
+
+-- The uri-parameters that make two SIP URIs differ when only one of them has it (§19.1.4),
+-- in the order a key lists them.
+local MATCHED_PARAMS = { "user", "ttl", "method", "maddr", "transport" }
+
+-- %XX for every byte outside a small safe set: ':', '@', ';', '=', '?' and '&' in a key are
+-- then always separators, so two URIs that differ never share a key (user "a:b" is not
+-- user "a" with password "b").
+local function key_escape(s)
+  return (s:gsub("[^%w%-_%.!~%*'%(%)%+]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+end
+
+-- sip.uri.parse unescapes user, password and header values, not param values or header names
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h)
+    return string.char(tonumber(h, 16))
+  end))
+end
+
+-- "user[:password]@": case-sensitive after unescaping (§19.1.4)
+local function userinfo_key(u)
+  if not u.user then
+    return ""
+  end
+  local pw = u.password and (":" .. key_escape(u.password)) or ""
+  return key_escape(u.user) .. pw .. "@"
+end
+
+-- Values compare case-insensitively except method's: method names are case-sensitive (§7.1).
+local function params_key(params)
+  local out = {}
+  for _, name in ipairs(MATCHED_PARAMS) do
+    local v = params[name]
+    if v == true then
+      out[#out + 1] = ";" .. name
+    elseif v then
+      v = unescape(v)
+      out[#out + 1] = ";" .. name .. "=" .. key_escape(name == "method" and v or v:lower())
+    end
+  end
+  return table.concat(out)
+end
+
+-- Header names are case-insensitive and their order does not matter; values are compared as
+-- sent (§19.1.4 leaves them to each header field's rules).
+local function headers_key(headers)
+  local out = {}
+  for name, v in pairs(headers) do
+    out[#out + 1] = key_escape(unescape(name):lower()) .. "=" .. key_escape(v)
+  end
+  if #out == 0 then
+    return ""
+  end
+  table.sort(out)
+  return "?" .. table.concat(out, "&")
+end
+
+--- sip.registrar.contact_key(uri) -> string, equal for two Contact URIs that match by the
+-- URI comparison rules (§10.3 step 7, §19.1.4): scheme and host case-insensitive, user and
+-- password case-sensitive after unescaping, a port in one URI only makes them differ, and so
+-- do user/ttl/method/maddr/transport and the URI headers. Other params are left out: they
+-- count only when both URIs have them, and then this takes two contacts that differ only in
+-- such a param (;ob vs ;ob=1) as one binding, a deliberate simplification.
+-- A URI that is not sip:/sips: is its own key, compared as sent.
+function registrar.contact_key(uri)
+  local u = sip.uri.parse(uri)
+  if not u or (u.scheme ~= "sip" and u.scheme ~= "sips") or not u.host then
+    return uri
+  end
+  local port = u.port and (":" .. u.port) or ""
+  return u.scheme .. ":" .. userinfo_key(u) .. u.host:lower() .. port .. params_key(u.params)
+    .. headers_key(u.headers)
 end
 
 -- Registrar ------------------------------------------------------------------------------
@@ -252,14 +334,14 @@ function Registrar:handle(req)
     if q < 0 or q > 1 then
       return reply(req, 400, "Bad q value")
     end
-    updates[#updates + 1] = { uri = c.uri, expires = e, q = q }
+    updates[#updates + 1] = { uri = c.uri, key = registrar.contact_key(c.uri), expires = e, q = q }
   end
   local existing = {}
   for _, b in ipairs(self.store:get(aor)) do
-    existing[b.uri] = b
+    existing[b.key or registrar.contact_key(b.uri)] = b
   end
   for _, u in ipairs(updates) do
-    local b = existing[u.uri]
+    local b = existing[u.key]
     if b and b.call_id == call_id and cseq <= b.cseq then
       return reply(req, 500, "Out of order REGISTER")
     end
@@ -267,10 +349,10 @@ function Registrar:handle(req)
   for _, u in ipairs(updates) do
     if u.expires == 0 then
       self.version = (self.version or 0) + 1
-      self.store:delete(aor, u.uri)
+      self.store:delete(aor, u.key)
     else
       self.version = (self.version or 0) + 1
-      self.store:put(aor, { uri = u.uri, q = u.q, expires_at = now + u.expires,
+      self.store:put(aor, { uri = u.uri, key = u.key, q = u.q, expires_at = now + u.expires,
         call_id = call_id, cseq = cseq, updated = now, source = req.source,
         path = req:headers("Path") })
     end
