@@ -120,6 +120,16 @@ describe("registrar", function()
     assert.equal(400, code)
   end)
 
+  it("keeps a sips: address-of-record apart from the sip: one (§19.1.4)", function()
+    assert.equal("sips:alice@example.com", sip.registrar.aor("SIPS:alice@Example.COM"))
+    assert.equal("sip:alice@example.com", sip.registrar.aor("sip:alice@EXAMPLE.com:5060"))
+    register({ "<sips:a@192.0.2.1>" }, 600, { aor = "sips:alice@example.com" })
+    register({ "<sip:a@192.0.2.7>" }, 600)
+    assert.same({ "sips:a@192.0.2.1" }, reg:targets(sip.registrar.aor("sips:alice@example.com")))
+    assert.same({ "sip:a@192.0.2.7" }, reg:targets("sip:alice@example.com"))
+    assert.equal(1, #reg:lookup("sips:alice@example.com"))
+  end)
+
   describe("Contact matching by the URI comparison rules (§10.3 step 7, §19.1.4)", function()
     local key = sip.registrar.contact_key
 

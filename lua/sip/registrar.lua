@@ -158,12 +158,15 @@ local Registrar = {}
 Registrar.__index = Registrar
 
 -- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
+-- The scheme stays: a SIP and a SIPS URI are never equivalent (§19.1.4), and a sips: AOR
+-- must not reach bindings made for the sip: one.
 function registrar.aor(uri)
   local u = type(uri) == "table" and uri or sip.uri.parse(uri)
-  if not u or (u.scheme ~= "sip" and u.scheme ~= "sips") or not u.host then
+  local scheme = u and u.scheme and u.scheme:lower()
+  if (scheme ~= "sip" and scheme ~= "sips") or not u.host then
     return nil
   end
-  return "sip:" .. (u.user and (u.user .. "@") or "") .. u.host:lower()
+  return scheme .. ":" .. (u.user and (u.user .. "@") or "") .. u.host:lower()
 end
 
 --- sip.registrar.new{ store=, min_expires=60, max_expires=3600, default_expires=3600,
@@ -188,7 +191,8 @@ local function now_of(self)
 end
 
 --- registrar:lookup(aor [, canonical]) -> bindings (current only), highest q first
--- canonical: aor is already "sip:user@host" as registrar.aor makes it (skips the parse)
+-- canonical: aor is already as registrar.aor makes it, "sip:user@host" or "sips:user@host"
+-- (skips the parse)
 function Registrar:lookup(aor, canonical)
   local key = canonical and aor or registrar.aor(aor) or aor
   local now = now_of(self)
@@ -210,7 +214,7 @@ function Registrar:lookup(aor, canonical)
 end
 
 --- registrar:targets(aor) -> { contact URI, ... } of the live bindings in lookup order;
--- aor as registrar.aor() makes it ("sip:user@host"), nil gives {}.
+-- aor as registrar.aor() makes it ("sip:user@host", "sips:user@host"), nil gives {}.
 -- Kept between calls until a binding changes or the first of them expires: a proxy asks
 -- this for every request. The list is shared: do not change it.
 function Registrar:targets(aor)
