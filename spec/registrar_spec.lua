@@ -61,6 +61,65 @@ describe("registrar", function()
     assert.equal("7200", res:header("Expires"))
   end)
 
+  describe("expiry and q syntax (§20.19, §25.1: delta-seconds is 1*DIGIT)", function()
+    for _, v in ipairs { "-5", "1e3", "0x10", "3600.5", "+60" } do
+      it("answers 400 Bad Expires to a Contact's expires=" .. v, function()
+        local res = register({ "<sip:a@192.0.2.9>;expires=" .. v }, nil)
+        assert.equal(400, res.status)
+        assert.equal("Bad Expires", res.reason)
+        assert.equal(0, #reg:lookup("sip:alice@example.com"))
+      end)
+
+      it("answers 400 Bad Expires to Expires: " .. v, function()
+        local res = register({ "<sip:a@192.0.2.9>" }, v)
+        assert.equal(400, res.status)
+        assert.equal("Bad Expires", res.reason)
+        assert.equal(0, #reg:lookup("sip:alice@example.com"))
+      end)
+    end
+
+    it("answers 400 Bad Expires to an expires param without a value", function()
+      assert.equal(400, register({ "<sip:a@192.0.2.9>;expires" }, 600).status)
+    end)
+
+    it("changes nothing when one Contact of several has a bad expires", function()
+      register({ "<sip:a@192.0.2.1>" }, 600)
+      local res = register({ "<sip:a@192.0.2.1>;expires=0", "<sip:a@192.0.2.2>;expires=-1" }, nil)
+      assert.equal(400, res.status)
+      assert.equal(1, #reg:lookup("sip:alice@example.com"))
+    end)
+
+    it("shortens an interval past 2^32-1 like any other long one", function()
+      local res = register({ "<sip:a@192.0.2.1>" }, "99999999999999999999")
+      assert.equal(200, res.status)
+      assert.equal("7200", res:header("Expires"))
+      res = register({ "<sip:a@192.0.2.1>;expires=004294967296" }, nil)
+      assert.equal("7200", res:header("Expires"))
+    end)
+
+    it("takes leading zeros (0600 is 600)", function()
+      assert.equal("600", register({ "<sip:a@192.0.2.1>;expires=0600" }, nil):header("Expires"))
+    end)
+
+    for _, v in ipairs { "0x1", "1.5", "1.001", "0.1234", ".5", "-0", "2", "1e0" } do
+      it("answers 400 Bad q value to q=" .. v, function()
+        local res = register({ "<sip:a@192.0.2.9>;q=" .. v }, 600)
+        assert.equal(400, res.status)
+        assert.equal("Bad q value", res.reason)
+        assert.equal(0, #reg:lookup("sip:alice@example.com"))
+      end)
+    end
+
+    it("takes every form of qvalue the grammar allows", function()
+      local res = register({ "<sip:a@192.0.2.1>;q=0", "<sip:a@192.0.2.2>;q=0.",
+        "<sip:a@192.0.2.3>;q=0.125", "<sip:a@192.0.2.4>;q=1.000", "<sip:a@192.0.2.5>;q=1" }, 600)
+      assert.equal(200, res.status)
+      local b = reg:lookup("sip:alice@example.com")
+      assert.equal(5, #b)
+      assert.equal(0.125, b[3].q)
+    end)
+  end)
+
   it("answers a query without Contact with every current binding, best q first", function()
     register({ "<sip:a@192.0.2.1>;q=0.5", "<sip:a@192.0.2.2>;q=0.9" }, 600)
     local res = register(nil, nil)

@@ -258,6 +258,56 @@ local function reply(req, code, reason, headers)
   return code, reason, headers
 end
 
+-- The most an Expires value can say (§20.19); longer runs of digits mean as much, and
+-- max_expires shortens it anyway.
+local DELTA_MAX = 0xFFFFFFFF
+
+-- delta-seconds = 1*DIGIT (§25.1) as a number, or nil for anything else: tonumber would
+-- take "-5", "1e3" and "0x10". §20.19 says a malformed value SHOULD count as 3600; we
+-- answer 400 instead, since granting an hour to a UA that sent expires=-5 (meaning, most
+-- likely, "remove") keeps a binding it meant to drop.
+local function delta_seconds(s)
+  if type(s) ~= "string" or not s:match("^%d+$") then
+    return nil
+  end
+  return math.min(tonumber(s), DELTA_MAX)
+end
+
+-- qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ) (§25.1) as a number, or nil
+local function qvalue(s)
+  if type(s) ~= "string" then
+    return nil
+  end
+  if s == "0" or s == "1" or s:match("^0%.%d?%d?%d?$") or s:match("^1%.0?0?0?$") then
+    return tonumber(s)
+  end
+  return nil
+end
+
+-- One Contact's update: its interval (its expires param, else the Expires header, else the
+-- default; §10.3 step 7) and q, or nil and the error reply's code, reason and headers.
+local function contact_update(self, c, expires_hdr)
+  local e = expires_hdr or self.default_expires
+  if c.params.expires ~= nil then
+    e = delta_seconds(c.params.expires)
+    if not e then
+      return nil, 400, "Bad Expires"
+    end
+  end
+  if e > 0 and e < self.min_expires then
+    return nil, 423, nil, { ["Min-Expires"] = tostring(self.min_expires) }
+  end
+  local q = 1
+  if c.params.q ~= nil then
+    q = qvalue(c.params.q)
+    if not q then
+      return nil, 400, "Bad q value"
+    end
+  end
+  return { uri = c.uri, key = registrar.contact_key(c.uri), expires = math.min(e, self.max_expires),
+    q = q }
+end
+
 local function contact_list(bindings, now)
   local vals = {}
   for _, b in ipairs(bindings) do
@@ -292,7 +342,11 @@ function Registrar:handle(req)
   end
   local now = now_of(self)
   local contacts = req:headers("Contact")
-  local expires_hdr = tonumber(req:header("Expires") or "")
+  local expires_raw = req:header("Expires")
+  local expires_hdr = delta_seconds(expires_raw)
+  if expires_raw and not expires_hdr then
+    return reply(req, 400, "Bad Expires")
+  end
   local call_id, cseq = req.call_id, req.cseq
 
   -- step 6: Contact: * only with Expires 0 and alone
@@ -326,19 +380,11 @@ function Registrar:handle(req)
     if not c or not c.uri then
       return reply(req, 400, "Bad Contact" .. (err and (": " .. err) or ""))
     end
-    local e = tonumber(c.params.expires) or expires_hdr or self.default_expires
-    e = math.floor(e)
-    if e > 0 and e < self.min_expires then
-      return reply(req, 423, nil, { ["Min-Expires"] = tostring(self.min_expires) })
+    local u, code, reason, headers = contact_update(self, c, expires_hdr)
+    if not u then
+      return reply(req, code, reason, headers)
     end
-    if e > self.max_expires then
-      e = self.max_expires
-    end
-    local q = tonumber(c.params.q) or 1
-    if q < 0 or q > 1 then
-      return reply(req, 400, "Bad q value")
-    end
-    updates[#updates + 1] = { uri = c.uri, key = registrar.contact_key(c.uri), expires = e, q = q }
+    updates[#updates + 1] = u
   end
   local existing = {}
   for _, b in ipairs(self.store:get(aor)) do
