@@ -204,6 +204,8 @@ sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id);    /* NULL when gone */
 int sip_txn_is_client(const sip_txn *t);
 int sip_txn_is_invite(const sip_txn *t);
 sip_txn_state sip_txn_state_get(const sip_txn *t);
+/* A server transaction that has not sent its final response (Trying or Proceeding). */
+int sip_txn_unanswered(const sip_txn *t);
 int sip_txn_last_status(const sip_txn *t);
 const sip_dest *sip_txn_dest(const sip_txn *t);   /* client: the next hop; server: upstream */
 const char *sip_txn_state_name(sip_txn_state s);

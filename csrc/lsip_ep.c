@@ -826,6 +826,17 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "refused");
 		return 2;
 	}
+	lsip_msg *u = lsip_msg_of(m);
+	if (u->attached && u->txn && m->method_id != SIP_METHOD_ACK &&
+	    (!st || !sip_txn_unanswered(st))) {
+		/* its transaction has its final response already (a CANCEL's 487 while the
+		 * router waited) or is gone: nothing may go downstream (§16.10), statelessly
+		 * neither */
+		u->replied_final = 1;
+		lua_pushnil(L);
+		lua_pushliteral(L, "answered");
+		return 2;
+	}
 	if (prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
 		return luaL_error(L, "out of memory");
 	sip_relay_opts o;

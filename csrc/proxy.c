@@ -655,7 +655,8 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		      unsigned n, const sip_relay_opts *o, int *done, const char **err)
 {
 	*done = 0;
-	if (!st || st->client || st->relay || st->state == SIP_TXN_TERMINATED) {
+	if (!st || st->relay || !sip_txn_unanswered(st)) {
+		/* answered already, by a CANCEL's 487 for one (§16.10: no branch may start) */
 		*err = "not a server transaction that can be relayed";
 		return 0;
 	}

@@ -19,6 +19,10 @@ int sip_txn_is_client(const sip_txn *t) { return t->client; }
 int sip_txn_is_invite(const sip_txn *t) { return t->invite; }
 sip_txn_state sip_txn_state_get(const sip_txn *t) { return (sip_txn_state)t->state; }
 int sip_txn_last_status(const sip_txn *t) { return t->last_status; }
+int sip_txn_unanswered(const sip_txn *t)
+{
+	return !t->client && (t->state == SIP_TXN_TRYING || t->state == SIP_TXN_PROCEEDING);
+}
 const sip_dest *sip_txn_dest(const sip_txn *t) { return &t->dest; }
 
 sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id)

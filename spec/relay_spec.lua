@@ -143,6 +143,46 @@ describe("req:relay (the proxy core)", function()
     assert.is_true(after >= 2.35 and after < 3.5, string.format("cancelled %.2f s after the INVITE", after))
   end)
 
+  it("starts no branch for an INVITE CANCELled while the router waited (§16.10)", function()
+    local invites, relayed = 0, nil
+    local b = callee(function(req)
+      invites = invites + 1
+      req:reply(200)
+    end)
+    proxy:route(function(req)
+      if req.method == "ACK" then return req:relay() end
+      sip.sleep(0.3)   -- a lookup that takes a while
+      relayed = { req:relay(b:uri("bob")) }
+    end)
+    local c = helper.udp_peer()
+    local head = { "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKcxl" .. math.random(1e6),
+      "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+      "Call-ID: cancel-early-" .. math.random(1e9) .. "@test" }
+    local function request(method, extra)
+      local lines = { method .. " sip:bob@example.com SIP/2.0" }
+      for _, l in ipairs(head) do lines[#lines + 1] = l end
+      lines[#lines + 1] = "CSeq: 1 " .. method
+      for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
+      lines[#lines + 1] = "Content-Length: 0"
+      return table.concat(lines, "\r\n") .. "\r\n\r\n"
+    end
+    c.send(request("INVITE", { "Contact: <sip:alice@127.0.0.1:" .. c.port .. ">" }), proxy)
+    helper.run_for(0.1, c.poll)
+    c.send(request("CANCEL"), proxy)
+    run_until(function() c.poll() return relayed end, 2)
+    helper.run_for(0.2, c.poll)
+    local finals = {}
+    for _, it in ipairs(c.inbox) do
+      if it.msg.status and it.msg.status >= 200 then
+        finals[#finals + 1] = it.msg.status .. " " .. it.msg.cseq_method
+      end
+    end
+    c.close()
+    assert.same({ "200 CANCEL", "487 INVITE" }, finals)
+    assert.equal(0, invites)
+    assert.same({ nil, "answered" }, { relayed[1], relayed[2] })
+  end)
+
   it("calls on_response with every branch's final and its target", function()
     local b1 = callee(function(req) req:reply(486) end)
     local b2 = callee(function(req) sip.sleep(0.05) req:reply(200) end)

@@ -93,7 +93,7 @@ function msg_methods.relay(req, targets, opts)
   -- relay_request, the endpoint found from req in C)
   local id, done = msg_relay(req, targets, next_hop_uri, timeout, flags, rr, stateless)
   if not id then
-    if done ~= "refused" and req.method ~= "ACK" and req._txn ~= 0 then
+    if done ~= "refused" and done ~= "answered" and req.method ~= "ACK" and req._txn ~= 0 then
       req:reply(400, "Bad target")
     end
     return nil, done
