@@ -459,6 +459,13 @@ int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
 
 #define ROUTES_MAX 32
 
+static int uri_has_user(sip_pl uri)
+{
+	sip_uri u;
+	const char *err;
+	return sip_uri_parse(&u, uri, &err) == 0 && u.user.n > 0;
+}
+
 int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 {
 	if (m->first[SIP_HDR_ROUTE] < 0)
@@ -478,8 +485,9 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	int changed = 0;
 	sip_addr a;
 	const char *err;
-	/* a strict router upstream: the Request-URI is a value we put in a Record-Route */
-	if (sip_ep_is_local(ep, m->uri) && !memmem(m->uri.p, m->uri.n, ";lr", 3) &&
+	/* a strict router upstream: the Request-URI is a value we put in a Record-Route, which
+	 * it copied from the Route set, ";lr" and all: ours name no user, only our address */
+	if (sip_ep_is_local(ep, m->uri) && !uri_has_user(m->uri) &&
 	    sip_addr_parse(&a, routes[n - 1], &err) == 0 &&
 	    sip_msg_set_uri(m, a.uri.p, a.uri.n) == 0) {   /* (a URI it cannot take stays) */
 		n--;
