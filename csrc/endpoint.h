@@ -185,10 +185,12 @@ void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code);
 int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr);
 
 /* §16.11 stateless forwarding (an ACK for a 2xx, or on request): the Request-URI set to
- * target (empty: kept), a Via pushed, sent to the next hop (o->next_hop, the top Route, or the
- * Request-URI). Returns 0 or -1 with *err. */
-int sip_ep_relay_stateless(sip_endpoint *ep, sip_msg *req, sip_pl target, const sip_relay_opts *o,
-			   const char **err);
+ * target (empty: kept), a Via pushed whose branch is the same for every copy of the request,
+ * sent to the next hop (o->next_hop, the top Route, or the Request-URI). Once it is sent,
+ * st (the server transaction it came on, or NULL) ends without an answer. Returns 0 or -1
+ * with *err. */
+int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
+			   const sip_relay_opts *o, const char **err);
 
 /* 12 hex digits that stay the same when a request comes back (§16.6 step 8: the loop
  * detection hash of the branch a relay writes). */

@@ -314,7 +314,7 @@ static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	if (!st || c.method_id == SIP_METHOD_ACK) {
-		sip_ep_relay_stateless(ep, &c, sip_pl_make(NULL, 0), &o, &err);
+		sip_ep_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err);
 		goto out;
 	}
 	sip_pl target = c.uri;
@@ -815,7 +815,8 @@ static int l_msg_validate(lua_State *L)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
  * SUBSCRIBE, REFER), then the relay (sip_ep_relay; targets nil: the Request-URI). An ACK, a
- * request without a transaction, or stateless = true is forwarded statelessly (§16.11). */
+ * request without a transaction, or stateless = true is forwarded statelessly (§16.11): its
+ * server transaction, if any, ends unanswered, and a retransmission is relayed again. */
 static int relay_request(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -852,11 +853,12 @@ static int relay_request(lua_State *L)
 			lua_pushvalue(L, 3);
 		if (lua_type(L, -1) == LUA_TSTRING)
 			t.p = lua_tolstring(L, -1, &t.n);
-		if (sip_ep_relay_stateless(e->ep, m, t, &o, &err)) {
+		if (sip_ep_relay_stateless(e->ep, st, m, t, &o, &err)) {
 			lua_pushnil(L);
 			lua_pushstring(L, err);
 			return 2;
 		}
+		lsip_msg_of(m)->replied_final = 1;   /* downstream answers it, through no state here */
 		lua_pushboolean(L, 1);
 		lua_pushliteral(L, "stateless");
 		return 2;

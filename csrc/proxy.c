@@ -338,31 +338,58 @@ static uint64_t loop_mix(uint64_t h, uint64_t w)
 	return (h << 31) | (h >> 33);
 }
 
-void sip_msg_loop_hash(const sip_msg *m, char out[12])
+/* The hash of some parts, written as n hex digits. */
+static void hash_hex(const sip_pl *parts, size_t nparts, uint64_t tail, char *out, int n)
 {
 	uint64_t h = 1469598103934665603ull;
-	const sip_pl parts[] = { m->uri, m->call_id, m->from_tag, m->to_tag };
-	for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+	for (size_t k = 0; k < nparts; k++) {
 		const char *p = parts[k].p;
-		size_t n = parts[k].n, i = 0;
-		for (; i + 8 <= n; i += 8) {
+		size_t len = parts[k].n, i = 0;
+		for (; i + 8 <= len; i += 8) {
 			uint64_t w;
 			memcpy(&w, p + i, 8);
 			h = loop_mix(h, w);
 		}
 		uint64_t w = 0;
-		if (n > i)
-			memcpy(&w, p + i, n - i);   /* an empty part may have no pointer at all */
+		if (len > i)
+			memcpy(&w, p + i, len - i);   /* an empty part may have no pointer at all */
 		/* the length closes each part: "ab","c" and "a","bc" differ */
-		h = loop_mix(loop_mix(h, w), n);
+		h = loop_mix(loop_mix(h, w), len);
 	}
-	h = loop_mix(h, m->cseq);
+	h = loop_mix(h, tail);
 	h ^= h >> 29;
 	h *= 0xbf58476d1ce4e5b9ull;
 	h ^= h >> 32;
 	static const char hex[] = "0123456789abcdef";
-	for (int i = 11; i >= 0; i--, h >>= 4)
+	for (int i = n - 1; i >= 0; i--, h >>= 4)
 		out[i] = hex[h & 15];
+}
+
+void sip_msg_loop_hash(const sip_msg *m, char out[12])
+{
+	const sip_pl parts[] = { m->uri, m->call_id, m->from_tag, m->to_tag };
+	hash_hex(parts, sizeof parts / sizeof parts[0], m->cseq, out, 12);
+}
+
+/* §16.11: a stateless proxy gives a request the same branch each time it forwards it (a
+ * retransmission, and the CANCEL or the non-2xx ACK of an INVITE, must reach the
+ * transaction its first copy made downstream) and another for another transaction. Ours
+ * hashes the Via of the client upstream (branch and sent-by, which tell an RFC 3261
+ * client's transactions apart, §8.1.1.7) with the Call-ID, From tag and CSeq number (for
+ * older clients): all things the response carries too, the client's Via as its second, so
+ * a response can be checked against its branch before it is forwarded. "sl" (no hex digit)
+ * sets it apart from a UA's random branch and a stateful relay's "ls". */
+#define SL_COOKIE "z9hG4bKsl"
+#define SL_COOKIE_LEN 9
+#define SL_BRANCH_LEN (SL_COOKIE_LEN + 16)
+
+static void stateless_branch(const sip_via *up, const sip_msg *m, char out[SL_BRANCH_LEN + 1])
+{
+	const sip_pl parts[] = { up->branch, up->host, m->call_id, m->from_tag };
+	memcpy(out, SL_COOKIE, SL_COOKIE_LEN);
+	hash_hex(parts, sizeof parts / sizeof parts[0], (uint64_t)up->port << 32 | m->cseq,
+		 out + SL_COOKIE_LEN, 16);
+	out[SL_BRANCH_LEN] = 0;
 }
 
 /* Is host (IPv6 with or without []) and port the address of one of our listeners? Their
@@ -645,8 +672,8 @@ static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o,
 	return sip_ep_resolve(ep, u.p, u.n, d, err);
 }
 
-int sip_ep_relay_stateless(sip_endpoint *ep, sip_msg *req, sip_pl target, const sip_relay_opts *o,
-			   const char **err)
+int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
+			   const sip_relay_opts *o, const char **err)
 {
 	sip_pl cur = req->new_uri.n ? req->new_uri : req->uri;
 	if (target.n && !sip_pl_eq(cur, target) && sip_msg_set_uri(req, target.p, target.n)) {
@@ -656,7 +683,23 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_msg *req, sip_pl target, const 
 	sip_dest d;
 	if (next_hop(ep, req, o, &d, err))
 		return -1;
-	return sip_ep_send_stateless(ep, req, &d, SIP_VIA_PUSH, NULL, err);
+	int vi = req->first[SIP_HDR_VIA];
+	size_t pos = 0;
+	sip_pl top;
+	sip_via up;
+	if (vi < 0 || !sip_list_next(req->hdrs[vi].value, &pos, &top) || sip_via_parse(&up, top, err)) {
+		*err = "no Via";
+		return -1;
+	}
+	char branch[SL_BRANCH_LEN + 1];
+	stateless_branch(&up, req, branch);
+	if (sip_ep_send_stateless(ep, req, &d, SIP_VIA_PUSH, branch, err))
+		return -1;
+	/* a stateless proxy keeps no transaction: the request's ends unanswered, and a
+	 * retransmission comes to the TU again and goes out again with the same branch */
+	if (st && !st->client)
+		sip_txn_terminate(st);
+	return 0;
 }
 
 uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,

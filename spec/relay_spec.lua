@@ -524,4 +524,37 @@ describe("req:relay (the proxy core)", function()
     assert.matches("branch=z9hG4bKfirst", vias[2])
     assert.matches("branch=z9hG4bKsecond", vias[3])
   end)
+
+  describe("stateless relaying (§16.11)", function()
+    local function raw(lines)
+      return table.concat(lines, "\r\n") .. "\r\n\r\n"
+    end
+    local function message(cport, branch, call_id)
+      return raw { "MESSAGE sip:bob@example.com SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:" .. cport .. ";branch=" .. branch,
+        "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+        "Call-ID: " .. call_id, "CSeq: 1 MESSAGE", "Content-Length: 0" }
+    end
+
+    it("forwards a retransmission again, with the same branch", function()
+      local d, c = helper.udp_peer(), helper.udp_peer()
+      route(function() return "sip:bob@127.0.0.1:" .. d.port end, { stateless = true })
+      local msg = message(c.port, "z9hG4bKsl-retx", "stateless-retx@test")
+      c.send(msg, proxy)
+      assert.truthy(run_until(function() d.poll() return d.inbox[1] end, 2))
+      c.send(msg, proxy)   -- the UAC's Timer E retransmission
+      assert.truthy(run_until(function() d.poll() return d.inbox[2] end, 2))
+      local b1 = d.inbox[1].raw:match("\r\nVia: [^\r]*branch=([^;\r]+)")
+      local b2 = d.inbox[2].raw:match("\r\nVia: [^\r]*branch=([^;\r]+)")
+      assert.matches("^z9hG4bK", b1)
+      assert.equal(b1, b2)
+      -- another request from the same UAC gets another branch
+      c.send(message(c.port, "z9hG4bKsl-other", "stateless-retx@test"), proxy)
+      assert.truthy(run_until(function() d.poll() return d.inbox[3] end, 2))
+      assert.not_equal(b1, d.inbox[3].raw:match("\r\nVia: [^\r]*branch=([^;\r]+)"))
+      assert.equal(0, proxy:stats().server_transactions)   -- none kept for any copy
+      c.close()
+      d.close()
+    end)
+  end)
 end)
