@@ -493,11 +493,9 @@ static int uri_has_user(sip_pl uri)
 	return sip_uri_parse(&u, uri, &err) == 0 && u.user.n > 0;
 }
 
-int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
+/* The Route values of m in order, at most ROUTES_MAX. */
+static unsigned route_items(const sip_msg *m, sip_pl routes[ROUTES_MAX])
 {
-	if (m->first[SIP_HDR_ROUTE] < 0)
-		return 0;
-	sip_pl routes[ROUTES_MAX];
 	unsigned n = 0;
 	for (int i = m->first[SIP_HDR_ROUTE]; i >= 0 && n < ROUTES_MAX;
 	     i = sip_msg_find(m, SIP_HDR_ROUTE, NULL, 0, i + 1)) {
@@ -506,6 +504,53 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 		while (n < ROUTES_MAX && sip_list_next(m->hdrs[i].value, &pos, &item))
 			routes[n++] = item;
 	}
+	return n;
+}
+
+/* The Route headers of m become routes[first..n), unfolded, then <tail> when tail is not
+ * empty. The values are checked before the old headers go. 1, -1 (out of memory or a value
+ * refused), -2 (a value that cannot be written back). */
+static int write_routes(sip_msg *m, sip_pl *routes, unsigned first, unsigned n, sip_pl tail)
+{
+	size_t total = tail.n + 2;
+	for (unsigned i = first; i < n; i++)
+		total += routes[i].n;
+	char *buf = malloc(total + 1);
+	if (!buf)
+		return -1;
+	size_t off = 0;
+	for (unsigned i = first; i < n; i++) {
+		size_t k = sip_unfold(routes[i], buf + off, routes[i].n);
+		for (size_t j = 0; j < k; j++)
+			if (buf[off + j] == '\r' || buf[off + j] == '\n' || buf[off + j] == '\0') {
+				free(buf);
+				return -2;   /* a Route value we could not write back */
+			}
+		routes[i] = sip_pl_make(buf + off, k);
+		off += k;
+	}
+	sip_pl last = sip_pl_make(buf + off, tail.n + 2);
+	buf[off] = '<';
+	if (tail.n)
+		memcpy(buf + off + 1, tail.p, tail.n);
+	buf[off + 1 + tail.n] = '>';
+	sip_msg_remove_header(m, "Route", 5);
+	int r = 1;
+	for (unsigned i = first; i < n && r == 1; i++)
+		if (sip_msg_add_header(m, "Route", 5, routes[i].p, routes[i].n, 0))
+			r = -1;
+	if (r == 1 && tail.n && sip_msg_add_header(m, "Route", 5, last.p, last.n, 0))
+		r = -1;
+	free(buf);
+	return r;
+}
+
+int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
+{
+	if (m->first[SIP_HDR_ROUTE] < 0)
+		return 0;
+	sip_pl routes[ROUTES_MAX];
+	unsigned n = route_items(m, routes);
 	if (!n)
 		return 0;
 	unsigned first = 0;
@@ -527,31 +572,29 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	}
 	if (!changed)
 		return 0;
-	/* the values left, unfolded, checked before the Route headers go */
-	size_t total = 0;
-	for (unsigned i = first; i < n; i++)
-		total += routes[i].n;
-	char *buf = malloc(total + 1);
-	if (!buf)
+	return write_routes(m, routes, first, n, sip_pl_make(NULL, 0));
+}
+
+/* §16.6 step 6: a first Route without lr names a strict router, which wants the Request-URI
+ * to be its own URI: the Request-URI goes last into the Route set and the first Route value
+ * becomes the Request-URI. 0 (nothing to do), 1 (done), -1. */
+static int strict_next_hop(sip_msg *m)
+{
+	if (m->first[SIP_HDR_ROUTE] < 0)
+		return 0;
+	sip_pl routes[ROUTES_MAX], lr;
+	unsigned n = route_items(m, routes);
+	sip_addr a;
+	sip_uri u;
+	const char *err;
+	if (!n || sip_addr_parse(&a, routes[0], &err) || sip_uri_parse(&u, a.uri, &err))
+		return 0;
+	if (!u.is_sip || sip_param_get(u.params, "lr", &lr))
+		return 0;
+	sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;   /* stays: edits are never freed */
+	if (write_routes(m, routes, 1, n, cur) != 1 || sip_msg_set_uri(m, a.uri.p, a.uri.n))
 		return -1;
-	size_t off = 0;
-	for (unsigned i = first; i < n; i++) {
-		size_t k = sip_unfold(routes[i], buf + off, routes[i].n);
-		for (size_t j = 0; j < k; j++)
-			if (buf[off + j] == '\r' || buf[off + j] == '\n' || buf[off + j] == '\0') {
-				free(buf);
-				return -2;   /* a Route value we could not write back */
-			}
-		routes[i] = sip_pl_make(buf + off, k);
-		off += k;
-	}
-	sip_msg_remove_header(m, "Route", 5);
-	int r = 1;
-	for (unsigned i = first; i < n && r == 1; i++)
-		if (sip_msg_add_header(m, "Route", 5, routes[i].p, routes[i].n, 0))
-			r = -1;
-	free(buf);
-	return r;
+	return 1;
 }
 
 static int scheme_ok(sip_pl u)
@@ -654,13 +697,14 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	return sip_msg_add_header(req, "Record-Route", 12, v, len, 1);
 }
 
-/* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI. */
-static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, sip_dest *d,
-		    const char **err)
+/* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI,
+ * which is also where a request rewritten for a strict router goes (strict: step 6 did). */
+static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, int strict,
+		    sip_dest *d, const char **err)
 {
 	if (o->next_hop)
 		return sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err);
-	int ri = m->first[SIP_HDR_ROUTE];
+	int ri = strict ? -1 : m->first[SIP_HDR_ROUTE];
 	if (ri >= 0) {
 		size_t pos = 0;
 		sip_pl item;
@@ -681,7 +725,12 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 		return -1;
 	}
 	sip_dest d;
-	if (next_hop(ep, req, o, &d, err))
+	int strict = strict_next_hop(req);
+	if (strict < 0) {
+		*err = "cannot write the Route set for a strict router";
+		return -1;
+	}
+	if (next_hop(ep, req, o, strict, &d, err))
 		return -1;
 	int vi = req->first[SIP_HDR_VIA];
 	size_t pos = 0;
@@ -751,8 +800,9 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		}
 		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
 		sip_dest d;
+		int strict = 0;
 		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
-			 next_hop(ep, m, o, &d, &why) == 0;
+			 (strict = strict_next_hop(m)) >= 0 && next_hop(ep, m, o, strict, &d, &why) == 0;
 		if (ok) {
 			relay_branch *b = &r->br[r->nbranches];
 			b->target = i;

@@ -283,6 +283,17 @@ describe("req:relay (the proxy core)", function()
       assert.same({}, seen.routes)
     end)
 
+    it("sends to a strict next hop with its URI as the Request-URI and ours last in Route (§16.6 step 6)", function()
+      local b = bob()
+      route(function() return nil end)
+      local strict = "<sip:" .. b:address("udp") .. ">"   -- no lr: a strict router
+      local res = send_routed("sip:bob@example.com",
+        "<sip:" .. proxy:address("udp") .. ";lr>, " .. strict .. ", <sip:p3.example.com;lr>")
+      assert.equal(200, res.status)
+      assert.equal("sip:" .. b:address("udp"), seen.uri)
+      assert.same({ "<sip:p3.example.com;lr>", "<sip:bob@example.com>" }, seen.routes)
+    end)
+
     it("writes a folded Route value back unfolded after taking its own off", function()
       local b = bob()
       route(function() return nil end)
