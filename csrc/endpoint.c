@@ -521,6 +521,8 @@ static void on_response(sip_endpoint *ep, const sip_msg *m)
 		sip_txn_client_response(t, m);
 		return;
 	}
+	if (sip_relay_stateless_response(ep, m))
+		return;
 	ep->stats.stray_responses++;   /* §17.1.3: no transaction matches */
 	if (m->status >= 200 && m->status < 300 && m->method_id == SIP_METHOD_INVITE &&
 	    ep->hooks.response)

@@ -51,6 +51,26 @@ static void relay_unref(sip_relay *r)
 	free(r);
 }
 
+/* c: res with our Via off the top (§16.7 step 9), res untouched; slots has SIP_MSG_SLOTS
+ * entries. 0, or -1; sip_msg_free(c) after use. */
+static int without_top_via(sip_msg *c, sip_hdr *slots, const sip_msg *res)
+{
+	const char *err;
+	if (res->nhdrs <= SIP_MSG_SLOTS) {
+		/* a shallow copy with its own header array: taking the Via off edits only that */
+		*c = *res;
+		memcpy(slots, res->hdrs, res->nhdrs * sizeof *slots);
+		c->hdrs = c->slots = slots;
+		c->hdrs_cap = c->nslots = SIP_MSG_SLOTS;
+		c->owned = 0;
+		c->edits = NULL;
+	} else if (sip_msg_clone(c, slots, SIP_MSG_SLOTS, res, &err)) {
+		return -1;
+	}
+	sip_msg_remove_top_via(c);
+	return 0;
+}
+
 /* A response from downstream goes upstream with our Via off the top (§16.7 step 9). */
 static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
 {
@@ -58,20 +78,8 @@ static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
 	sip_msg c;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (ep->closing)
+	if (ep->closing || without_top_via(&c, slots, res))
 		return;
-	if (res->nhdrs <= SIP_MSG_SLOTS) {
-		/* a shallow copy with its own header array: taking the Via off edits only that */
-		c = *res;
-		memcpy(slots, res->hdrs, res->nhdrs * sizeof *slots);
-		c.hdrs = c.slots = slots;
-		c.hdrs_cap = c.nslots = SIP_MSG_SLOTS;
-		c.owned = 0;
-		c.edits = NULL;
-	} else if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, res, &err)) {
-		return;
-	}
-	sip_msg_remove_top_via(&c);
 	if (!stateless && r->st) {
 		if (sip_txn_server_reply(r->st, &c, &err) == 0)
 			r->st->proxied = 1;
@@ -744,11 +752,76 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 	stateless_branch(&up, req, branch);
 	if (sip_ep_send_stateless(ep, req, &d, SIP_VIA_PUSH, branch, err))
 		return -1;
+	ep->relayed_stateless = 1;   /* responses to it may come: forward them, §16.11 */
 	/* a stateless proxy keeps no transaction: the request's ends unanswered, and a
 	 * retransmission comes to the TU again and goes out again with the same branch */
 	if (st && !st->client)
 		sip_txn_terminate(st);
 	return 0;
+}
+
+/* Where a response goes from the Via below ours (§18.2.2, RFC 3581): over TCP to the
+ * received address (a connection to it is reused), over UDP to maddr, else received, else
+ * the sent-by host; to the rport value, else the sent-by port. */
+static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char **err)
+{
+	int tcp = sip_pl_casecmp(v->transport, "TCP");
+	if (!tcp && !sip_pl_casecmp(v->transport, "UDP")) {
+		*err = "unsupported transport";
+		return -1;
+	}
+	sip_pl host = !tcp && v->maddr.n ? v->maddr : v->received.n ? v->received : v->host;
+	int port = v->rport > 0 ? v->rport : v->port ? v->port : 5060;
+	char uri[300];
+	int v6 = host.p[0] != '[' && memchr(host.p, ':', host.n) != NULL;   /* a bare received */
+	if (!host.n || host.n > 256) {
+		*err = "bad host";
+		return -1;
+	}
+	int n = snprintf(uri, sizeof uri, "sip:%s%.*s%s:%d%s", v6 ? "[" : "", (int)host.n, host.p,
+			 v6 ? "]" : "", port, tcp ? ";transport=tcp" : "");
+	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
+}
+
+int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res)
+{
+	const char *err;
+	if (!ep->relayed_stateless || ep->closing || res->branch.n != SL_BRANCH_LEN ||
+	    memcmp(res->branch.p, SL_COOKIE, SL_COOKIE_LEN) != 0)
+		return 0;
+	sip_via v[2];   /* ours, and the client's below it */
+	unsigned n = 0;
+	for (int i = res->first[SIP_HDR_VIA]; i >= 0 && n < 2;
+	     i = sip_msg_find(res, SIP_HDR_VIA, NULL, 0, i + 1)) {
+		size_t pos = 0;
+		sip_pl item;
+		while (n < 2 && sip_list_next(res->hdrs[i].value, &pos, &item))
+			if (sip_via_parse(&v[n++], item, &err))
+				return 0;
+	}
+	/* §16.7 step 3 holds here too: with no Via left the response was for us */
+	if (n < 2 || !via_is_ours(ep, &v[0]))
+		return 0;
+	char branch[SL_BRANCH_LEN + 1];
+	stateless_branch(&v[1], res, branch);
+	if (memcmp(branch, res->branch.p, SL_BRANCH_LEN) != 0)
+		return 0;   /* not the branch we gave that client's request */
+	sip_dest d;
+	sip_msg c;
+	sip_hdr slots[SIP_MSG_SLOTS];
+	if (via_dest(ep, &v[1], &d, &err)) {
+		sip_ep_logf(ep, "stateless relay: cannot forward %d: %s", res->status, err);
+		return 1;   /* §16.9: a response that cannot be forwarded is dropped */
+	}
+	if (without_top_via(&c, slots, res))
+		return 1;
+	size_t len;
+	char *buf = sip_msg_print_alloc(&c, 0, &len);
+	if (buf && sip_ep_send_dest(ep, &d, buf, len, &err))
+		sip_ep_logf(ep, "stateless relay: cannot forward %d: %s", res->status, err);
+	free(buf);
+	sip_msg_free(&c);
+	return 1;
 }
 
 uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,

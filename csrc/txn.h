@@ -55,6 +55,7 @@ struct sip_endpoint {
 	struct { char ip[64]; int port; } lcache[SIP_EP_LCACHE];   /* listener addresses */
 	int nlcache;             /* entries formatted; 0 after a listen */
 	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
+	int relayed_stateless;   /* a request went out statelessly: forward what answers it */
 };
 
 /* txn.c */
@@ -81,6 +82,10 @@ void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
 void sip_relay_response(sip_txn *ct, const sip_msg *res);   /* a response for a branch */
 void sip_relay_txn_gone(sip_txn *t);                         /* t is being freed */
 void sip_relay_cancel(sip_relay *r);                          /* CANCEL from upstream */
+/* §16.11: a response no client transaction takes, to a request we relayed statelessly
+ * (our Via on top with the branch we gave it), goes on to the next Via without ours:
+ * 1 when it was ours (forwarded, or dropped when it could not be), 0 when not. */
+int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res);
 
 /* endpoint.c */
 /* "host:port" of our listener for that transport and family (Via sent-by, Record-Route),

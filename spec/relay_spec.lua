@@ -540,12 +540,39 @@ describe("req:relay (the proxy core)", function()
     local function raw(lines)
       return table.concat(lines, "\r\n") .. "\r\n\r\n"
     end
+    local function vias_of(text)
+      local vias = {}
+      for v in text:gmatch("\r\n(Via: [^\r]+)") do vias[#vias + 1] = v end
+      return vias
+    end
     local function message(cport, branch, call_id)
       return raw { "MESSAGE sip:bob@example.com SIP/2.0",
         "Via: SIP/2.0/UDP 127.0.0.1:" .. cport .. ";branch=" .. branch,
         "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
         "Call-ID: " .. call_id, "CSeq: 1 MESSAGE", "Content-Length: 0" }
     end
+    local function ok_for(vias, call_id)
+      return raw { "SIP/2.0 200 OK", table.concat(vias, "\r\n"),
+        "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>;tag=b1",
+        "Call-ID: " .. call_id, "CSeq: 1 MESSAGE", "Content-Length: 0" }
+    end
+
+    it("forwards the response to the next Via, its own Via taken off", function()
+      local b = callee(function(req) req:reply(200) end)
+      route(function() return b:uri("bob") end, { stateless = true })
+      -- a short T1: without the response the UAC gives up (408) in about a second
+      local uac = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = 20 })
+      uas[#uas + 1] = uac
+      local req = assert(sip.request { method = "MESSAGE", uri = "sip:bob@example.com",
+        from = "sip:alice@example.com" })
+      local res = uac:request(req, { target = "sip:" .. proxy:address("udp") })
+      assert.equal(200, res.status)
+      assert.equal(1, #res:headers("Via"))
+      assert.is_true(route_result.res)
+      -- nothing is kept for the relayed request
+      assert.equal(0, proxy:stats().server_transactions)
+      assert.equal(0, proxy:stats().stray_responses)
+    end)
 
     it("forwards a retransmission again, with the same branch", function()
       local d, c = helper.udp_peer(), helper.udp_peer()
@@ -564,6 +591,34 @@ describe("req:relay (the proxy core)", function()
       assert.truthy(run_until(function() d.poll() return d.inbox[3] end, 2))
       assert.not_equal(b1, d.inbox[3].raw:match("\r\nVia: [^\r]*branch=([^;\r]+)"))
       assert.equal(0, proxy:stats().server_transactions)   -- none kept for any copy
+      c.close()
+      d.close()
+    end)
+
+    it("still drops and counts a response whose top Via is not its own", function()
+      local d, c = helper.udp_peer(), helper.udp_peer()
+      route(function() return "sip:bob@127.0.0.1:" .. d.port end, { stateless = true })
+      c.send(message(c.port, "z9hG4bKsl-stray", "stateless-stray@test"), proxy)
+      assert.truthy(run_until(function() d.poll() return d.inbox[1] end, 2))
+      local vias = vias_of(d.inbox[1].raw)
+      local ours = vias[1]
+      local before = proxy:stats().stray_responses
+      -- another host's sent-by, then a branch no request of ours was given
+      vias[1] = ours:gsub("127%.0%.0%.1:%d+", "192.0.2.1:5060")
+      d.send(ok_for(vias, "stateless-stray@test"), proxy)
+      vias[1] = ours:gsub("branch=[^;]+", "branch=z9hG4bKsl0123456789abcdef")
+      d.send(ok_for(vias, "stateless-stray@test"), proxy)
+      assert.truthy(run_until(function() return proxy:stats().stray_responses == before + 2 end, 2))
+      helper.run_for(0.1, c.poll)
+      assert.same({}, c.inbox)
+      -- the response to what it did relay still goes through
+      vias[1] = ours
+      d.send(ok_for(vias, "stateless-stray@test"), proxy)
+      assert.truthy(run_until(function() c.poll() return c.inbox[1] end, 2))
+      assert.equal(200, c.inbox[1].msg.status)
+      assert.same({ "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKsl-stray" },
+        vias_of(c.inbox[1].raw))
+      assert.equal(before + 2, proxy:stats().stray_responses)
       c.close()
       d.close()
     end)
