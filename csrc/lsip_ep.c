@@ -844,8 +844,12 @@ static int relay_request(lua_State *L)
 	memset(&o, 0, sizeof o);
 	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
 	const char *err;
-	if (!st || m->method_id == SIP_METHOD_ACK || lua_toboolean(L, 8)) {
-		/* ACK of a 2xx, no transaction, or asked for: stateless (§16.11), first target */
+	if (!st || m->method_id == SIP_METHOD_ACK || m->method_id == SIP_METHOD_CANCEL ||
+	    lua_toboolean(L, 8)) {
+		/* ACK of a 2xx, no transaction, or asked for: stateless (§16.11), first target.
+		 * A CANCEL here matched no INVITE of ours (those the core answers): §16.10 says
+		 * forward it statelessly, and its branch, made as for the INVITE it cancels,
+		 * finds that INVITE downstream if it went statelessly too. */
 		sip_pl t = sip_pl_make(NULL, 0);
 		if (lua_type(L, 3) == LUA_TTABLE)
 			lua_rawgeti(L, 3, 1);

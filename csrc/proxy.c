@@ -138,12 +138,13 @@ static void keep_challenges(sip_relay *r, unsigned bi, const sip_msg *res)
 			r->chal = p;
 			r->chal_cap = cap;
 		}
-		uint32_t hd[3] = { bi, (uint32_t)h->name.n, (uint32_t)h->value.n };
 		char *p = r->chal + r->chal_len;
+		memcpy(p + 3 * sizeof(uint32_t), h->name.p, h->name.n);
+		/* unfolded: a folded value could not be added to the response that goes up */
+		size_t vn = sip_unfold(h->value, p + 3 * sizeof(uint32_t) + h->name.n, h->value.n);
+		uint32_t hd[3] = { bi, (uint32_t)h->name.n, (uint32_t)vn };
 		memcpy(p, hd, sizeof hd);
-		memcpy(p + sizeof hd, h->name.p, h->name.n);
-		memcpy(p + sizeof hd + h->name.n, h->value.p, h->value.n);
-		r->chal_len = need;
+		r->chal_len += sizeof hd + h->name.n + vn;
 	}
 }
 
@@ -285,7 +286,8 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 	} else {
 		if (s >= 600)
 			cancel_branches(r, (int)bi);
-		keep_challenges(r, bi, res);
+		if (is_challenge(s))   /* §16.7 step 7: from the other 401s and 407s only */
+			keep_challenges(r, bi, res);
 		if (!r->answered && (!r->has_best || better(s, r->best.status))) {
 			if (r->live == 0 && !r->notify_done && r->nbranches == 1 && s != 503) {
 				/* the only branch: its final goes up as it is, no copy kept */

@@ -80,10 +80,13 @@ describe("req:relay (the proxy core)", function()
       sip.sleep(0.05)
       req:reply(407, nil, { headers = { ["Proxy-Authenticate"] = 'Digest realm="two", nonce="2"' } })
     end)
-    route(function() return { b1:uri("bob"), b2:uri("bob") } end)
+    local b3 = callee(function(req)   -- a 403 that carries one is no challenge (step 7)
+      req:reply(403, nil, { headers = { ["WWW-Authenticate"] = 'Digest realm="three", nonce="3"' } })
+    end)
+    route(function() return { b1:uri("bob"), b2:uri("bob"), b3:uri("bob") } end)
     local res = send("MESSAGE")
     assert.equal(401, res.status)
-    assert.equal('Digest realm="one", nonce="1"', res:header("WWW-Authenticate"))
+    assert.same({ 'Digest realm="one", nonce="1"' }, res:headers("WWW-Authenticate"))
     assert.equal('Digest realm="two", nonce="2"', res:header("Proxy-Authenticate"))
   end)
 
@@ -591,6 +594,40 @@ describe("req:relay (the proxy core)", function()
       assert.truthy(run_until(function() d.poll() return d.inbox[3] end, 2))
       assert.not_equal(b1, d.inbox[3].raw:match("\r\nVia: [^\r]*branch=([^;\r]+)"))
       assert.equal(0, proxy:stats().server_transactions)   -- none kept for any copy
+      c.close()
+      d.close()
+    end)
+
+    it("forwards a CANCEL that matches no transaction statelessly, on its INVITE's branch (§16.10)", function()
+      local d, c = helper.udp_peer(), helper.udp_peer()
+      proxy:route(function(req)
+        -- the INVITE statelessly; the CANCEL with no option: the core knows what to do
+        req:relay("sip:bob@127.0.0.1:" .. d.port, { stateless = req.method == "INVITE" })
+      end)
+      local function req(method)
+        return raw { method .. " sip:bob@example.com SIP/2.0",
+          "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKsl-cancel",
+          "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+          "Call-ID: stateless-cancel@test", "CSeq: 1 " .. method, "Content-Length: 0" }
+      end
+      c.send(req("INVITE"), proxy)
+      assert.truthy(run_until(function() d.poll() return d.inbox[1] end, 2))
+      c.send(req("CANCEL"), proxy)
+      assert.truthy(run_until(function() d.poll() return d.inbox[2] end, 2))
+      local inv, cancel = d.inbox[1], d.inbox[2]
+      assert.equal("CANCEL", cancel.msg.method)
+      assert.equal(inv.msg.branch, cancel.msg.branch)
+      -- its 200 goes back the same way, and nothing is kept
+      d.send(raw { "SIP/2.0 200 OK", table.concat(vias_of(cancel.raw), "\r\n"),
+        "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+        "Call-ID: stateless-cancel@test", "CSeq: 1 CANCEL", "Content-Length: 0" }, proxy)
+      assert.truthy(run_until(function()
+        c.poll()
+        for _, it in ipairs(c.inbox) do
+          if it.msg.status == 200 and it.msg.cseq_method == "CANCEL" then return true end
+        end
+      end, 2))
+      assert.equal(0, proxy:stats().server_transactions)
       c.close()
       d.close()
     end)
