@@ -645,7 +645,20 @@ struct sip_nc_table {
 	size_t cap, nbuckets, ring;
 	uint32_t *buckets;
 	nc_entry *e;
+	uint64_t floor;   /* the latest issue time of a nonce evicted so far (0: none yet) */
 };
+
+/* The issue time a nonce carries in its first hex digits (it was checked before). */
+static uint64_t nonce_time(const char *hex)
+{
+	unsigned char raw[SIP_NONCE_TIME_LEN];
+	uint64_t t = 0;
+	if (from_hex(hex, 2 * SIP_NONCE_TIME_LEN, raw))
+		return 0;
+	for (unsigned i = 0; i < SIP_NONCE_TIME_LEN; i++)
+		t = (t << 8) | raw[i];
+	return t;
+}
 
 sip_nc_table *sip_nc_table_new(size_t cap)
 {
@@ -704,22 +717,31 @@ sip_nc_result sip_nc_check(sip_nc_table *t, sip_pl nonce, uint32_t nc)
 	for (uint32_t i = t->buckets[b]; i != NC_NIL; i = t->e[i].next) {
 		nc_entry *x = &t->e[i];
 		if (memcmp(x->nonce, nonce.p, SIP_NONCE_HEX_LEN) == 0) {
-			if (nc <= x->nc)
+			if (nc == 0 || nc <= x->nc)
 				return SIP_NC_REPLAY;
 			x->nc = nc;
 			return SIP_NC_OK;
 		}
 	}
-	if (nc != 1)
+	if (nc > 1)
+		return SIP_NC_UNKNOWN;
+	/* A nonce issued before one that was evicted may have been evicted too, its uses
+	 * forgotten: taking its nc 1 again would let a captured request be replayed. It is
+	 * unknown instead (the client gets stale=true and a fresh nonce). */
+	if (t->floor && nonce_time(nonce.p) <= t->floor)
 		return SIP_NC_UNKNOWN;
 
 	uint32_t idx = (uint32_t)t->ring;
 	t->ring = (t->ring + 1) % t->cap;
-	if (t->e[idx].used)
+	if (t->e[idx].used) {
+		uint64_t gone = nonce_time(t->e[idx].nonce);
+		if (gone > t->floor)
+			t->floor = gone;
 		nc_unlink(t, idx);
+	}
 	nc_entry *x = &t->e[idx];
 	memcpy(x->nonce, nonce.p, SIP_NONCE_HEX_LEN);
-	x->nc = nc;
+	x->nc = nc ? nc : UINT32_MAX;   /* 0: used once without nc, never again */
 	x->bucket = b;
 	x->used = 1;
 	x->next = t->buckets[b];

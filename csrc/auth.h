@@ -109,7 +109,9 @@ typedef enum sip_nc_result { SIP_NC_OK, SIP_NC_REPLAY, SIP_NC_UNKNOWN } sip_nc_r
 sip_nc_table *sip_nc_table_new(size_t cap);
 void sip_nc_table_free(sip_nc_table *t);
 /* OK records nc; REPLAY when nc is not above the highest seen; UNKNOWN when the nonce is
- * not remembered and nc is not 1 (it was evicted, or never seen: ask for a fresh nonce). */
+ * not remembered and nc is not 1 (it was evicted, or never seen: ask for a fresh nonce), or
+ * when it was issued before a nonce the table had to evict (its uses may be forgotten).
+ * nc 0: an answer without nc (RFC 2069), taken once: the nonce is spent. */
 sip_nc_result sip_nc_check(sip_nc_table *t, sip_pl nonce, uint32_t nc);
 /* Parse the 8 hex digits of nc. Returns 0 or EINVAL. */
 int sip_nc_parse(sip_pl s, uint32_t *nc);

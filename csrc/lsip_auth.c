@@ -254,15 +254,16 @@ static int l_state_check_nonce(lua_State *L)
 	return 1;
 }
 
-/* state:check_nc(nonce, nc) -> "ok" | "replay" | "unknown" | "bad" (nc not 8 hex digits) */
+/* state:check_nc(nonce, nc) -> "ok" | "replay" | "unknown" | "bad" (nc not 8 hex digits);
+ * nc nil: an answer without qop, which spends the nonce ("replay" the second time) */
 static int l_state_check_nc(lua_State *L)
 {
 	lsip_digest_state *s = check_state(L);
 	sip_pl n, ncs;
 	n.p = luaL_checklstring(L, 2, &n.n);
-	ncs.p = luaL_checklstring(L, 3, &ncs.n);
-	uint32_t nc;
-	if (sip_nc_parse(ncs, &nc) || nc == 0) {
+	uint32_t nc = 0;
+	ncs.p = luaL_optlstring(L, 3, NULL, &ncs.n);
+	if (ncs.p && (sip_nc_parse(ncs, &nc) || nc == 0)) {
 		lua_pushliteral(L, "bad");
 		return 1;
 	}

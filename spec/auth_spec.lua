@@ -273,6 +273,21 @@ describe("RFC 2069 form (no qop)", function()
     assert.same({ true, "alice" }, { a:verify(with_header(v)) })
   end)
 
+  it("takes such an answer once: played again it gets stale=true (a one-time nonce)", function()
+    local a = server { algorithms = { "MD5" } }
+    local _, _, headers = a:verify(request())
+    local ch = core.digest_parse(headers[1][2])
+    local resp = core.digest_response { username = "alice", password = "secret",
+      realm = "example.org", nonce = ch.nonce, method = "REGISTER", uri = "sip:example.org" }
+    local v = ('Digest username="alice", realm="example.org", nonce="%s", ' ..
+               'uri="sip:example.org", response="%s"'):format(ch.nonce, resp)
+    assert.same({ true, "alice" }, { a:verify(with_header(v)) })
+    local ok, code, again = a:verify(with_header(v))
+    assert.is_false(ok)
+    assert.equal(401, code)
+    assert.truthy(again[1][2]:find("stale=true", 1, true))
+  end)
+
   it("the client answers a challenge without qop in that form", function()
     local v = auth.authorization('Digest realm="r", nonce="n"',
       { user = "u", password = "p", method = "GET", uri = "/" })
@@ -534,6 +549,26 @@ describe("nonce state", function()
     assert.equal("ok", st:check_nc(first, "00000001"))
     for _ = 1, 4096 do st:check_nc(st:nonce(1), "00000001") end
     assert.equal("unknown", st:check_nc(first, "00000002"))
+  end)
+
+  it("does not take nc 1 again from a nonce it had to forget", function()
+    local st = core.digest_state()
+    local first = st:nonce(1)
+    assert.equal("ok", st:check_nc(first, "00000001"))
+    for _ = 1, 4096 do st:check_nc(st:nonce(2), "00000001") end   -- first is evicted
+    -- a captured request with first's nc 1, played again: refused (the client would be
+    -- told stale=true), not taken as a first use
+    assert.equal("unknown", st:check_nc(first, "00000001"))
+    -- nonces issued after the forgotten ones are taken as ever
+    assert.equal("ok", st:check_nc(st:nonce(3), "00000001"))
+  end)
+
+  it("spends a nonce answered without nc (RFC 2069) on one request", function()
+    local st = core.digest_state()
+    local n = st:nonce(1)
+    assert.equal("ok", st:check_nc(n, nil))
+    assert.equal("replay", st:check_nc(n, nil))
+    assert.equal("replay", st:check_nc(n, "00000001"))
   end)
 
   it("keeps the highest count per nonce", function()

@@ -266,6 +266,11 @@ function Digest:verify(req)
       -- The nonce was forgotten (table full) or its first use is missing: start over.
       return false, self.code, self:challenge(true), "nonce count unknown"
     end
+  elseif self.state:check_nc(c.nonce, nil) ~= "ok" then
+    -- an answer without qop (RFC 2069) has no nc to order its uses: its nonce answers one
+    -- request, so a captured one cannot be played again; the client gets stale=true and a
+    -- fresh nonce for the next (RFC 2617 §4.5's one-time nonces)
+    return false, self.code, self:challenge(true), "nonce used already (no qop)"
   end
 
   if self.failures[key] then
