@@ -182,8 +182,10 @@ sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_
 	ep->ud = ud;
 	ep->loop = loop;
 	if (sip_map_init(&ep->client) || sip_map_init(&ep->server) ||
-	    sip_map_init(&ep->accepted) || sip_map_init_counters(&ep->ids))
+	    sip_map_init(&ep->accepted) || sip_map_init_counters(&ep->ids) ||
+	    sip_map_init(&ep->merged))
 		goto fail;
+	ep->merged_check = 1;
 	ep->tp = sip_tp_new(loop, &ep->cfg.tp, on_recv, on_tp_event, ep);
 	if (!ep->tp)
 		goto fail;
@@ -193,6 +195,7 @@ fail:
 	sip_map_free(&ep->server);
 	sip_map_free(&ep->accepted);
 	sip_map_free(&ep->ids);
+	sip_map_free(&ep->merged);
 	free(ep);
 	return NULL;
 }
@@ -215,6 +218,7 @@ void sip_ep_free(sip_endpoint *ep)
 	sip_map_free(&ep->server);
 	sip_map_free(&ep->accepted);
 	sip_map_free(&ep->ids);
+	sip_map_free(&ep->merged);
 	sip_ep_set_domains(ep, NULL, 0, 0);
 	sip_rl_free(ep->rl);
 	free(ep);
@@ -275,6 +279,43 @@ size_t sip_accepted_key(char *key, sip_pl call_id, uint32_t cseq, sip_pl from_ta
 	kch(&k, '|');
 	kpl(&k, from_tag);
 	return k.n;
+}
+
+/* §8.2.2.2: a request without a To tag whose From tag, Call-ID and CSeq are those of a
+ * transaction of ours it did not match (a request forked upstream reaching us twice) is
+ * merged: 1 means answer it 482. Otherwise t is filed under them. A proxy does not look
+ * (a spiral is such a request, and must be relayed). */
+static int merged_request(sip_endpoint *ep, sip_txn *t, const sip_msg *m)
+{
+	if (!ep->merged_check || m->to_tag.n)
+		return 0;
+	char key[KEY_MAX];
+	keybuf k = { key, 0 };
+	kput(&k, "M|", 2);
+	kpl(&k, m->call_id);
+	kch(&k, '|');
+	kuint(&k, m->cseq);
+	kch(&k, '|');
+	kpl(&k, m->method);
+	kch(&k, '|');
+	kpl(&k, m->from_tag);
+	if (sip_map_get(&ep->merged, key, k.n))
+		return 1;
+	t->mkey = malloc(k.n);
+	if (t->mkey) {
+		memcpy(t->mkey, key, k.n);
+		t->mklen = k.n;
+		if (sip_map_put(&ep->merged, t->mkey, t->mklen, t)) {
+			free(t->mkey);
+			t->mkey = NULL;
+		}
+	}
+	return 0;
+}
+
+void sip_ep_set_merged_check(sip_endpoint *ep, int on)
+{
+	ep->merged_check = on != 0;
 }
 
 static int has_cookie(sip_pl branch)
@@ -669,6 +710,11 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			}
 			return;
 		}
+	}
+	if (merged_request(ep, t, m)) {
+		core_reply(ep, t, m, 482, NULL);
+		ep->stats.merged++;
+		return;
 	}
 	if (t->invite) {
 		size_t len;

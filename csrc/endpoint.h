@@ -82,7 +82,7 @@ typedef struct sip_ep_hooks {
 typedef struct sip_ep_stats {
 	unsigned client_txns, server_txns;
 	unsigned long retrans_sent, absorbed, requests_in, responses_in, parse_errors,
-		stray_responses, rejected_busy, rate_limited;
+		stray_responses, rejected_busy, rate_limited, merged;
 } sip_ep_stats;
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -154,6 +154,9 @@ int sip_ep_validate(sip_endpoint *ep, const sip_msg *req);
 /* Names that are this endpoint besides its addresses (for URIs without a port, or with
  * `port`). Returns 0 or -1 (out of memory). */
 int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port);
+/* Merged requests (§8.2.2.2) answered 482: on for a user agent (the default), off for a
+ * proxy, to which a spiral looks the same. */
+void sip_ep_set_merged_check(sip_endpoint *ep, int on);
 /* A token bucket per source IP for new requests (ACK and CANCEL pass): past it the core
  * answers 503 with Retry-After, statelessly, before any transaction or hook; requests we
  * sent ourselves (a spiral: from our own address, our Via on top) are charged but never

@@ -749,6 +749,7 @@ static int ep_set_router(lua_State *L)
 	e->router = e->epobj = LUA_NOREF;
 	e->handled = 0;
 	e->relay_in_dialog = 0;
+	sip_ep_set_merged_check(e->ep, lua_isnoneornil(L, 2));   /* a router proxies */
 	if (lua_isnoneornil(L, 2))
 		return 0;
 	e->relay_in_dialog = lua_toboolean(L, 5);
@@ -1046,6 +1047,7 @@ static int ep_stats(lua_State *L)
 	set_int(L, "responses_in", (lua_Integer)s.responses_in);
 	set_int(L, "parse_errors", (lua_Integer)s.parse_errors);
 	set_int(L, "stray_responses", (lua_Integer)s.stray_responses);
+	set_int(L, "merged", (lua_Integer)s.merged);
 	set_int(L, "rejected_busy", (lua_Integer)s.rejected_busy);
 	set_int(L, "rate_limited", (lua_Integer)s.rate_limited);
 	set_int(L, "connections", t.conns_open);

@@ -81,6 +81,8 @@ void sip_txn_terminate(sip_txn *t)
 	sip_map_unlink(tab, &t->by_key);
 	if (t->akey && sip_map_get(&ep->accepted, t->akey, t->aklen) == t)
 		sip_map_del(&ep->accepted, t->akey, t->aklen);
+	if (t->mkey && sip_map_get(&ep->merged, t->mkey, t->mklen) == t)
+		sip_map_del(&ep->merged, t->mkey, t->mklen);
 	sip_map_unlink(&ep->ids, &t->by_id);
 	/* Only INVITE transactions, and client ones that never gave a final response, can be
 	 * waited on by the TU; the rest end without a word (one Lua call less each). */
@@ -95,6 +97,7 @@ void sip_txn_terminate(sip_txn *t)
 	else
 		ep->stats.server_txns--;
 	free(t->akey);
+	free(t->mkey);
 	free(t->out);
 	free(t->req);
 	free(t->ack);

@@ -23,6 +23,8 @@ struct sip_txn {
 	sip_map_node by_id;
 	char *akey;              /* server INVITE with a 2xx: in ep->accepted (ACK matching) */
 	size_t aklen;
+	char *mkey;              /* server, no To tag, a UA's: in ep->merged (§8.2.2.2) */
+	size_t mklen;
 	sip_dest dest;           /* client: where the request goes; server: where responses go */
 	char *out;               /* client: the request; server: the last response */
 	size_t outlen;
@@ -45,6 +47,8 @@ struct sip_endpoint {
 	sip_ep_hooks hooks;
 	void *ud;
 	sip_map client, server, accepted, ids;
+	sip_map merged;          /* From tag, Call-ID, CSeq -> server transaction (UA only) */
+	int merged_check;        /* answer merged requests 482 (§8.2.2.2): not for a proxy */
 	uint64_t next_id;
 	sip_ep_stats stats;
 	int closing;             /* sip_ep_free is ending every transaction: send nothing */

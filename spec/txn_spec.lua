@@ -329,6 +329,53 @@ describe("transactions", function()
     end)
   end)
 
+  describe("merged requests (§8.2.2.2)", function()
+    local function invite(branch)
+      return assert(sip.request { method = "INVITE", uri = ep:uri("svc"),
+        from = "<sip:peer@127.0.0.1:" .. p.port .. ">;tag=merge1", call_id = "merge-1@test",
+        cseq = 7, via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. branch })
+    end
+
+    it("answers 482 to a copy of a request that came by another path, once", function()
+      local calls = 0
+      ep:on("INVITE", function(req)
+        calls = calls + 1
+        req:reply(180)
+        sip.sleep(0.2)
+        req:reply(486)
+      end)
+      p.send(invite("z9hG4bKpath1"), ep)
+      p.send(invite("z9hG4bKpath2"), ep)   -- forked upstream: same From tag, Call-ID, CSeq
+      run_until(function() return p.count(status_is(486)) >= 1 end, 2, p.poll)
+      local function of(status, branch)
+        return p.count(function(m) return m.status == status and m.branch == branch end)
+      end
+      assert.equal(1, calls)
+      assert.is_true(of(482, "z9hG4bKpath2") >= 1)   -- (Timer G resends it: no ACK here)
+      assert.equal(0, of(482, "z9hG4bKpath1"))
+      assert.equal(1, ep:stats().merged)
+      -- a retransmission of the first is absorbed as ever, not taken for a merged one
+      p.send(invite("z9hG4bKpath1"), ep)
+      run_for(0.1, p.poll)
+      assert.equal(0, of(482, "z9hG4bKpath1"))
+      assert.equal(1, ep:stats().merged)
+      assert.equal(1, calls)
+    end)
+
+    it("does not look for them in a proxy, to which a spiral is such a copy", function()
+      local relayed = 0
+      ep:route(function(req)
+        relayed = relayed + 1
+        req:reply(404)
+      end)
+      p.send(invite("z9hG4bKspiral1"), ep)
+      p.send(invite("z9hG4bKspiral2"), ep)
+      run_until(function() return p.count(status_is(404)) == 2 end, 2, p.poll)
+      assert.equal(2, relayed)
+      assert.equal(0, p.count(status_is(482)))
+    end)
+  end)
+
   describe("INVITE server transaction", function()
     it("sends 100 Trying at once", function()
       ep:on("INVITE", function(req) sip.sleep(0.1); req:reply(486) end)
