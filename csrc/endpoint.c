@@ -431,6 +431,39 @@ void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *r
 
 /* §18.2.2 and RFC 3581: responses go back over the connection, or to the source address
  * (port from rport when the client asked for it, else the Via's). */
+/* An IP literal (IPv6 with or without []) with a port, or -1 when host is not one. */
+static int ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char ip[INET6_ADDRSTRLEN];
+	if (host.n >= 2 && host.p[0] == '[') {
+		host.p++;
+		host.n -= 2;
+	}
+	if (host.n == 0 || host.n >= sizeof ip)
+		return -1;
+	memcpy(ip, host.p, host.n);
+	ip[host.n] = 0;
+	memset(ss, 0, sizeof *ss);
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		*len = sizeof *a4;
+	} else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		*len = sizeof *a6;
+	} else {
+		return -1;
+	}
+	set_port(ss, port);
+	return 0;
+}
+
+/* §18.2.2: where the responses to a request go. Over TCP the connection it came on while
+ * it is open, else a new one to its source address at the sent-by port (the source port
+ * was the client's ephemeral one). Over UDP: to maddr if the Via names one (an IP
+ * literal; at the sent-by port), else to the source address (received) at the rport
+ * (RFC 3581: the source port) or the sent-by port. */
 static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d)
 {
 	memset(d, 0, sizeof *d);
@@ -439,8 +472,20 @@ static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d
 	d->len = src->peerlen;
 	d->conn_id = src->conn_id;
 	d->listener = src->kind == SIP_TP_UDP ? src->listener : -1;
-	if (src->kind == SIP_TP_UDP && via && via->rport < 0)
-		set_port(&d->addr, via->port ? via->port : 5060);
+	if (!via)
+		return;
+	int sent_by_port = via->port ? via->port : 5060;
+	if (src->kind == SIP_TP_TCP) {
+		set_port(&d->addr, sent_by_port);
+		return;
+	}
+	if (via->maddr.n && ip_literal(via->maddr, sent_by_port, &d->addr, &d->len) == 0) {
+		if (d->addr.ss_family != src->peer.ss_family)
+			d->listener = -1;   /* a listener of the other family cannot send it */
+		return;
+	}
+	if (via->rport < 0)
+		set_port(&d->addr, sent_by_port);
 }
 
 /* A request that did not parse: answer 400 (505 for the version) with the reason, when

@@ -373,6 +373,56 @@ describe("received and rport in the top Via (§18.2.1, RFC 3581)", function()
   end)
 end)
 
+describe("where responses go (§18.2.2)", function()
+  local function options(via, host, port)
+    return crlf { "OPTIONS sip:x@" .. host .. ":" .. port .. " SIP/2.0", via, "Max-Forwards: 70",
+      "From: <sip:a@127.0.0.1>;tag=1", "To: <sip:x@127.0.0.1>",
+      "Call-ID: dest-" .. math.random(1, 1e9), "CSeq: 1 OPTIONS", "Content-Length: 0", "" }
+  end
+
+  it("opens a connection to the sent-by port when the request's TCP connection is gone", function()
+    local ep = assert(sip.endpoint { listen = { "tcp:127.0.0.1:0" } })
+    ep:on("OPTIONS", function(req) sip.sleep(0.2); req:reply(200) end)
+    local host, port = hostport(ep, "tcp")
+    local lst = assert(socket.bind("127.0.0.1", 0))   -- the client's own listener
+    lst:settimeout(0)
+    local lport = select(2, lst:getsockname())
+    local c = tcp_connect(ep)
+    c:send(options("Via: SIP/2.0/TCP 127.0.0.1:" .. lport .. ";branch=z9hG4bKgone1", host, port))
+    settle(0.05)
+    c:close()   -- before the answer
+    local got, s
+    run_until(function()   -- the endpoint's loop must run to connect and write
+      s = s or lst:accept()
+      if s then
+        s:settimeout(0)
+        got = s:receive("*l")
+      end
+      return got
+    end, 3)
+    if s then s:close() end
+    lst:close()
+    ep:close()
+    assert.equal("SIP/2.0 200 OK", got)
+  end)
+
+  it("sends a UDP response to the maddr of the top Via, at the sent-by port", function()
+    local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    local host, port = hostport(ep, "udp")
+    local peer, there = udp_peer(), udp_peer("127.0.0.2")   -- 127/8 is all loopback
+    local tport = select(2, there:getsockname())
+    assert(peer:sendto(options("Via: SIP/2.0/UDP 127.0.0.1:" .. tport ..
+      ";branch=z9hG4bKmaddr1;maddr=127.0.0.2", host, port), host, port))
+    local got = udp_replies(there, 3, 1)
+    local at_source = udp_replies(peer, 0.1)
+    peer:close()
+    there:close()
+    ep:close()
+    assert.equal(200, status_of(got[1]))
+    assert.same({}, at_source)
+  end)
+end)
+
 describe("TCP peers that hold connections", function()
   local ep
   before_each(function()
