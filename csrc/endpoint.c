@@ -136,7 +136,11 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 
 /* A TCP connection we opened failed: its client transactions get 503 now rather than
  * 408 after Timer B/F (RFC 3261 §8.1.3.1 treats transport errors as 503). */
-static void fail_dest(sip_endpoint *ep, const sip_tp_src *src)
+/* §17.1.4 / §8.1.3.1: the client transactions to src's address fail with a 503: a TCP
+ * connection that could not be made, or (udp) an ICMP unreachable for a datagram, which
+ * only counts while nothing has answered (Calling, Trying: a peer that answered is there,
+ * and the error came from some older datagram). */
+static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp)
 {
 	enum { BATCH = 64 };
 	uint64_t ids[BATCH];
@@ -144,15 +148,18 @@ static void fail_dest(sip_endpoint *ep, const sip_tp_src *src)
 	for (size_t i = 0; i < ep->client.nb && n < BATCH; i++)
 		for (sip_map_node *nd = ep->client.b[i]; nd && n < BATCH; nd = nd->next) {
 			sip_txn *t = nd->value;
-			if (t->dest.kind == SIP_TP_TCP && t->state != SIP_TXN_COMPLETED &&
-			    t->state != SIP_TXN_ACCEPTED && same_addr(&t->dest.addr, &src->peer))
+			int live = udp ? t->state == SIP_TXN_CALLING || t->state == SIP_TXN_TRYING :
+					 t->state != SIP_TXN_COMPLETED && t->state != SIP_TXN_ACCEPTED;
+			if (t->dest.kind == (udp ? SIP_TP_UDP : SIP_TP_TCP) && live &&
+			    same_addr(&t->dest.addr, &src->peer))
 				ids[n++] = t->id;
 		}
 	for (size_t i = 0; i < n; i++) {
 		sip_txn *t = sip_ep_txn(ep, ids[i]);   /* an earlier hook may have ended it */
 		if (!t)
 			continue;
-		sip_ep_synth_response(ep, t, 503, "Service Unavailable (connection failed)");
+		sip_ep_synth_response(ep, t, 503, udp ? "Service Unavailable (unreachable)" :
+					      "Service Unavailable (connection failed)");
 		sip_txn_terminate(t);
 	}
 }
@@ -165,7 +172,9 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
 	sip_ep_logf(ep, "transport %s %s%s%s", event, a, detail ? ": " : "", detail ? detail : "");
 	if (src && strcmp(event, "connect failed") == 0)
-		fail_dest(ep, src);
+		fail_dest(ep, src, 0);
+	else if (src && strcmp(event, "unreachable") == 0)
+		fail_dest(ep, src, 1);
 }
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,

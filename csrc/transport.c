@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/errqueue.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -686,12 +687,53 @@ static int only_crlf(const char *b, size_t n)
 
 static void tp_release(sip_transport *tp);
 
+/* §18.4: an ICMP unreachable for a datagram we sent, which IP_RECVERR queues on the
+ * socket: the transport user hears "unreachable" for that destination (the datagram's
+ * own address comes back in msg_name), and a client transaction waiting on it fails at
+ * once (§17.1.4) instead of at Timer B/F. A few a wake-up: the queue is bounded anyway. */
+static void udp_errors(sip_transport *tp, listener *l)
+{
+	for (int i = 0; i < 16; i++) {
+		char cbuf[256], one;
+		sip_tp_src s;
+		struct iovec iov = { &one, 1 };
+		struct msghdr mh;
+		memset(&mh, 0, sizeof mh);
+		memset(&s, 0, sizeof s);
+		mh.msg_name = &s.peer;
+		mh.msg_namelen = sizeof s.peer;
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof cbuf;
+		if (recvmsg(l->fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0)
+			return;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (!((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) ||
+			      (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)))
+				continue;
+			const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
+			if ((ee->ee_origin != SO_EE_ORIGIN_ICMP && ee->ee_origin != SO_EE_ORIGIN_ICMP6) ||
+			    (ee->ee_errno != ECONNREFUSED && ee->ee_errno != EHOSTUNREACH &&
+			     ee->ee_errno != ENETUNREACH))
+				continue;
+			s.kind = SIP_TP_UDP;
+			s.listener = (int)(l - tp->ls);
+			s.peerlen = mh.msg_namelen;
+			memcpy(&s.local, &l->addr, l->addrlen);
+			s.locallen = l->addrlen;
+			emit(tp, "unreachable", &s, strerror((int)ee->ee_errno));
+		}
+	}
+}
+
 static void udp_io(void *arg, uint32_t events)
 {
 	listener *l = arg;
 	sip_transport *tp = l->tp;
 	size_t cap = tp->cfg.max_msg + 1;
-	(void)events;
+	if (events & EPOLLERR)
+		udp_errors(tp, l);
 
 	for (int round = 0; round < SIP_TP_UDP_BATCH / SIP_TP_UDP_MMSG; round++) {
 		struct mmsghdr mm[SIP_TP_UDP_MMSG];
@@ -710,7 +752,9 @@ static void udp_io(void *arg, uint32_t events)
 		if (k < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
-			continue; /* EINTR, or an ICMP error queued on the socket */
+			if (errno != EINTR)
+				udp_errors(tp, l);   /* an ICMP error queued on the socket */
+			continue;
 		}
 		for (int i = 0; i < k; i++) {
 			sip_tp_src *s = &src[i];
@@ -821,6 +865,11 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 		int sz = SIP_TP_UDP_RCVBUF;
 
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+		/* ICMP unreachables for what we send, queued for udp_errors (§18.4) */
+		if (ss.ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof(one));
+		else
+			setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one));
 	}
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
 	    (kind == SIP_TP_TCP && listen(fd, SIP_TP_BACKLOG) < 0)) {

@@ -87,6 +87,23 @@ describe("transactions", function()
       end
     end)
 
+    it("fails with 503 at once when the port is closed (ICMP unreachable, §17.1.4)", function()
+      local dead = assert(socket.udp())
+      assert(dead:setsockname("127.0.0.1", 0))
+      local dport = select(2, dead:getsockname())
+      dead:close()   -- nobody there: the kernel answers ICMP port unreachable
+      local res, t0, t1
+      sip.spawn(function()
+        t0 = now_ms()
+        res = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. dport })
+        t1 = now_ms()
+      end)
+      assert.truthy(run_until(function() return res end, 3))
+      assert.equal(503, res.status)
+      assert.is_true(t1 - t0 < 32 * T1, string.format("took %.0f ms", t1 - t0))   -- not Timer F
+      assert.equal(0, ep:stats().client_transactions)
+    end)
+
     it("recovers a lost response by retransmission", function()
       local res
       sip.spawn(function()
