@@ -81,9 +81,9 @@ static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
 	if (ep->closing || without_top_via(&c, slots, res))
 		return;
 	if (!stateless && r->st) {
-		if (sip_txn_server_reply(r->st, &c, &err) == 0)
-			r->st->proxied = 1;
-		else
+		/* (st->proxied is set since the relay began; over TCP a final response ends st at
+		 * once, Timer J being zero, and r->st is NULL when this returns) */
+		if (sip_txn_server_reply(r->st, &c, &err))
 			sip_ep_logf(ep, "relay: cannot forward %d upstream: %s", res->status, err);
 	} else {
 		/* a 2xx after the server transaction is gone, or a retransmitted one (RFC 6026) */

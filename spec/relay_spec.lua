@@ -186,6 +186,22 @@ describe("req:relay (the proxy core)", function()
     assert.same({ nil, "answered" }, { relayed[1], relayed[2] })
   end)
 
+  it("relays a request that came over TCP, and its final response ends that transaction at once", function()
+    proxy:close()
+    proxy = assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+    local tcp_alice = assert(sip.endpoint { listen = { "tcp:127.0.0.1:0" } })
+    uas[#uas + 1] = tcp_alice
+    local b = callee(function(req) req:reply(200) end)
+    route(function() return b:uri("bob") end)
+    for _ = 1, 2 do   -- the second shows the proxy lived through the first
+      local req = assert(sip.request { method = "MESSAGE", uri = "sip:bob@example.com",
+        from = "sip:alice@example.com" })
+      local res = tcp_alice:request(req, { target = "sip:" .. proxy:address("tcp") .. ";transport=tcp" })
+      assert.equal(200, res and res.status)
+    end
+    assert.equal(0, proxy:stats().server_transactions)   -- Timer J is zero over TCP
+  end)
+
   it("calls on_response with every branch's final and its target", function()
     local b1 = callee(function(req) req:reply(486) end)
     local b2 = callee(function(req) sip.sleep(0.05) req:reply(200) end)
