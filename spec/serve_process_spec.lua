@@ -62,9 +62,61 @@ describe("luasip serve (process)", function()
     end
   end)
 
+  it("ends quietly on Ctrl-C (SIGINT): exit code 130, no stack trace", function()
+    local port = peer.free_udp_port()
+    local p = peer.start { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
+      "udp:127.0.0.1:" .. port, "--domain", "127.0.0.1", "--no-auth", "--no-huge-pages" }
+    local res
+    helper.run_until(function()
+      if not (res and res.status == 200) then
+        res = ua:options("sip:127.0.0.1:" .. port)
+      end
+      return res and res.status == 200
+    end, 5)
+    local child = sh("pgrep -P " .. p.pid):match("%d+")
+    assert.truthy(child)
+    os.execute("kill -INT " .. child)
+    local code, out = peer.wait(p, 3)
+    peer.clean(p)
+    assert.equal(130, code)
+    assert.falsy(out:find("traceback", 1, true))
+    assert.falsy(out:find("interrupted", 1, true))
+  end)
+
   it("keeps malloc as it is with --no-huge-pages", function()
     local status, env = serve_env { "--no-huge-pages" }
     assert.equal(200, status)
     assert.falsy(env:find("glibc.malloc.hugetlb", 1, true))
+  end)
+end)
+
+describe("luasip command line", function()
+  local function run(...)
+    local code, out = peer.run({ "lua5.4", peer.path("bin/luasip"), ... }, 5)
+    return code, out or ""
+  end
+
+  it("refuses an unknown option instead of taking the next argument as its value", function()
+    local code, out = run("serve", "--quite", "--no-auth")
+    assert.equal(2, code)
+    assert.truthy(out:find("luasip: unknown option --quite", 1, true))
+  end)
+
+  it("says which value is wrong, in one line and no trace", function()
+    local cases = {
+      { 2, "--t1 wants a whole number", "serve", "--t1", "abc", "--no-auth" },
+      { 2, "--max-transactions wants a whole number", "serve", "--max-transactions", "-5", "--no-auth" },
+      { 2, "serve takes no argument extra", "serve", "extra", "--no-auth" },
+      { 1, "luasip: bad argument", "serve", "--listen", "udp:127.0.0.1:99999", "--no-auth", "--no-huge-pages" },
+      { 1, "cannot be read", "serve", "--users", "/tmp", "--no-huge-pages" },
+      { 1, "luasip: bad Request-URI", "message", "notauri", "hi" },
+      { 2, "wants 1 argument, got 0", "options" },
+    }
+    for _, c in ipairs(cases) do
+      local code, out = run(table.unpack(c, 3))
+      assert.equal(c[1], code, table.concat(c, " ", 3) .. ": " .. out)
+      assert.truthy(out:find(c[2], 1, true), table.concat(c, " ", 3) .. ": " .. out)
+      assert.falsy(out:find("traceback", 1, true), out)
+    end
   end)
 end)

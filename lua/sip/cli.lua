@@ -16,29 +16,31 @@ usage:
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
 ]]
 
--- --name value / --flag / positional arguments
-local function parse_args(argv, flags)
+-- --name value / --flag / positional arguments. flags: the options that take no value;
+-- values: those that take one. Anything else is an error rather than a guess (a misspelt
+-- flag must not swallow the next argument).
+local function parse_args(argv, flags, values)
   local opts, pos = { listen = {} }, {}
   local i = 1
   while i <= #argv do
     local a = argv[i]
     local name = a:match("^%-%-([%w%-]+)$")
-    if name then
-      name = name:gsub("%-", "_")
-      if flags[name] then
-        opts[name] = true
-      else
-        local v = argv[i + 1]
-        if v == nil then
-          return nil, "--" .. name .. " needs a value"
-        end
-        if name == "listen" then
-          opts.listen[#opts.listen + 1] = v
-        else
-          opts[name] = v
-        end
-        i = i + 1
+    local key = name and name:gsub("%-", "_")
+    if key and flags[key] then
+      opts[key] = true
+    elseif key and values[key] then
+      local v = argv[i + 1]
+      if v == nil then
+        return nil, "--" .. name .. " needs a value"
       end
+      if key == "listen" then
+        opts.listen[#opts.listen + 1] = v
+      else
+        opts[key] = v
+      end
+      i = i + 1
+    elseif a:match("^%-.") then
+      return nil, "unknown option " .. a
     else
       pos[#pos + 1] = a
     end
@@ -47,15 +49,33 @@ local function parse_args(argv, flags)
   return opts, pos
 end
 
+local function set(list)
+  local t = {}
+  for _, k in ipairs(list) do
+    t[k] = true
+  end
+  return t
+end
+
+-- A whole number in [min, max] from the command line, or nil.
+local function whole(s, min, max)
+  local n = s and s:match("^%d+$") and tonumber(s)
+  return n and n >= min and n <= max and n or nil
+end
+
 --- Users file: "user:password" or htdigest "user:realm:HA1" lines, # comments.
 function cli.load_users(path)
   local f, err = io.open(path)
-  if not f then
-    return nil, err
+  local text = f and f:read("a")
+  if f then
+    f:close()
+  end
+  if not text then   -- (a directory opens, and fails only when read)
+    return nil, err or (path .. ": cannot be read")
   end
   local users = {}
   local n = 0
-  for line in f:lines() do
+  for line in (text:gsub("\r?\n?$", "\n")):gmatch("([^\n]*)\r?\n") do
     n = n + 1
     line = line:gsub("#.*$", ""):match("^%s*(.-)%s*$")
     if line ~= "" then
@@ -65,14 +85,12 @@ function cli.load_users(path)
       else
         local user, pw = line:match("^([^:]+):(.*)$")
         if not user then
-          f:close()
           return nil, path .. ":" .. n .. ": want user:password or user:realm:HA1"
         end
         users[user] = { password = pw }
       end
     end
   end
-  f:close()
   return users
 end
 
@@ -296,11 +314,24 @@ function cli.server(opts)
 end
 
 local function serve(argv)
-  local opts, err = parse_args(argv, { no_auth = true, quiet = true, debug = true,
-    no_huge_pages = true })
+  local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
+    set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
+      "rate_burst" })
+  if opts and #pos > 0 then
+    opts, pos = nil, "serve takes no argument " .. pos[1]
+  end
   if not opts then
-    io.stderr:write(err, "\n", USAGE)
+    io.stderr:write("luasip: ", pos, "\n", USAGE)
     return 2
+  end
+  for _, k in ipairs { "t1", "max_transactions" } do
+    if opts[k] then
+      opts[k] = whole(opts[k], 1, 2 ^ 31 - 1)
+      if not opts[k] then
+        io.stderr:write("luasip: --", k:gsub("_", "-"), " wants a whole number above 0\n", USAGE)
+        return 2
+      end
+    end
   end
   if not opts.no_huge_pages and os.getenv("LUASIP_NO_HUGE_PAGES") == nil then
     -- a server holding every transaction for Timer J: malloc on transparent huge pages
@@ -320,8 +351,6 @@ local function serve(argv)
   elseif not opts.no_auth then
     io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
   end
-  opts.t1 = opts.t1 and tonumber(opts.t1)
-  opts.max_transactions = opts.max_transactions and tonumber(opts.max_transactions)
   for _, k in ipairs { "rate_limit", "rate_burst" } do
     if opts[k] then
       local n = tonumber(opts[k])
@@ -358,10 +387,21 @@ local function client_ep()
   return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
 end
 
+-- A client command's arguments, or nil after saying what is wrong.
+local function client_args(argv, values, npos)
+  local opts, pos = parse_args(argv, {}, set(values))
+  if opts and #pos ~= npos then
+    opts, pos = nil, ("wants %d argument%s, got %d"):format(npos, npos == 1 and "" or "s", #pos)
+  end
+  if not opts then
+    io.stderr:write("luasip: ", pos, "\n", USAGE)
+  end
+  return opts, pos
+end
+
 local function message(argv)
-  local opts, pos = parse_args(argv, {})
-  if not opts or #pos < 2 then
-    io.stderr:write(USAGE)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password" }, 2)
+  if not opts then
     return 2
   end
   local ep = client_ep()
@@ -374,9 +414,8 @@ local function message(argv)
 end
 
 local function options(argv)
-  local opts, pos = parse_args(argv, {})
-  if not opts or #pos < 1 then
-    io.stderr:write(USAGE)
+  local opts, pos = client_args(argv, { "proxy" }, 1)
+  if not opts then
     return 2
   end
   local ep = client_ep()
@@ -387,9 +426,13 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = parse_args(argv, {})
-  if not opts or not opts.registrar or not opts.user then
-    io.stderr:write(USAGE)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires" }, 0)
+  if not opts then
+    return 2
+  end
+  if not opts.registrar or not opts.user or (opts.expires and not whole(opts.expires, 0, 2 ^ 32 - 1)) then
+    io.stderr:write("luasip: register wants --registrar and --user (and --expires in seconds)\n",
+      USAGE)
     return 2
   end
   local ep = client_ep()
@@ -412,17 +455,24 @@ function cli.main(argv)
     end
   end
   local rest = { table.unpack(argv, 2) }
-  if cmd == "serve" then
-    return serve(rest)
-  elseif cmd == "message" then
-    return message(rest)
-  elseif cmd == "options" then
-    return options(rest)
-  elseif cmd == "register" then
-    return register(rest)
+  local commands = { serve = serve, message = message, options = options, register = register }
+  local run = commands[cmd]
+  if not run then
+    io.stderr:write(USAGE)
+    return cmd and 2 or 0
   end
-  io.stderr:write(USAGE)
-  return cmd and 2 or 0
+  -- what a bad value makes the library raise (an address it cannot listen on, a URI it
+  -- cannot parse) is one line for the user, not a trace; Ctrl-C ends quietly
+  local ok, code = pcall(run, rest)
+  if ok then
+    return code
+  end
+  local msg = tostring(code)
+  if msg:find("interrupted!", 1, true) then
+    return 130
+  end
+  io.stderr:write("luasip: ", (msg:gsub("^[^:]*%.lua:%d+: ", "")), "\n")
+  return 1
 end
 
 return cli

@@ -588,8 +588,16 @@ end
 --- ep:run() / ep:stop(): drive the shared loop until stop()
 function Endpoint:run()
   self.running = true
-  while self.running do
-    sched.loop:step(-1)
+  -- an error out of the loop (Ctrl-C's "interrupted!") must not leave it marked running:
+  -- ep:close() after it would take itself for a call from inside the loop and not wait
+  local ok, err = pcall(function()
+    while self.running do
+      sched.loop:step(-1)
+    end
+  end)
+  self.running = false
+  if not ok then
+    error(err, 0)
   end
 end
 
