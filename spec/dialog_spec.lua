@@ -1,7 +1,9 @@
 -- spec/dialog_spec.lua: the C dialog object (csrc/dialog.c through sip.core) — RFC 3261
--- §12 dialog state, §12.2.1.1 request building, §12.2.2 checks of requests that arrive.
+-- §12 dialog state, §12.2.1.1 request building, §12.2.2 checks of requests that arrive —
+-- and the calls over it (lua/sip/dialog.lua) between endpoints and raw UDP peers.
 local sip = require "sip"
 local core = require "sip.core"
+local sched = require "sip.sched"
 local helper = require "helper"
 
 local function invite(t)
@@ -257,5 +259,138 @@ describe("requests that arrive in a dialog (RFC 3261 §12.2.2)", function()
     d:terminate()
     assert.equal("terminated", d.state)
     assert.matches("^sip.dialog uas", tostring(d))
+  end)
+end)
+
+-- Calls (lua/sip/dialog.lua) ----------------------------------------------------------------
+
+local SDP = tostring(sip.sdp.offer { address = "127.0.0.1", port = 40000,
+  codecs = { { pt = 0, name = "PCMU", rate = 8000 } } })
+local T1 = 20   -- ms: short timers, so 64*T1 (Timer H, Timer B) is 1.28 s
+
+local function endpoint()
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, t1 = T1 })
+end
+
+local function run_until(cond, seconds, poll)
+  return helper.run_until(cond, seconds, poll, 5)
+end
+
+local function run_for(seconds, poll)
+  helper.run_for(seconds, poll, 5)
+end
+
+local function is(method)
+  return function(m) return m.method == method end
+end
+
+-- A raw UDP peer (spec/helper.lua) that can answer what it receives.
+local function peer()
+  local p = helper.udp_peer()
+  p.contact = "<sip:peer@127.0.0.1:" .. p.port .. ">"
+  -- a response to a received item, with our To tag, Contact and extra headers when given
+  function p.reply(item, code, tag, headers)
+    local res = item.msg:response(code, nil, tag)
+    if tag then
+      res:add_header("Contact", p.contact)
+    end
+    for _, h in ipairs(headers or {}) do
+      res:add_header(h[1], h[2])
+    end
+    assert(p.sock:sendto(tostring(res), item.ip, item.port))
+    return res
+  end
+  return p
+end
+
+describe("the callee's call (UAS, §12.1.1)", function()
+  local a, b
+  before_each(function()
+    a, b = endpoint(), endpoint()
+  end)
+  after_each(function()
+    a:close()
+    b:close()
+  end)
+
+  it("hangs up with call:bye() (§15.1.1), and the caller learns it", function()
+    local bye_res, ended
+    b:on("INVITE", function(req)
+      local call = assert(req:answer { sdp = SDP })
+      bye_res = call:bye()
+    end)
+    sched.spawn(function()
+      local call = assert(a:call(b:uri("bob"), { sdp = SDP }))
+      ended = call:wait()
+    end)
+    assert.truthy(run_until(function() return bye_res and ended end, 3))
+    assert.equal(200, bye_res.status)
+    assert.equal("remote bye", ended)
+  end)
+
+  it("keeps the INVITE and its ACK as data, not in place of methods", function()
+    local call
+    b:on("INVITE", function(req)
+      call = assert(req:answer { sdp = SDP })
+    end)
+    local caller
+    sched.spawn(function() caller = assert(a:call(b:uri("bob"), { sdp = SDP })) end)
+    assert.truthy(run_until(function() return call and caller end, 3))
+    assert.equal("INVITE", call.initial_invite.method)
+    assert.equal("ACK", call.received_ack.method)
+    assert.is_function(call.request)
+    assert.is_function(call.ack)
+    assert.has_error(function() call.bye = true end)
+    local info
+    sched.spawn(function() info = call:request("INFO") end)
+    assert.truthy(run_until(function() return info end, 3))
+    assert.equal(200, info.status)
+    -- after the caller's BYE, call:bye() says the dialog is over
+    sched.spawn(function() caller:bye() end)
+    assert.truthy(run_until(function() return call.state == "terminated" end, 3))
+    assert.equal("BYE", call.received_bye.method)
+    local res, err
+    sched.spawn(function() res, err = call:bye() end)
+    assert.truthy(run_until(function() return err end, 1))
+    assert.is_nil(res)
+    assert.equal("dialog terminated", err)
+  end)
+end)
+
+describe("a 2xx never ACKed (§13.3.1.4)", function()
+  local ep, p
+  before_each(function()
+    ep, p = endpoint(), peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  it("ends the session with a BYE after 64*T1, and answer() says why", function()
+    local done, call, err
+    ep:on("INVITE", function(req)
+      call, err = req:answer { sdp = SDP }
+      done = true
+    end)
+    local inv = assert(sip.request { method = "INVITE", uri = ep:uri("svc"), from = p.uri,
+      contact = p.contact, body = SDP, content_type = "application/sdp",
+      via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. sip.random.branch() })
+    p.send(inv, ep)
+    assert.truthy(run_until(function() return p.count(is("BYE")) >= 1 end, 3, p.poll))
+    local bye = p.find(is("BYE"))[1]
+    local ok = p.find(function(m) return m.status == 200 end)[1].msg
+    -- to the INVITE's Contact, in its dialog (§12.2.1.1)
+    assert.equal(p.uri, bye.msg.uri)
+    assert.equal(inv.call_id, bye.msg.call_id)
+    assert.equal(ok.to_tag, bye.msg.from_tag)
+    assert.equal(inv.from_tag, bye.msg.to_tag)
+    assert.truthy(bye.at - p.inbox[1].at >= 64 * T1 * 0.9)
+    p.reply(bye, 200)
+    assert.truthy(run_until(function() return done end, 1, p.poll))
+    assert.is_nil(call)
+    assert.equal("no ACK", err)
+    run_for(0.1, p.poll)
+    assert.equal(1, p.count(is("BYE")))
   end)
 end)

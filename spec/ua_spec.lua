@@ -81,7 +81,7 @@ describe("calls", function()
           req:reply(180)
           sip.sleep(0.05)
           uas_call = assert(req:answer { sdp = SDP })
-          timeline[#timeline + 1] = { at = "uas", msg = uas_call.ack }
+          timeline[#timeline + 1] = { at = "uas", msg = uas_call.received_ack }
           ended = uas_call:wait()
         end)
         local call, ok = a:call(b:uri("bob", kind), { sdp = SDP })
@@ -110,7 +110,7 @@ describe("calls", function()
           assert.equal(inv.call_id, e.msg.call_id)
           assert.equal(inv.from_tag, e.msg.from_tag)
         end
-        assert.matches("^" .. kind .. ":", uas_call.request.source)
+        assert.matches("^" .. kind .. ":", uas_call.initial_invite.source)
         -- §8.1.1.8 / §12.1.2: the INVITE carries a Contact, the To tag comes from the UAS
         assert.truthy(inv:header("Contact"))
         if kind == "tcp" then

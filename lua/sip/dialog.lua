@@ -11,7 +11,9 @@ local msg_methods = core.msg_mt.methods
 
 -- Dialog fields (call_id, local_tag, remote_tag, local_uri, remote_uri, remote_target,
 -- route, local_cseq, remote_cseq, contact, secure, state, role) are read from the C object;
--- the Lua ones (ep, waiters, remote_sdp, response, request, ...) sit in the table.
+-- the Lua ones (ep, waiters, remote_sdp, response, initial_invite, received_ack,
+-- received_bye, last_ack, ...) sit in the table. Messages are named as nouns so that none
+-- takes a method's name: a field in the table would hide the method of the same name.
 local Dialog = {}
 function Dialog.__index(self, k)
   local m = Dialog[k]
@@ -22,6 +24,15 @@ function Dialog.__index(self, k)
   if c then
     return c[k]
   end
+end
+
+-- A field named like a method would hide it from then on (call:bye() calling a message):
+-- a programmer error, so it raises where it is made.
+function Dialog.__newindex(self, k, v)
+  if Dialog[k] ~= nil then
+    error("dialog field '" .. tostring(k) .. "' would hide the method of that name", 2)
+  end
+  rawset(self, k, v)
 end
 
 -- "call-id|local tag|remote tag", as C makes it for a dialog (d:key())
@@ -97,14 +108,19 @@ function Dialog:ack(cseq, opts)
   return self.ep:send(ack, next_hop(ack))
 end
 
---- call:bye() -> final response; the dialog ends whatever it is
-function Dialog:bye()
+-- BYE, then the dialog ends whatever the answer (§15.1.1), waiters told `reason`.
+function Dialog:_hang_up(reason)
   if self.state == "terminated" then
     return nil, "dialog terminated"
   end
   local res, err = self:request("BYE")
-  self:_terminate("bye")
+  self:_terminate(reason)
   return res, err
+end
+
+--- call:bye() -> final response; the dialog ends whatever it is
+function Dialog:bye()
+  return self:_hang_up("bye")
 end
 
 --- call:reinvite(sdp) -> final response (ACKed when 2xx)
@@ -387,12 +403,14 @@ function msg_methods.answer(req, code, opts)
   if not c then
     return nil, cerr
   end
-  local d = new_dialog(ep, c, { remote_sdp = req.body, request = req })
+  local d = new_dialog(ep, c, { remote_sdp = req.body, initial_invite = req })
   local ack = req:wait_ack()
-  d.ack = ack
+  d.received_ack = ack
   if not ack then
-    -- §13.3.1.4: no ACK within 64*T1: the UAS ends the session with BYE
-    d:bye()
+    -- §13.3.1.4: no ACK within 64*T1 (the server transaction gave up retransmitting the
+    -- 2xx): the UAS ends the session with BYE. No one holds this call, so the BYE runs on
+    -- its own rather than holding the handler for another transaction's lifetime.
+    sched.spawn(function() d:_hang_up("no ACK") end)
     return nil, "no ACK"
   end
   return d
@@ -414,7 +432,7 @@ local function in_dialog(ep, req)
     return true
   end
   if req.method == "BYE" then
-    d.bye = req
+    d.received_bye = req
     req:reply(200)
     d:_terminate("remote bye")
     return true
