@@ -382,6 +382,21 @@ int sip_dialog_check_request(sip_dialog *d, const sip_msg *req, const char **err
 	return 0;
 }
 
+int sip_dialog_sent(sip_dialog *d, const sip_msg *req, const char **err)
+{
+	if (!d || !req || !req->is_request) {
+		*err = "request expected";
+		return -1;
+	}
+	if (req->method_id == SIP_METHOD_ACK || req->method_id == SIP_METHOD_CANCEL)
+		return 0;   /* they reuse the INVITE's number (§13.2.2.4, §9.1) */
+	if (req->cseq > d->local_cseq)
+		d->local_cseq = req->cseq;
+	if (req->method_id == SIP_METHOD_INVITE && req->cseq > d->invite_cseq)
+		d->invite_cseq = req->cseq;
+	return 0;
+}
+
 /* A growing text buffer; an allocation failure sticks and is reported once at the end. */
 typedef struct text {
 	char *p;

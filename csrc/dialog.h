@@ -62,6 +62,12 @@ int sip_dialog_build(sip_dialog *d, const char *method, uint32_t ack_cseq,
 		     const char *extra, size_t elen, const char *body, size_t blen,
 		     const char *ctype, size_t ctlen, char **out, size_t *len, const char **err);
 
+/* A request of ours went out in the dialog as req, maybe re-sent with a higher CSeq than
+ * sip_dialog_build gave it (§22.2: credentials added, CSeq up by one). The local CSeq becomes
+ * at least req's, so the next request's is higher still (§12.2.1.1); a re-sent INVITE's ACK
+ * takes the CSeq it went out with. Returns 0, or -1 with *err set. */
+int sip_dialog_sent(sip_dialog *d, const sip_msg *req, const char **err);
+
 /* §12.2.2: a request that arrived in the dialog. Returns 0 when it may proceed (the remote
  * CSeq and, for a target refresh, the remote target are updated) or the status to refuse
  * it with (500: CSeq out of order), *err the reason phrase. */

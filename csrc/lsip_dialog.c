@@ -127,6 +127,18 @@ static int d_build(lua_State *L)
 	return lsip_msg_push_owned(L, out, len);
 }
 
+/* d:sent(req) -> true | nil, err   (the local CSeq at least req's) */
+static int d_sent(lua_State *L)
+{
+	sip_dialog *d = check_dialog(L, 1);
+	sip_msg *req = lsip_checkmsg(L, 2);
+	const char *err;
+	if (sip_dialog_sent(d, req, &err))
+		return push_fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* d:check_request(req) -> true | false, status, reason   (§12.2.2) */
 static int d_check_request(lua_State *L)
 {
@@ -229,6 +241,7 @@ static const luaL_Reg methods[] = {
 	{ "key", d_key },
 	{ "update", d_update },
 	{ "build", d_build },
+	{ "sent", d_sent },
 	{ "check_request", d_check_request },
 	{ "terminate", d_terminate },
 	{ NULL, NULL },

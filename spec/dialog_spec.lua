@@ -193,6 +193,19 @@ describe("requests in a dialog (RFC 3261 §12.2.1.1)", function()
     assert.equal(7, d:build("ACK", nil, nil, nil, 7).cseq)
   end)
 
+  it("keeps the local CSeq at least that of a request re-sent with a higher one", function()
+    local d = uac()
+    local re = assert(d:build("INVITE"))
+    assert.equal(11, re.cseq)
+    re:set_header("CSeq", "12 INVITE")   -- re-sent with credentials (§22.2)
+    assert(d:sent(re))
+    assert.equal(12, d.local_cseq)
+    assert.equal(12, d:build("ACK").cseq)
+    assert.equal(13, d:build("BYE").cseq)
+    assert(d:sent(invite { method = "INFO", cseq = 5 }))
+    assert.equal(13, d.local_cseq)
+  end)
+
   it("carries extra headers and a body", function()
     local r = assert(uac():build("INFO", "X-Test: 1\r\n", "hello", "text/plain"))
     assert.equal("1", r:header("X-Test"))
@@ -392,5 +405,44 @@ describe("a 2xx never ACKed (§13.3.1.4)", function()
     assert.equal("no ACK", err)
     run_for(0.1, p.poll)
     assert.equal(1, p.count(is("BYE")))
+  end)
+end)
+
+-- A call from ep to the raw peer p, answered 200 by p with To tag "t1" and ACKed.
+local function call_peer(ep, p, opts)
+  local pending = ep:dial(p.uri, opts or { sdp = SDP })
+  assert(run_until(function() return p.count(is("INVITE")) >= 1 end, 2, p.poll))
+  local inv = p.find(is("INVITE"))[1]
+  p.reply(inv, 200, "t1")
+  assert(run_until(function() return p.count(is("ACK")) >= 1 end, 2, p.poll))
+  return assert(pending.call), inv
+end
+
+describe("requests of a call", function()
+  local ep, p
+  before_each(function()
+    ep, p = endpoint(), peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  it("go on from the CSeq of a request re-sent with credentials (§12.2.1.1, §22.2)", function()
+    local call = call_peer(ep, p, { sdp = SDP, user = "alice", password = "secret" })
+    local info
+    sched.spawn(function() info = call:request("INFO") end)
+    assert.truthy(run_until(function() return p.count(is("INFO")) >= 1 end, 2, p.poll))
+    p.reply(p.find(is("INFO"))[1], 401, nil,
+      { { "WWW-Authenticate", 'Digest realm="x", nonce="abc", qop="auth"' } })
+    assert.truthy(run_until(function() return p.count(is("INFO")) >= 2 end, 2, p.poll))
+    local first, retry = p.find(is("INFO"))[1].msg, p.find(is("INFO"))[2]
+    assert.equal(first.cseq + 1, retry.msg.cseq)
+    p.reply(retry, 200)
+    assert.truthy(run_until(function() return info end, 2, p.poll))
+    assert.equal(retry.msg.cseq, call.local_cseq)
+    sched.spawn(function() call:bye() end)
+    assert.truthy(run_until(function() return p.count(is("BYE")) >= 1 end, 2, p.poll))
+    assert.equal(retry.msg.cseq + 1, p.find(is("BYE"))[1].msg.cseq)
   end)
 end)

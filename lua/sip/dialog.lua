@@ -92,6 +92,8 @@ function Dialog:request(method, opts)
   local req = self:_build(method, opts)
   local res, err = self.ep:request(req, { target = next_hop(req), user = self.user,
     password = self.password })
+  -- a challenge answered re-sends req with CSeq + 1 (§22.2); the next request goes above it
+  self._c:sent(req)
   if type(res) == "userdata" and res.status >= 200 and res.status < 300 and
      self.state ~= "terminated" then
     self._c:update(res)   -- a 2xx to a re-INVITE or UPDATE refreshes the remote target
