@@ -445,4 +445,39 @@ describe("requests of a call", function()
     assert.truthy(run_until(function() return p.count(is("BYE")) >= 1 end, 2, p.poll))
     assert.equal(retry.msg.cseq + 1, p.find(is("BYE"))[1].msg.cseq)
   end)
+
+  for _, code in ipairs { 481, 408 } do
+    it("end the call when one gets a " .. code .. " (§12.2.1.2), and its waiters learn why", function()
+      local call = call_peer(ep, p)
+      local ended, info
+      sched.spawn(function() ended = call:wait() end)
+      sched.spawn(function() info = call:request("INFO") end)
+      assert.truthy(run_until(function() return p.count(is("INFO")) >= 1 end, 2, p.poll))
+      p.reply(p.find(is("INFO"))[1], code)
+      assert.truthy(run_until(function() return info and ended end, 2, p.poll))
+      assert.equal(code, info.status)
+      assert.equal("terminated", call.state)
+      assert.equal(code .. " to INFO", ended)
+      assert.is_nil(ep.dialogs[call._key])
+    end)
+  end
+
+  it("end the call when one is never answered (Timer F's 408, §8.1.3.1)", function()
+    local call = call_peer(ep, p)
+    local ended
+    sched.spawn(function() ended = call:wait() end)
+    sched.spawn(function() call:request("INFO") end)
+    assert.truthy(run_until(function() return ended end, 3, p.poll))
+    assert.equal("408 to INFO", ended)
+  end)
+
+  it("keep the call on other failures", function()
+    local call = call_peer(ep, p)
+    local info
+    sched.spawn(function() info = call:request("INFO") end)
+    assert.truthy(run_until(function() return p.count(is("INFO")) >= 1 end, 2, p.poll))
+    p.reply(p.find(is("INFO"))[1], 486)
+    assert.truthy(run_until(function() return info end, 2, p.poll))
+    assert.equal("confirmed", call.state)
+  end)
 end)

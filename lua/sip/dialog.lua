@@ -94,9 +94,15 @@ function Dialog:request(method, opts)
     password = self.password })
   -- a challenge answered re-sends req with CSeq + 1 (§22.2); the next request goes above it
   self._c:sent(req)
-  if type(res) == "userdata" and res.status >= 200 and res.status < 300 and
-     self.state ~= "terminated" then
-    self._c:update(res)   -- a 2xx to a re-INVITE or UPDATE refreshes the remote target
+  if type(res) == "userdata" and self.state ~= "terminated" then
+    if res.status >= 200 and res.status < 300 then
+      self._c:update(res)   -- a 2xx to a re-INVITE or UPDATE refreshes the remote target
+    elseif (res.status == 481 or res.status == 408) and method ~= "BYE" then
+      -- §12.2.1.2 (§14.1 for a re-INVITE): the peer has no such dialog, or cannot be
+      -- reached (a transaction timeout comes as 408, §8.1.3.1): the dialog is over. A BYE
+      -- ends it anyway, under the reason of the one who hung up.
+      self:_terminate(res.status .. " to " .. method)
+    end
   end
   return res, err
 end
@@ -135,7 +141,8 @@ function Dialog:reinvite(sdp)
   return res, err
 end
 
---- call:wait() -> why the dialog ended ("bye", "remote bye", ...); yields until then
+--- call:wait() -> why the dialog ended: "bye", "remote bye", "no ACK", or "481 to INFO"
+-- (a 481 or 408 to one of our requests, §12.2.1.2); yields until then
 function Dialog:wait()
   if self.state == "terminated" then
     return self.reason
