@@ -481,3 +481,66 @@ describe("requests of a call", function()
     assert.equal("confirmed", call.state)
   end)
 end)
+
+describe("a 2xx retransmission after the call ended (§13.2.2.4)", function()
+  local ep, p
+  before_each(function()
+    ep, p = endpoint(), peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  local function is_to(method, tag)
+    return function(m) return m.method == method and m.to_tag == tag end
+  end
+
+  -- the call ended by our BYE; returns the INVITE as the peer got it
+  local function ended_call()
+    local call, inv = call_peer(ep, p)
+    sched.spawn(function() call:bye() end)
+    assert(run_until(function() return p.count(is("BYE")) >= 1 end, 2, p.poll))
+    p.reply(p.find(is("BYE"))[1], 200)
+    assert(run_until(function() return call.state == "terminated" end, 2, p.poll))
+    return inv
+  end
+
+  local function ok_again(inv, tag)
+    local res = inv.msg:response(200, nil, tag)
+    res:add_header("Contact", p.contact)
+    res:set_body(SDP, "application/sdp")
+    p.send(res, ep)
+  end
+
+  it("gets the very same ACK again, and no new dialog or BYE", function()
+    local inv = ended_call()
+    ok_again(inv, "t1")   -- the peer missed our ACK
+    assert.truthy(run_until(function() return p.count(is("ACK")) >= 2 end, 1, p.poll))
+    run_for(0.1, p.poll)
+    local acks = p.find(is("ACK"))
+    assert.equal(2, #acks)
+    assert.equal(acks[1].raw, acks[2].raw)
+    assert.equal(inv.msg.cseq, acks[2].msg.cseq)
+    assert.equal(1, p.count(is("BYE")))
+    assert.is_nil(next(ep.dialogs))
+  end)
+
+  it("is still told from another branch's 2xx, which is ACKed and hung up", function()
+    local inv = ended_call()
+    ok_again(inv, "t2")   -- a fork answers late (§13.2.2.4)
+    assert.truthy(run_until(function() return p.count(is_to("BYE", "t2")) >= 1 end, 1, p.poll))
+    assert.equal(1, p.count(is_to("ACK", "t2")))
+    assert.equal(1, p.count(is_to("BYE", "t1")))
+  end)
+
+  it("is forgotten 64*T1 after the call ended", function()
+    local inv = ended_call()
+    run_for(64 * T1 / 1000 + 0.2, p.poll)
+    ok_again(inv, "t1")
+    run_for(0.1, p.poll)
+    assert.equal(1, p.count(is("ACK")))
+    assert.equal(1, p.count(is("BYE")))
+    assert.is_nil(ep._ended_acks and next(ep._ended_acks))
+  end)
+end)

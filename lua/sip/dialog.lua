@@ -152,12 +152,34 @@ function Dialog:wait()
   end)
 end
 
+-- "call-id|local tag|remote tag|cseq": a 2xx to our INVITE of that CSeq in that dialog
+local function ack_key(dialog_key, cseq)
+  return dialog_key .. "|" .. cseq
+end
+
+-- The peer retransmits its 2xx until our ACK reaches it, up to 64*T1 (§13.3.1.4); one may
+-- come after the dialog ended (our BYE raced the lost ACK). Keep the ACK that long, so the
+-- 2xx gets it again and is not taken for a 2xx from another fork (§13.2.2.4).
+local function remember_ack(ep, dialog_key, ack)
+  local k = ack_key(dialog_key, ack.cseq)
+  ep._ended_acks = ep._ended_acks or {}
+  ep._ended_acks[k] = ack
+  sched.loop:timer(64 * ep.t1, function()
+    if ep._ended_acks[k] == ack then
+      ep._ended_acks[k] = nil
+    end
+  end)
+end
+
 function Dialog:_terminate(reason)
   if self.state == "terminated" then
     return
   end
   self._c:terminate()
   self.reason = reason
+  if self.last_ack then
+    remember_ack(self.ep, self._key, self.last_ack)
+  end
   self.ep.dialogs[self._key] = nil
   if next(self.ep.dialogs) == nil and self.ep.core then
     self.ep.core:set_has_dialogs(false)
@@ -357,14 +379,23 @@ function Endpoint:call(to, opts)
   return self:dial(to, opts):result()
 end
 
--- A 2xx retransmission: ACK it again. A 2xx from another fork branch of our INVITE: ACK it
--- and send BYE, since the first 2xx won (§13.2.2.4).
+-- A 2xx retransmission: ACK it again, in a dialog that is up or ended less than 64*T1 ago.
+-- A 2xx from another fork branch of our INVITE (a To tag of no dialog): ACK it and send BYE,
+-- since the first 2xx won (§13.2.2.4).
 local function on_stray_2xx(ep, res)
-  local d = ep.dialogs[key(res.call_id, res.from_tag, res.to_tag)]
-  if d and d.last_ack then
+  local dk = key(res.call_id, res.from_tag, res.to_tag)
+  local d = ep.dialogs[dk]
+  local ack = d and d.last_ack
+  if not (ack and ack.cseq == res.cseq) then
+    ack = ep._ended_acks and ep._ended_acks[ack_key(dk, res.cseq)]
+  end
+  if ack then
     -- the very same ACK again ("keep" its Via): a new branch would look like a new ACK
-    ep:send(d.last_ack, next_hop(d.last_ack), "keep")
+    ep:send(ack, next_hop(ack), "keep")
     return true
+  end
+  if d then
+    return true   -- an old 2xx of a live dialog, whose ACK went long ago: nothing to do
   end
   local p = ep._invites and ep._invites[invite_key(res.call_id, res.from_tag)]
   if not p or res.cseq_method ~= "INVITE" or not res.to_tag then
