@@ -136,6 +136,25 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 
 /* A TCP connection we opened failed: its client transactions get 503 now rather than
  * 408 after Timer B/F (RFC 3261 §8.1.3.1 treats transport errors as 503). */
+/* §18.1.1: a request that left UDP for its size, whose TCP connection could not be made,
+ * goes over UDP after all (the same branch, a UDP Via), with UDP's retransmissions. */
+static int back_to_udp(sip_txn *t)
+{
+	free(t->out);
+	t->out = t->udp_out;
+	t->outlen = t->udp_outlen;
+	t->udp_out = NULL;
+	t->dest.kind = SIP_TP_UDP;
+	t->dest.listener = -1;
+	t->dest.conn_id = 0;
+	t->reliable = 0;
+	sip_ep_logf(t->ep, "transport: %zu-byte request back to UDP (no TCP connection)", t->outlen);
+	if (sip_txn_send(t, t->out, t->outlen))
+		return -1;
+	sip_txn_client_start(t);   /* Timers A/E now, B/F from here */
+	return 0;
+}
+
 /* §17.1.4 / §8.1.3.1: the client transactions to src's address fail with a 503: a TCP
  * connection that could not be made, or (udp) an ICMP unreachable for a datagram, which
  * only counts while nothing has answered (Calling, Trying: a peer that answered is there,
@@ -157,6 +176,8 @@ static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp)
 	for (size_t i = 0; i < n; i++) {
 		sip_txn *t = sip_ep_txn(ep, ids[i]);   /* an earlier hook may have ended it */
 		if (!t)
+			continue;
+		if (!udp && t->udp_out && back_to_udp(t) == 0)
 			continue;
 		sip_ep_synth_response(ep, t, 503, udp ? "Service Unavailable (unreachable)" :
 					      "Service Unavailable (connection failed)");
@@ -934,15 +955,31 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 
 /* Choose the transport (§18.1.1: large requests leave UDP), write our Via, print. */
 static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode mode,
-		     const char *branch, size_t *len, const char **err)
+		     const char *branch, size_t *len, char **udp_form, size_t *udp_len,
+		     const char **err)
 {
+	char br[BRANCH_HEX + 8];
+	if (!branch && mode != SIP_VIA_KEEP) {
+		/* one branch for both forms, should the request leave UDP for its size */
+		memcpy(br, "z9hG4bK", 7);
+		sip_unique_hex(br + 7, BRANCH_HEX);
+		br[7 + BRANCH_HEX] = 0;
+		branch = br;
+	}
 	if (set_via(ep, req, d->kind, d->addr.ss_family, mode, branch)) {
 		*err = "cannot set Via";
 		return NULL;
 	}
 	char *buf = sip_msg_print_alloc(req, 0, len);
 	if (buf && d->kind == SIP_TP_UDP && *len > SIP_UDP_MTU_LIMIT && mode != SIP_VIA_KEEP) {
-		free(buf);
+		/* §18.1.1: over TCP; the UDP form is kept (for a transaction) to fall back on
+		 * if no connection can be made */
+		if (udp_form) {
+			*udp_form = buf;
+			*udp_len = *len;
+		} else {
+			free(buf);
+		}
 		d->kind = SIP_TP_TCP;
 		d->listener = -1;
 		if (set_via(ep, req, SIP_TP_TCP, d->addr.ss_family, SIP_VIA_REPLACE, branch)) {
@@ -972,19 +1009,25 @@ static sip_txn *request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 		return NULL;
 	}
 	sip_dest d = *dst;
-	size_t len;
-	char *buf = prepare(ep, req, &d, via_mode, branch, &len, err);
-	if (!buf)
+	size_t len, udp_len = 0;
+	char *udp_form = NULL;
+	char *buf = prepare(ep, req, &d, via_mode, branch, &len, &udp_form, &udp_len, err);
+	if (!buf) {
+		free(udp_form);
 		return NULL;
+	}
 	size_t kl = client_key(key, req->branch, req->method);
 	sip_txn *t = sip_txn_new(ep, 1, req->method_id == SIP_METHOD_INVITE, key, kl, &d);
 	if (!t) {
 		free(buf);
+		free(udp_form);
 		*err = "transaction exists (same branch)";
 		return NULL;
 	}
 	t->out = buf;
 	t->outlen = len;
+	t->udp_out = udp_form;
+	t->udp_outlen = udp_len;
 	if (sip_txn_send(t, buf, len)) {
 		*err = "transport error";
 		sip_txn_terminate(t);
@@ -1014,7 +1057,7 @@ int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 {
 	sip_dest d = *dst;
 	size_t len;
-	char *buf = prepare(ep, req, &d, via_mode, branch, &len, err);
+	char *buf = prepare(ep, req, &d, via_mode, branch, &len, NULL, NULL, err);
 	if (!buf)
 		return -1;
 	int r = sip_ep_send_dest(ep, &d, buf, len, err);

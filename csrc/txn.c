@@ -101,6 +101,7 @@ void sip_txn_terminate(sip_txn *t)
 	free(t->out);
 	free(t->req);
 	free(t->ack);
+	free(t->udp_out);
 	free(t);
 }
 

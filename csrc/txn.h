@@ -32,6 +32,8 @@ struct sip_txn {
 	size_t reqlen;
 	char *ack;               /* client INVITE: ACK for the non-2xx final, built once */
 	size_t acklen;
+	char *udp_out;           /* client, moved to TCP for its size: the UDP form (§18.1.1) */
+	size_t udp_outlen;
 	unsigned interval;       /* current retransmission interval (A, E, G, 2xx) */
 	sip_timer t_retx;        /* A, E, G, and the 2xx retransmission of §13.3.1.4 */
 	sip_timer t_timeout;     /* B, F, H, L, M */

@@ -104,6 +104,23 @@ describe("transactions", function()
       assert.equal(0, ep:stats().client_transactions)
     end)
 
+    it("sends a request too large for UDP by TCP, and over UDP when TCP is refused (§18.1.1)", function()
+      local res
+      local body = string.rep("x", 1400)   -- past the 1300 bytes UDP takes
+      sip.spawn(function()
+        res = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. p.port,
+          body = body, content_type = "text/plain" })
+      end)
+      -- nothing listens on TCP at the peer's port: the connection is refused
+      assert.truthy(run_until(function() return #p.inbox >= 1 end, 3, p.poll))
+      local got = p.inbox[1]
+      assert.equal(body, got.msg.body)
+      assert.matches("^SIP/2%.0/UDP ", got.msg:header("Via"))
+      p.reply(got, 200)
+      assert.truthy(run_until(function() return res end, 2, p.poll))
+      assert.equal(200, res.status)
+    end)
+
     it("recovers a lost response by retransmission", function()
       local res
       sip.spawn(function()
