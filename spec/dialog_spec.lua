@@ -544,3 +544,67 @@ describe("a 2xx retransmission after the call ended (§13.2.2.4)", function()
     assert.is_nil(ep._ended_acks and next(ep._ended_acks))
   end)
 end)
+
+-- A request from the raw peer p inside the call of call_peer (p is its UAS, tag "t1").
+local function from_peer(ep, p, inv, method, cseq, body)
+  return assert(sip.request { method = method, uri = ep:uri("luasip"),
+    from = p.contact .. ";tag=t1", to = inv.msg:header("From"), call_id = inv.msg.call_id,
+    cseq = cseq, contact = p.contact,
+    via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. sip.random.branch(),
+    body = body, content_type = body and "application/sdp" or nil })
+end
+
+local function final_to(cseq)
+  return function(m) return m.status and m.status >= 200 and m.cseq == cseq end
+end
+
+describe("a re-INVITE that arrives (§13.3.1, §14.2)", function()
+  local ep, p
+  before_each(function()
+    ep, p = endpoint(), peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  local OTHER = tostring(sip.sdp.offer { address = "127.0.0.1", port = 40100,
+    codecs = { { pt = 8, name = "PCMA", rate = 8000 } } })
+
+  it("is answered with the session this side last sent, same o= version (RFC 3264 §8)", function()
+    local call, inv = call_peer(ep, p)
+    p.send(from_peer(ep, p, inv, "INVITE", 5, OTHER), ep)
+    assert.truthy(run_until(function() return p.count(final_to(5)) >= 1 end, 2, p.poll))
+    local ok = p.find(final_to(5))[1].msg
+    assert.equal(200, ok.status)
+    assert.equal("application/sdp", ok.content_type)
+    assert.equal(SDP, ok.body)
+    assert.equal(OTHER, call.remote_sdp)
+  end)
+
+  it("gets 488 when this side never sent a session description", function()
+    local call, inv = call_peer(ep, p, { sdp = SDP })
+    call.local_sdp = nil
+    p.send(from_peer(ep, p, inv, "INVITE", 5, OTHER), ep)
+    assert.truthy(run_until(function() return p.count(final_to(5)) >= 1 end, 2, p.poll))
+    assert.equal(488, p.find(final_to(5))[1].msg.status)
+  end)
+
+  it("goes to call:on_reinvite(fn), whose answer takes the next o= version", function()
+    local call, inv = call_peer(ep, p)
+    local moved = SDP:gsub("40000", "40002")
+    call:on_reinvite(function(req, c)
+      assert.equal(call, c)
+      assert.equal(OTHER, req.body)
+      req:answer { sdp = moved }
+    end)
+    p.send(from_peer(ep, p, inv, "INVITE", 5, OTHER), ep)
+    assert.truthy(run_until(function() return p.count(final_to(5)) >= 1 end, 2, p.poll))
+    local ok = p.find(final_to(5))[1].msg
+    assert.equal(200, ok.status)
+    local before = sip.sdp.parse(SDP).origin.sess_version
+    local after = sip.sdp.parse(ok.body).origin.sess_version
+    assert.equal(tonumber(before) + 1, tonumber(after))
+    assert.equal(ok.body, call.local_sdp)
+  end)
+end)

@@ -5,14 +5,16 @@
 local core = require "sip.core"
 local sched = require "sip.sched"
 local random = require "sip.random"
+local sdp_lib = require "sip.sdp"
 local Endpoint = require("sip.endpoint").Endpoint
 
 local msg_methods = core.msg_mt.methods
 
 -- Dialog fields (call_id, local_tag, remote_tag, local_uri, remote_uri, remote_target,
 -- route, local_cseq, remote_cseq, contact, secure, state, role) are read from the C object;
--- the Lua ones (ep, waiters, remote_sdp, response, initial_invite, received_ack,
--- received_bye, last_ack, ...) sit in the table. Messages are named as nouns so that none
+-- the Lua ones (ep, waiters, remote_sdp, local_sdp, response, initial_invite, received_ack,
+-- received_bye, last_ack, ...) sit in the table. local_sdp is the session description this
+-- side last sent in the dialog (offer or answer), remote_sdp the peer's. Messages are named as nouns so that none
 -- takes a method's name: a field in the table would hide the method of the same name.
 local Dialog = {}
 function Dialog.__index(self, k)
@@ -132,13 +134,34 @@ function Dialog:bye()
 end
 
 --- call:reinvite(sdp) -> final response (ACKed when 2xx)
+-- sdp's o= version is set by RFC 3264 §8 against local_sdp: the same when nothing else
+-- changed, one higher when anything did. After a 2xx, local_sdp and remote_sdp are the new
+-- offer and answer; after a failure the session stays as it was (§14.1).
 function Dialog:reinvite(sdp)
+  if sdp ~= nil and self.local_sdp then
+    sdp = sdp_lib.next_version(self.local_sdp, sdp)
+  end
   local res, err = self:request("INVITE", { body = sdp, content_type = "application/sdp" })
   if res and res.status >= 200 and res.status < 300 then
     self:ack(res.cseq)
     self.remote_sdp = res.body
+    if sdp ~= nil then
+      self.local_sdp = tostring(sdp)
+    end
   end
   return res, err
+end
+
+--- call:on_reinvite(fn): fn(req, call) decides each re-INVITE of this call, in its own
+-- coroutine, and answers it: req:answer{ sdp = ... } (a 2xx in the dialog, local_sdp kept)
+-- or req:reply(488) and the like. Without one, an ep:on("INVITE") handler gets re-INVITEs
+-- (req.dialog set); without either, the default answers a re-INVITE with local_sdp, the
+-- session description this side last sent (same o= version: nothing changed, RFC 3264 §8),
+-- or 488 when this side never sent one (§13.3.1, §14.2). fn = nil restores the default.
+function Dialog:on_reinvite(fn)
+  assert(fn == nil or type(fn) == "function", "call:on_reinvite: function expected")
+  rawset(self, "_on_reinvite", fn)
+  return self
 end
 
 --- call:wait() -> why the dialog ended: "bye", "remote bye", "no ACK", or "481 to INFO"
@@ -216,8 +239,10 @@ local function uac_dialog(ep, p, res)
   if not (c and c.state == "early" and c:update(res)) then
     c = assert(core.dialog_uac(p.request, res, p.contact))
   end
+  local offer = p.request.body
   return new_dialog(ep, c, {
     invite_cseq = res.cseq, remote_sdp = res.body, response = res,
+    local_sdp = offer ~= "" and offer or nil,
     user = p.opts.user, password = p.opts.password,
   })
 end
@@ -415,14 +440,43 @@ end
 
 -- UAS ---------------------------------------------------------------------------------
 
+-- A re-INVITE answered 2xx in its dialog: the dialog's Contact, local_sdp and remote_sdp
+-- follow; the ACK is the dialog's business, not the answer's.
+local function answer_reinvite(req, d, code, opts)
+  local sdp = opts.sdp
+  if sdp ~= nil and d.local_sdp then
+    sdp = sdp_lib.next_version(d.local_sdp, sdp)
+  end
+  local headers = { { "Contact", d.contact } }
+  for k, v in pairs(opts.headers or {}) do
+    headers[#headers + 1] = type(k) == "number" and v or { k, v }
+  end
+  local ok, err = req:reply(code, nil, { headers = headers, body = sdp,
+    content_type = sdp and "application/sdp" or nil })
+  if not ok then
+    return nil, err
+  end
+  if req.body ~= "" then
+    d.remote_sdp = req.body
+  end
+  if sdp ~= nil then
+    d.local_sdp = tostring(sdp)
+  end
+  return d
+end
+
 --- req:answer(code, { sdp=, headers=, contact= }) -> call | nil, err
 -- Sends the 2xx with a Contact, then yields until its ACK (§13.3.1.4 retransmits it).
+-- On a re-INVITE (req.dialog set) it answers in that dialog and returns its call at once.
 function msg_methods.answer(req, code, opts)
   if type(code) == "table" then
     code, opts = 200, code
   end
   code = code or 200
   opts = opts or {}
+  if req.dialog then
+    return answer_reinvite(req, req.dialog, code, opts)
+  end
   local ep = req._ep
   local contact = opts.contact or ("<" .. ep:uri("luasip", req.source:match("^(%a+)")) .. ">")
   local headers = { { "Contact", contact } }
@@ -443,7 +497,8 @@ function msg_methods.answer(req, code, opts)
   if not c then
     return nil, cerr
   end
-  local d = new_dialog(ep, c, { remote_sdp = req.body, initial_invite = req })
+  local d = new_dialog(ep, c, { remote_sdp = req.body, initial_invite = req,
+    local_sdp = opts.sdp and tostring(opts.sdp) })
   local ack = req:wait_ack()
   d.received_ack = ack
   if not ack then
@@ -477,6 +532,21 @@ local function in_dialog(ep, req)
     d:_terminate("remote bye")
     return true
   end
+  if req.method == "ACK" and req.body ~= "" then
+    d.remote_sdp = req.body   -- the answer to the offer of our 2xx to an offerless re-INVITE
+  end
+  if req.method == "INVITE" and d._on_reinvite then
+    sched.spawn(function()
+      local ok, err = xpcall(d._on_reinvite, debug.traceback, req, d)
+      if not ok then
+        ep:_log("error", "on_reinvite (Call-ID %s): %s", tostring(req.call_id), tostring(err))
+      end
+      if not req.replied_final then
+        req:reply(500)
+      end
+    end)
+    return true
+  end
   local fn = ep.handlers[req.method]
   if fn then
     return false   -- the method handler runs with req.dialog set
@@ -485,9 +555,13 @@ local function in_dialog(ep, req)
      req.method == "NOTIFY" then
     req:reply(200)
   elseif req.method == "INVITE" then
-    -- re-INVITE: accept the new offer as is (a handler may do better)
-    d.remote_sdp = req.body
-    req:reply(200, nil, { headers = { Contact = d.contact } })
+    -- re-INVITE with no one to decide: the session as this side last described it answers
+    -- the offer (or is the offer, §14.2, when the re-INVITE has none); nothing to offer, 488
+    if d.local_sdp then
+      answer_reinvite(req, d, 200, { sdp = d.local_sdp })
+    else
+      req:reply(488)
+    end
   elseif req.method ~= "ACK" then
     req:reply(405)
   end

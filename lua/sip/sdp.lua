@@ -484,4 +484,29 @@ function sdp.answer(offer, opts)
   return session_of(opts, media)
 end
 
+-- RFC 3264 §8: a session description sent again in a session keeps the o= version of the
+-- one sent before when nothing else in it changed, and goes one higher when anything did.
+-- sdp.next_version(previous, text) -> text, its o= version set so (text as is when either
+-- has no o= line or they are of different sessions).
+local ORIGIN = "\no=(%S+ %S+ )(%d+)( [^\r\n]*)"
+
+function sdp.next_version(previous, text)
+  previous, text = tostring(previous), tostring(text)
+  local pid, pver, prest = ("\n" .. previous):match(ORIGIN)
+  local id, ver, rest = ("\n" .. text):match(ORIGIN)
+  if not (pid and id) or pid ~= id or prest ~= rest then
+    return text
+  end
+  local function without_version(t)
+    return (("\n" .. t):gsub(ORIGIN, "\no=%1%3", 1))
+  end
+  local version
+  if without_version(previous) == without_version(text) then
+    version = pver
+  else
+    version = tostring(math.max(tonumber(pver) + 1, tonumber(ver)))
+  end
+  return (("\n" .. text):gsub(ORIGIN, "\no=%1" .. version .. "%3", 1):sub(2))
+end
+
 return sdp
