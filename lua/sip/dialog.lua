@@ -133,15 +133,23 @@ function Dialog:bye()
   return self:_hang_up("bye")
 end
 
---- call:reinvite(sdp) -> final response (ACKed when 2xx)
--- sdp's o= version is set by RFC 3264 §8 against local_sdp: the same when nothing else
+--- call:reinvite(sdp) -> final response (ACKed when 2xx) | nil, "pending"
+-- One re-INVITE at a time (§14.1): while ours waits for its final response, another gives
+-- nil, "pending", and a re-INVITE from the peer gets 491. After a 491 to ours, trying again
+-- is the caller's: §14.1 wants a random wait first (2.1-4 s for the Call-ID's owner, else
+-- 0-2 s). sdp's o= version is set by RFC 3264 §8 against local_sdp: the same when nothing else
 -- changed, one higher when anything did. After a 2xx, local_sdp and remote_sdp are the new
 -- offer and answer; after a failure the session stays as it was (§14.1).
 function Dialog:reinvite(sdp)
+  if rawget(self, "_reinviting") then
+    return nil, "pending"
+  end
   if sdp ~= nil and self.local_sdp then
     sdp = sdp_lib.next_version(self.local_sdp, sdp)
   end
+  rawset(self, "_reinviting", true)
   local res, err = self:request("INVITE", { body = sdp, content_type = "application/sdp" })
+  rawset(self, "_reinviting", nil)
   if res and res.status >= 200 and res.status < 300 then
     self:ack(res.cseq)
     self.remote_sdp = res.body
@@ -534,6 +542,10 @@ local function in_dialog(ep, req)
   end
   if req.method == "ACK" and req.body ~= "" then
     d.remote_sdp = req.body   -- the answer to the offer of our 2xx to an offerless re-INVITE
+  end
+  if req.method == "INVITE" and rawget(d, "_reinviting") then
+    req:reply(491)   -- glare: our own re-INVITE is pending (§14.2)
+    return true
   end
   if req.method == "INVITE" and d._on_reinvite then
     sched.spawn(function()
