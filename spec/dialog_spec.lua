@@ -650,3 +650,56 @@ describe("re-INVITEs that cross (glare, §14.1/§14.2)", function()
     assert.truthy(run_until(function() return p.count(is("INVITE")) >= 3 end, 2, p.poll))
   end)
 end)
+
+describe("an INVITE without an offer (§13.2.1)", function()
+  local ep, p
+  before_each(function()
+    ep, p = endpoint(), peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  -- ep dials p with opts (no sdp); p answers 200 with an offer; returns the pending call
+  local function offered(opts)
+    local pending = ep:dial(p.uri, opts)
+    assert(run_until(function() return p.count(is("INVITE")) >= 1 end, 2, p.poll))
+    local inv = p.find(is("INVITE"))[1]
+    assert.equal("", inv.msg.body)
+    local res = inv.msg:response(200, nil, "t1")
+    res:add_header("Contact", p.contact)
+    res:set_body(SDP, "application/sdp")
+    p.send(res, ep)
+    assert(run_until(function() return p.count(is("ACK")) >= 1 end, 2, p.poll))
+    return pending
+  end
+
+  it("puts on_offer's answer in the ACK", function()
+    local answer = sip.sdp.answer(SDP, { address = "127.0.0.1", port = 40200,
+      codecs = { { pt = 0, name = "PCMU", rate = 8000 } } })
+    local seen
+    local pending = offered { on_offer = function(o) seen = o; return answer end }
+    local ack = p.find(is("ACK"))[1].msg
+    assert.equal(SDP, seen)
+    assert.equal(tostring(answer), ack.body)
+    assert.equal("application/sdp", ack.content_type)
+    assert.equal(tostring(answer), pending.call.local_sdp)
+    assert.equal(SDP, pending.call.remote_sdp)
+  end)
+
+  it("puts answer_sdp in the ACK", function()
+    offered { answer_sdp = SDP }
+    assert.equal(SDP, p.find(is("ACK"))[1].msg.body)
+  end)
+
+  it("with no answer, ACKs bare and hangs up at once", function()
+    local pending = offered {}
+    assert.equal("", p.find(is("ACK"))[1].msg.body)
+    assert.truthy(run_until(function() return p.count(is("BYE")) >= 1 end, 2, p.poll))
+    p.reply(p.find(is("BYE"))[1], 200)
+    assert.truthy(run_until(function() return pending.state ~= "calling" end, 1, p.poll))
+    assert.is_nil(pending.call)
+    assert.equal(200, pending.response.status)
+  end)
+end)

@@ -327,14 +327,34 @@ function Pending:_run()
     return self:_finish(nil, res)
   end
   local d = uac_dialog(ep, self, res)
-  d:ack(res.cseq)
-  if self.cancelling then
-    -- the CANCEL crossed the 2xx (§9.1): the call exists, so end it at once
-    sched.spawn(function() d:bye() end)
+  local offered, answer = self:_answer(res)
+  d:ack(res.cseq, answer and { body = answer, content_type = "application/sdp" })
+  d.local_sdp = answer or d.local_sdp
+  if self.cancelling or (offered and not answer) then
+    -- the CANCEL crossed the 2xx (§9.1), or the 2xx's offer has no answer (a session
+    -- that cannot work): the call exists, so end it at once
+    sched.spawn(function() d:_hang_up(self.cancelling and "bye" or "no answer to the offer") end)
     self.hung_up = d
     return self:_finish(nil, res)
   end
   self:_finish(d, res)
+end
+
+-- §13.2.1: an INVITE without an offer gets one in the 2xx, and the answer MUST go in the
+-- ACK. -> whether the 2xx made an offer, and the answer (opts.on_offer's or answer_sdp).
+function Pending:_answer(res)
+  if self.request.body ~= "" or res.body == "" then
+    return false
+  end
+  local opts, answer = self.opts, self.opts.answer_sdp
+  if opts.on_offer then
+    local ok, r = xpcall(opts.on_offer, debug.traceback, res.body, res)
+    if not ok then
+      self.ep:_log("error", "on_offer (Call-ID %s): %s", tostring(res.call_id), tostring(r))
+    end
+    answer = ok and r or nil
+  end
+  return true, answer and tostring(answer)
 end
 
 --- pending:cancel() -> true | nil, err: CANCEL the INVITE (§9.1). The CANCEL waits for a
@@ -404,10 +424,14 @@ function Endpoint:dial(to, opts)
   return p
 end
 
---- ep:call(uri, { sdp=, headers=, from=, user=, password=, on_progress=, timeout= })
----   -> call, 2xx | nil, final response (or nil, err)
+--- ep:call(uri, { sdp=, headers=, from=, user=, password=, on_progress=, timeout=,
+---   on_offer=, answer_sdp= }) -> call, 2xx | nil, final response (or nil, err)
 -- on_progress(res, pending) sees every provisional; pending:cancel() hangs up from there.
 -- timeout (seconds) CANCELs an unanswered call, which then returns nil and the 487.
+-- Without sdp the INVITE makes no offer, and the 2xx must (§13.2.1): on_offer(offer_sdp,
+-- res) returns the answer, else answer_sdp is it; the ACK carries it. With neither (or a nil
+-- answer) the ACK goes bare and the call is ended with BYE at once, since a session without
+-- an answer cannot work: call returns nil and the 2xx.
 function Endpoint:call(to, opts)
   return self:dial(to, opts):result()
 end
