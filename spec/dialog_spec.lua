@@ -703,3 +703,46 @@ describe("an INVITE without an offer (§13.2.1)", function()
     assert.equal(200, pending.response.status)
   end)
 end)
+
+describe("a BYE in the callee's early dialog (§15.1.2)", function()
+  local ep, p
+  before_each(function()
+    ep, p = endpoint(), peer()
+  end)
+  after_each(function()
+    ep:close()
+    p.close()
+  end)
+
+  local function resp(code, method)
+    return function(m) return m.status == code and m.cseq_method == method end
+  end
+
+  it("gets 200, and the INVITE 487; the handler learns it as of a CANCEL", function()
+    local invite_req, cancelled, answered, err
+    ep:on("INVITE", function(req)
+      invite_req = req
+      req:on_cancel(function() cancelled = true end)
+      req:reply(180)
+      while not req.replied_final do sip.sleep(0.02) end
+      answered, err = req:answer { sdp = SDP }
+    end)
+    local inv = assert(sip.request { method = "INVITE", uri = ep:uri("svc"), from = p.uri,
+      contact = p.uri, cseq = 1, body = SDP, content_type = "application/sdp",
+      via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. sip.random.branch() })
+    p.send(inv, ep)
+    assert.truthy(run_until(function() return p.count(resp(180, "INVITE")) >= 1 end, 2, p.poll))
+    local ring = p.find(resp(180, "INVITE"))[1].msg
+    p.send(assert(sip.request { method = "BYE", uri = ep:uri("svc"),
+      from = inv:header("From"), to = ring:header("To"), call_id = inv.call_id, cseq = 2,
+      via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. sip.random.branch() }), ep)
+    assert.truthy(run_until(function() return p.count(resp(487, "INVITE")) >= 1 end, 2, p.poll))
+    assert.truthy(run_until(function() return cancelled and err end, 1, p.poll))
+    assert.equal(1, p.count(resp(200, "BYE")))
+    assert.equal(0, p.count(resp(481, "BYE")))
+    assert.is_true(invite_req.cancelled)
+    assert.is_nil(answered)
+    assert.is_nil(next(ep.early_invites))
+    assert.is_nil(next(ep.dialogs))
+  end)
+end)

@@ -50,7 +50,7 @@ local function new_dialog(ep, c, t)
   d.ep = ep
   d.waiters = {}
   ep.dialogs[d._key] = d
-  ep.core:set_has_dialogs(true)
+  ep:_note_dialogs()
   return d
 end
 
@@ -212,9 +212,7 @@ function Dialog:_terminate(reason)
     remember_ack(self.ep, self._key, self.last_ack)
   end
   self.ep.dialogs[self._key] = nil
-  if next(self.ep.dialogs) == nil and self.ep.core then
-    self.ep.core:set_has_dialogs(false)
-  end
+  self.ep:_note_dialogs()
   local ws = self.waiters
   self.waiters = {}
   for _, w in ipairs(ws) do
@@ -545,11 +543,26 @@ end
 
 -- In-dialog requests (§12.2.2) -------------------------------------------------------------
 
+-- §15.1.2: a BYE in the early dialog of an INVITE we have not answered finally ends it: 200
+-- to the BYE, 487 to the INVITE, whose handler learns it as of a CANCEL (req.cancelled, the
+-- req:on_cancel function) and finds the INVITE answered (req.replied_final).
+local function early_bye(ep, invite, bye)
+  bye:reply(200)
+  invite:reply(487)
+  invite.cancelled = true
+  if invite._on_cancel then
+    sched.spawn(invite._on_cancel, invite)
+  end
+  return true
+end
+
 -- Called by the endpoint for a request with a To tag; returns true when taken.
 local function in_dialog(ep, req)
-  local d = ep.dialogs[key(req.call_id, req.to_tag, req.from_tag)]
+  local k = key(req.call_id, req.to_tag, req.from_tag)
+  local d = ep.dialogs[k]
   if not d then
-    return false
+    local invite = req.method == "BYE" and ep.early_invites[k]
+    return invite and early_bye(ep, invite, req) or false
   end
   req.dialog = d
   -- §12.2.2 in C: CSeq order (500 when lower), target refresh by re-INVITE/UPDATE

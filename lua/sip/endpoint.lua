@@ -55,6 +55,8 @@ local function new(opts)
     acks = {},              -- server txn id -> wake for the ACK of a 2xx
     dialog_hooks = {},      -- dialog layers register here (stray 2xx, ...)
     dialogs = {},           -- "call-id|local tag|remote tag" -> dialog (sip.dialog)
+    early_invites = {},     -- the same key -> INVITE we sent a 1xx with a To tag, until
+                            -- its final response: our early dialogs as UAS (§15.1.2)
     relays = {},            -- relay id -> wake, for req:relay() waiting on its outcome
     relay_each = {},        -- relay id -> fn(target index, res) (req:relay's on_response)
     auth_cache = {},        -- realm -> last challenge answered (see ep:request)
@@ -670,6 +672,28 @@ local function build_response(req, code, reason, opts)
 end
 msg_methods.build_response = build_response
 
+-- Whether in-dialog requests must reach the Lua dispatcher: dialogs, or early ones as UAS.
+function Endpoint:_note_dialogs()
+  if self.core then
+    self.core:set_has_dialogs(next(self.dialogs) ~= nil or next(self.early_invites) ~= nil)
+  end
+end
+
+-- An initial INVITE answered 1xx with a To tag has an early dialog on our side (§12.1.1)
+-- until its final response; a BYE in it ends it (§15.1.2).
+local function note_early(ep, req, code)
+  local k = core.dialog_key(req.call_id, req._tag, req.from_tag)
+  if code < 200 then
+    if not ep.early_invites[k] then
+      ep.early_invites[k] = req
+      ep:_note_dialogs()
+    end
+  elseif ep.early_invites[k] then
+    ep.early_invites[k] = nil
+    ep:_note_dialogs()
+  end
+end
+
 --- req:reply(code [, reason] [, opts]) -> true | nil, err
 function msg_methods.reply(req, code, reason, opts)
   if type(reason) == "table" then
@@ -687,6 +711,9 @@ function msg_methods.reply(req, code, reason, opts)
   if ok and code >= 200 then
     req.replied_final = true
     ep.requests[req._txn] = nil
+  end
+  if ok and code > 100 and req.method == "INVITE" and not req.to_tag then
+    note_early(ep, req, code)
   end
   return ok, err
 end
