@@ -146,6 +146,7 @@ describe("luasip serve", function()
       local progress = {}
       local call, res = alice:call("sip:bob@localhost", { target = "sip:" .. proxy,
         from = "sip:alice@localhost", user = "alice", password = "alice-pw",
+        answer_sdp = "v=0\r\n",   -- the INVITE offers nothing: the ACK answers (§13.2.1)
         on_progress = function(r) progress[#progress + 1] = r.status end })
       assert.truthy(call, res and res.status)
       assert.equal(100, progress[1])   -- from the proxy, at once
@@ -178,7 +179,8 @@ describe("luasip serve", function()
         if c then c:wait() end
       end)
       local call, res = alice:call("sip:bob@localhost", { target = "sip:" .. proxy,
-        from = "sip:alice@localhost", user = "alice", password = "alice-pw" })
+        from = "sip:alice@localhost", user = "alice", password = "alice-pw",
+        answer_sdp = "v=0\r\n" })
       assert.truthy(call)
       assert.equal(200, res.status)
       assert.truthy(run_until(function() return cancelled end))
