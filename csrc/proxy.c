@@ -395,7 +395,13 @@ void sip_msg_loop_hash(const sip_msg *m, char out[12])
 
 static void stateless_branch(const sip_via *up, const sip_msg *m, char out[SL_BRANCH_LEN + 1])
 {
-	const sip_pl parts[] = { up->branch, up->host, m->call_id, m->from_tag };
+	/* a per-process secret in the hash: nobody else can make up a branch of ours for a
+	 * Via of their choosing, and have us bounce a forged response to it */
+	static char secret[17];
+	if (!secret[0] && sip_random_hex(secret, 16))
+		memset(secret, 'x', 16);
+	const sip_pl parts[] = { sip_pl_make(secret, 16), up->branch, up->host, m->call_id,
+				 m->from_tag };
 	memcpy(out, SL_COOKIE, SL_COOKIE_LEN);
 	hash_hex(parts, sizeof parts / sizeof parts[0], (uint64_t)up->port << 32 | m->cseq,
 		 out + SL_COOKIE_LEN, 16);
@@ -503,16 +509,19 @@ static int uri_has_user(sip_pl uri)
 	return sip_uri_parse(&u, uri, &err) == 0 && u.user.n > 0;
 }
 
-/* The Route values of m in order, at most ROUTES_MAX. */
+/* The Route values of m in order; ROUTES_MAX + 1 when there are more than ROUTES_MAX
+ * (then the set is not rewritten: the values past the array would be lost). */
 static unsigned route_items(const sip_msg *m, sip_pl routes[ROUTES_MAX])
 {
 	unsigned n = 0;
-	for (int i = m->first[SIP_HDR_ROUTE]; i >= 0 && n < ROUTES_MAX;
-	     i = sip_msg_find(m, SIP_HDR_ROUTE, NULL, 0, i + 1)) {
+	for (int i = m->first[SIP_HDR_ROUTE]; i >= 0; i = sip_msg_find(m, SIP_HDR_ROUTE, NULL, 0, i + 1)) {
 		size_t pos = 0;
 		sip_pl item;
-		while (n < ROUTES_MAX && sip_list_next(m->hdrs[i].value, &pos, &item))
+		while (sip_list_next(m->hdrs[i].value, &pos, &item)) {
+			if (n == ROUTES_MAX)
+				return ROUTES_MAX + 1;
 			routes[n++] = item;
+		}
 	}
 	return n;
 }
@@ -563,13 +572,21 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	unsigned n = route_items(m, routes);
 	if (!n)
 		return 0;
+	/* more values than we can hold: refused (-2) only if it needs rewriting */
+	int too_many = n > ROUTES_MAX;
+	if (too_many)
+		n = ROUTES_MAX;
 	unsigned first = 0;
 	int changed = 0;
 	sip_addr a;
 	const char *err;
 	/* a strict router upstream: the Request-URI is a value we put in a Record-Route, which
 	 * it copied from the Route set, ";lr" and all: ours name no user, only our address */
-	if (sip_ep_is_local(ep, m->uri) && !uri_has_user(m->uri) &&
+	int strict_up = sip_ep_is_local(ep, m->uri) && !uri_has_user(m->uri);
+	if (too_many)
+		return strict_up || (sip_addr_parse(&a, routes[0], &err) == 0 &&
+				     sip_ep_is_local(ep, a.uri)) ? -2 : 0;
+	if (strict_up &&
 	    sip_addr_parse(&a, routes[n - 1], &err) == 0 &&
 	    sip_msg_set_uri(m, a.uri.p, a.uri.n) == 0) {   /* (a URI it cannot take stays) */
 		n--;
@@ -601,6 +618,8 @@ static int strict_next_hop(sip_msg *m)
 		return 0;
 	if (!u.is_sip || sip_param_get(u.params, "lr", &lr))
 		return 0;
+	if (n > ROUTES_MAX)
+		return -1;   /* more than we could write back */
 	sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;   /* stays: edits are never freed */
 	if (write_routes(m, routes, 1, n, cur) != 1 || sip_msg_set_uri(m, a.uri.p, a.uri.n))
 		return -1;
@@ -762,6 +781,21 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 	return 0;
 }
 
+static int ip_literal_ok(sip_pl h)
+{
+	char ip[INET6_ADDRSTRLEN];
+	unsigned char a[16];
+	if (h.n >= 2 && h.p[0] == '[') {
+		h.p++;
+		h.n -= 2;
+	}
+	if (!h.n || h.n >= sizeof ip)
+		return 0;
+	memcpy(ip, h.p, h.n);
+	ip[h.n] = 0;
+	return inet_pton(AF_INET, ip, a) == 1 || inet_pton(AF_INET6, ip, a) == 1;
+}
+
 /* Where a response goes from the Via below ours (§18.2.2, RFC 3581): over TCP to the
  * received address (a connection to it is reused), over UDP to maddr, else received, else
  * the sent-by host; to the rport value, else the sent-by port. */
@@ -772,7 +806,9 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		*err = "unsupported transport";
 		return -1;
 	}
-	sip_pl host = !tcp && v->maddr.n ? v->maddr : v->received.n ? v->received : v->host;
+	/* maddr only as an IP literal: a name would block the loop in the resolver */
+	int maddr_ok = !tcp && v->maddr.n && ip_literal_ok(v->maddr);
+	sip_pl host = maddr_ok ? v->maddr : v->received.n ? v->received : v->host;
 	int port = v->rport > 0 ? v->rport : v->port ? v->port : 5060;
 	char uri[300];
 	int v6 = host.p[0] != '[' && memchr(host.p, ':', host.n) != NULL;   /* a bare received */

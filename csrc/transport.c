@@ -690,8 +690,9 @@ static void tp_release(sip_transport *tp);
 /* §18.4: an ICMP unreachable for a datagram we sent, which IP_RECVERR queues on the
  * socket: the transport user hears "unreachable" for that destination (the datagram's
  * own address comes back in msg_name), and a client transaction waiting on it fails at
- * once (§17.1.4) instead of at Timer B/F. A few a wake-up: the queue is bounded anyway. */
-static void udp_errors(sip_transport *tp, listener *l)
+ * once (§17.1.4) instead of at Timer B/F. A few a wake-up: the queue is bounded anyway.
+ * Returns 1 when what handled an error closed the transport (freed here): stop at once. */
+static int udp_errors(sip_transport *tp, listener *l)
 {
 	for (int i = 0; i < 16; i++) {
 		char cbuf[256], one;
@@ -707,7 +708,7 @@ static void udp_errors(sip_transport *tp, listener *l)
 		mh.msg_control = cbuf;
 		mh.msg_controllen = sizeof cbuf;
 		if (recvmsg(l->fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0)
-			return;
+			return 0;
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 			if (!((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) ||
 			      (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)))
@@ -722,9 +723,16 @@ static void udp_errors(sip_transport *tp, listener *l)
 			s.peerlen = mh.msg_namelen;
 			memcpy(&s.local, &l->addr, l->addrlen);
 			s.locallen = l->addrlen;
+			tp->in_udp_io = 1;   /* a 503 reaches Lua, which may close us */
 			emit(tp, "unreachable", &s, strerror((int)ee->ee_errno));
+			tp->in_udp_io = 0;
+			if (tp->freeing) {
+				tp_release(tp);
+				return 1;
+			}
 		}
 	}
+	return 0;
 }
 
 static void udp_io(void *arg, uint32_t events)
@@ -732,8 +740,8 @@ static void udp_io(void *arg, uint32_t events)
 	listener *l = arg;
 	sip_transport *tp = l->tp;
 	size_t cap = tp->cfg.max_msg + 1;
-	if (events & EPOLLERR)
-		udp_errors(tp, l);
+	if ((events & EPOLLERR) && udp_errors(tp, l))
+		return;
 
 	for (int round = 0; round < SIP_TP_UDP_BATCH / SIP_TP_UDP_MMSG; round++) {
 		struct mmsghdr mm[SIP_TP_UDP_MMSG];
@@ -752,8 +760,8 @@ static void udp_io(void *arg, uint32_t events)
 		if (k < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
-			if (errno != EINTR)
-				udp_errors(tp, l);   /* an ICMP error queued on the socket */
+			if (errno != EINTR && udp_errors(tp, l))   /* an ICMP error queued */
+				return;
 			continue;
 		}
 		for (int i = 0; i < k; i++) {
@@ -919,7 +927,14 @@ int sip_tp_listener_addr(sip_transport *tp, int idx, sip_tp_kind *kind,
 static int udp_sendto(sip_transport *tp, listener *l, const struct sockaddr *dst, socklen_t dlen,
 		      const char *buf, size_t len, const char **err)
 {
-	if (sendto(l->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, dst, dlen) < 0) {
+	int r = (int)sendto(l->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, dst, dlen);
+	/* With IP_RECVERR an ICMP error for some earlier datagram is also left pending on the
+	 * socket, and the next send, to anyone, fails with it once (clearing it): that error
+	 * is not this datagram's, so it goes again. The error itself stays queued for
+	 * udp_errors. */
+	if (r < 0 && (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH))
+		r = (int)sendto(l->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, dst, dlen);
+	if (r < 0) {
 		*err = strerror(errno);
 		return -1;
 	}

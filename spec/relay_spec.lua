@@ -313,6 +313,19 @@ describe("req:relay (the proxy core)", function()
       assert.same({ "<sip:p3.example.com;lr>", "<sip:bob@example.com>" }, seen.routes)
     end)
 
+    it("refuses a Route set it would have to rewrite past 32 values, rather than cut it", function()
+      seen = nil
+      local b = bob()
+      route(function() return nil end)
+      local many = {}
+      for i = 1, 40 do many[i] = "<sip:r" .. i .. ".example.com;lr>" end
+      -- a strict next hop (no lr) before 40 loose ones: step 6 would rewrite them all
+      local res = send_routed("sip:bob@example.com", "<sip:" .. proxy:address("udp") ..
+        ";lr>, <sip:" .. b:address("udp") .. ">, " .. table.concat(many, ", "))
+      assert.equal(400, res.status)
+      assert.is_nil(seen)
+    end)
+
     it("writes a folded Route value back unfolded after taking its own off", function()
       local b = bob()
       route(function() return nil end)

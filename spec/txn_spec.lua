@@ -121,6 +121,25 @@ describe("transactions", function()
       assert.equal(200, res.status)
     end)
 
+    it("keeps sending to others after an ICMP error left pending on the socket", function()
+      local dead = assert(socket.udp())
+      assert(dead:setsockname("127.0.0.1", 0))
+      local dport = select(2, dead:getsockname())
+      dead:close()
+      local r1, r2, e2
+      sip.spawn(function()
+        r1 = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. dport })
+      end)
+      sip.spawn(function()   -- sent while the ICMP for the first is pending on the socket
+        r2, e2 = ep:request(sip.request { method = "MESSAGE", uri = "sip:y@127.0.0.1:" .. p.port })
+      end)
+      assert.truthy(run_until(function() return #p.inbox >= 1 end, 2, p.poll))
+      p.reply(p.inbox[1], 200)
+      assert.truthy(run_until(function() return r1 and (r2 or e2) end, 2, p.poll))
+      assert.equal(503, r1.status)
+      assert.equal(200, r2 and r2.status, tostring(e2))
+    end)
+
     it("recovers a lost response by retransmission", function()
       local res
       sip.spawn(function()
