@@ -461,32 +461,14 @@ void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *r
 
 /* §18.2.2 and RFC 3581: responses go back over the connection, or to the source address
  * (port from rport when the client asked for it, else the Via's). */
-/* An IP literal (IPv6 with or without []) with a port, or -1 when host is not one. */
-static int ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len)
+int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
-	char ip[INET6_ADDRSTRLEN];
-	if (host.n >= 2 && host.p[0] == '[') {
-		host.p++;
-		host.n -= 2;
-	}
-	if (host.n == 0 || host.n >= sizeof ip)
+	char h[INET6_ADDRSTRLEN + 2];
+	if (host.n == 0 || host.n >= sizeof h)
 		return -1;
-	memcpy(ip, host.p, host.n);
-	ip[host.n] = 0;
-	memset(ss, 0, sizeof *ss);
-	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		*len = sizeof *a4;
-	} else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		*len = sizeof *a6;
-	} else {
-		return -1;
-	}
-	set_port(ss, port);
-	return 0;
+	memcpy(h, host.p, host.n);
+	h[host.n] = 0;
+	return sip_tp_parse_addr(h, port, ss, len);
 }
 
 /* §18.2.2: where the responses to a request go. Over TCP the connection it came on while
@@ -509,7 +491,7 @@ static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d
 		set_port(&d->addr, sent_by_port);
 		return;
 	}
-	if (via->maddr.n && ip_literal(via->maddr, sent_by_port, &d->addr, &d->len) == 0) {
+	if (via->maddr.n && sip_ip_literal(via->maddr, sent_by_port, &d->addr, &d->len) == 0) {
 		if (d->addr.ss_family != src->peer.ss_family)
 			d->listener = -1;   /* a listener of the other family cannot send it */
 		return;
@@ -919,16 +901,10 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 {
 	if (mode == SIP_VIA_KEEP)
 		return req->branch.n ? 0 : -1;
-	char v[384], br[BRANCH_HEX + 8];
+	char v[384];
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		sb = "invalid";
-	if (!branch) {
-		memcpy(br, "z9hG4bK", 7);
-		sip_unique_hex(br + 7, BRANCH_HEX);
-		br[7 + BRANCH_HEX] = 0;
-		branch = br;
-	}
 	for (const char *c = branch; *c; c++)
 		if (!sip_is_token((unsigned char)*c))
 			return -1;
@@ -1125,9 +1101,12 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 		d->kind = SIP_TP_TCP;
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
+	int port = u.port ? u.port : 5060;
+	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0)
+		return 0;
 	if (host.n >= 2 && host.p[0] == '[') {
-		host.p++;
-		host.n -= 2;
+		*err = "bad host";
+		return -1;
 	}
 	char h[256];
 	if (host.n == 0 || host.n >= sizeof h) {
@@ -1136,21 +1115,6 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 	}
 	memcpy(h, host.p, host.n);
 	h[host.n] = 0;
-	int port = u.port ? u.port : 5060;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&d->addr;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&d->addr;
-	if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)port);
-		d->len = sizeof *s4;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		d->len = sizeof *s6;
-		return 0;
-	}
 	/* A name: the system resolver (blocking; SRV/NAPTR of RFC 3263 are not done). */
 	struct addrinfo hints = { 0 }, *res = NULL;
 	hints.ai_socktype = SOCK_DGRAM;

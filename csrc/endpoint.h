@@ -201,6 +201,8 @@ void sip_msg_loop_hash(const sip_msg *m, char out[12]);
 
 /* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
  * param; the host as an IP literal or through the system resolver. */
+/* sip_tp_parse_addr for a slice: an IP literal (IPv6 with or without []) and a port. */
+int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len);
 int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
 
 /* Transaction accessors */

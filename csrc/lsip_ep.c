@@ -863,7 +863,7 @@ static int relay_request(lua_State *L)
 			lua_pushstring(L, err);
 			return 2;
 		}
-		lsip_msg_of(m)->replied_final = 1;   /* downstream answers it, through no state here */
+		u->replied_final = 1;   /* downstream answers it, through no state here */
 		lua_pushboolean(L, 1);
 		lua_pushliteral(L, "stateless");
 		return 2;
@@ -903,7 +903,7 @@ static int relay_request(lua_State *L)
 		return 2;
 	}
 	if (done || !o.notify_done)
-		lsip_msg_of(m)->replied_final = 1;   /* the core answers upstream from here on */
+		u->replied_final = 1;   /* the core answers upstream from here on */
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);
 	return 2;

@@ -602,28 +602,19 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	return write_routes(m, routes, first, n, sip_pl_make(NULL, 0));
 }
 
-/* §16.6 step 6: a first Route without lr names a strict router, which wants the Request-URI
- * to be its own URI: the Request-URI goes last into the Route set and the first Route value
- * becomes the Request-URI. 0 (nothing to do), 1 (done), -1. */
-static int strict_next_hop(sip_msg *m)
+/* §16.6 step 6, for next_hop: the first Route value (first_uri, without lr) becomes the
+ * Request-URI, and the Request-URI goes last into the Route set. 0, or -1 with *err. */
+static int strict_route(sip_msg *m, sip_pl first_uri, const char **err)
 {
-	if (m->first[SIP_HDR_ROUTE] < 0)
-		return 0;
-	sip_pl routes[ROUTES_MAX], lr;
+	sip_pl routes[ROUTES_MAX];
 	unsigned n = route_items(m, routes);
-	sip_addr a;
-	sip_uri u;
-	const char *err;
-	if (!n || sip_addr_parse(&a, routes[0], &err) || sip_uri_parse(&u, a.uri, &err))
-		return 0;
-	if (!u.is_sip || sip_param_get(u.params, "lr", &lr))
-		return 0;
-	if (n > ROUTES_MAX)
-		return -1;   /* more than we could write back */
 	sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;   /* stays: edits are never freed */
-	if (write_routes(m, routes, 1, n, cur) != 1 || sip_msg_set_uri(m, a.uri.p, a.uri.n))
+	if (n > ROUTES_MAX || write_routes(m, routes, 1, n, cur) != 1 ||
+	    sip_msg_set_uri(m, first_uri.p, first_uri.n)) {
+		*err = "cannot write the Route set for a strict router";
 		return -1;
-	return 1;
+	}
+	return 0;
 }
 
 static int scheme_ok(sip_pl u)
@@ -726,23 +717,28 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	return sip_msg_add_header(req, "Record-Route", 12, v, len, 1);
 }
 
-/* §16.6 step 7: the next hop is the first Route (loose routing), else the Request-URI,
- * which is also where a request rewritten for a strict router goes (strict: step 6 did). */
-static int next_hop(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, int strict,
-		    sip_dest *d, const char **err)
+/* §16.6 steps 6 and 7: the next hop is the first Route (loose routing), else the
+ * Request-URI (o->next_hop overrides both). A first Route without lr names a strict router,
+ * which wants its own URI as the Request-URI: m is rewritten so (strict_route), and goes
+ * there all the same. 0, or -1 with *err. */
+static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
+		    const char **err)
 {
+	sip_pl target = m->new_uri.n ? m->new_uri : m->uri, item, lr;
+	int ri = m->first[SIP_HDR_ROUTE];
+	size_t pos = 0;
+	sip_addr a;
+	sip_uri u;
+	if (ri >= 0 && sip_list_next(m->hdrs[ri].value, &pos, &item) &&
+	    sip_addr_parse(&a, item, err) == 0) {
+		target = a.uri;
+		if (sip_uri_parse(&u, a.uri, err) == 0 && u.is_sip &&
+		    !sip_param_get(u.params, "lr", &lr) && strict_route(m, a.uri, err))
+			return -1;
+	}
 	if (o->next_hop)
 		return sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err);
-	int ri = strict ? -1 : m->first[SIP_HDR_ROUTE];
-	if (ri >= 0) {
-		size_t pos = 0;
-		sip_pl item;
-		sip_addr a;
-		if (sip_list_next(m->hdrs[ri].value, &pos, &item) && sip_addr_parse(&a, item, err) == 0)
-			return sip_ep_resolve(ep, a.uri.p, a.uri.n, d, err);
-	}
-	sip_pl u = m->new_uri.n ? m->new_uri : m->uri;
-	return sip_ep_resolve(ep, u.p, u.n, d, err);
+	return sip_ep_resolve(ep, target.p, target.n, d, err);
 }
 
 int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
@@ -754,12 +750,7 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 		return -1;
 	}
 	sip_dest d;
-	int strict = strict_next_hop(req);
-	if (strict < 0) {
-		*err = "cannot write the Route set for a strict router";
-		return -1;
-	}
-	if (next_hop(ep, req, o, strict, &d, err))
+	if (next_hop(ep, req, o, &d, err))
 		return -1;
 	int vi = req->first[SIP_HDR_VIA];
 	size_t pos = 0;
@@ -781,21 +772,6 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 	return 0;
 }
 
-static int ip_literal_ok(sip_pl h)
-{
-	char ip[INET6_ADDRSTRLEN];
-	unsigned char a[16];
-	if (h.n >= 2 && h.p[0] == '[') {
-		h.p++;
-		h.n -= 2;
-	}
-	if (!h.n || h.n >= sizeof ip)
-		return 0;
-	memcpy(ip, h.p, h.n);
-	ip[h.n] = 0;
-	return inet_pton(AF_INET, ip, a) == 1 || inet_pton(AF_INET6, ip, a) == 1;
-}
-
 /* Where a response goes from the Via below ours (§18.2.2, RFC 3581): over TCP to the
  * received address (a connection to it is reused), over UDP to maddr, else received, else
  * the sent-by host; to the rport value, else the sent-by port. */
@@ -807,7 +783,9 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		return -1;
 	}
 	/* maddr only as an IP literal: a name would block the loop in the resolver */
-	int maddr_ok = !tcp && v->maddr.n && ip_literal_ok(v->maddr);
+	struct sockaddr_storage ma;
+	socklen_t mal;
+	int maddr_ok = !tcp && v->maddr.n && sip_ip_literal(v->maddr, 0, &ma, &mal) == 0;
 	sip_pl host = maddr_ok ? v->maddr : v->received.n ? v->received : v->host;
 	int port = v->rport > 0 ? v->rport : v->port ? v->port : 5060;
 	char uri[300];
@@ -911,9 +889,8 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		}
 		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
 		sip_dest d;
-		int strict = 0;
 		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
-			 (strict = strict_next_hop(m)) >= 0 && next_hop(ep, m, o, strict, &d, &why) == 0;
+			 next_hop(ep, m, o, &d, &why) == 0;
 		if (ok) {
 			relay_branch *b = &r->br[r->nbranches];
 			b->target = i;

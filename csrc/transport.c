@@ -795,7 +795,7 @@ static void udp_io(void *arg, uint32_t events)
 	}
 }
 
-static int parse_host(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+int sip_tp_parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char buf[INET6_ADDRSTRLEN + 2];
 	size_t n = host ? strlen(host) : 0;
@@ -850,7 +850,7 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 		*err = "too many listeners";
 		return -1;
 	}
-	if (parse_host(host, port, &ss, &sl) < 0) {
+	if (sip_tp_parse_addr(host, port, &ss, &sl) < 0) {
 		*err = "bad address (need an IP literal and a port 0-65535)";
 		return -1;
 	}

@@ -58,6 +58,9 @@ void sip_tp_free(sip_transport *tp);
 
 /* host: an IPv4 or IPv6 literal, with or without [] ("0.0.0.0" and "::" for any); port 0
  * picks a free one. Returns the listener index (>= 0), or -1 with *err. */
+/* An IP literal ("192.0.2.1", "::1" or "[::1]") and a port as a socket address: 0, or -1
+ * for anything else (a name is not looked up). */
+int sip_tp_parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len);
 int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int port,
 		  const char **err);
 int sip_tp_listener_count(sip_transport *tp);

@@ -262,25 +262,25 @@ describe("qop=auth-int", function()
 end)
 
 describe("RFC 2069 form (no qop)", function()
-  it("verifies H(HA1:nonce:HA2)", function()
+  -- a server offering MD5, and alice's answer to its challenge in the form without qop:
+  -- H(HA1:nonce:HA2)
+  local function rfc2069_answer()
     local a = server { algorithms = { "MD5" } }
     local _, _, headers = a:verify(request())
     local ch = core.digest_parse(headers[1][2])
     local resp = core.digest_response { username = "alice", password = "secret",
       realm = "example.org", nonce = ch.nonce, method = "REGISTER", uri = "sip:example.org" }
-    local v = ('Digest username="alice", realm="example.org", nonce="%s", ' ..
+    return a, ('Digest username="alice", realm="example.org", nonce="%s", ' ..
                'uri="sip:example.org", response="%s"'):format(ch.nonce, resp)
+  end
+
+  it("verifies H(HA1:nonce:HA2)", function()
+    local a, v = rfc2069_answer()
     assert.same({ true, "alice" }, { a:verify(with_header(v)) })
   end)
 
   it("takes such an answer once: played again it gets stale=true (a one-time nonce)", function()
-    local a = server { algorithms = { "MD5" } }
-    local _, _, headers = a:verify(request())
-    local ch = core.digest_parse(headers[1][2])
-    local resp = core.digest_response { username = "alice", password = "secret",
-      realm = "example.org", nonce = ch.nonce, method = "REGISTER", uri = "sip:example.org" }
-    local v = ('Digest username="alice", realm="example.org", nonce="%s", ' ..
-               'uri="sip:example.org", response="%s"'):format(ch.nonce, resp)
+    local a, v = rfc2069_answer()
     assert.same({ true, "alice" }, { a:verify(with_header(v)) })
     local ok, code, again = a:verify(with_header(v))
     assert.is_false(ok)

@@ -28,12 +28,13 @@ describe("luasip serve (process)", function()
     ua:close()
   end)
 
-  -- start serve, wait until it answers OPTIONS, return its environment and stop it
-  local function serve_env(extra)
+  -- start serve with extra arguments; once it answers OPTIONS (or 5 s passed): the peer,
+  -- the last answer
+  local function start_serve(extra)
     local port = peer.free_udp_port()
     local argv = { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
-      "udp:127.0.0.1:" .. port, "--domain", "127.0.0.1", "--no-auth", "--quiet" }
-    for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+      "udp:127.0.0.1:" .. port, "--domain", "127.0.0.1", "--no-auth" }
+    for _, a in ipairs(extra) do argv[#argv + 1] = a end
     local p = peer.start(argv)
     local res
     helper.run_until(function()
@@ -43,6 +44,14 @@ describe("luasip serve (process)", function()
       end
       return res and res.status == 200
     end, 5)
+    return p, res
+  end
+
+  -- start serve, wait until it answers OPTIONS, return its environment and stop it
+  local function serve_env(extra)
+    local args = { "--quiet" }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    local p, res = start_serve(args)
     local child = sh("pgrep -P " .. p.pid):match("%d+")
     local env = child and slurp("/proc/" .. child .. "/environ") or ""
     os.execute("kill -TERM -" .. p.pid .. " 2>/dev/null")
@@ -63,16 +72,7 @@ describe("luasip serve (process)", function()
   end)
 
   it("ends quietly on Ctrl-C (SIGINT): exit code 130, no stack trace", function()
-    local port = peer.free_udp_port()
-    local p = peer.start { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
-      "udp:127.0.0.1:" .. port, "--domain", "127.0.0.1", "--no-auth", "--no-huge-pages" }
-    local res
-    helper.run_until(function()
-      if not (res and res.status == 200) then
-        res = ua:options("sip:127.0.0.1:" .. port)
-      end
-      return res and res.status == 200
-    end, 5)
+    local p = start_serve { "--no-huge-pages" }
     local child = sh("pgrep -P " .. p.pid):match("%d+")
     assert.truthy(child)
     os.execute("kill -INT " .. child)

@@ -43,6 +43,15 @@ local function on_schedule(items, t0, schedule)
   end
 end
 
+-- A UDP port on 127.0.0.1 with nobody on it: the kernel answers ICMP port unreachable.
+local function closed_port()
+  local dead = assert(socket.udp())
+  assert(dead:setsockname("127.0.0.1", 0))
+  local port = select(2, dead:getsockname())
+  dead:close()
+  return port
+end
+
 local function raw_request(method, p, ep, opts)
   opts = opts or {}
   return assert(sip.request {
@@ -88,10 +97,7 @@ describe("transactions", function()
     end)
 
     it("fails with 503 at once when the port is closed (ICMP unreachable, §17.1.4)", function()
-      local dead = assert(socket.udp())
-      assert(dead:setsockname("127.0.0.1", 0))
-      local dport = select(2, dead:getsockname())
-      dead:close()   -- nobody there: the kernel answers ICMP port unreachable
+      local dport = closed_port()
       local res, t0, t1
       sip.spawn(function()
         t0 = now_ms()
@@ -122,10 +128,7 @@ describe("transactions", function()
     end)
 
     it("keeps sending to others after an ICMP error left pending on the socket", function()
-      local dead = assert(socket.udp())
-      assert(dead:setsockname("127.0.0.1", 0))
-      local dport = select(2, dead:getsockname())
-      dead:close()
+      local dport = closed_port()
       local r1, r2, e2
       sip.spawn(function()
         r1 = ep:request(sip.request { method = "MESSAGE", uri = "sip:x@127.0.0.1:" .. dport })
