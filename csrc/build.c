@@ -132,3 +132,14 @@ int sip_build_from_invite(const sip_msg *inv, const char *method, sip_pl to,
 	}
 	return 0;
 }
+
+char *sip_build_response_alloc(const sip_msg *req, int code, const char *reason,
+			       const char *extra, size_t *len)
+{
+	size_t rl = reason ? strlen(reason) : 0, el = extra ? strlen(extra) : 0;
+	*len = sip_build_response(req, code, reason, rl, NULL, 0, extra, el, NULL, 0);
+	char *buf = malloc(*len);
+	if (buf)
+		sip_build_response(req, code, reason, rl, NULL, 0, extra, el, buf, *len);
+	return buf;
+}

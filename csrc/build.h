@@ -12,6 +12,11 @@ size_t sip_build_response(const sip_msg *req, int code, const char *reason, size
 			  const char *to_tag, size_t tlen, const char *extra, size_t elen,
 			  char *out, size_t cap);
 
+/* The same in a buffer of its own (malloc'd, *len bytes), reason and extra NUL-terminated
+ * or NULL. NULL when out of memory. */
+char *sip_build_response_alloc(const sip_msg *req, int code, const char *reason,
+			       const char *extra, size_t *len);
+
 /* Fill `tag` with a fresh random tag (SIP_TAG_LEN chars). */
 #define SIP_TAG_LEN 12
 void sip_build_tag(char tag[SIP_TAG_LEN]);

@@ -1,9 +1,10 @@
-/* endpoint.c: what happens to every message that arrives or leaves: parse, match a
- * transaction (§17.1.3, §17.2.3), fix the Via (§18.2.1, RFC 3581), route responses (§18.2.2). */
-#include "txn.h"
+/* endpoint.c: what happens to every message that arrives or leaves: parse, hand it to the
+ * transaction layer (txn.c), fix the Via (§18.2.1, RFC 3581), route responses (§18.2.2). */
+#include "endpoint.h"
 #include "build.h"
 #include "fmt.h"
 #include "chars.h"
+#include "key.h"
 #include "rand.h"
 #include "ratelimit.h"
 #include "uri.h"
@@ -16,8 +17,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_MAX 1024   /* transaction keys: branch + sent-by + method, or the RFC 2543 set */
 #define BRANCH_HEX 16  /* 64 random bits after the magic cookie */
+#define LCACHE 8       /* listener addresses kept formatted (sip_ep_is_listener) */
+
+struct sip_endpoint {
+	sip_loop *loop;
+	sip_transport *tp;
+	sip_ep_config cfg;
+	sip_ep_hooks hooks;
+	void *ud;
+	sip_txns txns;           /* the transaction layer */
+	sip_map merged;          /* From tag, Call-ID, CSeq -> server transaction (UA only) */
+	int merged_check;        /* answer merged requests 482 (§8.2.2.2): not for a proxy */
+	sip_ep_stats stats;      /* the transaction layer's counters are in txns */
+	char sent_by[2][2][64];  /* our Via sent-by per [TCP?][IPv6?], formatted once */
+	char **domains;          /* names that are us besides our addresses (lowercase) */
+	unsigned ndomains;
+	int local_port;          /* the port a domain name stands for */
+	struct { char ip[64]; int port; } lcache[LCACHE];   /* listener addresses */
+	int nlcache;             /* entries formatted; 0 after a listen */
+	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
+	sip_ep_stray_fn stray;   /* sip_ep_set_stray: the layer above's look at stray responses */
+	void *stray_arg;
+};
 
 void sip_ep_config_default(sip_ep_config *c)
 {
@@ -31,74 +53,6 @@ void sip_ep_config_default(sip_ep_config *c)
 	c->tp = sip_tp_config_default();
 }
 
-void sip_ep_logf(sip_endpoint *ep, const char *fmt, ...)
-{
-	if (!ep->hooks.log)
-		return;
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	ep->hooks.log(ep->ud, line);
-}
-
-void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap)
-{
-	/* "udp:" + "[" + 45 + "]:" + 5 digits + NUL < 64: callers pass >= 64 */
-	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0, v6 = sa->sa_family == AF_INET6;
-	if (cap < 64) {
-		if (cap)
-			buf[0] = 0;
-		return;
-	}
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
-		port = ntohs(s4->sin_port);
-	} else if (v6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
-		port = ntohs(s6->sin6_port);
-	}
-	size_t o = 0, hl = strlen(host);
-	memcpy(buf, kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
-	o = 4;
-	if (v6)
-		buf[o++] = '[';
-	memcpy(buf + o, host, hl);
-	o += hl;
-	if (v6)
-		buf[o++] = ']';
-	buf[o++] = ':';
-	char d[8];
-	size_t i = sizeof d;
-	do {
-		d[--i] = (char)('0' + port % 10);
-		port /= 10;
-	} while (port);
-	memcpy(buf + o, d + i, sizeof d - i);
-	o += sizeof d - i;
-	buf[o] = 0;
-}
-
-void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port)
-{
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-		inet_ntop(AF_INET6, &s6->sin6_addr, host, (socklen_t)cap);
-		*port = ntohs(s6->sin6_port);
-	} else {
-		const struct sockaddr_in *s4 = (const void *)sa;
-		if (cap >= INET_ADDRSTRLEN)
-			sip_fmt_ipv4(host, (const unsigned char *)&s4->sin_addr);
-		else
-			inet_ntop(AF_INET, &s4->sin_addr, host, (socklen_t)cap);
-		*port = ntohs(s4->sin_port);
-	}
-}
-
 static void set_port(struct sockaddr_storage *ss, int port)
 {
 	if (ss->ss_family == AF_INET6)
@@ -107,83 +61,9 @@ static void set_port(struct sockaddr_storage *ss, int port)
 		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
 }
 
-int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_t len,
-		     const char **err)
-{
-	if (d->kind == SIP_TP_UDP && d->listener >= 0)
-		return sip_tp_send_from(ep->tp, d->listener, (const struct sockaddr *)&d->addr,
-					d->len, buf, len, err);
-	return sip_tp_send(ep->tp, d->kind, (const struct sockaddr *)&d->addr, d->len, d->conn_id,
-			   buf, len, err);
-}
-
 /* --- setup ---------------------------------------------------------------------------- */
 
 static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t len);
-
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return 0;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port &&
-	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-}
-
-/* A TCP connection we opened failed: its client transactions get 503 now rather than
- * 408 after Timer B/F (RFC 3261 §8.1.3.1 treats transport errors as 503). */
-/* §18.1.1: a request that left UDP for its size, whose TCP connection could not be made,
- * goes over UDP after all (the same branch, a UDP Via), with UDP's retransmissions. */
-static int back_to_udp(sip_txn *t)
-{
-	free(t->out);
-	t->out = t->udp_out;
-	t->outlen = t->udp_outlen;
-	t->udp_out = NULL;
-	t->dest.kind = SIP_TP_UDP;
-	t->dest.listener = -1;
-	t->dest.conn_id = 0;
-	t->reliable = 0;
-	sip_ep_logf(t->ep, "transport: %zu-byte request back to UDP (no TCP connection)", t->outlen);
-	if (sip_txn_send(t, t->out, t->outlen))
-		return -1;
-	sip_txn_client_start(t);   /* Timers A/E now, B/F from here */
-	return 0;
-}
-
-/* §17.1.4 / §8.1.3.1: the client transactions to src's address fail with a 503: a TCP
- * connection that could not be made, or (udp) an ICMP unreachable for a datagram, which
- * only counts while nothing has answered (Calling, Trying: a peer that answered is there,
- * and the error came from some older datagram). */
-static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp)
-{
-	enum { BATCH = 64 };
-	uint64_t ids[BATCH];
-	size_t n = 0;
-	for (size_t i = 0; i < ep->client.nb && n < BATCH; i++)
-		for (sip_map_node *nd = ep->client.b[i]; nd && n < BATCH; nd = nd->next) {
-			sip_txn *t = nd->value;
-			int live = udp ? t->state == SIP_TXN_CALLING || t->state == SIP_TXN_TRYING :
-					 t->state != SIP_TXN_COMPLETED && t->state != SIP_TXN_ACCEPTED;
-			if (t->dest.kind == (udp ? SIP_TP_UDP : SIP_TP_TCP) && live &&
-			    same_addr(&t->dest.addr, &src->peer))
-				ids[n++] = t->id;
-		}
-	for (size_t i = 0; i < n; i++) {
-		sip_txn *t = sip_ep_txn(ep, ids[i]);   /* an earlier hook may have ended it */
-		if (!t)
-			continue;
-		if (!udp && t->udp_out && back_to_udp(t) == 0)
-			continue;
-		sip_ep_synth_response(ep, t, 503, udp ? "Service Unavailable (unreachable)" :
-					      "Service Unavailable (connection failed)");
-		sip_txn_terminate(t);
-	}
-}
 
 static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, const char *detail)
 {
@@ -191,11 +71,12 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 	char a[80] = "";
 	if (src)
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
-	sip_ep_logf(ep, "transport %s %s%s%s", event, a, detail ? ": " : "", detail ? detail : "");
+	sip_logf(&ep->txns.log, "transport %s %s%s%s", event, a, detail ? ": " : "",
+		 detail ? detail : "");
 	if (src && strcmp(event, "connect failed") == 0)
-		fail_dest(ep, src, 0);
+		sip_txns_fail_dest(&ep->txns, &src->peer, 0);
 	else if (src && strcmp(event, "unreachable") == 0)
-		fail_dest(ep, src, 1);
+		sip_txns_fail_dest(&ep->txns, &src->peer, 1);
 }
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -211,20 +92,20 @@ sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_
 	ep->hooks = *hooks;
 	ep->ud = ud;
 	ep->loop = loop;
-	if (sip_map_init(&ep->client) || sip_map_init(&ep->server) ||
-	    sip_map_init(&ep->accepted) || sip_map_init_counters(&ep->ids) ||
-	    sip_map_init(&ep->merged))
+	if (sip_map_init(&ep->merged))
 		goto fail;
 	ep->merged_check = 1;
 	ep->tp = sip_tp_new(loop, &ep->cfg.tp, on_recv, on_tp_event, ep);
 	if (!ep->tp)
 		goto fail;
+	sip_log log = { ep->hooks.log, ud };
+	if (sip_txns_init(&ep->txns, loop, ep->tp, ep->cfg.t1, ep->cfg.t2, ep->cfg.t4,
+			  ep->cfg.max_txns, log)) {
+		sip_tp_free(ep->tp);
+		goto fail;
+	}
 	return ep;
 fail:
-	sip_map_free(&ep->client);
-	sip_map_free(&ep->server);
-	sip_map_free(&ep->accepted);
-	sip_map_free(&ep->ids);
 	sip_map_free(&ep->merged);
 	free(ep);
 	return NULL;
@@ -236,18 +117,9 @@ void sip_ep_free(sip_endpoint *ep)
 		return;
 	ep->hooks.gone = NULL;
 	ep->hooks.log = NULL;
-	ep->hooks.relayed = NULL;
-	ep->hooks.relay_branch = NULL;
-	ep->closing = 1;
-	/* terminate every transaction, bucket by bucket (terminating unlinks the node) */
-	for (size_t i = 0; i < ep->ids.nb; i++)
-		while (ep->ids.b[i])
-			sip_txn_terminate(ep->ids.b[i]->value);
+	ep->txns.log.fn = NULL;
+	sip_txns_free(&ep->txns);   /* the layer above hears of its transactions' end */
 	sip_tp_free(ep->tp);
-	sip_map_free(&ep->client);
-	sip_map_free(&ep->server);
-	sip_map_free(&ep->accepted);
-	sip_map_free(&ep->ids);
 	sip_map_free(&ep->merged);
 	sip_ep_set_domains(ep, NULL, 0, 0);
 	sip_rl_free(ep->rl);
@@ -263,53 +135,68 @@ int sip_ep_listen(sip_endpoint *ep, sip_tp_kind kind, const char *host, int port
 }
 
 sip_transport *sip_ep_transport(sip_endpoint *ep) { return ep->tp; }
-void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st) { *st = ep->stats; }
 const sip_ep_config *sip_ep_config_get(sip_endpoint *ep) { return &ep->cfg; }
+sip_loop *sip_ep_loop(sip_endpoint *ep) { return ep->loop; }
+const sip_log *sip_ep_log(sip_endpoint *ep) { return &ep->txns.log; }
+uint64_t sip_ep_new_id(sip_endpoint *ep) { return sip_txns_new_id(&ep->txns); }
+int sip_ep_closing(sip_endpoint *ep) { return ep->txns.closing; }
+sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id) { return sip_txns_by_id(&ep->txns, id); }
+
+void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st)
+{
+	*st = ep->stats;
+	st->client_txns = ep->txns.stats.client;
+	st->server_txns = ep->txns.stats.server;
+	st->retrans_sent = ep->txns.stats.retrans_sent;
+	st->absorbed = ep->txns.stats.absorbed;
+}
+
+void sip_ep_set_stray(sip_endpoint *ep, sip_ep_stray_fn fn, void *arg)
+{
+	ep->stray = fn;
+	ep->stray_arg = arg;
+}
+
+/* --- the transaction user: the hooks ---------------------------------------------------- */
+
+static void ua_response(void *arg, sip_txn *t, const sip_msg *res)
+{
+	sip_endpoint *ep = arg;
+	if (ep->hooks.response)
+		ep->hooks.response(ep->ud, t, res);
+}
+
+/* §9.2: 487 to the INVITE (the 200 to the CANCEL went); a proxy's INVITE gets its 487 from
+ * downstream once the branches are cancelled (§16.10). */
+static void ua_cancel(void *arg, sip_txn *t)
+{
+	sip_endpoint *ep = arg;
+	if (!sip_txn_proxied(t))
+		sip_txn_server_reply_code(t, NULL, 487, NULL);
+	if (ep->hooks.cancel)
+		ep->hooks.cancel(ep->ud, t);
+}
+
+static void ua_ack(void *arg, sip_txn *t, const sip_msg *ack)
+{
+	sip_endpoint *ep = arg;
+	if (ep->hooks.ack)
+		ep->hooks.ack(ep->ud, t, ack);
+}
+
+/* Only INVITE transactions, and client ones that never gave a final response, can be waited
+ * on by the TU; the rest end without a word (one Lua call less each). */
+static void ua_terminated(void *arg, sip_txn *t)
+{
+	sip_endpoint *ep = arg;
+	if (ep->hooks.gone && (sip_txn_is_invite(t) ||
+			       (sip_txn_is_client(t) && sip_txn_last_status(t) < 200)))
+		ep->hooks.gone(ep->ud, t);
+}
+
+static const sip_txn_user ua_user = { ua_response, ua_cancel, ua_ack, ua_terminated };
 
 /* --- keys ----------------------------------------------------------------------------- */
-
-/* Keys are built on every message: plain copies, no printf. A key that would not fit is
- * cut at KEY_MAX, which only makes two absurdly long keys collide. */
-typedef struct keybuf {
-	char *p;
-	size_t n;
-} keybuf;
-
-static void kput(keybuf *k, const char *s, size_t n)
-{
-	if (n > KEY_MAX - 1 - k->n)
-		n = KEY_MAX - 1 - k->n;
-	memcpy(k->p + k->n, s, n);
-	k->n += n;
-}
-
-static void kpl(keybuf *k, sip_pl v) { kput(k, v.p, v.n); }
-static void kch(keybuf *k, char c) { kput(k, &c, 1); }
-
-static void kuint(keybuf *k, unsigned v)
-{
-	char d[12];
-	size_t i = sizeof d;
-	do {
-		d[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	kput(k, d + i, sizeof d - i);
-}
-
-/* The key of the INVITE server transaction a 2xx's ACK belongs to (§17.2.3 does not cover
- * it: the ACK of a 2xx has its own branch). */
-size_t sip_accepted_key(char *key, sip_pl call_id, uint32_t cseq, sip_pl from_tag)
-{
-	keybuf k = { key, 0 };
-	kput(&k, "A|", 2);
-	kpl(&k, call_id);
-	kch(&k, '|');
-	kuint(&k, cseq);
-	kch(&k, '|');
-	kpl(&k, from_tag);
-	return k.n;
-}
 
 /* §8.2.2.2: a request without a To tag whose From tag, Call-ID and CSeq are those of a
  * transaction of ours it did not match (a request forked upstream reaching us twice) is
@@ -319,27 +206,19 @@ static int merged_request(sip_endpoint *ep, sip_txn *t, const sip_msg *m)
 {
 	if (!ep->merged_check || m->to_tag.n)
 		return 0;
-	char key[KEY_MAX];
-	keybuf k = { key, 0 };
-	kput(&k, "M|", 2);
-	kpl(&k, m->call_id);
-	kch(&k, '|');
-	kuint(&k, m->cseq);
-	kch(&k, '|');
-	kpl(&k, m->method);
-	kch(&k, '|');
-	kpl(&k, m->from_tag);
+	char key[SIP_KEY_MAX];
+	sip_keybuf k = { key, 0 };
+	sip_kput(&k, "M|", 2);
+	sip_kpl(&k, m->call_id);
+	sip_kch(&k, '|');
+	sip_kuint(&k, m->cseq);
+	sip_kch(&k, '|');
+	sip_kpl(&k, m->method);
+	sip_kch(&k, '|');
+	sip_kpl(&k, m->from_tag);
 	if (sip_map_get(&ep->merged, key, k.n))
 		return 1;
-	t->mkey = malloc(k.n);
-	if (t->mkey) {
-		memcpy(t->mkey, key, k.n);
-		t->mklen = k.n;
-		if (sip_map_put(&ep->merged, t->mkey, t->mklen, t)) {
-			free(t->mkey);
-			t->mkey = NULL;
-		}
-	}
+	sip_txn_alias(t, &ep->merged, key, k.n);   /* (without memory: not filed, no harm) */
 	return 0;
 }
 
@@ -348,127 +227,13 @@ void sip_ep_set_merged_check(sip_endpoint *ep, int on)
 	ep->merged_check = on != 0;
 }
 
-static int has_cookie(sip_pl branch)
-{
-	return branch.n >= 7 && memcmp(branch.p, "z9hG4bK", 7) == 0;
-}
-
-/* §17.2.3: branch + sent-by + method (ACK counts as INVITE), or the RFC 2543 rules. */
-static size_t server_key(char *key, const sip_msg *m, const sip_via *via, sip_pl topvia,
-			 const char *method, size_t mlen)
-{
-	keybuf k = { key, 0 };
-	if (has_cookie(via->branch)) {
-		kput(&k, "S|", 2);
-		kpl(&k, via->branch);
-		kch(&k, '|');
-		kpl(&k, via->host);
-		kch(&k, ':');
-		kuint(&k, (unsigned)via->port);
-	} else {
-		kput(&k, "T|", 2);
-		kpl(&k, m->uri);
-		kch(&k, '|');
-		kpl(&k, m->call_id);
-		kch(&k, '|');
-		kuint(&k, m->cseq);
-		kch(&k, '|');
-		kpl(&k, m->from_tag);
-		kch(&k, '|');
-		kpl(&k, topvia);
-	}
-	kch(&k, '|');
-	kput(&k, method, mlen);
-	return k.n;
-}
-
-static size_t client_key(char *key, sip_pl branch, sip_pl method)
-{
-	keybuf k = { key, 0 };
-	kput(&k, "C|", 2);
-	kpl(&k, branch);
-	kch(&k, '|');
-	kpl(&k, method);
-	return k.n;
-}
-
 /* --- responses the core makes itself ------------------------------------------------- */
-
-static char *print_response(const sip_msg *req, int code, const char *reason, const char *extra,
-			    size_t *len)
-{
-	size_t rl = reason ? strlen(reason) : 0, el = extra ? strlen(extra) : 0;
-	*len = sip_build_response(req, code, reason, rl, NULL, 0, extra, el, NULL, 0);
-	char *buf = malloc(*len);
-	if (buf)
-		sip_build_response(req, code, reason, rl, NULL, 0, extra, el, buf, *len);
-	return buf;
-}
-
-/* Reply through a fresh server transaction with a response the core builds. */
-static void core_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
-		       const char *extra)
-{
-	size_t len;
-	const char *err;
-	char *buf = print_response(req, code, NULL, extra, &len);
-	if (buf)   /* the response copies these from the request (§8.2.6.2) */
-		sip_txn_server_reply_wire(st, code, buf, len, req->call_id, req->cseq, req->from_tag,
-					  &err);
-}
-
-void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res)
-{
-	if (t->relay)
-		sip_relay_response(t, res);
-	else if (ep->hooks.response)
-		ep->hooks.response(ep->ud, t, res);
-}
 
 void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
 		       const char *extra)
 {
-	sip_msg stored;
-	const char *err;
-	if (!req) {
-		if (!st->req || sip_msg_parse(&stored, st->req, st->reqlen, 0, 0, NULL, &err))
-			return;
-		core_reply(ep, st, &stored, code, extra);
-		sip_msg_free(&stored);
-		return;
-	}
-	core_reply(ep, st, req, code, extra);
-}
-
-void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *reason)
-{
-	sip_msg req, res;
-	const char *err;
-	size_t len;
-	if (sip_msg_parse(&req, t->out, t->outlen, 0, 0, NULL, &err))
-		return;
-	char *buf = print_response(&req, code, reason, NULL, &len);
-	sip_msg_free(&req);
-	if (!buf)
-		return;
-	if (sip_msg_parse(&res, buf, len, 0, 0, NULL, &err) == 0) {
-		t->last_status = code;
-		sip_ep_deliver(ep, t, &res);
-		sip_msg_free(&res);
-	}
-	free(buf);
-}
-
-/* §18.2.2 and RFC 3581: responses go back over the connection, or to the source address
- * (port from rport when the client asked for it, else the Via's). */
-int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char h[INET6_ADDRSTRLEN + 2];
-	if (host.n == 0 || host.n >= sizeof h)
-		return -1;
-	memcpy(h, host.p, host.n);
-	h[host.n] = 0;
-	return sip_tp_parse_addr(h, port, ss, len);
+	(void)ep;
+	sip_txn_server_reply_code(st, req, code, extra);
 }
 
 /* §18.2.2: where the responses to a request go. Over TCP the connection it came on while
@@ -549,7 +314,7 @@ static void reply_unparsable(sip_endpoint *ep, const sip_tp_src *src, const char
 	sip_dest d;
 	response_dest(src, NULL, &d);
 	const char *err;
-	sip_ep_send_dest(ep, &d, out, o, &err);
+	sip_dest_send(ep->tp, &d, out, o, &err);
 }
 
 /* §18.2.1 / RFC 3581: record where the request really came from in its top Via: received=
@@ -608,18 +373,10 @@ static void fix_via(sip_msg *m, const sip_via *via, sip_pl topvia, const sip_tp_
 
 static void on_response(sip_endpoint *ep, const sip_msg *m)
 {
-	char key[KEY_MAX];
 	ep->stats.responses_in++;
-	sip_txn *t = NULL;
-	if (m->branch.n) {
-		size_t kl = client_key(key, m->branch, m->cseq_method);
-		t = sip_map_get(&ep->client, key, kl);
-	}
-	if (t) {
-		sip_txn_client_response(t, m);
+	if (sip_txns_response(&ep->txns, m))
 		return;
-	}
-	if (sip_relay_stateless_response(ep, m))
+	if (ep->stray && ep->stray(ep->stray_arg, m))
 		return;
 	ep->stats.stray_responses++;   /* §17.1.3: no transaction matches */
 	if (m->status >= 200 && m->status < 300 && m->method_id == SIP_METHOD_INVITE &&
@@ -636,12 +393,12 @@ static void reply_503(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
 	n += sip_fmt_uint(extra + n, (unsigned)retry);
 	memcpy(extra + n, "\r\n", 3);
 	size_t len;
-	char *buf = print_response(m, 503, reason, extra, &len);
+	char *buf = sip_build_response_alloc(m, 503, reason, extra, &len);
 	sip_dest d;
 	const char *err;
 	response_dest(src, via, &d);
 	if (buf) {
-		sip_ep_send_dest(ep, &d, buf, len, &err);
+		sip_dest_send(ep->tp, &d, buf, len, &err);
 		free(buf);
 	}
 }
@@ -686,7 +443,8 @@ double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources)
 
 static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 {
-	char key[KEY_MAX];
+	char key[SIP_KEY_MAX];
+	sip_keybuf k = { key, 0 };
 	const char *err;
 	ep->stats.requests_in++;
 
@@ -698,12 +456,14 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 	if (sip_via_parse(&via, topvia, &err))
 		return;
 	int is_ack = m->method_id == SIP_METHOD_ACK, is_cancel = m->method_id == SIP_METHOD_CANCEL;
-	size_t kl = is_ack ? server_key(key, m, &via, topvia, "INVITE", 6) :
-			     server_key(key, m, &via, topvia, m->method.p, m->method.n);
+	if (is_ack)
+		sip_txn_server_key(&k, m, &via, topvia, "INVITE", 6);
+	else
+		sip_txn_server_key(&k, m, &via, topvia, m->method.p, m->method.n);
 
 	if (is_ack) {
-		sip_txn *t = sip_map_get(&ep->server, key, kl);
-		if (t && t->state == SIP_TXN_ACCEPTED) {
+		sip_txn *t = sip_txns_server(&ep->txns, &k);
+		if (t && sip_txn_state_get(t) == SIP_TXN_ACCEPTED) {
 			sip_txn_accepted_ack(t, m);
 			return;
 		}
@@ -711,8 +471,7 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			sip_txn_server_ack(t);
 			return;
 		}
-		size_t n = sip_accepted_key(key, m->call_id, m->cseq, m->from_tag);
-		t = sip_map_get(&ep->accepted, key, n);
+		t = sip_txns_accepted(&ep->txns, m);
 		if (t) {
 			sip_txn_accepted_ack(t, m);
 			return;
@@ -724,14 +483,14 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		return;
 	}
 
-	sip_txn *t = sip_map_get(&ep->server, key, kl);
+	sip_txn *t = sip_txns_server(&ep->txns, &k);
 	if (t) {
-		sip_txn_server_retransmission(t, m);
+		sip_txn_server_retransmission(t);
 		return;
 	}
 	if (ep->rl && !is_cancel && rate_limited(ep, m, &via, src))
 		return;
-	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
+	if (sip_txns_full(&ep->txns)) {
 		/* full: answer without keeping state, and tell when to come back */
 		reply_503(ep, m, &via, src, NULL, 5);
 		ep->stats.rejected_busy++;
@@ -740,46 +499,27 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 	fix_via(m, &via, topvia, src);
 	sip_dest d;
 	response_dest(src, &via, &d);
-	t = sip_txn_new(ep, 0, m->method_id == SIP_METHOD_INVITE, key, kl, &d);
+	t = sip_txn_server_new(&ep->txns, &k, m, &d, &ua_user, ep);
 	if (!t)
 		return;
 
 	if (is_cancel) {
-		char ikey[KEY_MAX];
-		size_t ikl = server_key(ikey, m, &via, topvia, "INVITE", 6);
-		sip_txn *inv = sip_map_get(&ep->server, ikey, ikl);
+		sip_txn_server_key(&k, m, &via, topvia, "INVITE", 6);
+		sip_txn *inv = sip_txns_server(&ep->txns, &k);
 		if (inv) {
-			/* §9.2: 200 to the CANCEL, 487 to the INVITE if it is still pending */
-			core_reply(ep, t, m, 200, NULL);
-			if (sip_txn_server_cancel(inv)) {
-				sip_msg ireq;
-				/* a proxy's INVITE gets its 487 from downstream once the branches
-				 * are cancelled (§16.10); a UAS's gets it here (§9.2) */
-				if (!inv->proxied && inv->req &&
-				    sip_msg_parse(&ireq, inv->req, inv->reqlen, 0, 0, NULL, &err) == 0) {
-					core_reply(ep, inv, &ireq, 487, NULL);
-					sip_msg_free(&ireq);
-				}
-				if (inv->relay)
-					sip_relay_cancel(inv->relay);   /* §16.10: every pending branch */
-				if (ep->hooks.cancel)
-					ep->hooks.cancel(ep->ud, inv);
-			}
+			/* §9.2: 200 to the CANCEL; the INVITE's owner hears of it if it is pending */
+			sip_txn_server_reply_code(t, m, 200, NULL);
+			sip_txn_server_cancel(inv);
 			return;
 		}
 	}
 	if (merged_request(ep, t, m)) {
-		core_reply(ep, t, m, 482, NULL);
+		sip_txn_server_reply_code(t, m, 482, NULL);
 		ep->stats.merged++;
 		return;
 	}
-	if (t->invite) {
-		size_t len;
-		t->req = sip_msg_print_alloc(m, 0, &len);
-		if (t->req)
-			t->reqlen = len;
-		core_reply(ep, t, m, 100, NULL);   /* §17.2.1: Trying, at once */
-	}
+	if (sip_txn_is_invite(t))
+		sip_txn_server_reply_code(t, m, 100, NULL);   /* §17.2.1: Trying, at once */
 	if (ep->hooks.request)
 		ep->hooks.request(ep->ud, t, m, src);
 }
@@ -795,7 +535,7 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 		char a[80];
 		ep->stats.parse_errors++;
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
-		sip_ep_logf(ep, "bad message from %s: %s", a, err);
+		sip_logf(&ep->txns.log, "bad message from %s: %s", a, err);
 		reply_unparsable(ep, src, buf, len, err);
 		return;
 	}
@@ -812,11 +552,11 @@ int sip_ep_reply(sip_endpoint *ep, sip_txn *st, const sip_msg *res, int proxied,
 		 const char **err)
 {
 	(void)ep;
-	if (st->client || res->is_request) {
+	if (sip_txn_is_client(st) || res->is_request) {
 		*err = "not a response for a server transaction";
 		return -1;
 	}
-	st->proxied = (uint8_t)(proxied != 0);
+	sip_txn_set_proxied(st, proxied);
 	return sip_txn_server_reply(st, res, err);
 }
 
@@ -842,7 +582,7 @@ int sip_ep_reply_stateless(sip_endpoint *ep, const sip_msg *res, const sip_tp_sr
 		*err = "out of memory";
 		return -1;
 	}
-	int r = sip_ep_send_dest(ep, &d, buf, len, err);
+	int r = sip_dest_send(ep->tp, &d, buf, len, err);
 	free(buf);
 	return r;
 }
@@ -972,15 +712,14 @@ static char *prepare(sip_endpoint *ep, sip_msg *req, sip_dest *d, sip_via_mode m
 }
 
 static sip_txn *request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			sip_via_mode via_mode, const char *branch, sip_relay *r, unsigned bi,
+			sip_via_mode via_mode, const char *branch, const sip_txn_user *u, void *arg,
 			const char **err)
 {
-	char key[KEY_MAX];
 	if (!req->is_request || req->method_id == SIP_METHOD_ACK) {
 		*err = "not a request that takes a transaction";
 		return NULL;
 	}
-	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
+	if (sip_txns_full(&ep->txns)) {
 		*err = "too many transactions";
 		return NULL;
 	}
@@ -992,40 +731,22 @@ static sip_txn *request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 		free(udp_form);
 		return NULL;
 	}
-	size_t kl = client_key(key, req->branch, req->method);
-	sip_txn *t = sip_txn_new(ep, 1, req->method_id == SIP_METHOD_INVITE, key, kl, &d);
-	if (!t) {
-		free(buf);
-		free(udp_form);
-		*err = "transaction exists (same branch)";
-		return NULL;
-	}
-	t->out = buf;
-	t->outlen = len;
-	t->udp_out = udp_form;
-	t->udp_outlen = udp_len;
-	if (sip_txn_send(t, buf, len)) {
-		*err = "transport error";
-		sip_txn_terminate(t);
-		return NULL;
-	}
-	/* linked once it is sure to live: a failed branch is the caller's to count */
-	t->relay = r;
-	t->relay_branch = bi;
-	sip_txn_client_start(t);
-	return t;
+	return sip_txn_client_new(&ep->txns, req->branch, req->method,
+				  req->method_id == SIP_METHOD_INVITE, &d, buf, len, udp_form,
+				  udp_len, u, arg, err);
 }
 
 sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 			sip_via_mode via_mode, const char *branch, const char **err)
 {
-	return request(ep, req, dst, via_mode, branch, NULL, 0, err);
+	return request(ep, req, dst, via_mode, branch, &ua_user, ep, err);
 }
 
-sip_txn *sip_ep_request_relay(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			      const char *branch, sip_relay *r, unsigned bi, const char **err)
+sip_txn *sip_ep_request_for(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			    sip_via_mode via_mode, const char *branch, const sip_txn_user *u,
+			    void *arg, const char **err)
 {
-	return request(ep, req, dst, SIP_VIA_PUSH, branch, r, bi, err);
+	return request(ep, req, dst, via_mode, branch, u, arg, err);
 }
 
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
@@ -1036,47 +757,102 @@ int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 	char *buf = prepare(ep, req, &d, via_mode, branch, &len, NULL, NULL, err);
 	if (!buf)
 		return -1;
-	int r = sip_ep_send_dest(ep, &d, buf, len, err);
+	int r = sip_dest_send(ep->tp, &d, buf, len, err);
 	free(buf);
 	return r;
 }
 
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 {
-	if (!ct->client || !ct->invite) {
-		*err = "not an INVITE client transaction";
-		return -1;
+	(void)ep;
+	return sip_txn_client_cancel(ct, err);
+}
+
+/* --- who we are ------------------------------------------------------------------------ */
+
+/* Listener addresses are formatted once (sip_ep_listen clears the cache). */
+int sip_ep_is_listener(sip_endpoint *ep, sip_pl h, int port)
+{
+	if (h.n >= 2 && h.p[0] == '[') {
+		h.p++;
+		h.n -= 2;
 	}
-	if (ct->state == SIP_TXN_CALLING) {
-		ct->cancel_pending = 1;   /* §9.1: wait for a provisional before cancelling */
-		return 0;
+	int n = sip_tp_listener_count(ep->tp);
+	if (n > LCACHE)
+		n = LCACHE;
+	if (ep->nlcache != n) {
+		for (int i = 0; i < n; i++) {
+			sip_tp_kind k;
+			struct sockaddr_storage ss;
+			socklen_t sl;
+			ep->lcache[i].port = -1;
+			ep->lcache[i].ip[0] = 0;
+			if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
+				sip_addr_ip((const struct sockaddr *)&ss, ep->lcache[i].ip,
+					    sizeof ep->lcache[i].ip, &ep->lcache[i].port);
+		}
+		ep->nlcache = n;
 	}
-	if (ct->state != SIP_TXN_PROCEEDING) {
-		*err = "the INVITE has a final response";
-		return -1;
-	}
-	sip_msg inv, cancel;
-	char *buf;
-	size_t len;
-	if (sip_msg_parse(&inv, ct->out, ct->outlen, 0, 0, NULL, err))
-		return -1;
-	int r = sip_build_from_invite(&inv, "CANCEL", sip_pl_make(NULL, 0), &buf, &len);
-	sip_msg_free(&inv);
-	if (r) {
-		*err = "cannot build CANCEL";
-		return -1;
-	}
-	if (sip_msg_parse(&cancel, buf, len, 0, 0, NULL, err)) {
-		free(buf);
-		return -1;
-	}
-	sip_txn *t = sip_ep_request(ep, &cancel, &ct->dest, SIP_VIA_KEEP, NULL, err);
-	sip_msg_free(&cancel);
-	free(buf);
-	if (!t)
-		return -1;
-	sip_txn_client_cancelled(ct);
+	for (int i = 0; i < n; i++)
+		if (ep->lcache[i].port == port && strlen(ep->lcache[i].ip) == h.n &&
+		    strncasecmp(ep->lcache[i].ip, h.p, h.n) == 0)
+			return 1;
 	return 0;
+}
+
+int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
+{
+	if (!sip_ep_is_listener(ep, top->host, top->port ? top->port : 5060))
+		return 0;
+	char ip[INET6_ADDRSTRLEN];
+	int port;
+	sip_addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
+	sip_pl h = sip_pl_make(ip, strlen(ip));
+	if (src->kind == SIP_TP_UDP)
+		return sip_ep_is_listener(ep, h, port);   /* we send UDP from the listening port */
+	for (int i = 0; i < ep->nlcache; i++)   /* TCP: from an ephemeral port of our IP */
+		if (strcmp(ep->lcache[i].ip, ip) == 0)
+			return 1;
+	return 0;
+}
+
+int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port)
+{
+	for (unsigned i = 0; i < ep->ndomains; i++)
+		free(ep->domains[i]);
+	free(ep->domains);
+	ep->domains = NULL;
+	ep->ndomains = 0;
+	ep->local_port = port;
+	if (!n)
+		return 0;
+	ep->domains = calloc(n, sizeof *ep->domains);
+	if (!ep->domains)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		size_t len = strlen(names[i]);
+		char *d = malloc(len + 1);
+		if (!d)
+			return -1;
+		for (size_t k = 0; k <= len; k++)
+			d[k] = (char)(names[i][k] >= 'A' && names[i][k] <= 'Z' ? names[i][k] + 32 : names[i][k]);
+		ep->domains[ep->ndomains++] = d;
+	}
+	return 0;
+}
+
+int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
+{
+	sip_uri u;
+	const char *err;
+	if (sip_uri_parse(&u, uri, &err) || !u.is_sip || !u.host.n)
+		return 0;
+	if (!u.port || u.port == ep->local_port)
+		for (unsigned i = 0; i < ep->ndomains; i++)
+			if (strlen(ep->domains[i]) == u.host.n &&
+			    strncasecmp(ep->domains[i], u.host.p, u.host.n) == 0)
+				return 1;
+	return sip_ep_is_listener(ep, u.host, u.port ? u.port : 5060);
 }
 
 int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)

@@ -1,19 +1,19 @@
-/* endpoint.h: one SIP endpoint — transports, transaction tables and message dispatch.
- * The core reports to its user (the Lua binding) through hooks; it never calls Lua. */
+/* endpoint.h: one SIP endpoint — its transports, its transaction layer and message dispatch.
+ * The endpoint reports to its user (the Lua binding) through hooks; it never calls Lua, and
+ * knows the layer above it (proxy.c) only by the hooks that layer gives it. */
 #ifndef SIP_ENDPOINT_H
 #define SIP_ENDPOINT_H
 
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "dest.h"
+#include "log.h"
 #include "loop.h"
 #include "msg.h"
 #include "transport.h"
+#include "txn.h"
 
-/* RFC 3261 §17.1.1.1 defaults, in ms */
-#define SIP_T1_DEFAULT 500
-#define SIP_T2_DEFAULT 4000
-#define SIP_T4_DEFAULT 5000
 /* §16.6 step 11: a proxied INVITE branch that rings this long is cancelled ("MUST be
  * larger than 3 minutes"); each 101-199 response starts it again */
 #define SIP_TIMER_C_DEFAULT 181000
@@ -34,23 +34,7 @@ typedef struct sip_ep_config {
 
 void sip_ep_config_default(sip_ep_config *c);
 
-/* Where bytes go: a transport, an address, and (TCP) a connection to prefer. */
-typedef struct sip_dest {
-	sip_tp_kind kind;
-	struct sockaddr_storage addr;
-	socklen_t len;
-	uint32_t conn_id;
-	int listener;      /* UDP: send from this listener (-1: any of the family) */
-} sip_dest;
-
 typedef struct sip_endpoint sip_endpoint;
-typedef struct sip_txn sip_txn;
-typedef struct sip_relay sip_relay;
-
-typedef enum sip_txn_state {
-	SIP_TXN_CALLING, SIP_TXN_TRYING, SIP_TXN_PROCEEDING, SIP_TXN_COMPLETED,
-	SIP_TXN_CONFIRMED, SIP_TXN_ACCEPTED, SIP_TXN_TERMINATED,
-} sip_txn_state;
 
 typedef struct sip_ep_hooks {
 	/* A request for the TU. st: its server transaction (NULL for ACK, which has none).
@@ -68,12 +52,6 @@ typedef struct sip_ep_hooks {
 	void (*gone)(void *ud, sip_txn *t);
 	/* One line per event worth logging. */
 	void (*log)(void *ud, const char *line);
-	/* Relay `id` (sip_ep_relay with notify_done) is over: final is the response that went
-	 * upstream (the first 2xx, or the best final), NULL when there was none. */
-	void (*relayed)(void *ud, uint64_t id, const sip_msg *final);
-	/* Relay `id` (with notify_each): the branch of target `branch` (0-based index in the
-	 * list given to sip_ep_relay) got its final response. */
-	void (*relay_branch)(void *ud, uint64_t id, unsigned branch, const sip_msg *res);
 	/* The rate limit refused source ip (text) for the first time in its log window; the
 	 * 503 told it to retry after retry_s. */
 	void (*rate_limited)(void *ud, const char *ip, int retry_s);
@@ -127,30 +105,6 @@ int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
 
-/* The stateful proxy of RFC 3261 §16 (proxy.c). */
-typedef struct sip_relay_opts {
-	const char *next_hop;    /* send every branch there; NULL: its top Route, else its URI */
-	size_t next_hop_len;
-	unsigned timeout_ms;     /* INVITE: cancel the pending branches after it (0: never) */
-	int notify_done;         /* call hooks.relayed when the relay is over */
-	int notify_each;         /* call hooks.relay_branch for every branch's final */
-} sip_relay_opts;
-
-/* Relay request req, received on server transaction st, to n target URIs in parallel
- * (§16.6: one branch each, a Via with a loop-detecting branch pushed, the Request-URI set;
- * req itself becomes the last branch). From then on the core handles every response (§16.7)
- * and a CANCEL from upstream (§16.10). Max-Forwards and Record-Route are the caller's.
- * Returns the relay id, or 0 with *err when no target was usable (nothing was sent nor
- * answered). *done is set when every branch failed at once: a 408 went upstream already
- * and hooks.relayed will not be called. */
-uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
-		      unsigned n, const sip_relay_opts *o, int *done, const char **err);
-
-/* §16.3 request validation: 0, or the code to refuse req with: 416 (Request-URI scheme
- * not sip/sips/tel), 483 (Max-Forwards 0), 482 (a Via of ours carries this request's loop
- * hash: it came back unchanged), 420 (Proxy-Require: we support no extension). */
-int sip_ep_validate(sip_endpoint *ep, const sip_msg *req);
-
 /* Names that are this endpoint besides its addresses (for URIs without a port, or with
  * `port`). Returns 0 or -1 (out of memory). */
 int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port);
@@ -167,57 +121,34 @@ int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned 
 double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources);
 /* Did we send this request ourselves: it comes from one of our addresses (UDP: our
  * listening address and port; TCP: an ephemeral port of our IP) with our Via on top? */
-struct sip_via;
-int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const struct sip_via *top);
+int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top);
 
 /* Does this URI name us: one of our domains, or the address and port of a listener? */
 int sip_ep_is_local(sip_endpoint *ep, sip_pl uri);
-/* §16.4 route information preprocessing: a Request-URI we put in a Record-Route (a strict
- * router upstream) is replaced by the last Route, and a top Route naming us is taken off.
- * Returns 1 when req changed, 0 when not, -2 when a Route value is malformed (the request
- * deserves a 400), -1 on out of memory. */
-int sip_ep_preprocess(sip_endpoint *ep, sip_msg *req);
-
-/* Answer st's request with a §16.3 refusal (420 gets Unsupported with the Proxy-Require
- * values). */
-void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code);
-
-/* What a relay does to the request first (§16.6 steps 3-4): Max-Forwards decremented (70
- * when absent) and, with rr (-1: for INVITE, SUBSCRIBE and REFER), a Record-Route of ours
- * for that transport and family on top, unless the request is in a dialog. */
-int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr);
-
-/* §16.11 stateless forwarding (an ACK for a 2xx, or on request): the Request-URI set to
- * target (empty: kept), a Via pushed whose branch is the same for every copy of the request,
- * sent to the next hop (o->next_hop, the top Route, or the Request-URI). Once it is sent,
- * st (the server transaction it came on, or NULL) ends without an answer. Returns 0 or -1
- * with *err. */
-int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
-			   const sip_relay_opts *o, const char **err);
-
-/* 12 hex digits that stay the same when a request comes back (§16.6 step 8: the loop
- * detection hash of the branch a relay writes). */
-void sip_msg_loop_hash(const sip_msg *m, char out[12]);
-
 /* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
  * param; the host as an IP literal or through the system resolver. */
-/* sip_tp_parse_addr for a slice: an IP literal (IPv6 with or without []) and a port. */
-int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len);
 int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
 
-/* Transaction accessors */
-uint64_t sip_txn_id(const sip_txn *t);
 sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id);    /* NULL when gone */
-int sip_txn_is_client(const sip_txn *t);
-int sip_txn_is_invite(const sip_txn *t);
-sip_txn_state sip_txn_state_get(const sip_txn *t);
-/* A server transaction that has not sent its final response (Trying or Proceeding). */
-int sip_txn_unanswered(const sip_txn *t);
-int sip_txn_last_status(const sip_txn *t);
-const sip_dest *sip_txn_dest(const sip_txn *t);   /* client: the next hop; server: upstream */
-const char *sip_txn_state_name(sip_txn_state s);
 
-/* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" (buf >= 64). */
-void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap);
+/* For the layer above (proxy.c). */
+sip_loop *sip_ep_loop(sip_endpoint *ep);
+const sip_log *sip_ep_log(sip_endpoint *ep);
+uint64_t sip_ep_new_id(sip_endpoint *ep);   /* a fresh id, not one of a transaction */
+int sip_ep_closing(sip_endpoint *ep);       /* sip_ep_free is under way: send nothing */
+/* "host:port" of our listener for that transport and family (Via sent-by, Record-Route),
+ * formatted once; NULL when there is no listener. */
+const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family);
+/* Is host (IPv6 with or without []) and port the address of one of our listeners? */
+int sip_ep_is_listener(sip_endpoint *ep, sip_pl host, int port);
+/* Start a client transaction as sip_ep_request does, whose responses and end go to u
+ * (with arg) instead of the hooks. */
+sip_txn *sip_ep_request_for(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
+			    sip_via_mode via_mode, const char *branch, const sip_txn_user *u,
+			    void *arg, const char **err);
+/* Responses that no client transaction takes go to fn first (1: it took the response).
+ * One such hook; NULL takes it away. */
+typedef int (*sip_ep_stray_fn)(void *arg, const sip_msg *res);
+void sip_ep_set_stray(sip_endpoint *ep, sip_ep_stray_fn fn, void *arg);
 
 #endif

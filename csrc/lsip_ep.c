@@ -1,7 +1,7 @@
 /* lsip_ep.c: the loop, its timers and the endpoint as Lua userdata.
  * Core hooks become calls of Lua handler functions, always under lua_pcall. */
 #include "lsip.h"
-#include "endpoint.h"
+#include "proxy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,7 +263,7 @@ static int fast_path(const lsip_ep *e, const sip_txn *st, const sip_msg *m)
  * Route) or 500 (no memory). */
 static int preprocess_or_answer(sip_endpoint *ep, sip_txn *st, sip_msg *m)
 {
-	int pre = sip_ep_preprocess(ep, m);
+	int pre = sip_proxy_preprocess(ep, m);
 	if (pre >= 0)
 		return 0;
 	if (st)
@@ -274,9 +274,9 @@ static int preprocess_or_answer(sip_endpoint *ep, sip_txn *st, sip_msg *m)
 /* §16.3: 0, or the code it was refused with, after answering it (an ACK gets no answer). */
 static int validate_or_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *m)
 {
-	int code = sip_ep_validate(ep, m);
+	int code = sip_proxy_validate(ep, m);
 	if (code && st && m->method_id != SIP_METHOD_ACK)
-		sip_ep_refuse(ep, st, m, code);
+		sip_proxy_refuse(ep, st, m, code);
 	return code;
 }
 
@@ -286,7 +286,7 @@ static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
 {
 	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
 	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
-	return sip_ep_relay_prepare(ep, m, kind, family, rr);
+	return sip_proxy_prepare(ep, m, kind, family, rr);
 }
 
 /* What req:relay(nil, { wait = false }) does, for a request in a dialog (a To tag) that no
@@ -314,12 +314,12 @@ static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	if (!st || c.method_id == SIP_METHOD_ACK) {
-		sip_ep_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err);
+		sip_proxy_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err);
 		goto out;
 	}
 	sip_pl target = c.uri;
 	int done;
-	if (!sip_ep_relay(ep, st, &c, &target, 1, &o, &done, &err))
+	if (!sip_proxy_relay(ep, st, &c, &target, 1, &o, &done, &err))
 		sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
 out:
 	sip_msg_free(&c);
@@ -575,7 +575,7 @@ static int l_endpoint(lua_State *L)
 	lua_newtable(L);
 	e->pool = luaL_ref(L, LUA_REGISTRYINDEX);
 	sip_ep_hooks hooks = { hook_request, hook_response, hook_cancel, hook_ack, hook_gone,
-			       hook_log, hook_relayed, hook_relay_branch, hook_rate_limited };
+			       hook_log, hook_rate_limited };
 	if (lua_getfield(L, 2, "log") != LUA_TNIL && !lua_toboolean(L, -1))
 		hooks.log = NULL;   /* nobody listens: do not even format the lines */
 	lua_pop(L, 1);
@@ -815,7 +815,7 @@ static int l_msg_validate(lua_State *L)
 /* relay_request(ep, req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
- * SUBSCRIBE, REFER), then the relay (sip_ep_relay; targets nil: the Request-URI). An ACK, a
+ * SUBSCRIBE, REFER), then the relay (sip_proxy_relay; targets nil: the Request-URI). An ACK, a
  * request without a transaction, or stateless = true is forwarded statelessly (§16.11): its
  * server transaction, if any, ends unanswered, and a retransmission is relayed again. */
 static int relay_request(lua_State *L)
@@ -858,7 +858,7 @@ static int relay_request(lua_State *L)
 			lua_pushvalue(L, 3);
 		if (lua_type(L, -1) == LUA_TSTRING)
 			t.p = lua_tolstring(L, -1, &t.n);
-		if (sip_ep_relay_stateless(e->ep, st, m, t, &o, &err)) {
+		if (sip_proxy_relay_stateless(e->ep, st, m, t, &o, &err)) {
 			lua_pushnil(L);
 			lua_pushstring(L, err);
 			return 2;
@@ -893,16 +893,17 @@ static int relay_request(lua_State *L)
 	lua_Integer ms = luaL_optinteger(L, 5, 0);
 	o.timeout_ms = ms > 0 ? (unsigned)ms : 0;
 	lua_Integer flags = luaL_optinteger(L, 6, 1);
-	o.notify_done = (flags & 1) != 0;
-	o.notify_each = (flags & 2) != 0;
+	o.done = flags & 1 ? hook_relayed : NULL;
+	o.branch = flags & 2 ? hook_relay_branch : NULL;
+	o.ud = e;
 	int done;
-	uint64_t id = sip_ep_relay(e->ep, st, m, targets, n, &o, &done, &err);
+	uint64_t id = sip_proxy_relay(e->ep, st, m, targets, n, &o, &done, &err);
 	if (!id) {
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
 	}
-	if (done || !o.notify_done)
+	if (done || !o.done)
 		u->replied_final = 1;   /* the core answers upstream from here on */
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);
@@ -980,7 +981,7 @@ static int ep_is_local(lua_State *L)
 static int ep_preprocess(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
-	int r = sip_ep_preprocess(e->ep, lsip_checkmsg(L, 2));
+	int r = sip_proxy_preprocess(e->ep, lsip_checkmsg(L, 2));
 	if (r == -2) {
 		lua_pushnil(L);
 		lua_pushliteral(L, "bad Route");

@@ -3,9 +3,10 @@
  * §16.7: provisionals and 2xx go upstream as they come, the best final when every branch
  * has answered, 6xx and 2xx cancel the other INVITE branches, challenges are merged, a
  * 503 becomes 500, and a CANCEL from upstream cancels every pending branch (§16.10).
- * Responses never reach the TU unless it asked (notify flags): a relayed transaction costs
- * no script code past the routing decision. */
-#include "txn.h"
+ * Responses never reach the TU unless it asked (done, branch callbacks): a relayed
+ * transaction costs no script code past the routing decision. The relay hears from its
+ * transactions through the handlers it gives them (branch_user, server_user). */
+#include "proxy.h"
 #include "build.h"
 #include "fmt.h"
 #include "rand.h"
@@ -18,6 +19,7 @@
 #include <strings.h>
 
 typedef struct relay_branch {
+	sip_relay *r;      /* the relay it belongs to (a client transaction's handler argument) */
 	sip_txn *ct;
 	unsigned target;   /* index of its target in the caller's list */
 	int status;        /* its final response, 0 before */
@@ -29,7 +31,7 @@ struct sip_relay {
 	uint64_t id;
 	sip_txn *st;              /* the server transaction; NULL once gone */
 	sip_dest up;              /* where responses go upstream (late 2xx go statelessly) */
-	uint8_t invite, answered, cancelled, finished, notify_done, notify_each;
+	uint8_t invite, answered, cancelled, finished;
 	uint8_t timer_c;          /* t_timeout is Timer C: 101-199 start it again */
 	unsigned nbranches, live, refs;
 	sip_msg best;             /* owned copy of the best final so far (or the first 2xx) */
@@ -37,6 +39,11 @@ struct sip_relay {
 	char *chal;               /* challenges seen: records of branch, name, value */
 	size_t chal_len, chal_cap;
 	sip_timer t_timeout;
+	void (*done)(void *ud, uint64_t id, const sip_msg *final);   /* sip_relay_opts */
+	void (*branch)(void *ud, uint64_t id, unsigned branch, const sip_msg *res);
+	void *ud;
+	const sip_txn_user *st_user;   /* st's owner before the relay took it over */
+	void *st_arg;
 	relay_branch br[];
 };
 
@@ -44,7 +51,7 @@ static void relay_unref(sip_relay *r)
 {
 	if (--r->refs)
 		return;
-	sip_timer_stop(r->ep->loop, &r->t_timeout);
+	sip_timer_stop(sip_ep_loop(r->ep), &r->t_timeout);
 	if (r->has_best)
 		sip_msg_free(&r->best);
 	free(r->chal);
@@ -78,19 +85,20 @@ static void forward_up(sip_relay *r, const sip_msg *res, int stateless)
 	sip_msg c;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (ep->closing || without_top_via(&c, slots, res))
+	if (sip_ep_closing(ep) || without_top_via(&c, slots, res))
 		return;
 	if (!stateless && r->st) {
-		/* (st->proxied is set since the relay began; over TCP a final response ends st at
+		/* (st is proxied since the relay began; over TCP a final response ends st at
 		 * once, Timer J being zero, and r->st is NULL when this returns) */
 		if (sip_txn_server_reply(r->st, &c, &err))
-			sip_ep_logf(ep, "relay: cannot forward %d upstream: %s", res->status, err);
+			sip_logf(sip_ep_log(ep), "relay: cannot forward %d upstream: %s", res->status,
+				 err);
 	} else {
 		/* a 2xx after the server transaction is gone, or a retransmitted one (RFC 6026) */
 		size_t len;
 		char *buf = sip_msg_print_alloc(&c, 0, &len);
 		if (buf) {
-			sip_ep_send_dest(ep, &r->up, buf, len, &err);
+			sip_dest_send(sip_ep_transport(ep), &r->up, buf, len, &err);
 			free(buf);
 		}
 	}
@@ -105,7 +113,7 @@ static void cancel_branches(sip_relay *r, int except)
 	for (unsigned i = 0; i < r->nbranches; i++) {
 		relay_branch *b = &r->br[i];
 		if ((int)i != except && !b->done && b->ct)
-			sip_ep_cancel(r->ep, b->ct, &err);
+			sip_txn_client_cancel(b->ct, &err);
 	}
 }
 
@@ -168,13 +176,13 @@ static void detach(sip_relay *r)
 	if (r->invite)
 		return;
 	if (r->st) {
-		r->st->relay = NULL;
+		sip_txn_set_user(r->st, r->st_user, r->st_arg);
 		r->st = NULL;
 		r->refs--;
 	}
 	for (unsigned i = 0; i < r->nbranches; i++)
 		if (r->br[i].ct) {
-			r->br[i].ct->relay = NULL;
+			sip_txn_set_user(r->br[i].ct, NULL, NULL);
 			r->br[i].ct = NULL;
 			r->refs--;
 		}
@@ -186,13 +194,13 @@ static void finish(sip_relay *r)
 {
 	sip_endpoint *ep = r->ep;
 	r->finished = 1;
-	sip_timer_stop(ep->loop, &r->t_timeout);
+	sip_timer_stop(sip_ep_loop(ep), &r->t_timeout);
 	if (r->answered || !r->has_best) {
 		/* no final at all (branches ended without one): 408, or 487 after a CANCEL */
-		if (!r->answered && !r->has_best && r->st && !ep->closing)
-			sip_ep_reply_code(ep, r->st, NULL, r->cancelled ? 487 : 408, NULL);
-		if (r->notify_done && ep->hooks.relayed)
-			ep->hooks.relayed(ep->ud, r->id, r->has_best ? &r->best : NULL);
+		if (!r->answered && !r->has_best && r->st && !sip_ep_closing(ep))
+			sip_txn_server_reply_code(r->st, NULL, r->cancelled ? 487 : 408, NULL);
+		if (r->done && !sip_ep_closing(ep))
+			r->done(r->ud, r->id, r->has_best ? &r->best : NULL);
 		detach(r);
 		return;
 	}
@@ -233,19 +241,22 @@ static void finish(sip_relay *r)
 		free(buf);
 	}
 	forward_up(r, &r->best, 0);
-	if (r->notify_done && ep->hooks.relayed)
-		ep->hooks.relayed(ep->ud, r->id, &r->best);
+	if (r->done && !sip_ep_closing(ep))
+		r->done(r->ud, r->id, &r->best);
 	detach(r);
 }
 
 static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res);
 static void timeout_handler(void *arg);
 
-void sip_relay_response(sip_txn *ct, const sip_msg *res)
+/* A response on a branch's client transaction. */
+static void branch_response(void *arg, sip_txn *ct, const sip_msg *res)
 {
-	sip_relay *r = ct->relay;
+	relay_branch *b = arg;
+	sip_relay *r = b->r;
+	(void)ct;
 	r->refs++;   /* forwarding may end the server transaction, and with it our last ref */
-	relay_response(r, ct->relay_branch, res);
+	relay_response(r, (unsigned)(b - r->br), res);
 	relay_unref(r);
 }
 
@@ -257,8 +268,8 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 		if (s > 100 && !r->answered && !r->finished) {
 			forward_up(r, res, 0);   /* §16.7 step 5: provisionals but 100 go up */
 			if (r->timer_c)          /* §16.7 step 2 */
-				sip_timer_start_lazy(r->ep->loop, &r->t_timeout, r->ep->cfg.timer_c,
-						     timeout_handler, r);
+				sip_timer_start_lazy(sip_ep_loop(r->ep), &r->t_timeout,
+						     sip_ep_config_get(r->ep)->timer_c, timeout_handler, r);
 		}
 		return;
 	}
@@ -272,13 +283,13 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 	b->status = s;
 	r->live--;
 	sip_endpoint *ep = r->ep;
-	if (r->notify_each && ep->hooks.relay_branch)
-		ep->hooks.relay_branch(ep->ud, r->id, b->target, res);
+	if (r->branch)
+		r->branch(r->ud, r->id, b->target, res);
 	if (s < 300) {
 		/* 2xx: up at once (every 2xx of an INVITE, §16.7 step 5); the rest are cancelled */
 		if (r->invite || !r->answered) {
 			forward_up(r, res, r->answered);
-			if (!r->answered && r->notify_done)
+			if (!r->answered && r->done)
 				set_best(r, bi, res);   /* what the TU gets back */
 			r->answered = 1;
 		}
@@ -289,10 +300,10 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 		if (is_challenge(s))   /* §16.7 step 7: from the other 401s and 407s only */
 			keep_challenges(r, bi, res);
 		if (!r->answered && (!r->has_best || better(s, r->best.status))) {
-			if (r->live == 0 && !r->notify_done && r->nbranches == 1 && s != 503) {
+			if (r->live == 0 && !r->done && r->nbranches == 1 && s != 503) {
 				/* the only branch: its final goes up as it is, no copy kept */
 				r->finished = 1;
-				sip_timer_stop(ep->loop, &r->t_timeout);
+				sip_timer_stop(sip_ep_loop(ep), &r->t_timeout);
 				forward_up(r, res, 0);
 				detach(r);
 				return;
@@ -304,30 +315,52 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 		finish(r);
 }
 
-void sip_relay_txn_gone(sip_txn *t)
+/* A branch's client transaction is being freed. */
+static void branch_terminated(void *arg, sip_txn *ct)
 {
-	sip_relay *r = t->relay;
-	t->relay = NULL;
-	if (t->client) {
-		relay_branch *b = &r->br[t->relay_branch];
-		b->ct = NULL;
-		if (!b->done) {
-			b->done = 1;   /* ended without a final: nothing more comes from there */
-			r->live--;
-			if (r->live == 0 && !r->finished)
-				finish(r);
-		}
-	} else {
-		r->st = NULL;
+	relay_branch *b = arg;
+	sip_relay *r = b->r;
+	(void)ct;
+	b->ct = NULL;
+	if (!b->done) {
+		b->done = 1;   /* ended without a final: nothing more comes from there */
+		r->live--;
+		if (r->live == 0 && !r->finished)
+			finish(r);
 	}
 	relay_unref(r);
 }
 
-void sip_relay_cancel(sip_relay *r)
+/* The server transaction: its owner before the relay hears of its end, then the relay. */
+static void server_terminated(void *arg, sip_txn *st)
 {
+	sip_relay *r = arg;
+	if (r->st_user && r->st_user->terminated)
+		r->st_user->terminated(r->st_arg, st);
+	r->st = NULL;
+	relay_unref(r);
+}
+
+/* §16.10: a CANCEL from upstream cancels every pending branch (the 487 comes from
+ * downstream); then st's previous owner hears of it. */
+static void server_cancel(void *arg, sip_txn *st)
+{
+	sip_relay *r = arg;
 	r->cancelled = 1;
 	cancel_branches(r, -1);
+	if (r->st_user && r->st_user->cancel)
+		r->st_user->cancel(r->st_arg, st);
 }
+
+static void server_ack(void *arg, sip_txn *st, const sip_msg *ack)
+{
+	sip_relay *r = arg;
+	if (r->st_user && r->st_user->ack)
+		r->st_user->ack(r->st_arg, st, ack);
+}
+
+static const sip_txn_user branch_user = { branch_response, NULL, NULL, branch_terminated };
+static const sip_txn_user server_user = { NULL, server_cancel, server_ack, server_terminated };
 
 /* The caller's timeout or Timer C (§16.8): the branches still ringing are cancelled (each
  * then ends on its 487, or 64*T1 later, §9.1); one with no provisional yet is cancelled as
@@ -375,7 +408,7 @@ static void hash_hex(const sip_pl *parts, size_t nparts, uint64_t tail, char *ou
 		out[i] = hex[h & 15];
 }
 
-void sip_msg_loop_hash(const sip_msg *m, char out[12])
+void sip_proxy_loop_hash(const sip_msg *m, char out[12])
 {
 	const sip_pl parts[] = { m->uri, m->call_id, m->from_tag, m->to_tag };
 	hash_hex(parts, sizeof parts / sizeof parts[0], m->cseq, out, 12);
@@ -408,96 +441,10 @@ static void stateless_branch(const sip_via *up, const sip_msg *m, char out[SL_BR
 	out[SL_BRANCH_LEN] = 0;
 }
 
-/* Is host (IPv6 with or without []) and port the address of one of our listeners? Their
- * addresses are formatted once (sip_ep_listen clears the cache). */
-static int is_listener(sip_endpoint *ep, sip_pl h, int port)
-{
-	if (h.n >= 2 && h.p[0] == '[') {
-		h.p++;
-		h.n -= 2;
-	}
-	int n = sip_tp_listener_count(ep->tp);
-	if (n > SIP_EP_LCACHE)
-		n = SIP_EP_LCACHE;
-	if (ep->nlcache != n) {
-		for (int i = 0; i < n; i++) {
-			sip_tp_kind k;
-			struct sockaddr_storage ss;
-			socklen_t sl;
-			ep->lcache[i].port = -1;
-			ep->lcache[i].ip[0] = 0;
-			if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
-				sip_addr_ip((const struct sockaddr *)&ss, ep->lcache[i].ip,
-					    sizeof ep->lcache[i].ip, &ep->lcache[i].port);
-		}
-		ep->nlcache = n;
-	}
-	for (int i = 0; i < n; i++)
-		if (ep->lcache[i].port == port && strlen(ep->lcache[i].ip) == h.n &&
-		    strncasecmp(ep->lcache[i].ip, h.p, h.n) == 0)
-			return 1;
-	return 0;
-}
-
-int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
-{
-	if (!is_listener(ep, top->host, top->port ? top->port : 5060))
-		return 0;
-	char ip[INET6_ADDRSTRLEN];
-	int port;
-	sip_addr_ip((const struct sockaddr *)&src->peer, ip, sizeof ip, &port);
-	sip_pl h = sip_pl_make(ip, strlen(ip));
-	if (src->kind == SIP_TP_UDP)
-		return is_listener(ep, h, port);   /* we send UDP from the listening port */
-	for (int i = 0; i < ep->nlcache; i++)   /* TCP: from an ephemeral port of our IP */
-		if (strcmp(ep->lcache[i].ip, ip) == 0)
-			return 1;
-	return 0;
-}
-
 /* Is this Via's sent-by one of our listeners? */
 static int via_is_ours(sip_endpoint *ep, const sip_via *v)
 {
-	return is_listener(ep, v->host, v->port ? v->port : 5060);
-}
-
-int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port)
-{
-	for (unsigned i = 0; i < ep->ndomains; i++)
-		free(ep->domains[i]);
-	free(ep->domains);
-	ep->domains = NULL;
-	ep->ndomains = 0;
-	ep->local_port = port;
-	if (!n)
-		return 0;
-	ep->domains = calloc(n, sizeof *ep->domains);
-	if (!ep->domains)
-		return -1;
-	for (unsigned i = 0; i < n; i++) {
-		size_t len = strlen(names[i]);
-		char *d = malloc(len + 1);
-		if (!d)
-			return -1;
-		for (size_t k = 0; k <= len; k++)
-			d[k] = (char)(names[i][k] >= 'A' && names[i][k] <= 'Z' ? names[i][k] + 32 : names[i][k]);
-		ep->domains[ep->ndomains++] = d;
-	}
-	return 0;
-}
-
-int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
-{
-	sip_uri u;
-	const char *err;
-	if (sip_uri_parse(&u, uri, &err) || !u.is_sip || !u.host.n)
-		return 0;
-	if (!u.port || u.port == ep->local_port)
-		for (unsigned i = 0; i < ep->ndomains; i++)
-			if (strlen(ep->domains[i]) == u.host.n &&
-			    strncasecmp(ep->domains[i], u.host.p, u.host.n) == 0)
-				return 1;
-	return is_listener(ep, u.host, u.port ? u.port : 5060);
+	return sip_ep_is_listener(ep, v->host, v->port ? v->port : 5060);
 }
 
 #define ROUTES_MAX 32
@@ -564,7 +511,7 @@ static int write_routes(sip_msg *m, sip_pl *routes, unsigned first, unsigned n, 
 	return r;
 }
 
-int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
+int sip_proxy_preprocess(sip_endpoint *ep, sip_msg *m)
 {
 	if (m->first[SIP_HDR_ROUTE] < 0)
 		return 0;
@@ -624,7 +571,7 @@ static int scheme_ok(sip_pl u)
 	       (u.n >= 4 && strncasecmp(u.p, "tel:", 4) == 0);
 }
 
-int sip_ep_validate(sip_endpoint *ep, const sip_msg *m)
+int sip_proxy_validate(sip_endpoint *ep, const sip_msg *m)
 {
 	if (!m->is_request)
 		return 400;
@@ -642,7 +589,7 @@ int sip_ep_validate(sip_endpoint *ep, const sip_msg *m)
 		if (h->value.n < sizeof prefix || !memmem(h->value.p, h->value.n, prefix, 9))
 			continue;   /* the common case: no relay of ours on the way */
 		if (!hashed++)
-			sip_msg_loop_hash(m, prefix + 9);
+			sip_proxy_loop_hash(m, prefix + 9);
 		if (!memmem(h->value.p, h->value.n, prefix, sizeof prefix))
 			continue;
 		size_t pos = 0;
@@ -660,7 +607,7 @@ int sip_ep_validate(sip_endpoint *ep, const sip_msg *m)
 	return 0;
 }
 
-void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
+void sip_proxy_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
 {
 	char extra[512];
 	size_t o = 0;
@@ -684,7 +631,7 @@ void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
 	sip_ep_reply_code(ep, st, req, code, o ? extra : NULL);
 }
 
-int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
+int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
 {
 	if (sip_msg_decrement_max_forwards(req) < 0)   /* §16.6 step 3 */
 		return -1;
@@ -741,7 +688,9 @@ static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_d
 	return sip_ep_resolve(ep, target.p, target.n, d, err);
 }
 
-int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
+static int stateless_response(void *arg, const sip_msg *res);
+
+int sip_proxy_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
 			   const sip_relay_opts *o, const char **err)
 {
 	sip_pl cur = req->new_uri.n ? req->new_uri : req->uri;
@@ -764,10 +713,10 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 	stateless_branch(&up, req, branch);
 	if (sip_ep_send_stateless(ep, req, &d, SIP_VIA_PUSH, branch, err))
 		return -1;
-	ep->relayed_stateless = 1;   /* responses to it may come: forward them, §16.11 */
+	sip_ep_set_stray(ep, stateless_response, ep);   /* responses to it may come, §16.11 */
 	/* a stateless proxy keeps no transaction: the request's ends unanswered, and a
 	 * retransmission comes to the TU again and goes out again with the same branch */
-	if (st && !st->client)
+	if (st && !sip_txn_is_client(st))
 		sip_txn_terminate(st);
 	return 0;
 }
@@ -799,10 +748,15 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
 }
 
-int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res)
+/* §16.11: a response no client transaction takes, to a request we relayed statelessly
+ * (our Via on top with the branch we gave it), goes on to the next Via without ours: 1 when
+ * it was ours (forwarded, or dropped when it could not be), 0 when not. The endpoint's
+ * stray-response hook, from the first stateless relay on. */
+static int stateless_response(void *arg, const sip_msg *res)
 {
+	sip_endpoint *ep = arg;
 	const char *err;
-	if (!ep->relayed_stateless || ep->closing || res->branch.n != SL_BRANCH_LEN ||
+	if (sip_ep_closing(ep) || res->branch.n != SL_BRANCH_LEN ||
 	    memcmp(res->branch.p, SL_COOKIE, SL_COOKIE_LEN) != 0)
 		return 0;
 	sip_via v[2];   /* ours, and the client's below it */
@@ -826,25 +780,27 @@ int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res)
 	sip_msg c;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	if (via_dest(ep, &v[1], &d, &err)) {
-		sip_ep_logf(ep, "stateless relay: cannot forward %d: %s", res->status, err);
+		sip_logf(sip_ep_log(ep), "stateless relay: cannot forward %d: %s", res->status,
+			 err);
 		return 1;   /* §16.9: a response that cannot be forwarded is dropped */
 	}
 	if (without_top_via(&c, slots, res))
 		return 1;
 	size_t len;
 	char *buf = sip_msg_print_alloc(&c, 0, &len);
-	if (buf && sip_ep_send_dest(ep, &d, buf, len, &err))
-		sip_ep_logf(ep, "stateless relay: cannot forward %d: %s", res->status, err);
+	if (buf && sip_dest_send(sip_ep_transport(ep), &d, buf, len, &err))
+		sip_logf(sip_ep_log(ep), "stateless relay: cannot forward %d: %s", res->status,
+			 err);
 	free(buf);
 	sip_msg_free(&c);
 	return 1;
 }
 
-uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
+uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
 		      unsigned n, const sip_relay_opts *o, int *done, const char **err)
 {
 	*done = 0;
-	if (!st || st->relay || !sip_txn_unanswered(st)) {
+	if (!st || sip_txn_user_get(st, NULL) == &server_user || !sip_txn_unanswered(st)) {
 		/* answered already, by a CANCEL's 487 for one (§16.10: no branch may start) */
 		*err = "not a server transaction that can be relayed";
 		return 0;
@@ -859,22 +815,24 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		return 0;
 	}
 	r->ep = ep;
-	r->id = ++ep->next_id;
-	r->up = st->dest;
-	r->invite = st->invite;
-	r->notify_done = o->notify_done;
-	r->notify_each = o->notify_each;
+	r->id = sip_ep_new_id(ep);
+	r->up = *sip_txn_dest(st);
+	r->invite = (uint8_t)sip_txn_is_invite(st);
+	r->done = o->done;
+	r->branch = o->branch;
+	r->ud = o->ud;
 	r->refs = 1;   /* ours, until the branches are started */
 	sip_timer_init(&r->t_timeout);
 
 	char branch[9 + 12 + 1 + 8 + 1];
 	memcpy(branch, "z9hG4bKls", 9);
-	sip_msg_loop_hash(req, branch + 9);
+	sip_proxy_loop_hash(req, branch + 9);
 	branch[21] = '.';
 	branch[30] = 0;
 
-	st->relay = r;
-	st->proxied = 1;
+	r->st_user = sip_txn_user_get(st, &r->st_arg);
+	sip_txn_set_user(st, &server_user, r);
+	sip_txn_set_proxied(st, 1);
 	r->st = st;
 	r->refs++;
 	unsigned usable = 0;
@@ -896,14 +854,17 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 			b->target = i;
 			usable++;
 			sip_unique_hex(branch + 22, 8);
-			sip_txn *ct = sip_ep_request_relay(ep, m, &d, branch, r, r->nbranches, &why);
+			b->r = r;
+			sip_txn *ct = sip_ep_request_for(ep, m, &d, SIP_VIA_PUSH, branch, &branch_user,
+							 b, &why);
 			if (ct) {
 				b->ct = ct;
 				r->live++;
 				r->refs++;
 			} else {
 				b->done = 1;
-				sip_ep_logf(ep, "relay to %.*s failed: %s", (int)targets[i].n, targets[i].p, why);
+				sip_logf(sip_ep_log(ep), "relay to %.*s failed: %s", (int)targets[i].n,
+					 targets[i].p, why);
 			}
 			r->nbranches++;
 		}
@@ -912,7 +873,7 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 	}
 	if (!usable) {
 		*err = why;
-		st->relay = NULL;
+		sip_txn_set_user(st, r->st_user, r->st_arg);
 		r->st = NULL;
 		r->refs = 1;
 		relay_unref(r);
@@ -925,14 +886,15 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		*done = 1;
 		if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
 			sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
-		sip_ep_reply_code(ep, st, req, 408, NULL);
+		sip_txn_server_reply_code(st, req, 408, NULL);
 		detach(r);
 	} else if (o->timeout_ms && r->invite) {
-		sip_timer_start(ep->loop, &r->t_timeout, o->timeout_ms, timeout_handler, r);
-	} else if (r->invite && ep->cfg.timer_c) {
+		sip_timer_start(sip_ep_loop(ep), &r->t_timeout, o->timeout_ms, timeout_handler, r);
+	} else if (r->invite && sip_ep_config_get(ep)->timer_c) {
 		/* §16.6 step 11: Timer C (minutes: a lazy lane, a tenth of a second either way) */
 		r->timer_c = 1;
-		sip_timer_start_lazy(ep->loop, &r->t_timeout, ep->cfg.timer_c, timeout_handler, r);
+		sip_timer_start_lazy(sip_ep_loop(ep), &r->t_timeout, sip_ep_config_get(ep)->timer_c,
+				     timeout_handler, r);
 	}
 	relay_unref(r);
 	return id;

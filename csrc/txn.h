@@ -1,114 +1,151 @@
-/* txn.h: internals shared by txn.c (the RFC 3261 §17 machines) and endpoint.c (dispatch).
- * Not part of the public API: the binding sees sip_txn only through endpoint.h. */
+/* txn.h: the transaction layer of RFC 3261 §17: matching (§17.1.3, §17.2.3), the four
+ * machines and their timers. It reports to each transaction's owner through the handlers
+ * the owner gave it (sip_txn_user) and knows nothing of who that owner is. */
 #ifndef SIP_TXN_H
 #define SIP_TXN_H
 
-#include "endpoint.h"
+#include <stdint.h>
+
+#include "dest.h"
+#include "key.h"
+#include "log.h"
+#include "loop.h"
 #include "map.h"
+#include "msg.h"
+#include "transport.h"
+#include "uri.h"
 
-struct sip_txn {
-	sip_endpoint *ep;
-	uint64_t id;
-	uint8_t client, invite, state, reliable;
-	uint8_t cancel_pending;  /* client INVITE: CANCEL asked for before any provisional */
-	uint8_t cancelled;       /* server INVITE: a CANCEL came */
-	uint8_t acked;           /* server INVITE, Accepted: the ACK for the 2xx came */
-	uint8_t proxied;         /* server: its responses come from downstream (§16.7) */
-	sip_relay *relay;        /* server: the relay it feeds; client: the relay of its branch */
-	unsigned relay_branch;   /* client: which branch of that relay */
-	int last_status;
-	char *key;               /* in ep->client or ep->server (bytes after this struct) */
-	size_t klen;
-	sip_map_node by_key;     /* this transaction's nodes in that map and in ep->ids */
-	sip_map_node by_id;
-	char *akey;              /* server INVITE with a 2xx: in ep->accepted (ACK matching) */
-	size_t aklen;
-	char *mkey;              /* server, no To tag, a UA's: in ep->merged (§8.2.2.2) */
-	size_t mklen;
-	sip_dest dest;           /* client: where the request goes; server: where responses go */
-	char *out;               /* client: the request; server: the last response */
-	size_t outlen;
-	char *req;               /* server INVITE: the request, for the 487 after a CANCEL */
-	size_t reqlen;
-	char *ack;               /* client INVITE: ACK for the non-2xx final, built once */
-	size_t acklen;
-	char *udp_out;           /* client, moved to TCP for its size: the UDP form (§18.1.1) */
-	size_t udp_outlen;
-	unsigned interval;       /* current retransmission interval (A, E, G, 2xx) */
-	sip_timer t_retx;        /* A, E, G, and the 2xx retransmission of §13.3.1.4 */
-	sip_timer t_timeout;     /* B, F, H, L, M */
-	sip_timer t_end;         /* D, I, J, K */
-};
+/* RFC 3261 §17.1.1.1 defaults, in ms */
+#define SIP_T1_DEFAULT 500
+#define SIP_T2_DEFAULT 4000
+#define SIP_T4_DEFAULT 5000
 
-#define SIP_EP_LCACHE 8
+typedef struct sip_txn sip_txn;
 
-struct sip_endpoint {
+typedef enum sip_txn_state {
+	SIP_TXN_CALLING, SIP_TXN_TRYING, SIP_TXN_PROCEEDING, SIP_TXN_COMPLETED,
+	SIP_TXN_CONFIRMED, SIP_TXN_ACCEPTED, SIP_TXN_TERMINATED,
+} sip_txn_state;
+
+/* What a transaction tells its owner; any handler may be NULL. Given at creation (one
+ * static table per kind of owner, with an argument per transaction), changed by
+ * sip_txn_set_user when another owner takes the transaction over. */
+typedef struct sip_txn_user {
+	/* Client: a response, provisional or final; a final may be a 408 (Timer B/F, §9.1) or
+	 * a 503 (transport error) the layer made itself. */
+	void (*response)(void *arg, sip_txn *t, const sip_msg *res);
+	/* Server INVITE: a CANCEL matched it while it had no final response (it is marked
+	 * cancelled; the 200 to the CANCEL went, the 487 is the owner's). */
+	void (*cancel)(void *arg, sip_txn *t);
+	/* Server INVITE with a 2xx: the ACK for it came (ack != NULL, once) or never will (NULL). */
+	void (*ack)(void *arg, sip_txn *t, const sip_msg *ack);
+	/* t is about to be freed. */
+	void (*terminated)(void *arg, sip_txn *t);
+} sip_txn_user;
+
+typedef struct sip_txn_stats {
+	unsigned client, server;                /* live transactions */
+	unsigned long retrans_sent, absorbed;   /* sent again by timers; retransmissions taken */
+} sip_txn_stats;
+
+/* The transaction layer of one endpoint: its tables and what every transaction shares. */
+typedef struct sip_txns {
 	sip_loop *loop;
 	sip_transport *tp;
-	sip_ep_config cfg;
-	sip_ep_hooks hooks;
-	void *ud;
+	unsigned t1, t2, t4;
+	unsigned max;              /* live transactions, both kinds */
+	sip_log log;
 	sip_map client, server, accepted, ids;
-	sip_map merged;          /* From tag, Call-ID, CSeq -> server transaction (UA only) */
-	int merged_check;        /* answer merged requests 482 (§8.2.2.2): not for a proxy */
 	uint64_t next_id;
-	sip_ep_stats stats;
-	int closing;             /* sip_ep_free is ending every transaction: send nothing */
-	char sent_by[2][2][64];  /* our Via sent-by per [TCP?][IPv6?], formatted once */
-	char **domains;          /* names that are us besides our addresses (lowercase) */
-	unsigned ndomains;
-	int local_port;          /* the port a domain name stands for */
-	struct { char ip[64]; int port; } lcache[SIP_EP_LCACHE];   /* listener addresses */
-	int nlcache;             /* entries formatted; 0 after a listen */
-	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
-	int relayed_stateless;   /* a request went out statelessly: forward what answers it */
-};
+	sip_txn_stats stats;
+	int closing;               /* sip_txns_free is ending every transaction: send nothing */
+} sip_txns;
 
-/* txn.c */
-sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, size_t klen,
-		     const sip_dest *dest);
-void sip_txn_terminate(sip_txn *t);
-int sip_txn_send(sip_txn *t, const char *buf, size_t len);
-void sip_txn_client_start(sip_txn *t);                 /* after t->out is set and sent */
-/* A CANCEL went for this ringing INVITE: without a final response 64*T1 later it ends
- * with a 408 to the TU (§9.1). */
-void sip_txn_client_cancelled(sip_txn *t);
-void sip_txn_client_response(sip_txn *t, const sip_msg *res);
-void sip_txn_server_retransmission(sip_txn *t, const sip_msg *req);
+int sip_txns_init(sip_txns *tx, sip_loop *loop, sip_transport *tp, unsigned t1, unsigned t2,
+		  unsigned t4, unsigned max, sip_log log);
+/* Ends every transaction (their terminated handlers are called) and frees the tables. */
+void sip_txns_free(sip_txns *tx);
+/* A fresh id from the counter transactions are numbered by (other objects may share it). */
+uint64_t sip_txns_new_id(sip_txns *tx);
+int sip_txns_full(const sip_txns *tx);
+sip_txn *sip_txns_by_id(sip_txns *tx, uint64_t id);    /* NULL when gone */
+/* §17.1.4 / §8.1.3.1: the client transactions to peer fail with a 503: a TCP connection that
+ * could not be made (one that left UDP for its size goes back to UDP instead, §18.1.1), or
+ * (udp) an ICMP unreachable, which only counts while nothing has answered. */
+void sip_txns_fail_dest(sip_txns *tx, const struct sockaddr_storage *peer, int udp);
+
+/* --- client transactions (§17.1) --- */
+
+/* Start a client transaction for a request printed in buf (malloc'd, len bytes, taken over
+ * even on failure) with this branch and method, toward d. udp_form (or NULL): the same
+ * request with a UDP Via, kept should d, TCP for the request's size (§18.1.1), fail to
+ * connect. Sent at once; NULL with *err when it cannot be (no handler is called then). */
+sip_txn *sip_txn_client_new(sip_txns *tx, sip_pl branch, sip_pl method, int invite,
+			    const sip_dest *d, char *buf, size_t len, char *udp_form,
+			    size_t udp_len, const sip_txn_user *u, void *arg, const char **err);
+/* A response received: to its client transaction. 1 when one took it, 0 when none matches. */
+int sip_txns_response(sip_txns *tx, const sip_msg *res);
+/* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came; a CANCEL
+ * of its own transaction, whose responses nobody hears. Without a final response 64*T1
+ * later ct ends with a 408. 0, or -1 with *err. */
+int sip_txn_client_cancel(sip_txn *ct, const char **err);
+
+/* --- server transactions (§17.2) --- */
+
+/* The key a request's server transaction is found by: §17.2.3, branch + sent-by + method
+ * (ACK and CANCEL look for the INVITE with method "INVITE"), or the RFC 2543 rules. */
+void sip_txn_server_key(sip_keybuf *k, const sip_msg *m, const sip_via *via, sip_pl topvia,
+			const char *method, size_t mlen);
+sip_txn *sip_txns_server(sip_txns *tx, const sip_keybuf *k);
+/* The INVITE server transaction whose 2xx this ACK (its own transaction) is for. */
+sip_txn *sip_txns_accepted(sip_txns *tx, const sip_msg *ack);
+/* A new server transaction for request m under key k; responses go to d. An INVITE keeps
+ * its request (for the 487 after a CANCEL, or the owner's reply_code). NULL: out of memory. */
+sip_txn *sip_txn_server_new(sip_txns *tx, const sip_keybuf *k, const sip_msg *m,
+			    const sip_dest *d, const sip_txn_user *u, void *arg);
+/* File t under key in map m as well (an owner's own table); the entry goes with t. */
+int sip_txn_alias(sip_txn *t, sip_map *m, const char *key, size_t klen);
+
+/* What a request that matched server transaction t does (§17.2.1, §17.2.2): a retransmission
+ * has the last response sent again; an ACK (for a non-2xx) confirms an INVITE; an ACK for a
+ * 2xx (found by sip_txns_accepted) goes to the owner's ack handler once. */
+void sip_txn_server_retransmission(sip_txn *t);
+void sip_txn_server_ack(sip_txn *t);
+void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
+/* A CANCEL matched INVITE server transaction t: 1 when t had no final response (then its
+ * owner's cancel handler was called), 0 when it had. */
+int sip_txn_server_cancel(sip_txn *t);
+
+/* Send a response through t. Fails (-1, *err) when a final response was sent already, for a
+ * provisional after a final, or on a transport error. */
 int sip_txn_server_reply(sip_txn *t, const sip_msg *res, const char **err);
 /* The same for a response already on the wire: buf (malloc'd, len bytes, taken over even on
  * failure) with the status code and the fields a 2xx is remembered by. */
 int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_pl call_id,
 			      uint32_t cseq, sip_pl from_tag, const char **err);
-void sip_txn_server_ack(sip_txn *t);
-int sip_txn_server_cancel(sip_txn *t);   /* sends 487 when still proceeding; 1 if it did */
-void sip_txn_accepted_ack(sip_txn *t, const sip_msg *ack);
+/* Answer t with code (standard reason), built from req (NULL: the INVITE it kept); extra:
+ * header lines to add ("Name: value\r\n"...), or NULL. */
+void sip_txn_server_reply_code(sip_txn *t, const sip_msg *req, int code, const char *extra);
 
-/* proxy.c */
-void sip_relay_response(sip_txn *ct, const sip_msg *res);   /* a response for a branch */
-void sip_relay_txn_gone(sip_txn *t);                         /* t is being freed */
-void sip_relay_cancel(sip_relay *r);                          /* CANCEL from upstream */
-/* §16.11: a response no client transaction takes, to a request we relayed statelessly
- * (our Via on top with the branch we gave it), goes on to the next Via without ours:
- * 1 when it was ours (forwarded, or dropped when it could not be), 0 when not. */
-int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res);
+/* Its responses come from downstream (§16.7): a 2xx is not retransmitted nor its ACK awaited
+ * here, since both are end to end. */
+void sip_txn_set_proxied(sip_txn *t, int on);
+int sip_txn_proxied(const sip_txn *t);
 
-/* endpoint.c */
-/* "host:port" of our listener for that transport and family (Via sent-by, Record-Route),
- * formatted once; NULL when there is no listener. */
-const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family);
-/* The IP (no brackets) and port of a socket address. */
-void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port);
-/* A response for client transaction t: to its relay, or to the TU. */
-void sip_ep_deliver(sip_endpoint *ep, sip_txn *t, const sip_msg *res);
-/* sip_ep_request for a relay's branch: linked to the relay before anything is sent. */
-sip_txn *sip_ep_request_relay(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
-			      const char *branch, sip_relay *r, unsigned bi, const char **err);
-size_t sip_accepted_key(char *key, sip_pl call_id, uint32_t cseq, sip_pl from_tag);
-int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_t len,
-		     const char **err);
-void sip_ep_logf(sip_endpoint *ep, const char *fmt, ...);
-/* Deliver a response the core made itself (408, 503) from the request bytes of t. */
-void sip_ep_synth_response(sip_endpoint *ep, sip_txn *t, int code, const char *reason);
+/* --- any transaction --- */
+
+void sip_txn_terminate(sip_txn *t);
+void sip_txn_set_user(sip_txn *t, const sip_txn_user *u, void *arg);
+const sip_txn_user *sip_txn_user_get(const sip_txn *t, void **arg);
+
+uint64_t sip_txn_id(const sip_txn *t);
+int sip_txn_is_client(const sip_txn *t);
+int sip_txn_is_invite(const sip_txn *t);
+sip_txn_state sip_txn_state_get(const sip_txn *t);
+/* A server transaction that has not sent its final response (Trying or Proceeding). */
+int sip_txn_unanswered(const sip_txn *t);
+int sip_txn_last_status(const sip_txn *t);
+const sip_dest *sip_txn_dest(const sip_txn *t);   /* client: the next hop; server: upstream */
+const char *sip_txn_state_name(sip_txn_state s);
 
 #endif

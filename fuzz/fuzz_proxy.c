@@ -2,7 +2,7 @@
  * request the parser takes goes through §16.3 validation, §16.4 preprocessing and the edits
  * a relay makes (Max-Forwards, Record-Route, Request-URI, Via); the result must print as a
  * message that parses again, with the fields the edits set. */
-#include "endpoint.h"
+#include "proxy.h"
 #include "loop.h"
 
 #include <assert.h>
@@ -59,17 +59,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sip_msg_free(&m);
 		return 0;
 	}
-	int code = sip_ep_validate(ep, &m);
+	int code = sip_proxy_validate(ep, &m);
 	assert(code == 0 || code == 416 || code == 483 || code == 482 || code == 420);
 	(void)sip_ep_is_local(ep, m.uri);
-	int pre = sip_ep_preprocess(ep, &m);
+	int pre = sip_proxy_preprocess(ep, &m);
 	assert(pre >= -2);
 	assert(pre != -1);   /* no allocation fails here */
 	int mf = m.max_forwards < 0 ? 70 : (m.max_forwards > 0 ? m.max_forwards - 1 : 0);
-	if (sip_ep_relay_prepare(ep, &m, SIP_TP_UDP, 2 /* AF_INET */, 1) == 0)
+	if (sip_proxy_prepare(ep, &m, SIP_TP_UDP, 2 /* AF_INET */, 1) == 0)
 		reparses(&m, mf);
 	char hash[12];
-	sip_msg_loop_hash(&m, hash);
+	sip_proxy_loop_hash(&m, hash);
 	sip_msg_free(&m);
 	return 0;
 }
