@@ -45,7 +45,7 @@ ORIGIN_DIR := $(shell git config --get remote.origin.url 2>/dev/null)
 SIP_CORPUS ?= $(firstword $(wildcard ../shared/corpus $(ORIGIN_DIR)/../shared/corpus) ../shared/corpus)
 export SIP_CORPUS
 
-.PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan
+.PHONY: all deps bench-deps run test spec ctest layers interop bench clean install fuzz fuzz-build sanitize clean-asan
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -72,7 +72,7 @@ run: deps all
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
-test: deps all ctest spec sanitize
+test: deps all ctest layers spec sanitize
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 TEST_FUZZ_SECONDS ?= 30
@@ -94,6 +94,11 @@ build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h
 
 ctest: build/test_transport
 	@./build/test_transport
+
+# The core's layers from its objects (nm): no file calls one of its layer or above by name;
+# and the check itself, on a copy where txn.o calls the endpoint.
+layers: all
+	@tests/layers_test.sh build/obj
 
 # Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory

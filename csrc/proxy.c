@@ -691,7 +691,7 @@ static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_d
 static int stateless_response(void *arg, const sip_msg *res);
 
 int sip_proxy_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
-			   const sip_relay_opts *o, const char **err)
+			      const sip_relay_opts *o, const char **err)
 {
 	sip_pl cur = req->new_uri.n ? req->new_uri : req->uri;
 	if (target.n && !sip_pl_eq(cur, target) && sip_msg_set_uri(req, target.p, target.n)) {
@@ -797,7 +797,7 @@ static int stateless_response(void *arg, const sip_msg *res)
 }
 
 uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
-		      unsigned n, const sip_relay_opts *o, int *done, const char **err)
+			 unsigned n, const sip_relay_opts *o, int *done, const char **err)
 {
 	*done = 0;
 	if (!st || sip_txn_user_get(st, NULL) == &server_user || !sip_txn_unanswered(st)) {
