@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,7 +156,7 @@ void sip_ep_set_stray(sip_endpoint *ep, sip_ep_stray_fn fn, void *arg)
 	ep->stray_arg = arg;
 }
 
-/* --- the transaction user: the hooks ---------------------------------------------------- */
+/* --- the transaction user: the hooks -------------------------------------------------- */
 
 static void ua_response(void *arg, sip_txn *t, const sip_msg *res)
 {
@@ -196,7 +195,7 @@ static void ua_terminated(void *arg, sip_txn *t)
 
 static const sip_txn_user ua_user = { ua_response, ua_cancel, ua_ack, ua_terminated };
 
-/* --- keys ----------------------------------------------------------------------------- */
+/* --- merged requests ------------------------------------------------------------------ */
 
 /* §8.2.2.2: a request without a To tag whose From tag, Call-ID and CSeq are those of a
  * transaction of ours it did not match (a request forked upstream reaching us twice) is
@@ -227,7 +226,7 @@ void sip_ep_set_merged_check(sip_endpoint *ep, int on)
 	ep->merged_check = on != 0;
 }
 
-/* --- responses the core makes itself ------------------------------------------------- */
+/* --- responses ------------------------------------------------------------------------ */
 
 void sip_ep_reply_code(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code,
 		       const char *extra)
