@@ -173,10 +173,17 @@ int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const struct sip_v
 /* Does this URI name us: one of our domains, or the address and port of a listener? */
 int sip_ep_is_local(sip_endpoint *ep, sip_pl uri);
 /* §16.4 route information preprocessing: a Request-URI we put in a Record-Route (a strict
- * router upstream) is replaced by the last Route, and a top Route naming us is taken off.
+ * router upstream: it carries our tag) is replaced by the last Route, and a top Route naming
+ * us is taken off; req->route_ours says which of ours it found (SIP_ROUTE_*).
  * Returns 1 when req changed, 0 when not, -2 when a Route value is malformed (the request
  * deserves a 400), -1 on out of memory. */
 int sip_ep_preprocess(sip_endpoint *ep, sip_msg *req);
+/* The key of the tag in our Record-Route (SHA-256 of secret): processes and hosts that
+ * serve the same dialogs share it. Unset, a random one is drawn at first use. 0 or -1. */
+int sip_rr_key_set(const void *secret, size_t n);
+/* That tag for a dialog (its Call-ID and the From tag of the request that makes it), in out:
+ * its length, or 0 when no key could be drawn. */
+size_t sip_rr_tag(sip_pl call_id, sip_pl from_tag, char out[32]);
 
 /* Answer st's request with a §16.3 refusal (420 gets Unsupported with the Proxy-Require
  * values). */
