@@ -685,11 +685,14 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 		changed = 1;
 		m->route_ours = SIP_ROUTE_KEYED;
 	}
-	/* our own address on top of the Route set: taken off */
-	if (n && sip_addr_parse(&a, routes[0], &err) == 0 && sip_ep_is_local(ep, a.uri)) {
-		first = 1;
+	/* our own address on top of the Route set: taken off. Every value of ours in a row:
+	 * a phone with us as its outbound proxy puts that Route above our Record-Route's
+	 * copy, and the two name us both */
+	while (first < n && sip_addr_parse(&a, routes[first], &err) == 0 &&
+	       sip_ep_is_local(ep, a.uri)) {
+		first++;
 		changed = 1;
-		if (!m->route_ours)
+		if (m->route_ours != SIP_ROUTE_KEYED)
 			m->route_ours = rr_keyed(m, a.uri) ? SIP_ROUTE_KEYED : SIP_ROUTE_UNKEYED;
 	}
 	if (!changed)

@@ -245,6 +245,28 @@ function Registrar:targets(aor)
   return list
 end
 
+--- registrar:holds_contact(uri) -> true when uri is the Contact of a live binding (by the
+-- URI comparison rules, as contact_key makes them). The index is made again, from the
+-- store's aors(), after a binding changed; a store without aors() holds none.
+function Registrar:holds_contact(uri)
+  local version = self.version or 0
+  local index = self._contacts
+  if not index or self._contacts_version ~= version then
+    index = {}
+    if self.store.aors then
+      for _, aor in ipairs(self.store:aors()) do
+        for _, b in ipairs(self:lookup(aor, true)) do
+          local key = b.key or registrar.contact_key(b.uri)
+          index[key] = math.max(index[key] or 0, b.expires_at)
+        end
+      end
+    end
+    self._contacts, self._contacts_version = index, version
+  end
+  local until_ = index[registrar.contact_key(uri)]
+  return until_ ~= nil and until_ > now_of(self)
+end
+
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
 function Registrar:expire()
   self.version = (self.version or 0) + 1
