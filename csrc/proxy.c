@@ -502,11 +502,21 @@ int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
 
 #define ROUTES_MAX 32
 
-static int uri_has_user(sip_pl uri)
+/* The parameter every Record-Route of ours carries (sip_ep_relay_prepare): by it §16.4 knows
+ * "a value this proxy previously placed into a Record-Route" when a strict router hands it
+ * back as the Request-URI. Our address alone would not do: a phone with us as its outbound
+ * proxy sends REGISTER sip:DOMAIN (or OPTIONS sip:OUR-IP) with a loose Route to us, and that
+ * Request-URI must stay as it is (its digest uri names it). */
+#define RR_PARAM "lsrr"
+
+static int uri_is_our_record_route(sip_endpoint *ep, sip_pl uri)
 {
 	sip_uri u;
 	const char *err;
-	return sip_uri_parse(&u, uri, &err) == 0 && u.user.n > 0;
+	sip_pl v;
+	return sip_uri_parse(&u, uri, &err) == 0 && u.user.n == 0 &&
+	       sip_param_get(u.params, RR_PARAM, &v) == 1 &&
+	       is_listener(ep, u.host, u.port ? u.port : 5060);
 }
 
 /* The Route values of m in order; ROUTES_MAX + 1 when there are more than ROUTES_MAX
@@ -581,8 +591,8 @@ int sip_ep_preprocess(sip_endpoint *ep, sip_msg *m)
 	sip_addr a;
 	const char *err;
 	/* a strict router upstream: the Request-URI is a value we put in a Record-Route, which
-	 * it copied from the Route set, ";lr" and all: ours name no user, only our address */
-	int strict_up = sip_ep_is_local(ep, m->uri) && !uri_has_user(m->uri);
+	 * it copied from the Route set, ";lr" and all */
+	int strict_up = uri_is_our_record_route(ep, m->uri);
 	if (too_many)
 		return strict_up || (sip_addr_parse(&a, routes[0], &err) == 0 &&
 				     sip_ep_is_local(ep, a.uri)) ? -2 : 0;
@@ -697,18 +707,19 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
-	/* "<sip:" sent-by ";lr" [";transport=tcp"] ">", without snprintf (hot path) */
+	/* "<sip:" sent-by ";lr;" RR_PARAM [";transport=tcp"] ">", without snprintf (hot path) */
 	static const char tcp[] = ";transport=tcp";
+	static const char lr[] = ";lr;" RR_PARAM;
 	char v[128];
 	size_t sl = strlen(sb), len = 0;
-	if (sl + sizeof tcp + 9 > sizeof v)
+	if (sl + sizeof tcp + sizeof lr + 6 > sizeof v)
 		return -1;
 	memcpy(v, "<sip:", 5);
 	len = 5;
 	memcpy(v + len, sb, sl);
 	len += sl;
-	memcpy(v + len, ";lr", 3);
-	len += 3;
+	memcpy(v + len, lr, sizeof lr - 1);
+	len += sizeof lr - 1;
 	if (kind == SIP_TP_TCP) {
 		memcpy(v + len, tcp, sizeof tcp - 1);
 		len += sizeof tcp - 1;

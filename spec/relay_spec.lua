@@ -283,23 +283,41 @@ describe("req:relay (the proxy core)", function()
       assert.equal("sip:bob@example.com", seen.uri)
     end)
 
+    -- the Record-Route value the proxy writes, as a bare URI (a MESSAGE it record-routes)
+    local function our_record_route()
+      local rr
+      local b = callee(function(req)
+        rr = req:header("Record-Route")
+        req:reply(200)
+      end)
+      route(function() return b:uri("bob") end, { record_route = true })
+      assert.equal(200, send("MESSAGE").status)
+      return assert(rr):match("^<(.*)>$")
+    end
+
     it("puts the last Route back in the Request-URI after a strict router", function()
+      local rr = our_record_route()
       local b = bob()
       route(function() return nil end)
-      -- a strict router upstream sent us our own Record-Route value as the Request-URI
-      local res = send_routed("sip:" .. proxy:address("udp"), "<" .. b:uri("bob") .. ">")
+      -- a strict router upstream sent us our own Record-Route value as the Request-URI,
+      -- ";lr" and all (§16.4)
+      assert.matches(";lr", rr)
+      local res = send_routed(rr, "<" .. b:uri("bob") .. ">")
       assert.equal(200, res.status)
       assert.equal(b:uri("bob"), seen.uri)
       assert.same({}, seen.routes)
     end)
 
-    it("knows its Record-Route value copied with its ;lr by a strict router (§16.4)", function()
+    it("takes only its own Record-Route value for one, not any URI of its address", function()
       local b = bob()
       route(function() return nil end)
-      local res = send_routed("sip:" .. proxy:address("udp") .. ";lr", "<" .. b:uri("bob") .. ">")
+      -- what a phone with us as outbound proxy sends: its Request-URI names us (or our
+      -- domain) with no user, and a loose Route to us; both URIs stay as they are
+      local res = send_routed("sip:" .. proxy:address("udp") .. ";lr",
+        "<sip:" .. proxy:address("udp") .. ";lr>, <sip:" .. b:address("udp") .. ";lr>")
       assert.equal(200, res.status)
-      assert.equal(b:uri("bob"), seen.uri)
-      assert.same({}, seen.routes)
+      assert.equal("sip:" .. proxy:address("udp") .. ";lr", seen.uri)
+      assert.same({ "<sip:" .. b:address("udp") .. ";lr>" }, seen.routes)
     end)
 
     it("sends to a strict next hop with its URI as the Request-URI and ours last in Route (§16.6 step 6)", function()
