@@ -103,6 +103,7 @@ describe("luasip serve and what phones send", function()
     if not res or res.status ~= 401 then return res end
     local challenges = res:headers("WWW-Authenticate")
     local ch = (opts.pick or function(c) return c[1] end)(challenges)
+    assert(ch, "no challenge this phone can answer: " .. table.concat(challenges, " | "))
     local auth = assert(sip.auth.authorization(ch, { user = user,
       password = USERS[user].password, method = "REGISTER", uri = "sip:localhost" }))
     cseq = cseq + 1
@@ -118,6 +119,57 @@ describe("luasip serve and what phones send", function()
       local res = register(p, "alice")
       assert.equal(200, res.status)
       assert.equal(1, #srv.registrar:lookup("sip:alice@localhost"))
+      p.close()
+    end)
+  end)
+
+  describe("the challenge a one-algorithm phone can answer", function()
+    -- baresip 1.0 (libre) fails the whole request (ENOSYS) on the first challenge whose
+    -- algorithm is not MD5, instead of picking the one it knows: every challenge must be MD5
+    local function md5_only(challenges)
+      for _, c in ipairs(challenges) do
+        local t = assert(sip.auth.parse_challenge(c))
+        if (t.algorithm or "MD5"):upper() ~= "MD5" then
+          return nil
+        end
+      end
+      return challenges[1]
+    end
+
+    it("offers only MD5 by default, to REGISTER (401) and to a MESSAGE (407)", function()
+      start()
+      local p = phone()
+      local res, challenge = register(p, "alice", { pick = md5_only })
+      assert.equal(200, res.status)
+      assert.equal(1, #challenge:headers("WWW-Authenticate"))
+      p.send({
+        "MESSAGE sip:echo@localhost SIP/2.0",
+        "Via: SIP/2.0/UDP " .. p.host .. ":" .. p.port .. ";branch=" .. branch() .. ";rport",
+        "Route: <sip:" .. proxy .. ";lr>",
+        "Max-Forwards: 70",
+        "From: <sip:alice@localhost>;tag=m1",
+        "To: <sip:echo@localhost>",
+        "Call-ID: msg-" .. math.random(1e9),
+        "CSeq: 1 MESSAGE",
+        "Content-Type: text/plain",
+      }, proxy, "hi")
+      local r407 = p.response()
+      assert.equal(407, r407.status)
+      local chs = r407:headers("Proxy-Authenticate")
+      assert.equal(1, #chs)
+      assert.truthy(md5_only(chs))
+      p.close()
+    end)
+
+    it("still offers SHA-256 when asked (--algorithms SHA-256,MD5)", function()
+      start { algorithms = { "SHA-256", "MD5" } }
+      local p = phone()
+      local res, challenge = register(p, "alice", { pick = function(c)
+        return assert(sip.auth.parse_challenge(c[1])).algorithm == "SHA-256" and c[1] or nil
+      end })
+      assert.equal(200, res.status)
+      assert.equal(2, #challenge:headers("WWW-Authenticate"))
+      assert.is_nil(md5_only(challenge:headers("WWW-Authenticate")))
       p.close()
     end)
   end)

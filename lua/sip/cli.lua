@@ -7,7 +7,7 @@ local cli = {}
 local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
-               [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
+               [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
@@ -164,9 +164,10 @@ function cli.server(opts)
       end
       return u.password
     end
-    -- Offered in this order. MD5 first by default: sipp, sipsak and many phones read only
-    -- the first challenge and know only MD5 (RFC 8760 would put SHA-256 first: --algorithms).
-    local algs = opts.algorithms or { "MD5", "SHA-256" }
+    -- Offered in this order. Only MD5 by default: sipp and sipsak read only the first
+    -- challenge, and baresip 1.0 fails the request on any challenge that is not MD5 even when
+    -- an MD5 one follows (RFC 8760's SHA-256 first: --algorithms SHA-256,MD5).
+    local algs = opts.algorithms or { "MD5" }
     if only_md5 then
       algs = { "MD5" }
     end
