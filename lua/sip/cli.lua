@@ -216,10 +216,14 @@ function cli.server(opts)
     local aor = sip.registrar.aor(from.uri)
     local targets = aor and registrar:lookup(aor) or {}
     local target = targets[1] and targets[1].uri or from.uri
+    -- through the sender's Path, or to where it registered from (NAT): sip.registrar.target
+    local hop = targets[1] and sip.registrar.target(targets[1])
+    hop = type(hop) == "table" and hop or {}
     local back = sip.request { method = "MESSAGE", uri = target,
       from = "<sip:echo@" .. domain .. ">", to = "<" .. from.uri .. ">",
+      headers = hop.route and { Route = hop.route } or nil,
       body = req.body, content_type = req.content_type or "text/plain" }
-    local res = back and ep:request(back)
+    local res = back and ep:request(back, { target = not hop.route and hop.flow or nil })
     log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
   end
 
