@@ -113,6 +113,56 @@ describe("luasip serve and what phones send", function()
     return final, res
   end
 
+  describe("the echo bot and what phones send it", function()
+    -- alice, registered from p, sends the echo bot a MESSAGE of this type: its final status
+    local function to_echo(p, ctype, body)
+      local callid = "echo-" .. math.random(1e9)
+      local function msg(auth)
+        local t = {
+          "MESSAGE sip:echo@localhost SIP/2.0",
+          "Via: SIP/2.0/UDP " .. p.host .. ":" .. p.port .. ";branch=" .. branch() .. ";rport",
+          "Route: <sip:" .. proxy .. ";lr>",
+          "Max-Forwards: 70",
+          "From: <sip:alice@localhost>;tag=e" .. math.random(1e6),
+          "To: <sip:echo@localhost>",
+          "Call-ID: " .. callid,
+          "CSeq: " .. (auth and 2 or 1) .. " MESSAGE",
+          "Content-Type: " .. ctype,
+        }
+        if auth then t[#t + 1] = "Proxy-Authorization: " .. auth end
+        p.send(t, proxy, body)
+        return p.response()
+      end
+      local r = msg()
+      if r.status == 407 then
+        r = msg(sip.auth.authorization(r:headers("Proxy-Authenticate")[1], { user = "alice",
+          password = USERS.alice.password, method = "MESSAGE", uri = "sip:echo@localhost" }))
+      end
+      return r.status
+    end
+
+    it("takes a delivery or is-composing notification without echoing it back", function()
+      start()
+      local p = phone()
+      assert.equal(200, register(p, "alice").status)
+      -- Linphone answers every message with an IMDN (RFC 5438): echoed, it would come back
+      -- to the phone as a message from the bot about a message the bot never got
+      local imdn = '<?xml version="1.0" encoding="UTF-8"?><imdn xmlns="urn:ietf:params:xml:ns:imdn">' ..
+        "<message-id>x1</message-id><delivery-notification><status><delivered/></status>" ..
+        "</delivery-notification></imdn>"
+      assert.equal(200, to_echo(p, "message/imdn+xml", imdn))
+      assert.equal(200, to_echo(p, "application/im-iscomposing+xml", "<isComposing/>"))
+      helper.run_for(0.5, p.poll, STEP_MS)
+      assert.equal(0, #p.inbox)   -- no echo of either
+      -- a text still comes back
+      assert.equal(200, to_echo(p, "text/plain", "hi bot"))
+      local back = p.wait(function(x) return x.method == "MESSAGE" end)
+      assert.truthy(back)
+      assert.equal("hi bot", back.body)
+      p.close()
+    end)
+  end)
+
   describe("an outbound proxy's loose Route (§16.4)", function()
     it("registers: the Route to us comes off, the Request-URI stays sip:localhost for digest", function()
       start()

@@ -212,6 +212,12 @@ function cli.server(opts)
       return req:reply(488, "The echo bot only takes MESSAGE")
     end
     req:reply(200)
+    -- a phone's notices about messages (Linphone's delivery reports, RFC 5438; "typing...",
+    -- RFC 3994) are taken, not echoed: back at the phone they would be about nothing it sent
+    local ctype = (req.content_type or ""):lower():match("^%s*([^;%s]+)")
+    if ctype == "message/imdn+xml" or ctype == "application/im-iscomposing+xml" then
+      return
+    end
     local from = req:addr("From")
     local aor = sip.registrar.aor(from.uri)
     local targets = aor and registrar:lookup(aor) or {}
