@@ -199,3 +199,37 @@ describe("the digest algorithms luasip serve offers, against real phones", funct
     assert.falsy(srv:log():find("REGISTER sip:bob@" .. DOMAIN .. " from", 1, true))
   end)
 end)
+
+describe("a phone registered at luasip serve when serve restarts", function()
+  -- baresip refreshes its binding well before the interval it asked for runs out
+  local REGINT = 4
+
+  it("registers again by itself (baresip, UDP): the new serve knows it", function()
+    assert(peer.have("baresip"), "baresip is needed (Debian: baresip)")
+    local srv = softphone.serve { users = USERS, domain = DOMAIN }
+    local b = softphone.baresip { user = "bob", password = USERS.bob, domain = DOMAIN,
+      proxy = srv.addr, regint = REGINT }
+    local ok, err = pcall(function()
+      assert.truthy(b:registered(), b:output())
+      local port = srv.port
+      srv:stop()   -- its bindings are gone with it (the memory store)
+      srv = softphone.serve { users = USERS, domain = DOMAIN, port = port }
+      assert.truthy(softphone.wait_for(function()
+        return srv:log():find("REGISTER sip:bob@" .. DOMAIN .. " from udp:", 1, true)
+      end, REGINT + 2), srv:log())
+      -- and it is reachable again: a MESSAGE from another phone gets to it
+      local a = softphone.baresip { user = "alice", password = USERS.alice, domain = DOMAIN,
+        proxy = srv.addr, contacts = { "sip:bob@" .. DOMAIN } }
+      local ok2, err2 = pcall(function()
+        assert.truthy(a:registered(), a:output())
+        assert.truthy(a:command("message", "after the restart"))
+        assert.truthy(b:printed('sip:alice@' .. DOMAIN .. ': "after the restart"'), b:output())
+      end)
+      a:stop()
+      assert(ok2, err2)
+    end)
+    b:stop()
+    srv:stop()
+    assert(ok, err)
+  end)
+end)

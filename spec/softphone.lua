@@ -60,14 +60,15 @@ M.wait_for = wait_for
 local Serve = {}
 Serve.__index = Serve
 
---- M.serve{ users = { name = password }, domain =, args = {...} } -> server on UDP and TCP
--- 127.0.0.1:server.port; server:log(), server:stop()
+--- M.serve{ users = { name = password }, domain =, args = {...}, port = } -> server on UDP
+-- and TCP 127.0.0.1:server.port (port: that one, as after a restart); server:log(),
+-- server:stop()
 function M.serve(opts)
   local dir = peer.sh("mktemp -d"):match("^%s*(.-)%s*$")
   local lines = {}
   for user, pw in pairs(opts.users) do lines[#lines + 1] = user .. ":" .. pw .. "\n" end
   write(dir .. "/users.txt", table.concat(lines))
-  local port = M.free_port(1)
+  local port = opts.port or M.free_port(1)
   local argv = { peer.path("bin/luasip"), "serve", "--listen", "udp:127.0.0.1:" .. port,
     "--listen", "tcp:127.0.0.1:" .. port, "--domain", opts.domain or "localhost",
     "--users", dir .. "/users.txt", "--no-huge-pages" }
@@ -99,7 +100,8 @@ local Baresip = {}
 Baresip.__index = Baresip
 
 --- M.baresip{ user=, password=, domain=, proxy = "127.0.0.1:PORT", transport = "udp"|"tcp",
----            contacts = { "sip:bob@localhost", ... }, auto_answer = bool } -> phone
+---            contacts = { "sip:bob@localhost", ... }, auto_answer = bool,
+---            regint = seconds (600) } -> phone
 -- Audio: a 440 Hz sine (ausine) as the microphone and aubridge as the speaker: no sound card.
 function M.baresip(o)
   local dir = peer.sh("mktemp -d"):match("^%s*(.-)%s*$")
@@ -128,8 +130,8 @@ function M.baresip(o)
     "" }, "\n"))
   local tr = o.transport or "udp"
   write(dir .. "/accounts", ("<sip:%s@%s;transport=%s>;auth_pass=%s;outbound=\"sip:%s;transport=%s\"" ..
-    ";regint=600;answermode=%s\n"):format(o.user, o.domain, tr, o.password, o.proxy, tr,
-    o.auto_answer and "auto" or "manual"))
+    ";regint=%d;answermode=%s\n"):format(o.user, o.domain, tr, o.password, o.proxy, tr,
+    o.regint or 600, o.auto_answer and "auto" or "manual"))
   local c = {}
   for i, uri in ipairs(o.contacts or {}) do c[#c + 1] = ('"c%d" <%s>\n'):format(i, uri) end
   write(dir .. "/contacts", table.concat(c))
