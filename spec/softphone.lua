@@ -278,9 +278,10 @@ function M.linphone(o)
     "realm=" .. o.domain,
     "domain=" .. o.domain,
     "" }, "\n"))
-  -- the daemon makes its socket as /tmp/NAME
+  -- the daemon makes its socket as /tmp/NAME; timeout --foreground stays in the process
+  -- group that stop() ends (without it, timeout makes a group of its own)
   local pipe = ("luasip-lp-%d-%s"):format(math.random(1e9), o.user)
-  local argv = { "env", "HOME=" .. dir .. "/home", "timeout", "290", "linphone-daemon",
+  local argv = { "env", "HOME=" .. dir .. "/home", "timeout", "--foreground", "290", "linphone-daemon",
     "--config", dir .. "/linphonerc", "--pipe", pipe, "--log", dir .. "/log.txt",
     "--disable-stats-events" }
   if o.auto_answer then argv[#argv + 1] = "--auto-answer" end
