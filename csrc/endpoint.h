@@ -134,6 +134,11 @@ typedef struct sip_relay_opts {
 	unsigned timeout_ms;     /* INVITE: cancel the pending branches after it (0: never) */
 	int notify_done;         /* call hooks.relayed when the relay is over */
 	int notify_each;         /* call hooks.relay_branch for every branch's final */
+	/* Per target (n entries, or NULL), from the binding the target came from: */
+	const sip_pl *routes;    /* Route values put on top (its REGISTER's Path, RFC 3327) */
+	const sip_pl *flows;     /* where it registered from ("sip:IP:PORT[;transport=tcp]"): the
+	                          * next hop when the branch has no Route, over UDP always, over
+	                          * TCP while a connection to it is open (else its Contact) */
 } sip_relay_opts;
 
 /* Relay request req, received on server transaction st, to n target URIs in parallel

@@ -821,6 +821,16 @@ static int l_msg_validate(lua_State *L)
 	return 1;
 }
 
+/* t[name] when a string, else NULL; the string stays alive with t */
+static const char *opt_field(lua_State *L, int t, const char *name, size_t *len)
+{
+	*len = 0;
+	lua_getfield(L, t, name);
+	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+	lua_pop(L, 1);
+	return s;
+}
+
 /* relay_request(ep, req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
@@ -877,7 +887,7 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "stateless");
 		return 2;
 	}
-	sip_pl targets[RELAY_MAX_TARGETS];
+	sip_pl targets[RELAY_MAX_TARGETS], routes[RELAY_MAX_TARGETS], flows[RELAY_MAX_TARGETS];
 	unsigned n = 0;
 	if (lua_type(L, 3) == LUA_TTABLE) {
 		lua_Integer len = luaL_len(L, 3);
@@ -885,6 +895,16 @@ static int relay_request(lua_State *L)
 			return luaL_argerror(L, 3, "too many targets");
 		for (lua_Integer i = 1; i <= len; i++) {
 			lua_rawgeti(L, 3, i);
+			routes[n] = flows[n] = sip_pl_make(NULL, 0);
+			if (lua_type(L, -1) == LUA_TTABLE) {
+				/* { uri, route = "<Path>, ...", flow = "sip:IP:PORT" }: a binding */
+				routes[n].p = opt_field(L, -1, "route", &routes[n].n);
+				flows[n].p = opt_field(L, -1, "flow", &flows[n].n);
+				o.routes = routes;
+				o.flows = flows;
+				lua_rawgeti(L, -1, 1);
+				lua_remove(L, -2);
+			}
 			size_t l;
 			const char *s = lua_tolstring(L, -1, &l);
 			if (!s)

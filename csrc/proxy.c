@@ -941,6 +941,34 @@ int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res)
 	return 1;
 }
 
+/* RFC 3327: a target registered through edge proxies is reached through them, its Path on
+ * top of the branch's Route set. 0, or -1 with *err. */
+static int binding_route(sip_msg *m, const sip_relay_opts *o, unsigned i, const char **err)
+{
+	if (!o->routes || !o->routes[i].n)
+		return 0;
+	if (sip_msg_add_header(m, "Route", 5, o->routes[i].p, o->routes[i].n, 1)) {
+		*err = "bad Path of the binding";
+		return -1;
+	}
+	return 0;
+}
+
+/* A target behind NAT (RFC 3581's received/rport, the binding's source) or on a connection it
+ * opened (RFC 5626's flow): *d is where it registered from, when the branch has no Route of
+ * its own and, over TCP, that connection is still open. 1 when *d was set, else 0 (the
+ * usual next hop then). */
+static int binding_flow(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, unsigned i,
+			sip_dest *d)
+{
+	const char *err;
+	if (!o->flows || !o->flows[i].n || o->next_hop || m->first[SIP_HDR_ROUTE] >= 0)
+		return 0;
+	if (sip_ep_resolve(ep, o->flows[i].p, o->flows[i].n, d, &err))
+		return 0;
+	return d->kind == SIP_TP_UDP || sip_tp_has_conn(ep->tp, (const struct sockaddr *)&d->addr);
+}
+
 uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
 		      unsigned n, const sip_relay_opts *o, int *done, const char **err)
 {
@@ -991,7 +1019,8 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
 		sip_dest d;
 		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
-			 next_hop(ep, m, o, &d, &why) == 0;
+			 binding_route(m, o, i, &why) == 0 &&
+			 (binding_flow(ep, m, o, i, &d) || next_hop(ep, m, o, &d, &why) == 0);
 		if (ok) {
 			relay_branch *b = &r->br[r->nbranches];
 			b->target = i;

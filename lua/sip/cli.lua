@@ -7,7 +7,7 @@ local cli = {}
 local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
-               [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
+               [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
@@ -178,9 +178,10 @@ function cli.server(opts)
       end
       return u.password
     end
-    -- Offered in this order. MD5 first by default: sipp, sipsak and many phones read only
-    -- the first challenge and know only MD5 (RFC 8760 would put SHA-256 first: --algorithms).
-    local algs = opts.algorithms or { "MD5", "SHA-256" }
+    -- Offered in this order. Only MD5 by default: sipp and sipsak read only the first
+    -- challenge, and baresip 1.0 fails the request on any challenge that is not MD5 even when
+    -- an MD5 one follows (RFC 8760's SHA-256 first: --algorithms SHA-256,MD5).
+    local algs = opts.algorithms or { "MD5" }
     if only_md5 then
       algs = { "MD5" }
     end
@@ -206,14 +207,24 @@ function cli.server(opts)
       return req:reply(488, "The echo bot only takes MESSAGE")
     end
     req:reply(200)
+    -- a phone's notices about messages (Linphone's delivery reports, RFC 5438; "typing...",
+    -- RFC 3994) are taken, not echoed: back at the phone they would be about nothing it sent
+    local ctype = (req.content_type or ""):lower():match("^%s*([^;%s]+)")
+    if ctype == "message/imdn+xml" or ctype == "application/im-iscomposing+xml" then
+      return
+    end
     local from = req:addr("From")
     local aor = sip.registrar.aor(from.uri)
     local targets = aor and registrar:lookup(aor) or {}
     local target = targets[1] and targets[1].uri or from.uri
+    -- through the sender's Path, or to where it registered from (NAT): sip.registrar.target
+    local hop = targets[1] and sip.registrar.target(targets[1])
+    hop = type(hop) == "table" and hop or {}
     local back = sip.request { method = "MESSAGE", uri = target,
       from = "<sip:echo@" .. domain .. ">", to = "<" .. from.uri .. ">",
+      headers = hop.route and { Route = hop.route } or nil,
       body = req.body, content_type = req.content_type or "text/plain" }
-    local res = back and ep:request(back)
+    local res = back and ep:request(back, { target = not hop.route and hop.flow or nil })
     log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
   end
 
