@@ -253,6 +253,9 @@ function cli.server(opts)
     -- trusted peers; it answers what it refuses
     local ok, why = policy:check(req)
     if not ok then
+      if why == 401 or why == 407 then
+        log("%s %s -> challenge", m, m == "REGISTER" and req:header("To") or req.uri)
+      end
       return
     end
     local rhost, rport, ruser = sip.core.uri_hostport(req)   -- its Request-URI
