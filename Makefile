@@ -29,7 +29,7 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 
@@ -81,8 +81,10 @@ spec: all
 	@$(BUSTED) -o utfTerminal spec
 
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
-# doing digest, and `luasip serve` as its own process driven by sipsak, sipp and Lua users.
-INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua
+# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users, and
+# real softphones (baresip, Linphone) registering, messaging and calling through it.
+INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
+                spec/phones_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 

@@ -292,8 +292,11 @@ static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
 /* What req:relay(nil, { wait = false }) does, for a request in a dialog (a To tag) that no
  * script sees: §16.4 (done by the caller's preprocess on its copy), §16.3, Max-Forwards,
  * then along the Route set or to the Request-URI, statelessly for an ACK. The usual first
- * step of a route script (Kamailio's loose_route), for ep:route(fn, { relay_in_dialog }). */
-static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
+ * step of a route script (Kamailio's loose_route), for ep:route(fn, { relay_in_dialog }).
+ * Only along our Record-Route of its dialog (its tag checked by §16.4 preprocessing): 1 when
+ * relayed or answered, 0 when not, and the router decides (a contact it holds, or a
+ * refusal), since anyone can write a To tag. */
+static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 {
 	sip_endpoint *ep = e->ep;
 	sip_msg c;
@@ -302,9 +305,15 @@ static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 	if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, m, &err)) {
 		if (st)
 			sip_ep_reply_code(ep, st, m, 500, NULL);
-		return;
+		return 1;
 	}
-	if (preprocess_or_answer(ep, st, &c) || validate_or_refuse(ep, st, &c))
+	if (preprocess_or_answer(ep, st, &c))
+		goto out;
+	if (c.route_ours != SIP_ROUTE_KEYED) {
+		sip_msg_free(&c);
+		return 0;
+	}
+	if (validate_or_refuse(ep, st, &c))
 		goto out;
 	if (prepare_relay(ep, st, &c, -1)) {
 		if (st)
@@ -323,6 +332,7 @@ static void relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 		sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
 out:
 	sip_msg_free(&c);
+	return 1;
 }
 
 /* router(req) in a coroutine of the pool; one that waits (yields) is kept alive by whatever
@@ -377,10 +387,9 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 	lsip_ep *e = ud;
 	lua_State *L = e->lp->L;
 	if (fast_path(e, st, m)) {
-		if (e->relay_in_dialog && m->to_tag.n && m->method_id != SIP_METHOD_REGISTER) {
-			relay_in_core(e, st, m);
+		if (e->relay_in_dialog && m->to_tag.n && m->method_id != SIP_METHOD_REGISTER &&
+		    relay_in_core(e, st, m))
 			return;
-		}
 		run_router(L, e, st, m, src);
 		return;
 	}
@@ -812,6 +821,16 @@ static int l_msg_validate(lua_State *L)
 	return 1;
 }
 
+/* t[name] when a string, else NULL; the string stays alive with t */
+static const char *opt_field(lua_State *L, int t, const char *name, size_t *len)
+{
+	*len = 0;
+	lua_getfield(L, t, name);
+	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+	lua_pop(L, 1);
+	return s;
+}
+
 /* relay_request(ep, req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
@@ -868,7 +887,7 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "stateless");
 		return 2;
 	}
-	sip_pl targets[RELAY_MAX_TARGETS];
+	sip_pl targets[RELAY_MAX_TARGETS], routes[RELAY_MAX_TARGETS], flows[RELAY_MAX_TARGETS];
 	unsigned n = 0;
 	if (lua_type(L, 3) == LUA_TTABLE) {
 		lua_Integer len = luaL_len(L, 3);
@@ -876,6 +895,16 @@ static int relay_request(lua_State *L)
 			return luaL_argerror(L, 3, "too many targets");
 		for (lua_Integer i = 1; i <= len; i++) {
 			lua_rawgeti(L, 3, i);
+			routes[n] = flows[n] = sip_pl_make(NULL, 0);
+			if (lua_type(L, -1) == LUA_TTABLE) {
+				/* { uri, route = "<Path>, ...", flow = "sip:IP:PORT" }: a binding */
+				routes[n].p = opt_field(L, -1, "route", &routes[n].n);
+				flows[n].p = opt_field(L, -1, "flow", &flows[n].n);
+				o.routes = routes;
+				o.flows = flows;
+				lua_rawgeti(L, -1, 1);
+				lua_remove(L, -2);
+			}
 			size_t l;
 			const char *s = lua_tolstring(L, -1, &l);
 			if (!s)
@@ -1134,6 +1163,33 @@ static void new_mt(lua_State *L, const char *name, const luaL_Reg *methods, lua_
 	lua_pop(L, 1);
 }
 
+/* core.rr_key(secret): the key of our Record-Route tags, shared by the processes and hosts
+ * that serve the same dialogs (unset: random per process) */
+static int l_rr_key(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	if (n < 16)
+		return luaL_argerror(L, 1, "a secret of 16 bytes or more expected");
+	if (sip_rr_key_set(s, n))
+		return luaL_error(L, "cannot set the Record-Route key");
+	return 0;
+}
+
+/* core.rr_tag(call_id, from_tag) -> the tag our Record-Route carries for that dialog (its
+ * ;lsk= value), for a script that writes a route of its own */
+static int l_rr_tag(lua_State *L)
+{
+	size_t cn, tn;
+	const char *c = luaL_checklstring(L, 1, &cn), *t = luaL_checklstring(L, 2, &tn);
+	char out[32];
+	size_t n = sip_rr_tag(sip_pl_make(c, cn), sip_pl_make(t, tn), out);
+	if (!n)
+		return luaL_error(L, "no randomness for the Record-Route key");
+	lua_pushlstring(L, out, n);
+	return 1;
+}
+
 void lsip_open_ep(lua_State *L)
 {
 	new_mt(L, LSIP_LOOP_MT, loop_methods, loop_gc, NULL);
@@ -1147,4 +1203,8 @@ void lsip_open_ep(lua_State *L)
 	lua_setfield(L, -2, "msg_validate");
 	lua_pushcfunction(L, l_msg_relay);
 	lua_setfield(L, -2, "msg_relay");
+	lua_pushcfunction(L, l_rr_key);
+	lua_setfield(L, -2, "rr_key");
+	lua_pushcfunction(L, l_rr_tag);
+	lua_setfield(L, -2, "rr_tag");
 }

@@ -764,7 +764,7 @@ static int m_gc(lua_State *L)
 enum field {
 	F_METHOD = 1, F_URI, F_STATUS, F_REASON, F_BODY, F_CALL_ID, F_CSEQ, F_CSEQ_METHOD,
 	F_FROM_TAG, F_TO_TAG, F_BRANCH, F_MAX_FORWARDS, F_CONTENT_LENGTH, F_CONTENT_TYPE,
-	F_IS_REQUEST, F_FROM, F_TO, F_SIZE,
+	F_IS_REQUEST, F_FROM, F_TO, F_SIZE, F_OUR_ROUTE,
 	/* the endpoint's fields of a received request: writable, see attached_get/set */
 	F_TXN, F_EP, F_SOURCE, F_REPLIED_FINAL,
 };
@@ -772,7 +772,7 @@ enum field {
 static const char *const field_names[] = {
 	"method", "uri", "status", "reason", "body", "call_id", "cseq", "cseq_method",
 	"from_tag", "to_tag", "branch", "max_forwards", "content_length", "content_type",
-	"is_request", "from", "to", "size", "_txn", "_ep", "source", "replied_final", NULL,
+	"is_request", "from", "to", "size", "our_route", "_txn", "_ep", "source", "replied_final", NULL,
 };
 
 static int push_field(lua_State *L, sip_msg *m, int f)
@@ -794,6 +794,9 @@ static int push_field(lua_State *L, sip_msg *m, int f)
 	case F_CONTENT_LENGTH: lua_pushinteger(L, (lua_Integer)m->body.n); return 1;
 	case F_IS_REQUEST: lua_pushboolean(L, m->is_request); return 1;
 	case F_SIZE: lua_pushinteger(L, (lua_Integer)sip_msg_print(m, NULL, 0)); return 1;
+	case F_OUR_ROUTE:   /* true: it came along our Record-Route of its dialog (§16.4) */
+		if (m->route_ours == SIP_ROUTE_NONE) return 0;
+		lua_pushboolean(L, m->route_ours == SIP_ROUTE_KEYED); return 1;
 	case F_CONTENT_TYPE: i = m->first[SIP_HDR_CONTENT_TYPE]; break;
 	case F_FROM: i = m->first[SIP_HDR_FROM]; break;
 	case F_TO: i = m->first[SIP_HDR_TO]; break;

@@ -91,9 +91,14 @@ typedef struct sip_msg {
 	long content_length;      /* -1 when absent */
 
 	sip_pl new_uri;           /* set by sip_msg_set_uri; empty = unchanged */
+	uint8_t route_ours;       /* set by §16.4 preprocessing: SIP_ROUTE_* */
 	int body_set;
 	sip_edit *edits;          /* allocations owned by this message */
 } sip_msg;
+
+/* What §16.4 preprocessing found of ours (sip_ep_preprocess): nothing, our address on top
+ * of the Route set without our Record-Route tag, or with the tag of this dialog. */
+enum { SIP_ROUTE_NONE, SIP_ROUTE_UNKEYED, SIP_ROUTE_KEYED };
 
 /* Header slots a caller keeps on its stack for one parse: more than any real message has,
  * so that parsing stays free of heap allocations. */

@@ -12,6 +12,9 @@
 #include "rand.h"
 #include "uri.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <arpa/inet.h>
@@ -511,10 +514,96 @@ static int write_routes(sip_msg *m, sip_pl *routes, unsigned first, unsigned n, 
 	return r;
 }
 
+/* ---- Keyed Record-Route ----------------------------------------------------------------
+ * Our Record-Route carries ;lsk=TAG, the first 64 bits of an HMAC-SHA256 over the dialog's
+ * Call-ID and the From tag of the request that made it. An in-dialog request that comes back
+ * along it names that tag in its top Route (or, after a strict router, its Request-URI);
+ * the callee's requests carry that From tag in To. Anyone can write a Route naming our
+ * address, nobody without the key can write one with a tag that fits the dialog: the relay
+ * policy (sip.policy) relays in-dialog requests only along a Route that passes. */
+#define RR_PARAM "lsk"
+#define RR_PARAM_LEN 3
+#define RR_TAG_LEN 16
+/* A Call-ID and a tag past this are not keyed on the stack (the HMAC input is copied) */
+#define RR_INPUT_STACK 512
+
+static unsigned char rr_key[32];
+static int rr_key_ready;
+
+int sip_rr_key_set(const void *secret, size_t n)
+{
+	unsigned int len = 0;
+	if (!secret || !n)
+		return -1;
+	if (!EVP_Digest(secret, n, rr_key, &len, EVP_sha256(), NULL) || len != sizeof rr_key)
+		return -1;
+	rr_key_ready = 1;
+	return 0;
+}
+
+static int rr_tag(sip_pl call_id, sip_pl tag, char out[RR_TAG_LEN])
+{
+	if (!rr_key_ready) {
+		if (RAND_bytes(rr_key, sizeof rr_key) != 1)
+			return -1;
+		rr_key_ready = 1;
+	}
+	char stack[RR_INPUT_STACK], *in = stack;
+	size_t n = call_id.n + 1 + tag.n;
+	if (n > sizeof stack && !(in = malloc(n)))
+		return -1;
+	if (call_id.n)
+		memcpy(in, call_id.p, call_id.n);
+	in[call_id.n] = ' ';   /* never in a Call-ID (a word) nor in a tag (a token) */
+	if (tag.n)
+		memcpy(in + call_id.n + 1, tag.p, tag.n);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int mlen = 0;
+	int ok = HMAC(EVP_sha256(), rr_key, (int)sizeof rr_key, (unsigned char *)in, n, mac,
+		      &mlen) != NULL;
+	if (in != stack)
+		free(in);
+	if (!ok)
+		return -1;
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < RR_TAG_LEN / 2; i++) {
+		out[2 * i] = hex[mac[i] >> 4];
+		out[2 * i + 1] = hex[mac[i] & 15];
+	}
+	return 0;
+}
+
+size_t sip_rr_tag(sip_pl call_id, sip_pl from_tag, char out[32])
+{
+	return rr_tag(call_id, from_tag, out) ? 0 : RR_TAG_LEN;
+}
+
+/* Does this URI (one of ours) carry the tag of m's dialog? Either tag of m may be the one
+ * of the request that was record-routed. */
+static int rr_keyed(const sip_msg *m, sip_pl uri)
+{
+	sip_uri u;
+	sip_pl v;
+	const char *err;
+	char want[RR_TAG_LEN];
+	if (sip_uri_parse(&u, uri, &err) || !sip_param_get(u.params, RR_PARAM, &v) ||
+	    v.n != RR_TAG_LEN)
+		return 0;
+	return (m->from_tag.n && rr_tag(m->call_id, m->from_tag, want) == 0 &&
+		memcmp(want, v.p, RR_TAG_LEN) == 0) ||
+	       (m->to_tag.n && rr_tag(m->call_id, m->to_tag, want) == 0 &&
+		memcmp(want, v.p, RR_TAG_LEN) == 0);
+}
+
 int sip_proxy_preprocess(sip_endpoint *ep, sip_msg *m)
 {
-	if (m->first[SIP_HDR_ROUTE] < 0)
+	m->route_ours = 0;
+	if (m->first[SIP_HDR_ROUTE] < 0) {
+		/* a strict router's copy of our Record-Route with no Route left behind it */
+		if (sip_ep_is_local(ep, m->uri) && rr_keyed(m, m->uri))
+			m->route_ours = SIP_ROUTE_KEYED;
 		return 0;
+	}
 	sip_pl routes[ROUTES_MAX];
 	unsigned n = route_items(m, routes);
 	if (!n)
@@ -528,8 +617,11 @@ int sip_proxy_preprocess(sip_endpoint *ep, sip_msg *m)
 	sip_addr a;
 	const char *err;
 	/* a strict router upstream: the Request-URI is a value we put in a Record-Route, which
-	 * it copied from the Route set, ";lr" and all: ours name no user, only our address */
-	int strict_up = sip_ep_is_local(ep, m->uri) && !uri_has_user(m->uri);
+	 * it copied from the Route set, ";lr" and all. Only a URI we wrote into a Record-Route
+	 * is taken for one (it carries our tag), never our domain or address as such: a
+	 * REGISTER sip:DOMAIN with a Route to us is for the registrar, not from a strict router */
+	int strict_up = sip_ep_is_local(ep, m->uri) && !uri_has_user(m->uri) &&
+			rr_keyed(m, m->uri);
 	if (too_many)
 		return strict_up || (sip_addr_parse(&a, routes[0], &err) == 0 &&
 				     sip_ep_is_local(ep, a.uri)) ? -2 : 0;
@@ -538,11 +630,17 @@ int sip_proxy_preprocess(sip_endpoint *ep, sip_msg *m)
 	    sip_msg_set_uri(m, a.uri.p, a.uri.n) == 0) {   /* (a URI it cannot take stays) */
 		n--;
 		changed = 1;
+		m->route_ours = SIP_ROUTE_KEYED;
 	}
-	/* our own address on top of the Route set: taken off */
-	if (n && sip_addr_parse(&a, routes[0], &err) == 0 && sip_ep_is_local(ep, a.uri)) {
-		first = 1;
+	/* our own address on top of the Route set: taken off. Every value of ours in a row:
+	 * a phone with us as its outbound proxy puts that Route above our Record-Route's
+	 * copy, and the two name us both */
+	while (first < n && sip_addr_parse(&a, routes[first], &err) == 0 &&
+	       sip_ep_is_local(ep, a.uri)) {
+		first++;
 		changed = 1;
+		if (m->route_ours != SIP_ROUTE_KEYED)
+			m->route_ours = rr_keyed(m, a.uri) ? SIP_ROUTE_KEYED : SIP_ROUTE_UNKEYED;
 	}
 	if (!changed)
 		return 0;
@@ -644,18 +742,21 @@ int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int fami
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
-	/* "<sip:" sent-by ";lr" [";transport=tcp"] ">", without snprintf (hot path) */
+	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"] ">", without snprintf (hot path) */
 	static const char tcp[] = ";transport=tcp";
-	char v[128];
+	char v[160];
 	size_t sl = strlen(sb), len = 0;
-	if (sl + sizeof tcp + 9 > sizeof v)
+	if (sl + sizeof tcp + 9 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
 		return -1;
 	memcpy(v, "<sip:", 5);
 	len = 5;
 	memcpy(v + len, sb, sl);
 	len += sl;
-	memcpy(v + len, ";lr", 3);
-	len += 3;
+	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
+	len += 5 + RR_PARAM_LEN;
+	if (rr_tag(req->call_id, req->from_tag, v + len))
+		return -1;
+	len += RR_TAG_LEN;
 	if (kind == SIP_TP_TCP) {
 		memcpy(v + len, tcp, sizeof tcp - 1);
 		len += sizeof tcp - 1;
@@ -796,6 +897,34 @@ static int stateless_response(void *arg, const sip_msg *res)
 	return 1;
 }
 
+/* RFC 3327: a target registered through edge proxies is reached through them, its Path on
+ * top of the branch's Route set. 0, or -1 with *err. */
+static int binding_route(sip_msg *m, const sip_relay_opts *o, unsigned i, const char **err)
+{
+	if (!o->routes || !o->routes[i].n)
+		return 0;
+	if (sip_msg_add_header(m, "Route", 5, o->routes[i].p, o->routes[i].n, 1)) {
+		*err = "bad Path of the binding";
+		return -1;
+	}
+	return 0;
+}
+
+/* A target behind NAT (RFC 3581's received/rport, the binding's source) or on a connection it
+ * opened (RFC 5626's flow): *d is where it registered from, when the branch has no Route of
+ * its own and, over TCP, that connection is still open. 1 when *d was set, else 0 (the
+ * usual next hop then). */
+static int binding_flow(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, unsigned i,
+			sip_dest *d)
+{
+	const char *err;
+	if (!o->flows || !o->flows[i].n || o->next_hop || m->first[SIP_HDR_ROUTE] >= 0)
+		return 0;
+	if (sip_ep_resolve(ep, o->flows[i].p, o->flows[i].n, d, &err))
+		return 0;
+	return d->kind == SIP_TP_UDP || sip_tp_has_conn(sip_ep_transport(ep), (const struct sockaddr *)&d->addr);
+}
+
 uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
 			 unsigned n, const sip_relay_opts *o, int *done, const char **err)
 {
@@ -848,7 +977,8 @@ uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_
 		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
 		sip_dest d;
 		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
-			 next_hop(ep, m, o, &d, &why) == 0;
+			 binding_route(m, o, i, &why) == 0 &&
+			 (binding_flow(ep, m, o, i, &d) || next_hop(ep, m, o, &d, &why) == 0);
 		if (ok) {
 			relay_branch *b = &r->br[r->nbranches];
 			b->target = i;

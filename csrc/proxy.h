@@ -18,6 +18,11 @@ typedef struct sip_relay_opts {
 	 * sip_proxy_relay) got its final response. NULL: not wanted. */
 	void (*branch)(void *ud, uint64_t id, unsigned branch, const sip_msg *res);
 	void *ud;
+	/* Per target (n entries, or NULL), from the binding the target came from: */
+	const sip_pl *routes;    /* Route values put on top (its REGISTER's Path, RFC 3327) */
+	const sip_pl *flows;     /* where it registered from ("sip:IP:PORT[;transport=tcp]"): the
+	                          * next hop when the branch has no Route, over UDP always, over
+	                          * TCP while a connection to it is open (else its Contact) */
 } sip_relay_opts;
 
 /* Relay request req, received on server transaction st, to n target URIs in parallel
@@ -36,10 +41,17 @@ uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_
 int sip_proxy_validate(sip_endpoint *ep, const sip_msg *req);
 
 /* §16.4 route information preprocessing: a Request-URI we put in a Record-Route (a strict
- * router upstream) is replaced by the last Route, and a top Route naming us is taken off.
+ * router upstream: it carries our tag) is replaced by the last Route, and a top Route naming
+ * us is taken off; req->route_ours says which of ours it found (SIP_ROUTE_*).
  * Returns 1 when req changed, 0 when not, -2 when a Route value is malformed (the request
  * deserves a 400), -1 on out of memory. */
 int sip_proxy_preprocess(sip_endpoint *ep, sip_msg *req);
+/* The key of the tag in our Record-Route (SHA-256 of secret): processes and hosts that
+ * serve the same dialogs share it. Unset, a random one is drawn at first use. 0 or -1. */
+int sip_rr_key_set(const void *secret, size_t n);
+/* That tag for a dialog (its Call-ID and the From tag of the request that makes it), in out:
+ * its length, or 0 when no key could be drawn. */
+size_t sip_rr_tag(sip_pl call_id, sip_pl from_tag, char out[32]);
 
 /* Answer st's request with a §16.3 refusal (420 gets Unsupported with the Proxy-Require
  * values). */

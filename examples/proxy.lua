@@ -76,24 +76,22 @@ local function echo(req)
   return "200, echo " .. status(ep:request(back))
 end
 
+-- Who may relay, and as whom: in-dialog requests only along our own Record-Route, other
+-- domains only for our users (authenticated, as themselves: To of a REGISTER, From of the
+-- rest) and for peers listed in trust; strangers may still reach our users.
+local policy = sip.policy.new { ep = ep, domain = o.domain, auth = www_auth,
+  proxy_auth = proxy_auth, registrar = registrar, trust = {} }
+
 -- The routing policy, top-down. Every request comes here in a coroutine of its own.
 ep:route(function(req)
-  if not req:validate() then return end                -- 483/482/416/420 answered (§16.3)
-  if req.method == "ACK" then return req:relay() end   -- ACK to a 2xx: not a transaction
-  if req.method == "CANCEL" or req.to_tag then         -- in a dialog: Route / Request-URI
-    return log(req, status(req:relay()))
-  end
+  if req.method ~= "ACK" and not req:validate() then return end   -- 483/482/416/420 (§16.3)
+  local ok, why = policy:check(req)                     -- answers what it refuses
+  if not ok then return log(req, (why == 401 or why == 407) and "challenged" or why) end
+  if req.method == "ACK" then return req:relay() end    -- ACK to a 2xx: not a transaction
+  if why.in_dialog then return log(req, status(req:relay())) end   -- Route / Request-URI
+  if why.register then return log(req, registrar:handle(req)) end
   local ruri = sip.uri.parse(req.uri) or {}
-  local ours = ep:is_local(req.uri)
-  if req.method == "REGISTER" and ours then
-    if not www_auth:check(req) then return log(req, "challenged") end
-    return log(req, registrar:handle(req))
-  end
-  local from = sip.uri.parse(req:addr("From").uri) or {}
-  if from.host == o.domain then                        -- our users prove who they are
-    if not proxy_auth:check(req) then return log(req, "challenged") end
-  end
-  if not ours then return log(req, status(req:relay())) end   -- another domain: forward
+  if not ep:is_local(req.uri) then return log(req, status(req:relay())) end   -- another domain
   if ruri.user == "echo" then return log(req, echo(req)) end
   if not ruri.user then return answer(req, req.method == "OPTIONS" and 200 or 404) end
   local aor, targets = "sip:" .. ruri.user .. "@" .. o.domain, {}

@@ -303,7 +303,11 @@ describe("Digest authentication between two endpoints", function()
       assert.matches("warn auth: 403 %(too many failures%)", logged)
       assert.matches(c:address("udp"), logged, 1, true)
 
-      local d = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      -- a source is an IP: another port of it is the same one; another IP gets in
+      local same = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      assert.equal(403, same:request(register(same, b), { user = "alice", password = "wonderland" }).status)
+      same:close()
+      local d = assert(sip.endpoint { listen = { "udp:127.0.0.2:0" } })
       assert.equal(200, d:request(register(d, b), { user = "alice", password = "wonderland" }).status)
       d:close()
 

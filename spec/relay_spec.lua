@@ -266,9 +266,14 @@ describe("req:relay (the proxy core)", function()
         req:reply(200)
       end)
     end
+    -- uri: a string, or fn(tag) -> string given our Record-Route tag for this request
     local function send_routed(uri, routes)
-      local req = assert(sip.request { method = "MESSAGE", uri = uri,
+      local req = assert(sip.request { method = "MESSAGE", uri = "sip:x@example.com",
         from = "sip:alice@example.com", headers = { { "Route", routes } } })
+      if type(uri) == "function" then
+        uri = uri(sip.core.rr_tag(req.call_id, req.from_tag))
+      end
+      req:set_uri(uri)
       return alice:request(req, { target = "sip:" .. proxy:address("udp") })
     end
 
@@ -287,19 +292,46 @@ describe("req:relay (the proxy core)", function()
       local b = bob()
       route(function() return nil end)
       -- a strict router upstream sent us our own Record-Route value as the Request-URI
-      local res = send_routed("sip:" .. proxy:address("udp"), "<" .. b:uri("bob") .. ">")
+      local res = send_routed(function(tag)
+        return "sip:" .. proxy:address("udp") .. ";lsk=" .. tag
+      end, "<" .. b:uri("bob") .. ">")
       assert.equal(200, res.status)
       assert.equal(b:uri("bob"), seen.uri)
       assert.same({}, seen.routes)
     end)
 
-    it("knows its Record-Route value copied with its ;lr by a strict router (§16.4)", function()
+    it("takes only its own Record-Route value for one, not any URI of its address", function()
       local b = bob()
       route(function() return nil end)
-      local res = send_routed("sip:" .. proxy:address("udp") .. ";lr", "<" .. b:uri("bob") .. ">")
+      -- what a phone with us as outbound proxy sends: its Request-URI names us (or our
+      -- domain) with no user, and a loose Route to us; both URIs stay as they are
+      local res = send_routed("sip:" .. proxy:address("udp") .. ";lr",
+        "<sip:" .. proxy:address("udp") .. ";lr>, <sip:" .. b:address("udp") .. ";lr>")
       assert.equal(200, res.status)
-      assert.equal(b:uri("bob"), seen.uri)
-      assert.same({}, seen.routes)
+      assert.equal("sip:" .. proxy:address("udp") .. ";lr", seen.uri)
+      assert.same({ "<sip:" .. b:address("udp") .. ";lr>" }, seen.routes)
+    end)
+
+    it("takes our address without our tag for no Record-Route of ours: a REGISTER sip:DOMAIN stays", function()
+      seen = nil
+      local b = bob()
+      local got
+      proxy:route(function(req)
+        got = { uri = req.uri, routes = req:headers("Route") }
+        req:reply(200)
+      end)
+      -- a phone with us as its outbound proxy: our address in Route, ours in the Request-URI
+      local res = send_routed("sip:" .. proxy:address("udp"), "<sip:" .. proxy:address("udp") ..
+        ";lr>, <" .. b:uri("bob") .. ">")
+      assert.equal(200, res.status)
+      assert.equal("sip:" .. proxy:address("udp"), got.uri)   -- not the last Route's
+      assert.same({ "<" .. b:uri("bob") .. ">" }, got.routes)  -- only our own came off
+      assert.is_nil(seen)
+      -- and a tag that is not this dialog's is no tag of ours
+      res = send_routed("sip:" .. proxy:address("udp") .. ";lr;lsk=0123456789abcdef",
+        "<" .. b:uri("bob") .. ">")
+      assert.equal(200, res.status)
+      assert.equal(1, #got.routes)
     end)
 
     it("sends to a strict next hop with its URI as the Request-URI and ours last in Route (§16.6 step 6)", function()
@@ -359,14 +391,15 @@ describe("req:relay (the proxy core)", function()
         req:relay(b:uri("bob"), { wait = false })
       end, { relay_in_dialog = true })
       local c = helper.udp_peer()
+      local ours = "Route: <sip:" .. proxy:address("udp") .. ";lr;lsk=" ..
+        sip.core.rr_tag("in-dialog@test", "a1") .. ">"
       local function in_dialog(n, mf, extra)
         c.send(table.concat({
           "MESSAGE sip:bob@" .. b:address("udp") .. " SIP/2.0",
           "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKindlg" .. n,
           "Max-Forwards: " .. mf, "From: <sip:alice@example.com>;tag=a1",
           "To: <sip:bob@example.com>;tag=b1", "Call-ID: in-dialog@test", "CSeq: " .. n .. " MESSAGE",
-          extra or ("Route: <sip:" .. proxy:address("udp") .. ";lr>"),
-          "Content-Length: 0", "", "" }, "\r\n"), proxy)
+          extra or ours, "Content-Length: 0", "", "" }, "\r\n"), proxy)
         assert.truthy(run_until(function()
           c.poll()
           return c.inbox[n] ~= nil
@@ -379,9 +412,14 @@ describe("req:relay (the proxy core)", function()
       assert.equal(0, calls)
       assert.equal(483, in_dialog(2, 0))   -- §16.3 still applies
       assert.equal(0, calls)
+      -- a Route naming us without our tag, or none: the router decides, not the core
+      assert.equal(200, in_dialog(3, 70, "Route: <sip:" .. proxy:address("udp") .. ";lr>"))
+      assert.equal(1, calls)
+      assert.equal(200, in_dialog(4, 70, "Subject: no route"))
+      assert.equal(2, calls)
       -- outside a dialog the router decides
       assert.equal(200, send("MESSAGE").status)
-      assert.equal(1, calls)
+      assert.equal(3, calls)
       c.close()
     end)
 

@@ -162,6 +162,14 @@ end
 
 -- ---- verification ----
 
+-- Failures are counted per source IP (any port of it): a guesser that changes its port is
+-- still one guesser.
+local function source_key(req)
+  local src = req.source
+  return src and (tostring(src):match("^%a+:%[?(.-)%]?:%d+$") or src) or nil
+end
+
+
 local function find_credentials(self, req)
   local malformed
   for _, v in ipairs(credential_values(req, self.credentials_header)) do
@@ -203,18 +211,19 @@ end
 function Digest:verify(req)
   assert(type(req) == "table" or type(req) == "userdata", "verify: request expected")
   local now = now_int(self)
-  if blocked(self, req.source, now) then return false, 403, {}, "too many failures" end
+  local src = source_key(req)
+  if blocked(self, src, now) then return false, 403, {}, "too many failures" end
 
   local c, bad = find_credentials(self, req)
   if not c then
     if bad then
-      record_failure(self, req.source, now)
+      record_failure(self, src, now)
       return false, 400, {}, bad
     end
     return false, self.code, self:challenge(false), "no credentials for this realm"
   end
 
-  local key = req.source or c.username
+  local key = src or c.username
   if blocked(self, key, now) then return false, 403, {}, "too many failures" end
 
   local why = malformed_reason(self, c, req)
@@ -279,20 +288,47 @@ function Digest:verify(req)
   return true, c.username
 end
 
---- auth:check(req) -> true, username | false (after req:reply with the challenge or error)
+local function log_refusal(self, req, code, reason)
+  local log = self.log or req._ep and req._ep.log
+  if log then
+    log(("auth: %d (%s) for %s from %s"):format(code, reason, tostring(req.method),
+        tostring(req.source)), code == 403 and "warn" or "info")
+  end
+end
+
+--- auth:check(req [, opts]) -> true, username | false, code (after req:reply with the
+-- challenge or error). opts.identity = "From" | "To": the authenticated user must be the one that
+-- header names, else 403 (§10.3 step 3 for a REGISTER's To; a From for other requests).
+-- By default its URI's user part must be the username; opts.allowed(username, uri) decides
+-- instead (aliases, the host).
 -- Refusals other than the first challenge are logged (opts.log, else the endpoint's log):
 -- a 403 at "warn" so an operator sees brute force, the rest at "info".
-function Digest:check(req)
+function Digest:check(req, opts)
   local ok, a, headers, reason = self:verify(req)
-  if ok then return true, a end
-  local log = self.log or req._ep and req._ep.log
-  if log and reason ~= "no credentials for this realm" then
-    log(("auth: %d (%s) for %s from %s"):format(a, reason, tostring(req.method),
-        tostring(req.source)), a == 403 and "warn" or "info")
+  if ok then
+    local header = opts and opts.identity
+    if not header then return true, a end
+    local addr = req:addr(header)
+    local uri = addr and addr.uri
+    local fits
+    if opts.allowed then
+      fits = uri and opts.allowed(a, uri)
+    else
+      local u = uri and require("sip").uri.parse(uri)
+      fits = u and u.user == a
+    end
+    if fits then return true, a end
+    reason = header .. " is not " .. a
+    log_refusal(self, req, 403, reason)
+    req:reply(403, reason)
+    return false, 403
+  end
+  if reason ~= "no credentials for this realm" then
+    log_refusal(self, req, a, reason)
   end
   -- a 400 says what was wrong, as the message layer's 400s do; other refusals say nothing
   req:reply(a, a == 400 and reason or nil, { headers = headers })
-  return false
+  return false, a
 end
 
 -- ---- client ----

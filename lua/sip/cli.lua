@@ -7,7 +7,8 @@ local cli = {}
 local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
-               [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
+               [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
+               [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
@@ -33,8 +34,9 @@ local function parse_args(argv, flags, values)
       if v == nil then
         return nil, "--" .. name .. " needs a value"
       end
-      if key == "listen" then
-        opts.listen[#opts.listen + 1] = v
+      if key == "listen" or key == "trust" then
+        opts[key] = opts[key] or {}
+        opts[key][#opts[key] + 1] = v
       else
         opts[key] = v
       end
@@ -63,7 +65,10 @@ local function whole(s, min, max)
   return n and n >= min and n <= max and n or nil
 end
 
---- Users file: "user:password" or htdigest "user:realm:HA1" lines, # comments.
+--- Users file: "user:password", "user:password:alias1,alias2" (the other user parts that
+-- user may register and send as) or htdigest "user:realm:HA1" lines, # comments. With
+-- three fields the last colon starts the aliases: a password with a colon in it is written
+-- with a colon after it ("user:pa:ss:").
 function cli.load_users(path)
   local f, err = io.open(path)
   local text = f and f:read("a")
@@ -87,7 +92,15 @@ function cli.load_users(path)
         if not user then
           return nil, path .. ":" .. n .. ": want user:password or user:realm:HA1"
         end
-        users[user] = { password = pw }
+        local aliases
+        local p2, list = pw:match("^(.*):([^:]*)$")
+        if p2 then
+          pw, aliases = p2, {}
+          for a in list:gmatch("[^,%s]+") do
+            aliases[#aliases + 1] = a
+          end
+        end
+        users[user] = { password = pw, aliases = aliases }
       end
     end
   end
@@ -113,7 +126,8 @@ local BURST_PER_RATE = 2
 
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
 -- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =,
--- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...)
+-- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
+-- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy)
 function cli.server(opts)
   local log = opts.log or log_line(opts.quiet)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
@@ -164,9 +178,10 @@ function cli.server(opts)
       end
       return u.password
     end
-    -- Offered in this order. MD5 first by default: sipp, sipsak and many phones read only
-    -- the first challenge and know only MD5 (RFC 8760 would put SHA-256 first: --algorithms).
-    local algs = opts.algorithms or { "MD5", "SHA-256" }
+    -- Offered in this order. Only MD5 by default: sipp and sipsak read only the first
+    -- challenge, and baresip 1.0 fails the request on any challenge that is not MD5 even when
+    -- an MD5 one follows (RFC 8760's SHA-256 first: --algorithms SHA-256,MD5).
+    local algs = opts.algorithms or { "MD5" }
     if only_md5 then
       algs = { "MD5" }
     end
@@ -175,32 +190,13 @@ function cli.server(opts)
       proxy = true }
   end
 
-  local function from_local_user(req)
-    local f = req:addr("From")
-    local u = f and sip.uri.parse(f.uri)
-    return u and is_ours(u)
+  local aliases = {}
+  for name, u in pairs(users) do
+    aliases[name] = u.aliases
   end
-
-  -- A request we relayed that came back to us (a spiral): it was authenticated already.
-  -- Anyone can write a top Via naming us, so the source must be ours too: over UDP we send
-  -- from the listening port, over TCP from an ephemeral one (then only the IP can match).
-  local function spiral(req)
-    local v = req:via(1)
-    local mine = ep:_local_addrs()
-    if not (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) then
-      return false
-    end
-    local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
-    if kind == "udp" then
-      return mine[ip .. ":" .. port] or false
-    end
-    for a in pairs(mine) do
-      if a:match("^(.*):%d+$") == ip then
-        return true
-      end
-    end
-    return false
-  end
+  local policy = sip.policy.new { ep = ep, domain = domain, auth = auth_www,
+    proxy_auth = auth_proxy, trust = opts.trust, registrar = registrar, aliases = aliases,
+    log = log }
 
   -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
   local function echo(req)
@@ -211,14 +207,24 @@ function cli.server(opts)
       return req:reply(488, "The echo bot only takes MESSAGE")
     end
     req:reply(200)
+    -- a phone's notices about messages (Linphone's delivery reports, RFC 5438; "typing...",
+    -- RFC 3994) are taken, not echoed: back at the phone they would be about nothing it sent
+    local ctype = (req.content_type or ""):lower():match("^%s*([^;%s]+)")
+    if ctype == "message/imdn+xml" or ctype == "application/im-iscomposing+xml" then
+      return
+    end
     local from = req:addr("From")
     local aor = sip.registrar.aor(from.uri)
     local targets = aor and registrar:lookup(aor) or {}
     local target = targets[1] and targets[1].uri or from.uri
+    -- through the sender's Path, or to where it registered from (NAT): sip.registrar.target
+    local hop = targets[1] and sip.registrar.target(targets[1])
+    hop = type(hop) == "table" and hop or {}
     local back = sip.request { method = "MESSAGE", uri = target,
       from = "<sip:echo@" .. domain .. ">", to = "<" .. from.uri .. ">",
+      headers = hop.route and { Route = hop.route } or nil,
       body = req.body, content_type = req.content_type or "text/plain" }
-    local res = back and ep:request(back)
+    local res = back and ep:request(back, { target = not hop.route and hop.flow or nil })
     log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
   end
 
@@ -242,35 +248,30 @@ function cli.server(opts)
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
     end
+    -- who may relay, and as whom (sip.policy): in-dialog requests along our Record-Route
+    -- only, foreign domains only for local users (authenticated, as themselves) and
+    -- trusted peers; it answers what it refuses
+    local ok, why = policy:check(req)
+    if not ok then
+      if why == 401 or why == 407 then
+        log("%s %s -> challenge", m, m == "REGISTER" and req:header("To") or req.uri)
+      end
+      return
+    end
     local rhost, rport, ruser = sip.core.uri_hostport(req)   -- its Request-URI
     local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
-    if m == "REGISTER" and ruri_ours then
-      if auth_www then
-        local ok = auth_www:check(req)
-        if not ok then
-          log("REGISTER %s -> challenge", req:header("To"))
-          return
-        end
-      end
+    if why.register then
       local code = registrar:handle(req)
       log("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
         req.source, code)
       return
     end
-    if m == "ACK" or m == "CANCEL" or req.to_tag then
-      -- in-dialog (or the ACK/CANCEL of a transaction): follow Route / Request-URI
+    if why.in_dialog then
       local res = req:relay(relay_opts)
       if m ~= "ACK" and not silent then
         log("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
       end
       return
-    end
-    if auth_proxy and from_local_user(req) and not spiral(req) then
-      local ok = auth_proxy:check(req)
-      if not ok then
-        log("%s %s -> challenge", m, req.uri)
-        return
-      end
     end
     if ruri_ours then
       if ruser == "echo" then
@@ -310,13 +311,14 @@ function cli.server(opts)
   sweep()
 
   return { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
+    policy = policy,
     limiter = limiter, domain = domain, stop = function() ep:close() end }
 end
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst" })
+      "rate_burst", "trust" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -359,6 +361,13 @@ local function serve(argv)
         return 2
       end
       opts[k] = n
+    end
+  end
+  for _, c in ipairs(opts.trust or {}) do
+    local ok, cerr = sip.policy.cidr(c)
+    if not ok then
+      io.stderr:write("luasip: --trust: ", cerr, "\n", USAGE)
+      return 2
     end
   end
   if opts.algorithms then

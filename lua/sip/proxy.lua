@@ -65,7 +65,10 @@ end
 msg_methods.validate = core.msg_validate
 
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
--- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel.
+-- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel; an entry of
+--          the list may be { uri, route = "<Path>, ...", flow = "sip:IP:PORT[;transport=tcp]" }
+--          for a registered binding (sip.registrar.target: its Path on top of the Route set;
+--          sent to its flow when the branch has no Route, over TCP while that is connected).
 -- opts: record_route=bool (default true for INVITE/SUBSCRIBE/REFER), timeout=seconds
 --       (INVITE branches are cancelled after it; without it Timer C, the endpoint's timer_c
 --       ms, 181 s by default, restarted by each 101-199: §16.6 step 11), stateless=bool,
