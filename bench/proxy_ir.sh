@@ -36,15 +36,17 @@ ir() {
   for _ in $(seq 100); do [[ -n $vg ]] && kill -0 "$vg" 2>/dev/null || break; sleep 0.1; done
   vg=
   grep -q " ok=$count failed=0" "$work/run.out" || { echo "proxy_ir: $(tail -n 1 "$work/run.out")" >&2; return 1; }
-  awk '/^totals:/ { print $2 }' "$out"
+  # retransmissions by sipp (a loaded machine) are work too: shown beside the figure
+  echo "$(awk '/^totals:/ { print $2 }' "$out") $(grep -o 'retrans=[0-9]*' "$work/run.out" | cut -d= -f2)"
 }
 
 echo
 echo "Instructions per proxied transaction (callgrind Ir in luasip serve; run of 2N minus run of N)"
-printf '%-9s %-6s %-6s %-14s %-14s %-10s\n' scenario rate N "Ir (N)" "Ir (2N)" "Ir/call"
+printf '%-9s %-6s %-6s %-14s %-14s %-10s %s\n' scenario rate N "Ir (N)" "Ir (2N)" "Ir/call" "retrans"
 for run in "${runs[@]}"; do
   IFS=: read -r scenario rate count <<<"$run"
-  a=$(ir "$scenario" "$rate" "$count") || continue
-  b=$(ir "$scenario" "$rate" $((count * 2))) || continue
-  printf '%-9s %-6s %-6s %-14s %-14s %-10s\n' "$scenario" "$rate" "$count" "$a" "$b" $(((b - a) / count))
+  read -r a ra < <(ir "$scenario" "$rate" "$count") && [[ -n ${a:-} ]] || continue
+  read -r b rb < <(ir "$scenario" "$rate" $((count * 2))) && [[ -n ${b:-} ]] || continue
+  printf '%-9s %-6s %-6s %-14s %-14s %-10s %s\n' "$scenario" "$rate" "$count" "$a" "$b" \
+    $(((b - a) / count)) "$ra/$rb"
 done
