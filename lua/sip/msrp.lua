@@ -207,7 +207,7 @@ function Session:_connect()
         from_path = self.local_uri, message_id = core.msrp_id(12), range_start = 1,
         range_end = 0, range_total = 0 })
     end,
-  }, self.max_size)
+  }, self.st.max_size)
   if not conn then
     self:_lost("connect: " .. tostring(err))
   end
@@ -374,8 +374,16 @@ function Session:_frame(f)
   respond_frame(self.conn, f, 501, self.local_uri)
 end
 
+-- "<uri>" of a URI, a name-addr or a header value with parameters
+local function angle(v)
+  if not v then
+    return nil
+  end
+  return "<" .. (v:match("<(.-)>") or v:match("^%s*([^;%s]+)")) .. ">"
+end
+
 local function cpim_wrap(s, text, content_type)
-  return cpim.build { from = s.local_aor, to = s.remote_aor, datetime = true,
+  return cpim.build { from = angle(s.local_aor), to = angle(s.remote_aor), datetime = true,
     content_type = content_type or "text/plain;charset=UTF-8", body = text }, "message/cpim"
 end
 
@@ -842,8 +850,7 @@ function Endpoint:message(to, text, opts)
   local body, ct = tostring(text or ""), opts.content_type
   if opts.cpim then
     local from = opts.from or self:uri(opts.user or "luasip")
-    body = cpim.build { from = "<" .. (from:match("<(.-)>") or from) .. ">",
-      to = "<" .. to .. ">", datetime = true, content_type = ct or "text/plain;charset=UTF-8",
+    body = cpim.build { from = angle(from), to = angle(to), datetime = true, content_type = ct or "text/plain;charset=UTF-8",
       body = body }
     ct = "message/cpim"
   end
