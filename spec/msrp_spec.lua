@@ -625,7 +625,10 @@ describe("session-mode IM through luasip serve", function()
     register(bob, "bob")
   end)
   after_each(function()
-    run(function() alice:close() bob:close() return true end)
+    -- from the main thread: ep:close() inside a coroutine resumed by a response would free
+    -- the transaction that is delivering it (a core issue, see the report of issue 21)
+    alice:close()
+    bob:close()
     srv.stop()
   end)
 
@@ -707,11 +710,10 @@ describe("session-mode IM through luasip serve", function()
     local quiet = _G.print
     _G.print = function() end   -- the command prints its result line
     finally(function() _G.print = quiet end)
-    run(function()
-      code = cli.main { "message", "sip:echo@localhost", text, "--proxy", "sip:" .. proxy,
-        "--from", "sip:alice@localhost", "--user", "alice", "--password", "alice-pw" }
-      return true
-    end, 15)
+    -- as the command runs: from the main thread, its waits stepping the one loop that
+    -- serves the in-process server too
+    code = cli.main { "message", "sip:echo@localhost", text, "--proxy", "sip:" .. proxy,
+      "--from", "sip:alice@localhost", "--user", "alice", "--password", "alice-pw" }
     assert.equal(0, code)
     assert.truthy(run_until(function()
       for _, l in ipairs(logged) do

@@ -122,9 +122,17 @@ local function state(ep)
   if not host or host == "0.0.0.0" or host == "::" then
     host = ep.msrp_host or "127.0.0.1"
   end
-  st = { sessions = {}, host = host, max_size = ep.msrp_max_size or msrp.MAX_SIZE }
+  st = { sessions = {}, host = host, max_size = ep.msrp_max_size or msrp.MAX_SIZE,
+    bound = setmetatable({}, { __mode = "k" }) }
   local l, err = core.msrp_listen(sched.loop, host, 0, function(conn)
     conn:handlers { frame = function(c, f) unbound_frame(st, c, f) end }
+    -- a connection no session takes within the bind time is closed: idle sockets from
+    -- anyone who found the port must not pile up
+    sched.loop:timer(math.floor(msrp.BIND_TIMEOUT * 1000), function()
+      if not st.bound[conn] then
+        conn:close()
+      end
+    end)
   end, st.max_size)
   if not l then
     error("MSRP: cannot listen on " .. host .. ": " .. tostring(err))
@@ -176,6 +184,7 @@ end
 
 function Session:_bind(conn)
   self.conn = conn
+  self.st.bound[conn] = true
   conn:handlers {
     frame = function(_, f) self:_frame(f) end,
     closed = function(_, why) self:_lost(why) end,
