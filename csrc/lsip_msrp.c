@@ -58,8 +58,9 @@ static void set_int(lua_State *L, const char *k, int64_t v)
 	lua_setfield(L, -2, k);
 }
 
-/* A parsed frame as a table (range values -1 for "*"). */
-static void push_frame(lua_State *L, const sip_msrp_msg *m)
+/* A parsed frame as a table (range values -1 for "*"); with_headers adds `headers`, every
+ * header as { name, value } in order (eight more tables: only core.msrp_parse makes them). */
+static void push_frame(lua_State *L, const sip_msrp_msg *m, int with_headers)
 {
 	lua_createtable(L, 0, 16);
 	set_pl(L, "tid", m->tid);
@@ -85,6 +86,8 @@ static void push_frame(lua_State *L, const sip_msrp_msg *m)
 	lua_setfield(L, -2, "body");
 	lua_pushlstring(L, &m->flag, 1);
 	lua_setfield(L, -2, "flag");
+	if (!with_headers)
+		return;
 	lua_createtable(L, (int)m->nhdrs, 0);
 	for (size_t i = 0; i < m->nhdrs; i++) {
 		lua_createtable(L, 2, 0);
@@ -115,7 +118,7 @@ static int l_parse(lua_State *L)
 		lua_pushstring(L, n == 0 ? "incomplete" : why);
 		return 2;
 	}
-	push_frame(L, m);
+	push_frame(L, m, 1);
 	free(m);
 	lua_pushinteger(L, n);
 	return 2;
@@ -364,7 +367,7 @@ static long conn_data(void *arg, const char *buf, size_t len)
 		}
 		c->scan = 0;
 		if (push_hook(L, c, "frame")) {
-			push_frame(L, m);
+			push_frame(L, m, 0);
 			if (lua_pcall(L, 2, 0, 0) != LUA_OK)
 				report(L, "MSRP frame handler");
 		}

@@ -1,0 +1,107 @@
+-- bench/msrp.lua: MSRP throughput (MB/s) and messages per second between two endpoints
+-- over TCP on loopback, the receiver in a process of its own (bench/msrp.lua --receiver).
+--
+-- usage: lua5.4 bench/msrp.lua [--big N] [--small N] [--window W]
+--   --big N     1 MB messages sent one after the other, each waiting for its 200s (default 20)
+--   --small N   100-byte messages (default 5000), one at a time, then W at a time
+--   --window W  messages in flight at once in the second small run (default 16)
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+local sip = require "sip"
+local socket = require "socket"
+
+local LUA = arg[-1] or "lua5.4"
+
+if arg[1] == "--receiver" then
+  local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+  ep.msrp_options = { max_size = 64 * 1024 * 1024 }
+  ep.msrp_max_size = 64 * 1024 * 1024
+  ep:on("chat", function(s)
+    s:accept()
+    while s:receive() do end
+  end)
+  print(ep:uri("bench"))
+  io.stdout:flush()
+  ep:run()
+  return
+end
+
+local opts = { big = 20, small = 5000, window = 16 }
+do
+  local i = 1
+  while i <= #arg do
+    local name = arg[i]:match("^%-%-(%w+)$")
+    if name and opts[name] ~= nil then
+      opts[name] = assert(tonumber(arg[i + 1]), "--" .. name .. " needs a number")
+      i = i + 2
+    else
+      error("bench/msrp.lua: unknown argument " .. arg[i])
+    end
+  end
+end
+
+local child = io.popen("echo $$; exec " .. LUA .. " bench/msrp.lua --receiver", "r")
+local pid = assert(tonumber(child:read("l")), "no receiver pid")
+local uri = assert(child:read("l"), "no receiver URI")
+
+local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+local function main()
+  local results = {}
+  for _, chunk in ipairs { 2048, 65536 } do
+    local s = assert(ep:chat(uri, { chunk_size = chunk }))
+    local text = string.rep("0123456789abcdef", 65536)   -- 1 MB
+    assert(s:send(text))   -- warm-up
+    local t0 = socket.gettime()
+    for _ = 1, opts.big do
+      assert(s:send(text))
+    end
+    local dt = socket.gettime() - t0
+    results[#results + 1] = ("MSRP over TCP, 1 MB messages in %d-byte chunks: %.1f MB/s (%d messages in %.2f s)"):format(
+      chunk, opts.big * #text / dt / 1e6, opts.big, dt)
+    s:close()
+  end
+  local s = assert(ep:chat(uri))
+  local small = string.rep("m", 100)
+  local t0 = socket.gettime()
+  for _ = 1, opts.small do
+    assert(s:send(small))
+  end
+  local dt = socket.gettime() - t0
+  results[#results + 1] = ("MSRP over TCP, 100-byte messages one at a time: %.0f messages/s"):format(
+    opts.small / dt)
+  local left, done = opts.small, 0
+  t0 = socket.gettime()
+  local finished = sip.sched.await(function(wake)
+    for _ = 1, opts.window do
+      sip.spawn(function()
+        while left > 0 do
+          left = left - 1
+          assert(s:send(small))
+          done = done + 1
+        end
+        if done == opts.small then
+          wake(socket.gettime())
+        end
+      end)
+    end
+  end)
+  results[#results + 1] = ("MSRP over TCP, 100-byte messages %d in flight: %.0f messages/s"):format(
+    opts.window, opts.small / (finished - t0))
+  s:close()
+  return results
+end
+
+local results
+sip.spawn(function()
+  local ok, r = pcall(main)
+  results = ok and r or { "bench failed: " .. tostring(r) }
+end)
+while not results do
+  sip.sched.loop:step(10)
+end
+ep:close()
+os.execute("kill " .. pid)
+child:close()
+for _, l in ipairs(results) do
+  print(l)
+end
