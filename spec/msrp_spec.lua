@@ -724,3 +724,111 @@ describe("session-mode IM through luasip serve", function()
     end, 3))
   end)
 end)
+
+-- The wire as Wireshark reads it: a capture on loopback while two endpoints talk, decoded by
+-- tshark's MSRP dissector.
+describe("MSRP on the wire (tshark)", function()
+  local have = os.execute("command -v tshark >/dev/null 2>&1 && command -v dumpcap >/dev/null 2>&1")
+  local function exists(path)
+    local f = io.open(path)
+    if f then
+      f:close()
+    end
+    return f ~= nil
+  end
+
+  it("decodes every SEND chunk and its 200 as MSRP", function()
+    if not have then
+      return pending("tshark (and its dumpcap) is not installed")
+    end
+    local alice, bob = ua(), ua()
+    bob:on("chat", function(s)
+      s:accept()
+      while true do
+        local text = s:receive()
+        if not text then
+          break
+        end
+        s:send("got " .. #text)
+      end
+    end)
+    local _, mport = sip.msrp.address(alice)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local pcap, errf = dir .. "/msrp.pcap", dir .. "/tshark.err"
+    -- dumpcap itself (tshark's capture child): it writes its file out on SIGINT
+    local p = io.popen(("echo $$; exec dumpcap -i lo -f 'tcp port %d' -w %s 2>%s"):format(
+      mport, pcap, errf))
+    local pid = assert(tonumber(p:read("l")))
+    local stopped = false
+    local function stop()
+      if not stopped then
+        stopped = true
+        os.execute("kill -INT " .. pid .. " 2>/dev/null")
+        p:close()
+      end
+    end
+    finally(function()
+      stop()
+      os.execute("rm -rf " .. dir)
+      alice:close()
+      bob:close()
+    end)
+    assert.truthy(run_until(function()
+      local f = io.open(errf)
+      local text = f and f:read("a") or ""
+      if f then
+        f:close()
+      end
+      return text:find("Capturing on", 1, true)
+    end, 10))
+    local s = assert(run(function() return alice:chat(bob:uri("bob")) end))
+    local text = string.rep("w", 3000)
+    assert.is_true(run(function() return s:send(text) end))
+    assert.equal("got 3000", run(function() return s:receive(5) end))
+    run(function() return s:close() end)
+    helper.run_for(0.3)
+    stop()
+    assert.truthy(exists(pcap))
+    local out = io.popen(("tshark -r %s -d tcp.port==%d,msrp -T fields -E separator=/s " ..
+      "-e msrp.transaction.id -e msrp.method -e msrp.status.code -e msrp.byte.range " ..
+      "-e msrp.cnt.flg -e msrp.messageid -e _ws.malformed 2>/dev/null"):format(pcap, mport))
+    local rows = {}
+    for line in out:lines() do
+      if line:match("%S") then
+        rows[#rows + 1] = line
+      end
+    end
+    out:close()
+    local sends, oks, malformed = {}, {}, 0
+    for _, line in ipairs(rows) do
+      local f = {}
+      for w in (line .. " "):gmatch("(.-) ") do
+        f[#f + 1] = w
+      end
+      local tid, method, status, range, flag, _, bad = table.unpack(f)
+      tid = tid:match("^[^,]*")   -- the start line's and the end-line's
+      if bad and bad ~= "" then
+        malformed = malformed + 1
+      end
+      if method == "SEND" and range ~= "" then
+        sends[range] = flag
+      end
+      if status == "200" then
+        oks[tid] = true
+      end
+    end
+    assert.equal(0, malformed)
+    -- the empty SEND that bound the connection, the two chunks of 3000 bytes, the answer
+    assert.equal("$", sends["1-0/0"])
+    assert.equal("+", sends["1-2048/3000"])
+    assert.equal("$", sends["2049-3000/3000"])
+    assert.equal("$", sends["1-8/8"])
+    local n = 0
+    for _ in pairs(oks) do
+      n = n + 1
+    end
+    assert.equal(4, n)
+  end)
+end)

@@ -143,6 +143,12 @@ local function state(ep)
   return st
 end
 
+--- msrp.address(ep) -> host, port of the endpoint's MSRP listener (opened on first use)
+function msrp.address(ep)
+  local st = state(ep)
+  return st.host, st.port
+end
+
 -- Sessions --------------------------------------------------------------------------------
 
 local function new_session(ep, opts)
