@@ -58,8 +58,9 @@ static void set_int(lua_State *L, const char *k, int64_t v)
 	lua_setfield(L, -2, k);
 }
 
-/* A parsed frame as a table (range values -1 for "*"); with_headers adds `headers`, every
- * header as { name, value } in order (eight more tables: only core.msrp_parse makes them). */
+/* A parsed frame as a table (range values -1 for "*"); `headers`, every header as
+ * { name, value } in order, comes with with_headers or when the frame has headers with no
+ * field of their own (AUTH's): eight more tables a chunk and its 200 do without. */
 static void push_frame(lua_State *L, const sip_msrp_msg *m, int with_headers)
 {
 	lua_createtable(L, 0, 16);
@@ -86,7 +87,7 @@ static void push_frame(lua_State *L, const sip_msrp_msg *m, int with_headers)
 	lua_setfield(L, -2, "body");
 	lua_pushlstring(L, &m->flag, 1);
 	lua_setfield(L, -2, "flag");
-	if (!with_headers)
+	if (!with_headers && !m->nother)
 		return;
 	lua_createtable(L, (int)m->nhdrs, 0);
 	for (size_t i = 0; i < m->nhdrs; i++) {

@@ -166,6 +166,8 @@ static int add_header(sip_msrp_msg *m, const char *p, const char *e)
 		if (sip_msrp_parse_range(value, &m->range_start, &m->range_end, &m->range_total))
 			return -1;
 		m->has_range = 1;
+	} else {
+		m->nother++;
 	}
 	return 0;
 }

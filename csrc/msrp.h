@@ -35,6 +35,7 @@ typedef struct sip_msrp_msg {
 	int64_t range_start, range_end, range_total;   /* SIP_MSRP_STAR for "*" */
 	sip_pl body;
 	char flag;              /* '$' last chunk, '+' more follow, '#' message aborted */
+	size_t nother;          /* headers other than the ones above (Use-Path, WWW-Authenticate) */
 	size_t nhdrs;
 	sip_msrp_hdr hdrs[SIP_MSRP_MAX_HEADERS];
 } sip_msrp_msg;

@@ -181,9 +181,19 @@ local function wake_all(list, ...)
   end
 end
 
+-- Our a=path: the relay's Use-Path (RFC 4976 §6), then our own URI.
+function Session:_path()
+  if self.relay_path then
+    return table.concat(self.relay_path, " ") .. " " .. self.local_uri
+  end
+  return self.local_uri
+end
+
 function Session:_set_remote(m)
   self.remote_path = m.path
-  self.to_path = table.concat(m.path, " ")
+  -- RFC 4976 §7: what we send goes through our relays, then along the peer's path
+  self.to_path = (self.relay_path and (table.concat(self.relay_path, " ") .. " ") or "") ..
+    table.concat(m.path, " ")
   self.peer_max_size = m.max_size
   self.peer_accept_types = m.accept_types
 end
@@ -226,6 +236,91 @@ function Session:_connect()
   if not conn then
     self:_lost("connect: " .. tostring(err))
   end
+end
+
+local function header_of(f, name)
+  name = name:lower()
+  for _, h in ipairs(f and f.headers or {}) do
+    if h[1]:lower() == name then
+      return h[2]
+    end
+  end
+end
+
+-- One request on the connection and its response: code, comment, frame (408 after
+-- txn_timeout seconds without one).
+function Session:_transaction(t)
+  local tid = core.msrp_id(12)
+  t.tid = tid
+  return sched.await(function(wake)
+    local timer = sched.loop:timer(math.floor(self.txn_timeout * 1000), function()
+      self.txns[tid] = nil
+      wake(408, "no response")
+    end)
+    self.txns[tid] = function(code, comment, f)
+      timer:cancel()
+      wake(code, comment, f)
+    end
+    local ok, err = self.conn:send(assert(core.msrp_build(t)))
+    if not ok then
+      self.txns[tid] = nil
+      timer:cancel()
+      wake(408, err)
+    end
+  end)
+end
+
+--- RFC 4976 §5: a session through our relay. relay = { uri = "msrp://host:port;tcp",
+-- user =, password =, expires = }: we connect to it and AUTH (answering its digest
+-- challenge); its 200 gives the Use-Path our a=path starts with. The connection to the
+-- relay then carries the session both ways.
+function Session:_use_relay(relay)
+  local host, port = tostring(relay.uri):match("^msrps?://%[?([^%]/;]+)%]?:(%d+)")
+  if not host then
+    return nil, "bad relay URI " .. tostring(relay.uri)
+  end
+  local conn, cerr = sched.await(function(wake)
+    local c, err = core.msrp_connect(sched.loop, host, tonumber(port), {
+      connected = function(cn, e)
+        if e then
+          wake(nil, e)
+        else
+          wake(cn)
+        end
+      end,
+    }, self.st.max_size)
+    if not c then
+      wake(nil, err)
+    end
+  end)
+  if not conn then
+    return nil, "relay: " .. tostring(cerr)
+  end
+  self:_bind(conn)
+  local expires = relay.expires and ("Expires: " .. math.floor(relay.expires) .. "\r\n") or ""
+  local req = { method = "AUTH", to_path = relay.uri, from_path = self.local_uri,
+    extra = expires ~= "" and expires or nil }
+  local code, comment, f = self:_transaction(req)
+  if code == 401 and relay.user then
+    local challenge = header_of(f, "WWW-Authenticate")
+    local cred, aerr = challenge and require("sip.auth").authorization(challenge,
+      { user = relay.user, password = relay.password or "", method = "AUTH", uri = relay.uri })
+    if not cred then
+      return nil, "relay AUTH: " .. tostring(aerr or "401 without a challenge")
+    end
+    req.extra = "Authorization: " .. cred .. "\r\n" .. expires
+    code, comment, f = self:_transaction(req)
+  end
+  if code ~= 200 then
+    return nil, ("relay AUTH: %s %s"):format(tostring(code), tostring(comment or ""))
+  end
+  local use = path_list(header_of(f, "Use-Path"))
+  if #use == 0 then
+    return nil, "relay AUTH: 200 without Use-Path"
+  end
+  self.relay_path = use
+  self.relay_expires = tonumber(header_of(f, "Expires") or "")
+  return true
 end
 
 function Session:_wait_ready(timeout)
@@ -369,7 +464,7 @@ function Session:_frame(f)
     local cb = self.txns[f.tid]
     if cb then
       self.txns[f.tid] = nil
-      cb(f.status, f.comment)
+      cb(f.status, f.comment, f)
     end
     return
   end
@@ -619,7 +714,18 @@ function Session:accept()
   end
   self.state = "accepting"
   local setup = sdp.msrp_setup(self.offer_setup)
-  local answer = sdp.msrp { address = self.st.host, port = self.st.port, path = self.local_uri,
+  local relay = self.opts.relay
+  if relay then
+    local ok, err = self:_use_relay(relay)
+    if not ok then
+      self:_drop()
+      self.request:reply(503)
+      return nil, err
+    end
+    setup = "active"   -- we reach our relay; the peer reaches it too (RFC 4976 §6)
+    self.to_path = table.concat(self.relay_path, " ") .. " " .. self.to_path
+  end
+  local answer = sdp.msrp { address = self.st.host, port = self.st.port, path = self:_path(),
     setup = setup, max_size = self.max_size, accept_types = self.accept_types }
   local call, err = self.request:answer(200, { sdp = tostring(answer) })
   if not call then
@@ -628,7 +734,7 @@ function Session:accept()
   end
   self.dialog = call
   self:_watch_dialog()
-  if setup == "active" then
+  if setup == "active" and not relay then
     self:_connect()
   end
   local ok, werr = self:_wait_ready(self.opts.timeout or msrp.BIND_TIMEOUT)
@@ -678,8 +784,16 @@ end
 function Endpoint:chat(to, opts)
   opts = opts or {}
   local s = new_session(self, opts)
-  local offer = sdp.msrp { address = s.st.host, port = s.st.port, path = s.local_uri,
-    setup = "actpass", max_size = s.max_size, accept_types = s.accept_types }
+  if opts.relay then
+    local ok, err = s:_use_relay(opts.relay)
+    if not ok then
+      s:close()
+      return nil, err
+    end
+  end
+  local offer = sdp.msrp { address = s.st.host, port = s.st.port, path = s:_path(),
+    setup = opts.relay and "active" or "actpass", max_size = s.max_size,
+    accept_types = s.accept_types }
   local call, res = self:call(to, { sdp = tostring(offer), from = opts.from, to = opts.to,
     user = opts.user, password = opts.password, headers = opts.headers, target = opts.target,
     timeout = opts.timeout })
@@ -699,7 +813,7 @@ function Endpoint:chat(to, opts)
   s:_watch_dialog()
   -- RFC 6135 §4.1: we offered actpass, the answerer picks; with no a=setup the answerer
   -- connects (RFC 4975 §5.4)
-  if m.setup == "passive" then
+  if m.setup == "passive" and not s.relay_path then
     s:_connect()
   end
   local ok, err = s:_wait_ready(opts.bind_timeout or msrp.BIND_TIMEOUT)
