@@ -834,3 +834,170 @@ describe("MSRP on the wire (tshark)", function()
     assert.truthy(next(oks))
   end)
 end)
+
+-- A real relay in the path: Kamailio's msrp module (RFC 4976), its config written here, the
+-- process started and stopped by its PID. Each endpoint AUTHs to it (digest) and puts its
+-- Use-Path in a=path; every frame goes endpoint -> relay -> relay -> endpoint.
+describe("MSRP through Kamailio's msrp relay (RFC 4976)", function()
+  local MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+  local have = os.execute("command -v kamailio >/dev/null 2>&1") and
+    io.open(MODULES .. "msrp.so") ~= nil
+  local CFG = [[
+#!KAMAILIO
+debug=1
+log_stderror=yes
+children=2
+auto_aliases=no
+tcp_accept_no_cl=yes
+listen=tcp:127.0.0.1:PORT
+mpath="MODULES"
+loadmodule "sl.so"
+loadmodule "kex.so"
+loadmodule "pv.so"
+loadmodule "auth.so"
+loadmodule "msrp.so"
+modparam("auth", "nonce_count", 1)
+modparam("auth", "qop", "auth")
+modparam("msrp", "cmap_size", 8)
+modparam("msrp", "use_path_addr", "127.0.0.1:PORT")
+request_route {
+	sl_send_reply("403", "No SIP Here");
+	exit;
+}
+reply_route {
+	drop;
+}
+event_route[msrp:frame-in] {
+	msrp_reply_flags("1");
+	if (msrp_is_reply()) {
+		msrp_relay();
+	} else if ($msrp(method) == "AUTH") {
+		if ($msrp(nexthops) > 0) {
+			msrp_relay();
+			exit;
+		}
+		if (!pv_www_authenticate("luasip", "relay-pw", "0", "$msrp(method)")) {
+			if (auth_get_www_authenticate("luasip", "1", "$var(wauth)")) {
+				msrp_reply("401", "Unauthorized", "$var(wauth)");
+			} else {
+				msrp_reply("500", "Server Error");
+			}
+			exit;
+		}
+		msrp_cmap_save();
+	} else if ($msrp(method) == "SEND" || $msrp(method) == "REPORT") {
+		if ($msrp(nexthops) > 1) {
+			if ($msrp(method) != "REPORT") {
+				msrp_reply("200", "OK");
+			}
+			msrp_relay();
+			exit;
+		}
+		if (msrp_cmap_lookup()) {
+			if ($msrp(method) != "REPORT") {
+				msrp_reply("200", "OK");
+			}
+			msrp_relay_flags("1");
+			msrp_relay();
+		} else {
+			msrp_reply("481", "Session-does-not-exist");
+		}
+	} else {
+		msrp_reply("501", "Request-method-not-understood");
+	}
+}
+]]
+
+  local dir, pid, proc, port, alice, bob
+
+  local function free_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, p = s:getsockname()
+    s:close()
+    return p
+  end
+
+  local function listening()
+    local c = socket.tcp()
+    c:settimeout(0.2)
+    local ok = c:connect("127.0.0.1", port)
+    c:close()
+    return ok
+  end
+
+  before_each(function()
+    if not have then
+      return
+    end
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    port = free_port()
+    local f = assert(io.open(dir .. "/kamailio.cfg", "w"))
+    f:write((CFG:gsub("PORT", tostring(port)):gsub("MODULES", MODULES)))
+    f:close()
+    proc = io.popen(("echo $$; exec kamailio -DD -E -f %s/kamailio.cfg -Y %s -w %s -m 32 -M 8 " ..
+      ">%s/kamailio.log 2>&1"):format(dir, dir, dir, dir))
+    pid = assert(tonumber(proc:read("l")))
+    assert.truthy(run_until(listening, 10), "kamailio did not start")
+    alice, bob = ua(), ua()
+  end)
+
+  after_each(function()
+    if not have then
+      return
+    end
+    alice:close()
+    bob:close()
+    os.execute("kill " .. pid)
+    proc:close()   -- waits for it to exit
+    os.execute("rm -rf " .. dir)
+  end)
+
+  local function relay(user, password)
+    return { uri = "msrp://127.0.0.1:" .. port .. ";tcp", user = user, password = password or "relay-pw" }
+  end
+
+  it("refuses a session whose relay AUTH fails", function()
+    if not have then
+      return pending("kamailio with its msrp module is not installed")
+    end
+    bob:on("chat", function(s) s:accept() end)
+    local s, err = run(function() return alice:chat(bob:uri("bob"), { relay = relay("alice", "wrong") }) end)
+    assert.is_nil(s)
+    assert.matches("^relay AUTH: 401", err)
+  end)
+
+  it("carries messages both ways with both endpoints behind the relay", function()
+    if not have then
+      return pending("kamailio with its msrp module is not installed")
+    end
+    bob.msrp_options = { relay = relay("bob") }
+    local got = {}
+    bob:on("chat", function(s)
+      got[#got + 1] = s
+      assert(s:accept())
+    end)
+    local s, res = run(function() return alice:chat(bob:uri("bob"), { relay = relay("alice") }) end)
+    assert.truthy(s, tostring(res))
+    local rp = "^msrp://127%.0%.0%.1:" .. port .. "/[^;]+;tcp$"
+    assert.matches(rp, s.relay_path[1])
+    -- our offer's path: the relay's Use-Path, then our own URI; the answer's likewise
+    assert.equal(s.relay_path[1] .. " " .. s.local_uri, s:_path())
+    local answer = assert(sip.sdp.parse(s.dialog.remote_sdp)):msrp()
+    assert.equal(2, #answer.path)
+    assert.matches(rp, answer.path[1])
+    assert.equal(got[1].local_uri, answer.path[2])
+    -- what alice sends: her relay, then bob's path (his relay, him)
+    assert.equal(table.concat({ s.relay_path[1], answer.path[1], answer.path[2] }, " "), s.to_path)
+    local big = string.rep("relayed ", 100 * 1024 / 8)
+    for _, text in ipairs { "hello through kamailio", big } do
+      assert.is_true(run(function() return s:send(text) end, 15))
+      assert.equal(text, run(function() return got[1]:receive(5) end, 15))
+      assert.is_true(run(function() return got[1]:send("re: " .. #text) end, 15))
+      assert.equal("re: " .. #text, run(function() return s:receive(5) end, 15))
+    end
+    run(function() return s:close() end)
+    assert.truthy(run_until(function() return got[1].closed end, 3))
+  end)
+end)
