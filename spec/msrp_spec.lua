@@ -682,6 +682,21 @@ describe("session-mode IM through luasip serve", function()
     assert.truthy(run_until(function() return #seen == 2 end))
     assert.truthy(seen[2].session)
     assert.equal(string.rep("b", 1301), seen[2].body)
+    -- message/cpim in both models
+    for i, size in ipairs { 10, 1400 } do
+      res = run(function()
+        return alice:message("sip:bob@localhost", string.rep("w", size), as("alice", { cpim = true }))
+      end)
+      assert.equal(200, res.status)
+      assert.truthy(run_until(function() return #seen == 2 + i end))
+      local m = seen[2 + i]
+      assert.equal("message/cpim", m.content_type)
+      local c = assert(sip.cpim.parse(m.body))
+      assert.equal(string.rep("w", size), c.body)
+      assert.equal("sip:alice@localhost", c.from_uri)
+      assert.equal(size > 1300, m.session ~= nil)
+    end
+    seen[3], seen[4] = nil, nil
     -- and the mode can be forced either way
     res = run(function()
       return alice:message("sip:bob@localhost", "tiny", as("alice", { mode = "session" }))
