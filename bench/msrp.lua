@@ -2,7 +2,7 @@
 -- over TCP on loopback, the receiver in a process of its own (bench/msrp.lua --receiver).
 --
 -- usage: lua5.4 bench/msrp.lua [--big N] [--small N] [--window W]
---   --big N     1 MB messages sent one after the other, each waiting for its 200s (default 20)
+--   --big N     1 MB messages sent one after the other, each waiting for its 200s (default 50)
 --   --small N   100-byte messages (default 5000), one at a time, then W at a time
 --   --window W  messages in flight at once in the second small run (default 16)
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
@@ -26,7 +26,7 @@ if arg[1] == "--receiver" then
   return
 end
 
-local opts = { big = 20, small = 5000, window = 16 }
+local opts = { big = 50, small = 5000, window = 16 }
 do
   local i = 1
   while i <= #arg do
@@ -44,6 +44,24 @@ local child = io.popen("echo $$; exec " .. LUA .. " bench/msrp.lua --receiver", 
 local pid = assert(tonumber(child:read("l")), "no receiver pid")
 local uri = assert(child:read("l"), "no receiver URI")
 
+-- CPU seconds of both processes (user + system): a figure the other jobs of a shared
+-- machine disturb less than wall time
+local TICK = 100   -- USER_HZ on Linux
+local function cpu()
+  local f = io.open("/proc/" .. pid .. "/stat")
+  local stat = f and f:read("a") or ""
+  if f then
+    f:close()
+  end
+  local fields = {}
+  for w in stat:gsub("^.*%) ", ""):gmatch("%S+") do
+    fields[#fields + 1] = w
+  end
+  -- after the command: state is field 3, utime 14, stime 15 (1-based in stat)
+  local child = ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / TICK
+  return os.clock() + child
+end
+
 local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
 local function main()
   local results = {}
@@ -51,24 +69,25 @@ local function main()
     local s = assert(ep:chat(uri, { chunk_size = chunk }))
     local text = string.rep("0123456789abcdef", 65536)   -- 1 MB
     assert(s:send(text))   -- warm-up
-    local t0 = socket.gettime()
+    local t0, c0 = socket.gettime(), cpu()
     for _ = 1, opts.big do
       assert(s:send(text))
     end
-    local dt = socket.gettime() - t0
-    results[#results + 1] = ("MSRP over TCP, 1 MB messages in %d-byte chunks: %.1f MB/s (%d messages in %.2f s)"):format(
-      chunk, opts.big * #text / dt / 1e6, opts.big, dt)
+    local dt, dc = socket.gettime() - t0, cpu() - c0
+    results[#results + 1] = ("MSRP over TCP, 1 MB messages in %d-byte chunks: %.1f MB/s " ..
+      "(%d messages in %.2f s), %.1f ms CPU per MB (both sides)"):format(
+      chunk, opts.big * #text / dt / 1e6, opts.big, dt, dc * 1000 / (opts.big * #text / 1e6))
     s:close()
   end
   local s = assert(ep:chat(uri))
   local small = string.rep("m", 100)
-  local t0 = socket.gettime()
+  local t0, c0 = socket.gettime(), cpu()
   for _ = 1, opts.small do
     assert(s:send(small))
   end
-  local dt = socket.gettime() - t0
-  results[#results + 1] = ("MSRP over TCP, 100-byte messages one at a time: %.0f messages/s"):format(
-    opts.small / dt)
+  local dt, dc = socket.gettime() - t0, cpu() - c0
+  results[#results + 1] = ("MSRP over TCP, 100-byte messages one at a time: %.0f messages/s, " ..
+    "%.0f us CPU per message (both sides)"):format(opts.small / dt, dc * 1e6 / opts.small)
   local left, done = opts.small, 0
   t0 = socket.gettime()
   local finished = sip.sched.await(function(wake)

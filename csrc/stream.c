@@ -21,6 +21,7 @@ struct sip_stream {
 	int draining;      /* close once the queue is out */
 	int dead;
 	int busy;          /* inside a hook */
+	int corked;        /* inside the data hook: writes queue, one flush after it */
 	sip_stream_hooks hooks;
 	void *arg;
 	sip_stream_limits lim;
@@ -161,12 +162,22 @@ static void on_readable(sip_stream *s)
 		break;
 	}
 	if (s->rxlen && s->hooks.data) {
+		/* the answers to a batch of frames go out in one send(2), not one each */
 		s->busy++;
+		s->corked = 1;
 		long used = s->hooks.data(s->arg, s->rx, s->rxlen);
+		s->corked = 0;
 		s->busy--;
 		if (s->dead) {
 			destroy(s);
 			return;
+		}
+		if (s->txlen > s->txoff) {
+			if (flush(s) < 0) {
+				gone(s, errno);
+				return;
+			}
+			sip_loop_mod_fd(s->loop, s->fd, want(s));
 		}
 		if (used < 0) {
 			s->dead = 1;
@@ -313,7 +324,7 @@ int sip_stream_write(sip_stream *s, const void *buf, size_t len)
 	int was_idle = s->txlen == s->txoff;
 	memcpy(s->tx + s->txlen, buf, len);
 	s->txlen += len;
-	if (!s->connecting && was_idle) {
+	if (!s->connecting && !s->corked && was_idle) {
 		if (flush(s) < 0)
 			return -1;   /* the error shows on the next read as well */
 		if (s->txlen > s->txoff)

@@ -44,6 +44,9 @@ msrp.BIND_TIMEOUT = 32
 -- A message with chunks missing is dropped after this long without a new chunk.
 msrp.IDLE_TIMEOUT = 30
 
+-- Chunks of one message handed to the connection at once: one write(2) for 32 of them.
+local BATCH = 64 * 1024
+
 local REASONS = { [200] = "OK", [400] = "Bad Request", [403] = "Forbidden",
   [408] = "Request Timeout", [413] = "Message Too Large",
   [415] = "Unsupported Media Type", [423] = "Interval Out-of-Bounds",
@@ -563,6 +566,19 @@ function Session:send(text, content_type, opts)
       end
     end
     watchdog()
+    -- frames go to the connection in batches of about BATCH bytes: one write each
+    local batch, batched = {}, 0
+    local function flush()
+      if #batch == 0 then
+        return true
+      end
+      local sent, serr = self.conn and self.conn:send(table.concat(batch))
+      batch, batched = {}, 0
+      if not sent then
+        finish(nil, "408 connection closed: " .. tostring(serr or self.why), 408)
+      end
+      return sent
+    end
     for i = 1, n do
       local a = (i - 1) * chunk + 1
       local b = math.min(i * chunk, total)
@@ -582,9 +598,9 @@ function Session:send(text, content_type, opts)
         from_path = self.local_uri, message_id = mid, success_report = success and "yes" or nil,
         range_start = a, range_end = b, range_total = total, content_type = content_type,
         body = text:sub(a, b), flag = i == n and "$" or "+" }
-      local sent, serr = self.conn and self.conn:send(frame)
-      if not sent then
-        finish(nil, "408 connection closed: " .. tostring(serr or self.why), 408)
+      batch[#batch + 1] = frame
+      batched = batched + #frame
+      if (batched >= BATCH or i == n) and not flush() then
         break
       end
       if finished then
