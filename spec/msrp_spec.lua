@@ -526,6 +526,38 @@ describe("MSRP against a raw peer", function()
     assert.equal("Message Too Large", response(tid).comment)
   end)
 
+  it("answers 413 to more messages in reassembly at once than it holds", function()
+    for i = 1, sip.msrp.MAX_PARTIAL do
+      local tid = send { range_start = 1, range_end = 1, range_total = 2, body = "a", flag = "+",
+        message_id = "many" .. i }
+      assert.equal(200, response(tid).status)
+    end
+    local tid = send { range_start = 1, range_end = 1, range_total = 2, body = "a", flag = "+",
+      message_id = "one-too-many" }
+    assert.equal(413, response(tid).status)
+    -- the ones held still complete
+    tid = send { range_start = 2, range_end = 2, range_total = 2, body = "b", message_id = "many1" }
+    assert.equal(200, response(tid).status)
+    assert.equal("ab", run(function() return s:receive(1) end))
+  end)
+
+  it("answers 413 to a message once the unread ones reach the inbox limit", function()
+    local saved = sip.msrp.MAX_INBOX
+    sip.msrp.MAX_INBOX = 2
+    finally(function() sip.msrp.MAX_INBOX = saved end)
+    local codes = {}
+    for i = 1, 3 do
+      local tid = send { range_start = 1, range_end = 1, range_total = 1, body = tostring(i),
+        message_id = "inbox" .. i }
+      codes[i] = response(tid).status
+    end
+    assert.same({ 200, 200, 413 }, codes)
+    assert.equal("1", run(function() return s:receive(1) end))
+    local tid = send { range_start = 1, range_end = 1, range_total = 1, body = "4",
+      message_id = "inbox4" }
+    assert.equal(200, response(tid).status)
+  end)
+
   it("answers 400 to a chunk whose body contradicts its byte range", function()
     local tid = send { range_start = 1, range_end = 3, range_total = 10, body = "toolong", flag = "+" }
     assert.equal(400, response(tid).status)

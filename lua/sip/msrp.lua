@@ -43,6 +43,12 @@ msrp.TXN_TIMEOUT = 30
 msrp.BIND_TIMEOUT = 32
 -- A message with chunks missing is dropped after this long without a new chunk.
 msrp.IDLE_TIMEOUT = 30
+-- Messages being put together at once in one session, each up to max_size: more is a
+-- sender trying to hold our memory (413 to the new one).
+msrp.MAX_PARTIAL = 8
+-- Whole messages waiting for s:receive(): past this many the next one is refused (413 to
+-- its last chunk) rather than memory growing for a reader that does not read.
+msrp.MAX_INBOX = 256
 
 -- Chunks of one message handed to the connection at once: one write(2) for 32 of them.
 local BATCH = 64 * 1024
@@ -163,7 +169,7 @@ local function new_session(ep, opts)
     ep = ep, st = st, id = id, opts = opts,
     local_uri = ("msrp://%s:%d/%s;tcp"):format(h, st.port, id),
     state = "new", txns = {}, inbox = {}, readers = {}, partial = {}, reports = {},
-    ready = {}, dropped = 0,
+    ready = {}, dropped = 0, npartial = 0,
     max_size = opts.max_size or st.max_size,
     chunk = opts.chunk_size or msrp.CHUNK,
     txn_timeout = opts.txn_timeout or msrp.TXN_TIMEOUT,
@@ -358,7 +364,7 @@ function Session:_lost(why)
     if p.timer then
       p.timer:cancel()
     end
-    self.partial[mid] = nil
+    self:_forget(mid)
     self.dropped = self.dropped + 1
   end
   local r = self.ready
@@ -400,6 +406,13 @@ function Session:_deliver(m)
 end
 
 -- §7.1.2: a SEND gets its response; its chunk goes to the message's assembler.
+function Session:_forget(mid)
+  if self.partial[mid] then
+    self.partial[mid] = nil
+    self.npartial = self.npartial - 1
+  end
+end
+
 function Session:_on_send(f)
   local conn = self.conn
   local function answer(code)
@@ -418,6 +431,10 @@ function Session:_on_send(f)
   end
   local p = self.partial[mid]
   if not p then
+    if self.npartial >= msrp.MAX_PARTIAL then
+      return answer(413)
+    end
+    self.npartial = self.npartial + 1
     p = { asm = core.msrp_assembler(self.max_size, msrp.MAX_CHUNKS),
       content_type = f.content_type, success = f.success_report }
     self.partial[mid] = p
@@ -429,21 +446,26 @@ function Session:_on_send(f)
     p.timer = nil
   end
   if r == nil or r == "aborted" then
-    self.partial[mid] = nil
+    self:_forget(mid)
     return answer(x or 200)
   end
   p.content_type = p.content_type or f.content_type
-  answer(200)
   if r == "more" then
+    answer(200)
     p.timer = sched.loop:timer(math.floor(self.idle_timeout * 1000), function()
       if self.partial[mid] == p then
-        self.partial[mid] = nil
+        self:_forget(mid)
         self.dropped = self.dropped + 1
       end
     end)
     return
   end
-  self.partial[mid] = nil
+  self:_forget(mid)
+  if #self.inbox >= msrp.MAX_INBOX then
+    self.dropped = self.dropped + 1
+    return answer(413)
+  end
+  answer(200)
   if p.success == "yes" and self.conn then
     -- §7.1.2: the Success-Report when the whole message arrived
     self.conn:send(core.msrp_build { tid = core.msrp_id(12), method = "REPORT",
