@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #define CONN_MT "sip.msrp.conn"
 #define LISTENER_MT "sip.msrp.listener"
 #define ASM_MT "sip.msrp.assembler"
+#define TLS_MT "sip.msrp.tls"
 
 /* A frame's size by default: a 2048-byte chunk needs far less, but peers may send a whole
  * message of the session's a=max-size as one chunk. */
@@ -35,6 +38,7 @@ typedef struct listener {
 	lsip_loop *lp;
 	int ref;
 	size_t max_frame;
+	SSL_CTX *tls;        /* held by the listener's user value 2 */
 } listener;
 
 static void report(lua_State *L, const char *where)
@@ -275,6 +279,73 @@ static int asm_gc(lua_State *L)
 	return 0;
 }
 
+/* --- TLS contexts --------------------------------------------------------------------- */
+
+typedef struct tls_ctx {
+	SSL_CTX *ctx;
+} tls_ctx;
+
+static const char *field(lua_State *L, int t, const char *k)
+{
+	lua_getfield(L, t, k);
+	const char *v = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* core.msrp_tls{ cert=, key=, ca=, verify= } -> context | nil, reason
+ * cert/key (PEM files) for the side that listens; ca (a PEM file) and verify (default:
+ * true when ca is given) for the side that connects. */
+static int l_tls(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	const char *cert = field(L, 1, "cert"), *key = field(L, 1, "key"), *ca = field(L, 1, "ca");
+	lua_getfield(L, 1, "verify");
+	int verify = lua_isnil(L, -1) ? ca != NULL : lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	tls_ctx *t = lua_newuserdatauv(L, sizeof *t, 0);
+	t->ctx = SSL_CTX_new(TLS_method());
+	if (!t->ctx)
+		return luaL_error(L, "cannot create a TLS context");
+	luaL_setmetatable(L, TLS_MT);
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	const char *why = NULL;
+	if (cert && SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1)
+		why = "cannot load the certificate";
+	else if (cert && SSL_CTX_use_PrivateKey_file(t->ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1)
+		why = "cannot load the private key";
+	else if (cert && SSL_CTX_check_private_key(t->ctx) != 1)
+		why = "the key does not match the certificate";
+	else if (ca && SSL_CTX_load_verify_locations(t->ctx, ca, NULL) != 1)
+		why = "cannot load the CA file";
+	else if (verify && !ca && SSL_CTX_set_default_verify_paths(t->ctx) != 1)
+		why = "no CA certificates";
+	if (why) {
+		ERR_clear_error();
+		lua_pushnil(L);
+		lua_pushstring(L, why);
+		return 2;
+	}
+	SSL_CTX_set_verify(t->ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	return 1;
+}
+
+static int tls_gc(lua_State *L)
+{
+	tls_ctx *t = luaL_checkudata(L, 1, TLS_MT);
+	if (t->ctx)
+		SSL_CTX_free(t->ctx);   /* streams' SSL objects hold references of their own */
+	t->ctx = NULL;
+	return 0;
+}
+
+static SSL_CTX *opt_tls(lua_State *L, int i)
+{
+	if (lua_isnoneornil(L, i))
+		return NULL;
+	return ((tls_ctx *)luaL_checkudata(L, i, TLS_MT))->ctx;
+}
+
 /* --- connections ----------------------------------------------------------------------- */
 
 static conn *check_conn(lua_State *L, int i)
@@ -404,8 +475,10 @@ static sip_stream_limits limits_of(size_t max_frame)
 	return lim;
 }
 
-/* core.msrp_connect(loop, host, port, handlers [, max_frame]) -> conn | nil, err
- * handlers: { connected = fn(conn, err|nil), frame = fn(conn, frame), closed = fn(conn, why) } */
+/* core.msrp_connect(loop, host, port, handlers [, max_frame [, tls [, name]]]) -> conn | nil, err
+ * handlers: { connected = fn(conn, err|nil), frame = fn(conn, frame), closed = fn(conn, why) }
+ * tls: a core.msrp_tls context (connected then reports the end of the handshake); name:
+ * what the peer's certificate must name when the context verifies (default: host). */
 static int l_connect(lua_State *L)
 {
 	lsip_loop *lp = lsip_check_loop(L, 1);
@@ -413,6 +486,8 @@ static int l_connect(lua_State *L)
 	lua_Integer port = luaL_checkinteger(L, 3);
 	luaL_checktype(L, 4, LUA_TTABLE);
 	size_t max_frame = opt_max_frame(L, 5);
+	SSL_CTX *tls = opt_tls(L, 6);
+	const char *name = luaL_optstring(L, 7, host);
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	if (port < 1 || port > 65535 || sip_tp_parse_addr(host, (int)port, &ss, &sl)) {
@@ -428,6 +503,13 @@ static int l_connect(lua_State *L)
 	if (!c->s) {
 		lua_pushnil(L);
 		lua_pushstring(L, strerror(errno));
+		return 2;
+	}
+	if (tls && sip_stream_start_tls(c->s, tls, 0, name)) {
+		sip_stream_close(c->s);
+		c->s = NULL;
+		lua_pushnil(L);
+		lua_pushliteral(L, "cannot start TLS");
 		return 2;
 	}
 	lua_pushvalue(L, -1);
@@ -555,6 +637,10 @@ static void on_accept(void *arg, int fd, const struct sockaddr *peer, socklen_t 
 	lua_setiuservalue(L, -2, 1);
 	sip_stream_limits lim = limits_of(ls->max_frame);
 	c->s = sip_stream_adopt(ls->lp->loop, fd, &lim, &conn_hooks, c);
+	if (c->s && ls->tls && sip_stream_start_tls(c->s, ls->tls, 1, NULL)) {
+		sip_stream_close(c->s);
+		c->s = NULL;
+	}
 	if (!c->s) {
 		lua_pop(L, 2);
 		return;
@@ -567,7 +653,8 @@ static void on_accept(void *arg, int fd, const struct sockaddr *peer, socklen_t 
 	(void)plen;
 }
 
-/* core.msrp_listen(loop, host, port, on_accept(conn) [, max_frame]) -> listener | nil, err */
+/* core.msrp_listen(loop, host, port, on_accept(conn) [, max_frame [, tls]]) -> listener | nil, err
+ * tls: a core.msrp_tls context with a certificate: every connection is TLS (msrps:). */
 static int l_listen(lua_State *L)
 {
 	lsip_loop *lp = lsip_check_loop(L, 1);
@@ -575,6 +662,7 @@ static int l_listen(lua_State *L)
 	lua_Integer port = luaL_checkinteger(L, 3);
 	luaL_checktype(L, 4, LUA_TFUNCTION);
 	size_t max_frame = opt_max_frame(L, 5);
+	SSL_CTX *tls = opt_tls(L, 6);
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	if (port < 0 || port > 65535 || sip_tp_parse_addr(host, (int)port, &ss, &sl)) {
@@ -582,14 +670,17 @@ static int l_listen(lua_State *L)
 		lua_pushliteral(L, "an IP address and port expected");
 		return 2;
 	}
-	listener *ls = lua_newuserdatauv(L, sizeof *ls, 1);
+	listener *ls = lua_newuserdatauv(L, sizeof *ls, 2);
 	memset(ls, 0, sizeof *ls);
 	ls->lp = lp;
 	ls->ref = LUA_NOREF;
 	ls->max_frame = max_frame;
+	ls->tls = tls;
 	luaL_setmetatable(L, LISTENER_MT);
 	lua_pushvalue(L, 4);
 	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, 6);
+	lua_setiuservalue(L, -2, 2);   /* the context lives as long as the listener */
 	ls->l = sip_stream_listen(lp->loop, (struct sockaddr *)&ss, sl, on_accept, ls);
 	if (!ls->l) {
 		lua_pushnil(L);
@@ -666,10 +757,12 @@ void lsip_open_msrp(lua_State *L)
 	new_mt(L, CONN_MT, conn_methods, conn_gc, conn_tostring);
 	new_mt(L, LISTENER_MT, listener_methods, listener_close, NULL);
 	new_mt(L, ASM_MT, asm_methods, asm_gc, NULL);
+	static const luaL_Reg no_methods[] = { { NULL, NULL } };
+	new_mt(L, TLS_MT, no_methods, tls_gc, NULL);
 	static const luaL_Reg fns[] = {
 		{ "msrp_parse", l_parse }, { "msrp_build", l_build }, { "msrp_id", l_id },
 		{ "msrp_assembler", l_assembler }, { "msrp_connect", l_connect },
-		{ "msrp_listen", l_listen }, { NULL, NULL },
+		{ "msrp_listen", l_listen }, { "msrp_tls", l_tls }, { NULL, NULL },
 	};
 	luaL_setfuncs(L, fns, 0);
 }

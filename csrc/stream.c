@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include "stream.h"
 
 /* Bytes read per read(2): a 2048-byte MSRP chunk and its headers many times over, without
@@ -29,6 +33,9 @@ struct sip_stream {
 	size_t rxlen, rxcap;
 	char *tx;
 	size_t txoff, txlen, txcap;
+	SSL *ssl;          /* TLS, or NULL */
+	int handshaking;   /* TLS handshake not done yet */
+	int want_out;      /* TLS needs the socket writable to go on (a read wanted a write) */
 };
 
 struct sip_stream_listener {
@@ -40,6 +47,8 @@ struct sip_stream_listener {
 
 static void destroy(sip_stream *s)
 {
+	if (s->ssl)
+		SSL_free(s->ssl);
 	sip_loop_del_fd(s->loop, s->fd);
 	close(s->fd);
 	free(s->rx);
@@ -60,14 +69,55 @@ static uint32_t want(const sip_stream *s)
 {
 	if (s->connecting)
 		return EPOLLOUT;
-	return (s->draining ? 0 : EPOLLIN) | (s->txlen > s->txoff ? EPOLLOUT : 0);
+	if (s->handshaking)
+		return EPOLLIN | (s->want_out ? EPOLLOUT : 0);
+	return (s->draining ? 0 : EPOLLIN) | (s->txlen > s->txoff || s->want_out ? EPOLLOUT : 0);
+}
+
+/* Bytes in and out: plain recv/send, or through TLS. Return as recv/send do, with errno
+ * EAGAIN when TLS must wait (and want_out set when it waits for writability). */
+static ssize_t io_read(sip_stream *s, char *buf, size_t n)
+{
+	if (!s->ssl)
+		return recv(s->fd, buf, n, 0);
+	int r = SSL_read(s->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+	if (r > 0)
+		return r;
+	int e = SSL_get_error(s->ssl, r);
+	s->want_out = e == SSL_ERROR_WANT_WRITE;
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	ERR_clear_error();
+	errno = e == SSL_ERROR_SYSCALL && errno ? errno : EPROTO;
+	return -1;
+}
+
+static ssize_t io_write(sip_stream *s, const char *buf, size_t n)
+{
+	if (!s->ssl)
+		return send(s->fd, buf, n, MSG_NOSIGNAL);
+	int r = SSL_write(s->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+	if (r > 0)
+		return r;
+	int e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	ERR_clear_error();
+	errno = e == SSL_ERROR_SYSCALL && errno ? errno : EPROTO;
+	return -1;
 }
 
 /* Write what the socket takes. 0, or -1 on a hard error. */
 static int flush(sip_stream *s)
 {
 	while (s->txoff < s->txlen) {
-		ssize_t n = send(s->fd, s->tx + s->txoff, s->txlen - s->txoff, MSG_NOSIGNAL);
+		ssize_t n = io_write(s, s->tx + s->txoff, s->txlen - s->txoff);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
@@ -95,7 +145,8 @@ static void gone(sip_stream *s, int err)
 	destroy(s);
 }
 
-static void on_connect(sip_stream *s)
+/* Returns 0 while s lives, -1 once it is gone. */
+static int on_connect(sip_stream *s)
 {
 	int err = 0;
 	socklen_t el = sizeof err;
@@ -110,17 +161,22 @@ static void on_connect(sip_stream *s)
 		}
 		s->dead = 1;
 		destroy(s);
-		return;
+		return -1;
 	}
 	s->connecting = 0;
 	sip_loop_mod_fd(s->loop, s->fd, want(s));
+	if (s->handshaking)
+		return 0;   /* connected once the TLS handshake is through */
 	if (s->hooks.connected) {
 		s->busy++;
 		s->hooks.connected(s->arg, 0);
 		s->busy--;
-		if (s->dead)
+		if (s->dead) {
 			destroy(s);
+			return -1;
+		}
 	}
+	return 0;
 }
 
 /* Read what is there (up to the limit), then hand it to the data hook once. */
@@ -146,10 +202,10 @@ static void on_readable(sip_stream *s)
 		size_t room = s->lim.max_rx - s->rxlen;
 		if (room > READ_STEP)
 			room = READ_STEP;
-		ssize_t n = recv(s->fd, s->rx + s->rxlen, room, 0);
+		ssize_t n = io_read(s, s->rx + s->rxlen, room);
 		if (n > 0) {
 			s->rxlen += (size_t)n;
-			if ((size_t)n < room)
+			if ((size_t)n < room && !(s->ssl && SSL_pending(s->ssl)))
 				break;
 			continue;
 		}
@@ -191,8 +247,59 @@ static void on_readable(sip_stream *s)
 		if (s->rxlen >= s->lim.max_rx && !eof && !err)
 			err = EMSGSIZE;   /* a frame larger than we take */
 	}
-	if (eof || err)
+	if (eof || err) {
 		gone(s, err);
+		return;
+	}
+	if (s->ssl)
+		sip_loop_mod_fd(s->loop, s->fd, want(s));
+}
+
+static void on_readable(sip_stream *s);
+
+/* One step of the TLS handshake; at its end a client hears `connected`. */
+static void handshake(sip_stream *s)
+{
+	int r = SSL_do_handshake(s->ssl);
+	if (r == 1) {
+		s->handshaking = 0;
+		s->want_out = 0;
+		sip_loop_mod_fd(s->loop, s->fd, want(s));
+		if (!SSL_is_server(s->ssl) && s->hooks.connected) {
+			s->busy++;
+			s->hooks.connected(s->arg, 0);
+			s->busy--;
+			if (s->dead) {
+				destroy(s);
+				return;
+			}
+		}
+		if (s->txlen > s->txoff && flush(s) < 0) {
+			gone(s, errno);
+			return;
+		}
+		/* records that came with the end of the handshake are in SSL's buffer already:
+		 * no readiness would announce them */
+		on_readable(s);
+		return;
+	}
+	int e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		s->want_out = e == SSL_ERROR_WANT_WRITE;
+		sip_loop_mod_fd(s->loop, s->fd, want(s));
+		return;
+	}
+	ERR_clear_error();
+	/* a failed handshake: a client learns it as a failed connect */
+	if (!SSL_is_server(s->ssl) && s->hooks.connected) {
+		s->busy++;
+		s->hooks.connected(s->arg, EPROTO);
+		s->busy--;
+		s->dead = 1;
+		destroy(s);
+		return;
+	}
+	gone(s, EPROTO);
 }
 
 static void on_io(void *arg, uint32_t ev)
@@ -200,7 +307,17 @@ static void on_io(void *arg, uint32_t ev)
 	sip_stream *s = arg;
 
 	if (s->connecting) {
-		on_connect(s);
+		if (on_connect(s) == 0 && s->handshaking)
+			handshake(s);
+		return;
+	}
+	if (s->handshaking) {
+		handshake(s);
+		return;
+	}
+	if (s->want_out && (ev & EPOLLOUT)) {
+		s->want_out = 0;
+		on_readable(s);   /* the read that wanted a write goes on */
 		return;
 	}
 	if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
@@ -324,13 +441,56 @@ int sip_stream_write(sip_stream *s, const void *buf, size_t len)
 	int was_idle = s->txlen == s->txoff;
 	memcpy(s->tx + s->txlen, buf, len);
 	s->txlen += len;
-	if (!s->connecting && !s->corked && was_idle) {
+	if (!s->connecting && !s->handshaking && !s->corked && was_idle) {
 		if (flush(s) < 0)
 			return -1;   /* the error shows on the next read as well */
 		if (s->txlen > s->txoff)
 			sip_loop_mod_fd(s->loop, s->fd, want(s));
 	}
 	return 0;
+}
+
+int sip_stream_start_tls(sip_stream *s, void *ctx, int server, const char *host)
+{
+	if (!s || !ctx || s->ssl)
+		return -1;
+	s->ssl = SSL_new(ctx);
+	if (!s->ssl)
+		return -1;
+	SSL_set_mode(s->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (!SSL_set_fd(s->ssl, s->fd))
+		goto fail;
+	if (server) {
+		SSL_set_accept_state(s->ssl);
+	} else {
+		SSL_set_connect_state(s->ssl);
+		if (host && *host) {
+			unsigned char tmp[16];
+			int is_ip = inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+			X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+			if (!is_ip)
+				SSL_set_tlsext_host_name(s->ssl, host);
+			if (is_ip ? !X509_VERIFY_PARAM_set1_ip_asc(vp, host) :
+				    !X509_VERIFY_PARAM_set1_host(vp, host, 0))
+				goto fail;
+		}
+	}
+	s->handshaking = 1;
+	if (!s->connecting) {
+		sip_loop_mod_fd(s->loop, s->fd, want(s));
+		if (!server)
+			handshake(s);
+	}
+	return 0;
+fail:
+	SSL_free(s->ssl);
+	s->ssl = NULL;
+	return -1;
+}
+
+int sip_stream_is_tls(const sip_stream *s)
+{
+	return s && s->ssl != NULL;
 }
 
 size_t sip_stream_queued(const sip_stream *s)

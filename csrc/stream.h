@@ -37,6 +37,15 @@ sip_stream *sip_stream_connect(sip_loop *loop, const struct sockaddr *dst, sockl
 /* Take an accepted (connected) fd. NULL with errno (the fd is closed then). */
 sip_stream *sip_stream_adopt(sip_loop *loop, int fd, const sip_stream_limits *lim,
 			     const sip_stream_hooks *hooks, void *arg);
+/* Run the stream over TLS (ctx an SSL_CTX *, kept by the caller for the stream's life):
+ * call right after sip_stream_connect (client; host for SNI and the name or IP the
+ * certificate must carry when ctx verifies) or sip_stream_adopt (server). For a client,
+ * `connected` reports the end of the handshake. 0, or -1. */
+int sip_stream_start_tls(sip_stream *s, void *ctx, int server, const char *host);
+/* Whether the peer's certificate was verified (TLS with a verifying context), and the
+ * stream is TLS at all. */
+int sip_stream_is_tls(const sip_stream *s);
+
 /* Queue bytes (sent as the socket takes them). 0, or -1 with errno (ENOBUFS past max_tx,
  * ENOTCONN after close). */
 int sip_stream_write(sip_stream *s, const void *buf, size_t len);

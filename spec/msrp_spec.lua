@@ -389,6 +389,80 @@ describe("MSRP sessions between two endpoints", function()
   end)
 end)
 
+describe("MSRP over TLS (TCP/TLS/MSRP)", function()
+  local dir, alice, bob
+
+  -- a self-signed certificate for 127.0.0.1 (its own CA), made with the openssl command
+  local function cert(name)
+    local c, k = dir .. "/" .. name .. ".pem", dir .. "/" .. name .. "-key.pem"
+    assert(os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 " ..
+      "-nodes -keyout %s -out %s -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 " ..
+      ">/dev/null 2>&1"):format(k, c)))
+    return c, k
+  end
+
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    alice, bob = ua(), ua()
+  end)
+  after_each(function()
+    alice:close()
+    bob:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("offers msrps: paths and carries 100 KB both ways over verified TLS", function()
+    local c, k = cert("both")
+    alice.msrp_tls = { cert = c, key = k, ca = c }
+    bob.msrp_tls = { cert = c, key = k, ca = c }
+    local got = {}
+    bob:on("chat", function(sess)
+      got[#got + 1] = sess
+      assert(sess:accept())
+    end)
+    local s, res = run(function() return alice:chat(bob:uri("bob"), { tls = true }) end)
+    assert.truthy(s, tostring(res))
+    assert.matches("^msrps://127%.0%.0%.1:%d+/%x+;tcp$", s.local_uri)
+    assert.matches("m=message %d+ TCP/TLS/MSRP %*", s.dialog.remote_sdp)
+    local answer = sip.sdp.parse(s.dialog.remote_sdp):msrp()
+    assert.is_true(answer.tls)
+    assert.equal("active", answer.setup)
+    local big = string.rep("tls!", 25600)
+    assert.is_true(run(function() return s:send(big) end))
+    assert.equal(big, run(function() return got[1]:receive(5) end))
+    assert.is_true(run(function() return got[1]:send(big:upper()) end))
+    assert.equal(big:upper(), run(function() return s:receive(5) end))
+    run(function() return s:close() end)
+  end)
+
+  it("takes no connection whose certificate it cannot verify, and hangs up", function()
+    local c1, k1 = cert("alice")
+    local c2 = cert("other")
+    alice.msrp_tls = { cert = c1, key = k1 }
+    bob.msrp_tls = { cert = c1, key = k1, ca = c2 }   -- trusts another certificate only
+    local result
+    bob:on("chat", function(sess) result = table.pack(sess:accept()) end)
+    local s, err = run(function()
+      return alice:chat(bob:uri("bob"), { tls = true, bind_timeout = 5 })
+    end, 10)
+    assert.is_nil(s)
+    assert.truthy(err)
+    assert.truthy(run_until(function() return result end, 5))
+    assert.is_nil(result[1])
+  end)
+
+  it("answers 488 to a TLS offer without ep.msrp_tls", function()
+    bob:on("chat", function(sess) sess:accept() end)
+    local c, k = cert("a")
+    alice.msrp_tls = { cert = c, key = k, ca = c }
+    local s, res = run(function() return alice:chat(bob:uri("bob"), { tls = true }) end)
+    assert.is_nil(s)
+    assert.equal(488, res.status)
+  end)
+end)
+
 -- A raw MSRP peer: a TCP listener the spec reads and writes frame by frame.
 local function raw_peer()
   local lsock = assert(socket.bind("127.0.0.1", 0))

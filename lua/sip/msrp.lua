@@ -133,7 +133,7 @@ local function state(ep)
   end
   st = { sessions = {}, host = host, max_size = ep.msrp_max_size or msrp.MAX_SIZE,
     bound = setmetatable({}, { __mode = "k" }) }
-  local l, err = core.msrp_listen(sched.loop, host, 0, function(conn)
+  local function accept(conn)
     conn:handlers { frame = function(c, f) unbound_frame(st, c, f) end }
     -- a connection no session takes within the bind time is closed: idle sockets from
     -- anyone who found the port must not pile up
@@ -142,12 +142,28 @@ local function state(ep)
         conn:close()
       end
     end)
-  end, st.max_size)
+  end
+  local l, err = core.msrp_listen(sched.loop, host, 0, accept, st.max_size)
   if not l then
     error("MSRP: cannot listen on " .. host .. ": " .. tostring(err))
   end
   st.listener = l
   st.port = select(2, l:address())
+  -- TLS (msrps:, TCP/TLS/MSRP): ep.msrp_tls = { cert =, key = } for a listener of its own,
+  -- ca = (and verify =) for the connections we open
+  local tls = ep.msrp_tls
+  if tls then
+    st.tls_client = assert(core.msrp_tls { ca = tls.ca, verify = tls.verify })
+    if tls.cert then
+      st.tls_server = assert(core.msrp_tls { cert = tls.cert, key = tls.key, verify = false })
+      local tl, terr = core.msrp_listen(sched.loop, host, 0, accept, st.max_size, st.tls_server)
+      if not tl then
+        error("MSRP: cannot listen on " .. host .. " (TLS): " .. tostring(terr))
+      end
+      st.tls_listener = tl
+      st.tls_port = select(2, tl:address())
+    end
+  end
   ep._msrp = st
   return st
 end
@@ -160,14 +176,20 @@ end
 
 -- Sessions --------------------------------------------------------------------------------
 
-local function new_session(ep, opts)
+-- tls: the session runs over TLS (msrps: URIs, the TLS listener's port)
+local function new_session(ep, opts, tls)
   opts = opts or {}
   local st = state(ep)
   local id = core.msrp_id(20)
   local h = st.host:find(":", 1, true) and ("[" .. st.host .. "]") or st.host
+  if tls and not st.tls_port then
+    error("MSRP over TLS needs ep.msrp_tls = { cert =, key = }")
+  end
   local s = setmetatable({
-    ep = ep, st = st, id = id, opts = opts,
-    local_uri = ("msrp://%s:%d/%s;tcp"):format(h, st.port, id),
+    ep = ep, st = st, id = id, opts = opts, tls = tls or false,
+    port = tls and st.tls_port or st.port,
+    local_uri = ("%s://%s:%d/%s;tcp"):format(tls and "msrps" or "msrp", h,
+      tls and st.tls_port or st.port, id),
     state = "new", txns = {}, inbox = {}, readers = {}, partial = {}, reports = {},
     ready = {}, dropped = 0, npartial = 0,
     max_size = opts.max_size or st.max_size,
@@ -229,6 +251,10 @@ function Session:_connect()
   if not u then
     return self:_lost("bad MSRP path " .. tostring(self.remote_path[1]))
   end
+  local tls = u.scheme == "msrps" and self.st.tls_client
+  if u.scheme == "msrps" and not tls then
+    return self:_lost("an msrps: path and no ep.msrp_tls")
+  end
   local conn, err = core.msrp_connect(sched.loop, u.host, u.port, {
     connected = function(c, cerr)
       if cerr then
@@ -241,7 +267,7 @@ function Session:_connect()
         from_path = self.local_uri, message_id = core.msrp_id(12), range_start = 1,
         range_end = 0, range_total = 0 })
     end,
-  }, self.st.max_size)
+  }, self.st.max_size, tls or nil)
   if not conn then
     self:_lost("connect: " .. tostring(err))
   end
@@ -284,9 +310,13 @@ end
 -- challenge); its 200 gives the Use-Path our a=path starts with. The connection to the
 -- relay then carries the session both ways.
 function Session:_use_relay(relay)
-  local host, port = tostring(relay.uri):match("^msrps?://%[?([^%]/;]+)%]?:(%d+)")
+  local scheme, host, port = tostring(relay.uri):match("^(msrps?)://%[?([^%]/;]+)%]?:(%d+)")
   if not host then
     return nil, "bad relay URI " .. tostring(relay.uri)
+  end
+  local tls = scheme == "msrps" and self.st.tls_client
+  if scheme == "msrps" and not tls then
+    return nil, "an msrps: relay and no ep.msrp_tls"
   end
   local conn, cerr = sched.await(function(wake)
     local c, err = core.msrp_connect(sched.loop, host, tonumber(port), {
@@ -297,7 +327,7 @@ function Session:_use_relay(relay)
           wake(cn)
         end
       end,
-    }, self.st.max_size)
+    }, self.st.max_size, tls or nil)
     if not c then
       wake(nil, err)
     end
@@ -730,11 +760,12 @@ end
 function msrp.offered(req, opts)
   local offer = req.body ~= "" and sdp.parse(req.body)
   local m = offer and offer:msrp()
-  if not m or #m.path == 0 or m.tls then
+  local st = m and state(req._ep)
+  if not m or #m.path == 0 or (m.tls and not st.tls_port) then
     req:reply(488)
-    return nil, "no MSRP offer over TCP"
+    return nil, m and "an MSRP offer over TLS and no ep.msrp_tls" or "no MSRP offer"
   end
-  local s = new_session(req._ep, opts)
+  local s = new_session(req._ep, opts, m.tls)
   s:_set_remote(m)
   s.state = "offered"
   s.request = req
@@ -763,8 +794,8 @@ function Session:accept()
     setup = "active"   -- we reach our relay; the peer reaches it too (RFC 4976 §6)
     self.to_path = table.concat(self.relay_path, " ") .. " " .. self.to_path
   end
-  local answer = sdp.msrp { address = self.st.host, port = self.st.port, path = self:_path(),
-    setup = setup, max_size = self.max_size, accept_types = self.accept_types }
+  local answer = sdp.msrp { address = self.st.host, port = self.port, path = self:_path(),
+    setup = setup, max_size = self.max_size, accept_types = self.accept_types, tls = self.tls }
   local call, err = self.request:answer(200, { sdp = tostring(answer) })
   if not call then
     self:_drop()
@@ -818,10 +849,11 @@ end
 
 --- ep:chat(to [, opts]) -> session, 2xx | nil, final response | nil, err   (yields)
 -- opts: from, to, user, password, headers, target, timeout (for the INVITE) and max_size,
--- accept_types, chunk_size, txn_timeout, idle_timeout (for the session).
+-- accept_types, chunk_size, txn_timeout, idle_timeout, relay (for the session); tls = true
+-- offers TCP/TLS/MSRP (msrps: paths; needs ep.msrp_tls = { cert =, key =, ca = }).
 function Endpoint:chat(to, opts)
   opts = opts or {}
-  local s = new_session(self, opts)
+  local s = new_session(self, opts, opts.tls)
   if opts.relay then
     local ok, err = s:_use_relay(opts.relay)
     if not ok then
@@ -829,9 +861,9 @@ function Endpoint:chat(to, opts)
       return nil, err
     end
   end
-  local offer = sdp.msrp { address = s.st.host, port = s.st.port, path = s:_path(),
+  local offer = sdp.msrp { address = s.st.host, port = s.port, path = s:_path(),
     setup = opts.relay and "active" or "actpass", max_size = s.max_size,
-    accept_types = s.accept_types }
+    accept_types = s.accept_types, tls = s.tls }
   local call, res = self:call(to, { sdp = tostring(offer), from = opts.from, to = opts.to,
     user = opts.user, password = opts.password, headers = opts.headers, target = opts.target,
     timeout = opts.timeout })
@@ -1062,6 +1094,9 @@ function Endpoint:close()
       s:_drop()
     end
     st.listener:close()
+    if st.tls_listener then
+      st.tls_listener:close()
+    end
   end
   return base_close(self)
 end
