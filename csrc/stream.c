@@ -47,8 +47,12 @@ struct sip_stream_listener {
 
 static void destroy(sip_stream *s)
 {
-	if (s->ssl)
+	if (s->ssl) {
+		if (!s->handshaking)
+			SSL_shutdown(s->ssl);   /* close_notify, best effort: the peer sees an orderly end */
+		ERR_clear_error();
 		SSL_free(s->ssl);
+	}
 	sip_loop_del_fd(s->loop, s->fd);
 	close(s->fd);
 	free(s->rx);
@@ -80,6 +84,7 @@ static ssize_t io_read(sip_stream *s, char *buf, size_t n)
 {
 	if (!s->ssl)
 		return recv(s->fd, buf, n, 0);
+	errno = 0;   /* SSL_ERROR_SYSCALL with errno 0 is an EOF */
 	int r = SSL_read(s->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
 	if (r > 0)
 		return r;
@@ -92,7 +97,9 @@ static ssize_t io_read(sip_stream *s, char *buf, size_t n)
 	if (e == SSL_ERROR_ZERO_RETURN)
 		return 0;
 	ERR_clear_error();
-	errno = e == SSL_ERROR_SYSCALL && errno ? errno : EPROTO;
+	if (e == SSL_ERROR_SYSCALL && errno == 0)
+		return 0;   /* the peer closed without close_notify: an end all the same */
+	errno = e == SSL_ERROR_SYSCALL ? errno : EPROTO;
 	return -1;
 }
 
