@@ -320,6 +320,15 @@ describe("MSRP sessions between two endpoints", function()
     assert.equal("wrapped", m.cpim.body)
   end)
 
+  it("takes a session the chat handler keeps without a word", function()
+    local kept
+    bob:on("chat", function(sess) kept = sess end)
+    local s = run(function() return alice:chat(bob:uri("bob")) end)
+    assert.truthy(s)
+    assert.is_true(run(function() return s:send("to a quiet handler") end))
+    assert.equal("to a quiet handler", run(function() return kept:receive(1) end))
+  end)
+
   it("lets the chat handler refuse a session", function()
     bob:on("chat", function(s) s:refuse(486) end)
     local s, res = run(function() return alice:chat(bob:uri("bob")) end)

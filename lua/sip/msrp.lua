@@ -5,7 +5,8 @@
 --   s:send(text [, content_type])           -- yields until every chunk is acknowledged
 --   s:receive([timeout])                    -- text, content_type, msg | nil, why
 --   s:close()                               -- BYE and the connection closed
---   ep:on("chat", function(s, req) ... end) -- s:accept() (implied by send/receive), s:refuse()
+--   ep:on("chat", function(s, req) ... end) -- s:refuse(code) declines; s:accept() (or the
+--                                           -- first send/receive, or the handler returning) takes it
 --   ep:message(to, text, { mode = "auto" | "pager" | "session" })
 --
 -- A bot gets a message the same way whichever model carried it: an ep:on("MESSAGE")
@@ -969,7 +970,7 @@ local function on_invite(req)
       end
       ep._chat_handler(s, req)
       if s.state == "offered" then
-        s:refuse(480)   -- the handler took no decision
+        s:accept()   -- the handler kept the session without a word: it is taken
       end
       return
     end
