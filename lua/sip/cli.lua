@@ -13,6 +13,7 @@ usage:
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
+               (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
 ]]
