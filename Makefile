@@ -29,7 +29,7 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 
@@ -99,9 +99,10 @@ ctest: build/test_transport
 
 # Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
-# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood).
+# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood); MSRP MB/s
+# and messages/s between two endpoints (msrp).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood
+BENCH_PARTS ?= parse txn mem proxy flood msrp
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -121,7 +122,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  mem)   $(LUA) bench/mem.lua --expiry ;; \
 	  proxy) bench/proxy.sh $(PROXY_RUNS) ;; \
 	  flood) bench/flood.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood)"; exit 2 ;; \
+	  msrp)  $(LUA) bench/msrp.lua ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

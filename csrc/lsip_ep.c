@@ -12,14 +12,6 @@
 #define LSIP_EP_MT "sip.endpoint"
 #define LOOP_KEY "sip.loop.instance"
 
-/* One loop per Lua state: every endpoint of the state shares it, so one ep:run() serves
- * them all. `L` is the thread that is stepping it, which hooks call back on. */
-typedef struct lsip_loop {
-	sip_loop *loop;
-	lua_State *L;
-	int stepping;
-} lsip_loop;
-
 typedef struct lsip_timer {
 	sip_timer t;
 	lsip_loop *lp;
@@ -73,6 +65,11 @@ static int l_loop(lua_State *L)
 static lsip_loop *check_loop(lua_State *L, int i)
 {
 	return luaL_checkudata(L, i, LSIP_LOOP_MT);
+}
+
+lsip_loop *lsip_check_loop(lua_State *L, int i)
+{
+	return check_loop(L, i);
 }
 
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */

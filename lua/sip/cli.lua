@@ -13,6 +13,7 @@ usage:
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
+               (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
 ]]
@@ -198,8 +199,25 @@ function cli.server(opts)
     proxy_auth = auth_proxy, trust = opts.trust, registrar = registrar, aliases = aliases,
     log = log }
 
-  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
+  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender. An INVITE
+  -- with an MSRP offer is a session: each message goes back in it (sip.msrp).
+  local function echo_session(req)
+    local s = sip.msrp.accept(req)
+    local from = req:addr("From").uri
+    while s do
+      local text, ct = s:receive()
+      if not text then
+        break
+      end
+      local ok, serr = s:send(text, ct)
+      log("echo %s (session): %d bytes %s", from, #text, ok and "sent" or tostring(serr))
+    end
+  end
+
   local function echo(req)
+    if req.method == "INVITE" and sip.msrp.is_offer(req) then
+      return echo_session(req)
+    end
     if req.method ~= "MESSAGE" then
       if req.method == "OPTIONS" then
         return req:reply(200)
@@ -414,9 +432,9 @@ local function message(argv)
     return 2
   end
   local ep = client_ep()
-  local req = assert(sip.request { method = "MESSAGE", uri = pos[1],
-    from = opts.from or ep:uri(opts.user or "luasip"), body = pos[2], content_type = "text/plain" })
-  local res, err = ep:request(req, { target = opts.proxy, user = opts.user, password = opts.password })
+  -- over 1300 bytes the text goes in an MSRP session (INVITE, SEND, BYE; sip.msrp)
+  local res, err = ep:message(pos[1], pos[2], { from = opts.from, user = opts.user,
+    content_type = "text/plain", target = opts.proxy, password = opts.password })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
   return res and res.status < 300 and 0 or 1

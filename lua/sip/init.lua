@@ -196,6 +196,7 @@ sip.spawn = sched.spawn
 local endpoint = require "sip.endpoint"
 require "sip.dialog"   -- adds ep:call, ep:dial, req:answer
 require "sip.ua"       -- adds ep:message, ep:register
+sip.msrp = require "sip.msrp"   -- adds ep:chat, ep:on("chat"), ep:message's session mode
 
 -- Digest auth, SDP and CPIM bodies, reachable as sip.auth, sip.sdp, sip.cpim.
 sip.auth = require "sip.auth"

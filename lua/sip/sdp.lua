@@ -509,4 +509,75 @@ function sdp.next_version(previous, text)
   return (("\n" .. text):gsub(ORIGIN, "\no=%1" .. version .. "%3", 1):sub(2))
 end
 
+-- ---------------------------------------------------------------------------------------
+-- MSRP media (RFC 4975 §8, RFC 6135, RFC 6714): m=message PORT TCP/MSRP *
+-- ---------------------------------------------------------------------------------------
+
+local function words_of(v)
+  local out = {}
+  for w in tostring(v or ""):gmatch("%S+") do out[#out + 1] = w end
+  return out
+end
+
+--- media:msrp() -> { path = {uri, ...}, accept_types = {...}, accept_wrapped_types = {...},
+-- setup =, max_size =, tls = bool, port = } for an m=message line over TCP/MSRP or
+-- TCP/TLS/MSRP; nil for other media.
+function media_mt:msrp()
+  if self.media ~= "message" or not (self.proto == "TCP/MSRP" or self.proto == "TCP/TLS/MSRP") then
+    return nil
+  end
+  local function text(name)
+    local v = attribute(self, name)
+    return type(v) == "string" and v or nil
+  end
+  local setup = text("setup")
+  return { path = words_of(text("path")), accept_types = words_of(text("accept-types")),
+    accept_wrapped_types = words_of(text("accept-wrapped-types")),
+    setup = setup and setup:lower(), max_size = tointeger(tonumber(text("max-size") or "")),
+    tls = self.proto == "TCP/TLS/MSRP", port = self.port }
+end
+
+--- session:msrp() -> the first MSRP media of a parsed description (see media:msrp), its index
+function session_mt:msrp()
+  for i, m in ipairs(self.media) do
+    local x = media_mt.msrp(m)
+    if x and m.port ~= 0 then return x, i end
+  end
+end
+
+local function list_text(v, default)
+  if type(v) == "table" then return concat(v, " ") end
+  return v or default
+end
+
+--- sdp.msrp{ address=, port=, path= (uri or list), accept_types= (list or text, default
+-- "message/cpim text/plain"), accept_wrapped_types=, setup= ("actpass"), max_size=, tls=,
+-- session_id= } -> session table with one m=message line (tostring() gives the text)
+function sdp.msrp(opts)
+  if type(opts) ~= "table" or not opts.address or not opts.port or not opts.path then
+    error("sdp.msrp: options need address, port and path", 2)
+  end
+  local attrs = {
+    { name = "accept-types", value = list_text(opts.accept_types, "message/cpim text/plain") },
+  }
+  if opts.accept_wrapped_types then
+    attrs[#attrs + 1] = { name = "accept-wrapped-types", value = list_text(opts.accept_wrapped_types) }
+  end
+  attrs[#attrs + 1] = { name = "path", value = list_text(opts.path) }
+  attrs[#attrs + 1] = { name = "setup", value = opts.setup or "actpass" }
+  if opts.max_size then
+    attrs[#attrs + 1] = { name = "max-size", value = tostring(math.floor(opts.max_size)) }
+  end
+  local m = { media = "message", port = opts.port, proto = opts.tls and "TCP/TLS/MSRP" or "TCP/MSRP",
+    formats = { "*" }, attributes = attrs }
+  return session_of(opts, { m })
+end
+
+--- sdp.msrp_setup(offered) -> the answerer's a=setup for an offer's (RFC 6135 §4.1):
+-- active when the offer is actpass or passive (or says nothing), passive when it is active
+function sdp.msrp_setup(offered)
+  if offered == "active" then return "passive" end
+  return "active"
+end
+
 return sdp
