@@ -7,9 +7,9 @@ CC         ?= cc
 OPT        ?= -O2 -g
 CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
-CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
+CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
 LIBFLAG    ?= -shared
-LIBS        = -lssl -lcrypto
+LIBS        = $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR)) -lssl -lcrypto
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -24,12 +24,12 @@ SRCS  = $(wildcard csrc/*.c)
 OBJS  = $(patsubst csrc/%.c,build/obj/%.o,$(SRCS))
 CORE  = build/sip/core.so
 
-# luarocks' make backend passes these
+# luarocks' make backend passes these (and OPENSSL_INCDIR, OPENSSL_LIBDIR)
 INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson lua-ldoc zip unzip
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 
@@ -45,7 +45,8 @@ ORIGIN_DIR := $(shell git config --get remote.origin.url 2>/dev/null)
 SIP_CORPUS ?= $(firstword $(wildcard ../shared/corpus $(ORIGIN_DIR)/../shared/corpus) ../shared/corpus)
 export SIP_CORPUS
 
-.PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan
+.PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan \
+        rock rock-check docs
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -72,7 +73,7 @@ run: deps all
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
-test: deps all ctest spec sanitize
+test: deps all ctest spec rock-check sanitize
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 TEST_FUZZ_SECONDS ?= 30
@@ -140,6 +141,26 @@ install: all
 	mkdir -p $(INST_LIBDIR) $(INST_LUADIR)/sip
 	cp $(CORE) $(INST_LIBDIR)/core.so
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
+
+# --- The rock and the API reference ------------------------------------------------------
+# `make rock`: luasip-VERSION.src.rock from the working tree, offline: what `luarocks pack`
+# makes of the release rockspec (its git source cloned as luasip/), from the files git
+# tracks or would track, as they are now. `make rock-check` installs it into a throw-away
+# tree and runs `require "sip"` and `luasip --help` from there (tests/rock_check.sh).
+ROCK_VERSION = 0.1.0-1
+ROCK = luasip-$(ROCK_VERSION).src.rock
+rock:
+	@tests/rock.sh luasip-$(ROCK_VERSION).rockspec $(ROCK)
+
+rock-check: rock
+	@tests/rock_check.sh $(ROCK)
+
+# `make docs`: the LDoc reference of lua/sip/*.lua and sip.core (config.ld) in docs/api/;
+# any LDoc warning fails it.
+docs:
+	@out=$$(ldoc . 2>&1) || { echo "$$out"; exit 1; }; \
+	warn=$$(echo "$$out" | grep -v '^output written to '); \
+	if [ -n "$$warn" ]; then echo "$$warn"; exit 1; fi
 
 # --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
 # Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
@@ -219,4 +240,4 @@ clean-asan:
 	rm -rf build-asan
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan docs/api luasip-*.src.rock
