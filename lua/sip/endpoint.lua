@@ -676,6 +676,10 @@ local function build_response(req, code, reason, opts)
   end
   return res
 end
+
+--- req:build_response(code [, reason] [, { headers=, body=, content_type= }]) -> response
+-- (a To tag of ours on every response but 100), not sent: what req:reply sends
+-- @function msg_methods.build_response
 msg_methods.build_response = build_response
 
 -- Whether in-dialog requests must reach the Lua dispatcher: dialogs, or early ones as UAS.
