@@ -50,15 +50,17 @@ local function qualified(class, name, method)
 end
 
 -- The public names of actual that classes[class] does not define, one message each.
--- opts.functions: only function values count (a class table's other entries are not API);
--- opts.method: the names are methods (obj:name), for the messages.
+-- opts.kinds: the types of value that count (default functions and tables: a module's
+-- constants are not checked); opts.method: the names are methods (obj:name).
+local MODULE_KINDS = { ["function"] = true, table = true }
 local function undocumented(classes, class, actual, opts)
   opts = opts or {}
+  local kinds = opts.kinds or MODULE_KINDS
   local c = classes[class]
   local out = {}
   local names = {}
   for k, v in pairs(actual) do
-    if type(k) == "string" and not k:match("^_") and (not opts.functions or type(v) == "function") then
+    if type(k) == "string" and not k:match("^_") and (kinds == "all" or kinds[type(v)]) then
       names[#names + 1] = k
     end
   end
@@ -69,8 +71,9 @@ local function undocumented(classes, class, actual, opts)
         :format(qualified(class, k, opts.method), class)
     elseif not c.names[k] then
       local fn = type(actual[k]) == "function"
+      local kind = fn and "function" or type(actual[k]) == "table" and "table" or "field"
       out[#out + 1] = ("%s (a %s) has no definition in types/: add it to ---@class %s in %s")
-        :format(qualified(class, k, opts.method and fn), fn and "function" or "field", class, c.file)
+        :format(qualified(class, k, opts.method and fn), kind, class, c.file)
     end
   end
   return out
@@ -96,6 +99,8 @@ local function stale(classes, class, actual, opts)
   end
   return out
 end
+
+local METHODS = { kinds = { ["function"] = true }, method = true }
 
 local function methods_of(obj)
   local mt = assert(getmetatable(obj), "no metatable")
@@ -171,6 +176,34 @@ describe("types/ (LuaLS definitions of the public API)", function()
     assert.is_table(classes["sip.Msg"], "types/ has no ---@class sip.Msg")
   end)
 
+  it("names only types it defines: every sip.X in an annotation is a ---@class or ---@alias", function()
+    local declared, errs = {}, {}
+    local refs = {}
+    local p = io.popen("ls types/*.lua")
+    for file in p:lines() do
+      local n = 0
+      for line in io.lines(file) do
+        n = n + 1
+        local d = line:match("^%-%-%-@class%s+([%w_.]+)") or line:match("^%-%-%-@alias%s+([%w_.]+)")
+        if d then
+          declared[d] = true
+        end
+        if line:match("^%-%-%-@") then
+          for r in line:gmatch("sip%.[%w_.]*[%w_]") do
+            refs[#refs + 1] = { name = r, where = file .. ":" .. n }
+          end
+        end
+      end
+    end
+    p:close()
+    for _, r in ipairs(refs) do
+      if not declared[r.name] then
+        errs[#errs + 1] = r.where .. ": " .. r.name .. " is no ---@class or ---@alias of types/"
+      end
+    end
+    assert(#errs == 0, "\n" .. table.concat(errs, "\n"))
+  end)
+
   it("every file of types/ is valid Lua", function()
     local p = io.popen("ls types/*.lua")
     for file in p:lines() do
@@ -192,7 +225,7 @@ describe("types/ (LuaLS definitions of the public API)", function()
   it("defines every method of endpoints, calls, registrations, registrars, stores, digest authenticators, policies, limiters and SDP", function()
     local errs = {}
     for _, o in ipairs(objects) do
-      for _, e in ipairs(undocumented(classes, o[1], o[2], { functions = true, method = true })) do
+      for _, e in ipairs(undocumented(classes, o[1], o[2], METHODS)) do
         errs[#errs + 1] = e
       end
     end
@@ -200,7 +233,7 @@ describe("types/ (LuaLS definitions of the public API)", function()
   end)
 
   it("defines every method and field of messages (sip.core.msg_mt.methods)", function()
-    local errs = undocumented(classes, "sip.Msg", core.msg_mt.methods, { method = true })
+    local errs = undocumented(classes, "sip.Msg", core.msg_mt.methods, { kinds = "all", method = true })
     assert(#errs == 0, "\n" .. table.concat(errs, "\n"))
   end)
 
@@ -223,38 +256,40 @@ describe("types/ (LuaLS definitions of the public API)", function()
   end)
 
   describe("the comparison", function()
-    it("names a public function that has no definition, and where it belongs", function()
+    -- a table with every name types/ defines for class, as functions
+    local function as_defined(class)
       local t = {}
-      for k, v in pairs(endpoint.Endpoint) do
-        t[k] = v
+      for k in pairs(classes[class].names) do
+        t[k] = function() end
       end
+      return t
+    end
+
+    it("names a public function that has no definition, and where it belongs", function()
+      local t = as_defined("sip.Endpoint")
       t.brand_new = function() end
       t._private = function() end
-      local errs = undocumented(classes, "sip.Endpoint", t, { functions = true, method = true })
+      t.CONSTANT = 1
+      local errs = undocumented(classes, "sip.Endpoint", t, METHODS)
       assert.same({ "sip.Endpoint:brand_new (a function) has no definition in types/: "
         .. "add it to ---@class sip.Endpoint in types/endpoint.lua" }, errs)
     end)
 
     it("names a module function without a definition", function()
-      local t = setmetatable({ resolve = function() end }, { __index = sip })
-      for k, v in pairs(sip) do
-        t[k] = v
-      end
+      local t = as_defined("sip")
+      t.resolve = function() end
       local errs = undocumented(classes, "sip", t)
       assert.same({ "sip.resolve (a function) has no definition in types/: "
         .. "add it to ---@class sip in types/sip.lua" }, errs)
     end)
 
     it("names a class types/ lacks", function()
-      local errs = undocumented(classes, "sip.Chat", { send = function() end }, { method = true })
+      local errs = undocumented(classes, "sip.Chat", { send = function() end }, METHODS)
       assert.same({ "sip.Chat:send has no definition in types/: no ---@class sip.Chat there" }, errs)
     end)
 
     it("names a defined function the module no longer has", function()
-      local t = {}
-      for k, v in pairs(sip.uri) do
-        t[k] = v
-      end
+      local t = as_defined("sip.uri")
       t.build = nil
       assert.same({ "sip.uri.build is defined in types/uri.lua but is no function of the module any more" },
         stale(classes, "sip.uri", t))

@@ -3,7 +3,7 @@
 -- functions scripts may call.
 
 ---@class sip.sched
----@field loop userdata the one event loop of this Lua state (sip.core.loop)
+---@field loop userdata the one event loop of this Lua state (core.loop())
 local sched = {}
 
 ---Run fn(...) in a coroutine now, until it first waits.

@@ -12,7 +12,7 @@
 ---@field updated number
 ---@field source? string where the REGISTER came from
 ---@field path? string[] Path headers (RFC 3327)
----@field params? table Contact params kept (+sip.instance, reg-id)
+---@field params? table Contact params kept (RFC 5626 instance id, reg-id)
 ---@field flow? string "sip:IP:PORT[;transport=tcp]" when reached at its source (NAT, TCP)
 
 ---The location store interface; registrar.memory() is one.
