@@ -73,7 +73,7 @@ run: deps all
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
-test: deps all ctest spec rock-check sanitize
+test: deps all ctest spec rock-check docs sanitize
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 TEST_FUZZ_SECONDS ?= 30

@@ -220,7 +220,7 @@ function Registrar:lookup(aor, canonical)
 end
 
 --- sip.registrar.target(b) -> what req:relay takes for binding b: its Contact URI, or
--- { uri, route = "<Path value>, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
+-- { uri, route = "&lt;Path value&gt;, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
 -- registered through a Path or from another address than its Contact names (NAT, TCP).
 function registrar.target(b)
   if not b.path and not b.flow then

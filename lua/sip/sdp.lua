@@ -52,6 +52,12 @@ local function attribute_values(self, name)
   return out
 end
 
+--- session:attribute(name), media:attribute(name) -> the first value of attribute `name`;
+-- true for a property attribute (a=recvonly), nil if absent
+-- @function attribute
+
+--- session:attribute_values(name), media:attribute_values(name) -> every value, in order
+-- @function attribute_values
 session_mt.attribute, session_mt.attribute_values = attribute, attribute_values
 media_mt.attribute, media_mt.attribute_values = attribute, attribute_values
 
