@@ -7,9 +7,9 @@ CC         ?= cc
 OPT        ?= -O2 -g
 CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
-CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
+CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
 LIBFLAG    ?= -shared
-LIBS        = $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR)) -lssl -lcrypto
+LIBS        = -lssl -lcrypto
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -24,13 +24,12 @@ SRCS  = $(wildcard csrc/*.c)
 OBJS  = $(patsubst csrc/%.c,build/obj/%.o,$(SRCS))
 CORE  = build/sip/core.so
 
-# luarocks' make backend passes these (and OPENSSL_INCDIR, OPENSSL_LIBDIR)
+# luarocks' make backend passes these
 INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson \
-       lua-ldoc lua-discount zip unzip
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 
@@ -46,8 +45,7 @@ ORIGIN_DIR := $(shell git config --get remote.origin.url 2>/dev/null)
 SIP_CORPUS ?= $(firstword $(wildcard ../shared/corpus $(ORIGIN_DIR)/../shared/corpus) ../shared/corpus)
 export SIP_CORPUS
 
-.PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan \
-        rock rock-check docs
+.PHONY: all deps bench-deps run test spec ctest interop bench clean install fuzz fuzz-build sanitize clean-asan
 all: $(CORE)
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
@@ -74,7 +72,7 @@ run: deps all
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
-test: deps all ctest spec rock-check docs sanitize
+test: deps all ctest spec sanitize
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 TEST_FUZZ_SECONDS ?= 30
@@ -144,6 +142,16 @@ install: all
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
 
 # --- The rock and the API reference ------------------------------------------------------
+# luarocks passes the include and library folders of the external dependencies its rockspec
+# declares (OPENSSL_INCDIR, OPENSSL_LIBDIR); empty when building by hand.
+CPPFLAGS_ += $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
+LIBS      += $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR))
+DEBS      += lua-ldoc lua-discount zip unzip
+
+# `make test` runs these too, after sanitize: a second rule for test adds prerequisites.
+.PHONY: rock rock-check docs
+test: rock-check docs
+
 # `make rock`: luasip-VERSION.src.rock from the working tree, offline: what `luarocks pack`
 # makes of the release rockspec (its git source cloned as luasip/), from the files git
 # tracks or would track, as they are now. `make rock-check` installs it into a throw-away
