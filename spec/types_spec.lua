@@ -204,10 +204,10 @@ describe("types/ (LuaLS definitions of the public API)", function()
     assert(#errs == 0, "\n" .. table.concat(errs, "\n"))
   end)
 
-  it("every file of types/ is valid Lua", function()
+  it("every file of types/ is Lua that runs", function()
     local p = io.popen("ls types/*.lua")
     for file in p:lines() do
-      assert(loadfile(file))
+      assert(loadfile(file))()   -- runs: every table a function is defined on exists
     end
     p:close()
   end)

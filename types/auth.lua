@@ -1,4 +1,4 @@
----@meta
+---@meta sip.auth
 -- sip.auth: Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760), server and client.
 
 ---@class sip.DigestOptions
@@ -57,3 +57,5 @@ function auth.parse_challenge(value) end
 ---@return string|nil value
 ---@return string? reason
 function auth.authorization(challenge, opts) end
+
+return auth

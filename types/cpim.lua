@@ -1,4 +1,4 @@
----@meta
+---@meta sip.cpim
 -- sip.cpim: RFC 3862 message/cpim bodies.
 
 ---@class sip.cpim.Message
@@ -31,3 +31,5 @@ function cpim.parse(text) end
 ---@param t { from?: string, from_uri?: string, from_name?: string, to?: string, to_uri?: string, to_name?: string, datetime?: string|true, subject?: string, ns?: table<string, string>, require?: string[], headers?: table, content_type?: string, content_headers?: table, body?: string }
 ---@return string
 function cpim.build(t) end
+
+return cpim

@@ -1,4 +1,4 @@
----@meta
+---@meta sip.policy
 -- sip.policy: who may use a proxy as a relay, and as whom (lua/sip/policy.lua).
 
 ---@class sip.PolicyOptions
@@ -87,3 +87,5 @@ function policy.ip_bytes(address) end
 ---@param req sip.Request
 ---@return string|nil
 function policy.source_ip(req) end
+
+return policy

@@ -1,4 +1,4 @@
----@meta
+---@meta sip.registrar
 -- sip.registrar: REGISTER processing (RFC 3261 §10.3) over a location store.
 
 ---A binding as a store keeps it.
@@ -102,3 +102,5 @@ function registrar.aor(uri) end
 ---@param b sip.Binding
 ---@return string|{ [1]: string, route?: string, flow?: string }
 function registrar.target(b) end
+
+return registrar

@@ -1,4 +1,4 @@
----@meta
+---@meta sip.sdp
 -- sip.sdp: RFC 4566 session descriptions as plain tables, and RFC 3264 offer/answer.
 
 ---@class sip.sdp.Codec
@@ -95,3 +95,5 @@ function sdp.answer(offer, opts) end
 ---@param text string
 ---@return string
 function sdp.next_version(previous, text) end
+
+return sdp
