@@ -143,6 +143,36 @@ install: all
 	cp $(CORE) $(INST_LIBDIR)/core.so
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
 
+# --- The rock and the API reference ------------------------------------------------------
+# luarocks passes the include and library folders of the external dependencies its rockspec
+# declares (OPENSSL_INCDIR, OPENSSL_LIBDIR); empty when building by hand.
+CPPFLAGS_ += $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
+LIBS      += $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR))
+DEBS      += lua-ldoc lua-discount zip unzip
+
+# `make test` runs these too, after sanitize: a second rule for test adds prerequisites.
+.PHONY: rock rock-check docs
+test: rock-check docs
+
+# `make rock`: luasip-VERSION.src.rock from the working tree, offline: what `luarocks pack`
+# makes of the release rockspec (its git source cloned as luasip/), from the files git
+# tracks or would track, as they are now. `make rock-check` installs it into a throw-away
+# tree and runs `require "sip"` and `luasip --help` from there (tests/rock_check.sh).
+ROCK_VERSION = 0.1.0-1
+ROCK = luasip-$(ROCK_VERSION).src.rock
+rock:
+	@tests/rock.sh luasip-$(ROCK_VERSION).rockspec $(ROCK)
+
+rock-check: rock
+	@tests/rock_check.sh $(ROCK)
+
+# `make docs`: the LDoc reference of lua/sip/*.lua and sip.core (config.ld) in docs/api/;
+# any LDoc warning fails it.
+docs:
+	@out=$$(ldoc . 2>&1) || { echo "$$out"; exit 1; }; \
+	warn=$$(echo "$$out" | grep -v -e '^reading configuration from ' -e '^output written to '); \
+	if [ -n "$$warn" ]; then echo "$$warn"; exit 1; fi
+
 # --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
 # Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
 # (csrc/*.c but lsip_*), seeded with every file of the shared corpus (and fuzz/seeds/NAME/),
@@ -221,4 +251,4 @@ clean-asan:
 	rm -rf build-asan
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan docs/api luasip-*.src.rock

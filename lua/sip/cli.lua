@@ -1,4 +1,4 @@
--- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
+--- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
 -- small client (message, options, register) on the same stack.
 local sip = require "sip"
 
@@ -473,6 +473,7 @@ local function register(argv)
   return res and res.status < 300 and 0 or 1
 end
 
+--- cli.main(argv) -> exit status: the `luasip` command line (argv as `arg`)
 function cli.main(argv)
   local cmd = argv[1]
   for _, a in ipairs(argv) do

@@ -1,4 +1,4 @@
--- sip.endpoint: endpoints on the shared event loop, with one coroutine per incoming request.
+--- sip.endpoint: endpoints on the shared event loop, with one coroutine per incoming request.
 -- Anything that waits (a response, a timer, an ACK) yields only the coroutine that waits.
 local core = require "sip.core"
 local sched = require "sip.sched"
@@ -217,6 +217,7 @@ function Endpoint:uri(user, kind)
   return u
 end
 
+--- ep:on(method, fn): fn(req) handles every request of that method ("MESSAGE", ...)
 function Endpoint:on(method, fn)
   assert(type(method) == "string", "ep:on: method expected")
   assert(type(fn) == "function", "ep:on: function expected")
@@ -301,6 +302,7 @@ function Endpoint:rate_limit(opts)
   return self
 end
 
+--- ep:stats() -> table of counters (transactions, connections, pending requests, ...)
 function Endpoint:stats()
   local s = self.core:stats()
   local n = 0
@@ -312,7 +314,7 @@ function Endpoint:stats()
   return s
 end
 
--- Allow header value: what this endpoint answers.
+--- Allow header value: what this endpoint answers.
 function Endpoint:allow()
   local t = { "ACK", "CANCEL", "OPTIONS" }
   for m in pairs(self.handlers) do
@@ -410,7 +412,7 @@ function Endpoint:_response(txn, res)
   p.wake(res)
 end
 
--- Where a request goes (RFC 3261 §8.1.2, §16.12): the top Route if it is a loose router
+--- Where a request goes (RFC 3261 §8.1.2, §16.12): the top Route if it is a loose router
 -- (;lr), else the Request-URI. A strict router is handled by the proxy module.
 function Endpoint:target_of(req)
   local route = req:addr("Route")
@@ -603,6 +605,7 @@ function Endpoint:run()
   end
 end
 
+--- ep:stop(): make run() return
 function Endpoint:stop()
   self.running = false
 end
@@ -623,21 +626,24 @@ function Endpoint:close()
   end
 end
 
--- Pollable protocol (cqueues, luv, ...): wait for pollfd() to be readable or timeout()
+--- Pollable protocol (cqueues, luv, ...): wait for pollfd() to be readable or timeout()
 -- seconds, then call step(0).
 function Endpoint:pollfd()
   return sched.loop:fd()
 end
 
+--- ep:events() -> "r": pollfd() is waited on for reading
 function Endpoint:events()
   return "r"
 end
 
+--- ep:timeout() -> seconds until the next timer, or nil when none is due
 function Endpoint:timeout()
   local ms = sched.loop:timeout()
   return ms and ms / 1000 or nil
 end
 
+--- ep:step([timeout]): run what is ready, waiting at most timeout seconds (default 0)
 function Endpoint:step(timeout)
   return sched.loop:step(timeout and math.floor(timeout * 1000) or 0)
 end
@@ -670,6 +676,10 @@ local function build_response(req, code, reason, opts)
   end
   return res
 end
+
+--- req:build_response(code [, reason] [, { headers=, body=, content_type= }]) -> response
+-- (a To tag of ours on every response but 100), not sent: what req:reply sends
+-- @function msg_methods.build_response
 msg_methods.build_response = build_response
 
 -- Whether in-dialog requests must reach the Lua dispatcher: dialogs, or early ones as UAS.

@@ -1,4 +1,4 @@
--- sip.proxy: the stateful proxy of RFC 3261 §16 as request methods a routing script calls:
+--- sip.proxy: the stateful proxy of RFC 3261 §16 as request methods a routing script calls:
 -- req:relay(targets, opts) validates, forks, forwards responses and returns the best final.
 local core = require "sip.core"
 local sched = require "sip.sched"
@@ -9,7 +9,7 @@ local msg_methods = core.msg_mt.methods
 
 local proxy = {}
 
--- Our listening host:port pairs, and the names the script says are ours (the core's rule,
+--- Our listening host:port pairs, and the names the script says are ours (the core's rule,
 -- for a URI string or a table as sip.uri.parse makes it).
 function Endpoint:is_local(uri)
   if type(uri) == "table" then
@@ -62,11 +62,12 @@ end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
 -- (in C, finding the endpoint from req itself)
+-- @function msg_methods.validate
 msg_methods.validate = core.msg_validate
 
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
 -- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel; an entry of
---          the list may be { uri, route = "<Path>, ...", flow = "sip:IP:PORT[;transport=tcp]" }
+--          the list may be { uri, route = "&lt;Path&gt;, ...", flow = "sip:IP:PORT[;transport=tcp]" }
 --          for a registered binding (sip.registrar.target: its Path on top of the Route set;
 --          sent to its flow when the branch has no Route, over TCP while that is connected).
 -- opts: record_route=bool (default true for INVITE/SUBSCRIBE/REFER), timeout=seconds
@@ -78,6 +79,7 @@ msg_methods.validate = core.msg_validate
 -- The core does the rest of §16 (csrc/proxy.c): branches with loop-detecting Via branches,
 -- provisionals and 2xx upstream, the best final, CANCEL of the other branches, merged
 -- challenges, 503 as 500, and CANCEL from upstream (§16.10).
+-- @function msg_methods.relay
 local msg_relay = core.msg_relay
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then

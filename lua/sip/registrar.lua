@@ -1,4 +1,4 @@
--- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
+--- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
 -- The store is a small interface (get/put/delete/expire) so memory, a file or a database fit.
 local sip = require "sip"
 
@@ -20,6 +20,7 @@ function registrar.memory()
   return setmetatable({ by_aor = {} }, Memory)
 end
 
+--- store:get(aor) -> { binding, ... } of that AOR
 function Memory:get(aor)
   local t = self.by_aor[aor]
   local out = {}
@@ -31,6 +32,7 @@ function Memory:get(aor)
   return out
 end
 
+--- store:put(aor, b): keep binding b (replacing the one of the same key)
 function Memory:put(aor, b)
   local t = self.by_aor[aor]
   if not t then
@@ -40,6 +42,7 @@ function Memory:put(aor, b)
   t[b.key or b.uri] = b
 end
 
+--- store:delete(aor [, key]): drop one binding, or every binding of aor
 function Memory:delete(aor, key)
   local t = self.by_aor[aor]
   if not t then
@@ -55,6 +58,7 @@ function Memory:delete(aor, key)
   end
 end
 
+--- store:expire(now): drop the bindings expired at now
 function Memory:expire(now)
   for aor, t in pairs(self.by_aor) do
     for key, b in pairs(t) do
@@ -68,6 +72,7 @@ function Memory:expire(now)
   end
 end
 
+--- store:aors() -> { aor, ... } that hold bindings
 function Memory:aors()
   local out = {}
   for aor in pairs(self.by_aor) do
@@ -158,7 +163,7 @@ end
 local Registrar = {}
 Registrar.__index = Registrar
 
--- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
+--- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
 -- The scheme stays: a SIP and a SIPS URI are never equivalent (§19.1.4), and a sips: AOR
 -- must not reach bindings made for the sip: one.
 function registrar.aor(uri)
@@ -215,7 +220,7 @@ function Registrar:lookup(aor, canonical)
 end
 
 --- sip.registrar.target(b) -> what req:relay takes for binding b: its Contact URI, or
--- { uri, route = "<Path value>, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
+-- { uri, route = "&lt;Path value&gt;, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
 -- registered through a Path or from another address than its Contact names (NAT, TCP).
 function registrar.target(b)
   if not b.path and not b.flow then
