@@ -164,6 +164,8 @@ describe("types/ (LuaLS definitions of the public API)", function()
     { "sip.Limiter", methods_of(sip.ratelimit.new { rate = 1 }) },
     { "sip.sdp.Session", methods_of(assert(sip.sdp.parse(SDP))) },
     { "sip.sdp.Media", methods_of(assert(sip.sdp.parse(SDP)).media[1]) },
+    { "sip.ChatSession", sip.msrp.Session },
+    { "sip.SessionMessage", sip.msrp.SessionMessage },
   }
 
   it("reads a class for every module and object it checks", function()

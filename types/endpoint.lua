@@ -104,6 +104,13 @@ function Endpoint:options(uri, opts) end
 ---@return string? err
 function Endpoint:message(to, text, opts) end
 
+---A chat session in the session model: an INVITE offering MSRP; yields until it is up.
+---@param to string
+---@param opts? sip.RequestOptions|{ max_size?: integer, accept_types?: string[], chunk_size?: integer, txn_timeout?: number, idle_timeout?: number, relay?: table, tls?: boolean }
+---@return sip.ChatSession|nil s
+---@return sip.Response|string|nil res the 2xx, the final response, or an error
+function Endpoint:chat(to, opts) end
+
 ---Keep a binding registered (RFC 3261 §10.2), refreshed in the background.
 ---@param opts { registrar: string, aor?: string, user?: string, password?: string, expires?: integer, contact?: string, from?: string, headers?: sip.Headers }
 ---@return sip.Registration reg state "registering"

@@ -132,6 +132,14 @@ function Msg:build_response(code, reason, opts) end
 ---@return string? err
 function Msg:reply_stateless(code, reason, opts) end
 
+---A MESSAGE back to the sender of this MESSAGE, From and To swapped (the pager model, as it
+---came; a session-mode message answers in its session: sip.SessionMessage:respond).
+---@param text string
+---@param content_type? string
+---@return sip.Response|nil res
+---@return string? err
+function Msg:respond(text, content_type) end
+
 ---fn(req) runs in its own coroutine when a CANCEL for this request arrives.
 ---@param fn fun(req: sip.Request)
 function Msg:on_cancel(fn) end

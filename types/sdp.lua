@@ -35,6 +35,11 @@ function Media:attribute(name) end
 ---@return (string|true)[]
 function Media:attribute_values(name) end
 
+---An m=message line over TCP/MSRP or TCP/TLS/MSRP read: { path = {uri, ...}, accept_types,
+---accept_wrapped_types, setup, max_size, tls, port }; nil for other media.
+---@return table|nil
+function Media:msrp() end
+
 ---A session description; tostring() gives the text.
 ---@class sip.sdp.Session
 ---@field version integer
@@ -62,6 +67,11 @@ function Session:attribute(name) end
 ---@param name string
 ---@return (string|true)[]
 function Session:attribute_values(name) end
+
+---The first MSRP media (see Media:msrp) and its index.
+---@return table|nil msrp
+---@return integer? index
+function Session:msrp() end
 
 ---@class sip.sdp
 local sdp = {}
@@ -95,5 +105,17 @@ function sdp.answer(offer, opts) end
 ---@param text string
 ---@return string
 function sdp.next_version(previous, text) end
+
+---A session description with one m=message line (RFC 4975 §8): opts address, port, path,
+---accept_types ("message/cpim text/plain"), accept_wrapped_types, setup ("actpass"),
+---max_size, tls, session_id.
+---@param opts table
+---@return sip.sdp.Session
+function sdp.msrp(opts) end
+
+---The answerer's a=setup for an offer's (RFC 6135 §4.1).
+---@param offered? string
+---@return "active"|"passive"
+function sdp.msrp_setup(offered) end
 
 return sdp

@@ -15,6 +15,7 @@
 ---@field cpim sip.cpim
 ---@field registrar sip.registrar loaded on first use
 ---@field policy sip.policy loaded on first use
+---@field msrp sip.msrp session-mode IM (MSRP)
 ---@field ratelimit sip.ratelimit loaded on first use
 ---@field cli sip.cli loaded on first use
 ---@field proxy table loaded on first use (it adds req:relay, ep:set_domains)
