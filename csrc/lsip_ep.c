@@ -75,6 +75,13 @@ static lsip_loop *check_loop(lua_State *L, int i)
 	return luaL_checkudata(L, i, LSIP_LOOP_MT);
 }
 
+sip_loop *lsip_check_loop(lua_State *L, int i, lua_State ***stepping)
+{
+	lsip_loop *lp = check_loop(L, i);
+	*stepping = &lp->L;
+	return lp->loop;
+}
+
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */
 static int loop_step(lua_State *L)
 {
