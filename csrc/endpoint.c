@@ -7,9 +7,9 @@
 #include "rand.h"
 #include "ratelimit.h"
 #include "uri.h"
+#include "dns.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -251,6 +251,7 @@ void sip_ep_free(sip_endpoint *ep)
 	sip_map_free(&ep->merged);
 	sip_ep_set_domains(ep, NULL, 0, 0);
 	sip_rl_free(ep->rl);
+	sip_dns_unref(ep->dns);
 	free(ep);
 }
 
@@ -1081,7 +1082,6 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 
 int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
 {
-	(void)ep;
 	sip_uri u;
 	memset(d, 0, sizeof *d);
 	d->listener = -1;
@@ -1104,27 +1104,29 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 	int port = u.port ? u.port : 5060;
 	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0)
 		return 0;
-	if (host.n >= 2 && host.p[0] == '[') {
+	if (host.n == 0 || host.n > 255 || (host.n >= 2 && host.p[0] == '[')) {
 		*err = "bad host";
 		return -1;
 	}
-	char h[256];
-	if (host.n == 0 || host.n >= sizeof h) {
-		*err = "bad host";
+	/* A name: RFC 3263 from what the resolver has cached (dns.c); never a blocking lookup.
+	 * The Lua side looks names up (yielding) before it hands them here. */
+	sip_dns_target t;
+	if (!ep->dns) {
+		*err = "a host name, and no resolver";
 		return -1;
 	}
-	memcpy(h, host.p, host.n);
-	h[host.n] = 0;
-	/* A name: the system resolver (blocking; SRV/NAPTR of RFC 3263 are not done). */
-	struct addrinfo hints = { 0 }, *res = NULL;
-	hints.ai_socktype = SOCK_DGRAM;
-	if (getaddrinfo(h, NULL, &hints, &res) || !res) {
-		*err = "cannot resolve host";
+	if (sip_dns_cached(ep->dns, s, len, SIP_DNS_UDP | SIP_DNS_TCP, &t, err) != 1)
 		return -1;
-	}
-	memcpy(&d->addr, res->ai_addr, res->ai_addrlen);
-	d->len = (socklen_t)res->ai_addrlen;
-	set_port(&d->addr, port);
-	freeaddrinfo(res);
+	d->kind = t.tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
+	d->addr = t.addr;
+	d->len = t.len;
 	return 0;
+}
+
+void sip_ep_set_dns(sip_endpoint *ep, sip_dns *dns)
+{
+	if (dns)
+		sip_dns_ref(dns);
+	sip_dns_unref(ep->dns);
+	ep->dns = dns;
 }

@@ -211,11 +211,15 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
  * detection hash of the branch a relay writes). */
 void sip_msg_loop_hash(const sip_msg *m, char out[12]);
 
-/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
- * param; the host as an IP literal or through the system resolver. */
 /* sip_tp_parse_addr for a slice: an IP literal (IPv6 with or without []) and a port. */
 int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len);
+/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
+ * param; the host as an IP literal, or a name by RFC 3263 from the resolver's cache only
+ * (-1 with *err when it is not there: nothing in the loop waits for DNS). */
 int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
+/* The resolver whose cache sip_ep_resolve reads (a reference is taken; NULL: none). */
+struct sip_dns;
+void sip_ep_set_dns(sip_endpoint *ep, struct sip_dns *dns);
 
 /* Transaction accessors */
 uint64_t sip_txn_id(const sip_txn *t);

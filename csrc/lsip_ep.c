@@ -1028,6 +1028,14 @@ static int ep_preprocess(lua_State *L)
 	return 1;
 }
 
+/* ep:set_dns(resolver | nil): the resolver whose cache names in URIs are taken from */
+static int ep_set_dns(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_ep_set_dns(e->ep, lua_isnoneornil(L, 2) ? NULL : lsip_check_dns(L, 2));
+	return 0;
+}
+
 /* ep:set_has_dialogs(bool): whether in-dialog requests must go through the Lua dispatcher */
 static int ep_set_has_dialogs(lua_State *L)
 {
@@ -1144,7 +1152,7 @@ static const luaL_Reg ep_methods[] = {
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
-	{ "set_has_dialogs", ep_set_has_dialogs },
+	{ "set_has_dialogs", ep_set_has_dialogs }, { "set_dns", ep_set_dns },
 	{ "set_rate_limit", ep_set_rate_limit }, { "rate_limit", ep_rate_limit },
 	{ "close", ep_close }, { NULL, NULL },
 };

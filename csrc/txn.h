@@ -62,6 +62,7 @@ struct sip_endpoint {
 	int nlcache;             /* entries formatted; 0 after a listen */
 	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
 	int relayed_stateless;   /* a request went out statelessly: forward what answers it */
+	struct sip_dns *dns;     /* names in URIs: RFC 3263 from its cache (sip_ep_set_dns) */
 };
 
 /* txn.c */
