@@ -1115,7 +1115,15 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 		*err = "a host name, and no resolver";
 		return -1;
 	}
-	if (sip_dns_cached(ep->dns, s, len, SIP_DNS_UDP | SIP_DNS_TCP, &t, err) != 1)
+	unsigned tps = 0;   /* what we listen on: the transports the Lua side looked up for */
+	for (int i = 0, n = sip_tp_listener_count(ep->tp); i < n; i++) {
+		sip_tp_kind k;
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
+			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP;
+	}
+	if (sip_dns_cached(ep->dns, s, len, tps, &t, err) != 1)
 		return -1;
 	d->kind = t.tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
 	d->addr = t.addr;

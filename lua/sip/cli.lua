@@ -12,9 +12,10 @@ usage:
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
-  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
-  luasip options URI [--proxy URI]
-  luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
+               [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
+  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--dns HOST:PORT]
+  luasip options URI [--proxy URI] [--dns HOST:PORT]
+  luasip register --registrar URI --user U --password P [--aor URI] [--expires S] [--dns HOST:PORT]
 ]]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
@@ -134,7 +135,7 @@ function cli.server(opts)
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
-    max_transactions = opts.max_transactions,
+    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns),
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
     return nil, err
@@ -318,7 +319,7 @@ end
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust" })
+      "rate_burst", "trust", "dns" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -392,8 +393,17 @@ local function serve(argv)
   return 0
 end
 
-local function client_ep()
-  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+--- --dns HOST:PORT (or a table as sip.endpoint takes) -> the endpoint's dns option
+function cli.dns_opts(v)
+  if type(v) == "string" then
+    return { servers = { v } }
+  end
+  return v
+end
+
+local function client_ep(opts)
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" },
+    dns = cli.dns_opts(opts.dns) })
 end
 
 -- A client command's arguments, or nil after saying what is wrong.
@@ -409,11 +419,11 @@ local function client_args(argv, values, npos)
 end
 
 local function message(argv)
-  local opts, pos = client_args(argv, { "from", "proxy", "user", "password" }, 2)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "dns" }, 2)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local req = assert(sip.request { method = "MESSAGE", uri = pos[1],
     from = opts.from or ep:uri(opts.user or "luasip"), body = pos[2], content_type = "text/plain" })
   local res, err = ep:request(req, { target = opts.proxy, user = opts.user, password = opts.password })
@@ -423,11 +433,11 @@ local function message(argv)
 end
 
 local function options(argv)
-  local opts, pos = client_args(argv, { "proxy" }, 1)
+  local opts, pos = client_args(argv, { "proxy", "dns" }, 1)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local res, err = ep:options(pos[1], { target = opts.proxy })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
@@ -435,7 +445,7 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires" }, 0)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "dns" }, 0)
   if not opts then
     return 2
   end
@@ -444,7 +454,7 @@ local function register(argv)
       USAGE)
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local r = sip.uri.parse(opts.registrar)
   local aor = opts.aor or ("sip:" .. opts.user .. "@" .. r.host)
   local req = assert(sip.request { method = "REGISTER", uri = opts.registrar, from = aor, to = aor,
