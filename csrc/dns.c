@@ -1163,16 +1163,17 @@ uint64_t sip_dns_locate(sip_dns *d, const char *uri, size_t len, unsigned tps,
 
 typedef struct cached_out {
 	int state;
-	int missing;
 	char errbuf[320];
-	sip_dns_target t;
+	sip_dns_target *t;
+	unsigned max, n;
 } cached_out;
 
 static void cached_cb(void *arg, const sip_dns_target *t, unsigned n, const char *err)
 {
 	cached_out *o = arg;
 	if (n) {
-		o->t = t[0];
+		o->n = n < o->max ? n : o->max;
+		memcpy(o->t, t, o->n * sizeof *t);
 		o->state = 1;
 	} else {
 		snprintf(o->errbuf, sizeof o->errbuf, "%s", err ? err : "no target");
@@ -1180,18 +1181,21 @@ static void cached_cb(void *arg, const sip_dns_target *t, unsigned n, const char
 	}
 }
 
-int sip_dns_cached(sip_dns *d, const char *uri, size_t len, unsigned tps, sip_dns_target *t,
-		   const char **err)
+int sip_dns_cached_list(sip_dns *d, const char *uri, size_t len, unsigned tps,
+			sip_dns_target *t, unsigned max, unsigned *n, const char **err)
 {
 	/* the steps of a lookup, every query answered from the cache (synchronously) or not
 	 * at all */
 	static char why[320];
 	cached_out o;
 	memset(&o, 0, sizeof o);
+	o.t = t;
+	o.max = max;
+	*n = 0;
 	if (!locate(d, uri, len, tps, cached_cb, &o, 1, err))
 		return -1;
 	if (o.state == 1) {
-		*t = o.t;
+		*n = o.n;
 		return 1;
 	}
 	if (o.state == -1 && !strstr(o.errbuf, "not cached")) {
@@ -1201,6 +1205,13 @@ int sip_dns_cached(sip_dns *d, const char *uri, size_t len, unsigned tps, sip_dn
 	}
 	*err = "the name needs a DNS lookup first";
 	return 0;
+}
+
+int sip_dns_cached(sip_dns *d, const char *uri, size_t len, unsigned tps, sip_dns_target *t,
+		   const char **err)
+{
+	unsigned n;
+	return sip_dns_cached_list(d, uri, len, tps, t, 1, &n, err);
 }
 
 void sip_dns_cancel(sip_dns *d, uint64_t id)

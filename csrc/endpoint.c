@@ -1080,12 +1080,28 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 	return 0;
 }
 
-int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+/* The transports we listen on, as the resolver names them. */
+static unsigned listened_tps(sip_endpoint *ep)
+{
+	unsigned tps = 0;
+	for (int i = 0, n = sip_tp_listener_count(ep->tp); i < n; i++) {
+		sip_tp_kind k;
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
+			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP;
+	}
+	return tps;
+}
+
+int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, unsigned max,
+			unsigned *n, const char **err)
 {
 	sip_uri u;
+	*n = 0;
 	memset(d, 0, sizeof *d);
 	d->listener = -1;
-	if (sip_uri_parse(&u, sip_pl_make(s, len), err))
+	if (max == 0 || sip_uri_parse(&u, sip_pl_make(s, len), err))
 		return -1;
 	if (!u.is_sip) {
 		*err = "unsupported URI scheme";
@@ -1102,33 +1118,48 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
 	int port = u.port ? u.port : 5060;
-	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0)
+	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0) {
+		*n = 1;
 		return 0;
+	}
 	if (host.n == 0 || host.n > 255 || (host.n >= 2 && host.p[0] == '[')) {
 		*err = "bad host";
 		return -1;
 	}
 	/* A name: RFC 3263 from what the resolver has cached (dns.c); never a blocking lookup.
 	 * The Lua side looks names up (yielding) before it hands them here. */
-	sip_dns_target t;
 	if (!ep->dns) {
 		*err = "a host name, and no resolver";
 		return -1;
 	}
-	unsigned tps = 0;   /* what we listen on: the transports the Lua side looked up for */
-	for (int i = 0, n = sip_tp_listener_count(ep->tp); i < n; i++) {
-		sip_tp_kind k;
-		struct sockaddr_storage ss;
-		socklen_t sl;
-		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
-			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP;
-	}
-	if (sip_dns_cached(ep->dns, s, len, tps, &t, err) != 1)
+	enum { MAX_TARGETS = 16 };
+	sip_dns_target t[MAX_TARGETS];
+	unsigned nt;
+	if (sip_dns_cached_list(ep->dns, s, len, listened_tps(ep), t,
+				max < MAX_TARGETS ? max : MAX_TARGETS, &nt, err) != 1)
 		return -1;
-	d->kind = t.tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
-	d->addr = t.addr;
-	d->len = t.len;
+	for (unsigned i = 0; i < nt; i++) {
+		memset(&d[i], 0, sizeof d[i]);
+		d[i].listener = -1;
+		d[i].kind = t[i].tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
+		d[i].addr = t[i].addr;
+		d[i].len = t[i].len;
+	}
+	*n = nt;
 	return 0;
+}
+
+int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+{
+	unsigned n;
+	return sip_ep_resolve_list(ep, s, len, d, 1, &n, err);
+}
+
+void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d)
+{
+	if (ep->dns)
+		sip_dns_avoid(ep->dns, d->kind == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP,
+			      (const struct sockaddr *)&d->addr);
 }
 
 void sip_ep_set_dns(sip_endpoint *ep, sip_dns *dns)

@@ -217,6 +217,12 @@ int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t
  * param; the host as an IP literal, or a name by RFC 3263 from the resolver's cache only
  * (-1 with *err when it is not there: nothing in the loop waits for DNS). */
 int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
+/* The same with every target of a name in order (RFC 3263 §4.3: the next is tried when one
+ * fails), up to max into d[]: 0 with *n >= 1, or -1 with *err. */
+int sip_ep_resolve_list(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, unsigned max,
+			unsigned *n, const char **err);
+/* That target failed: the resolver puts it last for a while (§4.3). */
+void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d);
 /* The resolver whose cache sip_ep_resolve reads (a reference is taken; NULL: none). */
 struct sip_dns;
 void sip_ep_set_dns(sip_endpoint *ep, struct sip_dns *dns);

@@ -333,10 +333,15 @@ describe("RFC 3263 server location", function()
       cl:close()
     end)
 
-    it("a proxy relays to a name, and answers 404 for a domain that does not exist", function()
-      second = uas(200, { "udp" })
-      dm2 = start_dnsmasq(records(second.port, peer.free_udp_port()))
-      local proxy = client()
+    it("a proxy relays to a name, past a dead first address and a 503, and answers 404 for a domain that does not exist", function()
+      first, second = uas(503, { "udp" }), uas(200, { "udp" })
+      dm2 = start_dnsmasq({ "--srv-host=_sip._udp.fail.test,one.fail.test," .. peer.free_udp_port() .. ",10,0",
+        "--srv-host=_sip._udp.fail.test,two.fail.test," .. first.port .. ",20,0",
+        "--srv-host=_sip._udp.fail.test,three.fail.test," .. second.port .. ",30,0",
+        "--host-record=one.fail.test,127.0.0.1", "--host-record=two.fail.test,127.0.0.1",
+        "--host-record=three.fail.test,127.0.0.1" })
+      local proxy = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, log = os.getenv("DNS_SPEC_LOG") and "debug",
+        dns = { servers = { dm2.server } } })
       proxy:route(function(req)
         req:relay(req.uri)
       end)
@@ -345,6 +350,7 @@ describe("RFC 3263 server location", function()
         return cl:message("sip:bob@fail.test", "hi", { target = proxy:uri() })
       end)
       assert.equal(200, res.status)
+      assert.equal(1, first.got)
       assert.equal(1, second.got)
       res = run(function()
         local req = sip.request { method = "MESSAGE", uri = "sip:bob@gone.test", body = "x" }
