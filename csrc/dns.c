@@ -150,6 +150,8 @@ struct sip_dns {
 	sip_dns_stats st;
 };
 
+const char sip_dns_uncached[] = "the name needs a DNS lookup first";
+
 void sip_dns_config_default(sip_dns_config *c)
 {
 	memset(c, 0, sizeof *c);
@@ -1203,7 +1205,7 @@ int sip_dns_cached_list(sip_dns *d, const char *uri, size_t len, unsigned tps,
 		*err = why;
 		return -1;
 	}
-	*err = "the name needs a DNS lookup first";
+	*err = sip_dns_uncached;
 	return 0;
 }
 

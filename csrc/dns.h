@@ -60,6 +60,8 @@ uint64_t sip_dns_locate(sip_dns *d, const char *uri, size_t len, unsigned tps,
  * (an answer is missing or expired), -1 with *err when the answer is that there is none. */
 int sip_dns_cached(sip_dns *d, const char *uri, size_t len, unsigned tps, sip_dns_target *t,
 		   const char **err);
+/* *err of sip_dns_cached when the answer is just not there yet. */
+extern const char sip_dns_uncached[];
 /* The same, up to max targets in order into t (*n of them). */
 int sip_dns_cached_list(sip_dns *d, const char *uri, size_t len, unsigned tps,
 			sip_dns_target *t, unsigned max, unsigned *n, const char **err);

@@ -1162,6 +1162,8 @@ void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d)
 			      (const struct sockaddr *)&d->addr);
 }
 
+sip_dns *sip_ep_dns(sip_endpoint *ep) { return ep->dns; }
+
 void sip_ep_set_dns(sip_endpoint *ep, sip_dns *dns)
 {
 	if (dns)

@@ -226,6 +226,7 @@ void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d);
 /* The resolver whose cache sip_ep_resolve reads (a reference is taken; NULL: none). */
 struct sip_dns;
 void sip_ep_set_dns(sip_endpoint *ep, struct sip_dns *dns);
+struct sip_dns *sip_ep_dns(sip_endpoint *ep);
 
 /* Transaction accessors */
 uint64_t sip_txn_id(const sip_txn *t);

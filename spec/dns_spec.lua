@@ -361,6 +361,31 @@ describe("RFC 3263 server location", function()
       cl:close()
       proxy:close()
     end)
+
+    it("the core relays an in-dialog request to a name once it is looked up", function()
+      second = uas(200, { "udp" })
+      dm2 = start_dnsmasq(records(second.port, second.port))
+      local proxy = client()
+      local routed = 0
+      proxy:route(function() routed = routed + 1 end, { relay_in_dialog = true })
+      local cl = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      local res = run(function()
+        local req = sip.request { method = "MESSAGE", uri = "sip:bob@fail.test",
+          to = "<sip:bob@fail.test>;tag=1234", body = "in a dialog" }
+        return cl:request(req, { target = proxy:uri() })
+      end)
+      assert.equal(200, res.status)
+      assert.equal(1, second.got)
+      assert.equal(0, routed)   -- the script never saw it
+      res = run(function()
+        local req = sip.request { method = "MESSAGE", uri = "sip:bob@gone.test",
+          to = "<sip:bob@gone.test>;tag=1234", body = "in a dialog" }
+        return cl:request(req, { target = proxy:uri() })
+      end)
+      assert.equal(404, res.status)
+      cl:close()
+      proxy:close()
+    end)
   end)
 end)
 
