@@ -134,6 +134,8 @@ describe("RFC 3263 server location", function()
       -- an SRV target with no address
       "--srv-host=_sip._udp.noaddr.test,ghost.noaddr.test,5060,10,0",
       "--txt-record=ghost.noaddr.test,nothing",
+      -- a Via maddr
+      "--host-record=maddr.test,127.0.0.1",
     }, { ["hang.test"] = "127.0.0.1#" .. hang_port })
     ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" },
       dns = { servers = { dm.server }, timeout = 1, tries = 1, negative_ttl = 60 } })
@@ -265,6 +267,30 @@ describe("RFC 3263 server location", function()
       assert.is_nil(res)
       assert.equal("DNS lookup for hang.test failed: timed out", err)
       other:close()
+    end)
+  end)
+
+  describe("§5 responses", function()
+    local function options(peer_, maddr, branch)
+      return table.concat({
+        "OPTIONS sip:x@" .. ep:address("udp") .. " SIP/2.0",
+        "Via: SIP/2.0/UDP client.test:" .. peer_.port .. ";maddr=" .. maddr .. ";branch=" .. branch,
+        "Max-Forwards: 70", "From: <sip:a@client.test>;tag=1", "To: <sip:x@test>",
+        "Call-ID: " .. branch, "CSeq: 1 OPTIONS", "Content-Length: 0", "", "" }, "\r\n")
+    end
+
+    it("go to a Via maddr that is a name once it is looked up, and the loop goes on", function()
+      local p = helper.udp_peer()
+      p.send(options(p, "maddr.test", "z9hG4bKmaddr1"), ep)
+      assert(helper.run_until(function() return p.count(function(m) return m.status == 200 end) == 1 end, 3, p.poll))
+      -- a maddr whose lookup hangs: its response waits, another request's does not
+      p.send(options(p, "x.hang.test", "z9hG4bKmaddr2"), ep)
+      p.send(options(p, "127.0.0.1", "z9hG4bKmaddr3"), ep)
+      assert(helper.run_until(function() return p.count(function(m) return m.branch == "z9hG4bKmaddr3" end) == 1 end, 3, p.poll))
+      assert.equal(0, p.count(function(m) return m.branch == "z9hG4bKmaddr2" end))
+      -- the lookup times out (1 s): the response goes to the source instead
+      assert(helper.run_until(function() return p.count(function(m) return m.branch == "z9hG4bKmaddr2" end) == 1 end, 4, p.poll))
+      p.close()
     end)
   end)
 
