@@ -312,21 +312,38 @@ sip_dns *sip_dns_new(sip_loop *loop, const sip_dns_config *cfg, const char **err
 		o.tries = (int)cfg->tries;
 		mask |= ARES_OPT_TRIES;
 	}
-	if (sip_map_init(&d->cache) || ares_init_options(&d->ch, &o, mask) != ARES_SUCCESS) {
-		sip_map_free(&d->cache);
-		free(d);
-		*err = "cannot start the resolver (c-ares)";
-		return NULL;
-	}
+	const char *why = "cannot start the resolver (c-ares)";
+	struct ares_addr_port_node *servers = NULL;
+	if (sip_map_init(&d->cache) || ares_init_options(&d->ch, &o, mask) != ARES_SUCCESS)
+		goto fail;
 	if (cfg && cfg->servers && cfg->servers[0] &&
 	    ares_set_servers_ports_csv(d->ch, cfg->servers) != ARES_SUCCESS) {
-		ares_destroy(d->ch);
-		sip_map_free(&d->cache);
-		free(d);
-		*err = "bad DNS server list (want IP:PORT,...)";
-		return NULL;
+		why = "bad DNS server list (want IP:PORT,...)";
+		goto fail_ch;
 	}
+	/* With several servers c-ares takes a SERVFAIL or REFUSED as a reason to ask the next
+	 * one (and reports "unreachable" when all did so). With one, that answer is the answer:
+	 * it reaches us as such, and the request gets the real reason. */
+	if (ares_get_servers_ports(d->ch, &servers) == ARES_SUCCESS && servers && !servers->next) {
+		ares_destroy(d->ch);
+		o.flags |= ARES_FLAG_NOCHECKRESP;
+		if (ares_init_options(&d->ch, &o, mask) != ARES_SUCCESS)
+			goto fail;
+		if (ares_set_servers_ports(d->ch, servers) != ARES_SUCCESS)
+			goto fail_ch;
+	}
+	if (servers)
+		ares_free_data(servers);
 	return d;
+fail_ch:
+	ares_destroy(d->ch);
+fail:
+	if (servers)
+		ares_free_data(servers);
+	sip_map_free(&d->cache);
+	free(d);
+	*err = why;
+	return NULL;
 }
 
 void sip_dns_ref(sip_dns *d) { d->refs++; }

@@ -425,6 +425,107 @@ describe("RFC 3263 server location", function()
   end)
 end)
 
+-- A DNS server that answers every query wrongly, as its name asks: SERVFAIL, REFUSED, a
+-- truncated answer (TC, and no TCP), or records cut short. A hostile peer, not a mock.
+local function bad_dns()
+  local u, port = silent_udp()
+  u:settimeout(0)
+  local srv = { port = port, server = "127.0.0.1:" .. port, sock = u }
+  function srv.poll()
+    while true do
+      local q, ip, qport = u:receivefrom()
+      if not q then return end
+      local question = q:sub(13)
+      local name = {}
+      local i = 1
+      while question:byte(i) and question:byte(i) > 0 do
+        local n = question:byte(i)
+        name[#name + 1] = question:sub(i + 1, i + n)
+        i = i + n + 1
+      end
+      local first = name[1] or ""
+      local rcode, flags2, an = 0, 0x80, ""
+      if first == "servfail" then
+        rcode = 2
+      elseif first == "refused" then
+        rcode = 5
+      elseif first == "truncated" then
+        flags2 = 0x80
+      end
+      local flags1 = 0x81 + (first == "truncated" and 0x02 or 0)
+      local ancount = 0
+      if first == "cut" then
+        -- one answer record whose data runs past the end of the message
+        an = "\xc0\x0c" .. question:sub(i + 1, i + 4) .. "\0\0\0\60\0\50abcd"
+        ancount = 1
+      end
+      local reply = q:sub(1, 2) .. string.char(flags1, flags2 + rcode) .. "\0\1" ..
+        string.char(0, ancount) .. "\0\0\0\0" .. question .. an
+      u:sendto(reply, ip, qport)
+    end
+  end
+  return srv
+end
+
+describe("bad DNS answers", function()
+  local srv, ep
+  setup(function()
+    srv = bad_dns()
+    ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" },
+      dns = { servers = { srv.server }, timeout = 0.5, tries = 1 } })
+  end)
+  teardown(function()
+    ep:close()
+    srv.sock:close()
+  end)
+
+  local function message(to)
+    local out
+    sip.spawn(function() out = table.pack(ep:message(to, "hi")) end)
+    assert(helper.run_until(function() return out end, 5, srv.poll))
+    return table.unpack(out, 1, out.n)
+  end
+
+  it("SERVFAIL gives the reason, and no hang", function()
+    local res, err = message("sip:bob@servfail.bad")
+    assert.is_nil(res)
+    assert.equal("DNS lookup for servfail.bad failed: server failure", err)
+  end)
+
+  it("REFUSED gives the reason", function()
+    local res, err = message("sip:bob@refused.bad")
+    assert.is_nil(res)
+    assert.equal("DNS lookup for refused.bad failed: refused", err)
+  end)
+
+  it("a malformed answer gives the reason", function()
+    local res, err = message("sip:bob@cut.bad")
+    assert.is_nil(res)
+    assert.equal("DNS lookup for cut.bad failed: malformed answer", err)
+  end)
+
+  it("a truncated answer with nowhere to retry over TCP gives the reason", function()
+    local res, err = message("sip:bob@truncated.bad")
+    assert.is_nil(res)
+    assert.matches("^DNS lookup for truncated.bad failed: ", err)
+  end)
+
+  it("a proxy answers 503 with the reason when the lookup fails", function()
+    local proxy = ep
+    proxy:route(function(req) req:relay() end)
+    local cl = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    local out
+    sip.spawn(function()
+      local req = sip.request { method = "MESSAGE", uri = "sip:bob@servfail.bad", body = "x" }
+      out = cl:request(req, { target = proxy:uri() })
+    end)
+    assert(helper.run_until(function() return out end, 5, srv.poll))
+    assert.equal(503, out.status)
+    assert.equal("DNS lookup for servfail.bad failed: server failure", out.reason)
+    cl:close()
+  end)
+end)
+
 describe("luasip with --dns", function()
   it("message reaches serve through NAPTR and SRV, with no proxy", function()
     local port = peer.free_udp_port()
