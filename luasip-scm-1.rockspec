@@ -7,7 +7,7 @@ description = {
   license = "MIT",
 }
 dependencies = { "lua >= 5.4" }
-external_dependencies = { OPENSSL = { header = "openssl/evp.h" } }
+external_dependencies = { OPENSSL = { header = "openssl/evp.h" }, CARES = { header = "ares.h" } }
 build = {
   type = "make",
   build_variables = {
