@@ -688,6 +688,16 @@ function Endpoint:send(req, target, via)
   end
   target = target or self:target_of(req)
   if needs_lookup(target) then
+    if not coroutine.isyieldable() then
+      -- from a hook (a 2xx retransmission re-ACKed): the name from the cache, or looked
+      -- up in a coroutine of its own
+      local ok, err = self.core:send(req, target, via or "replace")
+      if ok or err ~= "the name needs a DNS lookup first" then
+        return ok, err
+      end
+      sched.spawn(self.send, self, req, target, via)
+      return true
+    end
     local t, err = self:resolve(target)
     if not t then
       return nil, err
