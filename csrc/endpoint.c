@@ -1199,7 +1199,7 @@ static unsigned listened_tps(sip_endpoint *ep)
 		struct sockaddr_storage ss;
 		socklen_t sl;
 		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
-			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP;
+			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : k == SIP_TP_UDP ? SIP_DNS_UDP : 0;
 	}
 	return tps;
 }
