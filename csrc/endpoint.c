@@ -1265,6 +1265,15 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 	return sip_ep_resolve_list(ep, s, len, d, 1, &n, err);
 }
 
+int sip_ep_abandon(sip_endpoint *ep, sip_txn *ct)
+{
+	(void)ep;
+	if (!ct->client || ct->invite || ct->relay)
+		return -1;
+	sip_txn_terminate(ct);
+	return 0;
+}
+
 void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d)
 {
 	if (ep->dns)

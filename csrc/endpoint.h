@@ -124,6 +124,10 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 /* Send a request with no transaction (ACK for 2xx, stateless forwarding). */
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 			  sip_via_mode via_mode, const char *branch, const char **err);
+/* Give up on non-INVITE client transaction ct at once: no more retransmissions, no final
+ * response to the TU (RFC 3263 §4.3: the request went on to another target). 0, or -1 for
+ * another kind of transaction. */
+int sip_ep_abandon(sip_endpoint *ep, sip_txn *ct);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
 

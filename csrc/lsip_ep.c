@@ -1178,6 +1178,19 @@ static int ep_cancel(lua_State *L)
 	return 1;
 }
 
+/* ep:abandon(txn_id) -> true | nil, err: a non-INVITE client transaction ends now */
+static int ep_abandon(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	if (!t)
+		return fail(L, "the transaction is gone");
+	if (sip_ep_abandon(e->ep, t))
+		return fail(L, "not a non-INVITE client transaction");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* ep:txn_state(txn_id) -> state name | nil */
 static int ep_txn_state(lua_State *L)
 {
@@ -1270,7 +1283,7 @@ static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NU
 static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
-	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
+	{ "cancel", ep_cancel }, { "abandon", ep_abandon }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
 	{ "set_has_dialogs", ep_set_has_dialogs }, { "set_dns", ep_set_dns },

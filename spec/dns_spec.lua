@@ -365,6 +365,11 @@ describe("RFC 3263 server location", function()
       assert.equal(200, res and res.status, err)
       assert.is_truthy(mute:receive())   -- it was tried first
       assert.is_true(took < 64 * 0.05, "took " .. took .. " s")
+      -- and given up on: no more retransmissions go there
+      mute:settimeout(0)
+      while mute:receive() do end
+      helper.run_for(1.7)   -- (the next one would have left 3.15 s after the first)
+      assert.is_nil(mute:receive())
       mute:close()
       cl:close()
     end)

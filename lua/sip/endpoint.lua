@@ -623,6 +623,8 @@ function Endpoint:_transaction(req, target, opts, attempt_ms)
           self.pending[id] = nil
           if req.method == "INVITE" then
             self.core:cancel(id)   -- (sent only if a provisional comes after all, §9.1)
+          else
+            self.core:abandon(id)  -- no more retransmissions to a target given up on
           end
           wake(nil, "timeout", true)
         end
