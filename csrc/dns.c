@@ -67,6 +67,7 @@ typedef struct entry {
 	char key[260];
 	size_t klen;
 	int state, status;
+	int busy;                 /* its waiters are being told: not to be evicted */
 	const char *why;          /* ST_FAIL: what went wrong */
 	uint64_t expires;
 	unsigned n;
@@ -578,7 +579,9 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 		keep = (long)d->cfg.max_ttl;
 	e->expires = now + (keep >= 0 && keep * 1000 > TTL_FLOOR_MS ? (uint64_t)keep * 1000 : TTL_FLOOR_MS);
 	enter(d);
+	e->busy = 1;
 	notify(e);
+	e->busy = 0;
 	if (e->status == ST_FAIL && !d->destroying)
 		entry_free(d, e);
 	leave(d);
@@ -590,12 +593,12 @@ static void evict(sip_dns *d)
 	uint64_t now = sip_loop_now(d->loop);
 	for (entry *e = d->oldest, *next; e && d->nentries >= CACHE_MAX; e = next) {
 		next = e->next;
-		if (e->state == E_DONE && e->expires <= now)
+		if (e->state == E_DONE && !e->busy && e->expires <= now)
 			entry_free(d, e);
 	}
 	for (entry *e = d->oldest, *next; e && d->nentries >= CACHE_MAX; e = next) {
 		next = e->next;
-		if (e->state == E_DONE)
+		if (e->state == E_DONE && !e->busy)
 			entry_free(d, e);
 	}
 }
@@ -614,7 +617,7 @@ static void query(job *j, int kind, unsigned idx, const char *name, int type)
 		key[i + 1] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
 	size_t klen = n + 1;
 	entry *e = sip_map_get(&d->cache, key, klen);
-	if (e && e->state == E_DONE && e->expires <= sip_loop_now(d->loop)) {
+	if (e && e->state == E_DONE && !e->busy && e->expires <= sip_loop_now(d->loop)) {
 		entry_free(d, e);   /* expired: ask again */
 		e = NULL;
 	}
