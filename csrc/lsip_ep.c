@@ -357,16 +357,17 @@ static void held_located(void *arg, const sip_dns_target *t, unsigned n, const c
 		held_run(h);
 }
 
-/* Hold m until its next hop (the top Route, else the Request-URI) is looked up: 0, or -1. */
-static int hold_for_dns(lsip_ep *e, sip_txn *st, const sip_msg *m)
+/* Hold m until its next hop (the top Route, else the Request-URI, of pre: m as §16.4 left
+ * it) is looked up: 0, or -1. */
+static int hold_for_dns(lsip_ep *e, sip_txn *st, const sip_msg *m, const sip_msg *pre)
 {
 	sip_dns *dns = sip_ep_dns(e->ep);
-	sip_pl hop = m->new_uri.n ? m->new_uri : m->uri, item;
+	sip_pl hop = pre->new_uri.n ? pre->new_uri : pre->uri, item;
 	size_t pos = 0;
 	sip_addr a;
 	const char *err;
-	int ri = m->first[SIP_HDR_ROUTE];
-	if (ri >= 0 && sip_list_next(m->hdrs[ri].value, &pos, &item) &&
+	int ri = pre->first[SIP_HDR_ROUTE];
+	if (ri >= 0 && sip_list_next(pre->hdrs[ri].value, &pos, &item) &&
 	    sip_addr_parse(&a, item, &err) == 0)
 		hop = a.uri;
 	held *h = dns ? calloc(1, sizeof *h) : NULL;
@@ -385,7 +386,7 @@ static int hold_for_dns(lsip_ep *e, sip_txn *st, const sip_msg *m)
 		held_free(h);
 		return -1;
 	}
-	memcpy(uri, hop.p, hop.n);   /* (hop points into m, which the caller frees) */
+	memcpy(uri, hop.p, hop.n);   /* (hop points into pre, which the caller frees) */
 	uri[hop.n] = 0;
 	h->starting = 1;
 	h->lookup = sip_dns_locate(dns, uri, hop.n, SIP_DNS_UDP | SIP_DNS_TCP, held_located, h, &err);
@@ -448,13 +449,13 @@ static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m, int may_wait
 	if (!st || c.method_id == SIP_METHOD_ACK) {
 		if (sip_ep_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err) &&
 		    err == sip_dns_uncached && may_wait)
-			hold_for_dns(e, NULL, m);
+			hold_for_dns(e, NULL, m, &c);
 		goto out;
 	}
 	sip_pl target = c.uri;
 	int done;
 	if (!sip_ep_relay(ep, st, &c, &target, 1, &o, &done, &err)) {
-		if (err != sip_dns_uncached || !may_wait || hold_for_dns(e, st, m))
+		if (err != sip_dns_uncached || !may_wait || hold_for_dns(e, st, m, &c))
 			sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
 	}
 out:
