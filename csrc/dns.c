@@ -531,6 +531,20 @@ static int parse_answer(entry *e, const unsigned char *abuf, int alen)
 	return r;
 }
 
+int sip_dns_read_answer(int type, const unsigned char *buf, int len, long *ttl, long *neg)
+{
+	entry e;
+	memset(&e, 0, sizeof e);
+	e.type = type;
+	if (type != T_A_ && type != T_AAAA_ && type != T_SRV_ && type != T_NAPTR_)
+		return -1;
+	if (answer_ttls(buf, len, type, ttl, neg))
+		return -1;
+	int r = parse_answer(&e, buf, len);
+	free(e.rr);
+	return r == ARES_SUCCESS ? (int)e.n : r == ARES_ENODATA ? 0 : -1;
+}
+
 static void job_answer(job *j, int kind, unsigned idx, entry *e);
 
 /* Hand e to everyone waiting on it. */

@@ -80,6 +80,11 @@ typedef struct sip_dns_stats {
 } sip_dns_stats;
 void sip_dns_stats_get(sip_dns *d, sip_dns_stats *st);
 
+/* How the resolver reads an answer of type (1 A, 28 AAAA, 33 SRV, 35 NAPTR) from the
+ * network: the records it keeps (0: none of that type), their smallest TTL and the negative
+ * TTL an SOA gives (-1: none), or -1 for a malformed message. For the fuzzer and tests. */
+int sip_dns_read_answer(int type, const unsigned char *buf, int len, long *ttl, long *neg);
+
 /* "udp", "tcp", "tls", "ws", "wss"; and back (0 when unknown). */
 const char *sip_dns_tp_name(sip_dns_tp tp);
 sip_dns_tp sip_dns_tp_lookup(const char *s, size_t n);
