@@ -618,19 +618,15 @@ static void evict(sip_dns *d)
 	}
 }
 
+static size_t cache_key(char key[260], int type, const char *name);
+
 /* Ask for (name, type) on behalf of job j: the answer comes through job_answer, at once
  * when it is cached (or, for a cache-only job, missing: e NULL). */
 static void query(job *j, int kind, unsigned idx, const char *name, int type)
 {
 	sip_dns *d = j->d;
 	char key[260];
-	size_t n = strlen(name);
-	if (n > 255)
-		n = 255;
-	key[0] = (char)type;
-	for (size_t i = 0; i < n; i++)
-		key[i + 1] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
-	size_t klen = n + 1;
+	size_t klen = cache_key(key, type, name), n = klen - 1;
 	entry *e = sip_map_get(&d->cache, key, klen);
 	if (e && e->state == E_DONE && !e->busy && e->expires <= sip_loop_now(d->loop)) {
 		entry_free(d, e);   /* expired: ask again */
@@ -1065,24 +1061,76 @@ static int ip_literal(const char *host, unsigned char ip[16])
 }
 
 /* The host in /etc/hosts: its addresses go straight into the job's one hop. */
+/* The cache key of (type, name): the type's byte, then the name in lowercase. */
+static size_t cache_key(char key[260], int type, const char *name)
+{
+	size_t n = strlen(name);
+	if (n > 255)
+		n = 255;
+	key[0] = (char)type;
+	for (size_t i = 0; i < n; i++)
+		key[i + 1] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+	return n + 1;
+}
+
+/* What /etc/hosts says of a name, read (a local file, no query) once per HOSTS_TTL_MS and
+ * kept in the cache like an answer (type 0): addresses, rr[].a the family's size. */
+#define HOSTS_TTL_MS 30000
 static int from_hosts_file(job *j, hop *h)
 {
-	struct hostent *he = NULL;
-	int found = 0;
-	if (ares_gethostbyname_file(j->d->ch, h->name, AF_INET, &he) == ARES_SUCCESS && he) {
-		for (char **a = he->h_addr_list; *a && h->n4 < ADDRS_PER_HOP; a++)
-			memcpy(h->a4[h->n4++], *a, 4);
-		ares_free_hostent(he);
-		found = 1;
+	sip_dns *d = j->d;
+	char key[260];
+	size_t klen = cache_key(key, 0, h->name);
+	uint64_t now = sip_loop_now(d->loop);
+	entry *e = sip_map_get(&d->cache, key, klen);
+	if (e && !e->busy && e->expires <= now) {
+		entry_free(d, e);
+		e = NULL;
 	}
-	he = NULL;
-	if (ares_gethostbyname_file(j->d->ch, h->name, AF_INET6, &he) == ARES_SUCCESS && he) {
-		for (char **a = he->h_addr_list; *a && h->n6 < ADDRS_PER_HOP; a++)
-			memcpy(h->a6[h->n6++], *a, 16);
-		ares_free_hostent(he);
-		found = 1;
+	if (!e) {
+		if (d->nentries >= CACHE_MAX)
+			evict(d);
+		e = calloc(1, sizeof *e);
+		if (!e || !(e->rr = calloc(RR_MAX, sizeof *e->rr)) ||
+		    sip_map_put(&d->cache, key, klen, e)) {
+			if (e)
+				free(e->rr);
+			free(e);
+			return 0;
+		}
+		e->d = d;
+		memcpy(e->key, key, klen);
+		e->klen = klen;
+		copy_name(e->name, h->name);
+		e->state = E_DONE;
+		e->expires = now + HOSTS_TTL_MS;
+		e->prev = d->newest;
+		if (d->newest)
+			d->newest->next = e;
+		else
+			d->oldest = e;
+		d->newest = e;
+		d->nentries++;
+		static const int fams[] = { AF_INET, AF_INET6 };
+		for (int f = 0; f < 2; f++) {
+			struct hostent *he = NULL;
+			if (ares_gethostbyname_file(d->ch, h->name, fams[f], &he) != ARES_SUCCESS || !he)
+				continue;
+			size_t sz = fams[f] == AF_INET ? 4 : 16;
+			for (char **a = he->h_addr_list; *a && e->n < RR_MAX; a++) {
+				memcpy(e->rr[e->n].ip, *a, sz);
+				e->rr[e->n++].a = (uint16_t)sz;
+			}
+			ares_free_hostent(he);
+		}
 	}
-	return found;
+	for (unsigned i = 0; i < e->n; i++) {
+		if (e->rr[i].a == 4 && h->n4 < ADDRS_PER_HOP)
+			memcpy(h->a4[h->n4++], e->rr[i].ip, 4);
+		else if (e->rr[i].a == 16 && h->n6 < ADDRS_PER_HOP)
+			memcpy(h->a6[h->n6++], e->rr[i].ip, 16);
+	}
+	return e->n > 0;
 }
 
 /* Parse the URI into a job: scheme, host (maddr wins), port, transport. 0 or -1. */

@@ -188,6 +188,14 @@ describe("RFC 3263 server location", function()
       assert.equal(before, ep.dns:stats().queries)
     end)
 
+    it("takes a name of /etc/hosts from there, with no query", function()
+      local before = ep.dns:stats().queries
+      local t = assert(resolve("sip:bob@localhost:5099"))
+      assert.equal(5099, t[1].port)
+      assert.is_truthy(t[1].addr == "127.0.0.1" or t[1].addr == "[::1]")
+      assert.equal(before, ep.dns:stats().queries)
+    end)
+
     it("refuses sips: without a TLS transport", function()
       local t, err = resolve("sips:bob@order.test")
       assert.is_nil(t)
