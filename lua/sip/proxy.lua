@@ -83,15 +83,29 @@ msg_methods.validate = core.msg_validate
 local msg_relay = core.msg_relay
 
 -- The names among the next hops of a relay (opts.next_hop, else the top Route, else each
--- target) are looked up first (RFC 3263, yielding this coroutine only): the core then
--- finds them in the resolver's cache. true, or nil and why not.
+-- target: a binding's first Path entry, else its URI) are looked up first (RFC 3263,
+-- yielding this coroutine only): the core then finds them in the resolver's cache. true,
+-- or nil and why not.
+local function hop_of(t)
+  if type(t) ~= "table" then
+    return t
+  end
+  return t.route and (t.route:match("<([^>]*)>") or t.route:match("^%s*([^,%s]+)")) or t[1]
+end
+
 local function look_up_hops(req, targets, next_hop)
   local hops = next_hop and { next_hop }
   if not hops and req:header("Route") then
     local a = req:addr("Route")
     hops = { a and a.uri }
   end
-  hops = hops or (type(targets) == "table" and targets) or { targets or req.uri }
+  if not hops and type(targets) == "table" then
+    hops = {}
+    for i, t in ipairs(targets) do
+      hops[i] = hop_of(t)
+    end
+  end
+  hops = hops or { hop_of(targets) or req.uri }
   for _, u in ipairs(hops) do
     if type(u) == "string" and needs_lookup(u) then
       local t, err = req._ep:resolve(u)
