@@ -23,9 +23,11 @@ typedef struct lookup {
 	struct lookup *prev, *next;
 	lsip_dns *r;
 	lua_Integer key;
+	uint64_t id;        /* the resolver's lookup, cancelled by r:close */
+	int starting, done; /* the answer came inside sip_dns_locate: freed once it returns */
 } lookup;
 
-static void lookup_free(lookup *lk)
+static void lookup_unlink(lookup *lk)
 {
 	if (lk->prev)
 		lk->prev->next = lk->next;
@@ -33,6 +35,12 @@ static void lookup_free(lookup *lk)
 		lk->r->lookups = lk->next;
 	if (lk->next)
 		lk->next->prev = lk->prev;
+	lk->prev = lk->next = NULL;
+}
+
+static void lookup_free(lookup *lk)
+{
+	lookup_unlink(lk);
 	free(lk);
 }
 
@@ -152,7 +160,12 @@ static void on_located(void *arg, const sip_dns_target *t, unsigned n, const cha
 	lsip_dns *r = lk->r;
 	lua_State *L = r->caller ? r->caller : *r->stepping;
 	lua_Integer key = lk->key;
-	lookup_free(lk);
+	if (lk->starting) {
+		lookup_unlink(lk);   /* r_locate frees it (r:close from fn cannot reach it) */
+		lk->done = 1;
+	} else {
+		lookup_free(lk);
+	}
 	if (!L)
 		return;
 	int top = lua_gettop(L);
@@ -208,12 +221,11 @@ static int r_locate(lua_State *L)
 	const char *uri = luaL_checklstring(L, 2, &len);
 	unsigned tps = check_tps(L, 3);
 	luaL_checktype(L, 4, LUA_TFUNCTION);
-	lookup *lk = malloc(sizeof *lk);
+	lookup *lk = calloc(1, sizeof *lk);
 	if (!lk)
 		return luaL_error(L, "out of memory");
 	lk->r = r;
 	lk->key = ++r->seq;
-	lk->prev = NULL;
 	lk->next = r->lookups;
 	if (r->lookups)
 		r->lookups->prev = lk;
@@ -226,10 +238,16 @@ static int r_locate(lua_State *L)
 	const char *err;
 	lua_State *prev = r->caller;
 	r->caller = L;
+	lk->starting = 1;
 	uint64_t id = sip_dns_locate(r->d, uri, len, tps, on_located, lk, &err);
+	lk->starting = 0;
 	r->caller = prev;
-	if (!id) {
+	lk->id = id;
+	if (lk->done)
+		free(lk);          /* its answer came already (unlinked then) */
+	else if (!id)
 		lookup_free(lk);
+	if (!id) {
 		lua_rawgeti(L, LUA_REGISTRYINDEX, r->pending);
 		lua_pushnil(L);
 		lua_rawseti(L, -2, key);
@@ -305,12 +323,16 @@ static int r_stats(lua_State *L)
 static int r_close(lua_State *L)
 {
 	lsip_dns *r = luaL_checkudata(L, 1, LSIP_DNS_MT);
+	while (r->lookups) {
+		/* (an endpoint may keep the resolver alive: its lookups must not call back here) */
+		if (r->d)
+			sip_dns_cancel(r->d, r->lookups->id);
+		lookup_free(r->lookups);
+	}
 	if (r->d) {
-		sip_dns_unref(r->d);   /* lookups still running end without their callbacks */
+		sip_dns_unref(r->d);
 		r->d = NULL;
 	}
-	while (r->lookups)
-		lookup_free(r->lookups);
 	luaL_unref(L, LUA_REGISTRYINDEX, r->pending);
 	r->pending = LUA_NOREF;
 	return 0;

@@ -278,6 +278,23 @@ describe("RFC 3263 server location", function()
     end)
   end)
 
+  it("a lookup running when its endpoint closes ends, with the reason", function()
+    local e2 = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" },
+      dns = { servers = { dm.server }, timeout = 5, tries = 1 } })
+    local res, err, done
+    sip.spawn(function()
+      res, err = e2:message("sip:bob@closing.hang.test", "hi")
+      done = true
+    end)
+    helper.run_for(0.1)
+    assert.is_nil(done)
+    e2:close()
+    assert(helper.run_until(function() return done end, 1))
+    assert.is_nil(res)
+    assert.equal("endpoint closed", err)
+    helper.run_for(0.1)   -- nothing of it calls back later
+  end)
+
   describe("§5 responses", function()
     local function options(peer_, maddr, branch)
       return table.concat({
