@@ -9,7 +9,7 @@ CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
 LIBFLAG    ?= -shared
-LIBS        = -lssl -lcrypto
+LIBS        = -lssl -lcrypto -lcares
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -29,7 +29,8 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
+       libc-ares-dev dnsmasq-base
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 
@@ -100,9 +101,10 @@ ctest: build/test_transport
 # Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
 # (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood); MSRP MB/s
-# and messages/s between two endpoints (msrp).
+# and messages/s between two endpoints (msrp); OPTIONS latency with and without DNS lookups
+# hanging (dns).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood msrp
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -123,7 +125,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  proxy) bench/proxy.sh $(PROXY_RUNS) ;; \
 	  flood) bench/flood.sh ;; \
 	  msrp)  $(LUA) bench/msrp.lua ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp)"; exit 2 ;; \
+	  dns)   $(LUA) bench/dns.lua ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
@@ -148,6 +151,8 @@ install: all
 # declares (OPENSSL_INCDIR, OPENSSL_LIBDIR); empty when building by hand.
 CPPFLAGS_ += $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
 LIBS      += $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR))
+CPPFLAGS_ += $(if $(CARES_INCDIR),-I$(CARES_INCDIR))
+LIBS      += $(if $(CARES_LIBDIR),-L$(CARES_LIBDIR))
 DEBS      += lua-ldoc lua-discount zip unzip
 
 # `make test` runs these too, after sanitize: a second rule for test adds prerequisites.

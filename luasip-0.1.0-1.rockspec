@@ -35,6 +35,7 @@ dependencies = { "lua >= 5.4" }
 -- by the Makefile itself (pkg-config), so that the rock builds without them.
 external_dependencies = {
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },   -- EVP digests, RAND, TLS
+  CARES = { header = "ares.h", library = "cares" },               -- RFC 3263 lookups in the loop
 }
 build = {
   type = "make",
@@ -44,6 +45,8 @@ build = {
     LUA_INCDIR = "$(LUA_INCDIR)",
     OPENSSL_INCDIR = "$(OPENSSL_INCDIR)",
     OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
+    CARES_INCDIR = "$(CARES_INCDIR)",
+    CARES_LIBDIR = "$(CARES_LIBDIR)",
   },
   install_variables = {
     INST_LIBDIR = "$(LIBDIR)/sip",

@@ -59,6 +59,11 @@ void lsip_open_ep(lua_State *L);
 void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
+void lsip_open_dns(lua_State *L);
+
+/* The resolver userdata at idx (lsip_dns.c); raises when closed. */
+struct sip_dns;
+struct sip_dns *lsip_check_dns(lua_State *L, int idx);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

@@ -15,5 +15,6 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_dialog(L);
 	lsip_open_thp(L);
 	lsip_open_msrp(L);
+	lsip_open_dns(L);
 	return 1;
 }

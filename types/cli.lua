@@ -4,6 +4,11 @@
 ---@class sip.cli
 local cli = {}
 
+-----dns HOST:PORT (or a table as sip.endpoint takes) -> the endpoint's dns option.
+---@param v string|table
+---@return table|nil dns
+function cli.dns_opts(v) end
+
 ---The luasip command line; returns the exit status.
 ---@param argv string[]
 ---@return integer

@@ -104,6 +104,13 @@ function Endpoint:options(uri, opts) end
 ---@return string? err
 function Endpoint:message(to, text, opts) end
 
+---RFC 3263 targets for uri through this endpoint's resolver, for the transports it listens
+---on (see sip.dns.resolve); yields.
+---@param uri string
+---@return sip.dns.Target[]|nil targets
+---@return string? err
+function Endpoint:resolve(uri) end
+
 ---A chat session in the session model: an INVITE offering MSRP; yields until it is up.
 ---@param to string
 ---@param opts? sip.RequestOptions|{ max_size?: integer, accept_types?: string[], chunk_size?: integer, txn_timeout?: number, idle_timeout?: number, relay?: table, tls?: boolean }

@@ -16,6 +16,7 @@
 ---@field registrar sip.registrar loaded on first use
 ---@field policy sip.policy loaded on first use
 ---@field msrp sip.msrp session-mode IM (MSRP)
+---@field dns sip.dns RFC 3263 lookups, loaded on first use
 ---@field ratelimit sip.ratelimit loaded on first use
 ---@field cli sip.cli loaded on first use
 ---@field proxy table loaded on first use (it adds req:relay, ep:set_domains)

@@ -12,10 +12,11 @@ usage:
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
-  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
+               [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
+  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--dns HOST:PORT]
                (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
-  luasip options URI [--proxy URI]
-  luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
+  luasip options URI [--proxy URI] [--dns HOST:PORT]
+  luasip register --registrar URI --user U --password P [--aor URI] [--expires S] [--dns HOST:PORT]
 ]]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
@@ -135,7 +136,7 @@ function cli.server(opts)
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
-    max_transactions = opts.max_transactions,
+    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns),
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
     return nil, err
@@ -336,7 +337,7 @@ end
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust" })
+      "rate_burst", "trust", "dns" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -410,8 +411,17 @@ local function serve(argv)
   return 0
 end
 
-local function client_ep()
-  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+--- --dns HOST:PORT (or a table as sip.endpoint takes) -> the endpoint's dns option
+function cli.dns_opts(v)
+  if type(v) == "string" then
+    return { servers = { v } }
+  end
+  return v
+end
+
+local function client_ep(opts)
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" },
+    dns = cli.dns_opts(opts.dns) })
 end
 
 -- A client command's arguments, or nil after saying what is wrong.
@@ -427,11 +437,11 @@ local function client_args(argv, values, npos)
 end
 
 local function message(argv)
-  local opts, pos = client_args(argv, { "from", "proxy", "user", "password" }, 2)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "dns" }, 2)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   -- over 1300 bytes the text goes in an MSRP session (INVITE, SEND, BYE; sip.msrp)
   local res, err = ep:message(pos[1], pos[2], { from = opts.from, user = opts.user,
     content_type = "text/plain", target = opts.proxy, password = opts.password })
@@ -441,11 +451,11 @@ local function message(argv)
 end
 
 local function options(argv)
-  local opts, pos = client_args(argv, { "proxy" }, 1)
+  local opts, pos = client_args(argv, { "proxy", "dns" }, 1)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local res, err = ep:options(pos[1], { target = opts.proxy })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
@@ -453,7 +463,7 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires" }, 0)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "dns" }, 0)
   if not opts then
     return 2
   end
@@ -462,7 +472,7 @@ local function register(argv)
       USAGE)
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local r = sip.uri.parse(opts.registrar)
   local aor = opts.aor or ("sip:" .. opts.user .. "@" .. r.host)
   local req = assert(sip.request { method = "REGISTER", uri = opts.registrar, from = aor, to = aor,

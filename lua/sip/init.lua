@@ -228,7 +228,7 @@ end
 package.loaded.sip = sip
 require "sip.proxy"   -- adds req:relay
 local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
-  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy" }
+  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy", dns = "sip.dns" }
 setmetatable(sip, { __index = function(t, k)
   local name = lazy[k]
   if name then

@@ -6,6 +6,8 @@ local sip = require "sip"
 local Endpoint = require("sip.endpoint").Endpoint
 
 local msg_methods = core.msg_mt.methods
+local dns = require "sip.dns"
+local needs_lookup = dns.needs_lookup
 
 local proxy = {}
 
@@ -81,9 +83,54 @@ msg_methods.validate = core.msg_validate
 -- challenges, 503 as 500, and CANCEL from upstream (§16.10).
 -- @function msg_methods.relay
 local msg_relay = core.msg_relay
+
+-- The names among the next hops of a relay (opts.next_hop, else the top Route, else each
+-- target: a binding's first Path entry, else its URI) are looked up first (RFC 3263,
+-- yielding this coroutine only): the core then finds them in the resolver's cache. true,
+-- or nil and why not.
+local function hop_of(t)
+  if type(t) ~= "table" then
+    return t
+  end
+  return t.route and (t.route:match("<([^>]*)>") or t.route:match("^%s*([^,%s]+)")) or t[1]
+end
+
+local function look_up_hops(req, targets, next_hop)
+  local hops = next_hop and { next_hop }
+  if not hops and req:header("Route") then
+    local a = req:addr("Route")
+    hops = { a and a.uri }
+  end
+  if not hops and type(targets) == "table" then
+    hops = {}
+    for i, t in ipairs(targets) do
+      hops[i] = hop_of(t)
+    end
+  end
+  hops = hops or { hop_of(targets) or req.uri }
+  for _, u in ipairs(hops) do
+    if type(u) == "string" and needs_lookup(u) then
+      local t, err = req._ep:resolve(u)
+      if not t then
+        return nil, err
+      end
+    end
+  end
+  return true
+end
+
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
+  end
+  local ok, why = look_up_hops(req, targets, opts and opts.next_hop)
+  if not ok then
+    -- no server for that name: a final response that says so (§4: 404 when it does not
+    -- exist, 503 when the lookup failed), and the reason for the script
+    if req.method ~= "ACK" and req._txn ~= 0 and not req.replied_final then
+      req:reply(dns.response_for(why))
+    end
+    return nil, why
   end
   local flags, timeout, next_hop_uri, rr, stateless = 1, nil, nil, nil, nil
   if opts then
