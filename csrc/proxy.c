@@ -442,9 +442,15 @@ static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 	return 0;
 }
 
+/* The port a Via without one means: 5061 for TLS (§19.1.2), else 5060 */
+static int via_port(const sip_via *v)
+{
+	return sip_pl_casecmp(v->transport, "TLS") ? SIP_TLS_PORT : 5060;
+}
+
 int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
 {
-	if (!is_listener(ep, top->host, top->port ? top->port : 5060))
+	if (!is_listener(ep, top->host, top->port ? top->port : via_port(top)))
 		return 0;
 	char ip[INET6_ADDRSTRLEN];
 	int port;
@@ -461,7 +467,7 @@ int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top
 /* Is this Via's sent-by one of our listeners? */
 static int via_is_ours(sip_endpoint *ep, const sip_via *v)
 {
-	return is_listener(ep, v->host, v->port ? v->port : 5060);
+	return is_listener(ep, v->host, v->port ? v->port : via_port(v));
 }
 
 int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port)
@@ -500,7 +506,8 @@ int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
 			if (strlen(ep->domains[i]) == u.host.n &&
 			    strncasecmp(ep->domains[i], u.host.p, u.host.n) == 0)
 				return 1;
-	return is_listener(ep, u.host, u.port ? u.port : 5060);
+	return is_listener(ep, u.host, u.port ? u.port :
+			   sip_pl_casecmp(u.scheme, "sips") ? SIP_TLS_PORT : 5060);
 }
 
 #define ROUTES_MAX 32
@@ -795,14 +802,15 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
-	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"] ">", without snprintf (hot path) */
+	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"] ">", without snprintf (hot path);
+	 * over TLS "<sips:" (§26.2: what came over TLS is asked to come back over TLS) */
 	static const char tcp[] = ";transport=tcp";
 	char v[160];
 	size_t sl = strlen(sb), len = 0;
-	if (sl + sizeof tcp + 9 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
+	if (sl + sizeof tcp + 10 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
 		return -1;
-	memcpy(v, "<sip:", 5);
-	len = 5;
+	memcpy(v, kind == SIP_TP_TLS ? "<sips:" : "<sip:", 5 + (kind == SIP_TP_TLS));
+	len = 5 + (kind == SIP_TP_TLS);
 	memcpy(v + len, sb, sl);
 	len += sl;
 	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
@@ -878,7 +886,8 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
  * the sent-by host; to the rport value, else the sent-by port. */
 static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char **err)
 {
-	int tcp = sip_pl_casecmp(v->transport, "TCP");
+	int tls = sip_pl_casecmp(v->transport, "TLS");
+	int tcp = tls || sip_pl_casecmp(v->transport, "TCP");
 	if (!tcp && !sip_pl_casecmp(v->transport, "UDP")) {
 		*err = "unsupported transport";
 		return -1;
@@ -888,7 +897,7 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 	socklen_t mal;
 	int maddr_ok = !tcp && v->maddr.n && sip_ip_literal(v->maddr, 0, &ma, &mal) == 0;
 	sip_pl host = maddr_ok ? v->maddr : v->received.n ? v->received : v->host;
-	int port = v->rport > 0 ? v->rport : v->port ? v->port : 5060;
+	int port = v->rport > 0 ? v->rport : v->port ? v->port : tls ? SIP_TLS_PORT : 5060;
 	char uri[300];
 	int v6 = host.p[0] != '[' && memchr(host.p, ':', host.n) != NULL;   /* a bare received */
 	if (!host.n || host.n > 256) {
@@ -896,7 +905,7 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		return -1;
 	}
 	int n = snprintf(uri, sizeof uri, "sip:%s%.*s%s:%d%s", v6 ? "[" : "", (int)host.n, host.p,
-			 v6 ? "]" : "", port, tcp ? ";transport=tcp" : "");
+			 v6 ? "]" : "", port, tls ? ";transport=tls" : tcp ? ";transport=tcp" : "");
 	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
 }
 

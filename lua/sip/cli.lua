@@ -4,18 +4,20 @@ local sip = require "sip"
 
 local cli = {}
 
-local USAGE = [[
+local USAGE = [==[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
+               [--listen tls:127.0.0.1:5061 --cert FILE --key FILE [--ca FILE]]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
-  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
-  luasip options URI [--proxy URI]
-  luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
-]]
+  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--ca FILE]
+  luasip options URI [--proxy URI] [--ca FILE]
+  luasip register --registrar URI --user U --password P [--aor URI] [--expires S] [--ca FILE]
+  (sips: URIs and ;transport=tls go over TLS; --ca: the CAs to trust instead of the system's)
+]==]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
 -- values: those that take one. Anything else is an error rather than a guess (a misspelt
@@ -133,7 +135,8 @@ function cli.server(opts)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
-  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
+  local tls = (opts.cert or opts.ca) and { cert = opts.cert, key = opts.key, ca = opts.ca } or nil
+  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
     max_transactions = opts.max_transactions,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
@@ -318,7 +321,7 @@ end
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust" })
+      "rate_burst", "trust", "cert", "key", "ca" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -392,8 +395,9 @@ local function serve(argv)
   return 0
 end
 
-local function client_ep()
-  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+local function client_ep(opts)
+  local tls = opts and opts.ca and { ca = opts.ca } or nil
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" }, tls = tls })
 end
 
 -- A client command's arguments, or nil after saying what is wrong.
@@ -409,11 +413,11 @@ local function client_args(argv, values, npos)
 end
 
 local function message(argv)
-  local opts, pos = client_args(argv, { "from", "proxy", "user", "password" }, 2)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "ca" }, 2)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local req = assert(sip.request { method = "MESSAGE", uri = pos[1],
     from = opts.from or ep:uri(opts.user or "luasip"), body = pos[2], content_type = "text/plain" })
   local res, err = ep:request(req, { target = opts.proxy, user = opts.user, password = opts.password })
@@ -423,11 +427,11 @@ local function message(argv)
 end
 
 local function options(argv)
-  local opts, pos = client_args(argv, { "proxy" }, 1)
+  local opts, pos = client_args(argv, { "proxy", "ca" }, 1)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local res, err = ep:options(pos[1], { target = opts.proxy })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
@@ -435,7 +439,7 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires" }, 0)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "ca" }, 0)
   if not opts then
     return 2
   end
@@ -444,7 +448,7 @@ local function register(argv)
       USAGE)
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local r = sip.uri.parse(opts.registrar)
   local aor = opts.aor or ("sip:" .. opts.user .. "@" .. r.host)
   local req = assert(sip.request { method = "REGISTER", uri = opts.registrar, from = aor, to = aor,
