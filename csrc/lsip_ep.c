@@ -602,6 +602,7 @@ static int l_endpoint(lua_State *L)
 	cfg.tp.idle_ms = opt_uint(L, 2, "idle_timeout_ms", cfg.tp.idle_ms);
 	cfg.tp.partial_ms = opt_uint(L, 2, "partial_timeout_ms", cfg.tp.partial_ms);
 	cfg.tp.reuse_port = (int)opt_uint(L, 2, "reuse_port", 0);
+	cfg.tp.max_conns_per_ip = opt_uint(L, 2, "max_connections_per_ip", 0);
 	if (cfg.t1 == 0 || cfg.t2 < cfg.t1)
 		return luaL_error(L, "bad timers: need 0 < t1 <= t2");
 
@@ -1169,6 +1170,8 @@ static int ep_stats(lua_State *L)
 	set_int(L, "tcp_in", (lua_Integer)t.tcp_in);
 	set_int(L, "tcp_out", (lua_Integer)t.tcp_out);
 	set_int(L, "dropped", (lua_Integer)t.dropped);
+	set_int(L, "tls_handshakes", t.handshakes);
+	set_int(L, "tls_failed", (lua_Integer)t.tls_failed);
 	return 1;
 }
 

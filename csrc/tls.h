@@ -58,6 +58,8 @@ long sip_tls_read(sip_tls_session *s, char *buf, size_t cap, int *want, const ch
 long sip_tls_write(sip_tls_session *s, const char *buf, size_t len, int *want, const char **err);
 /* Decrypted bytes held inside the session (no socket event will announce them). */
 int sip_tls_pending(sip_tls_session *s);
+/* Client side: the name the server was checked against ("" on the server side). */
+const char *sip_tls_session_name(const sip_tls_session *s);
 
 /* The peer's certificate after the handshake. subject: one-line RFC 2253 form; sans: the
  * subjectAltName DNS names, URIs and IP addresses as "DNS:x", "URI:x", "IP:x", joined by

@@ -9,6 +9,7 @@
 #include <linux/errqueue.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include "frame.h"
 #include "tls.h"
@@ -195,10 +196,15 @@ static conn *find_id(sip_transport *tp, uint32_t id)
 	return NULL;
 }
 
-static conn *find_peer(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind kind)
+/* An open connection to sa of that kind. TLS with a name: a connection we opened is taken
+ * only if its server was checked against that same name (RFC 5922 §4). */
+static conn *find_peer(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind kind,
+		       const char *name)
 {
 	for (conn *c = tp->by_peer[addr_hash(sa) & tp->mask]; c; c = c->peer_next)
-		if (c->src.kind == kind && addr_eq((const struct sockaddr *)&c->src.peer, sa))
+		if (c->src.kind == kind && addr_eq((const struct sockaddr *)&c->src.peer, sa) &&
+		    !(c->tls && c->src.listener < 0 && name && name[0] &&
+		      strcasecmp(sip_tls_session_name(c->tls), name) != 0))
 			return c;
 	return NULL;
 }
@@ -622,8 +628,12 @@ static long conn_recv(conn *c)
 			c->rd_want_write = ww;
 			update_out(c);
 		}
+		/* TLS 1.3: a client is done with its handshake before the server has checked its
+		 * certificate; a refusal comes as an alert at the first read. For us, that
+		 * connection was never made. */
 		if (n < 0)
-			conn_close(c, "conn close", err);
+			conn_close(c, c->src.listener < 0 && !c->seen ? "connect failed" : "conn close",
+				   err);
 		return n;
 	}
 	ssize_t n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
@@ -1248,7 +1258,7 @@ static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockadd
 	if (c && c->src.kind != kind)
 		c = NULL;
 	if (!c && dst)
-		c = find_peer(tp, dst, kind);
+		c = find_peer(tp, dst, kind, name);
 	if (!c) {
 		if (!dst) {
 			*err = "connection closed";

@@ -140,6 +140,7 @@ local function new(opts)
     max_transactions = opts.max_transactions,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
+    max_connections_per_ip = opts.max_connections_per_ip,
     partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,
     log = self.log ~= nil,
   }
