@@ -771,6 +771,33 @@ static int ep_reply_stateless(lua_State *L)
 	return 1;
 }
 
+/* ep:flow(request, contact_uri) -> conn_id | nil, why: a request that came over TCP or TLS
+ * (a REGISTER) makes its connection the way to contact_uri, when that URI is reached over
+ * the same transport: what is sent there goes on that connection while it is open (see
+ * sip_tp_alias). The id is for ep:conn_open(). */
+static int ep_flow(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	lsip_checkmsg(L, 2);
+	size_t n = 0, ul;
+	const char *uri = luaL_checklstring(L, 3, &ul);
+	const char *s = lsip_msg_blob(L, 2, &n), *err;
+	sip_tp_src src;
+	sip_dest d;
+	if (!s || read_src_blob(s, n, &src))
+		return fail(L, "the request did not arrive on an endpoint");
+	if (!sip_tp_stream(src.kind))
+		return fail(L, "not over a connection");
+	if (sip_ep_resolve(e->ep, uri, ul, &d, &err))
+		return fail(L, err);
+	if (d.kind != src.kind)
+		return fail(L, "the contact is on another transport");
+	if (sip_tp_alias(sip_ep_transport(e->ep), src.conn_id, (struct sockaddr *)&d.addr, d.len))
+		return fail(L, "connection closed");
+	lua_pushinteger(L, src.conn_id);
+	return 1;
+}
+
 static sip_via_mode check_via_mode(lua_State *L, int i)
 {
 	/* on every request sent: a switch, not luaL_checkoption's strcmp loop */
@@ -1218,7 +1245,7 @@ static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NU
 
 static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "set_tls", ep_set_tls },
-	{ "conn_open", ep_conn_open }, { "reply", ep_reply },
+	{ "conn_open", ep_conn_open }, { "flow", ep_flow }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },

@@ -95,7 +95,12 @@ typedef struct conn {
 	uint64_t partial_since;
 	sip_timer idle, partial;
 
-	struct conn *id_next, *peer_next, *prev, *next;
+	/* the address this incoming connection is also reached at (sip_tp_alias): a phone's
+	 * registered Contact, which cannot be connected to from here */
+	struct sockaddr_storage alias;
+	socklen_t aliaslen;   /* 0: none */
+
+	struct conn *id_next, *peer_next, *alias_next, *prev, *next;
 } conn;
 
 struct sip_transport {
@@ -112,7 +117,7 @@ struct sip_transport {
 	char *ubuf;          /* SIP_TP_UDP_MMSG buffers of max_msg + 1 bytes: one more reveals an
 	                      * oversized datagram */
 
-	conn **by_id, **by_peer;
+	conn **by_id, **by_peer, **by_alias;
 	size_t mask;         /* buckets - 1 */
 	conn *all;
 	uint32_t next_id;
@@ -198,6 +203,14 @@ static conn *find_id(sip_transport *tp, uint32_t id)
 
 /* An open connection to sa of that kind. TLS with a name: a connection we opened is taken
  * only if its server was checked against that same name (RFC 5922 §4). */
+static conn *find_alias(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind kind)
+{
+	for (conn *c = tp->by_alias[addr_hash(sa) & tp->mask]; c; c = c->alias_next)
+		if (c->src.kind == kind && addr_eq((const struct sockaddr *)&c->alias, sa))
+			return c;
+	return NULL;
+}
+
 static conn *find_peer(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind kind,
 		       const char *name)
 {
@@ -206,7 +219,7 @@ static conn *find_peer(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind
 		    !(c->tls && c->src.listener < 0 && name && name[0] &&
 		      strcasecmp(sip_tls_session_name(c->tls), name) != 0))
 			return c;
-	return NULL;
+	return find_alias(tp, sa, kind);
 }
 
 static int same_ip(const struct sockaddr *a, const struct sockaddr *b)
@@ -252,8 +265,18 @@ static void unlink_ptr(conn **head, conn *c, size_t off)
 	}
 }
 
+static void alias_remove(sip_transport *tp, conn *c)
+{
+	if (!c->aliaslen)
+		return;
+	unlink_ptr(&tp->by_alias[addr_hash((struct sockaddr *)&c->alias) & tp->mask], c,
+		   offsetof(conn, alias_next));
+	c->aliaslen = 0;
+}
+
 static void table_remove(sip_transport *tp, conn *c)
 {
+	alias_remove(tp, c);
 	unlink_ptr(&tp->by_id[c->src.conn_id & tp->mask], c, offsetof(conn, id_next));
 	unlink_ptr(&tp->by_peer[addr_hash((struct sockaddr *)&c->src.peer) & tp->mask], c,
 		   offsetof(conn, peer_next));
@@ -1346,6 +1369,24 @@ void sip_tp_set_tls(sip_transport *tp, sip_tls *tls)
 
 sip_tls *sip_tp_tls(sip_transport *tp) { return tp->tls; }
 
+int sip_tp_alias(sip_transport *tp, uint32_t conn_id, const struct sockaddr *addr,
+		 socklen_t len)
+{
+	conn *c = tp && conn_id ? find_id(tp, conn_id) : NULL;
+	if (!c || !addr_ok(addr, len))
+		return -1;
+	conn *old = find_alias(tp, addr, c->src.kind);
+	if (old)
+		alias_remove(tp, old);   /* the phone registered again, on a new connection */
+	alias_remove(tp, c);
+	memcpy(&c->alias, addr, len);
+	c->aliaslen = len;
+	size_t b = addr_hash(addr) & tp->mask;
+	c->alias_next = tp->by_alias[b];
+	tp->by_alias[b] = c;
+	return 0;
+}
+
 int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id)
 {
 	return tp && conn_id && find_id(tp, conn_id) != NULL;
@@ -1398,10 +1439,12 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 	tp->mask = buckets - 1;
 	tp->by_id = calloc(buckets, sizeof(conn *));
 	tp->by_peer = calloc(buckets, sizeof(conn *));
+	tp->by_alias = calloc(buckets, sizeof(conn *));
 	tp->ubuf = malloc((tp->cfg.max_msg + 1) * SIP_TP_UDP_MMSG);
-	if (!tp->by_id || !tp->by_peer || !tp->ubuf) {
+	if (!tp->by_id || !tp->by_peer || !tp->by_alias || !tp->ubuf) {
 		free(tp->by_id);
 		free(tp->by_peer);
+		free(tp->by_alias);
 		free(tp->ubuf);
 		free(tp);
 		return NULL;
@@ -1416,6 +1459,7 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 static void tp_release(sip_transport *tp)
 {
 	sip_tls_free(tp->tls);
+	free(tp->by_alias);
 	free(tp->by_id);
 	free(tp->by_peer);
 	free(tp->ubuf);

@@ -109,6 +109,13 @@ int sip_tp_send_named(sip_transport *tp, sip_tp_kind kind, const struct sockaddr
 		      socklen_t dlen, uint32_t conn_id, const char *name, const char *buf,
 		      size_t len, const char **err);
 
+/* Connection reuse for peers that cannot be connected to (phones behind NAT, RFC 5923's
+ * problem): TCP/TLS connection conn_id is also used for what is sent to addr over its
+ * transport (the Contact it registered), until it closes or another connection takes that
+ * address. Returns 0, or -1 when conn_id is not open. */
+int sip_tp_alias(sip_transport *tp, uint32_t conn_id, const struct sockaddr *addr,
+		 socklen_t len);
+
 /* Is connection conn_id open (of any kind)? */
 int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id);
 

@@ -295,6 +295,51 @@ describe("SIP over TLS", function()
     end)
   end)
 
+  describe("connection reuse for phones", function()
+    -- serve, and a phone that registers over kind with a Contact nobody listens at (port 1):
+    -- only its registration's connection reaches it
+    for _, kind in ipairs { "tls", "tcp" } do
+      it("reaches a phone registered over " .. kind:upper() .. " on that connection; " ..
+         "once it closes, 480 and the binding is gone", function()
+        local srv = assert(cli.server { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0",
+          "tls:127.0.0.1:0" }, no_auth = true, quiet = true, cert = f("server.pem"),
+          users = { alice = { password = "secret" } },
+          key = f("server.key"), ca = f("ca.pem") })
+        eps[#eps + 1] = srv.ep
+        local phone = endpoint({ "udp:127.0.0.1:0" })
+        local got = {}
+        phone:on("MESSAGE", function(req)
+          got[#got + 1] = req.body .. " " .. req.source:match("^%a+")
+          req:reply(200)
+        end)
+        local registrar = kind == "tls" and "sips:localhost:" .. srv.ep:address("tls"):match(":(%d+)$")
+          or "sip:" .. srv.ep:address("tcp") .. ";transport=tcp"
+        local reg = phone:register { registrar = registrar, user = "alice", aor =
+          "sip:alice@localhost", contact = "<sip:alice@127.0.0.1:1;transport=" .. kind .. ">",
+          expires = 600 }
+        assert.truthy(run_until(function() return reg.state == "registered" end, 3))
+        local b = srv.registrar:lookup("sip:alice@localhost")
+        assert.equal(1, #b)
+        assert.truthy(b[1].conn)
+        local bob = endpoint({ "udp:127.0.0.1:0" })
+        local res = go(function()
+          return bob:message("sip:alice@localhost", "one", { target = "sip:" .. srv.ep:address("udp") })
+        end)
+        assert.equal(200, res.status)
+        assert.same({ "one " .. kind }, got)
+        -- the phone goes away without unregistering: its connection closes
+        phone._registrations = nil
+        phone:close()
+        run_until(function() return not srv.ep.core:conn_open(b[1].conn) end, 2)
+        res = go(function()
+          return bob:message("sip:alice@localhost", "two", { target = "sip:" .. srv.ep:address("udp") })
+        end)
+        assert.equal(480, res.status)
+        assert.same({}, srv.registrar:lookup("sip:alice@localhost"))
+      end)
+    end
+  end)
+
   describe("hostile peers", function()
     -- a TLS server with a short handshake timeout and few handshake slots (8 per IP)
     local srv, tcp_addr, tls_port

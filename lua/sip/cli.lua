@@ -153,7 +153,7 @@ function cli.server(opts)
     return host == domain or ep:is_local(uri)
   end
   local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
-    max_expires = opts.max_expires or 3600,
+    max_expires = opts.max_expires or 3600, endpoint = ep,
     canonical = function(u)
       -- an AOR at any of our addresses (with or without the port: clients often leave it
       -- out) is an AOR of the domain
