@@ -28,7 +28,7 @@ CORE  = build/sip/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
+DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
@@ -67,8 +67,21 @@ deps bench-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: deps all
-	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 --users examples/users.txt
+# TLS on 5061 with a self-signed certificate for localhost and 127.0.0.1, made once into
+# $(RUN_TLS) (git-ignored); clients trust it with --ca $(RUN_TLS)/cert.pem.
+RUN_TLS = tls-local
+$(RUN_TLS)/cert.pem:
+	@mkdir -p $(RUN_TLS)
+	@openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+	  -keyout $(RUN_TLS)/key.pem -out $@ -subj /CN=localhost \
+	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+	@echo "made a self-signed certificate for localhost: $@ (trust it: luasip options sips:localhost:5061 --ca $@)"
+
+run: deps all $(RUN_TLS)/cert.pem
+	@echo "TLS on tls:127.0.0.1:5061; clients trust it with --ca $(RUN_TLS)/cert.pem"
+	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 \
+	  --listen tls:127.0.0.1:5061 --cert $(RUN_TLS)/cert.pem --key $(RUN_TLS)/key.pem \
+	  --users examples/users.txt
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
