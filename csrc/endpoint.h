@@ -47,6 +47,9 @@ typedef struct sip_dest {
 	const char *name;
 } sip_dest;
 
+/* The reason a relay of a sips: request toward a hop without TLS fails (§26.2.2) */
+#define SIP_ERR_SIPS_PLAIN "sips: needs TLS on every hop"
+
 /* RFC 3261 §19.1.2: the port a sips: URI or a TLS Via without one stands for */
 #define SIP_TLS_PORT 5061
 

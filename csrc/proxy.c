@@ -845,9 +845,15 @@ static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_d
 		    !sip_param_get(u.params, "lr", &lr) && strict_route(m, a.uri, err))
 			return -1;
 	}
-	if (o->next_hop)
-		return sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err);
-	return sip_ep_resolve(ep, target.p, target.n, d, err);
+	int r = o->next_hop ? sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err) :
+			      sip_ep_resolve(ep, target.p, target.n, d, err);
+	/* §26.2.2: a request for a sips: URI goes over TLS on every hop, or not at all */
+	sip_pl ruri = m->new_uri.n ? m->new_uri : m->uri;
+	if (r == 0 && d->kind != SIP_TP_TLS && ruri.n > 5 && strncasecmp(ruri.p, "sips:", 5) == 0) {
+		*err = SIP_ERR_SIPS_PLAIN;
+		return -1;
+	}
+	return r;
 }
 
 int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
