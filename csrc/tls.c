@@ -322,7 +322,7 @@ long sip_tls_write(sip_tls_session *s, const char *buf, size_t len, int *want, c
 	return outcome(s, r, want, err, "TLS write failed");
 }
 
-int sip_tls_pending(sip_tls_session *s) { return SSL_pending(s->ssl); }
+int sip_tls_pending(sip_tls_session *s) { return SSL_pending(s->ssl) > 0 || SSL_has_pending(s->ssl); }
 const char *sip_tls_session_name(const sip_tls_session *s) { return s->name; }
 
 static void append(char *out, size_t cap, size_t *o, const char *kind, const char *v, size_t vl)
