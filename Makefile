@@ -31,7 +31,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
-BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
+BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
 
 # Baseline harnesses live next to the shared corpus, outside the repository.
 PARSER_BASELINES = ../shared/bench/parser
@@ -94,10 +94,11 @@ spec: all
 	@$(BUSTED) -o utfTerminal spec
 
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
-# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users, and
-# real softphones (baresip, Linphone) registering, messaging and calling through it.
+# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users,
+# real softphones (baresip, Linphone) registering, messaging and calling through it, and
+# serve and Kamailio's tls module verifying each other over TLS.
 INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
-                spec/phones_spec.lua
+                spec/phones_spec.lua spec/tls_interop_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
