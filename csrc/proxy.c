@@ -789,6 +789,25 @@ void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
 	sip_ep_reply_code(ep, st, req, code, o ? extra : NULL);
 }
 
+/* A request for a sips: URI: its Request-URI, or its top Route, is one (§16.6 step 4) */
+static int sips_request(const sip_msg *req)
+{
+	sip_pl ruri = req->new_uri.n ? req->new_uri : req->uri, item;
+	int ri = req->first[SIP_HDR_ROUTE];
+	size_t pos = 0;
+	if (ruri.n > 5 && strncasecmp(ruri.p, "sips:", 5) == 0)
+		return 1;
+	if (ri < 0 || !sip_list_next(req->hdrs[ri].value, &pos, &item))
+		return 0;
+	while (item.n && (*item.p == '<' || *item.p == ' ' || *item.p == '"')) {
+		if (*item.p == '"')   /* a display name: skip to the URI */
+			return memmem(item.p, item.n, "<sips:", 6) != NULL;
+		item.p++;
+		item.n--;
+	}
+	return item.n > 5 && strncasecmp(item.p, "sips:", 5) == 0;
+}
+
 int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
 {
 	if (sip_msg_decrement_max_forwards(req) < 0)   /* §16.6 step 3 */
@@ -802,15 +821,17 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
-	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"] ">", without snprintf (hot path);
-	 * over TLS "<sips:" (§26.2: what came over TLS is asked to come back over TLS) */
-	static const char tcp[] = ";transport=tcp";
+	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"|";transport=tls"] ">", without
+	 * snprintf (hot path); "<sips:" when the Request-URI or the top Route is sips: (§16.6
+	 * step 4 asks for it then; a sips: one otherwise would push TLS on hops that have none) */
+	static const char tcp[] = ";transport=tcp", tls[] = ";transport=tls";
 	char v[160];
 	size_t sl = strlen(sb), len = 0;
 	if (sl + sizeof tcp + 10 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
 		return -1;
-	memcpy(v, kind == SIP_TP_TLS ? "<sips:" : "<sip:", 5 + (kind == SIP_TP_TLS));
-	len = 5 + (kind == SIP_TP_TLS);
+	int sips = kind == SIP_TP_TLS && sips_request(req);
+	memcpy(v, sips ? "<sips:" : "<sip:", 5 + (size_t)sips);
+	len = 5 + (size_t)sips;
 	memcpy(v + len, sb, sl);
 	len += sl;
 	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
@@ -818,8 +839,8 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	if (rr_tag(req->call_id, req->from_tag, v + len))
 		return -1;
 	len += RR_TAG_LEN;
-	if (kind == SIP_TP_TCP) {
-		memcpy(v + len, tcp, sizeof tcp - 1);
+	if (kind == SIP_TP_TCP || (kind == SIP_TP_TLS && !sips)) {
+		memcpy(v + len, kind == SIP_TP_TCP ? tcp : tls, sizeof tcp - 1);
 		len += sizeof tcp - 1;
 	}
 	v[len++] = '>';

@@ -251,6 +251,27 @@ describe("SIP over TLS", function()
       assert.matches("^SIP/2%.0/TLS ", vias[2])
     end)
 
+    it("records a sip: request that came over TLS as sip:...;transport=tls", function()
+      local proxy = endpoint({ "tls:127.0.0.1:0", "udp:127.0.0.1:0" }, "server")
+      local bob = endpoint({ "udp:127.0.0.1:0" })
+      proxy:route(function(req)
+        req:relay({ "sip:bob@" .. bob:address("udp") }, { record_route = true })
+      end)
+      local got
+      bob:on("MESSAGE", function(req)
+        got = req
+        req:reply(200)
+      end)
+      local alice = endpoint({ "udp:127.0.0.1:0" })
+      local res = go(function()
+        return alice:message("sip:bob@example.org", "x", { target = sips(proxy, "p") })
+      end)
+      assert.equal(200, res.status)
+      -- §16.6 step 4 asks for sips: only for a sips: request: this one may come back on
+      -- any hop, to our TLS port
+      assert.matches("^<sip:127%.0%.0%.1:%d+;lr;lsk=%x+;transport=tls>$", got:header("Record-Route"))
+    end)
+
     it("refuses to relay a sips: request toward a hop without TLS: 416", function()
       local proxy = endpoint({ "tls:127.0.0.1:0" }, "server")
       local plain = endpoint({ "udp:127.0.0.1:0" })
