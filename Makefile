@@ -98,7 +98,7 @@ spec: all
 # real softphones (baresip, Linphone) registering, messaging and calling through it, and
 # serve and Kamailio's tls module verifying each other over TLS.
 INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
-                spec/phones_spec.lua spec/tls_interop_spec.lua
+                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 

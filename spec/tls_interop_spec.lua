@@ -5,13 +5,9 @@ local helper = require "helper"
 local peer = require "peer"
 local socket = require "socket"
 local cli = require "sip.cli"
+local certs = require "tls_certs"
 
-local sh = peer.sh
 local KAMAILIO_TLS = "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so"
-
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 local function write(path, text)
   local f = assert(io.open(path, "wb"))
@@ -24,20 +20,6 @@ local function tcp_port()
   local _, port = s:getsockname()
   s:close()
   return tonumber(port)
-end
-
--- a CA, a server certificate for localhost/127.0.0.1 (serve's and Kamailio's), and a client
--- certificate Kamailio shows when it connects
-local function make_certs(dir)
-  local out = sh("{\ncd " .. q(dir) .. [[ && set -e
-ec() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr -subj "$2"; }
-sign() { printf "$2" > $1.ext; openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $1.pem -days 2 -extfile $1.ext; }
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=interop CA"
-ec server "/CN=localhost"; sign server "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-ec kamailio "/CN=kamailio.test"; sign kamailio "subjectAltName=DNS:kamailio.test\n"
-echo done
-} 2>&1]])
-  assert(out:find("done", 1, true), out)
 end
 
 -- Kamailio: a request that comes over TLS is answered 200 with what it verified of the
@@ -102,8 +84,7 @@ describe("serve and Kamailio over TLS", function()
 
   local dir, kam, srv, ua, kam_udp, kam_tls
   setup(function()
-    dir = sh("mktemp -d"):match("^%s*(.-)%s*$")
-    make_certs(dir)
+    dir = certs.make()
     local serve_udp, serve_tls = peer.free_udp_port(), tcp_port()
     kam_udp, kam_tls = peer.free_udp_port(), tcp_port()
     srv = assert(cli.server { listen = { "udp:127.0.0.1:" .. serve_udp,
@@ -136,7 +117,7 @@ describe("serve and Kamailio over TLS", function()
       peer.clean(kam)
     end
     if srv then srv.ep:close() end
-    os.execute("rm -rf " .. q(dir))
+    certs.remove(dir)
   end)
 
   local function message(to, target)

@@ -6,38 +6,9 @@ local helper = require "helper"
 local peer = require "peer"
 local socket = require "socket"
 local cli = require "sip.cli"
+local certs = require "tls_certs"
 
-local sh = peer.sh
-
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
--- A CA; a server certificate for localhost and 127.0.0.1; one for another name whose CN is
--- localhost (RFC 5922 §7.2: a CN does not count when there are SANs); one with only a CN;
--- a client certificate (CN=alice); and a second CA, untrusted, with a right-named server.
-local function make_certs(dir)
-  local script = [[
-set -e
-cd DIR
-ec() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.csr -subj "$2"; }
-ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $1.key -out $1.pem -days 2 -subj "$2"; }
-sign() { # name ca ext-lines
-  printf "$3" > $1.ext
-  openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -out $1.pem -days 2 -extfile $1.ext
-}
-ca ca "/CN=luasip test CA"
-ca rogue "/CN=rogue CA"
-ec server "/CN=localhost";   sign server ca "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-ec wrong "/CN=localhost";    sign wrong ca "subjectAltName=DNS:other.example\n"
-ec cnonly "/CN=localhost";   sign cnonly ca "basicConstraints=CA:FALSE\n"
-ec client "/CN=alice";       sign client ca "subjectAltName=DNS:alice.example,URI:sip:alice@example.com\n"
-ec untrusted "/CN=localhost"; sign untrusted rogue "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-echo done
-]]
-  local out = sh("{\n" .. script:gsub("DIR", q(dir)) .. "} 2>&1")
-  assert(out:find("done", 1, true), out)
-end
+local q = certs.quote
 
 local function tcp_port()
   local s = assert(socket.bind("127.0.0.1", 0))
@@ -70,11 +41,10 @@ describe("SIP over TLS", function()
   local dir, eps
 
   setup(function()
-    dir = sh("mktemp -d"):match("^%s*(.-)%s*$")
-    make_certs(dir)
+    dir = certs.make()
   end)
   teardown(function()
-    os.execute("rm -rf " .. q(dir))
+    certs.remove(dir)
   end)
   before_each(function()
     eps = {}
