@@ -3,6 +3,7 @@
 #include "lsip.h"
 #include "endpoint.h"
 #include "tls.h"
+#include "uri.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -788,6 +789,13 @@ static int ep_flow(lua_State *L)
 		return fail(L, "the request did not arrive on an endpoint");
 	if (!sip_tp_stream(src.kind))
 		return fail(L, "not over a connection");
+	sip_uri u;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (sip_uri_parse(&u, sip_pl_make(uri, ul), &err))
+		return fail(L, err);
+	if (sip_ip_literal(u.host, 0, &ss, &sl))
+		return fail(L, "the contact's host is a name");   /* not looked up here: it would block */
 	if (sip_ep_resolve(e->ep, uri, ul, &d, &err))
 		return fail(L, err);
 	if (d.kind != src.kind)

@@ -535,15 +535,17 @@ function Registrar:handle(req)
   if #path == 0 then
     path = nil
   end
+  local direct = #req:headers("Via") == 1 and not path
   for _, u in ipairs(updates) do
     if u.expires == 0 then
       self.version = (self.version or 0) + 1
       self.store:delete(aor, u.key)
     else
       self.version = (self.version or 0) + 1
-      -- over TCP/TLS: the phone is reached on this connection (nil when not, or when its
-      -- Contact names another transport)
-      local conn = self.endpoint and self.endpoint.core:flow(req, u.uri) or nil
+      -- over TCP/TLS from the phone itself (one Via, no Path: not through a proxy): it is
+      -- reached on this connection (nil when not, or when its Contact names another
+      -- transport)
+      local conn = self.endpoint and direct and self.endpoint.core:flow(req, u.uri) or nil
       self.store:put(aor, { uri = u.uri, key = u.key, q = u.q, expires_at = now + u.expires,
         call_id = call_id, cseq = cseq, updated = now, source = req.source,
         path = path, params = u.params,
