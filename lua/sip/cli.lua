@@ -136,9 +136,16 @@ function cli.server(opts)
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
   local tls = (opts.cert or opts.ca) and { cert = opts.cert, key = opts.key, ca = opts.ca } or nil
+  -- failed TLS handshakes (a few a second at most: the core limits them) are logged even
+  -- without --debug; only with a TLS listener, so the core formats no lines otherwise
+  local core_log = (not opts.quiet and opts.debug) and "debug" or nil
+  if not core_log and not opts.quiet and opts.cert then
+    core_log = function(line)
+      if line:find("^transport tls failed") then log("%s", line) end
+    end
+  end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
-    max_transactions = opts.max_transactions,
-    log = (not opts.quiet and opts.debug) and "debug" or nil }
+    max_transactions = opts.max_transactions, log = core_log }
   if not ep then
     return nil, err
   end
