@@ -28,11 +28,11 @@ CORE  = build/sip/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
+DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
-       libc-ares-dev dnsmasq-base
+       kamailio-tls-modules libc-ares-dev dnsmasq-base
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
-BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
+BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
 
 # Baseline harnesses live next to the shared corpus, outside the repository.
 PARSER_BASELINES = ../shared/bench/parser
@@ -68,8 +68,21 @@ deps bench-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: deps all
-	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 --users examples/users.txt
+# TLS on 5061 with a self-signed certificate for localhost and 127.0.0.1, made once into
+# $(RUN_TLS) (git-ignored); clients trust it with --ca $(RUN_TLS)/cert.pem.
+RUN_TLS = tls-local
+$(RUN_TLS)/cert.pem:
+	@mkdir -p $(RUN_TLS)
+	@openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+	  -keyout $(RUN_TLS)/key.pem -out $@ -subj /CN=localhost \
+	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+	@echo "made a self-signed certificate for localhost: $@ (trust it: luasip options sips:localhost:5061 --ca $@)"
+
+run: deps all $(RUN_TLS)/cert.pem
+	@echo "TLS on tls:127.0.0.1:5061; clients trust it with --ca $(RUN_TLS)/cert.pem"
+	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 \
+	  --listen tls:127.0.0.1:5061 --cert $(RUN_TLS)/cert.pem --key $(RUN_TLS)/key.pem \
+	  --users examples/users.txt
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
@@ -82,18 +95,20 @@ spec: all
 	@$(BUSTED) -o utfTerminal spec
 
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
-# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users, and
-# real softphones (baresip, Linphone) registering, messaging and calling through it.
+# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users,
+# real softphones (baresip, Linphone) registering, messaging and calling through it, and
+# serve and Kamailio's tls module verifying each other over TLS.
 INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
-                spec/phones_spec.lua
+                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
 # C tests of the loop and its timers, the transaction map, framing and transports: plain C,
 # no Lua, real sockets on loopback.
-CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o
+CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o \
+             build/obj/tls.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
-	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS)
+	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS) $(LIBS)
 
 ctest: build/test_transport
 	@./build/test_transport
@@ -102,9 +117,10 @@ ctest: build/test_transport
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
 # (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood); MSRP MB/s
 # and messages/s between two endpoints (msrp); OPTIONS latency with and without DNS lookups
-# hanging (dns).
+# hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
+# handshakes per CPU-second (tls).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood msrp dns
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -126,7 +142,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  flood) bench/flood.sh ;; \
 	  msrp)  $(LUA) bench/msrp.lua ;; \
 	  dns)   $(LUA) bench/dns.lua ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns)"; exit 2 ;; \
+	  tls)   $(LUA) bench/tls.lua ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

@@ -63,7 +63,7 @@ void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, siz
 		port = ntohs(s6->sin6_port);
 	}
 	size_t o = 0, hl = strlen(host);
-	memcpy(buf, kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
+	memcpy(buf, kind == SIP_TP_TLS ? "tls:" : kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
 	o = 4;
 	if (v6)
 		buf[o++] = '[';
@@ -113,8 +113,8 @@ int sip_ep_send_dest(sip_endpoint *ep, const sip_dest *d, const char *buf, size_
 	if (d->kind == SIP_TP_UDP && d->listener >= 0)
 		return sip_tp_send_from(ep->tp, d->listener, (const struct sockaddr *)&d->addr,
 					d->len, buf, len, err);
-	return sip_tp_send(ep->tp, d->kind, (const struct sockaddr *)&d->addr, d->len, d->conn_id,
-			   buf, len, err);
+	return sip_tp_send_named(ep->tp, d->kind, (const struct sockaddr *)&d->addr, d->len,
+				 d->conn_id, d->name, buf, len, err);
 }
 
 /* --- setup ---------------------------------------------------------------------------- */
@@ -159,7 +159,7 @@ static int back_to_udp(sip_txn *t)
  * connection that could not be made, or (udp) an ICMP unreachable for a datagram, which
  * only counts while nothing has answered (Calling, Trying: a peer that answered is there,
  * and the error came from some older datagram). */
-static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp)
+static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp, const char *detail)
 {
 	enum { BATCH = 64 };
 	uint64_t ids[BATCH];
@@ -169,7 +169,7 @@ static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp)
 			sip_txn *t = nd->value;
 			int live = udp ? t->state == SIP_TXN_CALLING || t->state == SIP_TXN_TRYING :
 					 t->state != SIP_TXN_COMPLETED && t->state != SIP_TXN_ACCEPTED;
-			if (t->dest.kind == (udp ? SIP_TP_UDP : SIP_TP_TCP) && live &&
+			if (t->dest.kind == src->kind && live &&
 			    same_addr(&t->dest.addr, &src->peer))
 				ids[n++] = t->id;
 		}
@@ -179,8 +179,12 @@ static void fail_dest(sip_endpoint *ep, const sip_tp_src *src, int udp)
 			continue;
 		if (!udp && t->udp_out && back_to_udp(t) == 0)
 			continue;
-		sip_ep_synth_response(ep, t, 503, udp ? "Service Unavailable (unreachable)" :
-					      "Service Unavailable (connection failed)");
+		/* TLS: the handshake's or the verification's reason, for scripts to read */
+		char why[200];
+		snprintf(why, sizeof why, "Service Unavailable (%s)",
+			 udp ? "unreachable" : src->kind == SIP_TP_TLS && detail ? detail :
+			 "connection failed");
+		sip_ep_synth_response(ep, t, 503, why);
 		sip_txn_terminate(t);
 	}
 }
@@ -193,9 +197,9 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 		sip_addr_format(src->kind, (const struct sockaddr *)&src->peer, a, sizeof a);
 	sip_ep_logf(ep, "transport %s %s%s%s", event, a, detail ? ": " : "", detail ? detail : "");
 	if (src && strcmp(event, "connect failed") == 0)
-		fail_dest(ep, src, 0);
+		fail_dest(ep, src, 0, detail);
 	else if (src && strcmp(event, "unreachable") == 0)
-		fail_dest(ep, src, 1);
+		fail_dest(ep, src, 1, detail);
 }
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -490,8 +494,8 @@ static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d
 	d->listener = src->kind == SIP_TP_UDP ? src->listener : -1;
 	if (!via)
 		return;
-	int sent_by_port = via->port ? via->port : 5060;
-	if (src->kind == SIP_TP_TCP) {
+	int sent_by_port = via->port ? via->port : src->kind == SIP_TP_TLS ? SIP_TLS_PORT : 5060;
+	if (sip_tp_stream(src->kind)) {
 		set_port(&d->addr, sent_by_port);
 		return;
 	}
@@ -901,7 +905,7 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 	sip_msg m;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, src->kind == SIP_TP_TCP,
+	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, sip_tp_stream(src->kind),
 			       &ep->cfg.lim, &err)) {
 		char a[80];
 		ep->stats.parse_errors++;
@@ -999,7 +1003,7 @@ static int format_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *
 
 const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family)
 {
-	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
+	char *sb = ep->sent_by[kind == SIP_TP_TLS ? 2 : kind == SIP_TP_TCP][family == AF_INET6];
 	if (!sb[0] && format_sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
 		sb[0] = 0;   /* no listener yet: asked again next time */
 		return NULL;
@@ -1023,7 +1027,8 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	if (bl > 200)
 		return -1;
 	size_t n = 0;
-	memcpy(v, kind == SIP_TP_TCP ? "SIP/2.0/TCP " : "SIP/2.0/UDP ", 12);
+	memcpy(v, kind == SIP_TP_TLS ? "SIP/2.0/TLS " : kind == SIP_TP_TCP ? "SIP/2.0/TCP " :
+		  "SIP/2.0/UDP ", 12);
 	n = 12;
 	memcpy(v + n, sb, sbl);
 	n += sbl;
@@ -1190,16 +1195,18 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 	return 0;
 }
 
-/* The transports we listen on, as the resolver names them. */
+/* The transports we listen on, as the resolver names them, and TLS: outgoing TLS
+ * connections need no listener of ours. */
 static unsigned listened_tps(sip_endpoint *ep)
 {
-	unsigned tps = 0;
+	unsigned tps = SIP_DNS_TLS;
 	for (int i = 0, n = sip_tp_listener_count(ep->tp); i < n; i++) {
 		sip_tp_kind k;
 		struct sockaddr_storage ss;
 		socklen_t sl;
 		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
-			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : k == SIP_TP_UDP ? SIP_DNS_UDP : 0;
+			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : k == SIP_TP_UDP ? SIP_DNS_UDP :
+			       k == SIP_TP_TLS ? SIP_DNS_TLS : 0;
 	}
 	return tps;
 }
@@ -1217,17 +1224,28 @@ int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d
 		*err = "unsupported URI scheme";
 		return -1;
 	}
-	if (sip_pl_casecmp(u.scheme, "sips")) {
-		*err = "sips: needs TLS, which this build does not offer";
-		return -1;
-	}
 	sip_pl host = u.host, v;
 	d->kind = SIP_TP_UDP;
-	if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
+	/* §26.2.2: a sips: URI is reached over TLS, whatever its transport param says */
+	if (sip_pl_casecmp(u.scheme, "sips") ||
+	    (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tls")))
+		d->kind = SIP_TP_TLS;
+	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
 		d->kind = SIP_TP_TCP;
+	if (d->kind == SIP_TP_TLS && host.n < sizeof ep->dest_name) {
+		/* RFC 5922 §4: the certificate must name the URI's host (maddr is no name) */
+		sip_pl h = host;
+		if (h.n >= 2 && h.p[0] == '[') {
+			h.p++;
+			h.n -= 2;
+		}
+		memcpy(ep->dest_name, h.p, h.n);
+		ep->dest_name[h.n] = 0;
+		d->name = ep->dest_name;
+	}
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
-	int port = u.port ? u.port : 5060;
+	int port = u.port ? u.port : d->kind == SIP_TP_TLS ? SIP_TLS_PORT : 5060;
 	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0) {
 		*n = 1;
 		return 0;
@@ -1248,10 +1266,20 @@ int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d
 	if (sip_dns_cached_list(ep->dns, s, len, listened_tps(ep), t,
 				max < MAX_TARGETS ? max : MAX_TARGETS, &nt, err) != 1)
 		return -1;
+	/* RFC 5922 §4: every TLS target is checked against the URI's domain, not its SRV host */
+	const char *tls_name = d->name ? d->name : NULL;
+	if (!tls_name && host.n < sizeof ep->dest_name) {
+		memcpy(ep->dest_name, host.p, host.n);
+		ep->dest_name[host.n] = 0;
+		tls_name = ep->dest_name;
+	}
 	for (unsigned i = 0; i < nt; i++) {
 		memset(&d[i], 0, sizeof d[i]);
 		d[i].listener = -1;
-		d[i].kind = t[i].tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
+		d[i].kind = t[i].tp == SIP_DNS_TLS ? SIP_TP_TLS :
+			    t[i].tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
+		if (d[i].kind == SIP_TP_TLS)
+			d[i].name = tls_name;
 		d[i].addr = t[i].addr;
 		d[i].len = t[i].len;
 	}

@@ -34,14 +34,24 @@ typedef struct sip_ep_config {
 
 void sip_ep_config_default(sip_ep_config *c);
 
-/* Where bytes go: a transport, an address, and (TCP) a connection to prefer. */
+/* Where bytes go: a transport, an address, and (TCP/TLS) a connection to prefer. */
 typedef struct sip_dest {
 	sip_tp_kind kind;
 	struct sockaddr_storage addr;
 	socklen_t len;
 	uint32_t conn_id;
 	int listener;      /* UDP: send from this listener (-1: any of the family) */
+	/* TLS: the host the server's certificate must name (RFC 5922), NUL-terminated;
+	 * NULL: the address. Borrowed: sip_ep_resolve's holds until the next resolve, and a
+	 * transaction keeps a copy of its own. */
+	const char *name;
 } sip_dest;
+
+/* The reason a relay of a sips: request toward a hop without TLS fails (§26.2.2) */
+#define SIP_ERR_SIPS_PLAIN "sips: needs TLS on every hop"
+
+/* RFC 3261 §19.1.2: the port a sips: URI or a TLS Via without one stands for */
+#define SIP_TLS_PORT 5061
 
 typedef struct sip_endpoint sip_endpoint;
 typedef struct sip_txn sip_txn;
@@ -244,7 +254,7 @@ int sip_txn_last_status(const sip_txn *t);
 const sip_dest *sip_txn_dest(const sip_txn *t);   /* client: the next hop; server: upstream */
 const char *sip_txn_state_name(sip_txn_state s);
 
-/* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" (buf >= 64). */
+/* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" / "tls:..." (buf >= 64). */
 void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap);
 
 #endif

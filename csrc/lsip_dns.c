@@ -130,7 +130,7 @@ static int l_dns(lua_State *L)
 
 static void push_target(lua_State *L, const sip_dns_target *t)
 {
-	char ip[INET6_ADDRSTRLEN + 2], uri[INET6_ADDRSTRLEN + 48];
+	char ip[INET6_ADDRSTRLEN + 2], uri[INET6_ADDRSTRLEN + sizeof t->host + 64];
 	if (t->addr.ss_family == AF_INET6) {
 		ip[0] = '[';
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&t->addr)->sin6_addr, ip + 1,
@@ -140,8 +140,12 @@ static void push_target(lua_State *L, const sip_dns_target *t)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)&t->addr)->sin_addr, ip, sizeof ip);
 	}
 	const char *tp = sip_dns_tp_name(t->tp);
-	snprintf(uri, sizeof uri, "%s:%s:%d;transport=%s",
-		 t->tp == SIP_DNS_TLS || t->tp == SIP_DNS_WSS ? "sips" : "sip", ip, t->port, tp);
+	if (t->tp == SIP_DNS_TLS || t->tp == SIP_DNS_WSS)
+		/* the certificate is checked against the name (RFC 5922), the address is maddr's */
+		snprintf(uri, sizeof uri, "sips:%s:%d;transport=%s;maddr=%s", t->host, t->port, tp,
+			 ip);
+	else
+		snprintf(uri, sizeof uri, "sip:%s:%d;transport=%s", ip, t->port, tp);
 	lua_createtable(L, 0, 5);
 	lua_pushstring(L, tp);
 	lua_setfield(L, -2, "transport");

@@ -3,6 +3,7 @@
 #include "lsip.h"
 #include "endpoint.h"
 #include "dns.h"
+#include "tls.h"
 #include "uri.h"
 
 #include <stdio.h>
@@ -248,6 +249,37 @@ static void push_src(lua_State *L, lsip_ep *e, const sip_tp_src *src)
 	lua_pushstring(L, e->src_str);
 }
 
+/* req.tls for a request that came over TLS: { verified =, subject =, sans = { "DNS:x",
+ * "IP:x", "URI:x" ... } } from the peer's certificate ({ verified = false } without one).
+ * The message is at index msg. */
+static void attach_tls(lua_State *L, lsip_ep *e, int msg, const sip_tp_src *src)
+{
+	char subject[512], sans[1024];
+	int verified;
+	if (src->kind != SIP_TP_TLS ||
+	    sip_tp_tls_peer(sip_ep_transport(e->ep), src->conn_id, &verified, subject,
+			    sizeof subject, sans, sizeof sans) < 0)
+		return;
+	lua_createtable(L, 0, 3);
+	lua_pushboolean(L, verified);
+	lua_setfield(L, -2, "verified");
+	if (subject[0]) {
+		lua_pushstring(L, subject);
+		lua_setfield(L, -2, "subject");
+	}
+	lua_newtable(L);
+	int i = 0;
+	for (const char *p = sans; *p;) {
+		const char *q = strstr(p, ", ");
+		size_t n = q ? (size_t)(q - p) : strlen(p);
+		lua_pushlstring(L, p, n);
+		lua_rawseti(L, -2, ++i);
+		p += n + (q ? 2 : 0);
+	}
+	lua_setfield(L, -2, "sans");
+	lua_setfield(L, msg, "tls");
+}
+
 /* A request the router takes with nothing for the Lua dispatcher to do first: no UA
  * dialog it could belong to (no To tag, or no dialogs at all) and no handler of its own for
  * the method. §16.4 preprocessing is done here (run_router). */
@@ -481,6 +513,7 @@ static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
 	push_src(co, e, src);
 	lsip_msg_attach(co, 2, 3, st ? (lua_Integer)sip_txn_id(st) : 0, 4);
 	lua_settop(co, 2);
+	attach_tls(co, e, 2, src);
 	if (preprocess_or_answer(e->ep, st, lsip_checkmsg(co, 2))) {
 		lua_settop(co, 0);
 		lua_settop(L, top);
@@ -517,6 +550,7 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 		lua_pop(L, 1);
 		return;
 	}
+	attach_tls(L, e, lua_gettop(L), src);
 	lua_pushinteger(L, st ? (lua_Integer)sip_txn_id(st) : 0);
 	push_src(L, e, src);
 	call_handler(L, 3, "request handler");
@@ -686,6 +720,7 @@ static int l_endpoint(lua_State *L)
 	cfg.tp.idle_ms = opt_uint(L, 2, "idle_timeout_ms", cfg.tp.idle_ms);
 	cfg.tp.partial_ms = opt_uint(L, 2, "partial_timeout_ms", cfg.tp.partial_ms);
 	cfg.tp.reuse_port = (int)opt_uint(L, 2, "reuse_port", 0);
+	cfg.tp.max_conns_per_ip = opt_uint(L, 2, "max_connections_per_ip", 0);
 	if (cfg.t1 == 0 || cfg.t2 < cfg.t1)
 		return luaL_error(L, "bad timers: need 0 < t1 <= t2");
 
@@ -724,8 +759,10 @@ static int ep_listen(lua_State *L)
 		k = SIP_TP_UDP;
 	else if (strcmp(kind, "tcp") == 0)
 		k = SIP_TP_TCP;
+	else if (strcmp(kind, "tls") == 0)
+		k = SIP_TP_TLS;
 	else
-		return luaL_argerror(L, 2, "udp or tcp expected");
+		return luaL_argerror(L, 2, "udp, tcp or tls expected");
 	if (port < 0 || port > 65535)
 		return luaL_argerror(L, 4, "port out of range");
 	const char *err;
@@ -736,6 +773,52 @@ static int ep_listen(lua_State *L)
 		return 2;
 	}
 	lua_pushinteger(L, idx);
+	return 1;
+}
+
+/* ep:set_tls{ cert =, key =, ca =, verify = true, client = "optional"|"require"|"none",
+ * handshake_timeout_ms =, max_handshakes = } -> true | nil, err: before any TLS listener or
+ * TLS request; loads the files now. */
+static int ep_set_tls(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	sip_tls_config c;
+	sip_tls_config_default(&c);
+	lua_getfield(L, 2, "cert");
+	lua_getfield(L, 2, "key");
+	lua_getfield(L, 2, "ca");
+	c.cert = luaL_optstring(L, -3, NULL);
+	c.key = luaL_optstring(L, -2, NULL);
+	c.ca = luaL_optstring(L, -1, NULL);
+	if (lua_getfield(L, 2, "verify") != LUA_TNIL)
+		c.verify = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	static const char *const modes[] = { "none", "optional", "require", NULL };
+	lua_getfield(L, 2, "client");
+	c.client_auth = (sip_tls_client_auth)luaL_checkoption(L, -1, "optional", modes);
+	lua_pop(L, 1);
+	c.handshake_ms = opt_uint(L, 2, "handshake_timeout_ms", c.handshake_ms);
+	c.max_handshakes = opt_uint(L, 2, "max_handshakes", c.max_handshakes);
+	char err[256];
+	sip_tls *t = sip_tls_new(&c, err, sizeof err);
+	lua_settop(L, 2);
+	if (!t) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	sip_tp_set_tls(sip_ep_transport(e->ep), t);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:conn_open(conn_id) -> whether that TCP/TLS connection is still open */
+static int ep_conn_open(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	lua_pushboolean(L, sip_tp_conn_open(sip_ep_transport(e->ep),
+					    (uint32_t)luaL_checkinteger(L, 2)));
 	return 1;
 }
 
@@ -803,6 +886,40 @@ static int ep_reply_stateless(lua_State *L)
 	if (sip_ep_reply_stateless(e->ep, res, &src, &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:flow(request, contact_uri) -> conn_id | nil, why: a request that came over TCP or TLS
+ * (a REGISTER) makes its connection the way to contact_uri, when that URI is reached over
+ * the same transport: what is sent there goes on that connection while it is open (see
+ * sip_tp_alias). The id is for ep:conn_open(). */
+static int ep_flow(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	lsip_checkmsg(L, 2);
+	size_t n = 0, ul;
+	const char *uri = luaL_checklstring(L, 3, &ul);
+	const char *s = lsip_msg_blob(L, 2, &n), *err;
+	sip_tp_src src;
+	sip_dest d;
+	if (!s || read_src_blob(s, n, &src))
+		return fail(L, "the request did not arrive on an endpoint");
+	if (!sip_tp_stream(src.kind))
+		return fail(L, "not over a connection");
+	sip_uri u;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (sip_uri_parse(&u, sip_pl_make(uri, ul), &err))
+		return fail(L, err);
+	if (sip_ip_literal(u.host, 0, &ss, &sl))
+		return fail(L, "the contact's host is a name");   /* not looked up here: it would block */
+	if (sip_ep_resolve(e->ep, uri, ul, &d, &err))
+		return fail(L, err);
+	if (d.kind != src.kind)
+		return fail(L, "the contact is on another transport");
+	if (sip_tp_alias(sip_ep_transport(e->ep), src.conn_id, (struct sockaddr *)&d.addr, d.len))
+		return fail(L, "connection closed");
+	lua_pushinteger(L, src.conn_id);
 	return 1;
 }
 
@@ -1226,6 +1343,8 @@ static int ep_stats(lua_State *L)
 	set_int(L, "tcp_in", (lua_Integer)t.tcp_in);
 	set_int(L, "tcp_out", (lua_Integer)t.tcp_out);
 	set_int(L, "dropped", (lua_Integer)t.dropped);
+	set_int(L, "tls_handshakes", t.handshakes);
+	set_int(L, "tls_failed", (lua_Integer)t.tls_failed);
 	return 1;
 }
 
@@ -1272,7 +1391,8 @@ static const luaL_Reg loop_methods[] = {
 static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NULL } };
 
 static const luaL_Reg ep_methods[] = {
-	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
+	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "set_tls", ep_set_tls },
+	{ "conn_open", ep_conn_open }, { "flow", ep_flow }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "abandon", ep_abandon }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },

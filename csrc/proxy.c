@@ -515,9 +515,15 @@ static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 	return 0;
 }
 
+/* The port a Via without one means: 5061 for TLS (§19.1.2), else 5060 */
+static int via_port(const sip_via *v)
+{
+	return sip_pl_casecmp(v->transport, "TLS") ? SIP_TLS_PORT : 5060;
+}
+
 int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
 {
-	if (!is_listener(ep, top->host, top->port ? top->port : 5060))
+	if (!is_listener(ep, top->host, top->port ? top->port : via_port(top)))
 		return 0;
 	char ip[INET6_ADDRSTRLEN];
 	int port;
@@ -534,7 +540,7 @@ int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top
 /* Is this Via's sent-by one of our listeners? */
 static int via_is_ours(sip_endpoint *ep, const sip_via *v)
 {
-	return is_listener(ep, v->host, v->port ? v->port : 5060);
+	return is_listener(ep, v->host, v->port ? v->port : via_port(v));
 }
 
 int sip_ep_set_domains(sip_endpoint *ep, const char *const *names, unsigned n, int port)
@@ -573,7 +579,8 @@ int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
 			if (strlen(ep->domains[i]) == u.host.n &&
 			    strncasecmp(ep->domains[i], u.host.p, u.host.n) == 0)
 				return 1;
-	return is_listener(ep, u.host, u.port ? u.port : 5060);
+	return is_listener(ep, u.host, u.port ? u.port :
+			   sip_pl_casecmp(u.scheme, "sips") ? SIP_TLS_PORT : 5060);
 }
 
 #define ROUTES_MAX 32
@@ -855,6 +862,25 @@ void sip_ep_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int code)
 	sip_ep_reply_code(ep, st, req, code, o ? extra : NULL);
 }
 
+/* A request for a sips: URI: its Request-URI, or its top Route, is one (§16.6 step 4) */
+static int sips_request(const sip_msg *req)
+{
+	sip_pl ruri = req->new_uri.n ? req->new_uri : req->uri, item;
+	int ri = req->first[SIP_HDR_ROUTE];
+	size_t pos = 0;
+	if (ruri.n > 5 && strncasecmp(ruri.p, "sips:", 5) == 0)
+		return 1;
+	if (ri < 0 || !sip_list_next(req->hdrs[ri].value, &pos, &item))
+		return 0;
+	while (item.n && (*item.p == '<' || *item.p == ' ' || *item.p == '"')) {
+		if (*item.p == '"')   /* a display name: skip to the URI */
+			return memmem(item.p, item.n, "<sips:", 6) != NULL;
+		item.p++;
+		item.n--;
+	}
+	return item.n > 5 && strncasecmp(item.p, "sips:", 5) == 0;
+}
+
 int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
 {
 	if (sip_msg_decrement_max_forwards(req) < 0)   /* §16.6 step 3 */
@@ -868,14 +894,17 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
-	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"] ">", without snprintf (hot path) */
-	static const char tcp[] = ";transport=tcp";
+	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"|";transport=tls"] ">", without
+	 * snprintf (hot path); "<sips:" when the Request-URI or the top Route is sips: (§16.6
+	 * step 4 asks for it then; a sips: one otherwise would push TLS on hops that have none) */
+	static const char tcp[] = ";transport=tcp", tls[] = ";transport=tls";
 	char v[160];
 	size_t sl = strlen(sb), len = 0;
-	if (sl + sizeof tcp + 9 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
+	if (sl + sizeof tcp + 10 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
 		return -1;
-	memcpy(v, "<sip:", 5);
-	len = 5;
+	int sips = kind == SIP_TP_TLS && sips_request(req);
+	memcpy(v, sips ? "<sips:" : "<sip:", 5 + (size_t)sips);
+	len = 5 + (size_t)sips;
 	memcpy(v + len, sb, sl);
 	len += sl;
 	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
@@ -883,8 +912,8 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	if (rr_tag(req->call_id, req->from_tag, v + len))
 		return -1;
 	len += RR_TAG_LEN;
-	if (kind == SIP_TP_TCP) {
-		memcpy(v + len, tcp, sizeof tcp - 1);
+	if (kind == SIP_TP_TCP || (kind == SIP_TP_TLS && !sips)) {
+		memcpy(v + len, kind == SIP_TP_TCP ? tcp : tls, sizeof tcp - 1);
 		len += sizeof tcp - 1;
 	}
 	v[len++] = '>';
@@ -910,9 +939,22 @@ static int next_hop_list(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, 
 		    !sip_param_get(u.params, "lr", &lr) && strict_route(m, a.uri, err))
 			return -1;
 	}
-	if (o->next_hop)
-		return sip_ep_resolve_list(ep, o->next_hop, o->next_hop_len, d, max, n, err);
-	return sip_ep_resolve_list(ep, target.p, target.n, d, max, n, err);
+	int r = o->next_hop ? sip_ep_resolve_list(ep, o->next_hop, o->next_hop_len, d, max, n, err) :
+			      sip_ep_resolve_list(ep, target.p, target.n, d, max, n, err);
+	/* §26.2.2: a request for a sips: URI goes over TLS on every hop, or not at all */
+	sip_pl ruri = m->new_uri.n ? m->new_uri : m->uri;
+	if (r == 0 && ruri.n > 5 && strncasecmp(ruri.p, "sips:", 5) == 0) {
+		unsigned k = 0;
+		for (unsigned i = 0; i < *n; i++)
+			if (d[i].kind == SIP_TP_TLS)
+				d[k++] = d[i];
+		*n = k;
+		if (!k) {
+			*err = SIP_ERR_SIPS_PLAIN;
+			return -1;
+		}
+	}
+	return r;
 }
 
 static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
@@ -958,7 +1000,8 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
  * the sent-by host; to the rport value, else the sent-by port. */
 static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char **err)
 {
-	int tcp = sip_pl_casecmp(v->transport, "TCP");
+	int tls = sip_pl_casecmp(v->transport, "TLS");
+	int tcp = tls || sip_pl_casecmp(v->transport, "TCP");
 	if (!tcp && !sip_pl_casecmp(v->transport, "UDP")) {
 		*err = "unsupported transport";
 		return -1;
@@ -968,7 +1011,7 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 	socklen_t mal;
 	int maddr_ok = !tcp && v->maddr.n && sip_ip_literal(v->maddr, 0, &ma, &mal) == 0;
 	sip_pl host = maddr_ok ? v->maddr : v->received.n ? v->received : v->host;
-	int port = v->rport > 0 ? v->rport : v->port ? v->port : 5060;
+	int port = v->rport > 0 ? v->rport : v->port ? v->port : tls ? SIP_TLS_PORT : 5060;
 	char uri[300];
 	int v6 = host.p[0] != '[' && memchr(host.p, ':', host.n) != NULL;   /* a bare received */
 	if (!host.n || host.n > 256) {
@@ -976,7 +1019,7 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		return -1;
 	}
 	int n = snprintf(uri, sizeof uri, "sip:%s%.*s%s:%d%s", v6 ? "[" : "", (int)host.n, host.p,
-			 v6 ? "]" : "", port, tcp ? ";transport=tcp" : "");
+			 v6 ? "]" : "", port, tls ? ";transport=tls" : tcp ? ";transport=tcp" : "");
 	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
 }
 

@@ -35,7 +35,8 @@ static unsigned t64(const sip_endpoint *ep) { return 64 * ep->cfg.t1; }
 sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, size_t klen,
 		     const sip_dest *dest)
 {
-	sip_txn *t = calloc(1, sizeof *t + klen);
+	size_t nl = dest->name ? strlen(dest->name) + 1 : 0;   /* TLS: kept after the key */
+	sip_txn *t = calloc(1, sizeof *t + klen + nl);
 	if (!t)
 		return NULL;
 	t->key = (char *)(t + 1);
@@ -48,7 +49,9 @@ sip_txn *sip_txn_new(sip_endpoint *ep, int client, int invite, const char *key, 
 	t->state = client ? (invite ? SIP_TXN_CALLING : SIP_TXN_TRYING) :
 			    (invite ? SIP_TXN_PROCEEDING : SIP_TXN_TRYING);
 	t->dest = *dest;
-	t->reliable = dest->kind == SIP_TP_TCP;
+	if (nl)
+		t->dest.name = memcpy(t->key + klen, dest->name, nl);
+	t->reliable = sip_tp_stream(dest->kind);
 	sip_timer_init(&t->t_retx);
 	sip_timer_init(&t->t_timeout);
 	sip_timer_init(&t->t_end);

@@ -4,9 +4,10 @@ local sip = require "sip"
 
 local cli = {}
 
-local USAGE = [[
+local USAGE = [==[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
+               [--listen tls:127.0.0.1:5061 --cert FILE --key FILE [--ca FILE]]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
@@ -14,10 +15,12 @@ usage:
                [--no-huge-pages]   (keep malloc off transparent huge pages)
                [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--dns HOST:PORT]
-               (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
-  luasip options URI [--proxy URI] [--dns HOST:PORT]
-  luasip register --registrar URI --user U --password P [--aor URI] [--expires S] [--dns HOST:PORT]
-]]
+               [--ca FILE]   (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
+  luasip options URI [--proxy URI] [--dns HOST:PORT] [--ca FILE]
+  luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
+               [--dns HOST:PORT] [--ca FILE]
+  (sips: URIs and ;transport=tls go over TLS; --ca: the CAs to trust instead of the system's)
+]==]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
 -- values: those that take one. Anything else is an error rather than a guess (a misspelt
@@ -135,9 +138,17 @@ function cli.server(opts)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
-  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
-    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns),
-    log = (not opts.quiet and opts.debug) and "debug" or nil }
+  local tls = (opts.cert or opts.ca) and { cert = opts.cert, key = opts.key, ca = opts.ca } or nil
+  -- failed TLS handshakes (a few a second at most: the core limits them) are logged even
+  -- without --debug; only with a TLS listener, so the core formats no lines otherwise
+  local core_log = (not opts.quiet and opts.debug) and "debug" or nil
+  if not core_log and not opts.quiet and opts.cert then
+    core_log = function(line)
+      if line:find("^transport tls failed") then log("%s", line) end
+    end
+  end
+  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
+    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns), log = core_log }
   if not ep then
     return nil, err
   end
@@ -152,7 +163,7 @@ function cli.server(opts)
     return host == domain or ep:is_local(uri)
   end
   local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
-    max_expires = opts.max_expires or 3600,
+    max_expires = opts.max_expires or 3600, endpoint = ep,
     canonical = function(u)
       -- an AOR at any of our addresses (with or without the port: clients often leave it
       -- out) is an AOR of the domain
@@ -337,7 +348,7 @@ end
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust", "dns" })
+      "rate_burst", "trust", "dns", "cert", "key", "ca" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -420,8 +431,9 @@ function cli.dns_opts(v)
 end
 
 local function client_ep(opts)
-  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" },
-    dns = cli.dns_opts(opts.dns) })
+  local tls = opts and opts.ca and { ca = opts.ca } or nil
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" }, tls = tls,
+    dns = cli.dns_opts(opts and opts.dns) })
 end
 
 -- A client command's arguments, or nil after saying what is wrong.
@@ -437,7 +449,7 @@ local function client_args(argv, values, npos)
 end
 
 local function message(argv)
-  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "dns" }, 2)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "dns", "ca" }, 2)
   if not opts then
     return 2
   end
@@ -451,7 +463,7 @@ local function message(argv)
 end
 
 local function options(argv)
-  local opts, pos = client_args(argv, { "proxy", "dns" }, 1)
+  local opts, pos = client_args(argv, { "proxy", "dns", "ca" }, 1)
   if not opts then
     return 2
   end
@@ -463,7 +475,7 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "dns" }, 0)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "dns", "ca" }, 0)
   if not opts then
     return 2
   end

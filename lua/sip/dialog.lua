@@ -396,6 +396,9 @@ function Endpoint:dial(to, opts)
   local turi = sip.uri.parse(opts.target or to)
   local kind = turi and turi.params and turi.params.transport
   kind = kind and kind:lower()
+  if turi and turi.scheme == "sips" then
+    kind = "tls"   -- §26.2.2: a sips: call wants a sips: Contact
+  end
   if not kind or not self:address(kind) then
     kind = nil
   end

@@ -40,14 +40,19 @@ local function parse_listen(s)
   if not kind then
     kind, host, port = s:match("^(%a+):([^:]+):(%d+)$")
   end
-  if not kind or (kind ~= "udp" and kind ~= "tcp") then
-    error("bad listen address '" .. tostring(s) .. "' (want udp:HOST:PORT or tcp:HOST:PORT)", 3)
+  if not kind or (kind ~= "udp" and kind ~= "tcp" and kind ~= "tls") then
+    error("bad listen address '" .. tostring(s) .. "' (want udp:, tcp: or tls:HOST:PORT)", 3)
   end
   return kind, host, tonumber(port)
 end
 
 --- sip.endpoint{ listen = {"udp:127.0.0.1:5060", ...}, log = fn|level, t1 = ms,
 --                dns = { servers = { "127.0.0.1:5353" }, timeout =, tries =, avoid = }, ... }
+-- tls = { cert = FILE, key = FILE, ca = FILE, verify = true, client = "optional" }: PEM
+-- files for TLS listeners (tls:HOST:PORT) and for sips:/transport=tls destinations; ca
+-- defaults to the system store; client: ask for ("optional"), "require" or "none" client
+-- certificates (the identity is req.tls). Without a tls table, TLS destinations are
+-- reached with the system's CAs and no certificate of ours.
 local function new(opts)
   opts = opts or {}
   -- the resolver first: at exit, finalizers run newest first, so the endpoint (which holds
@@ -146,6 +151,7 @@ local function new(opts)
     max_transactions = opts.max_transactions,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
+    max_connections_per_ip = opts.max_connections_per_ip,
     partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,
     log = self.log ~= nil,
   }
@@ -162,18 +168,28 @@ local function new(opts)
   for _ = 1, 20 do
     local c = core.endpoint(sched.loop, config, hooks)
     local picked, failed, err = {}, false, nil
+    local tls_ok, tls_err = true, nil
+    if opts.tls then
+      tls_ok, tls_err = c:set_tls(opts.tls)
+    end
+    if not tls_ok then
+      c:close()
+      return nil, "tls: " .. tls_err
+    end
     for _, l in ipairs(listen) do
       local kind, host, port = parse_listen(l)
       local ok
-      if port == 0 and picked[host] then
-        ok = c:listen(kind, host, picked[host])
+      -- TLS is a stream socket like TCP: it cannot share TCP's port number
+      local key = kind == "tls" and "tls:" .. host or host
+      if port == 0 and picked[key] then
+        ok = c:listen(kind, host, picked[key])
         failed = not ok
       else
         ok, err = c:listen(kind, host, port)
         err = err and (l .. ": " .. err)
         if ok and port == 0 then
           local addrs = c:addresses()
-          picked[host] = tonumber(addrs[#addrs]:match(":(%d+)$"))
+          picked[key] = tonumber(addrs[#addrs]:match(":(%d+)$"))
         end
       end
       if not ok then
@@ -221,10 +237,11 @@ function Endpoint:address(kind)
   end
 end
 
---- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for TCP)
+--- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for
+-- TCP; a sips: URI for TLS)
 function Endpoint:uri(user, kind)
   local hostport, k = self:address(kind)
-  local u = "sip:" .. (user and (user .. "@") or "") .. hostport
+  local u = (k == "tls" and "sips:" or "sip:") .. (user and (user .. "@") or "") .. hostport
   if k == "tcp" then
     u = u .. ";transport=tcp"
   end
@@ -560,7 +577,8 @@ function Endpoint:request(req, opts)
 end
 
 --- ep:resolve(uri) -> targets | nil, err   (yields; RFC 3263 through this endpoint's
--- resolver, for the transports it listens on: see sip.dns.resolve)
+-- resolver, for the transports it listens on and TLS, which it can always open: see
+-- sip.dns.resolve)
 function Endpoint:resolve(uri)
   if self.closed then
     return nil, "endpoint is closed"
@@ -568,8 +586,15 @@ function Endpoint:resolve(uri)
   local tps = self._tps
   if not tps then
     tps = {}
+    local seen = {}
     for _, a in ipairs(self.core:addresses()) do
-      tps[#tps + 1] = a:match("^(%a+):")
+      local k = a:match("^(%a+):")
+      if not seen[k] then
+        seen[k], tps[#tps + 1] = true, k
+      end
+    end
+    if not seen.tls then
+      tps[#tps + 1] = "tls"   -- outgoing TLS needs no listener of ours
     end
     self._tps = tps
   end

@@ -146,7 +146,11 @@ function msg_methods.relay(req, targets, opts)
   local id, done = msg_relay(req, targets, next_hop_uri, timeout, flags, rr, stateless)
   if not id then
     if done ~= "refused" and done ~= "answered" and req.method ~= "ACK" and req._txn ~= 0 then
-      req:reply(400, "Bad target")
+      if done == "sips: needs TLS on every hop" then
+        req:reply(416, done)   -- §26.2.2: never in plaintext (SIP_ERR_SIPS_PLAIN)
+      else
+        req:reply(400, "Bad target")
+      end
     end
     return nil, done
   end

@@ -176,7 +176,11 @@ function registrar.aor(uri)
 end
 
 --- sip.registrar.new{ store=, min_expires=60, max_expires=3600, default_expires=3600,
----                    domains={...} (nil: any), clock=function() return os.time() end }
+---                    domains={...} (nil: any), clock=function() return os.time() end,
+---                    endpoint= }
+-- endpoint: the sip.endpoint the REGISTERs come to. A binding registered over TCP or TLS
+-- is then reached over its connection (b.conn, see ep:flow) while that is open; once it
+-- closes, the binding goes at the next lookup (the phone cannot be connected to).
 function registrar.new(opts)
   opts = opts or {}
   return setmetatable({
@@ -189,6 +193,7 @@ function registrar.new(opts)
     version = 0,   -- bumped when a binding changes: targets() keeps its lists until then
     on_change = opts.on_change,
     canonical = opts.canonical,   -- fn(uri table) -> uri table: map aliases to one domain
+    endpoint = opts.endpoint,
   }, Registrar)
 end
 
@@ -203,8 +208,12 @@ function Registrar:lookup(aor, canonical)
   local key = canonical and aor or registrar.aor(aor) or aor
   local now = now_of(self)
   local out = {}
+  local ep = self.endpoint
   for _, b in ipairs(self.store:get(key)) do
-    if b.expires_at > now then
+    if b.conn and ep and not ep.core:conn_open(b.conn) then
+      self.version = (self.version or 0) + 1   -- its flow failed: the binding goes
+      self.store:delete(key, b.key)
+    elseif b.expires_at > now then
       out[#out + 1] = b
     end
   end
@@ -246,18 +255,22 @@ function Registrar:targets(aor)
   end
   local now = self.clock()   -- now_of(self), one call less: this runs for every request
   local c = cache[aor]
-  if c and now < c.until_ then
+  if c and now < c.until_ and not (c.conns and self:_flow_failed(c.conns)) then
     return c.list
   end
-  local list, until_ = {}, math.huge
+  local list, until_, conns = {}, math.huge, nil
   for _, b in ipairs(self:lookup(aor, true)) do
     list[#list + 1] = registrar.target(b)
     if b.expires_at < until_ then
       until_ = b.expires_at
     end
+    if b.conn then
+      conns = conns or {}
+      conns[#conns + 1] = b.conn
+    end
   end
   if #list > 0 then
-    cache[aor] = { list = list, until_ = until_ }
+    cache[aor] = { list = list, until_ = until_, conns = conns }
   end
   return list
 end
@@ -282,6 +295,16 @@ function Registrar:holds_contact(uri)
   end
   local until_ = index[registrar.contact_key(uri)]
   return until_ ~= nil and until_ > now_of(self)
+end
+
+function Registrar:_flow_failed(conns)
+  local core = self.endpoint.core
+  for _, id in ipairs(conns) do
+    if not core:conn_open(id) then
+      return true
+    end
+  end
+  return false
 end
 
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
@@ -517,16 +540,21 @@ function Registrar:handle(req)
   if #path == 0 then
     path = nil
   end
+  local direct = #req:headers("Via") == 1 and not path
   for _, u in ipairs(updates) do
     if u.expires == 0 then
       self.version = (self.version or 0) + 1
       self.store:delete(aor, u.key)
     else
       self.version = (self.version or 0) + 1
+      -- over TCP/TLS from the phone itself (one Via, no Path: not through a proxy): it is
+      -- reached on this connection (nil when not, or when its Contact names another
+      -- transport)
+      local conn = self.endpoint and direct and self.endpoint.core:flow(req, u.uri) or nil
       self.store:put(aor, { uri = u.uri, key = u.key, q = u.q, expires_at = now + u.expires,
         call_id = call_id, cseq = cseq, updated = now, source = req.source,
         path = path, params = u.params,
-        flow = not path and binding_flow(u.uri, req) or nil })
+        flow = not path and binding_flow(u.uri, req) or nil, conn = conn })
     end
   end
   if #updates > 0 and self.on_change then
