@@ -12,6 +12,7 @@ usage:
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
+               [--script FILE]   (a global route(req, serve) decides; SIGHUP reloads it)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
@@ -232,7 +233,8 @@ function cli.server(opts)
     end
   end
 
-  ep:route(function(req)
+  -- The default policy, as a function a --script may call for the cases it leaves alone.
+  local function default(req)
     local m = req.method
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
@@ -286,8 +288,26 @@ function cli.server(opts)
     if not silent then
       log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
     end
-  -- quiet: nobody logs in-dialog requests, so the core relays them without this function
-  end, { relay_in_dialog = silent })
+  end
+
+  -- what a --script gets as its second argument (sip.script)
+  local serve = { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
+    policy = policy, echo = echo, log = log, default = default, domain = domain,
+    users = users, is_ours = is_ours, limiter = limiter }
+  local script
+  if opts.script then
+    local sip_script = require "sip.script"
+    local serr
+    script, serr = sip_script.load(opts.script, serve)
+    if not script then
+      ep:close()
+      return nil, serr
+    end
+    ep:route(function(req) return script.route(req, serve) end)
+  else
+    -- quiet: nobody logs in-dialog requests, so the core relays them without this function
+    ep:route(default, { relay_in_dialog = silent })
+  end
 
   -- expired bindings vanish on time
   local function sweep()
@@ -296,15 +316,15 @@ function cli.server(opts)
   end
   sweep()
 
-  return { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
-    policy = policy,
-    limiter = limiter, domain = domain, stop = function() ep:close() end }
+  serve.script = script
+  serve.stop = function() ep:close() end
+  return serve
 end
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust" })
+      "rate_burst", "trust", "script" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
