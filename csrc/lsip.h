@@ -47,6 +47,14 @@ void lsip_open_ep(lua_State *L);
 void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
+void lsip_open_ops(lua_State *L);
+
+/* For lsip_ops.c: the loop of this Lua state (created on first use) and the thread stepping
+ * it, which callbacks run on; the core endpoint of endpoint object idx, NULL when it is closed or not one. */
+struct sip_loop;
+struct sip_endpoint;
+struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping);
+struct sip_endpoint *lsip_endpoint(lua_State *L, int idx);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

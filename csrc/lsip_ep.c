@@ -75,6 +75,17 @@ static lsip_loop *check_loop(lua_State *L, int i)
 	return luaL_checkudata(L, i, LSIP_LOOP_MT);
 }
 
+struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping)
+{
+	l_loop(L);
+	lsip_loop *lp = lua_touserdata(L, -1);
+	lua_pop(L, 1);   /* the registry keeps it */
+	if (!lp->stepping)
+		lp->L = L;
+	*stepping = &lp->L;
+	return lp->loop;
+}
+
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */
 static int loop_step(lua_State *L)
 {
@@ -531,6 +542,12 @@ static lsip_ep *check_ep(lua_State *L, int i)
 	if (!e->lp->stepping)
 		e->lp->L = L;
 	return e;
+}
+
+struct sip_endpoint *lsip_endpoint(lua_State *L, int idx)
+{
+	lsip_ep *e = luaL_testudata(L, idx, LSIP_EP_MT);
+	return e ? e->ep : NULL;
 }
 
 static unsigned opt_uint(lua_State *L, int t, const char *k, unsigned def)

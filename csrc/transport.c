@@ -82,6 +82,8 @@ struct sip_transport {
 	sip_tp_recv_fn recv;
 	sip_tp_event_fn event;
 	void *arg;
+	sip_tp_tap_fn tap;
+	void *tap_arg;
 	int freeing;         /* no callbacks while tearing down */
 	int in_udp_io;       /* a datagram callback is running: sip_tp_free defers the free */
 
@@ -496,6 +498,9 @@ static void conn_deliver(conn *c)
 		c->scan_from = 0;
 		tp->st.tcp_in++;
 		got = 1;
+		if (tp->tap)
+			tp->tap(tp->tap_arg, 0, c->src.kind, (struct sockaddr *)&c->src.peer,
+				(struct sockaddr *)&c->src.local, c->rbuf + off, mlen);
 		tp->recv(tp->arg, &c->src, c->rbuf + off, mlen);
 		off += mlen;
 	}
@@ -782,6 +787,9 @@ static void udp_io(void *arg, uint32_t events)
 			if (only_crlf(buf, n))
 				continue; /* keep-alive (RFC 5626 §4.4.2 uses STUN, but CRLF is common) */
 			tp->st.udp_in++;
+			if (tp->tap)
+				tp->tap(tp->tap_arg, 0, SIP_TP_UDP, (struct sockaddr *)&s->peer,
+					(struct sockaddr *)&s->local, buf, n);
 			tp->in_udp_io = 1;
 			tp->recv(tp->arg, s, buf, n);
 			tp->in_udp_io = 0;
@@ -939,6 +947,8 @@ static int udp_sendto(sip_transport *tp, listener *l, const struct sockaddr *dst
 		return -1;
 	}
 	tp->st.udp_out++;
+	if (tp->tap)
+		tp->tap(tp->tap_arg, 1, SIP_TP_UDP, (struct sockaddr *)&l->addr, dst, buf, len);
 	return 0;
 }
 
@@ -993,6 +1003,9 @@ static int send_tcp(sip_transport *tp, const struct sockaddr *dst, socklen_t dle
 		if (!c)
 			return -1;
 	}
+	if (tp->tap)   /* before the write, which may close c */
+		tp->tap(tp->tap_arg, 1, c->src.kind, (struct sockaddr *)&c->src.local,
+			(struct sockaddr *)&c->src.peer, buf, len);
 	if (conn_write(c, buf, len, err) < 0)
 		return -1;
 	tp->st.tcp_out++;
@@ -1041,6 +1054,12 @@ int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id)
 void sip_tp_stats_get(sip_transport *tp, sip_tp_stats *st)
 {
 	*st = tp->st;
+}
+
+void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg)
+{
+	tp->tap = fn;
+	tp->tap_arg = arg;
 }
 
 /* ---- life cycle ---- */
