@@ -1048,7 +1048,8 @@ static int ep_txn_state(lua_State *L)
 	if (!t)
 		return 0;
 	lua_pushstring(L, sip_txn_state_name(sip_txn_state_get(t)));
-	return 1;
+	lua_pushinteger(L, sip_txn_last_status(t));   /* 0 before any response */
+	return 2;
 }
 
 static void set_int(lua_State *L, const char *k, lua_Integer v)

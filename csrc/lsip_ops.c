@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LSIP_FD_MT "sip.fd"
@@ -331,6 +332,15 @@ static int l_connect_unix(lua_State *L)
 	return 1;
 }
 
+/* core.realtime() -> seconds since the epoch, with the microseconds (log timestamps) */
+static int l_realtime(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)(ts.tv_nsec / 1000) / 1e6);
+	return 1;
+}
+
 /* --- capture ------------------------------------------------------------------------ */
 
 static lsip_capture *check_capture(lua_State *L, int i)
@@ -488,7 +498,7 @@ void lsip_open_ops(lua_State *L)
 	static const luaL_Reg fns[] = {
 		{ "signals", l_signals }, { "listen_unix", l_listen_unix },
 		{ "listen_tcp", l_listen_tcp }, { "connect_unix", l_connect_unix },
-		{ "capture", l_capture }, { NULL, NULL },
+		{ "capture", l_capture }, { "realtime", l_realtime }, { NULL, NULL },
 	};
 	luaL_setfuncs(L, fns, 0);
 }

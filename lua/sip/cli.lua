@@ -13,9 +13,14 @@ usage:
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
                [--script FILE]   (a global route(req, serve) decides; SIGHUP reloads it)
+               [--control PATH]  (luasip ctl's socket; default in $XDG_RUNTIME_DIR or /tmp)
+               [--metrics HOST:PORT]   (Prometheus text at /metrics)
+               [--capture FILE.pcap] [--hep udp:HOST:PORT]   (every SIP message in and out)
+               [--log-format text|json]   (json: one object per transaction)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
+  luasip ctl [--control PATH] reload | stats | registrations [AOR]
 ]]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
@@ -130,6 +135,12 @@ local BURST_PER_RATE = 2
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
 -- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy)
 function cli.server(opts)
+  local ops = require "sip.ops"
+  local json_write
+  if opts.log_format == "json" and not opts.log then
+    -- every line JSON: a transaction per object, and serve's other lines as { time, msg }
+    opts.log, json_write = ops.json_logger()
+  end
   local log = opts.log or log_line(opts.quiet)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
@@ -295,6 +306,7 @@ function cli.server(opts)
     policy = policy, echo = echo, log = log, default = default, domain = domain,
     users = users, is_ours = is_ours, limiter = limiter }
   local script
+  local route = default
   if opts.script then
     local sip_script = require "sip.script"
     local serr
@@ -303,11 +315,81 @@ function cli.server(opts)
       ep:close()
       return nil, serr
     end
-    ep:route(function(req) return script.route(req, serve) end)
-  else
-    -- quiet: nobody logs in-dialog requests, so the core relays them without this function
-    ep:route(default, { relay_in_dialog = silent })
+    route = function(req) return script.route(req, serve) end
   end
+  if json_write then
+    route = ops.log_transactions(route, ep, json_write)
+  end
+  -- quiet: nobody logs in-dialog requests, so the core relays them without this function
+  -- (a script sees every request)
+  ep:route(route, { relay_in_dialog = silent and not script })
+
+  --- serve.reload() -> true | nil, reason: the script loaded again (SIGHUP, luasip ctl)
+  function serve.reload()
+    if not script then
+      return nil, "no --script to reload"
+    end
+    local ok, rerr = script:reload()
+    if ok then
+      log("script %s reloaded", script.path)
+    else
+      log("script %s not reloaded, the old one stays: %s", script.path, rerr)
+    end
+    return ok, rerr
+  end
+
+  -- what the operator looks at: capture (counts every message; pcap, HEP), metrics, control
+  local closers = {}
+  local function fail(err)
+    for _, c in ipairs(closers) do c() end
+    ep:close()
+    return nil, err
+  end
+  if opts.metrics or opts.capture or opts.hep then
+    serve.capture = sip.core.capture(ep.core)
+    closers[#closers + 1] = function() serve.capture:close() end
+    if opts.capture then
+      local ok, cerr = serve.capture:pcap(opts.capture)
+      if not ok then
+        return fail("--capture: " .. cerr)
+      end
+    end
+    if opts.hep then
+      local host, port = tostring(opts.hep):match("^udp:%[?([^%]]*)%]?:(%d+)$")
+      local ok, herr = host and serve.capture:hep(host, tonumber(port), opts.hep_id or 2001)
+      if not ok then
+        return fail("--hep: " .. (herr or "want udp:HOST:PORT, got " .. tostring(opts.hep)))
+      end
+    end
+    -- the pcap file is written through a buffer: out at least every second
+    local function flush()
+      if serve.capture then
+        serve.capture:flush()
+        sip.sched.loop:timer(1000, flush)
+      end
+    end
+    flush()
+  end
+  if opts.metrics then
+    local m, merr = ops.metrics(serve, opts.metrics)
+    if not m then
+      return fail("--metrics: " .. merr)
+    end
+    serve.metrics = m
+    closers[#closers + 1] = m.close
+  end
+  if opts.control then
+    local c, cerr = ops.control(serve, opts.control)
+    if c then
+      serve.control = c
+      closers[#closers + 1] = c.close
+    elseif opts.control_required then
+      return fail("--control: " .. cerr)
+    else
+      io.stderr:write("luasip: ", cerr, "; luasip ctl will not reach this one\n")
+    end
+  end
+  serve.started = os.time()
 
   -- expired bindings vanish on time
   local function sweep()
@@ -317,14 +399,19 @@ function cli.server(opts)
   sweep()
 
   serve.script = script
-  serve.stop = function() ep:close() end
+  serve.stop = function()
+    for _, c in ipairs(closers) do c() end
+    closers = {}
+    serve.capture = nil
+    ep:close()
+  end
   return serve
 end
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust", "script" })
+      "rate_burst", "trust", "script", "control", "metrics", "capture", "hep", "log_format" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -383,18 +470,41 @@ local function serve(argv)
     end
     opts.algorithms = list
   end
+  if opts.log_format and opts.log_format ~= "json" and opts.log_format ~= "text" then
+    io.stderr:write("luasip: --log-format wants text or json\n", USAGE)
+    return 2
+  end
+  opts.control_required = opts.control ~= nil
+  opts.control = opts.control or require("sip.ops").default_control_path()
   local srv, serr = cli.server(opts)
   if not srv then
     io.stderr:write("luasip: ", serr, "\n")
     return 1
   end
+  -- HUP: the script again; TERM: a clean stop (control socket removed, capture flushed).
+  -- Through signalfd on the loop: no Lua runs inside a signal handler.
+  require("sip.ops").signals {
+    HUP = function() srv.reload() end,
+    TERM = function() srv.ep:stop() end,
+  }
   if not opts.quiet then
-    print(("luasip serving %s for domain %s (%s); echo bot at sip:echo@%s"):format(
+    local line = ("luasip serving %s for domain %s (%s); echo bot at sip:echo@%s"):format(
       table.concat(srv.ep:addresses(), " "), srv.domain,
-      opts.no_auth and "no auth" or "digest auth", srv.domain))
-    io.stdout:flush()
+      opts.no_auth and "no auth" or "digest auth", srv.domain)
+      .. (srv.metrics and ("; metrics at http://" .. srv.metrics.address .. "/metrics") or "")
+      .. (srv.control and ("; control at " .. srv.control.path) or "")
+    if opts.log_format == "json" then
+      srv.log("%s", line)
+    else
+      print(line)
+      io.stdout:flush()
+    end
   end
-  srv.ep:run()
+  local ok, rerr = pcall(srv.ep.run, srv.ep)
+  srv.stop()
+  if not ok then
+    error(rerr, 0)
+  end
   return 0
 end
 
@@ -470,7 +580,8 @@ function cli.main(argv)
     end
   end
   local rest = { table.unpack(argv, 2) }
-  local commands = { serve = serve, message = message, options = options, register = register }
+  local commands = { serve = serve, message = message, options = options, register = register,
+    ctl = function(a) return require("sip.ops").ctl(a) end }
   local run = commands[cmd]
   if not run then
     io.stderr:write(USAGE)

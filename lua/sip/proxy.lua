@@ -76,6 +76,9 @@ msg_methods.validate = core.msg_validate
 -- provisionals and 2xx upstream, the best final, CANCEL of the other branches, merged
 -- challenges, 503 as 500, and CANCEL from upstream (§16.10).
 local msg_relay = core.msg_relay
+-- requests relayed statefully or statelessly in this process (metrics)
+proxy.stats = { relays = 0 }
+local stats = proxy.stats
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
@@ -92,6 +95,9 @@ function msg_methods.relay(req, targets, opts)
   -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (lsip_ep.c
   -- relay_request, the endpoint found from req in C)
   local id, done = msg_relay(req, targets, next_hop_uri, timeout, flags, rr, stateless)
+  if id then
+    stats.relays = stats.relays + 1
+  end
   if not id then
     if done ~= "refused" and done ~= "answered" and req.method ~= "ACK" and req._txn ~= 0 then
       req:reply(400, "Bad target")
