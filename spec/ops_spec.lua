@@ -165,9 +165,11 @@ local function serve_process(o)
   else
     argv[#argv + 1] = "--no-auth"
   end
+  local control = dir .. "/serve.ctl"
+  for _, a in ipairs { "--control", control } do argv[#argv + 1] = a end
   for _, a in ipairs(o.args or {}) do argv[#argv + 1] = a end
   local self = setmetatable({ port = port, proxy = "sip:127.0.0.1:" .. port, dir = dir,
-    p = peer.start(argv) }, Serve)
+    control = control, p = peer.start(argv) }, Serve)
   local probe = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
   local up = run(function()
     for _ = 1, 50 do
@@ -190,6 +192,13 @@ end
 
 function Serve:says(pattern, seconds)
   return helper.run_until(function() return self:log():find(pattern) end, seconds or 5) ~= nil
+end
+
+-- `luasip ctl --control <ours> args...` as a process: exit code, output
+function Serve:ctl(...)
+  local argv = { "lua5.4", peer.path("bin/luasip"), "ctl", "--control", self.control, ... }
+  local code, out, more = peer.run(argv, 10)
+  return code, code and out or more
 end
 
 function Serve:stop()
@@ -294,5 +303,161 @@ describe("examples/scripts", function()
     assert.equal("three", gw1.got[2].body)
     -- not a number: the default policy (alice is not registered: 480)
     assert.equal(480, message(alice, "sip:alice@localhost", "x").status)
+  end)
+end)
+
+-- a REGISTER of user's contact at contact, from a Lua endpoint, through srv (no auth)
+local function register_contact(srv, user, contact)
+  local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+  local req = assert(sip.request { method = "REGISTER", uri = "sip:localhost",
+    from = "sip:" .. user .. "@localhost", to = "sip:" .. user .. "@localhost",
+    contact = contact, headers = { Expires = "300" } })
+  local res = run(function() return ep:request(req, { target = srv.proxy }) end)
+  ep:close()
+  assert.equal(200, res.status)
+end
+
+local function sipp_argv(scenario, args)
+  local argv = { "sipp", "-sf", peer.path("spec/sipp/" .. scenario), "-i", "127.0.0.1",
+    "-nostdin", "-trace_err" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return argv
+end
+
+-- sipp's UAS as `user` (registered through srv) and its UAC sending `count` calls or
+-- MESSAGEs to that user at `rate`/s; during(s) runs while they do. Both exit codes.
+local function sipp_load(srv, kind, user, count, rate, during)
+  local uas_port = peer.free_udp_port()
+  register_contact(srv, user, "sip:" .. user .. "@127.0.0.1:" .. uas_port)
+  local uas = peer.start(sipp_argv("serve_" .. kind .. "_uas.xml", { "-p", tostring(uas_port),
+    "-mp", tostring(peer.free_udp_port()), "-m", tostring(count), "-timeout", "30s",
+    "-timeout_error" }))
+  helper.run_until(function() return peer.udp_bound(uas_port) end, 5)
+  local uac = peer.start(sipp_argv("serve_" .. kind .. "_uac.xml", { "-p",
+    tostring(peer.free_udp_port()), "-mp", tostring(peer.free_udp_port()), "-m", tostring(count),
+    "-r", tostring(rate), "-s", user, "-timeout", "30s", "-timeout_error",
+    "127.0.0.1:" .. srv.port }))
+  if during then during() end
+  local uac_code, uac_out = peer.wait(uac, 40)
+  local uas_code, uas_out = peer.wait(uas, 10)
+  peer.clean(uac)
+  peer.clean(uas)
+  return uac_code, uas_code, (uac_out or "") .. (uas_out or "")
+end
+
+describe("serve reload", function()
+  local srv
+  after_each(function()
+    if srv then srv:stop() end
+    srv = nil
+  end)
+
+  local VERSION = [[
+    local serve = ...
+    function route(req, serve)   -- version %d: the default policy, counted
+      serve.routed = (serve.routed or 0) + 1
+      return serve.default(req)
+    end]]
+
+  it("loses no call of a sipp load while the script is reloaded, by ctl and by SIGHUP", function()
+    assert(peer.have("sipp"), "sipp is needed")
+    local dir = tmpdir()
+    local path = write(dir .. "/route.lua", VERSION:format(1))
+    srv = serve_process { args = { "--script", path } }
+    local reloads, refused = 0, nil
+    local uac_code, uas_code, out = sipp_load(srv, "call", "carol", 100, 40, function()
+      for v = 2, 7 do
+        run(function() sip.sleep(0.25) end)
+        write(path, VERSION:format(v))
+        if v % 2 == 0 then
+          local code = srv:ctl("reload")
+          if code == 0 then reloads = reloads + 1 end
+        else
+          os.execute("kill -HUP " .. srv.pid)
+          reloads = reloads + 1
+        end
+        if v == 4 then
+          -- a broken version in the middle: refused, the last good one goes on
+          write(path, "function route(req, serve\n")
+          local code, msg = srv:ctl("reload")
+          refused = { code = code, msg = msg }
+        end
+      end
+    end)
+    assert.equal(0, uac_code, out .. srv:log())
+    assert.equal(0, uas_code, out .. srv:log())
+    assert.equal(6, reloads)
+    assert.equal(1, refused.code)
+    assert.truthy(refused.msg:find("route.lua:2:", 1, true), refused.msg)
+    assert.equal(1, select(2, refused.msg:gsub("\n", "")), refused.msg)   -- one line
+    -- every reload, SIGHUP's included, said so in the log; the refused one with its reason
+    assert.truthy(srv:says("script " .. path:gsub("%p", "%%%0") .. " reloaded"))
+    local _, said = srv:log():gsub("reloaded\n", "")
+    assert.equal(6, said, srv:log())
+    assert.truthy(srv:log():find("not reloaded, the old one stays: " .. path .. ":2:", 1, true))
+    local code, stats = srv:ctl("stats")
+    assert.equal(0, code)
+    assert.truthy(stats:find("script_loads 7", 1, true), stats)
+    assert.truthy(stats:find("script_load_failures 1", 1, true), stats)
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("keeps the old script on SIGHUP when the new one raises at load time", function()
+    local dir = tmpdir()
+    local path = write(dir .. "/route.lua", [[function route(req) req:reply(200, "old") end]])
+    srv = serve_process { args = { "--script", path } }
+    local u = ua("u")
+    write(path, [[error("the database is down")
+      function route(req) req:reply(200, "new") end]])
+    os.execute("kill -HUP " .. srv.pid)
+    assert.truthy(srv:says("not reloaded, the old one stays: .*the database is down"))
+    local res = run(function() return u.ep:message("sip:x@localhost", "?", { target = srv.proxy }) end)
+    assert.equal("old", res.reason)
+    u.ep:close()
+    os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("luasip ctl", function()
+  local srv
+  after_each(function()
+    if srv then srv:stop() end
+    srv = nil
+  end)
+
+  it("lists registrations, all or one AOR, and says what it cannot do", function()
+    srv = serve_process {}
+    register_contact(srv, "alice", "sip:alice@127.0.0.1:5999")
+    register_contact(srv, "bob", "sip:bob@127.0.0.1:5998")
+    local code, out = srv:ctl("registrations")
+    assert.equal(0, code, out)
+    assert.truthy(out:find("sip:alice@localhost sip:alice@127.0.0.1:5999 expires=", 1, true), out)
+    assert.truthy(out:find("sip:bob@localhost sip:bob@127.0.0.1:5998 expires=", 1, true), out)
+    code, out = srv:ctl("registrations", "sip:bob@localhost")
+    assert.equal(0, code, out)
+    assert.falsy(out:find("alice", 1, true), out)
+    assert.truthy(out:find("sip:bob@127.0.0.1:5998", 1, true), out)
+    code, out = srv:ctl("stats")
+    assert.equal(0, code, out)
+    assert.truthy(out:find("\nregistrations 2\n", 1, true), out)
+    code, out = srv:ctl("reload")
+    assert.equal(1, code)
+    assert.truthy(out:find("no --script to reload", 1, true), out)
+    code, out = srv:ctl("dance")
+    assert.equal(1, code)
+    assert.truthy(out:find("unknown command dance", 1, true), out)
+  end)
+
+  it("removes its socket on SIGTERM, and ctl then says nobody is there", function()
+    srv = serve_process {}
+    assert.truthy(peer.sh("test -S " .. srv.control .. " && echo yes"):find("yes"))
+    local control = srv.control
+    assert.equal(0, srv:stop())
+    srv = nil
+    assert.falsy(peer.sh("test -e " .. control .. " && echo yes"):find("yes"))
+    local code, out = peer.run({ "lua5.4", peer.path("bin/luasip"), "ctl", "--control", control,
+      "stats" }, 10)
+    assert.equal(1, code)
+    assert.truthy(out:find("is serve running", 1, true), out)
   end)
 end)
