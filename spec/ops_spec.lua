@@ -201,6 +201,12 @@ function Serve:ctl(...)
   return code, code and out or more
 end
 
+-- where --metrics 127.0.0.1:0 listens: serve says so when it starts
+function Serve:metrics_address()
+  assert(self:says("metrics at http://[%d.]+:%d+/metrics"), self:log())
+  return self:log():match("metrics at http://([%d.]+:%d+)/metrics")
+end
+
 function Serve:stop()
   if self.pid then os.execute("kill -TERM " .. self.pid .. " 2>/dev/null") end
   local code = peer.wait(self.p, 3)
@@ -459,5 +465,151 @@ describe("luasip ctl", function()
       "stats" }, 10)
     assert.equal(1, code)
     assert.truthy(out:find("is serve running", 1, true), out)
+  end)
+end)
+
+-- GET http://HOST:PORT/PATH with luasocket: status, body
+local function http_get(addr, path, method)
+  local socket = require "socket"
+  local host, port = addr:match("^(.*):(%d+)$")
+  local c = assert(socket.tcp())
+  c:settimeout(0)
+  c:connect(host, tonumber(port))
+  local req = (method or "GET") .. " " .. path .. " HTTP/1.1\r\nHost: " .. addr .. "\r\n\r\n"
+  local sent, parts, done = 0, {}, false
+  -- our own loop must keep running: the server may be in this process
+  helper.run_until(function()
+    if sent < #req then
+      local n, _, partial = c:send(req, sent + 1)
+      sent = n or partial or sent
+      if n then sent = n end
+      return false
+    end
+    local data, err, partial = c:receive(4096)
+    if data or (partial and partial ~= "") then parts[#parts + 1] = data or partial end
+    if err == "closed" then done = true end
+    return done
+  end, 5)
+  c:close()
+  local text = table.concat(parts)
+  return tonumber(text:match("^HTTP/1%.1 (%d+)")), text:match("\r\n\r\n(.*)$"), text
+end
+
+-- the value of one sample in Prometheus text
+local function sample(text, name)
+  local v = text:match("\n" .. name:gsub("%p", "%%%0") .. " (%d+)\n")
+  return tonumber(v)
+end
+
+describe("serve --metrics", function()
+  local srv
+  after_each(function()
+    if srv then srv:stop() end
+    srv = nil
+  end)
+
+  it("counts what a sipp MESSAGE load did, in text promtool accepts", function()
+    assert(peer.have("sipp"), "sipp is needed")
+    srv = serve_process { args = { "--metrics", "127.0.0.1:0" } }
+    local addr = srv:metrics_address()
+    local status, before = http_get(addr, "/metrics")
+    assert.equal(200, status)
+    local N = 200
+    local uac_code, uas_code, out = sipp_load(srv, "message", "bob", N, 100)
+    assert.equal(0, uac_code, out)
+    assert.equal(0, uas_code, out)
+    local after
+    status, after = http_get(addr, "/metrics")
+    assert.equal(200, status)
+    local function delta(name)
+      return (sample(after, name) or -1) - (sample(before, name) or 0)
+    end
+    -- sipp's UAC sent N, we relayed N to its UAS, which answered N 200s that went back
+    -- (the REGISTER of its contact is one more request and 2xx)
+    assert.equal(N, delta('luasip_requests_received_total{method="MESSAGE"}'))
+    assert.equal(N, delta('luasip_requests_sent_total{method="MESSAGE"}'))
+    assert.equal(N, delta('luasip_responses_received_total{class="2xx"}'))
+    assert.equal(N + 1, delta('luasip_responses_sent_total{class="2xx"}'))
+    assert.equal(1, delta('luasip_requests_received_total{method="REGISTER"}'))
+    assert.equal(N, delta("luasip_relays_total"))
+    assert.equal(1, sample(after, "luasip_registrations"))
+    assert.equal(0, delta("luasip_auth_failures_total"))
+    assert.truthy(sample(after, 'luasip_transactions{kind="server"}'))
+    assert.truthy(sample(after, 'luasip_connections{transport="tcp"}'))
+    if peer.have("promtool") then
+      local f = write(srv.dir .. "/metrics.txt", after)
+      local check = peer.sh("promtool check metrics < " .. f .. " 2>&1; echo rc=$?")
+      assert.truthy(check:find("rc=0", 1, true), check)
+    end
+    -- only GET /metrics
+    assert.equal(404, (http_get(addr, "/")))
+    assert.equal(405, (http_get(addr, "/metrics", "POST")))
+  end)
+
+  it("counts auth failures and rate-limited requests", function()
+    srv = serve_process { users = "alice:alice-pw\n",
+      args = { "--metrics", "127.0.0.1:0", "--rate-limit", "5", "--rate-burst", "5" } }
+    local u = ua("alice")
+    local res = run(function()
+      return u.ep:message("sip:alice@localhost", "x", { target = srv.proxy,
+        from = "sip:alice@localhost", user = "alice", password = "wrong" })
+    end)
+    assert.truthy(res.status == 403 or res.status == 407, res.status)
+    local limited = 0
+    for _ = 1, 12 do
+      local r = run(function() return u.ep:options(srv.proxy) end)
+      if r.status == 503 then limited = limited + 1 end
+    end
+    local _, text = http_get(srv:metrics_address(), "/metrics")
+    assert.truthy(sample(text, "luasip_auth_failures_total") >= 1, text)
+    assert.truthy(limited > 0)
+    assert.equal(limited, sample(text, "luasip_rate_limited_total"))
+    u.ep:close()
+  end)
+end)
+
+describe("serve --log-format json", function()
+  it("writes one JSON object per transaction", function()
+    local srv = serve_process { args = { "--log-format", "json" } }
+    local u = ua("alice")
+    register_contact(srv, "alice", u.ep:uri("alice"))
+    local res = run(function()
+      return u.ep:message("sip:alice@localhost", "hi", { target = srv.proxy,
+        from = "sip:alice@localhost" })
+    end)
+    assert.equal(200, res.status)
+    assert.equal(404, run(function()
+      return u.ep:message("sip:nobody@localhost", "hi", { target = srv.proxy })
+    end).status)
+    assert.truthy(srv:says('"outcome":404'))
+    local log = srv:log()
+    srv:stop()
+    u.ep:close()
+    local txns = {}
+    for line in log:gmatch("[^\n]+") do
+      assert.truthy(line:match("^{.*}$"), "not a JSON object: " .. line)
+      if line:find('"method"', 1, true) then txns[#txns + 1] = line end
+    end
+    local function find(pat)
+      for _, l in ipairs(txns) do
+        if l:find(pat) then return l end
+      end
+    end
+    local msg = assert(find('"method":"MESSAGE","call_id":"' .. res.call_id:gsub("%p", "%%%0")), log)
+    for _, k in ipairs { "time", "method", "call_id", "from", "to", "source", "outcome", "duration_ms" } do
+      assert.truthy(msg:find('"' .. k .. '":', 1, true), k .. " in " .. msg)
+    end
+    assert.truthy(msg:find('"outcome":200', 1, true), msg)
+    assert.truthy(msg:find('"to":"sip:alice@localhost"', 1, true), msg)
+    assert.truthy(msg:find('"time":"%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ"'), msg)
+    assert.truthy(find('"method":"REGISTER".*"outcome":200'), log)
+    assert.truthy(find('"to":"sip:nobody@localhost".*"outcome":404'), log)
+    -- if jq is around, it reads every line
+    if peer.have("jq") then
+      local f = write(os.tmpname(), log)
+      local out = peer.sh("jq -c .method < " .. f .. " >/dev/null 2>&1; echo rc=$?")
+      os.remove(f)
+      assert.truthy(out:find("rc=0", 1, true), out)
+    end
   end)
 end)
