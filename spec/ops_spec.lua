@@ -152,12 +152,27 @@ Serve.__index = Serve
 local function serve_process(o)
   local dir = tmpdir()
   local port = peer.free_udp_port()
+  if o.tcp then
+    -- a port free for both
+    local socket = require "socket"
+    for _ = 1, 20 do
+      local t = socket.tcp()
+      local ok = t:bind("127.0.0.1", port)
+      t:close()
+      if ok then break end
+      port = peer.free_udp_port()
+    end
+  end
   local argv = { "env" }
   for k, v in pairs(o.env or {}) do argv[#argv + 1] = k .. "=" .. v end
   for _, a in ipairs { "lua5.4", peer.path("bin/luasip"), "serve", "--no-huge-pages",
     "--listen", "udp:127.0.0.1:" .. port,
     "--domain", "localhost" } do
     argv[#argv + 1] = a
+  end
+  if o.tcp then
+    argv[#argv + 1] = "--listen"
+    argv[#argv + 1] = "tcp:127.0.0.1:" .. port
   end
   if o.users then
     argv[#argv + 1] = "--users"
@@ -611,5 +626,75 @@ describe("serve --log-format json", function()
       os.remove(f)
       assert.truthy(out:find("rc=0", 1, true), out)
     end
+  end)
+end)
+
+describe("serve --capture", function()
+  it("writes every SIP message in and out, UDP and TCP, as pcap that tshark and sngrep read", function()
+    assert(peer.have("tshark"), "tshark is needed (Debian tshark)")
+    local dir = tmpdir()
+    local pcap = dir .. "/sip.pcap"
+    local srv = serve_process { tcp = true, args = { "--capture", pcap, "--metrics", "127.0.0.1:0" } }
+    -- over UDP: alice registers and gets a MESSAGE; over TCP: bob sends one to her
+    local alice = ua("alice")
+    register_contact(srv, "alice", alice.ep:uri("alice"))
+    local bob = assert(sip.endpoint { listen = { "tcp:127.0.0.1:0" } })
+    assert.equal(200, run(function()
+      return bob:message("sip:alice@localhost", "over tcp", { from = "sip:bob@localhost",
+        target = srv.proxy .. ";transport=tcp" })
+    end).status)
+    assert.equal("over tcp", alice.got[1].body)
+    -- and a few calls from sipp, to carol (the call flow sngrep shows)
+    local calls = 3
+    if peer.have("sipp") then
+      local uac_code, uas_code, out = sipp_load(srv, "call", "carol", calls, 10)
+      assert.equal(0, uac_code, out)
+      assert.equal(0, uas_code, out)
+    end
+    local _, metrics = http_get(srv:metrics_address(), "/metrics")
+    assert.equal(0, srv:stop())   -- SIGTERM: the file is flushed and closed
+    bob:close()
+    alice.ep:close()
+    -- what the server counted went to the file, each message once
+    local counted = 0
+    for n in metrics:gmatch('\nluasip_re[a-z]+_[a-z]+_total{[a-z]+="[^"]+"} (%d+)') do
+      counted = counted + tonumber(n)
+    end
+    local function tshark(args)
+      return peer.sh("tshark -r " .. pcap .. " " .. args .. " 2>/dev/null")
+    end
+    local frames = select(2, tshark("-T fields -e frame.number"):gsub("\n", ""))
+    local sip_frames = select(2, tshark("-Y sip -T fields -e frame.number"):gsub("\n", ""))
+    assert.truthy(frames > 0)
+    -- (the metrics scrape itself came before the last few messages: at least as many)
+    assert.truthy(frames >= counted, frames .. " frames, counted " .. counted)
+    assert.equal(frames, sip_frames)   -- every one decoded as SIP
+    local lines = tshark("-T fields -E separator=, -e ip.src -e ip.dst -e tcp.srcport " ..
+      "-e udp.srcport -e tcp.dstport -e udp.dstport -e sip.Method -e sip.Status-Code")
+    local port = tostring(srv.port)
+    local tcp_seen, udp_seen = 0, 0
+    for l in lines:gmatch("[^\n]+") do
+      assert.truthy(l:find("^127%.0%.0%.1,127%.0%.0%.1,"), l)
+      assert.truthy(l:find("," .. port .. ",", 1, true), "every message to or from serve: " .. l)
+      if l:find("^[^,]*,[^,]*,%d+,") then tcp_seen = tcp_seen + 1 else udp_seen = udp_seen + 1 end
+    end
+    -- bob's MESSAGE and its 200 went over TCP; the relayed MESSAGE to alice over UDP
+    assert.equal(2, tcp_seen, lines)
+    assert.truthy(udp_seen > 0)
+    assert.truthy(lines:find(",MESSAGE,", 1, true))
+    assert.truthy(lines:find(",REGISTER,", 1, true))
+    if peer.have("sipp") then
+      local _, invites = lines:gsub(",INVITE,", "")
+      assert.equal(2 * calls, invites)   -- in from sipp, out to carol
+      if peer.have("sngrep") then
+        local out = peer.sh("timeout 10 sngrep -I " .. pcap .. " -N 2>&1")
+        local dialogs = tonumber(out:match("Dialog count: (%d+)%s*$"))
+        -- REGISTER, 2 MESSAGEs, the calls (each a dialog), the OPTIONS probes
+        assert.truthy(dialogs and dialogs >= calls + 3, out)
+        out = peer.sh("timeout 10 sngrep -c -I " .. pcap .. " -N 2>&1")
+        assert.equal(calls, tonumber(out:match("Dialog count: (%d+)%s*$")), out)
+      end
+    end
+    os.execute("rm -rf " .. dir)
   end)
 end)
