@@ -698,3 +698,39 @@ describe("serve --capture", function()
     os.execute("rm -rf " .. dir)
   end)
 end)
+
+describe("serve --hep", function()
+  it("sends every message as HEPv3, which sngrep takes as a Homer collector", function()
+    assert(peer.have("sngrep") and peer.have("tshark"), "sngrep and tshark are needed")
+    local hep_port = peer.free_udp_port()
+    -- sngrep listening for HEP, writing what it decodes as pcap
+    local collector = peer.start { "sngrep", "-L", "udp:127.0.0.1:" .. hep_port, "-N",
+      "-O", "hep.pcap" }
+    assert.truthy(helper.run_until(function() return peer.udp_bound(hep_port) end, 5))
+    local srv = serve_process { args = { "--hep", "udp:127.0.0.1:" .. hep_port } }
+    local u = ua("alice")
+    register_contact(srv, "alice", u.ep:uri("alice"))
+    assert.equal(200, run(function()
+      return u.ep:message("sip:alice@localhost", "via homer", { target = srv.proxy,
+        from = "sip:alice@localhost" })
+    end).status)
+    run(function() sip.sleep(0.3) end)
+    srv:stop()
+    u.ep:close()
+    os.execute("kill -TERM -" .. collector.pid .. " 2>/dev/null")   -- its process group
+    peer.wait(collector, 5)
+    local lines = peer.sh("tshark -r " .. collector.dir .. "/hep.pcap -Y sip -T fields " ..
+      "-E separator=, -e udp.srcport -e udp.dstport -e sip.Method -e sip.Status-Code 2>/dev/null")
+    peer.clean(collector)
+    local port = tostring(srv.port)
+    -- REGISTER + 200, MESSAGE in + out, 200 in + out: each as the hop it was, serve's port on it
+    assert.truthy(lines:find(",REGISTER,", 1, true), lines)
+    local _, messages = lines:gsub(",MESSAGE,", "")
+    assert.equal(2, messages, lines)
+    local _, oks = lines:gsub(",200\n", "")
+    assert.truthy(oks >= 3, lines)
+    for l in lines:gmatch("[^\n]+") do
+      assert.truthy(l:find(port, 1, true), l)
+    end
+  end)
+end)
