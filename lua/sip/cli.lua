@@ -317,6 +317,7 @@ function cli.server(opts)
     end
     route = function(req) return script.route(req, serve) end
   end
+  serve.script = script
   if json_write then
     route = ops.log_transactions(route, ep, json_write)
   end
@@ -324,72 +325,12 @@ function cli.server(opts)
   -- (a script sees every request)
   ep:route(route, { relay_in_dialog = silent and not script })
 
-  --- serve.reload() -> true | nil, reason: the script loaded again (SIGHUP, luasip ctl)
-  function serve.reload()
-    if not script then
-      return nil, "no --script to reload"
-    end
-    local ok, rerr = script:reload()
-    if ok then
-      log("script %s reloaded", script.path)
-    else
-      log("script %s not reloaded, the old one stays: %s", script.path, rerr)
-    end
-    return ok, rerr
-  end
-
-  -- what the operator looks at: capture (counts every message; pcap, HEP), metrics, control
-  local closers = {}
-  local function fail(err)
-    for _, c in ipairs(closers) do c() end
+  -- reload, capture, metrics, control socket (sip.ops)
+  local ok, oerr = ops.start(serve, opts)
+  if not ok then
     ep:close()
-    return nil, err
+    return nil, oerr
   end
-  if opts.metrics or opts.capture or opts.hep then
-    serve.capture = sip.core.capture(ep.core)
-    closers[#closers + 1] = function() serve.capture:close() end
-    if opts.capture then
-      local ok, cerr = serve.capture:pcap(opts.capture)
-      if not ok then
-        return fail("--capture: " .. cerr)
-      end
-    end
-    if opts.hep then
-      local host, port = tostring(opts.hep):match("^udp:%[?([^%]]*)%]?:(%d+)$")
-      local ok, herr = host and serve.capture:hep(host, tonumber(port), opts.hep_id or 2001)
-      if not ok then
-        return fail("--hep: " .. (herr or "want udp:HOST:PORT, got " .. tostring(opts.hep)))
-      end
-    end
-    -- the pcap file is written through a buffer: out at least every second
-    local function flush()
-      if serve.capture then
-        serve.capture:flush()
-        sip.sched.loop:timer(1000, flush)
-      end
-    end
-    flush()
-  end
-  if opts.metrics then
-    local m, merr = ops.metrics(serve, opts.metrics)
-    if not m then
-      return fail("--metrics: " .. merr)
-    end
-    serve.metrics = m
-    closers[#closers + 1] = m.close
-  end
-  if opts.control then
-    local c, cerr = ops.control(serve, opts.control)
-    if c then
-      serve.control = c
-      closers[#closers + 1] = c.close
-    elseif opts.control_required then
-      return fail("--control: " .. cerr)
-    else
-      io.stderr:write("luasip: ", cerr, "; luasip ctl will not reach this one\n")
-    end
-  end
-  serve.started = os.time()
 
   -- expired bindings vanish on time
   local function sweep()
@@ -398,11 +339,8 @@ function cli.server(opts)
   end
   sweep()
 
-  serve.script = script
   serve.stop = function()
-    for _, c in ipairs(closers) do c() end
-    closers = {}
-    serve.capture = nil
+    ops.stop(serve)
     ep:close()
   end
   return serve

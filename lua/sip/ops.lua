@@ -475,4 +475,88 @@ function M.signals(handlers)
   return fd
 end
 
+-- Wiring ---------------------------------------------------------------------------------
+
+--- sip.ops.start(serve, opts) -> true | nil, reason: what `serve` options ask for around a
+-- server cli.server built: serve.reload() (the --script again), opts.capture (pcap file),
+-- opts.hep ("udp:HOST:PORT"), opts.metrics ("HOST:PORT"), opts.control (socket path; taken
+-- by another serve: a warning, unless opts.control_required). sip.ops.stop(serve) ends them.
+function M.start(serve, opts)
+  local ep, log, script = serve.ep, serve.log, serve.script
+  local closers = {}
+  serve._closers = closers
+  function serve.reload()
+    if not script then
+      return nil, "no --script to reload"
+    end
+    local ok, rerr = script:reload()
+    if ok then
+      log("script %s reloaded", script.path)
+    else
+      log("script %s not reloaded, the old one stays: %s", script.path, rerr)
+    end
+    return ok, rerr
+  end
+  local function fail(err)
+    M.stop(serve)
+    return nil, err
+  end
+  if opts.metrics or opts.capture or opts.hep then
+    -- the tap counts every message (metrics) and writes the pcap file and HEP packets
+    local cap = core.capture(ep.core)
+    serve.capture = cap
+    closers[#closers + 1] = function() cap:close() end
+    if opts.capture then
+      local ok, cerr = cap:pcap(opts.capture)
+      if not ok then
+        return fail("--capture: " .. cerr)
+      end
+    end
+    if opts.hep then
+      local host, port = tostring(opts.hep):match("^udp:%[?([^%]]*)%]?:(%d+)$")
+      local ok, herr = host and cap:hep(host, tonumber(port), opts.hep_id or 2001)
+      if not ok then
+        return fail("--hep: " .. (herr or "want udp:HOST:PORT, got " .. tostring(opts.hep)))
+      end
+    end
+    -- the pcap file is written through a buffer: out at least every second
+    local function flush()
+      if serve.capture == cap then
+        cap:flush()
+        sched.loop:timer(1000, flush)
+      end
+    end
+    flush()
+  end
+  if opts.metrics then
+    local m, merr = M.metrics(serve, opts.metrics)
+    if not m then
+      return fail("--metrics: " .. merr)
+    end
+    serve.metrics = m
+    closers[#closers + 1] = m.close
+  end
+  if opts.control then
+    local c, cerr = M.control(serve, opts.control)
+    if c then
+      serve.control = c
+      closers[#closers + 1] = c.close
+    elseif opts.control_required then
+      return fail("--control: " .. cerr)
+    else
+      io.stderr:write("luasip: ", cerr, "; luasip ctl will not reach this one\n")
+    end
+  end
+  serve.started = os.time()
+  return true
+end
+
+--- sip.ops.stop(serve): listeners closed, the control socket removed, the capture flushed
+function M.stop(serve)
+  for _, c in ipairs(serve._closers or {}) do
+    c()
+  end
+  serve._closers, serve.capture, serve.metrics, serve.control = {}, nil, nil, nil
+end
+
 return M
