@@ -530,7 +530,13 @@ describe("serve --metrics", function()
     local status, before = http_get(addr, "/metrics")
     assert.equal(200, status)
     local N = 200
-    local uac_code, uas_code, out = sipp_load(srv, "message", "bob", N, 100)
+    local during
+    local uac_code, uas_code, out = sipp_load(srv, "message", "bob", N, 100, function()
+      run(function() sip.sleep(0.5) end)
+      local st
+      st, during = http_get(addr, "/metrics")   -- in the middle of the load
+      assert.equal(200, st)
+    end)
     assert.equal(0, uac_code, out)
     assert.equal(0, uas_code, out)
     local after
@@ -551,10 +557,15 @@ describe("serve --metrics", function()
     assert.equal(0, delta("luasip_auth_failures_total"))
     assert.truthy(sample(after, 'luasip_transactions{kind="server"}'))
     assert.truthy(sample(after, 'luasip_connections{transport="tcp"}'))
+    -- mid-load, the count was on its way
+    local mid = sample(during, 'luasip_requests_received_total{method="MESSAGE"}')
+    assert.truthy(mid and mid <= N, during)
     if peer.have("promtool") then
-      local f = write(srv.dir .. "/metrics.txt", after)
-      local check = peer.sh("promtool check metrics < " .. f .. " 2>&1; echo rc=$?")
-      assert.truthy(check:find("rc=0", 1, true), check)
+      for _, text in ipairs { during, after } do
+        local f = write(srv.dir .. "/metrics.txt", text)
+        local check = peer.sh("promtool check metrics < " .. f .. " 2>&1; echo rc=$?")
+        assert.truthy(check:find("rc=0", 1, true), check)
+      end
     end
     -- only GET /metrics
     assert.equal(404, (http_get(addr, "/")))
