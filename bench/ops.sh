@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# bench/ops.sh: what operating costs — CPU-µs per proxied MESSAGE of `luasip serve` plain,
-# with --metrics, with --capture (pcap), with --log-format json, in the same run, through the
-# shared harness (../shared/bench/run.sh). The variants take turns, BENCH_ROUNDS times (3),
-# and the median counts: one run on the shared 2-core VM swings more than these differences.
+# bench/ops.sh: what operating costs — CPU-µs per proxied MESSAGE of `luasip serve` plain
+# (--quiet), with --metrics, with --capture (pcap), with its text log, with --log-format json,
+# in the same run, through the shared harness (../shared/bench/run.sh). The variants take
+# turns, BENCH_ROUNDS times (3), and the median counts: one run on the shared 2-core VM
+# swings more than these differences.
 # usage: bench/ops.sh [RATE:COUNT] (default 500:5000), from the repository root
 set -u
 RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
@@ -16,9 +17,11 @@ declare -A variant=(
   [off]="$base --quiet"
   [metrics]="$base --quiet --metrics 127.0.0.1:0"
   [capture]="$base --quiet --capture $work/c.pcap"
+  [text]="$base"
   [json]="$base --log-format json"
 )
-order=(off metrics capture json)
+# text: serve's text log lines, which (like json) make every relay wait in Lua for its outcome
+order=(off metrics capture text json)
 ROUNDS=${BENCH_ROUNDS:-3}
 declare -A all
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
