@@ -745,3 +745,44 @@ describe("serve --hep", function()
     end
   end)
 end)
+
+describe("sip.ops in one process", function()
+  it("serves metrics, the control socket and a capture around cli.server, and closes them", function()
+    local dir = tmpdir()
+    local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true,
+      quiet = true, domain = "localhost", metrics = "127.0.0.1:0", capture = dir .. "/c.pcap",
+      control = dir .. "/ctl" })
+    local u = ua("alice")
+    local proxy = "sip:" .. srv.ep:address("udp")
+    assert.equal(404, run(function()
+      return u.ep:message("sip:nobody@localhost", "x", { target = proxy })
+    end).status)
+    local status, body = http_get(srv.metrics.address, "/metrics")
+    assert.equal(200, status)
+    assert.equal(1, sample(body, 'luasip_requests_received_total{method="MESSAGE"}'))
+    assert.equal(1, sample(body, 'luasip_responses_sent_total{class="4xx"}'))
+    -- the control socket
+    local answer = {}
+    -- (a client socket waiting at most 10 ms per read: the server is this very loop)
+    local conn = assert(sip.core.connect_unix(dir .. "/ctl", 10))
+    assert.equal(6, conn:write("stats\n"))
+    helper.run_until(function()
+      local d = conn:read()
+      if d and d ~= "" then answer[#answer + 1] = d end
+      return d == ""
+    end, 5)
+    conn:close()
+    assert.truthy(table.concat(answer):find("^OK\n.*requests_in 1\n"), table.concat(answer))
+    local st = srv.capture:stats()
+    assert.equal(1, st.requests_in.MESSAGE)
+    assert.equal(1, st.responses_out[4])
+    srv.stop()
+    u.ep:close()
+    -- closed: the socket file is gone and the pcap holds both messages
+    assert.falsy(io.open(dir .. "/ctl"))
+    local pcap = assert(io.open(dir .. "/c.pcap", "rb")):read("a")
+    assert.truthy(pcap:find("MESSAGE sip:nobody@localhost SIP/2.0", 1, true))
+    assert.truthy(pcap:find("SIP/2.0 404", 1, true))
+    os.execute("rm -rf " .. dir)
+  end)
+end)
