@@ -134,6 +134,9 @@ typedef struct sip_relay_opts {
 	unsigned timeout_ms;     /* INVITE: cancel the pending branches after it (0: never) */
 	int notify_done;         /* call hooks.relayed when the relay is over */
 	int notify_each;         /* call hooks.relay_branch for every branch's final */
+	int keep_failure;        /* no 2xx: the final goes to the TU only (hooks.relayed), the
+	                          * server transaction stays unanswered for another relay (a
+	                          * serial search, §16.6) or the TU's own answer; req untouched */
 } sip_relay_opts;
 
 /* Relay request req, received on server transaction st, to n target URIs in parallel

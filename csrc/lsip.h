@@ -29,6 +29,7 @@ typedef struct lsip_msg {
 	unsigned char replied_final;
 	unsigned char validated;       /* §16.3: 0 not yet, 1 passed, 2 refused */
 	unsigned char blob_len;        /* bytes after the header slots (see above) */
+	unsigned char prepared;        /* Max-Forwards and Record-Route done (req:relay again) */
 	sip_hdr slots[];
 } lsip_msg;
 

@@ -865,8 +865,10 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "answered");
 		return 2;
 	}
-	if (prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
+	if (!u->prepared &&
+	    prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
 		return luaL_error(L, "out of memory");
+	u->prepared = 1;   /* a request relayed again (keep_failure) is not prepared twice */
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
@@ -921,6 +923,7 @@ static int relay_request(lua_State *L)
 	lua_Integer flags = luaL_optinteger(L, 6, 1);
 	o.notify_done = (flags & 1) != 0;
 	o.notify_each = (flags & 2) != 0;
+	o.keep_failure = (flags & 4) != 0;
 	int done;
 	uint64_t id = sip_ep_relay(e->ep, st, m, targets, n, &o, &done, &err);
 	if (!id) {
@@ -928,7 +931,7 @@ static int relay_request(lua_State *L)
 		lua_pushstring(L, err);
 		return 2;
 	}
-	if (done || !o.notify_done)
+	if ((done && !o.keep_failure) || !o.notify_done)
 		u->replied_final = 1;   /* the core answers upstream from here on */
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);

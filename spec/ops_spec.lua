@@ -295,33 +295,39 @@ describe("examples/scripts", function()
     assert.equal("hi", alice.got[2].body)
   end)
 
-  it("failover.lua takes a failing gateway out and sends the next requests to the next one", function()
+  it("failover.lua tries the gateways in turn, and takes a failing one out", function()
     local gw1, gw2 = user("gw1"), user("gw2")
-    gw1.ep.handlers.MESSAGE = nil
+    local gw1_answer = 503
     gw1.ep:on("MESSAGE", function(req)
       gw1.got[#gw1.got + 1] = req
-      req:reply(503)
+      req:reply(gw1_answer)
     end)
     srv = serve_process { users = "alice:alice-pw\n",
       env = { GATEWAYS = gw1.ep:uri() .. " " .. gw2.ep:uri(), PROBE_EVERY = "1" },
       args = { "--script", peer.path("examples/scripts/failover.lua") } }
     local alice = user("alice")
-    -- the first goes to the cheapest gateway, which fails (its 503 goes up as 500, §16.7)
-    assert.equal(500, message(alice, "sip:+15551234@localhost", "one").status)
+    -- the cheapest gateway fails with 503: the same request goes on to the next one
+    assert.equal(200, message(alice, "sip:+15551234@localhost", "one").status)
     assert.equal(1, #gw1.got)
     assert.equal("sip:+15551234@" .. gw1.ep:address("udp"), gw1.got[1].uri)
-    -- the next ones go to the second
+    assert.equal("one", gw2.got[1].body)
+    assert.equal("sip:+15551234@" .. gw2.ep:address("udp"), gw2.got[1].uri)
+    -- one Via of ours and one Max-Forwards step, whatever the number of tries
+    assert.equal(gw1.got[1]:header("Max-Forwards"), gw2.got[1]:header("Max-Forwards"))
+    assert.equal(#gw1.got[1]:headers("Via"), #gw2.got[1]:headers("Via"))
+    -- gw1 is out: the next one goes straight to gw2
     assert.equal(200, message(alice, "sip:+15551234@localhost", "two").status)
-    assert.equal("two", gw2.got[1].body)
+    assert.equal(1, #gw1.got)
+    assert.equal("two", gw2.got[2].body)
     -- once gw1 answers the probe again, it is back first
-    gw1.ep.handlers.MESSAGE = nil
-    gw1.ep:on("MESSAGE", function(req)
-      gw1.got[#gw1.got + 1] = req
-      req:reply(200)
-    end)
+    gw1_answer = 200
     assert.truthy(srv:says("gateway " .. gw1.ep:uri():gsub("%p", "%%%0") .. " is back"))
     assert.equal(200, message(alice, "sip:+15551234@localhost", "three").status)
     assert.equal("three", gw1.got[2].body)
+    -- the last gateway's failure goes upstream (a 503 as 500, §16.7)
+    gw1_answer = 503
+    gw2.ep:on("MESSAGE", function(req) req:reply(503) end)
+    assert.equal(500, message(alice, "sip:+15551234@localhost", "four").status)
     -- not a number: the default policy (alice is not registered: 480)
     assert.equal(480, message(alice, "sip:alice@localhost", "x").status)
   end)
@@ -784,5 +790,76 @@ describe("sip.ops in one process", function()
     assert.truthy(pcap:find("MESSAGE sip:nobody@localhost SIP/2.0", 1, true))
     assert.truthy(pcap:find("SIP/2.0 404", 1, true))
     os.execute("rm -rf " .. dir)
+  end)
+end)
+
+describe("req:relay with keep_failure (a serial search, §16.6)", function()
+  local proxy_ep, first, second, caller
+  before_each(function()
+    proxy_ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    first, second = ua("first"), ua("second")
+    caller = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+  end)
+  after_each(function()
+    for _, e in ipairs { proxy_ep, first.ep, second.ep, caller } do e:close() end
+  end)
+
+  -- the proxy tries first, then second; what each relay returned
+  local function route_in_turn(outcomes)
+    proxy_ep:route(function(req)
+      if req.method == "ACK" or req.to_tag then
+        return req:relay()
+      end
+      local res, err = req:relay(first.ep:uri("x"), { keep_failure = true })
+      outcomes[#outcomes + 1] = res and res.status or err
+      if res and res.status < 300 or req.replied_final then
+        return
+      end
+      res = req:relay(second.ep:uri("x"))
+      outcomes[#outcomes + 1] = res and res.status or "-"
+    end)
+  end
+
+  it("takes an INVITE on to the next target after a failure, which never goes upstream", function()
+    local outcomes = {}
+    route_in_turn(outcomes)
+    first.ep:on("INVITE", function(req) req:reply(503) end)
+    local second_invite
+    second.ep:on("INVITE", function(req)
+      second_invite = req
+      req:reply(180)
+      local call = req:answer(200, { sdp = "v=0\r\n" })
+      if call then call:wait() end
+    end)
+    local progress = {}
+    local call, res = run(function()
+      return caller:call("sip:x@" .. proxy_ep:address("udp"), { answer_sdp = "v=0\r\n",
+        on_progress = function(r) progress[#progress + 1] = r.status end })
+    end, 10)
+    assert.truthy(call, res and res.status)
+    assert.equal(200, res.status)
+    assert.same({ 503, 200 }, outcomes)
+    for _, s in ipairs(progress) do assert.truthy(s < 200) end   -- no 503 came up
+    -- one Record-Route and one Via of ours on what the second target got
+    assert.equal(1, #second_invite:headers("Record-Route"))
+    assert.equal(2, #second_invite:headers("Via"))
+    assert.equal("69", second_invite:header("Max-Forwards"))
+    assert.equal(200, run(function() return call:bye() end).status)
+  end)
+
+  it("does not go on after the caller CANCELs", function()
+    local outcomes = {}
+    route_in_turn(outcomes)
+    first.ep:on("INVITE", function(req) req:reply(180) end)   -- rings until cancelled
+    local second_got = false
+    second.ep:on("INVITE", function(req) second_got = true; req:reply(200) end)
+    local call, res = run(function()
+      return caller:call("sip:x@" .. proxy_ep:address("udp"), { timeout = 0.5 })
+    end, 10)
+    assert.falsy(call)
+    assert.equal(487, res.status)
+    helper.run_for(0.3)
+    assert.falsy(second_got)
+    assert.same({ 487 }, outcomes)
   end)
 end)

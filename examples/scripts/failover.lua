@@ -1,12 +1,11 @@
 -- A least-cost router with failover: requests to a number (sip:+15551234@..., sip:0044...)
--- from our own users go to the cheapest gateway that is up; everything else follows serve's
--- default policy. A gateway that answers 408, 500 or 503 (or nothing) is taken out and the
--- next one in the list takes the following requests; an OPTIONS every PROBE_EVERY seconds
--- puts it back once it answers.
+-- from our own users go to the cheapest gateway, then to the next one in turn when it fails
+-- (408, 500, 503 or no answer: req:relay with keep_failure brings that final back instead of
+-- sending it upstream); everything else follows serve's default policy. A failing gateway is
+-- also taken out for the requests after it, until an OPTIONS every PROBE_EVERY seconds finds
+-- it back.
 --   GATEWAYS="sip:10.0.0.1:5060 sip:10.0.0.2:5060" luasip serve --script failover.lua ...
 -- (cheapest first). `luasip ctl reload` or SIGHUP picks up a new list and keeps the state.
--- (req:relay sends the final response upstream itself, so a request that fails on one
--- gateway is answered with that failure; the failover is for the requests after it.)
 local sip = require "sip"
 
 local serve = ...
@@ -59,18 +58,26 @@ function route(req, serve)
   if why.inbound then
     return req:reply(403, "Gateways are for our users")
   end
-  for _, gw in ipairs(GATEWAYS) do
-    if not down[gw] then
+  for i, gw in ipairs(GATEWAYS) do
+    if not down[gw] or i == #GATEWAYS then
       local g = sip.uri.parse(gw)
       local target = "sip:" .. number .. "@" .. g.host .. (g.port and (":" .. g.port) or "")
-      local res = req:relay(target)
+      local last = i == #GATEWAYS
+      -- all but the last: a failure comes back here and the next gateway gets the request
+      local res = req:relay(target, { keep_failure = not last })
       local status = res and res.status or 408
       serve.log("%s %s via %s -> %d", req.method, number, gw, status)
-      if FAILED[status] then
-        down[gw] = true
+      if not FAILED[status] then
+        down[gw] = nil
+        return
       end
-      return
+      down[gw] = true
+      if req.replied_final then
+        return   -- the last one's failure went upstream (as 500, §16.7)
+      end
     end
   end
-  req:reply(503, "No gateway available", { headers = { ["Retry-After"] = tostring(PROBE_EVERY) } })
+  if not req.replied_final then
+    req:reply(503, "No gateway available", { headers = { ["Retry-After"] = tostring(PROBE_EVERY) } })
+  end
 end
