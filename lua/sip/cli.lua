@@ -245,6 +245,8 @@ function cli.server(opts)
   end
 
   -- The default policy, as a function a --script may call for the cases it leaves alone.
+  -- Its line per transaction is the JSON object with --log-format json (sip.ops).
+  local tlog = json_write and function() end or log
   local function default(req)
     local m = req.method
     if m ~= "ACK" and not req:validate() then
@@ -261,14 +263,14 @@ function cli.server(opts)
     local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
     if why.register then
       local code = registrar:handle(req)
-      log("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
+      tlog("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
         req.source, code)
       return
     end
     if why.in_dialog then
       local res = req:relay(relay_opts)
       if m ~= "ACK" and not silent then
-        log("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+        tlog("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
       end
       return
     end
@@ -286,18 +288,18 @@ function cli.server(opts)
       local targets = registrar:targets(aor)
       if #targets == 0 then
         local code = users[ruser] and 480 or 404
-        log("%s %s -> %d", m, aor, code)
+        tlog("%s %s -> %d", m, aor, code)
         return req:reply(code)
       end
       local res = req:relay(targets, relay_opts)
       if not silent then
-        log("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
+        tlog("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
       end
       return
     end
     local res = req:relay(relay_opts)
     if not silent then
-      log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+      tlog("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
     end
   end
 

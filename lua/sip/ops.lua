@@ -78,12 +78,17 @@ function M.json_logger(write)
   return log, write
 end
 
-local TXN_FIELDS = { "time", "method", "call_id", "from", "to", "source", "outcome",
-  "duration_ms", "error" }
+local TXN_LINE = '{"time":%s,"method":%s,"call_id":%s,"from":%s,"to":%s,"source":%s,' ..
+  '"outcome":%s,"duration_ms":%.3f%s}'
+
+-- a JSON string, or null
+local function jstr(v)
+  return v == nil and "null" or json_string(v)
+end
 
 --- sip.ops.log_transactions(route, ep, write) -> route': route with one JSON object written
 -- per transaction when its handler is over: time, method, call_id, from, to, source,
--- outcome (the final status sent, or "none"), duration_ms
+-- outcome (the final status sent, or "none"), duration_ms (and error, when it raised)
 function M.log_transactions(route, ep, write)
   return function(req, ...)
     local t0 = core.realtime()
@@ -96,11 +101,12 @@ function M.log_transactions(route, ep, write)
         status = st or 0
       end
       local from, to = req:addr("From"), req:addr("To")
-      write(M.json({ time = iso_time(t0), method = req.method, call_id = req.call_id,
-        from = from and from.uri, to = to and to.uri, source = req.source,
-        outcome = status >= 200 and status or (ok and "none" or 500),
-        duration_ms = math.floor((core.realtime() - t0) * 1e6 + 0.5) / 1e3, error = not ok and one_line(err) or nil },
-        TXN_FIELDS))
+      local outcome = status >= 200 and status or (ok and '"none"' or 500)
+      -- (written out rather than through sip.ops.json: this runs for every transaction)
+      write(TXN_LINE:format(json_string(iso_time(t0)), json_string(req.method),
+        jstr(req.call_id), jstr(from and from.uri), jstr(to and to.uri), jstr(req.source),
+        outcome, (core.realtime() - t0) * 1e3,
+        ok and "" or (',"error":' .. json_string(one_line(err)))))
     end
     if not ok then
       error(err, 0)
@@ -404,18 +410,19 @@ end
 --- sip.ops.ctl(argv) -> exit code: `luasip ctl [--control PATH] reload | stats |
 -- registrations [AOR]`, the answer on stdout (an error on stderr, exit 1)
 function M.ctl(argv)
-  local path, words = nil, {}
+  local path, words, bad = nil, {}, false
   local i = 1
   while i <= #argv do
     if argv[i] == "--control" then
       path = argv[i + 1]
+      bad = bad or path == nil
       i = i + 1
     else
       words[#words + 1] = argv[i]
     end
     i = i + 1
   end
-  if #words == 0 or not path and argv[i - 1] == "--control" then
+  if #words == 0 or bad then
     io.stderr:write("usage: luasip ctl [--control PATH] reload | stats | registrations [AOR]\n")
     return 2
   end
@@ -438,10 +445,11 @@ function M.ctl(argv)
   local parts = {}
   while true do
     local d, rerr = c:read()
-    if not d or d == "" then
-      if not d and rerr ~= "again" then
-        io.stderr:write("luasip ctl: ", rerr, "\n")
-      end
+    if not d then
+      c:close()
+      io.stderr:write("luasip ctl: ", rerr == "again" and ("no answer from " .. path) or rerr, "\n")
+      return 1
+    elseif d == "" then
       break
     end
     parts[#parts + 1] = d
