@@ -51,7 +51,8 @@ void lsip_open_thp(lua_State *L);
 void lsip_open_ops(lua_State *L);
 
 /* For lsip_ops.c: the loop of this Lua state (created on first use) and the thread stepping
- * it, which callbacks run on; the core endpoint of endpoint object idx, NULL when it is closed or not one. */
+ * it, which callbacks run on; the core endpoint of endpoint object idx, NULL when it is
+ * closed or not one. */
 struct sip_loop;
 struct sip_endpoint;
 struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping);
