@@ -59,10 +59,16 @@ function M.json(t, order)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
+-- the date and time of a second, made once per second
+local last_second, last_prefix = nil, nil
+
 local function iso_time(t)
   t = t or core.realtime()
   local s = math.floor(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S", s) .. string.format(".%03dZ", math.floor((t - s) * 1000))
+  if s ~= last_second then
+    last_second, last_prefix = s, os.date("!%Y-%m-%dT%H:%M:%S", s)
+  end
+  return string.format("%s.%03dZ", last_prefix, math.floor((t - s) * 1000))
 end
 
 --- sip.ops.json_logger(write) -> log(fmt, ...): serve's log lines as JSON objects
