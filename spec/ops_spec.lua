@@ -429,6 +429,34 @@ describe("serve reload", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("keeps registrations and TCP connections across a reload", function()
+    local dir = tmpdir()
+    local path = write(dir .. "/route.lua", VERSION:format(1))
+    srv = serve_process { tcp = true, args = { "--script", path } }
+    local bob = ua("bob")
+    register_contact(srv, "bob", bob.ep:uri("bob"))
+    local tcp = assert(sip.endpoint { listen = { "tcp:127.0.0.1:0" } })
+    local function send(text)
+      return run(function()
+        return tcp:message("sip:bob@localhost", text, { from = "sip:carol@localhost",
+          target = srv.proxy .. ";transport=tcp" })
+      end).status
+    end
+    assert.equal(200, send("before"))
+    write(path, VERSION:format(2))
+    assert.equal(0, (srv:ctl("reload")))
+    os.execute("kill -HUP " .. srv.pid)
+    assert.truthy(srv:says("reloaded\n.*reloaded\n"))
+    assert.equal(200, send("after"))
+    assert.same({ "before", "after" }, { bob.got[1].body, bob.got[2].body })
+    local _, stats = srv:ctl("stats")
+    assert.truthy(stats:find("\nconnections_accepted 1\n", 1, true), stats)   -- the same one
+    assert.truthy(stats:find("\nregistrations 1\n", 1, true), stats)
+    tcp:close()
+    bob.ep:close()
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("keeps the old script on SIGHUP when the new one raises at load time", function()
     local dir = tmpdir()
     local path = write(dir .. "/route.lua", [[function route(req) req:reply(200, "old") end]])
