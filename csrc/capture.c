@@ -27,6 +27,15 @@ enum {
 };
 #define HEP_TYPE_SIP 1
 
+/* Peers whose route back we remember: a listener bound to 0.0.0.0 or :: shows no address,
+ * so the one the kernel would send from to that peer stands in for it. */
+#define ROUTE_SLOTS 64
+
+typedef struct route {
+	struct sockaddr_storage peer, local;
+	int used;
+} route;
+
 typedef struct flow {
 	struct sockaddr_storage from, to;
 	uint32_t seq;
@@ -40,6 +49,7 @@ struct sip_capture {
 	socklen_t hep_len;
 	uint32_t hep_id;
 	flow *flows;
+	route routes[ROUTE_SLOTS];
 	uint16_t ip_id;
 	sip_capture_stats st;
 };
@@ -162,6 +172,54 @@ static uint32_t tcp_seq(sip_capture *c, const struct sockaddr *from, const struc
 	uint32_t seq = f->seq;
 	f->seq += (uint32_t)len;
 	return seq;
+}
+
+static int is_any(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+static uint32_t addr_hash(const struct sockaddr *sa)
+{
+	const unsigned char *p = (const unsigned char *)sa;
+	uint32_t h = 2166136261u;
+	for (size_t i = 0, n = addr_len(sa); i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
+/* local, with the address the kernel routes to peer from when local is a wildcard (a UDP
+ * socket connected to peer says which, without sending), its port kept; out gets it. */
+static const struct sockaddr *real_local(sip_capture *c, const struct sockaddr *local,
+					 const struct sockaddr *peer, struct sockaddr_storage *out)
+{
+	if (!is_any(local) || local->sa_family != peer->sa_family)
+		return local;
+	size_t pl = addr_len(peer);
+	route *r = &c->routes[addr_hash(peer) % ROUTE_SLOTS];
+	if (!r->used || memcmp(&r->peer, peer, pl)) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		int fd = socket(peer->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		int ok = fd >= 0 && connect(fd, peer, (socklen_t)pl) == 0 &&
+			 getsockname(fd, (struct sockaddr *)&ss, &len) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (!ok)
+			return local;
+		memset(r, 0, sizeof *r);
+		memcpy(&r->peer, peer, pl);
+		memcpy(&r->local, &ss, len);
+		r->used = 1;
+	}
+	memcpy(out, &r->local, pl);
+	if (peer->sa_family == AF_INET6)
+		((struct sockaddr_in6 *)out)->sin6_port = ((const struct sockaddr_in6 *)local)->sin6_port;
+	else
+		((struct sockaddr_in *)out)->sin_port = ((const struct sockaddr_in *)local)->sin_port;
+	return (const struct sockaddr *)out;
 }
 
 static uint16_t ip_checksum(const unsigned char *p, size_t n)
@@ -317,6 +375,11 @@ void sip_capture_tap(void *arg, int out, sip_tp_kind kind, const struct sockaddr
 	if (!c->pcap && c->hep_fd < 0)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
+	struct sockaddr_storage fixed;
+	if (out)
+		from = real_local(c, from, to, &fixed);
+	else
+		to = real_local(c, to, from, &fixed);
 	if (c->pcap)
 		write_pcap(c, kind, from, to, buf, len, &now);
 	if (c->hep_fd >= 0)

@@ -744,6 +744,29 @@ describe("serve --capture", function()
   end)
 end)
 
+describe("serve --capture on 0.0.0.0", function()
+  it("writes the address the messages really used, not the wildcard", function()
+    assert(peer.have("tshark"), "tshark is needed (Debian tshark)")
+    local dir = tmpdir()
+    local srv = assert(cli.server { listen = { "udp:0.0.0.0:0" }, no_auth = true, quiet = true,
+      domain = "localhost", capture = dir .. "/c.pcap" })
+    local port = srv.ep:address("udp"):match(":(%d+)$")
+    local u = ua("alice")
+    assert.equal(404, run(function()
+      return u.ep:message("sip:nobody@localhost", "x", { target = "sip:127.0.0.1:" .. port })
+    end).status)
+    srv.stop()
+    u.ep:close()
+    local lines = peer.sh("tshark -r " .. dir .. "/c.pcap -T fields -E separator=, " ..
+      "-e ip.src -e ip.dst -e udp.srcport -e udp.dstport 2>/dev/null")
+    os.execute("rm -rf " .. dir)
+    local _, n = lines:gsub("127%.0%.0%.1,127%.0%.0%.1,%d+,%d+\n", "")
+    assert.equal(2, n, lines)
+    assert.truthy(lines:find("," .. port .. "\n", 1, true), lines)   -- in, to its port
+    assert.truthy(lines:find("," .. port .. ",", 1, true), lines)     -- out, from it
+  end)
+end)
+
 describe("serve --hep", function()
   it("sends every message as HEPv3, which sngrep takes as a Homer collector", function()
     assert(peer.have("sngrep") and peer.have("tshark"), "sngrep and tshark are needed")
