@@ -9,7 +9,7 @@ CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
 LIBFLAG    ?= -shared
-LIBS        = -lssl -lcrypto
+LIBS        = -lssl -lcrypto -lcares
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -29,7 +29,8 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev tshark sngrep prometheus
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
+       libc-ares-dev dnsmasq-base sngrep prometheus
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 
@@ -81,8 +82,10 @@ spec: all
 	@$(BUSTED) -o utfTerminal spec
 
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
-# doing digest, and `luasip serve` as its own process driven by sipsak, sipp and Lua users.
-INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua
+# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users, and
+# real softphones (baresip, Linphone) registering, messaging and calling through it.
+INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
+                spec/phones_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
@@ -97,10 +100,11 @@ ctest: build/test_transport
 
 # Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
-# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood), and serve
-# with --metrics, --capture and JSON logs beside plain (ops).
+# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood); MSRP MB/s
+# and messages/s between two endpoints (msrp); OPTIONS latency with and without DNS lookups
+# hanging (dns); serve with --metrics, --capture and JSON logs beside plain (ops).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood ops
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns ops
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -120,8 +124,10 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  mem)   $(LUA) bench/mem.lua --expiry ;; \
 	  proxy) bench/proxy.sh $(PROXY_RUNS) ;; \
 	  flood) bench/flood.sh ;; \
+	  msrp)  $(LUA) bench/msrp.lua ;; \
+	  dns)   $(LUA) bench/dns.lua ;; \
 	  ops)   bench/ops.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood ops)"; exit 2 ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns ops)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
@@ -140,6 +146,38 @@ install: all
 	mkdir -p $(INST_LIBDIR) $(INST_LUADIR)/sip
 	cp $(CORE) $(INST_LIBDIR)/core.so
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
+
+# --- The rock and the API reference ------------------------------------------------------
+# luarocks passes the include and library folders of the external dependencies its rockspec
+# declares (OPENSSL_INCDIR, OPENSSL_LIBDIR); empty when building by hand.
+CPPFLAGS_ += $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
+LIBS      += $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR))
+CPPFLAGS_ += $(if $(CARES_INCDIR),-I$(CARES_INCDIR))
+LIBS      += $(if $(CARES_LIBDIR),-L$(CARES_LIBDIR))
+DEBS      += lua-ldoc lua-discount zip unzip
+
+# `make test` runs these too, after sanitize: a second rule for test adds prerequisites.
+.PHONY: rock rock-check docs
+test: rock-check docs
+
+# `make rock`: luasip-VERSION.src.rock from the working tree, offline: what `luarocks pack`
+# makes of the release rockspec (its git source cloned as luasip/), from the files git
+# tracks or would track, as they are now. `make rock-check` installs it into a throw-away
+# tree and runs `require "sip"` and `luasip --help` from there (tests/rock_check.sh).
+ROCK_VERSION = 0.1.0-1
+ROCK = luasip-$(ROCK_VERSION).src.rock
+rock:
+	@tests/rock.sh luasip-$(ROCK_VERSION).rockspec $(ROCK)
+
+rock-check: rock
+	@tests/rock_check.sh $(ROCK)
+
+# `make docs`: the LDoc reference of lua/sip/*.lua and sip.core (config.ld) in docs/api/;
+# any LDoc warning fails it.
+docs:
+	@out=$$(ldoc . 2>&1) || { echo "$$out"; exit 1; }; \
+	warn=$$(echo "$$out" | grep -v -e '^reading configuration from ' -e '^output written to '); \
+	if [ -n "$$warn" ]; then echo "$$warn"; exit 1; fi
 
 # --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
 # Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
@@ -219,4 +257,4 @@ clean-asan:
 	rm -rf build-asan
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan docs/api luasip-*.src.rock

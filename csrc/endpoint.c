@@ -7,9 +7,9 @@
 #include "rand.h"
 #include "ratelimit.h"
 #include "uri.h"
+#include "dns.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -230,6 +230,8 @@ fail:
 	return NULL;
 }
 
+static void drop_via_lookups(sip_endpoint *ep);
+
 void sip_ep_free(sip_endpoint *ep)
 {
 	if (!ep)
@@ -251,6 +253,8 @@ void sip_ep_free(sip_endpoint *ep)
 	sip_map_free(&ep->merged);
 	sip_ep_set_domains(ep, NULL, 0, 0);
 	sip_rl_free(ep->rl);
+	drop_via_lookups(ep);
+	sip_dns_unref(ep->dns);
 	free(ep);
 }
 
@@ -491,13 +495,118 @@ static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d
 		set_port(&d->addr, sent_by_port);
 		return;
 	}
-	if (via->maddr.n && sip_ip_literal(via->maddr, sent_by_port, &d->addr, &d->len) == 0) {
+	struct sockaddr_storage ma;
+	socklen_t mal;
+	if (via->maddr.n && sip_ip_literal(via->maddr, sent_by_port, &ma, &mal) == 0) {
+		/* (a name is looked up: locate_maddr; the source is kept meanwhile) */
+		d->addr = ma;
+		d->len = mal;
 		if (d->addr.ss_family != src->peer.ss_family)
 			d->listener = -1;   /* a listener of the other family cannot send it */
 		return;
 	}
 	if (via->rport < 0)
 		set_port(&d->addr, sent_by_port);
+}
+
+/* --- RFC 3263 §5: where responses go when the Via names a host ------------------------ */
+
+/* A lookup for the responses of one server transaction (found again by id: it may be gone
+ * when the answer comes). */
+typedef struct via_lookup {
+	struct via_lookup *prev, *next;
+	sip_endpoint *ep;
+	uint64_t txn, id;
+	int starting, answered;
+	sip_dest d;
+	int ok;
+} via_lookup;
+
+static void via_lookup_free(via_lookup *v)
+{
+	if (v->prev)
+		v->prev->next = v->next;
+	else
+		v->ep->via_lookups = v->next;
+	if (v->next)
+		v->next->prev = v->prev;
+	free(v);
+}
+
+static void drop_via_lookups(sip_endpoint *ep)
+{
+	while (ep->via_lookups) {
+		sip_dns_cancel(ep->dns, ep->via_lookups->id);
+		via_lookup_free(ep->via_lookups);
+	}
+}
+
+/* The lookup is over: the responses go to its first address (else where they would have
+ * gone without maddr: the source), the one waiting first. */
+static void via_lookup_done(via_lookup *v)
+{
+	sip_txn *t = sip_ep_txn(v->ep, v->txn);
+	if (t) {
+		if (v->ok) {
+			t->dest.addr = v->d.addr;
+			t->dest.len = v->d.len;
+			t->dest.listener = -1;   /* any listener of its family */
+		}
+		t->dest_pending = 0;
+		if (t->out)
+			sip_txn_send(t, t->out, t->outlen);
+	}
+	via_lookup_free(v);
+}
+
+static void via_located(void *arg, const sip_dns_target *tg, unsigned n, const char *err)
+{
+	via_lookup *v = arg;
+	if (n) {
+		v->ok = 1;
+		v->d.addr = tg[0].addr;
+		v->d.len = tg[0].len;
+	} else {
+		sip_ep_logf(v->ep, "response: maddr not found (%s): to the source instead", err);
+	}
+	if (v->starting)
+		v->answered = 1;   /* from inside sip_dns_locate: locate_maddr finishes it */
+	else
+		via_lookup_done(v);
+}
+
+/* §18.2.2: over UDP a response goes to the maddr of the Via, at the sent-by port; a name
+ * there is looked up (RFC 3263 §5: its addresses, the port being known) while the
+ * responses of t wait. */
+static void locate_maddr(sip_endpoint *ep, sip_txn *t, const sip_via *via)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char uri[300];
+	if (sip_ip_literal(via->maddr, 0, &ss, &sl) == 0 || via->maddr.n > 255)
+		return;   /* an IP literal: response_dest took it */
+	int n = snprintf(uri, sizeof uri, "sip:%.*s:%d;transport=udp", (int)via->maddr.n,
+			 via->maddr.p, via->port ? via->port : 5060);
+	via_lookup *v = calloc(1, sizeof *v);
+	if (!v)
+		return;
+	const char *err;
+	v->ep = ep;
+	v->txn = t->id;
+	v->next = ep->via_lookups;
+	if (ep->via_lookups)
+		ep->via_lookups->prev = v;
+	ep->via_lookups = v;
+	t->dest_pending = 1;
+	v->starting = 1;
+	v->id = sip_dns_locate(ep->dns, uri, (size_t)n, SIP_DNS_UDP, via_located, v, &err);
+	v->starting = 0;
+	if (!v->id) {
+		t->dest_pending = 0;
+		via_lookup_free(v);
+	} else if (v->answered) {
+		via_lookup_done(v);
+	}
 }
 
 /* A request that did not parse: answer 400 (505 for the version) with the reason, when
@@ -743,6 +852,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 	t = sip_txn_new(ep, 0, m->method_id == SIP_METHOD_INVITE, key, kl, &d);
 	if (!t)
 		return;
+	if (src->kind == SIP_TP_UDP && via.maddr.n && ep->dns)
+		locate_maddr(ep, t, &via);
 
 	if (is_cancel) {
 		char ikey[KEY_MAX];
@@ -1079,13 +1190,28 @@ int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err)
 	return 0;
 }
 
-int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+/* The transports we listen on, as the resolver names them. */
+static unsigned listened_tps(sip_endpoint *ep)
 {
-	(void)ep;
+	unsigned tps = 0;
+	for (int i = 0, n = sip_tp_listener_count(ep->tp); i < n; i++) {
+		sip_tp_kind k;
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
+			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : k == SIP_TP_UDP ? SIP_DNS_UDP : 0;
+	}
+	return tps;
+}
+
+int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, unsigned max,
+			unsigned *n, const char **err)
+{
 	sip_uri u;
+	*n = 0;
 	memset(d, 0, sizeof *d);
 	d->listener = -1;
-	if (sip_uri_parse(&u, sip_pl_make(s, len), err))
+	if (max == 0 || sip_uri_parse(&u, sip_pl_make(s, len), err))
 		return -1;
 	if (!u.is_sip) {
 		*err = "unsupported URI scheme";
@@ -1102,29 +1228,65 @@ int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, con
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
 	int port = u.port ? u.port : 5060;
-	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0)
+	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0) {
+		*n = 1;
 		return 0;
-	if (host.n >= 2 && host.p[0] == '[') {
+	}
+	if (host.n == 0 || host.n > 255 || (host.n >= 2 && host.p[0] == '[')) {
 		*err = "bad host";
 		return -1;
 	}
-	char h[256];
-	if (host.n == 0 || host.n >= sizeof h) {
-		*err = "bad host";
+	/* A name: RFC 3263 from what the resolver has cached (dns.c); never a blocking lookup.
+	 * The Lua side looks names up (yielding) before it hands them here. */
+	if (!ep->dns) {
+		*err = "a host name, and no resolver";
 		return -1;
 	}
-	memcpy(h, host.p, host.n);
-	h[host.n] = 0;
-	/* A name: the system resolver (blocking; SRV/NAPTR of RFC 3263 are not done). */
-	struct addrinfo hints = { 0 }, *res = NULL;
-	hints.ai_socktype = SOCK_DGRAM;
-	if (getaddrinfo(h, NULL, &hints, &res) || !res) {
-		*err = "cannot resolve host";
+	enum { MAX_TARGETS = 16 };
+	sip_dns_target t[MAX_TARGETS];
+	unsigned nt;
+	if (sip_dns_cached_list(ep->dns, s, len, listened_tps(ep), t,
+				max < MAX_TARGETS ? max : MAX_TARGETS, &nt, err) != 1)
 		return -1;
+	for (unsigned i = 0; i < nt; i++) {
+		memset(&d[i], 0, sizeof d[i]);
+		d[i].listener = -1;
+		d[i].kind = t[i].tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
+		d[i].addr = t[i].addr;
+		d[i].len = t[i].len;
 	}
-	memcpy(&d->addr, res->ai_addr, res->ai_addrlen);
-	d->len = (socklen_t)res->ai_addrlen;
-	set_port(&d->addr, port);
-	freeaddrinfo(res);
+	*n = nt;
 	return 0;
+}
+
+int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+{
+	unsigned n;
+	return sip_ep_resolve_list(ep, s, len, d, 1, &n, err);
+}
+
+int sip_ep_abandon(sip_endpoint *ep, sip_txn *ct)
+{
+	(void)ep;
+	if (!ct->client || ct->invite || ct->relay)
+		return -1;
+	sip_txn_terminate(ct);
+	return 0;
+}
+
+void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d)
+{
+	if (ep->dns)
+		sip_dns_avoid(ep->dns, d->kind == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP,
+			      (const struct sockaddr *)&d->addr);
+}
+
+sip_dns *sip_ep_dns(sip_endpoint *ep) { return ep->dns; }
+
+void sip_ep_set_dns(sip_endpoint *ep, sip_dns *dns)
+{
+	if (dns)
+		sip_dns_ref(dns);
+	sip_dns_unref(ep->dns);
+	ep->dns = dns;
 }

@@ -124,6 +124,10 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 /* Send a request with no transaction (ACK for 2xx, stateless forwarding). */
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 			  sip_via_mode via_mode, const char *branch, const char **err);
+/* Give up on non-INVITE client transaction ct at once: no more retransmissions, no final
+ * response to the TU (RFC 3263 §4.3: the request went on to another target). 0, or -1 for
+ * another kind of transaction. */
+int sip_ep_abandon(sip_endpoint *ep, sip_txn *ct);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
 
@@ -134,6 +138,11 @@ typedef struct sip_relay_opts {
 	unsigned timeout_ms;     /* INVITE: cancel the pending branches after it (0: never) */
 	int notify_done;         /* call hooks.relayed when the relay is over */
 	int notify_each;         /* call hooks.relay_branch for every branch's final */
+	/* Per target (n entries, or NULL), from the binding the target came from: */
+	const sip_pl *routes;    /* Route values put on top (its REGISTER's Path, RFC 3327) */
+	const sip_pl *flows;     /* where it registered from ("sip:IP:PORT[;transport=tcp]"): the
+	                          * next hop when the branch has no Route, over UDP always, over
+	                          * TCP while a connection to it is open (else its Contact) */
 	int keep_failure;        /* no 2xx: the final goes to the TU only (hooks.relayed), the
 	                          * server transaction stays unanswered for another relay (a
 	                          * serial search, §16.6) or the TU's own answer; req untouched */
@@ -209,11 +218,22 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
  * detection hash of the branch a relay writes). */
 void sip_msg_loop_hash(const sip_msg *m, char out[12]);
 
-/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
- * param; the host as an IP literal or through the system resolver. */
 /* sip_tp_parse_addr for a slice: an IP literal (IPv6 with or without []) and a port. */
 int sip_ip_literal(sip_pl host, int port, struct sockaddr_storage *ss, socklen_t *len);
+/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
+ * param; the host as an IP literal, or a name by RFC 3263 from the resolver's cache only
+ * (-1 with *err when it is not there: nothing in the loop waits for DNS). */
 int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
+/* The same with every target of a name in order (RFC 3263 §4.3: the next is tried when one
+ * fails), up to max into d[]: 0 with *n >= 1, or -1 with *err. */
+int sip_ep_resolve_list(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, unsigned max,
+			unsigned *n, const char **err);
+/* That target failed: the resolver puts it last for a while (§4.3). */
+void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d);
+/* The resolver whose cache sip_ep_resolve reads (a reference is taken; NULL: none). */
+struct sip_dns;
+void sip_ep_set_dns(sip_endpoint *ep, struct sip_dns *dns);
+struct sip_dns *sip_ep_dns(sip_endpoint *ep);
 
 /* Transaction accessors */
 uint64_t sip_txn_id(const sip_txn *t);

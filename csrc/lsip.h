@@ -43,11 +43,29 @@ typedef struct lsip_msg {
 /* The userdata of a message lsip_checkmsg returned. */
 #define lsip_msg_of(mp) ((lsip_msg *)(void *)(mp))
 
+/* One loop per Lua state: every endpoint of the state shares it, so one ep:run() serves
+ * them all. `L` is the thread that is stepping it, which hooks call back on. */
+typedef struct lsip_loop {
+	struct sip_loop *loop;
+	lua_State *L;
+	int stepping;
+} lsip_loop;
+
+/* The loop userdata at idx (raises when it is not one). */
+lsip_loop *lsip_check_loop(lua_State *L, int idx);
+
 void lsip_open_msg(lua_State *L);
+void lsip_open_msrp(lua_State *L);
 void lsip_open_ep(lua_State *L);
 void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
+void lsip_open_dns(lua_State *L);
+
+/* The resolver userdata at idx (lsip_dns.c); raises when closed. */
+struct sip_dns;
+struct sip_dns *lsip_check_dns(lua_State *L, int idx);
+
 void lsip_open_ops(lua_State *L);
 
 /* For lsip_ops.c: the loop of this Lua state (created on first use) and the thread stepping

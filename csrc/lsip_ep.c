@@ -2,6 +2,8 @@
  * Core hooks become calls of Lua handler functions, always under lua_pcall. */
 #include "lsip.h"
 #include "endpoint.h"
+#include "dns.h"
+#include "uri.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,14 +13,6 @@
 #define LSIP_TIMER_MT "sip.timer"
 #define LSIP_EP_MT "sip.endpoint"
 #define LOOP_KEY "sip.loop.instance"
-
-/* One loop per Lua state: every endpoint of the state shares it, so one ep:run() serves
- * them all. `L` is the thread that is stepping it, which hooks call back on. */
-typedef struct lsip_loop {
-	sip_loop *loop;
-	lua_State *L;
-	int stepping;
-} lsip_loop;
 
 typedef struct lsip_timer {
 	sip_timer t;
@@ -36,6 +30,7 @@ typedef struct lsip_ep {
 	int router, epobj, pool;
 	uint32_t handled;   /* bit per sip_method with a handler of its own (bit 0: others) */
 	int has_dialogs;    /* the Lua side holds UA dialogs: in-dialog requests go to it */
+	struct held *held;  /* in-dialog requests waiting for a DNS answer (relay_in_core) */
 	int relay_in_dialog;   /* the router's in-dialog requests are relayed by the core */
 	/* the last source formatted: requests come from the same few peers */
 	sip_tp_kind src_kind;
@@ -73,6 +68,11 @@ static int l_loop(lua_State *L)
 static lsip_loop *check_loop(lua_State *L, int i)
 {
 	return luaL_checkudata(L, i, LSIP_LOOP_MT);
+}
+
+lsip_loop *lsip_check_loop(lua_State *L, int i)
+{
+	return check_loop(L, i);
 }
 
 struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping)
@@ -300,14 +300,128 @@ static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
 	return sip_ep_relay_prepare(ep, m, kind, family, rr);
 }
 
+/* An in-dialog request relay_in_core could not send yet: its next hop is a name the
+ * resolver has not cached. The name is looked up in the loop, then the request relayed. */
+typedef struct held {
+	struct held *prev, *next;
+	lsip_ep *e;
+	uint64_t st_id;      /* its server transaction (0: an ACK, which has none) */
+	uint64_t lookup;
+	char *buf;           /* the request as it came */
+	size_t len;
+	int starting, answered;   /* the answer came inside sip_dns_locate */
+	int code;                 /* 0: relay it; 404 or 503: answer it so */
+} held;
+
+static void held_free(held *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		h->e->held = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	free(h->buf);
+	free(h);
+}
+
+static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m, int may_wait);
+
+/* The lookup is over: relay the request (the answer is cached now), or answer it 404 when
+ * nothing is there, 503 when the lookup failed (§4); then h goes. */
+static void held_run(held *h)
+{
+	lsip_ep *e = h->e;
+	sip_endpoint *ep = e->ep;
+	sip_txn *st = h->st_id ? sip_ep_txn(ep, h->st_id) : NULL;
+	sip_msg m;
+	const char *perr;
+	if ((!h->st_id || (st && sip_txn_unanswered(st))) &&
+	    sip_msg_parse(&m, h->buf, h->len, 0, 0, NULL, &perr) == 0) {
+		if (!h->code)
+			relay_in_core(e, st, &m, 0);
+		else if (st)
+			sip_ep_reply_code(ep, st, &m, h->code, NULL);
+		sip_msg_free(&m);
+	}
+	held_free(h);
+}
+
+static void held_located(void *arg, const sip_dns_target *t, unsigned n, const char *err)
+{
+	held *h = arg;
+	h->code = n ? 0 : err && (strncmp(err, "no such", 7) == 0 || strncmp(err, "no address", 10) == 0) ?
+		  404 : 503;
+	if (h->starting)
+		h->answered = 1;   /* inside sip_dns_locate: hold_for_dns runs it once that returns */
+	else
+		held_run(h);
+}
+
+/* Hold m until its next hop (the top Route, else the Request-URI, of pre: m as §16.4 left
+ * it) is looked up: 0, or -1. */
+static int hold_for_dns(lsip_ep *e, sip_txn *st, const sip_msg *m, const sip_msg *pre)
+{
+	sip_dns *dns = sip_ep_dns(e->ep);
+	sip_pl hop = pre->new_uri.n ? pre->new_uri : pre->uri, item;
+	size_t pos = 0;
+	sip_addr a;
+	const char *err;
+	int ri = pre->first[SIP_HDR_ROUTE];
+	if (ri >= 0 && sip_list_next(pre->hdrs[ri].value, &pos, &item) &&
+	    sip_addr_parse(&a, item, &err) == 0)
+		hop = a.uri;
+	held *h = dns ? calloc(1, sizeof *h) : NULL;
+	if (!h || !(h->buf = sip_msg_print_alloc(m, 0, &h->len))) {
+		free(h);
+		return -1;
+	}
+	h->e = e;
+	h->st_id = st ? sip_txn_id(st) : 0;
+	h->next = e->held;
+	if (e->held)
+		e->held->prev = h;
+	e->held = h;
+	char uri[512];
+	if (hop.n >= sizeof uri) {
+		held_free(h);
+		return -1;
+	}
+	memcpy(uri, hop.p, hop.n);   /* (hop points into pre, which the caller frees) */
+	uri[hop.n] = 0;
+	h->starting = 1;
+	h->lookup = sip_dns_locate(dns, uri, hop.n, SIP_DNS_UDP | SIP_DNS_TCP, held_located, h, &err);
+	h->starting = 0;
+	if (!h->lookup) {
+		held_free(h);
+		return -1;
+	}
+	if (h->answered)
+		held_run(h);
+	return 0;
+}
+
+/* ep_close: what waits for DNS is dropped. */
+static void drop_held(lsip_ep *e)
+{
+	sip_dns *dns = e->ep ? sip_ep_dns(e->ep) : NULL;
+	while (e->held) {
+		if (dns)
+			sip_dns_cancel(dns, e->held->lookup);
+		held_free(e->held);
+	}
+}
+
 /* What req:relay(nil, { wait = false }) does, for a request in a dialog (a To tag) that no
  * script sees: §16.4 (done by the caller's preprocess on its copy), §16.3, Max-Forwards,
  * then along the Route set or to the Request-URI, statelessly for an ACK. The usual first
  * step of a route script (Kamailio's loose_route), for ep:route(fn, { relay_in_dialog }).
  * Only along our Record-Route of its dialog (its tag checked by §16.4 preprocessing): 1 when
  * relayed or answered, 0 when not, and the router decides (a contact it holds, or a
- * refusal), since anyone can write a To tag. */
-static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
+ * refusal), since anyone can write a To tag. A next hop named by a name the resolver has
+ * not cached waits for its lookup (may_wait), then goes on (held_run).
+ */
+static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m, int may_wait)
 {
 	sip_endpoint *ep = e->ep;
 	sip_msg c;
@@ -334,13 +448,17 @@ static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	if (!st || c.method_id == SIP_METHOD_ACK) {
-		sip_ep_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err);
+		if (sip_ep_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err) &&
+		    err == sip_dns_uncached && may_wait)
+			hold_for_dns(e, NULL, m, &c);
 		goto out;
 	}
 	sip_pl target = c.uri;
 	int done;
-	if (!sip_ep_relay(ep, st, &c, &target, 1, &o, &done, &err))
-		sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
+	if (!sip_ep_relay(ep, st, &c, &target, 1, &o, &done, &err)) {
+		if (err != sip_dns_uncached || !may_wait || hold_for_dns(e, st, m, &c))
+			sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
+	}
 out:
 	sip_msg_free(&c);
 	return 1;
@@ -399,7 +517,7 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 	lua_State *L = e->lp->L;
 	if (fast_path(e, st, m)) {
 		if (e->relay_in_dialog && m->to_tag.n && m->method_id != SIP_METHOD_REGISTER &&
-		    relay_in_core(e, st, m))
+		    relay_in_core(e, st, m, 1))
 			return;
 		run_router(L, e, st, m, src);
 		return;
@@ -838,6 +956,16 @@ static int l_msg_validate(lua_State *L)
 	return 1;
 }
 
+/* t[name] when a string, else NULL; the string stays alive with t */
+static const char *opt_field(lua_State *L, int t, const char *name, size_t *len)
+{
+	*len = 0;
+	lua_getfield(L, t, name);
+	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+	lua_pop(L, 1);
+	return s;
+}
+
 /* relay_request(ep, req, targets, next_hop, timeout_ms, flags, record_route, stateless)
  * -> relay_id, done | true, "stateless" | nil, "refused" | nil, err
  * req:relay in C: §16.3 (once), Max-Forwards, Record-Route (record_route nil: for INVITE,
@@ -896,7 +1024,7 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "stateless");
 		return 2;
 	}
-	sip_pl targets[RELAY_MAX_TARGETS];
+	sip_pl targets[RELAY_MAX_TARGETS], routes[RELAY_MAX_TARGETS], flows[RELAY_MAX_TARGETS];
 	unsigned n = 0;
 	if (lua_type(L, 3) == LUA_TTABLE) {
 		lua_Integer len = luaL_len(L, 3);
@@ -904,6 +1032,16 @@ static int relay_request(lua_State *L)
 			return luaL_argerror(L, 3, "too many targets");
 		for (lua_Integer i = 1; i <= len; i++) {
 			lua_rawgeti(L, 3, i);
+			routes[n] = flows[n] = sip_pl_make(NULL, 0);
+			if (lua_type(L, -1) == LUA_TTABLE) {
+				/* { uri, route = "<Path>, ...", flow = "sip:IP:PORT" }: a binding */
+				routes[n].p = opt_field(L, -1, "route", &routes[n].n);
+				flows[n].p = opt_field(L, -1, "flow", &flows[n].n);
+				o.routes = routes;
+				o.flows = flows;
+				lua_rawgeti(L, -1, 1);
+				lua_remove(L, -2);
+			}
 			size_t l;
 			const char *s = lua_tolstring(L, -1, &l);
 			if (!s)
@@ -1021,6 +1159,14 @@ static int ep_preprocess(lua_State *L)
 	return 1;
 }
 
+/* ep:set_dns(resolver | nil): the resolver whose cache names in URIs are taken from */
+static int ep_set_dns(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_ep_set_dns(e->ep, lua_isnoneornil(L, 2) ? NULL : lsip_check_dns(L, 2));
+	return 0;
+}
+
 /* ep:set_has_dialogs(bool): whether in-dialog requests must go through the Lua dispatcher */
 static int ep_set_has_dialogs(lua_State *L)
 {
@@ -1039,6 +1185,19 @@ static int ep_cancel(lua_State *L)
 		return fail(L, "the transaction is gone");
 	if (sip_ep_cancel(e->ep, t, &err))
 		return fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:abandon(txn_id) -> true | nil, err: a non-INVITE client transaction ends now */
+static int ep_abandon(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	if (!t)
+		return fail(L, "the transaction is gone");
+	if (sip_ep_abandon(e->ep, t))
+		return fail(L, "not a non-INVITE client transaction");
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1097,6 +1256,7 @@ static int ep_close(lua_State *L)
 	if (!e->lp->stepping)
 		e->lp->L = L;
 	if (e->ep) {
+		drop_held(e);
 		sip_ep_free(e->ep);
 		e->ep = NULL;
 		luaL_unref(L, LUA_REGISTRYINDEX, e->handlers);
@@ -1135,10 +1295,10 @@ static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NU
 static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
-	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
+	{ "cancel", ep_cancel }, { "abandon", ep_abandon }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
-	{ "set_has_dialogs", ep_set_has_dialogs },
+	{ "set_has_dialogs", ep_set_has_dialogs }, { "set_dns", ep_set_dns },
 	{ "set_rate_limit", ep_set_rate_limit }, { "rate_limit", ep_rate_limit },
 	{ "close", ep_close }, { NULL, NULL },
 };

@@ -25,7 +25,14 @@ typedef struct relay_branch {
 	unsigned target;   /* index of its target in the caller's list */
 	int status;        /* its final response, 0 before */
 	uint8_t done;      /* a final came, or never will */
+	uint8_t nalts, nextalt;   /* RFC 3263 §4.3: the other addresses of a named next hop, */
+	sip_dest *alts;           /* tried in turn when one fails (malloc'd; NULL: none), */
+	char *req;                /* with the request as first sent (a non-INVITE client */
+	size_t reqlen;            /* transaction lets go of it on its final response) */
 } relay_branch;
+
+/* Addresses of one named next hop a branch may try (§4.3): more is a zone spraying. */
+#define RELAY_ALTS_MAX 8
 
 struct sip_relay {
 	sip_endpoint *ep;
@@ -40,6 +47,7 @@ struct sip_relay {
 	char *chal;               /* challenges seen: records of branch, name, value */
 	size_t chal_len, chal_cap;
 	sip_timer t_timeout;
+	uint64_t deadline;        /* non-INVITE: no new target after 64*T1 (§4.3) */
 	relay_branch br[];
 };
 
@@ -50,6 +58,10 @@ static void relay_unref(sip_relay *r)
 	sip_timer_stop(r->ep->loop, &r->t_timeout);
 	if (r->has_best)
 		sip_msg_free(&r->best);
+	for (unsigned i = 0; i < r->nbranches; i++) {
+		free(r->br[i].alts);
+		free(r->br[i].req);
+	}
 	free(r->chal);
 	free(r);
 }
@@ -260,6 +272,65 @@ static void finish(sip_relay *r)
 static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res);
 static void timeout_handler(void *arg);
 
+/* The Via a failed sip_ep_request_relay pushed (its branch starts as ours), taken off. */
+static void drop_own_via(sip_msg *m, const char *branch)
+{
+	if (m->branch.n == 30 && memcmp(m->branch.p, branch, 22) == 0)
+		sip_msg_remove_top_via(m);
+}
+
+/* RFC 3263 §4.3: a 503, or a final the core made because nobody answered (a transport
+ * error, an ICMP unreachable, Timer B/F: no To tag), moves a branch whose next hop was a
+ * name on to its next address, with a new branch id, while the transaction has time. */
+static int may_fail_over(sip_relay *r, relay_branch *b, const sip_msg *res)
+{
+	int s = res->status;
+	return (s == 503 || (s == 408 && res->to_tag.n == 0)) && b->nextalt < b->nalts &&
+	       b->ct && b->req && !r->answered && !r->cancelled && !r->finished &&
+	       !r->ep->closing && (r->invite || sip_loop_now(r->ep->loop) < r->deadline);
+}
+
+/* The branch's request again, toward its next address: 0 when one took it. */
+static int fail_over(sip_relay *r, unsigned bi)
+{
+	sip_endpoint *ep = r->ep;
+	relay_branch *b = &r->br[bi];
+	sip_txn *old = b->ct;
+	sip_msg m;
+	const char *err;
+	sip_ep_avoid(ep, &old->dest);
+	if (sip_msg_parse(&m, b->req, b->reqlen, 0, 0, NULL, &err))
+		return -1;
+	char branch[31];
+	if (m.branch.n != 30 || memcmp(m.branch.p, "z9hG4bKls", 9) != 0) {
+		sip_msg_free(&m);
+		return -1;
+	}
+	memcpy(branch, m.branch.p, 22);   /* the loop hash stays, the rest is new */
+	branch[30] = 0;
+	sip_msg_remove_top_via(&m);
+	int ok = -1;
+	while (ok && b->nextalt < b->nalts) {
+		sip_dest d = b->alts[b->nextalt++];
+		sip_unique_hex(branch + 22, 8);
+		sip_txn *ct = sip_ep_request_relay(ep, &m, &d, branch, r, bi, &err);
+		if (!ct) {
+			sip_ep_avoid(ep, &d);
+			drop_own_via(&m, branch);
+			continue;
+		}
+		old->relay = NULL;   /* what it still gets is no longer this branch's */
+		r->refs--;
+		b->ct = ct;
+		r->refs++;
+		ok = 0;
+	}
+	sip_msg_free(&m);
+	if (!ok)
+		sip_ep_logf(ep, "relay: branch %u failed over to its next address", bi);
+	return ok;
+}
+
 void sip_relay_response(sip_txn *ct, const sip_msg *res)
 {
 	sip_relay *r = ct->relay;
@@ -287,6 +358,8 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 			forward_up(r, res, 1);
 		return;
 	}
+	if (b->nalts && may_fail_over(r, b, res) && fail_over(r, bi) == 0)
+		return;
 	b->done = 1;
 	b->status = s;
 	r->live--;
@@ -838,8 +911,8 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
  * Request-URI (o->next_hop overrides both). A first Route without lr names a strict router,
  * which wants its own URI as the Request-URI: m is rewritten so (strict_route), and goes
  * there all the same. 0, or -1 with *err. */
-static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
-		    const char **err)
+static int next_hop_list(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
+			 unsigned max, unsigned *n, const char **err)
 {
 	sip_pl target = m->new_uri.n ? m->new_uri : m->uri, item, lr;
 	int ri = m->first[SIP_HDR_ROUTE];
@@ -854,8 +927,15 @@ static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_d
 			return -1;
 	}
 	if (o->next_hop)
-		return sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err);
-	return sip_ep_resolve(ep, target.p, target.n, d, err);
+		return sip_ep_resolve_list(ep, o->next_hop, o->next_hop_len, d, max, n, err);
+	return sip_ep_resolve_list(ep, target.p, target.n, d, max, n, err);
+}
+
+static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
+		    const char **err)
+{
+	unsigned n;
+	return next_hop_list(ep, m, o, d, 1, &n, err);
 }
 
 int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl target,
@@ -957,6 +1037,34 @@ int sip_relay_stateless_response(sip_endpoint *ep, const sip_msg *res)
 	return 1;
 }
 
+/* RFC 3327: a target registered through edge proxies is reached through them, its Path on
+ * top of the branch's Route set. 0, or -1 with *err. */
+static int binding_route(sip_msg *m, const sip_relay_opts *o, unsigned i, const char **err)
+{
+	if (!o->routes || !o->routes[i].n)
+		return 0;
+	if (sip_msg_add_header(m, "Route", 5, o->routes[i].p, o->routes[i].n, 1)) {
+		*err = "bad Path of the binding";
+		return -1;
+	}
+	return 0;
+}
+
+/* A target behind NAT (RFC 3581's received/rport, the binding's source) or on a connection it
+ * opened (RFC 5626's flow): *d is where it registered from, when the branch has no Route of
+ * its own and, over TCP, that connection is still open. 1 when *d was set, else 0 (the
+ * usual next hop then). */
+static int binding_flow(sip_endpoint *ep, const sip_msg *m, const sip_relay_opts *o, unsigned i,
+			sip_dest *d)
+{
+	const char *err;
+	if (!o->flows || !o->flows[i].n || o->next_hop || m->first[SIP_HDR_ROUTE] >= 0)
+		return 0;
+	if (sip_ep_resolve(ep, o->flows[i].p, o->flows[i].n, d, &err))
+		return 0;
+	return d->kind == SIP_TP_UDP || sip_tp_has_conn(ep->tp, (const struct sockaddr *)&d->addr);
+}
+
 uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl *targets,
 		      unsigned n, const sip_relay_opts *o, int *done, const char **err)
 {
@@ -983,6 +1091,7 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 	r->notify_each = o->notify_each;
 	r->keep_failure = (uint8_t)(o->keep_failure != 0);
 	r->refs = 1;   /* ours, until the branches are started */
+	r->deadline = sip_loop_now(ep->loop) + 64 * (uint64_t)ep->cfg.t1;
 	sip_timer_init(&r->t_timeout);
 
 	char branch[9 + 12 + 1 + 8 + 1];
@@ -1006,15 +1115,37 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 			m = &c;
 		}
 		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
-		sip_dest d;
+		sip_dest d[RELAY_ALTS_MAX];
+		unsigned nd = 0, k = 0;
 		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
-			 next_hop(ep, m, o, &d, &why) == 0;
+			 binding_route(m, o, i, &why) == 0;
+		if (ok && binding_flow(ep, m, o, i, &d[0]))
+			nd = 1;
+		else if (ok)
+			ok = next_hop_list(ep, m, o, d, RELAY_ALTS_MAX, &nd, &why) == 0;
 		if (ok) {
 			relay_branch *b = &r->br[r->nbranches];
 			b->target = i;
 			usable++;
-			sip_unique_hex(branch + 22, 8);
-			sip_txn *ct = sip_ep_request_relay(ep, m, &d, branch, r, r->nbranches, &why);
+			sip_txn *ct = NULL;
+			/* a named next hop: its addresses in turn until one takes the request, the
+			 * rest kept for §4.3 failover */
+			while (!ct && k < nd) {
+				sip_unique_hex(branch + 22, 8);
+				ct = sip_ep_request_relay(ep, m, &d[k], branch, r, r->nbranches, &why);
+				if (!ct && k + 1 < nd) {
+					sip_ep_avoid(ep, &d[k]);
+					drop_own_via(m, branch);   /* the next try pushes its own */
+				}
+				k++;
+			}
+			if (ct && k < nd && (b->alts = malloc((nd - k) * sizeof d[0])) != NULL &&
+			    (b->req = malloc(ct->outlen)) != NULL) {
+				memcpy(b->alts, &d[k], (nd - k) * sizeof d[0]);
+				b->nalts = (uint8_t)(nd - k);
+				memcpy(b->req, ct->out, ct->outlen);
+				b->reqlen = ct->outlen;
+			}
 			if (ct) {
 				b->ct = ct;
 				r->live++;

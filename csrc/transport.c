@@ -1135,3 +1135,8 @@ void sip_tp_free(sip_transport *tp)
 		return;   /* freed by udp_io once the callback that closed us returns */
 	tp_release(tp);
 }
+
+int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer)
+{
+	return tp && peer && find_peer(tp, peer) != NULL;
+}

@@ -108,6 +108,8 @@ void sip_txn_terminate(sip_txn *t)
 int sip_txn_send(sip_txn *t, const char *buf, size_t len)
 {
 	const char *err;
+	if (t->dest_pending)
+		return 0;   /* sent once the lookup is over (endpoint.c, RFC 3263 §5) */
 	if (sip_ep_send_dest(t->ep, &t->dest, buf, len, &err)) {
 		sip_ep_logf(t->ep, "send failed: %s", err);
 		return -1;

@@ -14,6 +14,8 @@ struct sip_txn {
 	uint8_t cancelled;       /* server INVITE: a CANCEL came */
 	uint8_t acked;           /* server INVITE, Accepted: the ACK for the 2xx came */
 	uint8_t proxied;         /* server: its responses come from downstream (§16.7) */
+	uint8_t dest_pending;    /* server: where responses go is being looked up (RFC 3263
+				  * §5): they wait in `out` until then */
 	sip_relay *relay;        /* server: the relay it feeds; client: the relay of its branch */
 	unsigned relay_branch;   /* client: which branch of that relay */
 	int last_status;
@@ -62,6 +64,8 @@ struct sip_endpoint {
 	int nlcache;             /* entries formatted; 0 after a listen */
 	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
 	int relayed_stateless;   /* a request went out statelessly: forward what answers it */
+	struct sip_dns *dns;     /* names in URIs: RFC 3263 from its cache (sip_ep_set_dns) */
+	struct via_lookup *via_lookups;   /* §5 lookups for responses (endpoint.c) */
 };
 
 /* txn.c */

@@ -164,6 +164,24 @@ describe("luasip serve", function()
       assert.equal("remote bye", ended)
     end)
 
+    it("takes a call from another domain to a local user without credentials, both sides hanging up along its Record-Route", function()
+      assert.equal(200, register(bob, "bob", "bob-pw").status)
+      local bob_call
+      bob:on("INVITE", function(req)
+        bob_call = req:answer(200, { sdp = "v=0\r\n" })
+      end)
+      for _, who in ipairs { "caller", "callee" } do
+        bob_call = nil
+        local call, res = alice:call("sip:bob@localhost", { target = "sip:" .. proxy,
+          from = "sip:carol@example.org", answer_sdp = "v=0\r\n" })
+        assert.truthy(call, res and res.status)
+        assert.matches(";lsk=%x+", res:header("Record-Route"))
+        assert.truthy(run_until(function() return bob_call and bob_call.state end))
+        local bye = who == "caller" and call:bye() or bob_call:bye()
+        assert.equal(200, bye.status)
+      end
+    end)
+
     it("forks to every binding and takes the first 200, cancelling the rest", function()
       local bob2 = ua()
       assert.equal(200, register(bob, "bob", "bob-pw").status)

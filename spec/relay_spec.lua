@@ -300,15 +300,16 @@ describe("req:relay (the proxy core)", function()
       assert.same({}, seen.routes)
     end)
 
-    it("knows its Record-Route value copied with its ;lr by a strict router (§16.4)", function()
+    it("takes only its own Record-Route value for one, not any URI of its address", function()
       local b = bob()
       route(function() return nil end)
-      local res = send_routed(function(tag)
-        return "sip:" .. proxy:address("udp") .. ";lr;lsk=" .. tag
-      end, "<" .. b:uri("bob") .. ">")
+      -- what a phone with us as outbound proxy sends: its Request-URI names us (or our
+      -- domain) with no user, and a loose Route to us; both URIs stay as they are
+      local res = send_routed("sip:" .. proxy:address("udp") .. ";lr",
+        "<sip:" .. proxy:address("udp") .. ";lr>, <sip:" .. b:address("udp") .. ";lr>")
       assert.equal(200, res.status)
-      assert.equal(b:uri("bob"), seen.uri)
-      assert.same({}, seen.routes)
+      assert.equal("sip:" .. proxy:address("udp") .. ";lr", seen.uri)
+      assert.same({ "<sip:" .. b:address("udp") .. ";lr>" }, seen.routes)
     end)
 
     it("takes our address without our tag for no Record-Route of ours: a REGISTER sip:DOMAIN stays", function()

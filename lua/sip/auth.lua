@@ -1,4 +1,4 @@
--- sip/auth.lua: Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760).
+--- sip/auth.lua: Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760).
 -- The C core parses, hashes and keeps nonce state; this file decides who gets which answer.
 local core = require "sip.core"
 

@@ -1,4 +1,4 @@
--- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
+--- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
 -- small client (message, options, register) on the same stack.
 local sip = require "sip"
 
@@ -7,19 +7,21 @@ local cli = {}
 local USAGE = [[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
-               [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
+               [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
+               [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
                [--script FILE]   (a global route(req, serve) decides; SIGHUP reloads it)
                [--control PATH]  (luasip ctl's socket; default in $XDG_RUNTIME_DIR or /tmp)
                [--metrics HOST:PORT]   (Prometheus text at /metrics)
                [--capture FILE.pcap] [--hep udp:HOST:PORT]   (every SIP message in and out)
                [--log-format text|json]   (json: one object per transaction)
-  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
-  luasip options URI [--proxy URI]
-  luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
+  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--dns HOST:PORT]
+               (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
+  luasip options URI [--proxy URI] [--dns HOST:PORT]
+  luasip register --registrar URI --user U --password P [--aor URI] [--expires S] [--dns HOST:PORT]
   luasip ctl [--control PATH] reload | stats | registrations [AOR]
 ]]
 
@@ -146,7 +148,7 @@ function cli.server(opts)
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
-    max_transactions = opts.max_transactions,
+    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns),
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
     return nil, err
@@ -190,9 +192,10 @@ function cli.server(opts)
       end
       return u.password
     end
-    -- Offered in this order. MD5 first by default: sipp, sipsak and many phones read only
-    -- the first challenge and know only MD5 (RFC 8760 would put SHA-256 first: --algorithms).
-    local algs = opts.algorithms or { "MD5", "SHA-256" }
+    -- Offered in this order. Only MD5 by default: sipp and sipsak read only the first
+    -- challenge, and baresip 1.0 fails the request on any challenge that is not MD5 even when
+    -- an MD5 one follows (RFC 8760's SHA-256 first: --algorithms SHA-256,MD5).
+    local algs = opts.algorithms or { "MD5" }
     if only_md5 then
       algs = { "MD5" }
     end
@@ -209,8 +212,25 @@ function cli.server(opts)
     proxy_auth = auth_proxy, trust = opts.trust, registrar = registrar, aliases = aliases,
     log = log }
 
-  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
+  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender. An INVITE
+  -- with an MSRP offer is a session: each message goes back in it (sip.msrp).
+  local function echo_session(req)
+    local s = sip.msrp.accept(req)
+    local from = req:addr("From").uri
+    while s do
+      local text, ct = s:receive()
+      if not text then
+        break
+      end
+      local ok, serr = s:send(text, ct)
+      log("echo %s (session): %d bytes %s", from, #text, ok and "sent" or tostring(serr))
+    end
+  end
+
   local function echo(req)
+    if req.method == "INVITE" and sip.msrp.is_offer(req) then
+      return echo_session(req)
+    end
     if req.method ~= "MESSAGE" then
       if req.method == "OPTIONS" then
         return req:reply(200)
@@ -218,14 +238,24 @@ function cli.server(opts)
       return req:reply(488, "The echo bot only takes MESSAGE")
     end
     req:reply(200)
+    -- a phone's notices about messages (Linphone's delivery reports, RFC 5438; "typing...",
+    -- RFC 3994) are taken, not echoed: back at the phone they would be about nothing it sent
+    local ctype = (req.content_type or ""):lower():match("^%s*([^;%s]+)")
+    if ctype == "message/imdn+xml" or ctype == "application/im-iscomposing+xml" then
+      return
+    end
     local from = req:addr("From")
     local aor = sip.registrar.aor(from.uri)
     local targets = aor and registrar:lookup(aor) or {}
     local target = targets[1] and targets[1].uri or from.uri
+    -- through the sender's Path, or to where it registered from (NAT): sip.registrar.target
+    local hop = targets[1] and sip.registrar.target(targets[1])
+    hop = type(hop) == "table" and hop or {}
     local back = sip.request { method = "MESSAGE", uri = target,
       from = "<sip:echo@" .. domain .. ">", to = "<" .. from.uri .. ">",
+      headers = hop.route and { Route = hop.route } or nil,
       body = req.body, content_type = req.content_type or "text/plain" }
-    local res = back and ep:request(back)
+    local res = back and ep:request(back, { target = not hop.route and hop.flow or nil })
     log("echo %s -> %s: %s", aor or from.uri, target, res and res.status or "no response")
   end
 
@@ -257,6 +287,9 @@ function cli.server(opts)
     -- trusted peers; it answers what it refuses
     local ok, why = policy:check(req)
     if not ok then
+      if why == 401 or why == 407 then
+        log("%s %s -> challenge", m, m == "REGISTER" and req:header("To") or req.uri)
+      end
       return
     end
     local rhost, rport, ruser = sip.core.uri_hostport(req)   -- its Request-URI
@@ -351,7 +384,8 @@ end
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust", "script", "control", "metrics", "capture", "hep", "log_format" })
+      "rate_burst", "trust", "dns", "script", "control", "metrics", "capture", "hep",
+      "log_format" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -448,8 +482,17 @@ local function serve(argv)
   return 0
 end
 
-local function client_ep()
-  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+--- --dns HOST:PORT (or a table as sip.endpoint takes) -> the endpoint's dns option
+function cli.dns_opts(v)
+  if type(v) == "string" then
+    return { servers = { v } }
+  end
+  return v
+end
+
+local function client_ep(opts)
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" },
+    dns = cli.dns_opts(opts.dns) })
 end
 
 -- A client command's arguments, or nil after saying what is wrong.
@@ -465,25 +508,25 @@ local function client_args(argv, values, npos)
 end
 
 local function message(argv)
-  local opts, pos = client_args(argv, { "from", "proxy", "user", "password" }, 2)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "dns" }, 2)
   if not opts then
     return 2
   end
-  local ep = client_ep()
-  local req = assert(sip.request { method = "MESSAGE", uri = pos[1],
-    from = opts.from or ep:uri(opts.user or "luasip"), body = pos[2], content_type = "text/plain" })
-  local res, err = ep:request(req, { target = opts.proxy, user = opts.user, password = opts.password })
+  local ep = client_ep(opts)
+  -- over 1300 bytes the text goes in an MSRP session (INVITE, SEND, BYE; sip.msrp)
+  local res, err = ep:message(pos[1], pos[2], { from = opts.from, user = opts.user,
+    content_type = "text/plain", target = opts.proxy, password = opts.password })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
   return res and res.status < 300 and 0 or 1
 end
 
 local function options(argv)
-  local opts, pos = client_args(argv, { "proxy" }, 1)
+  local opts, pos = client_args(argv, { "proxy", "dns" }, 1)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local res, err = ep:options(pos[1], { target = opts.proxy })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
@@ -491,7 +534,7 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires" }, 0)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "dns" }, 0)
   if not opts then
     return 2
   end
@@ -500,7 +543,7 @@ local function register(argv)
       USAGE)
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local r = sip.uri.parse(opts.registrar)
   local aor = opts.aor or ("sip:" .. opts.user .. "@" .. r.host)
   local req = assert(sip.request { method = "REGISTER", uri = opts.registrar, from = aor, to = aor,
@@ -511,6 +554,7 @@ local function register(argv)
   return res and res.status < 300 and 0 or 1
 end
 
+--- cli.main(argv) -> exit status: the `luasip` command line (argv as `arg`)
 function cli.main(argv)
   local cmd = argv[1]
   for _, a in ipairs(argv) do

@@ -1,4 +1,4 @@
--- sip.dialog: the calls built on dialogs of RFC 3261 §12: ep:call() for the UAC,
+--- sip.dialog: the calls built on dialogs of RFC 3261 §12: ep:call() for the UAC,
 -- req:answer() for the UAS, call:bye() and friends. The dialog state itself (tags, route set,
 -- remote target, CSeq) and its rules live in C (csrc/dialog.c, the sip.dialog userdata);
 -- a Dialog here wraps one as `_c` and adds the coroutine side: waiters, BYE, re-INVITE.

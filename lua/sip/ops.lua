@@ -226,7 +226,7 @@ function M.snapshot(srv)
   s.registrations = #regs
   s.registered_aors = naors
   s.auth_failures = auth_failures
-  s.relays = require("sip.proxy").stats.relays
+  s.relays = require("sip.proxy")._stats.relays
   s.script_loads = srv.script and srv.script.loads or 0
   s.script_load_failures = srv.script and srv.script.failed or 0
   s.uptime_seconds = os.time() - (srv.started or os.time())

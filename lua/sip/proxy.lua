@@ -1,4 +1,4 @@
--- sip.proxy: the stateful proxy of RFC 3261 §16 as request methods a routing script calls:
+--- sip.proxy: the stateful proxy of RFC 3261 §16 as request methods a routing script calls:
 -- req:relay(targets, opts) validates, forks, forwards responses and returns the best final.
 local core = require "sip.core"
 local sched = require "sip.sched"
@@ -6,10 +6,12 @@ local sip = require "sip"
 local Endpoint = require("sip.endpoint").Endpoint
 
 local msg_methods = core.msg_mt.methods
+local dns = require "sip.dns"
+local needs_lookup = dns.needs_lookup
 
 local proxy = {}
 
--- Our listening host:port pairs, and the names the script says are ours (the core's rule,
+--- Our listening host:port pairs, and the names the script says are ours (the core's rule,
 -- for a URI string or a table as sip.uri.parse makes it).
 function Endpoint:is_local(uri)
   if type(uri) == "table" then
@@ -62,10 +64,14 @@ end
 
 --- req:validate() -> true, or false after answering 483/482/416/420 (§16.3); done once.
 -- (in C, finding the endpoint from req itself)
+-- @function msg_methods.validate
 msg_methods.validate = core.msg_validate
 
 --- req:relay([targets] [, opts]) -> final response (the one sent upstream) | nil, err
--- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel.
+-- targets: nil (the Request-URI), a URI, or a list of URIs tried in parallel; an entry of
+--          the list may be { uri, route = "&lt;Path&gt;, ...", flow = "sip:IP:PORT[;transport=tcp]" }
+--          for a registered binding (sip.registrar.target: its Path on top of the Route set;
+--          sent to its flow when the branch has no Route, over TCP while that is connected).
 -- opts: record_route=bool (default true for INVITE/SUBSCRIBE/REFER), timeout=seconds
 --       (INVITE branches are cancelled after it; without it Timer C, the endpoint's timer_c
 --       ms, 181 s by default, restarted by each 101-199: §16.6 step 11), stateless=bool,
@@ -78,13 +84,59 @@ msg_methods.validate = core.msg_validate
 -- The core does the rest of §16 (csrc/proxy.c): branches with loop-detecting Via branches,
 -- provisionals and 2xx upstream, the best final, CANCEL of the other branches, merged
 -- challenges, 503 as 500, and CANCEL from upstream (§16.10).
+-- @function msg_methods.relay
 local msg_relay = core.msg_relay
+
+-- The names among the next hops of a relay (opts.next_hop, else the top Route, else each
+-- target: a binding's first Path entry, else its URI) are looked up first (RFC 3263,
+-- yielding this coroutine only): the core then finds them in the resolver's cache. true,
+-- or nil and why not.
+local function hop_of(t)
+  if type(t) ~= "table" then
+    return t
+  end
+  return t.route and (t.route:match("<([^>]*)>") or t.route:match("^%s*([^,%s]+)")) or t[1]
+end
+
+local function look_up_hops(req, targets, next_hop)
+  local hops = next_hop and { next_hop }
+  if not hops and req:header("Route") then
+    local a = req:addr("Route")
+    hops = { a and a.uri }
+  end
+  if not hops and type(targets) == "table" then
+    hops = {}
+    for i, t in ipairs(targets) do
+      hops[i] = hop_of(t)
+    end
+  end
+  hops = hops or { hop_of(targets) or req.uri }
+  for _, u in ipairs(hops) do
+    if type(u) == "string" and needs_lookup(u) then
+      local t, err = req._ep:resolve(u)
+      if not t then
+        return nil, err
+      end
+    end
+  end
+  return true
+end
+
 -- requests relayed statefully or statelessly in this process (metrics)
-proxy.stats = { relays = 0 }
-local stats = proxy.stats
+proxy._stats = { relays = 0 }
+local stats = proxy._stats
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
+  end
+  local ok, why = look_up_hops(req, targets, opts and opts.next_hop)
+  if not ok then
+    -- no server for that name: a final response that says so (§4: 404 when it does not
+    -- exist, 503 when the lookup failed), and the reason for the script
+    if req.method ~= "ACK" and req._txn ~= 0 and not req.replied_final then
+      req:reply(dns.response_for(why))
+    end
+    return nil, why
   end
   local flags, timeout, next_hop_uri, rr, stateless = 1, nil, nil, nil, nil
   if opts then

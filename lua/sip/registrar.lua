@@ -1,4 +1,4 @@
--- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
+--- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
 -- The store is a small interface (get/put/delete/expire) so memory, a file or a database fit.
 local sip = require "sip"
 
@@ -10,7 +10,8 @@ local Memory = {}
 Memory.__index = Memory
 
 --- sip.registrar.memory() -> store with get(aor) / put(aor, b) / delete(aor [, key]) / expire(now)
--- A binding b is { uri=, key=, q=, expires_at=, call_id=, cseq=, updated=, source=, path= }.
+-- A binding b is { uri=, key=, q=, expires_at=, call_id=, cseq=, updated=, source=, path=,
+-- params=, flow= }.
 -- A store keeps one binding per (aor, b.key): b.key is registrar.contact_key(b.uri), so a
 -- refresh that spells its Contact differently replaces the binding; b.uri stays as the UA
 -- sent it. delete(aor, key) takes that key (no key: every binding of aor). Before keys,
@@ -19,6 +20,7 @@ function registrar.memory()
   return setmetatable({ by_aor = {} }, Memory)
 end
 
+--- store:get(aor) -> { binding, ... } of that AOR
 function Memory:get(aor)
   local t = self.by_aor[aor]
   local out = {}
@@ -30,6 +32,7 @@ function Memory:get(aor)
   return out
 end
 
+--- store:put(aor, b): keep binding b (replacing the one of the same key)
 function Memory:put(aor, b)
   local t = self.by_aor[aor]
   if not t then
@@ -39,6 +42,7 @@ function Memory:put(aor, b)
   t[b.key or b.uri] = b
 end
 
+--- store:delete(aor [, key]): drop one binding, or every binding of aor
 function Memory:delete(aor, key)
   local t = self.by_aor[aor]
   if not t then
@@ -54,6 +58,7 @@ function Memory:delete(aor, key)
   end
 end
 
+--- store:expire(now): drop the bindings expired at now
 function Memory:expire(now)
   for aor, t in pairs(self.by_aor) do
     for key, b in pairs(t) do
@@ -67,6 +72,7 @@ function Memory:expire(now)
   end
 end
 
+--- store:aors() -> { aor, ... } that hold bindings
 function Memory:aors()
   local out = {}
   for aor in pairs(self.by_aor) do
@@ -157,7 +163,7 @@ end
 local Registrar = {}
 Registrar.__index = Registrar
 
--- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
+--- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
 -- The scheme stays: a SIP and a SIPS URI are never equivalent (§19.1.4), and a sips: AOR
 -- must not reach bindings made for the sip: one.
 function registrar.aor(uri)
@@ -213,7 +219,18 @@ function Registrar:lookup(aor, canonical)
   return out
 end
 
---- registrar:targets(aor) -> { contact URI, ... } of the live bindings in lookup order;
+--- sip.registrar.target(b) -> what req:relay takes for binding b: its Contact URI, or
+-- { uri, route = "&lt;Path value&gt;, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
+-- registered through a Path or from another address than its Contact names (NAT, TCP).
+function registrar.target(b)
+  if not b.path and not b.flow then
+    return b.uri
+  end
+  return { b.uri, route = b.path and table.concat(b.path, ", ") or nil, flow = b.flow }
+end
+
+--- registrar:targets(aor) -> { target, ... } of the live bindings in lookup order, each a
+-- contact URI or a table as registrar.target gives;
 -- aor as registrar.aor() makes it ("sip:user@host", "sips:user@host"), nil gives {}.
 -- Kept between calls until a binding changes or the first of them expires: a proxy asks
 -- this for every request. The list is shared: do not change it.
@@ -234,7 +251,7 @@ function Registrar:targets(aor)
   end
   local list, until_ = {}, math.huge
   for _, b in ipairs(self:lookup(aor, true)) do
-    list[#list + 1] = b.uri
+    list[#list + 1] = registrar.target(b)
     if b.expires_at < until_ then
       until_ = b.expires_at
     end
@@ -256,7 +273,7 @@ function Registrar:holds_contact(uri)
     if self.store.aors then
       for _, aor in ipairs(self.store:aors()) do
         for _, b in ipairs(self:lookup(aor, true)) do
-          local key = b.key or registrar.contact_key(b.uri)
+          local key = registrar.contact_key(b.uri)   -- (b.key may name an instance)
           index[key] = math.max(index[key] or 0, b.expires_at)
         end
       end
@@ -306,6 +323,81 @@ local function qvalue(s)
   return nil
 end
 
+-- The Contact's header params kept with its binding and echoed in the 200 (RFC 5626
+-- +sip.instance and reg-id, RFC 3840 feature tags...): all but expires and q, which the
+-- registrar writes itself. Sorted by name, quoted where the value is no token.
+local function contact_params(params)
+  local names = {}
+  for name in pairs(params) do
+    local l = name:lower()
+    if l ~= "expires" and l ~= "q" then
+      names[#names + 1] = name
+    end
+  end
+  if #names == 0 then
+    return nil
+  end
+  table.sort(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    local v = params[name]
+    if v == true or v == "" then
+      out[#out + 1] = ";" .. name
+    elseif v:match("^[%w%-%.!%%%*_%+`'~]+$") then
+      out[#out + 1] = ";" .. name .. "=" .. v
+    else
+      out[#out + 1] = ";" .. name .. '="' .. v:gsub('[\\"]', "\\%0") .. '"'
+    end
+  end
+  return table.concat(out)
+end
+
+-- RFC 5626 §6: a Contact with +sip.instance (and reg-id) names one UA instance (one flow of
+-- it): a REGISTER from the same instance replaces its binding, whatever URI it now sends
+-- (a phone that restarted on another port or address). Else the URI's own key (§10.3).
+local function binding_key(c)
+  local inst = c.params["+sip.instance"]
+  if type(inst) == "string" and inst ~= "" then
+    local reg_id = c.params["reg-id"]
+    return "instance:" .. inst .. (type(reg_id) == "string" and (";reg-id=" .. reg_id) or "")
+  end
+  return registrar.contact_key(c.uri)
+end
+
+-- Where a request for a binding goes besides its Contact (b.flow, a URI of the source),
+-- RFC 3581 style as Kamailio's fix_nated_register does it. A REGISTER whose top Via names
+-- another address than the one it came from crossed a NAT: its Contact names the NAT's
+-- inside, so requests go to the address and port it came from (over UDP), or over the TCP
+-- connection it came on. Over TCP the connection is taken too when the Contact is on the
+-- source's own IP (the phone itself; its listening port may not be open to us); the core
+-- uses a TCP flow only while that connection is open, else the Contact. nil otherwise: a
+-- REGISTER sent from where its Via says (no NAT) is taken at its word, so a third party may
+-- register someone else's Contact.
+local function binding_flow(uri, req)
+  local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
+  local u = sip.uri.parse(uri)
+  local v = req:via(1)
+  if not kind or not u or not u.host or not v or (u.scheme ~= "sip" and u.scheme ~= "sips") or
+      (kind ~= "udp" and kind ~= "tcp") then
+    return nil   -- (TLS, WebSocket: their own issues)
+  end
+  local unbracket = function(h) return (h:lower():gsub("^%[(.*)%]$", "%1")) end
+  local host, via_host = unbracket(u.host), unbracket(v.host)
+  port = tonumber(port)
+  local natted = via_host ~= ip or (kind == "udp" and (tonumber(v.port) or 5060) ~= port)
+  local flow
+  if kind == "udp" then
+    flow = natted and not (host == ip and (tonumber(u.port) or 5060) == port)
+  else
+    flow = natted or host == ip
+  end
+  if not flow then
+    return nil
+  end
+  local h = ip:find(":", 1, true) and ("[" .. ip .. "]") or ip
+  return "sip:" .. h .. ":" .. port .. (kind == "tcp" and ";transport=tcp" or "")
+end
+
 -- One Contact's update: its interval (its expires param, else the Expires header, else the
 -- default; §10.3 step 7) and q, or nil and the error reply's code, reason and headers.
 local function contact_update(self, c, expires_hdr)
@@ -326,14 +418,15 @@ local function contact_update(self, c, expires_hdr)
       return nil, 400, "Bad q value"
     end
   end
-  return { uri = c.uri, key = registrar.contact_key(c.uri), expires = math.min(e, self.max_expires),
-    q = q }
+  return { uri = c.uri, key = binding_key(c), expires = math.min(e, self.max_expires),
+    q = q, params = contact_params(c.params) }
 end
 
 local function contact_list(bindings, now)
   local vals = {}
   for _, b in ipairs(bindings) do
-    local v = "<" .. b.uri .. ">;expires=" .. math.max(0, b.expires_at - now)
+    local v = "<" .. b.uri .. ">" .. (b.params or "") .. ";expires=" ..
+      math.max(0, b.expires_at - now)
     if b.q ~= 1 then
       v = v .. ";q=" .. b.q
     end
@@ -418,6 +511,12 @@ function Registrar:handle(req)
       return reply(req, 500, "Out of order REGISTER")
     end
   end
+  -- RFC 3327: the Path of the edge proxies in between, kept and (with Supported: path)
+  -- echoed; a request for the binding goes through them
+  local path = req:headers("Path")
+  if #path == 0 then
+    path = nil
+  end
   for _, u in ipairs(updates) do
     if u.expires == 0 then
       self.version = (self.version or 0) + 1
@@ -426,7 +525,8 @@ function Registrar:handle(req)
       self.version = (self.version or 0) + 1
       self.store:put(aor, { uri = u.uri, key = u.key, q = u.q, expires_at = now + u.expires,
         call_id = call_id, cseq = cseq, updated = now, source = req.source,
-        path = req:headers("Path") })
+        path = path, params = u.params,
+        flow = not path and binding_flow(u.uri, req) or nil })
     end
   end
   if #updates > 0 and self.on_change then
@@ -437,6 +537,14 @@ function Registrar:handle(req)
   local headers = {}
   for _, v in ipairs(contact_list(current, now)) do
     headers[#headers + 1] = { "Contact", v }
+  end
+  if path then
+    for _, s in ipairs(req:headers("Supported")) do
+      if s:lower() == "path" then
+        headers[#headers + 1] = { "Path", table.concat(path, ", ") }
+        break
+      end
+    end
   end
   headers[#headers + 1] = { "Date", os.date("!%a, %d %b %Y %H:%M:%S GMT") }
   if #updates == 1 then

@@ -1,4 +1,4 @@
--- sip.ua: the user-agent conveniences on top of endpoints — pager-mode MESSAGE (RFC 3428)
+--- sip.ua: the user-agent conveniences on top of endpoints — pager-mode MESSAGE (RFC 3428)
 -- and the registration client of RFC 3261 §10.2 that keeps a binding refreshed.
 local sched = require "sip.sched"
 local random = require "sip.random"
