@@ -30,7 +30,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
-       kamailio-tls-modules libc-ares-dev dnsmasq-base
+       kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
 
@@ -118,9 +118,10 @@ ctest: build/test_transport
 # (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood); MSRP MB/s
 # and messages/s between two endpoints (msrp); OPTIONS latency with and without DNS lookups
 # hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
-# handshakes per CPU-second (tls).
+# handshakes per CPU-second (tls); serve with --metrics, --capture and JSON logs beside
+# plain (ops).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -143,7 +144,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  msrp)  $(LUA) bench/msrp.lua ;; \
 	  dns)   $(LUA) bench/dns.lua ;; \
 	  tls)   $(LUA) bench/tls.lua ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls)"; exit 2 ;; \
+	  ops)   bench/ops.sh ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

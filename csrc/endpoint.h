@@ -153,6 +153,9 @@ typedef struct sip_relay_opts {
 	const sip_pl *flows;     /* where it registered from ("sip:IP:PORT[;transport=tcp]"): the
 	                          * next hop when the branch has no Route, over UDP always, over
 	                          * TCP while a connection to it is open (else its Contact) */
+	int keep_failure;        /* no 2xx: the final goes to the TU only (hooks.relayed), the
+	                          * server transaction stays unanswered for another relay (a
+	                          * serial search, §16.6) or the TU's own answer; req untouched */
 } sip_relay_opts;
 
 /* Relay request req, received on server transaction st, to n target URIs in parallel

@@ -29,6 +29,7 @@ typedef struct lsip_msg {
 	unsigned char replied_final;
 	unsigned char validated;       /* §16.3: 0 not yet, 1 passed, 2 refused */
 	unsigned char blob_len;        /* bytes after the header slots (see above) */
+	unsigned char prepared;        /* Max-Forwards and Record-Route done (req:relay again) */
 	sip_hdr slots[];
 } lsip_msg;
 
@@ -64,6 +65,16 @@ void lsip_open_dns(lua_State *L);
 /* The resolver userdata at idx (lsip_dns.c); raises when closed. */
 struct sip_dns;
 struct sip_dns *lsip_check_dns(lua_State *L, int idx);
+
+void lsip_open_ops(lua_State *L);
+
+/* For lsip_ops.c: the loop of this Lua state (created on first use) and the thread stepping
+ * it, which callbacks run on; the core endpoint of endpoint object idx, NULL when it is
+ * closed or not one. */
+struct sip_loop;
+struct sip_endpoint;
+struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping);
+struct sip_endpoint *lsip_endpoint(lua_State *L, int idx);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

@@ -76,6 +76,17 @@ lsip_loop *lsip_check_loop(lua_State *L, int i)
 	return check_loop(L, i);
 }
 
+struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping)
+{
+	l_loop(L);
+	lsip_loop *lp = lua_touserdata(L, -1);
+	lua_pop(L, 1);   /* the registry keeps it */
+	if (!lp->stepping)
+		lp->L = L;
+	*stepping = &lp->L;
+	return lp->loop;
+}
+
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */
 static int loop_step(lua_State *L)
 {
@@ -685,6 +696,12 @@ static lsip_ep *check_ep(lua_State *L, int i)
 	return e;
 }
 
+struct sip_endpoint *lsip_endpoint(lua_State *L, int idx)
+{
+	lsip_ep *e = luaL_testudata(L, idx, LSIP_EP_MT);
+	return e ? e->ep : NULL;
+}
+
 static unsigned opt_uint(lua_State *L, int t, const char *k, unsigned def)
 {
 	unsigned v = def;
@@ -1093,8 +1110,10 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "answered");
 		return 2;
 	}
-	if (prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
+	if (!u->prepared &&
+	    prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
 		return luaL_error(L, "out of memory");
+	u->prepared = 1;   /* a request relayed again (keep_failure) is not prepared twice */
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
@@ -1159,6 +1178,7 @@ static int relay_request(lua_State *L)
 	lua_Integer flags = luaL_optinteger(L, 6, 1);
 	o.notify_done = (flags & 1) != 0;
 	o.notify_each = (flags & 2) != 0;
+	o.keep_failure = (flags & 4) != 0;
 	int done;
 	uint64_t id = sip_ep_relay(e->ep, st, m, targets, n, &o, &done, &err);
 	if (!id) {
@@ -1166,7 +1186,7 @@ static int relay_request(lua_State *L)
 		lua_pushstring(L, err);
 		return 2;
 	}
-	if (done || !o.notify_done)
+	if ((done && !o.keep_failure) || !o.notify_done)
 		u->replied_final = 1;   /* the core answers upstream from here on */
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);
@@ -1307,7 +1327,8 @@ static int ep_txn_state(lua_State *L)
 	if (!t)
 		return 0;
 	lua_pushstring(L, sip_txn_state_name(sip_txn_state_get(t)));
-	return 1;
+	lua_pushinteger(L, sip_txn_last_status(t));   /* 0 before any response */
+	return 2;
 }
 
 static void set_int(lua_State *L, const char *k, lua_Integer v)

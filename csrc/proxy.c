@@ -39,7 +39,7 @@ struct sip_relay {
 	uint64_t id;
 	sip_txn *st;              /* the server transaction; NULL once gone */
 	sip_dest up;              /* where responses go upstream (late 2xx go statelessly) */
-	uint8_t invite, answered, cancelled, finished, notify_done, notify_each;
+	uint8_t invite, answered, cancelled, finished, notify_done, notify_each, keep_failure;
 	uint8_t timer_c;          /* t_timeout is Timer C: 101-199 start it again */
 	unsigned nbranches, live, refs;
 	sip_msg best;             /* owned copy of the best final so far (or the first 2xx) */
@@ -195,6 +195,15 @@ static void detach(sip_relay *r)
 		}
 }
 
+/* keep_failure: the server transaction is the TU's again, unanswered */
+static void release_st(sip_relay *r)
+{
+	r->st->relay = NULL;
+	r->st->proxied = 0;
+	r->st = NULL;
+	r->refs--;
+}
+
 /* Every branch has its final: the outcome goes upstream (unless a 2xx went already), and to
  * the TU when it waits. */
 static void finish(sip_relay *r)
@@ -202,6 +211,13 @@ static void finish(sip_relay *r)
 	sip_endpoint *ep = r->ep;
 	r->finished = 1;
 	sip_timer_stop(ep->loop, &r->t_timeout);
+	if (r->keep_failure && !r->answered && !r->cancelled && r->st) {
+		release_st(r);
+		if (r->notify_done && ep->hooks.relayed)
+			ep->hooks.relayed(ep->ud, r->id, r->has_best ? &r->best : NULL);
+		detach(r);
+		return;
+	}
 	if (r->answered || !r->has_best) {
 		/* no final at all (branches ended without one): 408, or 487 after a CANCEL */
 		if (!r->answered && !r->has_best && r->st && !ep->closing)
@@ -1116,6 +1132,7 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 	r->invite = st->invite;
 	r->notify_done = o->notify_done;
 	r->notify_each = o->notify_each;
+	r->keep_failure = (uint8_t)(o->keep_failure != 0);
 	r->refs = 1;   /* ours, until the branches are started */
 	r->deadline = sip_loop_now(ep->loop) + 64 * (uint64_t)ep->cfg.t1;
 	sip_timer_init(&r->t_timeout);
@@ -1135,7 +1152,7 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 	for (unsigned i = 0; i < n; i++) {
 		sip_msg c, *m = req;
 		sip_hdr slots[SIP_MSG_SLOTS];
-		if (i + 1 < n) {
+		if (i + 1 < n || o->keep_failure) {
 			if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, req, &why))
 				continue;
 			m = &c;
@@ -1198,9 +1215,13 @@ uint64_t sip_ep_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_pl 
 		/* every branch failed at once: 408 upstream, and nothing to wait for */
 		r->finished = 1;
 		*done = 1;
-		if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
-			sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
-		sip_ep_reply_code(ep, st, req, 408, NULL);
+		if (r->keep_failure) {
+			release_st(r);   /* nothing went out: the TU tries elsewhere or answers */
+		} else {
+			if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
+				sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
+			sip_ep_reply_code(ep, st, req, 408, NULL);
+		}
 		detach(r);
 	} else if (o->timeout_ms && r->invite) {
 		sip_timer_start(ep->loop, &r->t_timeout, o->timeout_ms, timeout_handler, r);

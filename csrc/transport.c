@@ -109,6 +109,8 @@ struct sip_transport {
 	sip_tp_recv_fn recv;
 	sip_tp_event_fn event;
 	void *arg;
+	sip_tp_tap_fn tap;
+	void *tap_arg;
 	int freeing;         /* no callbacks while tearing down */
 	int in_udp_io;       /* a datagram callback is running: sip_tp_free defers the free */
 
@@ -616,6 +618,9 @@ static void conn_deliver(conn *c)
 		c->scan_from = 0;
 		tp->st.tcp_in++;
 		got = 1;
+		if (tp->tap)
+			tp->tap(tp->tap_arg, 0, c->src.kind, (struct sockaddr *)&c->src.peer,
+				(struct sockaddr *)&c->src.local, c->rbuf + off, mlen);
 		tp->recv(tp->arg, &c->src, c->rbuf + off, mlen);
 		off += mlen;
 	}
@@ -1077,6 +1082,9 @@ static void udp_io(void *arg, uint32_t events)
 			if (only_crlf(buf, n))
 				continue; /* keep-alive (RFC 5626 §4.4.2 uses STUN, but CRLF is common) */
 			tp->st.udp_in++;
+			if (tp->tap)
+				tp->tap(tp->tap_arg, 0, SIP_TP_UDP, (struct sockaddr *)&s->peer,
+					(struct sockaddr *)&s->local, buf, n);
 			tp->in_udp_io = 1;
 			tp->recv(tp->arg, s, buf, n);
 			tp->in_udp_io = 0;
@@ -1238,6 +1246,8 @@ static int udp_sendto(sip_transport *tp, listener *l, const struct sockaddr *dst
 		return -1;
 	}
 	tp->st.udp_out++;
+	if (tp->tap)
+		tp->tap(tp->tap_arg, 1, SIP_TP_UDP, (struct sockaddr *)&l->addr, dst, buf, len);
 	return 0;
 }
 
@@ -1304,6 +1314,9 @@ static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockadd
 		if (!c)
 			return -1;
 	}
+	if (tp->tap)   /* before the write, which may close c */
+		tp->tap(tp->tap_arg, 1, c->src.kind, (struct sockaddr *)&c->src.local,
+			(struct sockaddr *)&c->src.peer, buf, len);
 	if (conn_write(c, buf, len, err) < 0)
 		return -1;
 	tp->st.tcp_out++;
@@ -1399,6 +1412,12 @@ int sip_tp_tls_peer(sip_transport *tp, uint32_t conn_id, int *verified, char *su
 	if (!c || !c->tls || c->handshaking)
 		return -1;
 	return sip_tls_peer(c->tls, verified, subject, scap, sans, ncap);
+}
+
+void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg)
+{
+	tp->tap = fn;
+	tp->tap_arg = arg;
 }
 
 /* ---- life cycle ---- */

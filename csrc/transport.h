@@ -123,5 +123,12 @@ int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id);
  * -1 when it is not an open TLS connection. */
 int sip_tp_tls_peer(sip_transport *tp, uint32_t conn_id, int *verified, char *subject,
 		    size_t scap, char *sans, size_t ncap);
+/* Every whole SIP message in (out = 0: as delivered to the recv callback) and out (out = 1:
+ * as handed to the socket or the connection's queue), from -> to, for capture and counting
+ * (capture.c). One tap per transport; fn NULL removes it. */
+typedef void (*sip_tp_tap_fn)(void *arg, int out, sip_tp_kind kind,
+			      const struct sockaddr *from, const struct sockaddr *to,
+			      const char *buf, size_t len);
+void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg);
 
 #endif

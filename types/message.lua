@@ -161,9 +161,11 @@ function Msg:answer(code, opts) end
 function Msg:validate() end
 
 ---Proxy this request (§16): targets tried in parallel; yields until the best final
----response, which it has sent upstream.
+---response, which it has sent upstream. keep_failure: without a 2xx the final comes back
+---and nothing goes upstream, so the request may be relayed again elsewhere (a serial
+---search) or answered.
 ---@param targets? string|(string|{ [1]: string, route?: string, flow?: string })[]
----@param opts? { record_route?: boolean, timeout?: number, stateless?: boolean, on_response?: fun(res: sip.Response, uri: string), next_hop?: string, wait?: boolean }
+---@param opts? { record_route?: boolean, timeout?: number, stateless?: boolean, on_response?: fun(res: sip.Response, uri: string), next_hop?: string, wait?: boolean, keep_failure?: boolean }
 ---@return sip.Response|true|nil res true with wait = false
 ---@return string? err
 function Msg:relay(targets, opts) end

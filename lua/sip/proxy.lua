@@ -77,7 +77,10 @@ msg_methods.validate = core.msg_validate
 --       ms, 181 s by default, restarted by each 101-199: §16.6 step 11), stateless=bool,
 --       on_response=fn(res, uri),
 --       next_hop=URI (where every branch is sent), wait=false (return true at once and let
---       the core finish the transaction: nothing of this script runs for its responses).
+--       the core finish the transaction: nothing of this script runs for its responses),
+--       keep_failure=true (no 2xx: the final comes back here and nothing goes upstream, so
+--       the script may relay the request again elsewhere, a serial search, or answer it).
+--       With keep_failure a 503 comes back as 503 and a relay failing at once answers nothing.
 -- The core does the rest of §16 (csrc/proxy.c): branches with loop-detecting Via branches,
 -- provisionals and 2xx upstream, the best final, CANCEL of the other branches, merged
 -- challenges, 503 as 500, and CANCEL from upstream (§16.10).
@@ -119,6 +122,9 @@ local function look_up_hops(req, targets, next_hop)
   return true
 end
 
+-- requests relayed statefully or statelessly in this process (metrics)
+proxy._stats = { relays = 0 }
+local stats = proxy._stats
 function msg_methods.relay(req, targets, opts)
   if type(targets) == "table" and targets[1] == nil and next(targets) ~= nil then
     targets, opts = nil, targets   -- req:relay{ ...options... }
@@ -138,12 +144,18 @@ function msg_methods.relay(req, targets, opts)
     if opts.on_response then
       flags = 3
     end
+    if opts.keep_failure and flags ~= 0 then
+      flags = flags | 4
+    end
     timeout = opts.timeout and math.floor(opts.timeout * 1000) or nil
     next_hop_uri, rr, stateless = opts.next_hop, opts.record_route, opts.stateless
   end
   -- §16.3, Max-Forwards, Record-Route and the relay itself: the core (lsip_ep.c
   -- relay_request, the endpoint found from req in C)
   local id, done = msg_relay(req, targets, next_hop_uri, timeout, flags, rr, stateless)
+  if id then
+    stats.relays = stats.relays + 1
+  end
   if not id then
     if done ~= "refused" and done ~= "answered" and req.method ~= "ACK" and req._txn ~= 0 then
       if done == "sips: needs TLS on every hop" then
@@ -157,20 +169,27 @@ function msg_methods.relay(req, targets, opts)
   if done == "stateless" then
     return true   -- ACK (of a 2xx) and explicit stateless relays: no transaction (§16.11)
   elseif done then
-    return nil, "no response"   -- every branch failed at once: the core answered 408
+    -- every branch failed at once: the core answered 408 (keep_failure: nobody answered)
+    return nil, "no response"
   end
   if flags == 0 then
     return true
   end
   local ep = req._ep
-  if flags == 3 then
+  if flags & 2 ~= 0 then
     local list = type(targets) == "table" and targets or { targets or req.uri }
     ep.relay_each[id] = function(i, res)
       opts.on_response(res, list[i])
     end
   end
   local res = sched.await(function(wake) ep.relays[id] = wake end)
-  req.replied_final = true
+  if flags & 4 == 0 or (res and res.status < 300) then
+    req.replied_final = true
+  else
+    -- kept, unless a CANCEL from upstream ended the search (its 487 went up)
+    local state, last = ep.core:txn_state(req._txn)
+    req.replied_final = not state or last >= 200
+  end
   if not res then
     return nil, "no response"
   end
