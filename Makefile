@@ -9,7 +9,7 @@ CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
 LIBFLAG    ?= -shared
-LIBS        = -lssl -lcrypto
+LIBS        = -lssl -lcrypto -lcares
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -28,10 +28,11 @@ CORE  = build/sip/core.so
 INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
-DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson
+DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
+       lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
+       kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
-BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
+BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
 
 # Baseline harnesses live next to the shared corpus, outside the repository.
 PARSER_BASELINES = ../shared/bench/parser
@@ -67,8 +68,21 @@ deps bench-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: deps all
-	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 --users examples/users.txt
+# TLS on 5061 with a self-signed certificate for localhost and 127.0.0.1, made once into
+# $(RUN_TLS) (git-ignored); clients trust it with --ca $(RUN_TLS)/cert.pem.
+RUN_TLS = tls-local
+$(RUN_TLS)/cert.pem:
+	@mkdir -p $(RUN_TLS)
+	@openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+	  -keyout $(RUN_TLS)/key.pem -out $@ -subj /CN=localhost \
+	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+	@echo "made a self-signed certificate for localhost: $@ (trust it: luasip options sips:localhost:5061 --ca $@)"
+
+run: deps all $(RUN_TLS)/cert.pem
+	@echo "TLS on tls:127.0.0.1:5061; clients trust it with --ca $(RUN_TLS)/cert.pem"
+	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 \
+	  --listen tls:127.0.0.1:5061 --cert $(RUN_TLS)/cert.pem --key $(RUN_TLS)/key.pem \
+	  --users examples/users.txt
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
@@ -81,18 +95,20 @@ spec: all
 	@$(BUSTED) -o utfTerminal spec
 
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
-# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users, and
-# real softphones (baresip, Linphone) registering, messaging and calling through it.
+# doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users,
+# real softphones (baresip, Linphone) registering, messaging and calling through it, and
+# serve and Kamailio's tls module verifying each other over TLS.
 INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
-                spec/phones_spec.lua
+                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
 # C tests of the loop and its timers, the transaction map, framing and transports: plain C,
 # no Lua, real sockets on loopback.
-CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o
+CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o \
+             build/obj/tls.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
-	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS)
+	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS) $(LIBS)
 
 ctest: build/test_transport
 	@./build/test_transport
@@ -104,10 +120,14 @@ layers: all
 
 # Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
-# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood).
+# (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood); MSRP MB/s
+# and messages/s between two endpoints (msrp); OPTIONS latency with and without DNS lookups
+# hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
+# handshakes per CPU-second (tls); serve with --metrics, --capture and JSON logs beside
+# plain (ops).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them. Not by
 # default: `ir`, callgrind's instructions in `serve` per proxied MESSAGE and call (a minute).
-BENCH_PARTS ?= parse txn mem proxy flood
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -127,8 +147,12 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  mem)   $(LUA) bench/mem.lua --expiry ;; \
 	  proxy) bench/proxy.sh $(PROXY_RUNS) ;; \
 	  flood) bench/flood.sh ;; \
+	  msrp)  $(LUA) bench/msrp.lua ;; \
+	  dns)   $(LUA) bench/dns.lua ;; \
+	  tls)   $(LUA) bench/tls.lua ;; \
+	  ops)   bench/ops.sh ;; \
 	  ir)    LUA=$(LUA) bench/proxy_ir.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood ir)"; exit 2 ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops ir)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
@@ -147,6 +171,38 @@ install: all
 	mkdir -p $(INST_LIBDIR) $(INST_LUADIR)/sip
 	cp $(CORE) $(INST_LIBDIR)/core.so
 	cp lua/sip/*.lua $(INST_LUADIR)/sip/
+
+# --- The rock and the API reference ------------------------------------------------------
+# luarocks passes the include and library folders of the external dependencies its rockspec
+# declares (OPENSSL_INCDIR, OPENSSL_LIBDIR); empty when building by hand.
+CPPFLAGS_ += $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
+LIBS      += $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR))
+CPPFLAGS_ += $(if $(CARES_INCDIR),-I$(CARES_INCDIR))
+LIBS      += $(if $(CARES_LIBDIR),-L$(CARES_LIBDIR))
+DEBS      += lua-ldoc lua-discount zip unzip
+
+# `make test` runs these too, after sanitize: a second rule for test adds prerequisites.
+.PHONY: rock rock-check docs
+test: rock-check docs
+
+# `make rock`: luasip-VERSION.src.rock from the working tree, offline: what `luarocks pack`
+# makes of the release rockspec (its git source cloned as luasip/), from the files git
+# tracks or would track, as they are now. `make rock-check` installs it into a throw-away
+# tree and runs `require "sip"` and `luasip --help` from there (tests/rock_check.sh).
+ROCK_VERSION = 0.1.0-1
+ROCK = luasip-$(ROCK_VERSION).src.rock
+rock:
+	@tests/rock.sh luasip-$(ROCK_VERSION).rockspec $(ROCK)
+
+rock-check: rock
+	@tests/rock_check.sh $(ROCK)
+
+# `make docs`: the LDoc reference of lua/sip/*.lua and sip.core (config.ld) in docs/api/;
+# any LDoc warning fails it.
+docs:
+	@out=$$(ldoc . 2>&1) || { echo "$$out"; exit 1; }; \
+	warn=$$(echo "$$out" | grep -v -e '^reading configuration from ' -e '^output written to '); \
+	if [ -n "$$warn" ]; then echo "$$warn"; exit 1; fi
 
 # --- Fuzzing (libFuzzer, clang) -------------------------------------------------------
 # Every fuzz/fuzz_NAME.c is a target: built as build/fuzz/fuzz_NAME over the Lua-free core
@@ -226,4 +282,4 @@ clean-asan:
 	rm -rf build-asan
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan docs/api luasip-*.src.rock

@@ -13,8 +13,8 @@ int sip_dest_send(sip_transport *tp, const sip_dest *d, const char *buf, size_t 
 	if (d->kind == SIP_TP_UDP && d->listener >= 0)
 		return sip_tp_send_from(tp, d->listener, (const struct sockaddr *)&d->addr, d->len,
 					buf, len, err);
-	return sip_tp_send(tp, d->kind, (const struct sockaddr *)&d->addr, d->len, d->conn_id,
-			   buf, len, err);
+	return sip_tp_send_named(tp, d->kind, (const struct sockaddr *)&d->addr, d->len,
+				 d->conn_id, d->name, buf, len, err);
 }
 
 void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap)
@@ -37,7 +37,7 @@ void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, siz
 		port = ntohs(s6->sin6_port);
 	}
 	size_t o = 0, hl = strlen(host);
-	memcpy(buf, kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
+	memcpy(buf, kind == SIP_TP_TLS ? "tls:" : kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
 	o = 4;
 	if (v6)
 		buf[o++] = '[';

@@ -8,9 +8,9 @@
 #include "rand.h"
 #include "ratelimit.h"
 #include "uri.h"
+#include "dns.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,8 @@ struct sip_endpoint {
 	sip_map merged;          /* From tag, Call-ID, CSeq -> server transaction (UA only) */
 	int merged_check;        /* answer merged requests 482 (§8.2.2.2): not for a proxy */
 	sip_ep_stats stats;      /* the transaction layer's counters are in txns */
-	char sent_by[2][2][64];  /* our Via sent-by per [TCP?][IPv6?], formatted once */
+	char sent_by[3][2][64];  /* our Via sent-by per [UDP, TCP, TLS][IPv6?], formatted once */
+	char dest_name[256];     /* the name sip_ep_resolve's last TLS destination points to */
 	char **domains;          /* names that are us besides our addresses (lowercase) */
 	unsigned ndomains;
 	int local_port;          /* the port a domain name stands for */
@@ -38,6 +39,8 @@ struct sip_endpoint {
 	struct sip_rl *rl;       /* sip_ep_set_rate_limit; NULL: no limit */
 	sip_ep_stray_fn stray;   /* sip_ep_set_stray: the layer above's look at stray responses */
 	void *stray_arg;
+	struct sip_dns *dns;     /* names in URIs: RFC 3263 from its cache (sip_ep_set_dns) */
+	struct via_lookup *via_lookups;   /* §5 lookups for responses */
 };
 
 void sip_ep_config_default(sip_ep_config *c)
@@ -73,9 +76,9 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 	sip_logf(&ep->txns.log, "transport %s %s%s%s", event, a, detail ? ": " : "",
 		 detail ? detail : "");
 	if (src && strcmp(event, "connect failed") == 0)
-		sip_txns_fail_dest(&ep->txns, &src->peer, 0);
+		sip_txns_fail_dest(&ep->txns, src->kind, &src->peer, detail);
 	else if (src && strcmp(event, "unreachable") == 0)
-		sip_txns_fail_dest(&ep->txns, &src->peer, 1);
+		sip_txns_fail_dest(&ep->txns, src->kind, &src->peer, detail);
 }
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -110,6 +113,8 @@ fail:
 	return NULL;
 }
 
+static void drop_via_lookups(sip_endpoint *ep);
+
 void sip_ep_free(sip_endpoint *ep)
 {
 	if (!ep)
@@ -122,6 +127,8 @@ void sip_ep_free(sip_endpoint *ep)
 	sip_map_free(&ep->merged);
 	sip_ep_set_domains(ep, NULL, 0, 0);
 	sip_rl_free(ep->rl);
+	drop_via_lookups(ep);
+	sip_dns_unref(ep->dns);
 	free(ep);
 }
 
@@ -250,18 +257,116 @@ static void response_dest(const sip_tp_src *src, const sip_via *via, sip_dest *d
 	d->listener = src->kind == SIP_TP_UDP ? src->listener : -1;
 	if (!via)
 		return;
-	int sent_by_port = via->port ? via->port : 5060;
-	if (src->kind == SIP_TP_TCP) {
+	int sent_by_port = via->port ? via->port : src->kind == SIP_TP_TLS ? SIP_TLS_PORT : 5060;
+	if (sip_tp_stream(src->kind)) {
 		set_port(&d->addr, sent_by_port);
 		return;
 	}
-	if (via->maddr.n && sip_ip_literal(via->maddr, sent_by_port, &d->addr, &d->len) == 0) {
+	struct sockaddr_storage ma;
+	socklen_t mal;
+	if (via->maddr.n && sip_ip_literal(via->maddr, sent_by_port, &ma, &mal) == 0) {
+		/* (a name is looked up: locate_maddr; the source is kept meanwhile) */
+		d->addr = ma;
+		d->len = mal;
 		if (d->addr.ss_family != src->peer.ss_family)
 			d->listener = -1;   /* a listener of the other family cannot send it */
 		return;
 	}
 	if (via->rport < 0)
 		set_port(&d->addr, sent_by_port);
+}
+
+/* --- RFC 3263 §5: where responses go when the Via names a host ------------------------ */
+
+/* A lookup for the responses of one server transaction (found again by id: it may be gone
+ * when the answer comes). */
+typedef struct via_lookup {
+	struct via_lookup *prev, *next;
+	sip_endpoint *ep;
+	uint64_t txn, id;
+	int starting, answered;
+	struct sockaddr_storage addr;
+	socklen_t len;
+	int ok;
+} via_lookup;
+
+static void via_lookup_free(via_lookup *v)
+{
+	if (v->prev)
+		v->prev->next = v->next;
+	else
+		v->ep->via_lookups = v->next;
+	if (v->next)
+		v->next->prev = v->prev;
+	free(v);
+}
+
+static void drop_via_lookups(sip_endpoint *ep)
+{
+	while (ep->via_lookups) {
+		sip_dns_cancel(ep->dns, ep->via_lookups->id);
+		via_lookup_free(ep->via_lookups);
+	}
+}
+
+/* The lookup is over: the responses go to its first address (else where they would have
+ * gone without maddr: the source), the one waiting first. */
+static void via_lookup_done(via_lookup *v)
+{
+	sip_txn *t = sip_ep_txn(v->ep, v->txn);
+	if (t)
+		sip_txn_dest_found(t, v->ok ? &v->addr : NULL, v->len);
+	via_lookup_free(v);
+}
+
+static void via_located(void *arg, const sip_dns_target *tg, unsigned n, const char *err)
+{
+	via_lookup *v = arg;
+	if (n) {
+		v->ok = 1;
+		v->addr = tg[0].addr;
+		v->len = tg[0].len;
+	} else {
+		sip_logf(&v->ep->txns.log, "response: maddr not found (%s): to the source instead", err);
+	}
+	if (v->starting)
+		v->answered = 1;   /* from inside sip_dns_locate: locate_maddr finishes it */
+	else
+		via_lookup_done(v);
+}
+
+/* §18.2.2: over UDP a response goes to the maddr of the Via, at the sent-by port; a name
+ * there is looked up (RFC 3263 §5: its addresses, the port being known) while the
+ * responses of t wait. */
+static void locate_maddr(sip_endpoint *ep, sip_txn *t, const sip_via *via)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char uri[300];
+	if (sip_ip_literal(via->maddr, 0, &ss, &sl) == 0 || via->maddr.n > 255)
+		return;   /* an IP literal: response_dest took it */
+	int n = snprintf(uri, sizeof uri, "sip:%.*s:%d;transport=udp", (int)via->maddr.n,
+			 via->maddr.p, via->port ? via->port : 5060);
+	via_lookup *v = calloc(1, sizeof *v);
+	if (!v)
+		return;
+	const char *err;
+	v->ep = ep;
+	v->txn = sip_txn_id(t);
+	v->next = ep->via_lookups;
+	if (ep->via_lookups)
+		ep->via_lookups->prev = v;
+	ep->via_lookups = v;
+	sip_txn_dest_wait(t);
+	v->starting = 1;
+	v->id = sip_dns_locate(ep->dns, uri, (size_t)n, SIP_DNS_UDP, via_located, v, &err);
+	v->starting = 0;
+	if (!v->id) {
+		sip_txn_dest_found(t, NULL, 0);   /* nothing to send yet: the source it is */
+		via_lookup_free(v);
+	} else if (v->answered) {
+		via_lookup_done(v);
+	}
 }
 
 /* A request that did not parse: answer 400 (505 for the version) with the reason, when
@@ -501,6 +606,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 	t = sip_txn_server_new(&ep->txns, &k, m, &d, &ua_user, ep);
 	if (!t)
 		return;
+	if (src->kind == SIP_TP_UDP && via.maddr.n && ep->dns)
+		locate_maddr(ep, t, &via);
 
 	if (is_cancel) {
 		sip_txn_server_key(&k, m, &via, topvia, "INVITE", 6);
@@ -529,7 +636,7 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 	sip_msg m;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, src->kind == SIP_TP_TCP,
+	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, sip_tp_stream(src->kind),
 			       &ep->cfg.lim, &err)) {
 		char a[80];
 		ep->stats.parse_errors++;
@@ -627,7 +734,7 @@ static int format_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *
 
 const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family)
 {
-	char *sb = ep->sent_by[kind == SIP_TP_TCP][family == AF_INET6];
+	char *sb = ep->sent_by[kind == SIP_TP_TLS ? 2 : kind == SIP_TP_TCP][family == AF_INET6];
 	if (!sb[0] && format_sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
 		sb[0] = 0;   /* no listener yet: asked again next time */
 		return NULL;
@@ -651,7 +758,8 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	if (bl > 200)
 		return -1;
 	size_t n = 0;
-	memcpy(v, kind == SIP_TP_TCP ? "SIP/2.0/TCP " : "SIP/2.0/UDP ", 12);
+	memcpy(v, kind == SIP_TP_TLS ? "SIP/2.0/TLS " : kind == SIP_TP_TCP ? "SIP/2.0/TCP " :
+		  "SIP/2.0/UDP ", 12);
 	n = 12;
 	memcpy(v + n, sb, sbl);
 	n += sbl;
@@ -801,7 +909,7 @@ int sip_ep_is_listener(sip_endpoint *ep, sip_pl h, int port)
 
 int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
 {
-	if (!sip_ep_is_listener(ep, top->host, top->port ? top->port : 5060))
+	if (!sip_ep_is_listener(ep, top->host, sip_via_port(top)))
 		return 0;
 	char ip[INET6_ADDRSTRLEN];
 	int port;
@@ -851,55 +959,131 @@ int sip_ep_is_local(sip_endpoint *ep, sip_pl uri)
 			if (strlen(ep->domains[i]) == u.host.n &&
 			    strncasecmp(ep->domains[i], u.host.p, u.host.n) == 0)
 				return 1;
-	return sip_ep_is_listener(ep, u.host, u.port ? u.port : 5060);
+	return sip_ep_is_listener(ep, u.host, u.port ? u.port :
+				  sip_pl_casecmp(u.scheme, "sips") ? SIP_TLS_PORT : 5060);
 }
 
-int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+/* The transports we listen on, as the resolver names them, and TLS: outgoing TLS
+ * connections need no listener of ours. */
+static unsigned listened_tps(sip_endpoint *ep)
 {
-	(void)ep;
+	unsigned tps = SIP_DNS_TLS;
+	for (int i = 0, n = sip_tp_listener_count(ep->tp); i < n; i++) {
+		sip_tp_kind k;
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		if (sip_tp_listener_addr(ep->tp, i, &k, &ss, &sl) == 0)
+			tps |= k == SIP_TP_TCP ? SIP_DNS_TCP : k == SIP_TP_UDP ? SIP_DNS_UDP :
+			       k == SIP_TP_TLS ? SIP_DNS_TLS : 0;
+	}
+	return tps;
+}
+
+int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, unsigned max,
+			unsigned *n, const char **err)
+{
 	sip_uri u;
+	*n = 0;
 	memset(d, 0, sizeof *d);
 	d->listener = -1;
-	if (sip_uri_parse(&u, sip_pl_make(s, len), err))
+	if (max == 0 || sip_uri_parse(&u, sip_pl_make(s, len), err))
 		return -1;
 	if (!u.is_sip) {
 		*err = "unsupported URI scheme";
 		return -1;
 	}
-	if (sip_pl_casecmp(u.scheme, "sips")) {
-		*err = "sips: needs TLS, which this build does not offer";
-		return -1;
-	}
 	sip_pl host = u.host, v;
 	d->kind = SIP_TP_UDP;
-	if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
+	/* §26.2.2: a sips: URI is reached over TLS, whatever its transport param says */
+	if (sip_pl_casecmp(u.scheme, "sips") ||
+	    (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tls")))
+		d->kind = SIP_TP_TLS;
+	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
 		d->kind = SIP_TP_TCP;
+	if (d->kind == SIP_TP_TLS && host.n < sizeof ep->dest_name) {
+		/* RFC 5922 §4: the certificate must name the URI's host (maddr is no name) */
+		sip_pl h = host;
+		if (h.n >= 2 && h.p[0] == '[') {
+			h.p++;
+			h.n -= 2;
+		}
+		memcpy(ep->dest_name, h.p, h.n);
+		ep->dest_name[h.n] = 0;
+		d->name = ep->dest_name;
+	}
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
-	int port = u.port ? u.port : 5060;
-	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0)
+	int port = u.port ? u.port : d->kind == SIP_TP_TLS ? SIP_TLS_PORT : 5060;
+	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0) {
+		*n = 1;
 		return 0;
-	if (host.n >= 2 && host.p[0] == '[') {
+	}
+	if (host.n == 0 || host.n > 255 || (host.n >= 2 && host.p[0] == '[')) {
 		*err = "bad host";
 		return -1;
 	}
-	char h[256];
-	if (host.n == 0 || host.n >= sizeof h) {
-		*err = "bad host";
+	/* A name: RFC 3263 from what the resolver has cached (dns.c); never a blocking lookup.
+	 * The Lua side looks names up (yielding) before it hands them here. */
+	if (!ep->dns) {
+		*err = "a host name, and no resolver";
 		return -1;
 	}
-	memcpy(h, host.p, host.n);
-	h[host.n] = 0;
-	/* A name: the system resolver (blocking; SRV/NAPTR of RFC 3263 are not done). */
-	struct addrinfo hints = { 0 }, *res = NULL;
-	hints.ai_socktype = SOCK_DGRAM;
-	if (getaddrinfo(h, NULL, &hints, &res) || !res) {
-		*err = "cannot resolve host";
+	enum { MAX_TARGETS = 16 };
+	sip_dns_target t[MAX_TARGETS];
+	unsigned nt;
+	if (sip_dns_cached_list(ep->dns, s, len, listened_tps(ep), t,
+				max < MAX_TARGETS ? max : MAX_TARGETS, &nt, err) != 1)
 		return -1;
+	/* RFC 5922 §4: every TLS target is checked against the URI's domain, not its SRV host */
+	const char *tls_name = d->name ? d->name : NULL;
+	if (!tls_name && host.n < sizeof ep->dest_name) {
+		memcpy(ep->dest_name, host.p, host.n);
+		ep->dest_name[host.n] = 0;
+		tls_name = ep->dest_name;
 	}
-	memcpy(&d->addr, res->ai_addr, res->ai_addrlen);
-	d->len = (socklen_t)res->ai_addrlen;
-	set_port(&d->addr, port);
-	freeaddrinfo(res);
+	for (unsigned i = 0; i < nt; i++) {
+		memset(&d[i], 0, sizeof d[i]);
+		d[i].listener = -1;
+		d[i].kind = t[i].tp == SIP_DNS_TLS ? SIP_TP_TLS :
+			    t[i].tp == SIP_DNS_TCP ? SIP_TP_TCP : SIP_TP_UDP;
+		if (d[i].kind == SIP_TP_TLS)
+			d[i].name = tls_name;
+		d[i].addr = t[i].addr;
+		d[i].len = t[i].len;
+	}
+	*n = nt;
 	return 0;
+}
+
+int sip_ep_resolve(sip_endpoint *ep, const char *s, size_t len, sip_dest *d, const char **err)
+{
+	unsigned n;
+	return sip_ep_resolve_list(ep, s, len, d, 1, &n, err);
+}
+
+int sip_ep_abandon(sip_endpoint *ep, sip_txn *ct)
+{
+	(void)ep;
+	/* (a relay's branch has the proxy's handlers: the relay ends it, not the TU) */
+	if (!sip_txn_is_client(ct) || sip_txn_is_invite(ct) || sip_txn_user_get(ct, NULL) != &ua_user)
+		return -1;
+	sip_txn_terminate(ct);
+	return 0;
+}
+
+void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d)
+{
+	if (ep->dns)
+		sip_dns_avoid(ep->dns, d->kind == SIP_TP_TCP ? SIP_DNS_TCP : SIP_DNS_UDP,
+			      (const struct sockaddr *)&d->addr);
+}
+
+sip_dns *sip_ep_dns(sip_endpoint *ep) { return ep->dns; }
+
+void sip_ep_set_dns(sip_endpoint *ep, sip_dns *dns)
+{
+	if (dns)
+		sip_dns_ref(dns);
+	sip_dns_unref(ep->dns);
+	ep->dns = dns;
 }

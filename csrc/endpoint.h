@@ -102,6 +102,10 @@ sip_txn *sip_ep_request(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 /* Send a request with no transaction (ACK for 2xx, stateless forwarding). */
 int sip_ep_send_stateless(sip_endpoint *ep, sip_msg *req, const sip_dest *dst,
 			  sip_via_mode via_mode, const char *branch, const char **err);
+/* Give up on non-INVITE client transaction ct at once: no more retransmissions, no final
+ * response to the TU (RFC 3263 §4.3: the request went on to another target). 0, or -1 for
+ * another kind of transaction. */
+int sip_ep_abandon(sip_endpoint *ep, sip_txn *ct);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came. */
 int sip_ep_cancel(sip_endpoint *ep, sip_txn *ct, const char **err);
 
@@ -125,9 +129,21 @@ int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top
 
 /* Does this URI name us: one of our domains, or the address and port of a listener? */
 int sip_ep_is_local(sip_endpoint *ep, sip_pl uri);
-/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060), transport
- * param; the host as an IP literal or through the system resolver. */
+/* Resolve a SIP URI (or a Route's URI) to a destination: maddr, port (5060, 5061 for TLS),
+ * transport param (sips: is TLS); the host as an IP literal, or a name by RFC 3263 from the
+ * resolver's cache only (-1 with *err when it is not there: nothing in the loop waits for
+ * DNS). A TLS destination's name (RFC 5922) holds until the next resolve. */
 int sip_ep_resolve(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, const char **err);
+/* The same with every target of a name in order (RFC 3263 §4.3: the next is tried when one
+ * fails), up to max into d[]: 0 with *n >= 1, or -1 with *err. */
+int sip_ep_resolve_list(sip_endpoint *ep, const char *uri, size_t len, sip_dest *d, unsigned max,
+			unsigned *n, const char **err);
+/* That target failed: the resolver puts it last for a while (§4.3). */
+void sip_ep_avoid(sip_endpoint *ep, const sip_dest *d);
+/* The resolver whose cache sip_ep_resolve reads (a reference is taken; NULL: none). */
+struct sip_dns;
+void sip_ep_set_dns(sip_endpoint *ep, struct sip_dns *dns);
+struct sip_dns *sip_ep_dns(sip_endpoint *ep);
 
 sip_txn *sip_ep_txn(sip_endpoint *ep, uint64_t id);    /* NULL when gone */
 

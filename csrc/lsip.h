@@ -29,6 +29,7 @@ typedef struct lsip_msg {
 	unsigned char replied_final;
 	unsigned char validated;       /* §16.3: 0 not yet, 1 passed, 2 refused */
 	unsigned char blob_len;        /* bytes after the header slots (see above) */
+	unsigned char prepared;        /* Max-Forwards and Record-Route done (req:relay again) */
 	sip_hdr slots[];
 } lsip_msg;
 
@@ -42,11 +43,44 @@ typedef struct lsip_msg {
 /* The userdata of a message lsip_checkmsg returned. */
 #define lsip_msg_of(mp) ((lsip_msg *)(void *)(mp))
 
+/* One loop per Lua state: every endpoint of the state shares it, so one ep:run() serves
+ * them all. `L` is the thread that is stepping it, which hooks call back on. */
+typedef struct lsip_loop {
+	struct sip_loop *loop;
+	lua_State *L;
+	int stepping;
+} lsip_loop;
+
+#define LSIP_LOOP_MT "sip.loop"
+
+/* The loop userdata at idx (raises when it is not one). Inline: lsip_ep.c makes loops, and
+ * the files below it (lsip_dns.c, lsip_msrp.c) take them without naming it (make layers). */
+static inline lsip_loop *lsip_check_loop(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, LSIP_LOOP_MT);
+}
+
 void lsip_open_msg(lua_State *L);
+void lsip_open_msrp(lua_State *L);
 void lsip_open_ep(lua_State *L);
 void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
+void lsip_open_dns(lua_State *L);
+
+/* The resolver userdata at idx (lsip_dns.c); raises when closed. */
+struct sip_dns;
+struct sip_dns *lsip_check_dns(lua_State *L, int idx);
+
+void lsip_open_ops(lua_State *L);
+
+/* For lsip_ops.c: the loop of this Lua state (created on first use) and the thread stepping
+ * it, which callbacks run on; the core endpoint of endpoint object idx, NULL when it is
+ * closed or not one. */
+struct sip_loop;
+struct sip_endpoint;
+struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping);
+struct sip_endpoint *lsip_endpoint(lua_State *L, int idx);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

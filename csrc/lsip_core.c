@@ -14,5 +14,8 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_ep(L);
 	lsip_open_dialog(L);
 	lsip_open_thp(L);
+	lsip_open_msrp(L);
+	lsip_open_dns(L);
+	lsip_open_ops(L);
 	return 1;
 }

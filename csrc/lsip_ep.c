@@ -2,23 +2,17 @@
  * Core hooks become calls of Lua handler functions, always under lua_pcall. */
 #include "lsip.h"
 #include "proxy.h"
+#include "dns.h"
+#include "tls.h"
+#include "uri.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LSIP_LOOP_MT "sip.loop"
 #define LSIP_TIMER_MT "sip.timer"
 #define LSIP_EP_MT "sip.endpoint"
 #define LOOP_KEY "sip.loop.instance"
-
-/* One loop per Lua state: every endpoint of the state shares it, so one ep:run() serves
- * them all. `L` is the thread that is stepping it, which hooks call back on. */
-typedef struct lsip_loop {
-	sip_loop *loop;
-	lua_State *L;
-	int stepping;
-} lsip_loop;
 
 typedef struct lsip_timer {
 	sip_timer t;
@@ -36,6 +30,7 @@ typedef struct lsip_ep {
 	int router, epobj, pool;
 	uint32_t handled;   /* bit per sip_method with a handler of its own (bit 0: others) */
 	int has_dialogs;    /* the Lua side holds UA dialogs: in-dialog requests go to it */
+	struct held *held;  /* in-dialog requests waiting for a DNS answer (relay_in_core) */
 	int relay_in_dialog;   /* the router's in-dialog requests are relayed by the core */
 	/* the last source formatted: requests come from the same few peers */
 	sip_tp_kind src_kind;
@@ -72,7 +67,18 @@ static int l_loop(lua_State *L)
 
 static lsip_loop *check_loop(lua_State *L, int i)
 {
-	return luaL_checkudata(L, i, LSIP_LOOP_MT);
+	return lsip_check_loop(L, i);
+}
+
+struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping)
+{
+	l_loop(L);
+	lsip_loop *lp = lua_touserdata(L, -1);
+	lua_pop(L, 1);   /* the registry keeps it */
+	if (!lp->stepping)
+		lp->L = L;
+	*stepping = &lp->L;
+	return lp->loop;
 }
 
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */
@@ -248,6 +254,37 @@ static void push_src(lua_State *L, lsip_ep *e, const sip_tp_src *src)
 	lua_pushstring(L, e->src_str);
 }
 
+/* req.tls for a request that came over TLS: { verified =, subject =, sans = { "DNS:x",
+ * "IP:x", "URI:x" ... } } from the peer's certificate ({ verified = false } without one).
+ * The message is at index msg. */
+static void attach_tls(lua_State *L, lsip_ep *e, int msg, const sip_tp_src *src)
+{
+	char subject[512], sans[1024];
+	int verified;
+	if (src->kind != SIP_TP_TLS ||
+	    sip_tp_tls_peer(sip_ep_transport(e->ep), src->conn_id, &verified, subject,
+			    sizeof subject, sans, sizeof sans) < 0)
+		return;
+	lua_createtable(L, 0, 3);
+	lua_pushboolean(L, verified);
+	lua_setfield(L, -2, "verified");
+	if (subject[0]) {
+		lua_pushstring(L, subject);
+		lua_setfield(L, -2, "subject");
+	}
+	lua_newtable(L);
+	int i = 0;
+	for (const char *p = sans; *p;) {
+		const char *q = strstr(p, ", ");
+		size_t n = q ? (size_t)(q - p) : strlen(p);
+		lua_pushlstring(L, p, n);
+		lua_rawseti(L, -2, ++i);
+		p += n + (q ? 2 : 0);
+	}
+	lua_setfield(L, -2, "sans");
+	lua_setfield(L, msg, "tls");
+}
+
 /* A request the router takes with nothing for the Lua dispatcher to do first: no UA
  * dialog it could belong to (no To tag, or no dialogs at all) and no handler of its own for
  * the method. §16.4 preprocessing is done here (run_router). */
@@ -289,14 +326,128 @@ static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
 	return sip_proxy_prepare(ep, m, kind, family, rr);
 }
 
+/* An in-dialog request relay_in_core could not send yet: its next hop is a name the
+ * resolver has not cached. The name is looked up in the loop, then the request relayed. */
+typedef struct held {
+	struct held *prev, *next;
+	lsip_ep *e;
+	uint64_t st_id;      /* its server transaction (0: an ACK, which has none) */
+	uint64_t lookup;
+	char *buf;           /* the request as it came */
+	size_t len;
+	int starting, answered;   /* the answer came inside sip_dns_locate */
+	int code;                 /* 0: relay it; 404 or 503: answer it so */
+} held;
+
+static void held_free(held *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		h->e->held = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	free(h->buf);
+	free(h);
+}
+
+static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m, int may_wait);
+
+/* The lookup is over: relay the request (the answer is cached now), or answer it 404 when
+ * nothing is there, 503 when the lookup failed (§4); then h goes. */
+static void held_run(held *h)
+{
+	lsip_ep *e = h->e;
+	sip_endpoint *ep = e->ep;
+	sip_txn *st = h->st_id ? sip_ep_txn(ep, h->st_id) : NULL;
+	sip_msg m;
+	const char *perr;
+	if ((!h->st_id || (st && sip_txn_unanswered(st))) &&
+	    sip_msg_parse(&m, h->buf, h->len, 0, 0, NULL, &perr) == 0) {
+		if (!h->code)
+			relay_in_core(e, st, &m, 0);
+		else if (st)
+			sip_ep_reply_code(ep, st, &m, h->code, NULL);
+		sip_msg_free(&m);
+	}
+	held_free(h);
+}
+
+static void held_located(void *arg, const sip_dns_target *t, unsigned n, const char *err)
+{
+	held *h = arg;
+	h->code = n ? 0 : err && (strncmp(err, "no such", 7) == 0 || strncmp(err, "no address", 10) == 0) ?
+		  404 : 503;
+	if (h->starting)
+		h->answered = 1;   /* inside sip_dns_locate: hold_for_dns runs it once that returns */
+	else
+		held_run(h);
+}
+
+/* Hold m until its next hop (the top Route, else the Request-URI, of pre: m as §16.4 left
+ * it) is looked up: 0, or -1. */
+static int hold_for_dns(lsip_ep *e, sip_txn *st, const sip_msg *m, const sip_msg *pre)
+{
+	sip_dns *dns = sip_ep_dns(e->ep);
+	sip_pl hop = pre->new_uri.n ? pre->new_uri : pre->uri, item;
+	size_t pos = 0;
+	sip_addr a;
+	const char *err;
+	int ri = pre->first[SIP_HDR_ROUTE];
+	if (ri >= 0 && sip_list_next(pre->hdrs[ri].value, &pos, &item) &&
+	    sip_addr_parse(&a, item, &err) == 0)
+		hop = a.uri;
+	held *h = dns ? calloc(1, sizeof *h) : NULL;
+	if (!h || !(h->buf = sip_msg_print_alloc(m, 0, &h->len))) {
+		free(h);
+		return -1;
+	}
+	h->e = e;
+	h->st_id = st ? sip_txn_id(st) : 0;
+	h->next = e->held;
+	if (e->held)
+		e->held->prev = h;
+	e->held = h;
+	char uri[512];
+	if (hop.n >= sizeof uri) {
+		held_free(h);
+		return -1;
+	}
+	memcpy(uri, hop.p, hop.n);   /* (hop points into pre, which the caller frees) */
+	uri[hop.n] = 0;
+	h->starting = 1;
+	h->lookup = sip_dns_locate(dns, uri, hop.n, SIP_DNS_UDP | SIP_DNS_TCP, held_located, h, &err);
+	h->starting = 0;
+	if (!h->lookup) {
+		held_free(h);
+		return -1;
+	}
+	if (h->answered)
+		held_run(h);
+	return 0;
+}
+
+/* ep_close: what waits for DNS is dropped. */
+static void drop_held(lsip_ep *e)
+{
+	sip_dns *dns = e->ep ? sip_ep_dns(e->ep) : NULL;
+	while (e->held) {
+		if (dns)
+			sip_dns_cancel(dns, e->held->lookup);
+		held_free(e->held);
+	}
+}
+
 /* What req:relay(nil, { wait = false }) does, for a request in a dialog (a To tag) that no
  * script sees: §16.4 (done by the caller's preprocess on its copy), §16.3, Max-Forwards,
  * then along the Route set or to the Request-URI, statelessly for an ACK. The usual first
  * step of a route script (Kamailio's loose_route), for ep:route(fn, { relay_in_dialog }).
  * Only along our Record-Route of its dialog (its tag checked by §16.4 preprocessing): 1 when
  * relayed or answered, 0 when not, and the router decides (a contact it holds, or a
- * refusal), since anyone can write a To tag. */
-static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
+ * refusal), since anyone can write a To tag. A next hop named by a name the resolver has
+ * not cached waits for its lookup (may_wait), then goes on (held_run).
+ */
+static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m, int may_wait)
 {
 	sip_endpoint *ep = e->ep;
 	sip_msg c;
@@ -323,13 +474,17 @@ static int relay_in_core(lsip_ep *e, sip_txn *st, const sip_msg *m)
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	if (!st || c.method_id == SIP_METHOD_ACK) {
-		sip_proxy_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err);
+		if (sip_proxy_relay_stateless(ep, NULL, &c, sip_pl_make(NULL, 0), &o, &err) &&
+		    err == sip_dns_uncached && may_wait)
+			hold_for_dns(e, NULL, m, &c);
 		goto out;
 	}
 	sip_pl target = c.uri;
 	int done;
-	if (!sip_proxy_relay(ep, st, &c, &target, 1, &o, &done, &err))
-		sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
+	if (!sip_proxy_relay(ep, st, &c, &target, 1, &o, &done, &err)) {
+		if (err != sip_dns_uncached || !may_wait || hold_for_dns(e, st, m, &c))
+			sip_ep_reply_code(ep, st, &c, 400, NULL);   /* a target we cannot reach */
+	}
 out:
 	sip_msg_free(&c);
 	return 1;
@@ -363,6 +518,7 @@ static void run_router(lua_State *L, lsip_ep *e, sip_txn *st, const sip_msg *m,
 	push_src(co, e, src);
 	lsip_msg_attach(co, 2, 3, st ? (lua_Integer)sip_txn_id(st) : 0, 4);
 	lua_settop(co, 2);
+	attach_tls(co, e, 2, src);
 	if (preprocess_or_answer(e->ep, st, lsip_checkmsg(co, 2))) {
 		lua_settop(co, 0);
 		lua_settop(L, top);
@@ -388,7 +544,7 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 	lua_State *L = e->lp->L;
 	if (fast_path(e, st, m)) {
 		if (e->relay_in_dialog && m->to_tag.n && m->method_id != SIP_METHOD_REGISTER &&
-		    relay_in_core(e, st, m))
+		    relay_in_core(e, st, m, 1))
 			return;
 		run_router(L, e, st, m, src);
 		return;
@@ -399,6 +555,7 @@ static void hook_request(void *ud, sip_txn *st, const sip_msg *m, const sip_tp_s
 		lua_pop(L, 1);
 		return;
 	}
+	attach_tls(L, e, lua_gettop(L), src);
 	lua_pushinteger(L, st ? (lua_Integer)sip_txn_id(st) : 0);
 	push_src(L, e, src);
 	call_handler(L, 3, "request handler");
@@ -533,6 +690,12 @@ static lsip_ep *check_ep(lua_State *L, int i)
 	return e;
 }
 
+struct sip_endpoint *lsip_endpoint(lua_State *L, int idx)
+{
+	lsip_ep *e = luaL_testudata(L, idx, LSIP_EP_MT);
+	return e ? e->ep : NULL;
+}
+
 static unsigned opt_uint(lua_State *L, int t, const char *k, unsigned def)
 {
 	unsigned v = def;
@@ -568,6 +731,7 @@ static int l_endpoint(lua_State *L)
 	cfg.tp.idle_ms = opt_uint(L, 2, "idle_timeout_ms", cfg.tp.idle_ms);
 	cfg.tp.partial_ms = opt_uint(L, 2, "partial_timeout_ms", cfg.tp.partial_ms);
 	cfg.tp.reuse_port = (int)opt_uint(L, 2, "reuse_port", 0);
+	cfg.tp.max_conns_per_ip = opt_uint(L, 2, "max_connections_per_ip", 0);
 	if (cfg.t1 == 0 || cfg.t2 < cfg.t1)
 		return luaL_error(L, "bad timers: need 0 < t1 <= t2");
 
@@ -606,8 +770,10 @@ static int ep_listen(lua_State *L)
 		k = SIP_TP_UDP;
 	else if (strcmp(kind, "tcp") == 0)
 		k = SIP_TP_TCP;
+	else if (strcmp(kind, "tls") == 0)
+		k = SIP_TP_TLS;
 	else
-		return luaL_argerror(L, 2, "udp or tcp expected");
+		return luaL_argerror(L, 2, "udp, tcp or tls expected");
 	if (port < 0 || port > 65535)
 		return luaL_argerror(L, 4, "port out of range");
 	const char *err;
@@ -618,6 +784,52 @@ static int ep_listen(lua_State *L)
 		return 2;
 	}
 	lua_pushinteger(L, idx);
+	return 1;
+}
+
+/* ep:set_tls{ cert =, key =, ca =, verify = true, client = "optional"|"require"|"none",
+ * handshake_timeout_ms =, max_handshakes = } -> true | nil, err: before any TLS listener or
+ * TLS request; loads the files now. */
+static int ep_set_tls(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	sip_tls_config c;
+	sip_tls_config_default(&c);
+	lua_getfield(L, 2, "cert");
+	lua_getfield(L, 2, "key");
+	lua_getfield(L, 2, "ca");
+	c.cert = luaL_optstring(L, -3, NULL);
+	c.key = luaL_optstring(L, -2, NULL);
+	c.ca = luaL_optstring(L, -1, NULL);
+	if (lua_getfield(L, 2, "verify") != LUA_TNIL)
+		c.verify = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	static const char *const modes[] = { "none", "optional", "require", NULL };
+	lua_getfield(L, 2, "client");
+	c.client_auth = (sip_tls_client_auth)luaL_checkoption(L, -1, "optional", modes);
+	lua_pop(L, 1);
+	c.handshake_ms = opt_uint(L, 2, "handshake_timeout_ms", c.handshake_ms);
+	c.max_handshakes = opt_uint(L, 2, "max_handshakes", c.max_handshakes);
+	char err[256];
+	sip_tls *t = sip_tls_new(&c, err, sizeof err);
+	lua_settop(L, 2);
+	if (!t) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	sip_tp_set_tls(sip_ep_transport(e->ep), t);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:conn_open(conn_id) -> whether that TCP/TLS connection is still open */
+static int ep_conn_open(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	lua_pushboolean(L, sip_tp_conn_open(sip_ep_transport(e->ep),
+					    (uint32_t)luaL_checkinteger(L, 2)));
 	return 1;
 }
 
@@ -685,6 +897,40 @@ static int ep_reply_stateless(lua_State *L)
 	if (sip_ep_reply_stateless(e->ep, res, &src, &err))
 		return fail(L, err);
 	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ep:flow(request, contact_uri) -> conn_id | nil, why: a request that came over TCP or TLS
+ * (a REGISTER) makes its connection the way to contact_uri, when that URI is reached over
+ * the same transport: what is sent there goes on that connection while it is open (see
+ * sip_tp_alias). The id is for ep:conn_open(). */
+static int ep_flow(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	lsip_checkmsg(L, 2);
+	size_t n = 0, ul;
+	const char *uri = luaL_checklstring(L, 3, &ul);
+	const char *s = lsip_msg_blob(L, 2, &n), *err;
+	sip_tp_src src;
+	sip_dest d;
+	if (!s || read_src_blob(s, n, &src))
+		return fail(L, "the request did not arrive on an endpoint");
+	if (!sip_tp_stream(src.kind))
+		return fail(L, "not over a connection");
+	sip_uri u;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	if (sip_uri_parse(&u, sip_pl_make(uri, ul), &err))
+		return fail(L, err);
+	if (sip_ip_literal(u.host, 0, &ss, &sl))
+		return fail(L, "the contact's host is a name");   /* not looked up here: it would block */
+	if (sip_ep_resolve(e->ep, uri, ul, &d, &err))
+		return fail(L, err);
+	if (d.kind != src.kind)
+		return fail(L, "the contact is on another transport");
+	if (sip_tp_alias(sip_ep_transport(e->ep), src.conn_id, (struct sockaddr *)&d.addr, d.len))
+		return fail(L, "connection closed");
+	lua_pushinteger(L, src.conn_id);
 	return 1;
 }
 
@@ -858,8 +1104,10 @@ static int relay_request(lua_State *L)
 		lua_pushliteral(L, "answered");
 		return 2;
 	}
-	if (prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
+	if (!u->prepared &&
+	    prepare_relay(e->ep, st, m, lua_isnoneornil(L, 7) ? -1 : lua_toboolean(L, 7)))
 		return luaL_error(L, "out of memory");
+	u->prepared = 1;   /* a request relayed again (keep_failure) is not prepared twice */
 	sip_relay_opts o;
 	memset(&o, 0, sizeof o);
 	o.next_hop = luaL_optlstring(L, 4, NULL, &o.next_hop_len);
@@ -925,6 +1173,7 @@ static int relay_request(lua_State *L)
 	o.done = flags & 1 ? hook_relayed : NULL;
 	o.branch = flags & 2 ? hook_relay_branch : NULL;
 	o.ud = e;
+	o.keep_failure = (flags & 4) != 0;
 	int done;
 	uint64_t id = sip_proxy_relay(e->ep, st, m, targets, n, &o, &done, &err);
 	if (!id) {
@@ -932,7 +1181,7 @@ static int relay_request(lua_State *L)
 		lua_pushstring(L, err);
 		return 2;
 	}
-	if (done || !o.done)
+	if ((done && !o.keep_failure) || !o.done)
 		u->replied_final = 1;   /* the core answers upstream from here on */
 	lua_pushinteger(L, (lua_Integer)id);
 	lua_pushboolean(L, done);
@@ -1022,6 +1271,14 @@ static int ep_preprocess(lua_State *L)
 	return 1;
 }
 
+/* ep:set_dns(resolver | nil): the resolver whose cache names in URIs are taken from */
+static int ep_set_dns(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_ep_set_dns(e->ep, lua_isnoneornil(L, 2) ? NULL : lsip_check_dns(L, 2));
+	return 0;
+}
+
 /* ep:set_has_dialogs(bool): whether in-dialog requests must go through the Lua dispatcher */
 static int ep_set_has_dialogs(lua_State *L)
 {
@@ -1044,6 +1301,19 @@ static int ep_cancel(lua_State *L)
 	return 1;
 }
 
+/* ep:abandon(txn_id) -> true | nil, err: a non-INVITE client transaction ends now */
+static int ep_abandon(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	sip_txn *t = check_txn(L, e, 2);
+	if (!t)
+		return fail(L, "the transaction is gone");
+	if (sip_ep_abandon(e->ep, t))
+		return fail(L, "not a non-INVITE client transaction");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* ep:txn_state(txn_id) -> state name | nil */
 static int ep_txn_state(lua_State *L)
 {
@@ -1052,7 +1322,8 @@ static int ep_txn_state(lua_State *L)
 	if (!t)
 		return 0;
 	lua_pushstring(L, sip_txn_state_name(sip_txn_state_get(t)));
-	return 1;
+	lua_pushinteger(L, sip_txn_last_status(t));   /* 0 before any response */
+	return 2;
 }
 
 static void set_int(lua_State *L, const char *k, lua_Integer v)
@@ -1088,6 +1359,8 @@ static int ep_stats(lua_State *L)
 	set_int(L, "tcp_in", (lua_Integer)t.tcp_in);
 	set_int(L, "tcp_out", (lua_Integer)t.tcp_out);
 	set_int(L, "dropped", (lua_Integer)t.dropped);
+	set_int(L, "tls_handshakes", t.handshakes);
+	set_int(L, "tls_failed", (lua_Integer)t.tls_failed);
 	return 1;
 }
 
@@ -1097,6 +1370,7 @@ static int ep_close(lua_State *L)
 	if (!e->lp->stepping)
 		e->lp->L = L;
 	if (e->ep) {
+		drop_held(e);
 		sip_ep_free(e->ep);
 		e->ep = NULL;
 		luaL_unref(L, LUA_REGISTRYINDEX, e->handlers);
@@ -1133,12 +1407,13 @@ static const luaL_Reg loop_methods[] = {
 static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NULL } };
 
 static const luaL_Reg ep_methods[] = {
-	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "reply", ep_reply },
+	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "set_tls", ep_set_tls },
+	{ "conn_open", ep_conn_open }, { "flow", ep_flow }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
-	{ "cancel", ep_cancel }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
+	{ "cancel", ep_cancel }, { "abandon", ep_abandon }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },
 	{ "is_local", ep_is_local }, { "preprocess", ep_preprocess },
-	{ "set_has_dialogs", ep_set_has_dialogs },
+	{ "set_has_dialogs", ep_set_has_dialogs }, { "set_dns", ep_set_dns },
 	{ "set_rate_limit", ep_set_rate_limit }, { "rate_limit", ep_rate_limit },
 	{ "close", ep_close }, { NULL, NULL },
 };

@@ -38,7 +38,7 @@ static void init_udata(lsip_msg *u, int plain)
 	u->magic = LSIP_MSG_MAGIC;
 	u->plain = (unsigned char)plain;
 	u->txn = 0;
-	u->attached = u->replied_final = u->validated = u->blob_len = 0;
+	u->attached = u->replied_final = u->validated = u->blob_len = u->prepared = 0;
 }
 
 sip_msg *lsip_msg_new(lua_State *L)

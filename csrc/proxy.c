@@ -27,14 +27,21 @@ typedef struct relay_branch {
 	unsigned target;   /* index of its target in the caller's list */
 	int status;        /* its final response, 0 before */
 	uint8_t done;      /* a final came, or never will */
+	uint8_t nalts, nextalt;   /* RFC 3263 §4.3: the other addresses of a named next hop, */
+	sip_dest *alts;           /* tried in turn when one fails (malloc'd; NULL: none), */
+	char *req;                /* with the request as first sent (a non-INVITE client */
+	size_t reqlen;            /* transaction lets go of it on its final response) */
 } relay_branch;
+
+/* Addresses of one named next hop a branch may try (§4.3): more is a zone spraying. */
+#define RELAY_ALTS_MAX 8
 
 struct sip_relay {
 	sip_endpoint *ep;
 	uint64_t id;
 	sip_txn *st;              /* the server transaction; NULL once gone */
 	sip_dest up;              /* where responses go upstream (late 2xx go statelessly) */
-	uint8_t invite, answered, cancelled, finished;
+	uint8_t invite, answered, cancelled, finished, keep_failure;
 	uint8_t timer_c;          /* t_timeout is Timer C: 101-199 start it again */
 	unsigned nbranches, live, refs;
 	sip_msg best;             /* owned copy of the best final so far (or the first 2xx) */
@@ -47,6 +54,7 @@ struct sip_relay {
 	void *ud;
 	const sip_txn_user *st_user;   /* st's owner before the relay took it over */
 	void *st_arg;
+	uint64_t deadline;        /* non-INVITE: no new target after 64*T1 (§4.3) */
 	relay_branch br[];
 };
 
@@ -57,6 +65,10 @@ static void relay_unref(sip_relay *r)
 	sip_timer_stop(sip_ep_loop(r->ep), &r->t_timeout);
 	if (r->has_best)
 		sip_msg_free(&r->best);
+	for (unsigned i = 0; i < r->nbranches; i++) {
+		free(r->br[i].alts);
+		free(r->br[i].req);
+	}
 	free(r->chal);
 	free(r);
 }
@@ -191,6 +203,15 @@ static void detach(sip_relay *r)
 		}
 }
 
+/* keep_failure: the server transaction is the TU's again, unanswered */
+static void release_st(sip_relay *r)
+{
+	sip_txn_set_user(r->st, r->st_user, r->st_arg);
+	sip_txn_set_proxied(r->st, 0);
+	r->st = NULL;
+	r->refs--;
+}
+
 /* Every branch has its final: the outcome goes upstream (unless a 2xx went already), and to
  * the TU when it waits. */
 static void finish(sip_relay *r)
@@ -198,6 +219,13 @@ static void finish(sip_relay *r)
 	sip_endpoint *ep = r->ep;
 	r->finished = 1;
 	sip_timer_stop(sip_ep_loop(ep), &r->t_timeout);
+	if (r->keep_failure && !r->answered && !r->cancelled && r->st) {
+		release_st(r);
+		if (r->done && !sip_ep_closing(ep))
+			r->done(r->ud, r->id, r->has_best ? &r->best : NULL);
+		detach(r);
+		return;
+	}
 	if (r->answered || !r->has_best) {
 		/* no final at all (branches ended without one): 408, or 487 after a CANCEL */
 		if (!r->answered && !r->has_best && r->st && !sip_ep_closing(ep))
@@ -251,6 +279,67 @@ static void finish(sip_relay *r)
 
 static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res);
 static void timeout_handler(void *arg);
+static const sip_txn_user branch_user;
+
+/* The Via a failed sip_ep_request_for pushed (its branch starts as ours), taken off. */
+static void drop_own_via(sip_msg *m, const char *branch)
+{
+	if (m->branch.n == 30 && memcmp(m->branch.p, branch, 22) == 0)
+		sip_msg_remove_top_via(m);
+}
+
+/* RFC 3263 §4.3: a 503, or a final the core made because nobody answered (a transport
+ * error, an ICMP unreachable, Timer B/F: no To tag), moves a branch whose next hop was a
+ * name on to its next address, with a new branch id, while the transaction has time. */
+static int may_fail_over(sip_relay *r, relay_branch *b, const sip_msg *res)
+{
+	int s = res->status;
+	return (s == 503 || (s == 408 && res->to_tag.n == 0)) && b->nextalt < b->nalts &&
+	       b->ct && b->req && !r->answered && !r->cancelled && !r->finished &&
+	       !sip_ep_closing(r->ep) && (r->invite || sip_loop_now(sip_ep_loop(r->ep)) < r->deadline);
+}
+
+/* The branch's request again, toward its next address: 0 when one took it. */
+static int fail_over(sip_relay *r, unsigned bi)
+{
+	sip_endpoint *ep = r->ep;
+	relay_branch *b = &r->br[bi];
+	sip_txn *old = b->ct;
+	sip_msg m;
+	const char *err;
+	sip_ep_avoid(ep, sip_txn_dest(old));
+	if (sip_msg_parse(&m, b->req, b->reqlen, 0, 0, NULL, &err))
+		return -1;
+	char branch[31];
+	if (m.branch.n != 30 || memcmp(m.branch.p, "z9hG4bKls", 9) != 0) {
+		sip_msg_free(&m);
+		return -1;
+	}
+	memcpy(branch, m.branch.p, 22);   /* the loop hash stays, the rest is new */
+	branch[30] = 0;
+	sip_msg_remove_top_via(&m);
+	int ok = -1;
+	while (ok && b->nextalt < b->nalts) {
+		sip_dest d = b->alts[b->nextalt++];
+		sip_unique_hex(branch + 22, 8);
+		sip_txn *ct = sip_ep_request_for(ep, &m, &d, SIP_VIA_PUSH, branch, &branch_user, b,
+						 &err);
+		if (!ct) {
+			sip_ep_avoid(ep, &d);
+			drop_own_via(&m, branch);
+			continue;
+		}
+		sip_txn_set_user(old, NULL, NULL);   /* what it still gets is no longer this branch's */
+		r->refs--;
+		b->ct = ct;
+		r->refs++;
+		ok = 0;
+	}
+	sip_msg_free(&m);
+	if (!ok)
+		sip_logf(sip_ep_log(ep), "relay: branch %u failed over to its next address", bi);
+	return ok;
+}
 
 /* A response on a branch's client transaction. */
 static void branch_response(void *arg, sip_txn *ct, const sip_msg *res)
@@ -282,6 +371,8 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 			forward_up(r, res, 1);
 		return;
 	}
+	if (b->nalts && may_fail_over(r, b, res) && fail_over(r, bi) == 0)
+		return;
 	b->done = 1;
 	b->status = s;
 	r->live--;
@@ -303,7 +394,8 @@ static void relay_response(sip_relay *r, unsigned bi, const sip_msg *res)
 		if (is_challenge(s))   /* §16.7 step 7: from the other 401s and 407s only */
 			keep_challenges(r, bi, res);
 		if (!r->answered && (!r->has_best || better(s, r->best.status))) {
-			if (r->live == 0 && !r->done && r->nbranches == 1 && s != 503) {
+			if (r->live == 0 && !r->done && !r->keep_failure && r->nbranches == 1 &&
+			    s != 503) {
 				/* the only branch: its final goes up as it is, no copy kept */
 				r->finished = 1;
 				sip_timer_stop(sip_ep_loop(ep), &r->t_timeout);
@@ -447,7 +539,7 @@ static void stateless_branch(const sip_via *up, const sip_msg *m, char out[SL_BR
 /* Is this Via's sent-by one of our listeners? */
 static int via_is_ours(sip_endpoint *ep, const sip_via *v)
 {
-	return sip_ep_is_listener(ep, v->host, v->port ? v->port : 5060);
+	return sip_ep_is_listener(ep, v->host, sip_via_port(v));
 }
 
 #define ROUTES_MAX 32
@@ -729,6 +821,25 @@ void sip_proxy_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *req, int cod
 	sip_ep_reply_code(ep, st, req, code, o ? extra : NULL);
 }
 
+/* A request for a sips: URI: its Request-URI, or its top Route, is one (§16.6 step 4) */
+static int sips_request(const sip_msg *req)
+{
+	sip_pl ruri = req->new_uri.n ? req->new_uri : req->uri, item;
+	int ri = req->first[SIP_HDR_ROUTE];
+	size_t pos = 0;
+	if (ruri.n > 5 && strncasecmp(ruri.p, "sips:", 5) == 0)
+		return 1;
+	if (ri < 0 || !sip_list_next(req->hdrs[ri].value, &pos, &item))
+		return 0;
+	while (item.n && (*item.p == '<' || *item.p == ' ' || *item.p == '"')) {
+		if (*item.p == '"')   /* a display name: skip to the URI */
+			return memmem(item.p, item.n, "<sips:", 6) != NULL;
+		item.p++;
+		item.n--;
+	}
+	return item.n > 5 && strncasecmp(item.p, "sips:", 5) == 0;
+}
+
 int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
 {
 	if (sip_msg_decrement_max_forwards(req) < 0)   /* §16.6 step 3 */
@@ -742,14 +853,17 @@ int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int fami
 	const char *sb = sip_ep_sent_by(ep, kind, family);
 	if (!sb)
 		return -1;
-	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"] ">", without snprintf (hot path) */
-	static const char tcp[] = ";transport=tcp";
+	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"|";transport=tls"] ">", without
+	 * snprintf (hot path); "<sips:" when the Request-URI or the top Route is sips: (§16.6
+	 * step 4 asks for it then; a sips: one otherwise would push TLS on hops that have none) */
+	static const char tcp[] = ";transport=tcp", tls[] = ";transport=tls";
 	char v[160];
 	size_t sl = strlen(sb), len = 0;
-	if (sl + sizeof tcp + 9 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
+	if (sl + sizeof tcp + 10 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
 		return -1;
-	memcpy(v, "<sip:", 5);
-	len = 5;
+	int sips = kind == SIP_TP_TLS && sips_request(req);
+	memcpy(v, sips ? "<sips:" : "<sip:", 5 + (size_t)sips);
+	len = 5 + (size_t)sips;
 	memcpy(v + len, sb, sl);
 	len += sl;
 	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
@@ -757,8 +871,8 @@ int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int fami
 	if (rr_tag(req->call_id, req->from_tag, v + len))
 		return -1;
 	len += RR_TAG_LEN;
-	if (kind == SIP_TP_TCP) {
-		memcpy(v + len, tcp, sizeof tcp - 1);
+	if (kind == SIP_TP_TCP || (kind == SIP_TP_TLS && !sips)) {
+		memcpy(v + len, kind == SIP_TP_TCP ? tcp : tls, sizeof tcp - 1);
 		len += sizeof tcp - 1;
 	}
 	v[len++] = '>';
@@ -769,8 +883,8 @@ int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int fami
  * Request-URI (o->next_hop overrides both). A first Route without lr names a strict router,
  * which wants its own URI as the Request-URI: m is rewritten so (strict_route), and goes
  * there all the same. 0, or -1 with *err. */
-static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
-		    const char **err)
+static int next_hop_list(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
+			 unsigned max, unsigned *n, const char **err)
 {
 	sip_pl target = m->new_uri.n ? m->new_uri : m->uri, item, lr;
 	int ri = m->first[SIP_HDR_ROUTE];
@@ -784,9 +898,29 @@ static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_d
 		    !sip_param_get(u.params, "lr", &lr) && strict_route(m, a.uri, err))
 			return -1;
 	}
-	if (o->next_hop)
-		return sip_ep_resolve(ep, o->next_hop, o->next_hop_len, d, err);
-	return sip_ep_resolve(ep, target.p, target.n, d, err);
+	int r = o->next_hop ? sip_ep_resolve_list(ep, o->next_hop, o->next_hop_len, d, max, n, err) :
+			      sip_ep_resolve_list(ep, target.p, target.n, d, max, n, err);
+	/* §26.2.2: a request for a sips: URI goes over TLS on every hop, or not at all */
+	sip_pl ruri = m->new_uri.n ? m->new_uri : m->uri;
+	if (r == 0 && ruri.n > 5 && strncasecmp(ruri.p, "sips:", 5) == 0) {
+		unsigned k = 0;
+		for (unsigned i = 0; i < *n; i++)
+			if (d[i].kind == SIP_TP_TLS)
+				d[k++] = d[i];
+		*n = k;
+		if (!k) {
+			*err = SIP_ERR_SIPS_PLAIN;
+			return -1;
+		}
+	}
+	return r;
+}
+
+static int next_hop(sip_endpoint *ep, sip_msg *m, const sip_relay_opts *o, sip_dest *d,
+		    const char **err)
+{
+	unsigned n;
+	return next_hop_list(ep, m, o, d, 1, &n, err);
 }
 
 static int stateless_response(void *arg, const sip_msg *res);
@@ -827,7 +961,8 @@ int sip_proxy_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_p
  * the sent-by host; to the rport value, else the sent-by port. */
 static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char **err)
 {
-	int tcp = sip_pl_casecmp(v->transport, "TCP");
+	int tls = sip_pl_casecmp(v->transport, "TLS");
+	int tcp = tls || sip_pl_casecmp(v->transport, "TCP");
 	if (!tcp && !sip_pl_casecmp(v->transport, "UDP")) {
 		*err = "unsupported transport";
 		return -1;
@@ -837,7 +972,7 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 	socklen_t mal;
 	int maddr_ok = !tcp && v->maddr.n && sip_ip_literal(v->maddr, 0, &ma, &mal) == 0;
 	sip_pl host = maddr_ok ? v->maddr : v->received.n ? v->received : v->host;
-	int port = v->rport > 0 ? v->rport : v->port ? v->port : 5060;
+	int port = v->rport > 0 ? v->rport : v->port ? v->port : tls ? SIP_TLS_PORT : 5060;
 	char uri[300];
 	int v6 = host.p[0] != '[' && memchr(host.p, ':', host.n) != NULL;   /* a bare received */
 	if (!host.n || host.n > 256) {
@@ -845,7 +980,7 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		return -1;
 	}
 	int n = snprintf(uri, sizeof uri, "sip:%s%.*s%s:%d%s", v6 ? "[" : "", (int)host.n, host.p,
-			 v6 ? "]" : "", port, tcp ? ";transport=tcp" : "");
+			 v6 ? "]" : "", port, tls ? ";transport=tls" : tcp ? ";transport=tcp" : "");
 	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
 }
 
@@ -950,7 +1085,9 @@ uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_
 	r->done = o->done;
 	r->branch = o->branch;
 	r->ud = o->ud;
+	r->keep_failure = (uint8_t)(o->keep_failure != 0);
 	r->refs = 1;   /* ours, until the branches are started */
+	r->deadline = sip_loop_now(sip_ep_loop(ep)) + 64 * (uint64_t)sip_ep_config_get(ep)->t1;
 	sip_timer_init(&r->t_timeout);
 
 	char branch[9 + 12 + 1 + 8 + 1];
@@ -969,24 +1106,47 @@ uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_
 	for (unsigned i = 0; i < n; i++) {
 		sip_msg c, *m = req;
 		sip_hdr slots[SIP_MSG_SLOTS];
-		if (i + 1 < n) {
+		if (i + 1 < n || o->keep_failure) {
 			if (sip_msg_clone(&c, slots, SIP_MSG_SLOTS, req, &why))
 				continue;
 			m = &c;
 		}
 		sip_pl cur = m->new_uri.n ? m->new_uri : m->uri;
-		sip_dest d;
+		sip_dest d[RELAY_ALTS_MAX];
+		unsigned nd = 0, k = 0;
 		int ok = (sip_pl_eq(cur, targets[i]) || sip_msg_set_uri(m, targets[i].p, targets[i].n) == 0) &&
-			 binding_route(m, o, i, &why) == 0 &&
-			 (binding_flow(ep, m, o, i, &d) || next_hop(ep, m, o, &d, &why) == 0);
+			 binding_route(m, o, i, &why) == 0;
+		if (ok && binding_flow(ep, m, o, i, &d[0]))
+			nd = 1;
+		else if (ok)
+			ok = next_hop_list(ep, m, o, d, RELAY_ALTS_MAX, &nd, &why) == 0;
 		if (ok) {
 			relay_branch *b = &r->br[r->nbranches];
 			b->target = i;
 			usable++;
-			sip_unique_hex(branch + 22, 8);
+			sip_txn *ct = NULL;
 			b->r = r;
-			sip_txn *ct = sip_ep_request_for(ep, m, &d, SIP_VIA_PUSH, branch, &branch_user,
-							 b, &why);
+			/* a named next hop: its addresses in turn until one takes the request, the
+			 * rest kept for §4.3 failover */
+			while (!ct && k < nd) {
+				sip_unique_hex(branch + 22, 8);
+				ct = sip_ep_request_for(ep, m, &d[k], SIP_VIA_PUSH, branch, &branch_user,
+							b, &why);
+				if (!ct && k + 1 < nd) {
+					sip_ep_avoid(ep, &d[k]);
+					drop_own_via(m, branch);   /* the next try pushes its own */
+				}
+				k++;
+			}
+			size_t outlen;
+			const char *out = ct && k < nd ? sip_txn_out(ct, &outlen) : NULL;
+			if (out && (b->alts = malloc((nd - k) * sizeof d[0])) != NULL &&
+			    (b->req = malloc(outlen)) != NULL) {
+				memcpy(b->alts, &d[k], (nd - k) * sizeof d[0]);
+				b->nalts = (uint8_t)(nd - k);
+				memcpy(b->req, out, outlen);
+				b->reqlen = outlen;
+			}
 			if (ct) {
 				b->ct = ct;
 				r->live++;
@@ -1014,9 +1174,13 @@ uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_
 		/* every branch failed at once: 408 upstream, and nothing to wait for */
 		r->finished = 1;
 		*done = 1;
-		if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
-			sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
-		sip_txn_server_reply_code(st, req, 408, NULL);
+		if (r->keep_failure) {
+			release_st(r);   /* nothing went out: the TU tries elsewhere or answers */
+		} else {
+			if (req->branch.n == 30 && memcmp(req->branch.p, branch, 22) == 0)
+				sip_msg_remove_top_via(req);   /* the Via our failed branch pushed */
+			sip_txn_server_reply_code(st, req, 408, NULL);
+		}
 		detach(r);
 	} else if (o->timeout_ms && r->invite) {
 		sip_timer_start(sip_ep_loop(ep), &r->t_timeout, o->timeout_ms, timeout_handler, r);

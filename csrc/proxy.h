@@ -7,6 +7,9 @@
 
 typedef struct sip_relay sip_relay;
 
+/* The reason a relay of a sips: request toward a hop without TLS fails (§26.2.2) */
+#define SIP_ERR_SIPS_PLAIN "sips: needs TLS on every hop"
+
 typedef struct sip_relay_opts {
 	const char *next_hop;    /* send every branch there; NULL: its top Route, else its URI */
 	size_t next_hop_len;
@@ -23,6 +26,9 @@ typedef struct sip_relay_opts {
 	const sip_pl *flows;     /* where it registered from ("sip:IP:PORT[;transport=tcp]"): the
 	                          * next hop when the branch has no Route, over UDP always, over
 	                          * TCP while a connection to it is open (else its Contact) */
+	int keep_failure;        /* no 2xx: the final goes to done only, the server transaction
+	                          * stays unanswered for another relay (a serial search, §16.6)
+	                          * or the TU's own answer; req untouched */
 } sip_relay_opts;
 
 /* Relay request req, received on server transaction st, to n target URIs in parallel

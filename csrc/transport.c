@@ -1,5 +1,7 @@
-/* transport.c: UDP and TCP sockets for SIP (RFC 3261 §18) over the epoll loop: listeners,
- * a connection table keyed by id and by peer, stream framing, keep-alives and limits. */
+/* transport.c: UDP, TCP and TLS sockets for SIP (RFC 3261 §18, §26) over the epoll loop:
+ * listeners, a connection table keyed by id and by peer, stream framing, keep-alives, limits.
+ * TLS is the TCP connection with a non-blocking OpenSSL session (tls.c) in its read and
+ * write paths; the framing above it is the same. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -7,8 +9,10 @@
 #include <linux/errqueue.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include "frame.h"
+#include "tls.h"
 #include "transport.h"
 
 /* A host has a handful of addresses, each with UDP and TCP; 16 covers that without a
@@ -41,10 +45,21 @@
 #define SIP_TP_IDLE_MS_DEFAULT (10u * 60u * 1000u)
 /* A real client writes a message in well under a second; 30 s bounds slowloris. */
 #define SIP_TP_PARTIAL_MS_DEFAULT (30u * 1000u)
+/* TLS records read per wake-up of one connection before the others get their turn (data
+ * OpenSSL has decrypted already is always read: no socket event would announce it). */
+#define SIP_TP_TLS_READS 16
+/* Failed incoming handshakes logged per second: a scan or a flood must not flood the log;
+ * the rest are only counted (stats.tls_failed). */
+#define SIP_TP_TLS_LOG_PER_S 5
+/* The least default cap on connections from one IP (a quarter of max_conns otherwise):
+ * a NAT in front of an office's phones opens one each. */
+#define SIP_TP_PER_IP_FLOOR 64u
+/* The first byte of a TLS record carrying a handshake: a ClientHello on a TCP port. */
+#define SIP_TP_TLS_HANDSHAKE_BYTE 0x16
 
 typedef struct listener {
 	sip_transport *tp;
-	sip_tp_kind kind;
+	sip_tp_kind kind;        /* UDP, TCP or TLS */
 	int fd;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -58,7 +73,14 @@ typedef struct conn {
 	int closed;          /* closed while busy: freed when the outermost handler returns */
 	int busy;
 	int want_out;        /* EPOLLOUT is in the interest set */
+	int seen;            /* some bytes came (a TCP stream's first byte is checked) */
 	sip_tp_src src;      /* kind, peer, local and conn_id, ready for callbacks */
+
+	sip_tls_session *tls;   /* TLS: the session; NULL for TCP */
+	int handshaking;        /* TLS: the handshake is not over */
+	int hs_want;            /* ... and waits for this (SIP_TLS_WANT_*) */
+	int rd_want_write;      /* TLS: a read waits for the socket to take bytes */
+	int wr_want_read;       /* TLS: a write waits for bytes to come */
 
 	char *rbuf;
 	size_t rlen, rcap;
@@ -73,7 +95,12 @@ typedef struct conn {
 	uint64_t partial_since;
 	sip_timer idle, partial;
 
-	struct conn *id_next, *peer_next, *prev, *next;
+	/* the address this incoming connection is also reached at (sip_tp_alias): a phone's
+	 * registered Contact, which cannot be connected to from here */
+	struct sockaddr_storage alias;
+	socklen_t aliaslen;   /* 0: none */
+
+	struct conn *id_next, *peer_next, *alias_next, *prev, *next;
 } conn;
 
 struct sip_transport {
@@ -82,6 +109,8 @@ struct sip_transport {
 	sip_tp_recv_fn recv;
 	sip_tp_event_fn event;
 	void *arg;
+	sip_tp_tap_fn tap;
+	void *tap_arg;
 	int freeing;         /* no callbacks while tearing down */
 	int in_udp_io;       /* a datagram callback is running: sip_tp_free defers the free */
 
@@ -90,11 +119,15 @@ struct sip_transport {
 	char *ubuf;          /* SIP_TP_UDP_MMSG buffers of max_msg + 1 bytes: one more reveals an
 	                      * oversized datagram */
 
-	conn **by_id, **by_peer;
+	conn **by_id, **by_peer, **by_alias;
 	size_t mask;         /* buckets - 1 */
 	conn *all;
 	uint32_t next_id;
 	sip_tp_stats st;
+
+	sip_tls *tls;        /* sip_tp_set_tls; NULL: no TLS */
+	uint64_t tls_log_at; /* the second the failed-handshake log count is for */
+	unsigned tls_logged;
 };
 
 sip_tp_config sip_tp_config_default(void)
@@ -170,12 +203,50 @@ static conn *find_id(sip_transport *tp, uint32_t id)
 	return NULL;
 }
 
-static conn *find_peer(sip_transport *tp, const struct sockaddr *sa)
+/* An open connection to sa of that kind. TLS with a name: a connection we opened is taken
+ * only if its server was checked against that same name (RFC 5922 §4). */
+static conn *find_alias(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind kind)
 {
-	for (conn *c = tp->by_peer[addr_hash(sa) & tp->mask]; c; c = c->peer_next)
-		if (addr_eq((const struct sockaddr *)&c->src.peer, sa))
+	for (conn *c = tp->by_alias[addr_hash(sa) & tp->mask]; c; c = c->alias_next)
+		if (c->src.kind == kind && addr_eq((const struct sockaddr *)&c->alias, sa))
 			return c;
 	return NULL;
+}
+
+static conn *find_peer(sip_transport *tp, const struct sockaddr *sa, sip_tp_kind kind,
+		       const char *name)
+{
+	for (conn *c = tp->by_peer[addr_hash(sa) & tp->mask]; c; c = c->peer_next)
+		if (c->src.kind == kind && addr_eq((const struct sockaddr *)&c->src.peer, sa) &&
+		    !(c->tls && c->src.listener < 0 && name && name[0] &&
+		      strcasecmp(sip_tls_session_name(c->tls), name) != 0))
+			return c;
+	return find_alias(tp, sa, kind);
+}
+
+static int same_ip(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return 0;
+	if (a->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+/* Incoming connections (and of them, TLS handshakes in progress) from sa's IP: a walk
+ * over the open connections, which happens once per accept and is bounded by max_conns. */
+static unsigned count_ip(sip_transport *tp, const struct sockaddr *sa, unsigned *handshakes)
+{
+	unsigned n = 0;
+	*handshakes = 0;
+	for (conn *c = tp->all; c; c = c->next)
+		if (c->src.listener >= 0 && same_ip((const struct sockaddr *)&c->src.peer, sa)) {
+			n++;
+			*handshakes += (unsigned)c->handshaking;
+		}
+	return n;
 }
 
 static uint32_t new_id(sip_transport *tp)
@@ -196,8 +267,18 @@ static void unlink_ptr(conn **head, conn *c, size_t off)
 	}
 }
 
+static void alias_remove(sip_transport *tp, conn *c)
+{
+	if (!c->aliaslen)
+		return;
+	unlink_ptr(&tp->by_alias[addr_hash((struct sockaddr *)&c->alias) & tp->mask], c,
+		   offsetof(conn, alias_next));
+	c->aliaslen = 0;
+}
+
 static void table_remove(sip_transport *tp, conn *c)
 {
+	alias_remove(tp, c);
 	unlink_ptr(&tp->by_id[c->src.conn_id & tp->mask], c, offsetof(conn, id_next));
 	unlink_ptr(&tp->by_peer[addr_hash((struct sockaddr *)&c->src.peer) & tp->mask], c,
 		   offsetof(conn, peer_next));
@@ -229,6 +310,7 @@ static void table_insert(sip_transport *tp, conn *c)
 
 static void conn_free(conn *c)
 {
+	sip_tls_session_free(c->tls);
 	free(c->rbuf);
 	free(c->wbuf);
 	free(c);
@@ -242,6 +324,10 @@ static void conn_close(conn *c, const char *ev, const char *detail)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	if (c->handshaking) {
+		c->handshaking = 0;
+		tp->st.handshakes--;
+	}
 	table_remove(tp, c);
 	sip_loop_del_fd(tp->loop, c->fd);
 	close(c->fd);
@@ -264,6 +350,20 @@ static void set_out(conn *c, int on)
 		return;
 	c->want_out = on;
 	sip_loop_mod_fd(c->tp->loop, c->fd, EPOLLIN | (on ? EPOLLOUT : 0));
+}
+
+/* Not yet for application bytes: TCP connecting, or the TLS handshake going on. */
+static int conn_ready(const conn *c)
+{
+	return !c->connecting && !c->handshaking;
+}
+
+/* EPOLLOUT when something waits for the socket to take bytes. */
+static void update_out(conn *c)
+{
+	set_out(c, c->connecting || (c->handshaking && c->hs_want == SIP_TLS_WANT_WRITE) ||
+		   c->rd_want_write ||
+		   (conn_ready(c) && c->wlen > c->woff && !c->wr_want_read));
 }
 
 static void idle_fire(void *arg)
@@ -296,8 +396,10 @@ static void partial_fire(void *arg)
 
 static void conn_io(void *arg, uint32_t events);
 
-static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, socklen_t plen,
-		      int connecting, int lidx)
+static void handshake_fire(void *arg);
+
+static conn *conn_new(sip_transport *tp, sip_tp_kind kind, int fd, const struct sockaddr *peer,
+		      socklen_t plen, int connecting, int lidx)
 {
 	conn *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -308,7 +410,7 @@ static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, so
 	c->fd = fd;
 	c->connecting = connecting;
 	c->want_out = connecting;
-	c->src.kind = SIP_TP_TCP;
+	c->src.kind = kind;
 	c->src.listener = lidx;
 	memcpy(&c->src.peer, peer, plen);
 	c->src.peerlen = plen;
@@ -328,7 +430,15 @@ static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, so
 	tp->st.conns_open++;
 	c->last_io = sip_loop_now(tp->loop);
 	sip_timer_start(tp->loop, &c->idle, tp->cfg.idle_ms, idle_fire, c);
-	if (lidx >= 0) {
+	if (kind == SIP_TP_TLS) {
+		/* the handshake (and, outgoing, the TCP connect before it) within handshake_ms;
+		 * the partial timer is free until the first message can come */
+		c->handshaking = 1;
+		c->hs_want = SIP_TLS_WANT_READ;
+		tp->st.handshakes++;
+		sip_timer_start(tp->loop, &c->partial, sip_tls_config_get(tp->tls)->handshake_ms,
+				handshake_fire, c);
+	} else if (lidx >= 0) {
 		/* A peer that connects and stays silent holds a slot: its first message is due
 		 * within partial_ms like any other, not after the (long) idle timeout. */
 		c->partial_since = c->last_io;
@@ -337,21 +447,42 @@ static conn *conn_new(sip_transport *tp, int fd, const struct sockaddr *peer, so
 	return c;
 }
 
+/* Hands bytes to the socket (TCP) or the session (TLS): how many it took, 0 when it would
+ * block, -1 after closing the connection on an error. */
+static long conn_send(conn *c, const char *buf, size_t len, const char **err)
+{
+	if (c->tls) {
+		int want = 0;
+		long n = sip_tls_write(c->tls, buf, len, &want, err);
+		c->wr_want_read = n == 0 && want == SIP_TLS_WANT_READ;
+		if (n < 0)
+			conn_close(c, "send failed", *err);
+		return n;
+	}
+	for (;;) {
+		ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			return (long)n;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		*err = strerror(errno);
+		conn_close(c, "send failed", *err);
+		return -1;
+	}
+}
+
 /* Sends what is queued; returns -1 after closing the connection. */
 static int conn_flush(conn *c)
 {
+	const char *err;
 	while (c->woff < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			conn_close(c, "send failed", strerror(errno));
+		long n = conn_send(c, c->wbuf + c->woff, c->wlen - c->woff, &err);
+		if (n < 0)
 			return -1;
-		}
+		if (n == 0)
+			break;
 		c->woff += (size_t)n;
 		c->last_io = sip_loop_now(c->tp->loop);
 	}
@@ -362,10 +493,8 @@ static int conn_flush(conn *c)
 			c->wbuf = NULL;
 			c->wcap = 0;
 		}
-		set_out(c, 0);
-	} else {
-		set_out(c, 1);
 	}
+	update_out(c);
 	return 0;
 }
 
@@ -378,19 +507,13 @@ static int conn_write(conn *c, const char *buf, size_t len, const char **err)
 		*err = "write queue full";
 		return -1;
 	}
-	if (!c->connecting && pending == 0) {
+	if (conn_ready(c) && pending == 0) {
 		while (len > 0) {
-			ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN || errno == EWOULDBLOCK)
-					break;
-				*err = strerror(errno);
-				conn_close(c, "send failed", *err);
+			long n = conn_send(c, buf, len, err);
+			if (n < 0)
 				return -1;
-			}
+			if (n == 0)
+				break;
 			buf += n;
 			len -= (size_t)n;
 		}
@@ -419,8 +542,7 @@ static int conn_write(conn *c, const char *buf, size_t len, const char **err)
 	}
 	memcpy(c->wbuf + c->wlen, buf, len);
 	c->wlen += len;
-	if (!c->connecting)
-		set_out(c, 1);
+	update_out(c);
 	return 0;
 }
 
@@ -496,6 +618,9 @@ static void conn_deliver(conn *c)
 		c->scan_from = 0;
 		tp->st.tcp_in++;
 		got = 1;
+		if (tp->tap)
+			tp->tap(tp->tap_arg, 0, c->src.kind, (struct sockaddr *)&c->src.peer,
+				(struct sockaddr *)&c->src.local, c->rbuf + off, mlen);
 		tp->recv(tp->arg, &c->src, c->rbuf + off, mlen);
 		off += mlen;
 	}
@@ -518,42 +643,140 @@ static void conn_deliver(conn *c)
 	}
 }
 
+/* Reads from the socket (TCP) or the session (TLS) into the read buffer: the bytes read,
+ * 0 when none are there, -1 after closing the connection. */
+static long conn_recv(conn *c)
+{
+	if (c->tls) {
+		int want = 0;
+		const char *err;
+		long n = sip_tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &want, &err);
+		int ww = n == 0 && want == SIP_TLS_WANT_WRITE;
+		if (ww != c->rd_want_write) {
+			c->rd_want_write = ww;
+			update_out(c);
+		}
+		/* TLS 1.3: a client is done with its handshake before the server has checked its
+		 * certificate; a refusal comes as an alert at the first read. For us, that
+		 * connection was never made. */
+		if (n < 0)
+			conn_close(c, c->src.listener < 0 && !c->seen ? "connect failed" : "conn close",
+				   err);
+		return n;
+	}
+	ssize_t n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+	if (n == 0) {
+		conn_close(c, "conn close", "closed by peer");
+		return -1;
+	}
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			conn_close(c, "conn close", strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	return (long)n;
+}
+
+/* One read (TCP: level-triggered epoll says when there is more), or TLS records until
+ * none is left inside the session. */
 static void conn_read(conn *c)
 {
 	sip_transport *tp = c->tp;
-	ssize_t n;
+	int rounds = 0;
 
-	if (c->rcap - c->rlen < SIP_TP_RBUF_INIT / 4 && c->rcap < tp->cfg.max_conn_buf) {
-		size_t cap = c->rcap ? c->rcap * 2 : SIP_TP_RBUF_INIT;
-		char *r;
+	do {
+		if (c->rcap - c->rlen < SIP_TP_RBUF_INIT / 4 && c->rcap < tp->cfg.max_conn_buf) {
+			size_t cap = c->rcap ? c->rcap * 2 : SIP_TP_RBUF_INIT;
+			char *r;
 
-		if (cap > tp->cfg.max_conn_buf)
-			cap = tp->cfg.max_conn_buf;
-		r = realloc(c->rbuf, cap);
-		if (!r) {
-			conn_close(c, "limit", "out of memory");
+			if (cap > tp->cfg.max_conn_buf)
+				cap = tp->cfg.max_conn_buf;
+			r = realloc(c->rbuf, cap);
+			if (!r) {
+				conn_close(c, "limit", "out of memory");
+				return;
+			}
+			c->rbuf = r;
+			c->rcap = cap;
+		}
+		if (c->rlen == c->rcap) {
+			conn_close(c, "limit", "read buffer full");
 			return;
 		}
-		c->rbuf = r;
-		c->rcap = cap;
-	}
-	if (c->rlen == c->rcap) {
-		conn_close(c, "limit", "read buffer full");
+		long n = conn_recv(c);
+		if (n <= 0)
+			return;
+		if (!c->seen && !c->tls && (unsigned char)c->rbuf[0] == SIP_TP_TLS_HANDSHAKE_BYTE) {
+			/* no SIP message starts so: a TLS client on the TCP port */
+			conn_close(c, "bad framing", "TLS handshake on a TCP port");
+			return;
+		}
+		c->seen = 1;
+		c->rlen += (size_t)n;
+		c->last_io = sip_loop_now(tp->loop);
+		conn_deliver(c);
+	} while (!c->closed && c->tls &&
+		 (++rounds < SIP_TP_TLS_READS || sip_tls_pending(c->tls) > 0));
+}
+
+/* An incoming handshake failed: only that connection goes, and the log hears of the
+ * first few per second. */
+static int log_allowed(sip_transport *tp);
+
+static void handshake_failed(conn *c, const char *why)
+{
+	sip_transport *tp = c->tp;
+	tp->st.tls_failed++;
+	if (c->src.listener < 0) {
+		conn_close(c, "connect failed", why);
 		return;
 	}
-	n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
-	if (n == 0) {
-		conn_close(c, "conn close", "closed by peer");
+	if (log_allowed(tp))
+		conn_close(c, "tls failed", why);
+	else
+		conn_close(c, NULL, NULL);
+}
+
+static void handshake_fire(void *arg)
+{
+	conn *c = arg;
+	c->busy++;
+	handshake_failed(c, "handshake timeout");
+	if (--c->busy == 0 && c->closed)
+		conn_free(c);
+}
+
+/* Moves the TLS handshake on; once over, what was queued goes out. */
+static void conn_handshake(conn *c)
+{
+	sip_transport *tp = c->tp;
+	const char *err;
+	int want = 0;
+	int r = sip_tls_handshake(c->tls, &want, &err);
+
+	if (r < 0) {
+		handshake_failed(c, err);
 		return;
 	}
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			conn_close(c, "conn close", strerror(errno));
+	if (r == 0) {
+		c->hs_want = want;
+		update_out(c);
 		return;
 	}
-	c->rlen += (size_t)n;
-	c->last_io = sip_loop_now(tp->loop);
-	conn_deliver(c);
+	c->handshaking = 0;
+	tp->st.handshakes--;
+	sip_timer_stop(tp->loop, &c->partial);
+	if (c->src.listener >= 0) {
+		/* as for TCP: the first message is due within partial_ms */
+		c->partial_since = sip_loop_now(tp->loop);
+		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
+	}
+	if (conn_flush(c) < 0)
+		return;
+	if (sip_tls_pending(c->tls) > 0)
+		conn_read(c);
 }
 
 static void conn_connected(conn *c)
@@ -573,6 +796,10 @@ static void conn_connected(conn *c)
 		if (getsockname(c->fd, (struct sockaddr *)&c->src.local, &c->src.locallen) < 0)
 			c->src.locallen = 0;
 		emit(c->tp, "conn open", &c->src, "outgoing");
+		if (!c->closed && c->handshaking)
+			conn_handshake(c);
+		else if (!c->closed)
+			update_out(c);
 	}
 }
 
@@ -581,18 +808,37 @@ static void conn_io(void *arg, uint32_t events)
 	conn *c = arg;
 
 	c->busy++;
-	if (c->connecting && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-		conn_connected(c);
-	if (!c->closed && !c->connecting && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-		conn_read(c);
-	if (!c->closed && !c->connecting && (events & EPOLLOUT))
-		conn_flush(c);
+	if (c->connecting) {
+		if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+			conn_connected(c);
+	} else if (c->handshaking)
+		conn_handshake(c);
+	else if (!c->closed && conn_ready(c)) {
+		if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ||
+		    (c->rd_want_write && (events & EPOLLOUT)))
+			conn_read(c);
+		if (!c->closed && ((events & EPOLLOUT) || (c->wr_want_read && (events & EPOLLIN))) &&
+		    c->woff < c->wlen)
+			conn_flush(c);
+		else if (!c->closed && (events & EPOLLOUT))
+			update_out(c);
+	}
 	if (--c->busy == 0 && c->closed)
 		conn_free(c);
 }
 
-static conn *conn_connect(sip_transport *tp, const struct sockaddr *dst, socklen_t dlen,
-			  const char **err)
+/* ip text of sa, for a TLS session to check when no name is given */
+static void addr_text(const struct sockaddr *sa, char *out, size_t cap)
+{
+	const void *a = sa->sa_family == AF_INET ?
+			(const void *)&((const struct sockaddr_in *)sa)->sin_addr :
+			(const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (!inet_ntop(sa->sa_family, a, out, (socklen_t)cap))
+		out[0] = 0;
+}
+
+static conn *conn_connect(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst,
+			  socklen_t dlen, const char *name, const char **err)
 {
 	int fd = socket(dst->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int rc;
@@ -608,16 +854,28 @@ static conn *conn_connect(sip_transport *tp, const struct sockaddr *dst, socklen
 		close(fd);
 		return NULL;
 	}
-	c = conn_new(tp, fd, dst, dlen, rc < 0, -1);
+	c = conn_new(tp, kind, fd, dst, dlen, rc < 0, -1);
 	if (!c) {
 		*err = "out of memory";
 		close(fd);
 		return NULL;
 	}
+	if (kind == SIP_TP_TLS) {
+		char ip[INET6_ADDRSTRLEN];
+		addr_text(dst, ip, sizeof ip);
+		c->tls = sip_tls_session_new(tp->tls, fd, 0, name, ip);
+		if (!c->tls) {
+			conn_close(c, NULL, NULL);
+			*err = "out of memory";
+			return NULL;
+		}
+	}
 	if (rc == 0) {
 		/* the handler may close it; the caller is about to write to it */
 		c->busy++;
 		emit(tp, "conn open", &c->src, "outgoing");
+		if (!c->closed && c->handshaking)
+			conn_handshake(c);
 		if (--c->busy == 0 && c->closed) {
 			conn_free(c);
 			*err = "connection closed";
@@ -634,6 +892,39 @@ static void accept_resume(void *arg)
 	listener *l = arg;
 
 	sip_loop_mod_fd(l->tp->loop, l->fd, EPOLLIN);
+}
+
+/* Refusals and failed handshakes are logged a few per second at most (see
+ * SIP_TP_TLS_LOG_PER_S); the rest only counted. */
+static int log_allowed(sip_transport *tp)
+{
+	uint64_t sec = sip_loop_now(tp->loop) / 1000;
+	if (sec != tp->tls_log_at) {
+		tp->tls_log_at = sec;
+		tp->tls_logged = 0;
+	}
+	return tp->tls_logged++ < SIP_TP_TLS_LOG_PER_S;
+}
+
+/* Why a new connection from sa on l is refused at once, or NULL: the connection table is
+ * full, that IP holds its share of it, or (TLS) too many handshakes are going on, in all or
+ * from that IP (an eighth of the handshake slots each, so one host cannot take them all). */
+static const char *accept_refusal(sip_transport *tp, listener *l, const struct sockaddr *sa)
+{
+	unsigned hs, n;
+	if (tp->st.conns_open >= tp->cfg.max_conns)
+		return "too many connections";
+	n = count_ip(tp, sa, &hs);
+	if (n >= tp->cfg.max_conns_per_ip)
+		return "too many connections from that address";
+	if (l->kind == SIP_TP_TLS) {
+		unsigned max = sip_tls_config_get(tp->tls)->max_handshakes;
+		if (tp->st.handshakes >= max)
+			return "too many TLS handshakes";
+		if (hs >= (max >= 8 ? max / 8 : 1))
+			return "too many TLS handshakes from that address";
+	}
+	return NULL;
 }
 
 static void accept_io(void *arg, uint32_t events)
@@ -657,20 +948,29 @@ static void accept_io(void *arg, uint32_t events)
 			sip_timer_start(tp->loop, &l->pause, SIP_TP_ACCEPT_PAUSE_MS, accept_resume, l);
 			return;
 		}
-		if (tp->st.conns_open >= tp->cfg.max_conns) {
-			sip_tp_src src = { .kind = SIP_TP_TCP, .peerlen = sl,
+		const char *why = accept_refusal(tp, l, (struct sockaddr *)&ss);
+		if (why) {
+			sip_tp_src src = { .kind = l->kind, .peerlen = sl,
 					   .listener = (int)(l - tp->ls) };
 
 			memcpy(&src.peer, &ss, sl);
 			close(fd);
 			tp->st.dropped++;
-			emit(tp, "limit", &src, "too many connections");
+			if (log_allowed(tp))
+				emit(tp, "limit", &src, why);
 			continue;
 		}
-		c = conn_new(tp, fd, (struct sockaddr *)&ss, sl, 0, (int)(l - tp->ls));
+		c = conn_new(tp, l->kind, fd, (struct sockaddr *)&ss, sl, 0, (int)(l - tp->ls));
 		if (!c) {
 			close(fd);
 			continue;
+		}
+		if (l->kind == SIP_TP_TLS) {
+			c->tls = sip_tls_session_new(tp->tls, fd, 1, NULL, NULL);
+			if (!c->tls) {
+				conn_close(c, NULL, NULL);
+				continue;
+			}
 		}
 		tp->st.conns_accepted++;
 		emit(tp, "conn open", &c->src, "incoming");
@@ -782,6 +1082,9 @@ static void udp_io(void *arg, uint32_t events)
 			if (only_crlf(buf, n))
 				continue; /* keep-alive (RFC 5626 §4.4.2 uses STUN, but CRLF is common) */
 			tp->st.udp_in++;
+			if (tp->tap)
+				tp->tap(tp->tap_arg, 0, SIP_TP_UDP, (struct sockaddr *)&s->peer,
+					(struct sockaddr *)&s->local, buf, n);
 			tp->in_udp_io = 1;
 			tp->recv(tp->arg, s, buf, n);
 			tp->in_udp_io = 0;
@@ -842,8 +1145,12 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 	listener *l;
 	int fd, one = 1;
 
-	if (!tp || (kind != SIP_TP_UDP && kind != SIP_TP_TCP)) {
+	if (!tp || (kind != SIP_TP_UDP && kind != SIP_TP_TCP && kind != SIP_TP_TLS)) {
 		*err = "bad transport kind";
+		return -1;
+	}
+	if (kind == SIP_TP_TLS && !sip_tls_can_serve(tp->tls)) {
+		*err = "a TLS listener needs a certificate and key";
 		return -1;
 	}
 	if (tp->nls == SIP_TP_MAX_LISTENERS) {
@@ -865,7 +1172,7 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (tp->cfg.reuse_port)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (kind == SIP_TP_TCP) {
+	if (kind != SIP_TP_UDP) {
 		/* Restarting must not wait out TIME_WAIT. Not on UDP: there it would let two
 		 * processes share a port silently. */
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -880,7 +1187,7 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 			setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one));
 	}
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
-	    (kind == SIP_TP_TCP && listen(fd, SIP_TP_BACKLOG) < 0)) {
+	    (kind != SIP_TP_UDP && listen(fd, SIP_TP_BACKLOG) < 0)) {
 		*err = strerror(errno);
 		close(fd);
 		return -1;
@@ -939,6 +1246,8 @@ static int udp_sendto(sip_transport *tp, listener *l, const struct sockaddr *dst
 		return -1;
 	}
 	tp->st.udp_out++;
+	if (tp->tap)
+		tp->tap(tp->tap_arg, 1, SIP_TP_UDP, (struct sockaddr *)&l->addr, dst, buf, len);
 	return 0;
 }
 
@@ -973,26 +1282,41 @@ int sip_tp_send_from(sip_transport *tp, int idx, const struct sockaddr *dst, soc
 	return udp_sendto(tp, &tp->ls[idx], dst, dlen, buf, len, err);
 }
 
-static int send_tcp(sip_transport *tp, const struct sockaddr *dst, socklen_t dlen,
-		    uint32_t conn_id, const char *buf, size_t len, const char **err)
+static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst,
+		       socklen_t dlen, uint32_t conn_id, const char *name, const char *buf,
+		       size_t len, const char **err)
 {
 	conn *c = conn_id ? find_id(tp, conn_id) : NULL;
 
+	if (c && c->src.kind != kind)
+		c = NULL;
 	if (!c && dst)
-		c = find_peer(tp, dst);
+		c = find_peer(tp, dst, kind, name);
 	if (!c) {
 		if (!dst) {
 			*err = "connection closed";
 			return -1;
 		}
+		if (kind == SIP_TP_TLS && !tp->tls) {
+			/* a client with no settings: the system's CAs, no certificate of ours */
+			static char why[128];
+			tp->tls = sip_tls_new(NULL, why, sizeof why);
+			if (!tp->tls) {
+				*err = why;
+				return -1;
+			}
+		}
 		if (tp->st.conns_open >= tp->cfg.max_conns) {
 			*err = "too many connections";
 			return -1;
 		}
-		c = conn_connect(tp, dst, dlen, err);
+		c = conn_connect(tp, kind, dst, dlen, name, err);
 		if (!c)
 			return -1;
 	}
+	if (tp->tap)   /* before the write, which may close c */
+		tp->tap(tp->tap_arg, 1, c->src.kind, (struct sockaddr *)&c->src.local,
+			(struct sockaddr *)&c->src.peer, buf, len);
 	if (conn_write(c, buf, len, err) < 0)
 		return -1;
 	tp->st.tcp_out++;
@@ -1001,6 +1325,13 @@ static int send_tcp(sip_transport *tp, const struct sockaddr *dst, socklen_t dle
 
 int sip_tp_send(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst, socklen_t dlen,
 		uint32_t conn_id, const char *buf, size_t len, const char **err)
+{
+	return sip_tp_send_named(tp, kind, dst, dlen, conn_id, NULL, buf, len, err);
+}
+
+int sip_tp_send_named(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst,
+		      socklen_t dlen, uint32_t conn_id, const char *name, const char *buf,
+		      size_t len, const char **err)
 {
 	if (!tp || (!buf && len)) {
 		*err = "bad arguments";
@@ -1017,7 +1348,7 @@ int sip_tp_send(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst,
 		}
 		return send_udp(tp, dst, dlen, buf, len, err);
 	}
-	if (kind != SIP_TP_TCP) {
+	if (kind != SIP_TP_TCP && kind != SIP_TP_TLS) {
 		*err = "bad transport kind";
 		return -1;
 	}
@@ -1025,7 +1356,7 @@ int sip_tp_send(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst,
 		*err = "message too large";
 		return -1;
 	}
-	return send_tcp(tp, dst, dlen, conn_id, buf, len, err);
+	return send_stream(tp, kind, dst, dlen, conn_id, name, buf, len, err);
 }
 
 int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id)
@@ -1041,6 +1372,52 @@ int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id)
 void sip_tp_stats_get(sip_transport *tp, sip_tp_stats *st)
 {
 	*st = tp->st;
+}
+
+void sip_tp_set_tls(sip_transport *tp, sip_tls *tls)
+{
+	sip_tls_free(tp->tls);   /* open sessions hold their own reference to the context */
+	tp->tls = tls;
+}
+
+sip_tls *sip_tp_tls(sip_transport *tp) { return tp->tls; }
+
+int sip_tp_alias(sip_transport *tp, uint32_t conn_id, const struct sockaddr *addr,
+		 socklen_t len)
+{
+	conn *c = tp && conn_id ? find_id(tp, conn_id) : NULL;
+	if (!c || !addr_ok(addr, len))
+		return -1;
+	conn *old = find_alias(tp, addr, c->src.kind);
+	if (old)
+		alias_remove(tp, old);   /* the phone registered again, on a new connection */
+	alias_remove(tp, c);
+	memcpy(&c->alias, addr, len);
+	c->aliaslen = len;
+	size_t b = addr_hash(addr) & tp->mask;
+	c->alias_next = tp->by_alias[b];
+	tp->by_alias[b] = c;
+	return 0;
+}
+
+int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id)
+{
+	return tp && conn_id && find_id(tp, conn_id) != NULL;
+}
+
+int sip_tp_tls_peer(sip_transport *tp, uint32_t conn_id, int *verified, char *subject,
+		    size_t scap, char *sans, size_t ncap)
+{
+	conn *c = tp && conn_id ? find_id(tp, conn_id) : NULL;
+	if (!c || !c->tls || c->handshaking)
+		return -1;
+	return sip_tls_peer(c->tls, verified, subject, scap, sans, ncap);
+}
+
+void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg)
+{
+	tp->tap = fn;
+	tp->tap_arg = arg;
 }
 
 /* ---- life cycle ---- */
@@ -1068,6 +1445,10 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 		tp->cfg.idle_ms = d.idle_ms;
 	if (!tp->cfg.partial_ms)
 		tp->cfg.partial_ms = d.partial_ms;
+	/* a quarter of the table, but no fewer than a NAT with an office of phones needs */
+	if (!tp->cfg.max_conns_per_ip)
+		tp->cfg.max_conns_per_ip = tp->cfg.max_conns / 4 > SIP_TP_PER_IP_FLOOR ?
+					   tp->cfg.max_conns / 4 : SIP_TP_PER_IP_FLOOR;
 	/* A buffer smaller than one whole message (plus its keep-alive prefix) could never
 	 * frame it. */
 	if (tp->cfg.max_conn_buf < tp->cfg.max_msg + SIP_TP_RBUF_INIT)
@@ -1077,10 +1458,12 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 	tp->mask = buckets - 1;
 	tp->by_id = calloc(buckets, sizeof(conn *));
 	tp->by_peer = calloc(buckets, sizeof(conn *));
+	tp->by_alias = calloc(buckets, sizeof(conn *));
 	tp->ubuf = malloc((tp->cfg.max_msg + 1) * SIP_TP_UDP_MMSG);
-	if (!tp->by_id || !tp->by_peer || !tp->ubuf) {
+	if (!tp->by_id || !tp->by_peer || !tp->by_alias || !tp->ubuf) {
 		free(tp->by_id);
 		free(tp->by_peer);
+		free(tp->by_alias);
 		free(tp->ubuf);
 		free(tp);
 		return NULL;
@@ -1094,6 +1477,8 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 
 static void tp_release(sip_transport *tp)
 {
+	sip_tls_free(tp->tls);
+	free(tp->by_alias);
 	free(tp->by_id);
 	free(tp->by_peer);
 	free(tp->ubuf);
@@ -1119,5 +1504,6 @@ void sip_tp_free(sip_transport *tp)
 
 int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer)
 {
-	return tp && peer && find_peer(tp, peer) != NULL;
+	return tp && peer && (find_peer(tp, peer, SIP_TP_TCP, NULL) ||
+			      find_peer(tp, peer, SIP_TP_TLS, NULL));
 }

@@ -8,7 +8,10 @@
 #include <sys/socket.h>
 #include "loop.h"
 
-typedef enum sip_tp_kind { SIP_TP_UDP = 1, SIP_TP_TCP = 2 } sip_tp_kind;
+typedef enum sip_tp_kind { SIP_TP_UDP = 1, SIP_TP_TCP = 2, SIP_TP_TLS = 3 } sip_tp_kind;
+
+/* TCP and TLS: a byte stream, framed by Content-Length */
+static inline int sip_tp_stream(sip_tp_kind k) { return k != SIP_TP_UDP; }
 
 typedef struct sip_tp_src {
 	sip_tp_kind kind;
@@ -16,7 +19,7 @@ typedef struct sip_tp_src {
 	socklen_t peerlen;
 	struct sockaddr_storage local;   /* UDP: the listener's bound address */
 	socklen_t locallen;
-	uint32_t conn_id;                /* TCP: the connection it came on; 0 for UDP */
+	uint32_t conn_id;                /* TCP/TLS: the connection it came on; 0 for UDP */
 	int listener;                    /* index of the listener it came in on (UDP) or was
 	                                  * accepted by (TCP); -1 on connections we opened */
 } sip_tp_src;
@@ -25,7 +28,10 @@ typedef struct sip_tp_src {
  * connections and stop timers, but must not free the transport. */
 typedef void (*sip_tp_recv_fn)(void *arg, const sip_tp_src *src, const char *buf, size_t len);
 /* For logging and tests. event: "conn open", "conn close", "bad framing", "idle timeout",
- * "partial timeout", "limit", "too large", "connect failed", "send failed", "accept failed".
+ * "partial timeout", "limit", "too large", "connect failed", "send failed", "accept failed",
+ * "tls failed" (an incoming handshake; rate limited, see SIP_TP_TLS_LOG_PER_S). A TLS
+ * connection we opened whose handshake or verification fails gives "connect failed" with
+ * the reason ("certificate verify failed: hostname mismatch").
  * src may be NULL; detail may be NULL. */
 typedef void (*sip_tp_event_fn)(void *arg, const char *event, const sip_tp_src *src,
 				const char *detail);
@@ -37,6 +43,7 @@ typedef struct sip_tp_config {
 	unsigned idle_ms;      /* close a TCP connection quiet for this long */
 	unsigned partial_ms;   /* close a TCP connection holding an incomplete message this long */
 	int reuse_port;        /* SO_REUSEPORT: several processes share one port (default 0) */
+	unsigned max_conns_per_ip;   /* incoming TCP/TLS connections from one IP (0: max_conns/4) */
 } sip_tp_config;
 
 sip_tp_config sip_tp_config_default(void);
@@ -46,9 +53,12 @@ typedef struct sip_tp_stats {
 	unsigned long conns_accepted, conns_closed;
 	unsigned long udp_in, udp_out, tcp_in, tcp_out;   /* messages */
 	unsigned long dropped;   /* datagrams too large, connections refused at max_conns */
+	unsigned handshakes;     /* TLS handshakes in progress */
+	unsigned long tls_failed;   /* TLS handshakes that failed or timed out */
 } sip_tp_stats;
 
 typedef struct sip_transport sip_transport;
+struct sip_tls;
 
 /* cfg may be NULL for defaults; zero fields take their default too. */
 sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_fn recv,
@@ -82,9 +92,43 @@ int sip_tp_send_from(sip_transport *tp, int listener, const struct sockaddr *dst
 
 /* Closes a TCP connection (event "conn close"). Returns 0, or -1 when it is not open. */
 int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id);
-/* Whether a connection (TCP) to or from this peer address is open now: 1 or 0. */
+/* Whether a connection (TCP or TLS) to or from this peer address is open now: 1 or 0. */
 int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer);
 
 void sip_tp_stats_get(sip_transport *tp, sip_tp_stats *st);
+
+/* TLS (tls.h): the contexts for TLS listeners and outgoing TLS connections; the transport
+ * owns tls from here on (a later call replaces it; connections open keep their sessions). */
+void sip_tp_set_tls(sip_transport *tp, struct sip_tls *tls);
+struct sip_tls *sip_tp_tls(sip_transport *tp);
+
+/* sip_tp_send for TLS with the name the server's certificate must carry (RFC 5922: the
+ * host of the URI resolved; also sent as SNI). name NULL or "": the destination's address.
+ * For UDP and TCP it is sip_tp_send. */
+int sip_tp_send_named(sip_transport *tp, sip_tp_kind kind, const struct sockaddr *dst,
+		      socklen_t dlen, uint32_t conn_id, const char *name, const char *buf,
+		      size_t len, const char **err);
+
+/* Connection reuse for peers that cannot be connected to (phones behind NAT, RFC 5923's
+ * problem): TCP/TLS connection conn_id is also used for what is sent to addr over its
+ * transport (the Contact it registered), until it closes or another connection takes that
+ * address. Returns 0, or -1 when conn_id is not open. */
+int sip_tp_alias(sip_transport *tp, uint32_t conn_id, const struct sockaddr *addr,
+		 socklen_t len);
+
+/* Is connection conn_id open (of any kind)? */
+int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id);
+
+/* The TLS peer of connection conn_id (see sip_tls_peer): 1 with a certificate, 0 without,
+ * -1 when it is not an open TLS connection. */
+int sip_tp_tls_peer(sip_transport *tp, uint32_t conn_id, int *verified, char *subject,
+		    size_t scap, char *sans, size_t ncap);
+/* Every whole SIP message in (out = 0: as delivered to the recv callback) and out (out = 1:
+ * as handed to the socket or the connection's queue), from -> to, for capture and counting
+ * (capture.c). One tap per transport; fn NULL removes it. */
+typedef void (*sip_tp_tap_fn)(void *arg, int out, sip_tp_kind kind,
+			      const struct sockaddr *from, const struct sockaddr *to,
+			      const char *buf, size_t len);
+void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg);
 
 #endif

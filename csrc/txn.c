@@ -5,6 +5,7 @@
 #include "build.h"
 
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,8 @@ struct sip_txn {
 	uint8_t cancel_pending;  /* client INVITE: CANCEL asked for before any provisional */
 	uint8_t acked;           /* server INVITE, Accepted: the ACK for the 2xx came */
 	uint8_t proxied;         /* server: its responses come from downstream (§16.7) */
+	uint8_t dest_pending;    /* server: where responses go is being looked up (RFC 3263
+				  * §5): they wait in `out` until sip_txn_dest_found */
 	int last_status;
 	char *key;               /* in tx->client or tx->server (bytes after this struct) */
 	size_t klen;
@@ -59,6 +62,12 @@ int sip_txn_unanswered(const sip_txn *t)
 	return !t->client && (t->state == SIP_TXN_TRYING || t->state == SIP_TXN_PROCEEDING);
 }
 const sip_dest *sip_txn_dest(const sip_txn *t) { return &t->dest; }
+
+const char *sip_txn_out(const sip_txn *t, size_t *len)
+{
+	*len = t->outlen;
+	return t->out;
+}
 void sip_txn_set_proxied(sip_txn *t, int on) { t->proxied = (uint8_t)(on != 0); }
 int sip_txn_proxied(const sip_txn *t) { return t->proxied; }
 
@@ -129,7 +138,8 @@ static unsigned t64(const sip_txns *tx) { return 64 * tx->t1; }
 static sip_txn *txn_new(sip_txns *tx, int client, int invite, const char *key, size_t klen,
 			const sip_dest *dest)
 {
-	sip_txn *t = calloc(1, sizeof *t + klen);
+	size_t nl = dest->name ? strlen(dest->name) + 1 : 0;   /* TLS: kept after the key */
+	sip_txn *t = calloc(1, sizeof *t + klen + nl);
 	if (!t)
 		return NULL;
 	t->key = (char *)(t + 1);
@@ -142,7 +152,9 @@ static sip_txn *txn_new(sip_txns *tx, int client, int invite, const char *key, s
 	t->state = client ? (invite ? SIP_TXN_CALLING : SIP_TXN_TRYING) :
 			    (invite ? SIP_TXN_PROCEEDING : SIP_TXN_TRYING);
 	t->dest = *dest;
-	t->reliable = dest->kind == SIP_TP_TCP;
+	if (nl)
+		t->dest.name = memcpy(t->key + klen, dest->name, nl);
+	t->reliable = sip_tp_stream(dest->kind);
 	sip_timer_init(&t->t_retx);
 	sip_timer_init(&t->t_timeout);
 	sip_timer_init(&t->t_end);
@@ -211,11 +223,27 @@ void sip_txn_terminate(sip_txn *t)
 static int txn_send(sip_txn *t, const char *buf, size_t len)
 {
 	const char *err;
+	if (t->dest_pending)
+		return 0;   /* sent once its owner has the address (RFC 3263 §5 lookup) */
 	if (sip_dest_send(t->tx->tp, &t->dest, buf, len, &err)) {
 		sip_logf(&t->tx->log, "send failed: %s", err);
 		return -1;
 	}
 	return 0;
+}
+
+void sip_txn_dest_wait(sip_txn *t) { t->dest_pending = 1; }
+
+void sip_txn_dest_found(sip_txn *t, const struct sockaddr_storage *addr, socklen_t len)
+{
+	if (addr) {
+		t->dest.addr = *addr;
+		t->dest.len = len;
+		t->dest.listener = -1;   /* any listener of its family */
+	}
+	t->dest_pending = 0;
+	if (t->out)
+		txn_send(t, t->out, t->outlen);
 }
 
 /* Restart a retransmission timer `interval` after its previous due time, not after now:
@@ -605,8 +633,10 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
 }
 
-void sip_txns_fail_dest(sip_txns *tx, const struct sockaddr_storage *peer, int udp)
+void sip_txns_fail_dest(sip_txns *tx, sip_tp_kind kind, const struct sockaddr_storage *peer,
+			const char *detail)
 {
+	int udp = kind == SIP_TP_UDP;
 	enum { BATCH = 64 };
 	uint64_t ids[BATCH];
 	size_t n = 0;
@@ -615,7 +645,7 @@ void sip_txns_fail_dest(sip_txns *tx, const struct sockaddr_storage *peer, int u
 			sip_txn *t = nd->value;
 			int live = udp ? t->state == SIP_TXN_CALLING || t->state == SIP_TXN_TRYING :
 					 t->state != SIP_TXN_COMPLETED && t->state != SIP_TXN_ACCEPTED;
-			if (t->dest.kind == (udp ? SIP_TP_UDP : SIP_TP_TCP) && live &&
+			if (t->dest.kind == kind && live &&
 			    same_addr(&t->dest.addr, peer))
 				ids[n++] = t->id;
 		}
@@ -625,8 +655,12 @@ void sip_txns_fail_dest(sip_txns *tx, const struct sockaddr_storage *peer, int u
 			continue;
 		if (!udp && t->udp_out && back_to_udp(t) == 0)
 			continue;
-		synth_response(t, 503, udp ? "Service Unavailable (unreachable)" :
-					     "Service Unavailable (connection failed)");
+		/* TLS: the handshake's or the verification's reason, for scripts to read */
+		char why[200];
+		snprintf(why, sizeof why, "Service Unavailable (%s)",
+			 udp ? "unreachable" : kind == SIP_TP_TLS && detail ? detail :
+			 "connection failed");
+		synth_response(t, 503, why);
 		sip_txn_terminate(t);
 	}
 }

@@ -69,10 +69,12 @@ void sip_txns_free(sip_txns *tx);
 uint64_t sip_txns_new_id(sip_txns *tx);
 int sip_txns_full(const sip_txns *tx);
 sip_txn *sip_txns_by_id(sip_txns *tx, uint64_t id);    /* NULL when gone */
-/* §17.1.4 / §8.1.3.1: the client transactions to peer fail with a 503: a TCP connection that
- * could not be made (one that left UDP for its size goes back to UDP instead, §18.1.1), or
- * (udp) an ICMP unreachable, which only counts while nothing has answered. */
-void sip_txns_fail_dest(sip_txns *tx, const struct sockaddr_storage *peer, int udp);
+/* §17.1.4 / §8.1.3.1: the client transactions to peer over kind fail with a 503: a TCP or
+ * TLS connection that could not be made (one that left UDP for its size goes back to UDP
+ * instead, §18.1.1; TLS: detail, the handshake's reason, is the 503's), or (UDP) an ICMP
+ * unreachable, which only counts while nothing has answered. */
+void sip_txns_fail_dest(sip_txns *tx, sip_tp_kind kind, const struct sockaddr_storage *peer,
+			const char *detail);
 
 /* --- client transactions (§17.1) --- */
 
@@ -127,6 +129,12 @@ int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_p
  * header lines to add ("Name: value\r\n"...), or NULL. */
 void sip_txn_server_reply_code(sip_txn *t, const sip_msg *req, int code, const char *extra);
 
+/* Where t's responses go is being looked up (RFC 3263 §5, a Via maddr that is a name): they
+ * wait until sip_txn_dest_found, which sends the last one; addr NULL: to where they would
+ * have gone (the source). */
+void sip_txn_dest_wait(sip_txn *t);
+void sip_txn_dest_found(sip_txn *t, const struct sockaddr_storage *addr, socklen_t len);
+
 /* Its responses come from downstream (§16.7): a 2xx is not retransmitted nor its ACK awaited
  * here, since both are end to end. */
 void sip_txn_set_proxied(sip_txn *t, int on);
@@ -146,6 +154,8 @@ sip_txn_state sip_txn_state_get(const sip_txn *t);
 int sip_txn_unanswered(const sip_txn *t);
 int sip_txn_last_status(const sip_txn *t);
 const sip_dest *sip_txn_dest(const sip_txn *t);   /* client: the next hop; server: upstream */
+/* Client: the request as sent (len bytes); server: the last response (NULL: none yet). */
+const char *sip_txn_out(const sip_txn *t, size_t *len);
 const char *sip_txn_state_name(sip_txn_state s);
 
 #endif

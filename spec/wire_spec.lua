@@ -516,6 +516,8 @@ describe("TCP peers that hold connections", function()
       end
     end
     settle(0.3)
+    -- (the last connects may still be queued in the kernel on a loaded machine)
+    run_until(function() return ep:stats().dropped >= 2800 end, 3)
     local st = ep:stats()
     assert.is_true(st.connections <= 100, "open: " .. st.connections)
     assert.is_true(st.dropped >= 2800, "dropped: " .. st.dropped)

@@ -11,16 +11,17 @@ dir=${1:-build/obj}
 
 # layer number, then the objects on it (the file names without .o), lowest first
 layers='
-0 chars map rand frame ratelimit loop log
-1 transport uri auth
-2 msg dest
-3 build
+0 chars map rand frame ratelimit loop log tls
+1 transport uri auth msrp stream
+2 msg dest dns
+3 build capture
 4 txn
 5 endpoint
 6 proxy dialog
-7 lsip_msg lsip_auth lsip_thp
+7 lsip_msg lsip_auth lsip_thp lsip_dns lsip_msrp
 8 lsip_ep lsip_dialog
-9 lsip_core
+9 lsip_ops
+10 lsip_core
 '
 declare -A layer
 while read -r n names; do

@@ -1,4 +1,4 @@
--- sip/auth.lua: Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760).
+--- sip/auth.lua: Digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760).
 -- The C core parses, hashes and keeps nonce state; this file decides who gets which answer.
 local core = require "sip.core"
 
@@ -98,6 +98,7 @@ function M.digest(opts)
     opaque = core.random_hex(16),
     failures = {},
     nfailures = 0,
+    failed = 0,
   }, Digest)
   assert(math.type(self.nonce_ttl) == "integer" and self.nonce_ttl >= 0,
          "sip.auth.digest: nonce_ttl must be a non-negative integer")
@@ -158,6 +159,7 @@ local function record_failure(self, key, now)
     self.failures[key] = f
   end
   f.count = f.count + 1
+  self.failed = self.failed + 1   -- every failure ever, for metrics
 end
 
 -- ---- verification ----

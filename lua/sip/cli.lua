@@ -1,21 +1,32 @@
--- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
+--- sip.cli: the `luasip` command — `serve` (registrar + proxy + digest + echo bot) and a
 -- small client (message, options, register) on the same stack.
 local sip = require "sip"
 
 local cli = {}
 
-local USAGE = [[
+local USAGE = [==[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
+               [--listen tls:127.0.0.1:5061 --cert FILE --key FILE [--ca FILE]]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
-  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
-  luasip options URI [--proxy URI]
+               [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
+               [--script FILE]   (a global route(req, serve) decides; SIGHUP reloads it)
+               [--control PATH]  (luasip ctl's socket; default in $XDG_RUNTIME_DIR or /tmp)
+               [--metrics HOST:PORT]   (Prometheus text at /metrics)
+               [--capture FILE.pcap] [--hep udp:HOST:PORT]   (every SIP message in and out)
+               [--log-format text|json]   (json: one object per transaction)
+  luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--dns HOST:PORT]
+               [--ca FILE]   (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
+  luasip options URI [--proxy URI] [--dns HOST:PORT] [--ca FILE]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
-]]
+               [--dns HOST:PORT] [--ca FILE]
+  (sips: URIs and ;transport=tls go over TLS; --ca: the CAs to trust instead of the system's)
+  luasip ctl [--control PATH] reload | stats | registrations [AOR]
+]==]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
 -- values: those that take one. Anything else is an error rather than a guess (a misspelt
@@ -129,13 +140,27 @@ local BURST_PER_RATE = 2
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
 -- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy)
 function cli.server(opts)
+  local ops = require "sip.ops"
+  local json_write
+  if opts.log_format == "json" and not opts.log then
+    -- every line JSON: a transaction per object, and serve's other lines as { time, msg }
+    opts.log, json_write = ops.json_logger()
+  end
   local log = opts.log or log_line(opts.quiet)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
-  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
-    max_transactions = opts.max_transactions,
-    log = (not opts.quiet and opts.debug) and "debug" or nil }
+  local tls = (opts.cert or opts.ca) and { cert = opts.cert, key = opts.key, ca = opts.ca } or nil
+  -- failed TLS handshakes (a few a second at most: the core limits them) are logged even
+  -- without --debug; only with a TLS listener, so the core formats no lines otherwise
+  local core_log = (not opts.quiet and opts.debug) and "debug" or nil
+  if not core_log and not opts.quiet and opts.cert then
+    core_log = function(line)
+      if line:find("^transport tls failed") then log("%s", line) end
+    end
+  end
+  local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
+    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns), log = core_log }
   if not ep then
     return nil, err
   end
@@ -150,7 +175,7 @@ function cli.server(opts)
     return host == domain or ep:is_local(uri)
   end
   local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
-    max_expires = opts.max_expires or 3600,
+    max_expires = opts.max_expires or 3600, endpoint = ep,
     canonical = function(u)
       -- an AOR at any of our addresses (with or without the port: clients often leave it
       -- out) is an AOR of the domain
@@ -198,8 +223,25 @@ function cli.server(opts)
     proxy_auth = auth_proxy, trust = opts.trust, registrar = registrar, aliases = aliases,
     log = log }
 
-  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender.
+  -- The echo bot: 200 to the MESSAGE, then the same text back to the sender. An INVITE
+  -- with an MSRP offer is a session: each message goes back in it (sip.msrp).
+  local function echo_session(req)
+    local s = sip.msrp.accept(req)
+    local from = req:addr("From").uri
+    while s do
+      local text, ct = s:receive()
+      if not text then
+        break
+      end
+      local ok, serr = s:send(text, ct)
+      log("echo %s (session): %d bytes %s", from, #text, ok and "sent" or tostring(serr))
+    end
+  end
+
   local function echo(req)
+    if req.method == "INVITE" and sip.msrp.is_offer(req) then
+      return echo_session(req)
+    end
     if req.method ~= "MESSAGE" then
       if req.method == "OPTIONS" then
         return req:reply(200)
@@ -243,7 +285,10 @@ function cli.server(opts)
     end
   end
 
-  ep:route(function(req)
+  -- The default policy, as a function a --script may call for the cases it leaves alone.
+  -- Its line per transaction is the JSON object with --log-format json (sip.ops).
+  local tlog = json_write and function() end or log
+  local function default(req)
     local m = req.method
     if m ~= "ACK" and not req:validate() then
       return   -- §16.3 refused it (483, 482, 416, 420) before anything else
@@ -262,14 +307,14 @@ function cli.server(opts)
     local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
     if why.register then
       local code = registrar:handle(req)
-      log("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
+      tlog("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
         req.source, code)
       return
     end
     if why.in_dialog then
       local res = req:relay(relay_opts)
       if m ~= "ACK" and not silent then
-        log("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+        tlog("%s %s (in dialog) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
       end
       return
     end
@@ -287,21 +332,51 @@ function cli.server(opts)
       local targets = registrar:targets(aor)
       if #targets == 0 then
         local code = users[ruser] and 480 or 404
-        log("%s %s -> %d", m, aor, code)
+        tlog("%s %s -> %d", m, aor, code)
         return req:reply(code)
       end
       local res = req:relay(targets, relay_opts)
       if not silent then
-        log("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
+        tlog("%s %s -> %s", m, aor, type(res) == "userdata" and res.status or "-")
       end
       return
     end
     local res = req:relay(relay_opts)
     if not silent then
-      log("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
+      tlog("%s %s (forwarded) -> %s", m, req.uri, type(res) == "userdata" and res.status or "-")
     end
+  end
+
+  -- what a --script gets as its second argument (sip.script)
+  local serve = { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
+    policy = policy, echo = echo, log = log, default = default, domain = domain,
+    users = users, is_ours = is_ours, limiter = limiter }
+  local script
+  local route = default
+  if opts.script then
+    local sip_script = require "sip.script"
+    local serr
+    script, serr = sip_script.load(opts.script, serve)
+    if not script then
+      ep:close()
+      return nil, serr
+    end
+    route = function(req) return script.route(req, serve) end
+  end
+  serve.script = script
+  if json_write then
+    route = ops.log_transactions(route, ep, json_write)
+  end
   -- quiet: nobody logs in-dialog requests, so the core relays them without this function
-  end, { relay_in_dialog = silent })
+  -- (a script sees every request)
+  ep:route(route, { relay_in_dialog = silent and not script })
+
+  -- reload, capture, metrics, control socket (sip.ops)
+  local ok, oerr = ops.start(serve, opts)
+  if not ok then
+    ep:close()
+    return nil, oerr
+  end
 
   -- expired bindings vanish on time
   local function sweep()
@@ -310,15 +385,18 @@ function cli.server(opts)
   end
   sweep()
 
-  return { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
-    policy = policy,
-    limiter = limiter, domain = domain, stop = function() ep:close() end }
+  serve.stop = function()
+    ops.stop(serve)
+    ep:close()
+  end
+  return serve
 end
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust" })
+      "rate_burst", "trust", "dns", "cert", "key", "ca", "script", "control", "metrics",
+      "capture", "hep", "log_format" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -377,23 +455,56 @@ local function serve(argv)
     end
     opts.algorithms = list
   end
+  if opts.log_format and opts.log_format ~= "json" and opts.log_format ~= "text" then
+    io.stderr:write("luasip: --log-format wants text or json\n", USAGE)
+    return 2
+  end
+  opts.control_required = opts.control ~= nil
+  opts.control = opts.control or require("sip.ops").default_control_path()
   local srv, serr = cli.server(opts)
   if not srv then
     io.stderr:write("luasip: ", serr, "\n")
     return 1
   end
+  -- HUP: the script again; TERM: a clean stop (control socket removed, capture flushed).
+  -- Through signalfd on the loop: no Lua runs inside a signal handler.
+  require("sip.ops").signals {
+    HUP = function() srv.reload() end,
+    TERM = function() srv.ep:stop() end,
+  }
   if not opts.quiet then
-    print(("luasip serving %s for domain %s (%s); echo bot at sip:echo@%s"):format(
+    local line = ("luasip serving %s for domain %s (%s); echo bot at sip:echo@%s"):format(
       table.concat(srv.ep:addresses(), " "), srv.domain,
-      opts.no_auth and "no auth" or "digest auth", srv.domain))
-    io.stdout:flush()
+      opts.no_auth and "no auth" or "digest auth", srv.domain)
+      .. (srv.metrics and ("; metrics at http://" .. srv.metrics.address .. "/metrics") or "")
+      .. (srv.control and ("; control at " .. srv.control.path) or "")
+    if opts.log_format == "json" then
+      srv.log("%s", line)
+    else
+      print(line)
+      io.stdout:flush()
+    end
   end
-  srv.ep:run()
+  local ok, rerr = pcall(srv.ep.run, srv.ep)
+  srv.stop()
+  if not ok then
+    error(rerr, 0)
+  end
   return 0
 end
 
-local function client_ep()
-  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" } })
+--- --dns HOST:PORT (or a table as sip.endpoint takes) -> the endpoint's dns option
+function cli.dns_opts(v)
+  if type(v) == "string" then
+    return { servers = { v } }
+  end
+  return v
+end
+
+local function client_ep(opts)
+  local tls = opts and opts.ca and { ca = opts.ca } or nil
+  return assert(sip.endpoint { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0" }, tls = tls,
+    dns = cli.dns_opts(opts and opts.dns) })
 end
 
 -- A client command's arguments, or nil after saying what is wrong.
@@ -409,25 +520,25 @@ local function client_args(argv, values, npos)
 end
 
 local function message(argv)
-  local opts, pos = client_args(argv, { "from", "proxy", "user", "password" }, 2)
+  local opts, pos = client_args(argv, { "from", "proxy", "user", "password", "dns", "ca" }, 2)
   if not opts then
     return 2
   end
-  local ep = client_ep()
-  local req = assert(sip.request { method = "MESSAGE", uri = pos[1],
-    from = opts.from or ep:uri(opts.user or "luasip"), body = pos[2], content_type = "text/plain" })
-  local res, err = ep:request(req, { target = opts.proxy, user = opts.user, password = opts.password })
+  local ep = client_ep(opts)
+  -- over 1300 bytes the text goes in an MSRP session (INVITE, SEND, BYE; sip.msrp)
+  local res, err = ep:message(pos[1], pos[2], { from = opts.from, user = opts.user,
+    content_type = "text/plain", target = opts.proxy, password = opts.password })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
   return res and res.status < 300 and 0 or 1
 end
 
 local function options(argv)
-  local opts, pos = client_args(argv, { "proxy" }, 1)
+  local opts, pos = client_args(argv, { "proxy", "dns", "ca" }, 1)
   if not opts then
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local res, err = ep:options(pos[1], { target = opts.proxy })
   print(res and (res.status .. " " .. res.reason) or ("error: " .. tostring(err)))
   ep:close()
@@ -435,7 +546,7 @@ local function options(argv)
 end
 
 local function register(argv)
-  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires" }, 0)
+  local opts = client_args(argv, { "registrar", "user", "password", "aor", "expires", "dns", "ca" }, 0)
   if not opts then
     return 2
   end
@@ -444,7 +555,7 @@ local function register(argv)
       USAGE)
     return 2
   end
-  local ep = client_ep()
+  local ep = client_ep(opts)
   local r = sip.uri.parse(opts.registrar)
   local aor = opts.aor or ("sip:" .. opts.user .. "@" .. r.host)
   local req = assert(sip.request { method = "REGISTER", uri = opts.registrar, from = aor, to = aor,
@@ -455,6 +566,7 @@ local function register(argv)
   return res and res.status < 300 and 0 or 1
 end
 
+--- cli.main(argv) -> exit status: the `luasip` command line (argv as `arg`)
 function cli.main(argv)
   local cmd = argv[1]
   for _, a in ipairs(argv) do
@@ -464,7 +576,8 @@ function cli.main(argv)
     end
   end
   local rest = { table.unpack(argv, 2) }
-  local commands = { serve = serve, message = message, options = options, register = register }
+  local commands = { serve = serve, message = message, options = options, register = register,
+    ctl = function(a) return require("sip.ops").ctl(a) end }
   local run = commands[cmd]
   if not run then
     io.stderr:write(USAGE)

@@ -1,4 +1,4 @@
--- sip.cpim: RFC 3862 message/cpim bodies (the envelope MSRP and SIP MESSAGE carry for IM),
+--- sip.cpim: RFC 3862 message/cpim bodies (the envelope MSRP and SIP MESSAGE carry for IM),
 -- parsed into message headers, encapsulated MIME headers and content, and built back.
 
 local cpim = {}
@@ -76,7 +76,7 @@ local function shortcut(msg, h)
   end
 end
 
--- Parse a message/cpim body. Returns the message table or nil, reason.
+--- Parse a message/cpim body. Returns the message table or nil, reason.
 function cpim.parse(text)
   if type(text) ~= "string" then error("cpim.parse: text must be a string", 2) end
   local headers, pos = read_headers(text, 1, "message headers", false)
@@ -127,7 +127,7 @@ end
 -- "now" as RFC 3339 UTC, for datetime = true.
 local function now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
--- cpim.build{ from=, to=, datetime=, subject=, ns=, require=, headers=, content_type=,
+--- cpim.build{ from=, to=, datetime=, subject=, ns=, require=, headers=, content_type=,
 -- content_headers=, body= } -> text with CRLF line ends. `from`/`to` may be given as
 -- from_uri/from_name; datetime=true stamps the current time. Shortcut fields are skipped
 -- when `headers` already holds a header of that name, so parse -> build -> parse is stable.

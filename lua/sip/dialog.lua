@@ -1,4 +1,4 @@
--- sip.dialog: the calls built on dialogs of RFC 3261 §12: ep:call() for the UAC,
+--- sip.dialog: the calls built on dialogs of RFC 3261 §12: ep:call() for the UAC,
 -- req:answer() for the UAS, call:bye() and friends. The dialog state itself (tags, route set,
 -- remote target, CSeq) and its rules live in C (csrc/dialog.c, the sip.dialog userdata);
 -- a Dialog here wraps one as `_c` and adds the coroutine side: waiters, BYE, re-INVITE.
@@ -396,6 +396,9 @@ function Endpoint:dial(to, opts)
   local turi = sip.uri.parse(opts.target or to)
   local kind = turi and turi.params and turi.params.transport
   kind = kind and kind:lower()
+  if turi and turi.scheme == "sips" then
+    kind = "tls"   -- §26.2.2: a sips: call wants a sips: Contact
+  end
   if not kind or not self:address(kind) then
     kind = nil
   end

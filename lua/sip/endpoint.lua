@@ -1,10 +1,12 @@
--- sip.endpoint: endpoints on the shared event loop, with one coroutine per incoming request.
+--- sip.endpoint: endpoints on the shared event loop, with one coroutine per incoming request.
 -- Anything that waits (a response, a timer, an ACK) yields only the coroutine that waits.
 local core = require "sip.core"
 local sched = require "sip.sched"
 
 local msg_methods = core.msg_mt.methods
 local random_tag = require("sip.random").tag
+local dns = require "sip.dns"
+local needs_lookup = dns.needs_lookup
 
 local Endpoint = {}
 Endpoint.__index = Endpoint
@@ -38,15 +40,27 @@ local function parse_listen(s)
   if not kind then
     kind, host, port = s:match("^(%a+):([^:]+):(%d+)$")
   end
-  if not kind or (kind ~= "udp" and kind ~= "tcp") then
-    error("bad listen address '" .. tostring(s) .. "' (want udp:HOST:PORT or tcp:HOST:PORT)", 3)
+  if not kind or (kind ~= "udp" and kind ~= "tcp" and kind ~= "tls") then
+    error("bad listen address '" .. tostring(s) .. "' (want udp:, tcp: or tls:HOST:PORT)", 3)
   end
   return kind, host, tonumber(port)
 end
 
---- sip.endpoint{ listen = {"udp:127.0.0.1:5060", ...}, log = fn|level, t1 = ms, ... }
+--- sip.endpoint{ listen = {"udp:127.0.0.1:5060", ...}, log = fn|level, t1 = ms,
+--                dns = { servers = { "127.0.0.1:5353" }, timeout =, tries =, avoid = }, ... }
+-- tls = { cert = FILE, key = FILE, ca = FILE, verify = true, client = "optional" }: PEM
+-- files for TLS listeners (tls:HOST:PORT) and for sips:/transport=tls destinations; ca
+-- defaults to the system store; client: ask for ("optional"), "require" or "none" client
+-- certificates (the identity is req.tls). Without a tls table, TLS destinations are
+-- reached with the system's CAs and no certificate of ours.
 local function new(opts)
   opts = opts or {}
+  -- the resolver first: at exit, finalizers run newest first, so the endpoint (which holds
+  -- a reference to it in C) lets go of it before it goes
+  local resolver, derr = dns.new(opts.dns)
+  if not resolver then
+    return nil, "dns: " .. tostring(derr)
+  end
   local self = setmetatable({
     handlers = {},          -- method -> fn
     router = nil,           -- fn for every request no on() took
@@ -61,6 +75,8 @@ local function new(opts)
     relay_each = {},        -- relay id -> fn(target index, res) (req:relay's on_response)
     auth_cache = {},        -- realm -> last challenge answered (see ep:request)
     running = false,
+    dns = resolver,         -- RFC 3263 lookups (sip.dns), its cache shared with the core
+    resolving = {},         -- wakes of the lookups running, told when the endpoint closes
     log = make_logger(opts.log),
     t1 = opts.t1 or 500,
   }, Endpoint)
@@ -135,6 +151,7 @@ local function new(opts)
     max_transactions = opts.max_transactions,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
+    max_connections_per_ip = opts.max_connections_per_ip,
     partial_timeout_ms = opts.partial_timeout_ms, reuse_port = opts.reuse_port and 1 or 0,
     log = self.log ~= nil,
   }
@@ -151,18 +168,28 @@ local function new(opts)
   for _ = 1, 20 do
     local c = core.endpoint(sched.loop, config, hooks)
     local picked, failed, err = {}, false, nil
+    local tls_ok, tls_err = true, nil
+    if opts.tls then
+      tls_ok, tls_err = c:set_tls(opts.tls)
+    end
+    if not tls_ok then
+      c:close()
+      return nil, "tls: " .. tls_err
+    end
     for _, l in ipairs(listen) do
       local kind, host, port = parse_listen(l)
       local ok
-      if port == 0 and picked[host] then
-        ok = c:listen(kind, host, picked[host])
+      -- TLS is a stream socket like TCP: it cannot share TCP's port number
+      local key = kind == "tls" and "tls:" .. host or host
+      if port == 0 and picked[key] then
+        ok = c:listen(kind, host, picked[key])
         failed = not ok
       else
         ok, err = c:listen(kind, host, port)
         err = err and (l .. ": " .. err)
         if ok and port == 0 then
           local addrs = c:addresses()
-          picked[host] = tonumber(addrs[#addrs]:match(":(%d+)$"))
+          picked[key] = tonumber(addrs[#addrs]:match(":(%d+)$"))
         end
       end
       if not ok then
@@ -171,13 +198,16 @@ local function new(opts)
     end
     if not failed and not err then
       self.core = c
+      c:set_dns(resolver)
       return self
     end
     c:close()
     if err then
+      resolver:close()
       return nil, err
     end
   end
+  resolver:close()
   return nil, "no free port for both transports"
 end
 
@@ -207,16 +237,18 @@ function Endpoint:address(kind)
   end
 end
 
---- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for TCP)
+--- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for
+-- TCP; a sips: URI for TLS)
 function Endpoint:uri(user, kind)
   local hostport, k = self:address(kind)
-  local u = "sip:" .. (user and (user .. "@") or "") .. hostport
+  local u = (k == "tls" and "sips:" or "sip:") .. (user and (user .. "@") or "") .. hostport
   if k == "tcp" then
     u = u .. ";transport=tcp"
   end
   return u
 end
 
+--- ep:on(method, fn): fn(req) handles every request of that method ("MESSAGE", ...)
 function Endpoint:on(method, fn)
   assert(type(method) == "string", "ep:on: method expected")
   assert(type(fn) == "function", "ep:on: function expected")
@@ -301,6 +333,7 @@ function Endpoint:rate_limit(opts)
   return self
 end
 
+--- ep:stats() -> table of counters (transactions, connections, pending requests, ...)
 function Endpoint:stats()
   local s = self.core:stats()
   local n = 0
@@ -312,7 +345,7 @@ function Endpoint:stats()
   return s
 end
 
--- Allow header value: what this endpoint answers.
+--- Allow header value: what this endpoint answers.
 function Endpoint:allow()
   local t = { "ACK", "CANCEL", "OPTIONS" }
   for m in pairs(self.handlers) do
@@ -410,7 +443,7 @@ function Endpoint:_response(txn, res)
   p.wake(res)
 end
 
--- Where a request goes (RFC 3261 §8.1.2, §16.12): the top Route if it is a loose router
+--- Where a request goes (RFC 3261 §8.1.2, §16.12): the top Route if it is a loose router
 -- (;lr), else the Request-URI. A strict router is handled by the proxy module.
 function Endpoint:target_of(req)
   local route = req:addr("Route")
@@ -543,15 +576,51 @@ function Endpoint:request(req, opts)
   return res
 end
 
-function Endpoint:_request_once(req, opts)
+--- ep:resolve(uri) -> targets | nil, err   (yields; RFC 3263 through this endpoint's
+-- resolver, for the transports it listens on and TLS, which it can always open: see
+-- sip.dns.resolve)
+function Endpoint:resolve(uri)
   if self.closed then
     return nil, "endpoint is closed"
   end
-  local target = opts.target or self:target_of(req)
+  local tps = self._tps
+  if not tps then
+    tps = {}
+    local seen = {}
+    for _, a in ipairs(self.core:addresses()) do
+      local k = a:match("^(%a+):")
+      if not seen[k] then
+        seen[k], tps[#tps + 1] = true, k
+      end
+    end
+    if not seen.tls then
+      tps[#tps + 1] = "tls"   -- outgoing TLS needs no listener of ours
+    end
+    self._tps = tps
+  end
+  local waits, r = self.resolving, self.dns
+  return sched.await(function(wake)
+    waits[wake] = true
+    local id, err = r:locate(uri, tps, function(t, e)
+      waits[wake] = nil
+      wake(t, e)
+    end)
+    if not id then
+      waits[wake] = nil
+      wake(nil, err)
+    end
+  end)
+end
+
+-- One client transaction toward target (a URI the core resolves itself: an IP literal, or
+-- a name the resolver has cached). attempt_ms: give up waiting after it when nothing at
+-- all came back (a target that does not answer, §4.3); nil: wait for the core's final.
+-- Returns the final response, or nil, err, failed (failed: the target could not be used).
+function Endpoint:_transaction(req, target, opts, attempt_ms)
   return sched.await(function(wake)
     local id, err = self.core:request(req, target, opts.via or "replace", opts.branch)
     if not id then
-      return wake(nil, err)
+      return wake(nil, err, true)
     end
     local p = { wake = wake, progress = opts.on_progress, id = id }
     self.pending[id] = p
@@ -567,7 +636,78 @@ function Endpoint:_request_once(req, opts)
         end
       end)
     end
+    if attempt_ms then
+      local progress = p.progress
+      p.progress = function(res)
+        p.heard = true
+        if progress then
+          return progress(res)
+        end
+      end
+      sched.loop:timer(attempt_ms, function()
+        if self.pending[id] == p and not p.heard then
+          -- nothing from there in this target's share of the time: on to the next one
+          self.pending[id] = nil
+          if req.method == "INVITE" then
+            self.core:cancel(id)   -- (sent only if a provisional comes after all, §9.1)
+          else
+            self.core:abandon(id)  -- no more retransmissions to a target given up on
+          end
+          wake(nil, "timeout", true)
+        end
+      end)
+    end
   end)
+end
+
+-- §4.3: what moves a request on to the next target: a 503, or a final the core made for a
+-- transport error, an ICMP unreachable or a timeout (it carries no To tag: nobody answered).
+local function failed_target(res)
+  return res.status == 503 or (res.status == 408 and not res.to_tag)
+end
+
+function Endpoint:_request_once(req, opts)
+  if self.closed then
+    return nil, "endpoint is closed"
+  end
+  local target = opts.target or self:target_of(req)
+  if not needs_lookup(target) then
+    return self:_transaction(req, target, opts)
+  end
+  local targets, err = self:resolve(target)
+  if not targets then
+    return nil, err
+  end
+  if (opts.via or "replace") == "keep" then
+    targets = { targets[1] }   -- the branch is the caller's: one transaction only
+  end
+  -- RFC 3263 §4.3: on to the next target with a new branch (the Via is replaced), within
+  -- the time of one transaction (64*T1): each target not tried yet gets a share of it
+  local deadline = sched.loop:now() + 64 * self.t1
+  local res, failed
+  for i, t in ipairs(targets) do
+    local left = #targets - i
+    local share = left > 0 and math.max(deadline - sched.loop:now(), 0) // (left + 1) or nil
+    res, err, failed = self:_transaction(req, t.uri, opts, share)
+    if res and not failed_target(res) then
+      return res
+    end
+    if not res and not failed then
+      return nil, err   -- the endpoint closed
+    end
+    if not self.closed then
+      self.dns:avoid(t.transport, t.addr, t.port)
+    end
+    self:_log("info", "%s to %s (%s) failed: %s", req.method, t.uri, t.host,
+      res and (res.status .. " " .. res.reason) or tostring(err))
+    if self.closed or sched.loop:now() >= deadline then
+      break
+    end
+  end
+  if res then
+    return res
+  end
+  return nil, err
 end
 
 --- ep:send(req [, target]) -> true | nil, err   (no transaction: ACK for 2xx, stateless relays)
@@ -575,7 +715,25 @@ function Endpoint:send(req, target, via)
   if self.closed then
     return nil, "endpoint is closed"
   end
-  return self.core:send(req, target or self:target_of(req), via or "replace")
+  target = target or self:target_of(req)
+  if needs_lookup(target) then
+    if not coroutine.isyieldable() then
+      -- from a hook (a 2xx retransmission re-ACKed): the name from the cache, or looked
+      -- up in a coroutine of its own
+      local ok, err = self.core:send(req, target, via or "replace")
+      if ok or err ~= "the name needs a DNS lookup first" then
+        return ok, err
+      end
+      sched.spawn(self.send, self, req, target, via)
+      return true
+    end
+    local t, err = self:resolve(target)
+    if not t then
+      return nil, err
+    end
+    target = t[1].uri
+  end
+  return self.core:send(req, target, via or "replace")
 end
 
 --- ep:options(uri [, opts]) -> response | nil, err
@@ -603,6 +761,7 @@ function Endpoint:run()
   end
 end
 
+--- ep:stop(): make run() return
 function Endpoint:stop()
   self.running = false
 end
@@ -613,31 +772,38 @@ function Endpoint:close()
   self.closed = true
   self.core:close()
   -- whoever waits on this endpoint hears of it now: no response will come any more
-  local relays, pending = self.relays, self.pending
-  self.relays, self.pending, self.relay_each = {}, {}, {}
+  local relays, pending, resolving = self.relays, self.pending, self.resolving
+  self.relays, self.pending, self.relay_each, self.resolving = {}, {}, {}, {}
+  self.dns:close()
   for _, wake in pairs(relays) do
     wake(nil)
+  end
+  for wake in pairs(resolving) do
+    wake(nil, "endpoint closed")
   end
   for _, p in pairs(pending) do
     p.wake(nil, "endpoint closed")
   end
 end
 
--- Pollable protocol (cqueues, luv, ...): wait for pollfd() to be readable or timeout()
+--- Pollable protocol (cqueues, luv, ...): wait for pollfd() to be readable or timeout()
 -- seconds, then call step(0).
 function Endpoint:pollfd()
   return sched.loop:fd()
 end
 
+--- ep:events() -> "r": pollfd() is waited on for reading
 function Endpoint:events()
   return "r"
 end
 
+--- ep:timeout() -> seconds until the next timer, or nil when none is due
 function Endpoint:timeout()
   local ms = sched.loop:timeout()
   return ms and ms / 1000 or nil
 end
 
+--- ep:step([timeout]): run what is ready, waiting at most timeout seconds (default 0)
 function Endpoint:step(timeout)
   return sched.loop:step(timeout and math.floor(timeout * 1000) or 0)
 end
@@ -670,6 +836,10 @@ local function build_response(req, code, reason, opts)
   end
   return res
 end
+
+--- req:build_response(code [, reason] [, { headers=, body=, content_type= }]) -> response
+-- (a To tag of ours on every response but 100), not sent: what req:reply sends
+-- @function msg_methods.build_response
 msg_methods.build_response = build_response
 
 -- Whether in-dialog requests must reach the Lua dispatcher: dialogs, or early ones as UAS.

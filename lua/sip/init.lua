@@ -1,4 +1,4 @@
--- sip: the public Lua API of luasip over the C module sip.core.
+--- sip: the public Lua API of luasip over the C module sip.core.
 -- Messages, URIs and builders live here; endpoints, auth and bodies in sibling modules.
 local core = require "sip.core"
 
@@ -9,8 +9,11 @@ local msg_methods = core.msg_mt.methods
 --- sip.parse(bytes [, opts]) -> msg | nil, reason. Never raises on bad input.
 -- opts: { stream = bool, max_size = n, max_headers = n, max_line = n }
 -- The C function itself: a Lua wrapper would cost a call frame on every message.
+-- @function parse
 sip.parse = core.parse
 
+--- sip.reason(code) -> the standard reason phrase of a status code ("Not Found")
+-- @function reason
 sip.reason = core.reason
 
 -- sip.uri ------------------------------------------------------------------------------
@@ -127,6 +130,9 @@ local function name_addr(v, what)
   end
   return "<" .. v .. ">"
 end
+--- sip.name_addr(v, what) -> a name-addr string from "sip:a@b", "Name <sip:a@b>" or
+-- { uri=, display=, params= } (what names v in the error a bad v raises)
+-- @function name_addr
 sip.name_addr = name_addr
 
 local function add_headers(lines, headers)
@@ -148,6 +154,9 @@ local function add_headers(lines, headers)
     end
   end
 end
+--- sip.add_header_lines(lines, headers): append "Name: value" lines for a headers table:
+-- { {"Name", "value"}, ... } pairs in order, then Name = value | {values} sorted by name
+-- @function add_header_lines
 sip.add_header_lines = add_headers
 
 --- sip.request{ method=, uri=, from=, to=, call_id=, cseq=, via=, contact=, max_forwards=,
@@ -196,6 +205,7 @@ sip.spawn = sched.spawn
 local endpoint = require "sip.endpoint"
 require "sip.dialog"   -- adds ep:call, ep:dial, req:answer
 require "sip.ua"       -- adds ep:message, ep:register
+sip.msrp = require "sip.msrp"   -- adds ep:chat, ep:on("chat"), ep:message's session mode
 
 -- Digest auth, SDP and CPIM bodies, reachable as sip.auth, sip.sdp, sip.cpim.
 sip.auth = require "sip.auth"
@@ -209,7 +219,7 @@ end
 
 -- Message methods written in Lua (the C ones are in csrc/lsip_msg.c).
 
---- msg:is_response() / msg:is_request()
+--- msg:is_response() -> true for a response (the field m.is_request tells a request)
 function msg_methods.is_response(m)
   return not m.is_request
 end
@@ -218,7 +228,7 @@ end
 package.loaded.sip = sip
 require "sip.proxy"   -- adds req:relay
 local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
-  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy" }
+  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy", dns = "sip.dns" }
 setmetatable(sip, { __index = function(t, k)
   local name = lazy[k]
   if name then

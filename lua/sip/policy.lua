@@ -1,4 +1,4 @@
--- sip.policy: who may use a proxy as a relay, and as whom — the checks Kamailio's default
+--- sip.policy: who may use a proxy as a relay, and as whom — the checks Kamailio's default
 -- configuration makes ("Relaying Forbidden", loose_route first, auth_check with identity).
 local sip = require "sip"
 
@@ -187,7 +187,7 @@ function Policy:is_ours(uri)
   return self.ep:is_local("sip:" .. host .. ":" .. u.port)
 end
 
--- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
+--- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
 -- us, so the source must be ours too: over UDP we send from the listening port, over TCP
 -- from an ephemeral one (then only the IP can match).
 function Policy:spiral(req)

@@ -1,4 +1,4 @@
--- sip.ratelimit: a token bucket per source (by default the source IP of a request), so one
+--- sip.ratelimit: a token bucket per source (by default the source IP of a request), so one
 -- flooding peer is refused (503 + Retry-After) while everyone else is served.
 local ratelimit = {}
 
@@ -24,6 +24,7 @@ end
 --- The source IP of a request: "udp:1.2.3.4:5060" -> "1.2.3.4", "tcp:[::1]:5060" -> "::1".
 -- "udp:1.2.3.4:5060" -> "1.2.3.4", remembered: a proxy sees the same few sources again
 -- and again, and a pattern match per request is a good part of the limiter's cost.
+-- @function source_ip
 local ip_of, ip_count = {}, 0
 local IP_CACHE_MAX = 4096
 
@@ -45,6 +46,7 @@ function ratelimit.source_ip(req)
   return ip
 end
 
+--- ratelimit.new{ rate =, burst =, ... } -> limiter
 function ratelimit.new(opts)
   assert(type(opts) == "table", "sip.ratelimit.new: options table expected")
   local rate, burst = tonumber(opts.rate), tonumber(opts.burst or opts.rate)

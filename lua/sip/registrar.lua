@@ -1,4 +1,4 @@
--- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
+--- sip.registrar: REGISTER processing of RFC 3261 §10.3 over a location store.
 -- The store is a small interface (get/put/delete/expire) so memory, a file or a database fit.
 local sip = require "sip"
 
@@ -20,6 +20,7 @@ function registrar.memory()
   return setmetatable({ by_aor = {} }, Memory)
 end
 
+--- store:get(aor) -> { binding, ... } of that AOR
 function Memory:get(aor)
   local t = self.by_aor[aor]
   local out = {}
@@ -31,6 +32,7 @@ function Memory:get(aor)
   return out
 end
 
+--- store:put(aor, b): keep binding b (replacing the one of the same key)
 function Memory:put(aor, b)
   local t = self.by_aor[aor]
   if not t then
@@ -40,6 +42,7 @@ function Memory:put(aor, b)
   t[b.key or b.uri] = b
 end
 
+--- store:delete(aor [, key]): drop one binding, or every binding of aor
 function Memory:delete(aor, key)
   local t = self.by_aor[aor]
   if not t then
@@ -55,6 +58,7 @@ function Memory:delete(aor, key)
   end
 end
 
+--- store:expire(now): drop the bindings expired at now
 function Memory:expire(now)
   for aor, t in pairs(self.by_aor) do
     for key, b in pairs(t) do
@@ -68,6 +72,7 @@ function Memory:expire(now)
   end
 end
 
+--- store:aors() -> { aor, ... } that hold bindings
 function Memory:aors()
   local out = {}
   for aor in pairs(self.by_aor) do
@@ -158,7 +163,7 @@ end
 local Registrar = {}
 Registrar.__index = Registrar
 
--- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
+--- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
 -- The scheme stays: a SIP and a SIPS URI are never equivalent (§19.1.4), and a sips: AOR
 -- must not reach bindings made for the sip: one.
 function registrar.aor(uri)
@@ -171,7 +176,11 @@ function registrar.aor(uri)
 end
 
 --- sip.registrar.new{ store=, min_expires=60, max_expires=3600, default_expires=3600,
----                    domains={...} (nil: any), clock=function() return os.time() end }
+---                    domains={...} (nil: any), clock=function() return os.time() end,
+---                    endpoint= }
+-- endpoint: the sip.endpoint the REGISTERs come to. A binding registered over TCP or TLS
+-- is then reached over its connection (b.conn, see ep:flow) while that is open; once it
+-- closes, the binding goes at the next lookup (the phone cannot be connected to).
 function registrar.new(opts)
   opts = opts or {}
   return setmetatable({
@@ -184,6 +193,7 @@ function registrar.new(opts)
     version = 0,   -- bumped when a binding changes: targets() keeps its lists until then
     on_change = opts.on_change,
     canonical = opts.canonical,   -- fn(uri table) -> uri table: map aliases to one domain
+    endpoint = opts.endpoint,
   }, Registrar)
 end
 
@@ -198,8 +208,12 @@ function Registrar:lookup(aor, canonical)
   local key = canonical and aor or registrar.aor(aor) or aor
   local now = now_of(self)
   local out = {}
+  local ep = self.endpoint
   for _, b in ipairs(self.store:get(key)) do
-    if b.expires_at > now then
+    if b.conn and ep and not ep.core:conn_open(b.conn) then
+      self.version = (self.version or 0) + 1   -- its flow failed: the binding goes
+      self.store:delete(key, b.key)
+    elseif b.expires_at > now then
       out[#out + 1] = b
     end
   end
@@ -215,7 +229,7 @@ function Registrar:lookup(aor, canonical)
 end
 
 --- sip.registrar.target(b) -> what req:relay takes for binding b: its Contact URI, or
--- { uri, route = "<Path value>, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
+-- { uri, route = "&lt;Path value&gt;, ...", flow = "sip:IP:PORT[;transport=tcp]" } when it was
 -- registered through a Path or from another address than its Contact names (NAT, TCP).
 function registrar.target(b)
   if not b.path and not b.flow then
@@ -241,18 +255,22 @@ function Registrar:targets(aor)
   end
   local now = self.clock()   -- now_of(self), one call less: this runs for every request
   local c = cache[aor]
-  if c and now < c.until_ then
+  if c and now < c.until_ and not (c.conns and self:_flow_failed(c.conns)) then
     return c.list
   end
-  local list, until_ = {}, math.huge
+  local list, until_, conns = {}, math.huge, nil
   for _, b in ipairs(self:lookup(aor, true)) do
     list[#list + 1] = registrar.target(b)
     if b.expires_at < until_ then
       until_ = b.expires_at
     end
+    if b.conn then
+      conns = conns or {}
+      conns[#conns + 1] = b.conn
+    end
   end
   if #list > 0 then
-    cache[aor] = { list = list, until_ = until_ }
+    cache[aor] = { list = list, until_ = until_, conns = conns }
   end
   return list
 end
@@ -277,6 +295,16 @@ function Registrar:holds_contact(uri)
   end
   local until_ = index[registrar.contact_key(uri)]
   return until_ ~= nil and until_ > now_of(self)
+end
+
+function Registrar:_flow_failed(conns)
+  local core = self.endpoint.core
+  for _, id in ipairs(conns) do
+    if not core:conn_open(id) then
+      return true
+    end
+  end
+  return false
 end
 
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
@@ -512,16 +540,21 @@ function Registrar:handle(req)
   if #path == 0 then
     path = nil
   end
+  local direct = #req:headers("Via") == 1 and not path
   for _, u in ipairs(updates) do
     if u.expires == 0 then
       self.version = (self.version or 0) + 1
       self.store:delete(aor, u.key)
     else
       self.version = (self.version or 0) + 1
+      -- over TCP/TLS from the phone itself (one Via, no Path: not through a proxy): it is
+      -- reached on this connection (nil when not, or when its Contact names another
+      -- transport)
+      local conn = self.endpoint and direct and self.endpoint.core:flow(req, u.uri) or nil
       self.store:put(aor, { uri = u.uri, key = u.key, q = u.q, expires_at = now + u.expires,
         call_id = call_id, cseq = cseq, updated = now, source = req.source,
         path = path, params = u.params,
-        flow = not path and binding_flow(u.uri, req) or nil })
+        flow = not path and binding_flow(u.uri, req) or nil, conn = conn })
     end
   end
   if #updates > 0 and self.on_change then

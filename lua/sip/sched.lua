@@ -1,4 +1,4 @@
--- sip.sched: the coroutine scheduler over the one event loop of this Lua state.
+--- sip.sched: the coroutine scheduler over the one event loop of this Lua state.
 -- await() yields a coroutine until woken; outside a coroutine it runs the loop instead.
 local core = require "sip.core"
 
@@ -69,6 +69,7 @@ function sched.spawn(fn, ...)
   return co
 end
 
+--- sched.running_count() -> number of handler coroutines running now
 function sched.running_count()
   return running
 end

@@ -1,4 +1,4 @@
--- sip.sdp: RFC 4566 session descriptions, parsed into plain tables and built back to text,
+--- sip.sdp: RFC 4566 session descriptions, parsed into plain tables and built back to text,
 -- plus a small RFC 3264 offer/answer helper for the common "pick a shared codec" case.
 
 local sdp = {}
@@ -52,10 +52,16 @@ local function attribute_values(self, name)
   return out
 end
 
+--- session:attribute(name), media:attribute(name) -> the first value of attribute `name`;
+-- true for a property attribute (a=recvonly), nil if absent
+-- @function attribute
+
+--- session:attribute_values(name), media:attribute_values(name) -> every value, in order
+-- @function attribute_values
 session_mt.attribute, session_mt.attribute_values = attribute, attribute_values
 media_mt.attribute, media_mt.attribute_values = attribute, attribute_values
 
--- The codecs of a media description in format order: { pt=, name=, rate=, params= }.
+--- The codecs of a media description in format order: { pt=, name=, rate=, params= }.
 -- Static payload types without an rtpmap take their RFC 3551 name.
 function media_mt:codecs()
   local out = {}
@@ -73,7 +79,7 @@ function media_mt:codecs()
   return out
 end
 
--- The address and port RTP for media `i` goes to: its own c= or the session's.
+--- The address and port RTP for media `i` goes to: its own c= or the session's.
 function session_mt:media_address(i)
   local m = self.media[i]
   if not m then return nil end
@@ -237,7 +243,7 @@ local function direction_of(attrs, default)
   return default
 end
 
--- Parse an SDP body. Returns the session table, or nil, "reason (line N)".
+--- Parse an SDP body. Returns the session table, or nil, "reason (line N)".
 -- Field order is checked loosely (v= first, media fields after their m=) because real
 -- phones reorder session-level lines; everything else follows RFC 4566 §5.
 function sdp.parse(text)
@@ -363,7 +369,7 @@ local function build_media(out, m, session_dir)
   add_attributes(out, m.attributes)
 end
 
--- Build SDP text (CRLF line ends, RFC 4566 order) from a table shaped like parse's result.
+--- Build SDP text (CRLF line ends, RFC 4566 order) from a table shaped like parse's result.
 -- Missing v=, s= and t= get the usual defaults (0, "-", "0 0").
 function sdp.build(t)
   if type(t) ~= "table" then error("sdp.build: expected a table", 2) end
@@ -425,7 +431,7 @@ local function session_of(opts, media)
   return assert(sdp.parse(sdp.build(t)))
 end
 
--- sdp.offer{ address=, port=, codecs={...}, media="audio", direction=, username=,
+--- sdp.offer{ address=, port=, codecs={...}, media="audio", direction=, username=,
 -- session_id= } -> session table (tostring() gives the text).
 function sdp.offer(opts)
   if type(opts) ~= "table" or type(opts.codecs) ~= "table" or not opts.port then
@@ -442,7 +448,7 @@ end
 
 local ANSWER_DIRECTION = { sendonly = "recvonly", recvonly = "sendonly", inactive = "inactive" }
 
--- sdp.answer(offer, opts): offer is text or a parsed table; opts has address, port and codecs
+--- sdp.answer(offer, opts): offer is text or a parsed table; opts has address, port and codecs
 -- for audio, and/or streams = { video = { port=, codecs= } }. Each offered stream keeps the
 -- offer's payload numbers for shared codecs, in the offer's order; a stream with nothing in
 -- common is refused with port 0 (RFC 3264 §6). Returns nil, reason if nothing is accepted.
@@ -484,10 +490,11 @@ function sdp.answer(offer, opts)
   return session_of(opts, media)
 end
 
--- RFC 3264 §8: a session description sent again in a session keeps the o= version of the
+--- RFC 3264 §8: a session description sent again in a session keeps the o= version of the
 -- one sent before when nothing else in it changed, and goes one higher when anything did.
 -- sdp.next_version(previous, text) -> text, its o= version set so (text as is when either
 -- has no o= line or they are of different sessions).
+-- @function next_version
 local ORIGIN = "\no=(%S+ %S+ )(%d+)( [^\r\n]*)"
 
 function sdp.next_version(previous, text)
@@ -507,6 +514,77 @@ function sdp.next_version(previous, text)
     version = tostring(math.max(tonumber(pver) + 1, tonumber(ver)))
   end
   return (("\n" .. text):gsub(ORIGIN, "\no=%1" .. version .. "%3", 1):sub(2))
+end
+
+-- ---------------------------------------------------------------------------------------
+-- MSRP media (RFC 4975 §8, RFC 6135, RFC 6714): m=message PORT TCP/MSRP *
+-- ---------------------------------------------------------------------------------------
+
+local function words_of(v)
+  local out = {}
+  for w in tostring(v or ""):gmatch("%S+") do out[#out + 1] = w end
+  return out
+end
+
+--- media:msrp() -> { path = {uri, ...}, accept_types = {...}, accept_wrapped_types = {...},
+-- setup =, max_size =, tls = bool, port = } for an m=message line over TCP/MSRP or
+-- TCP/TLS/MSRP; nil for other media.
+function media_mt:msrp()
+  if self.media ~= "message" or not (self.proto == "TCP/MSRP" or self.proto == "TCP/TLS/MSRP") then
+    return nil
+  end
+  local function text(name)
+    local v = attribute(self, name)
+    return type(v) == "string" and v or nil
+  end
+  local setup = text("setup")
+  return { path = words_of(text("path")), accept_types = words_of(text("accept-types")),
+    accept_wrapped_types = words_of(text("accept-wrapped-types")),
+    setup = setup and setup:lower(), max_size = tointeger(tonumber(text("max-size") or "")),
+    tls = self.proto == "TCP/TLS/MSRP", port = self.port }
+end
+
+--- session:msrp() -> the first MSRP media of a parsed description (see media:msrp), its index
+function session_mt:msrp()
+  for i, m in ipairs(self.media) do
+    local x = media_mt.msrp(m)
+    if x and m.port ~= 0 then return x, i end
+  end
+end
+
+local function list_text(v, default)
+  if type(v) == "table" then return concat(v, " ") end
+  return v or default
+end
+
+--- sdp.msrp{ address=, port=, path= (uri or list), accept_types= (list or text, default
+-- "message/cpim text/plain"), accept_wrapped_types=, setup= ("actpass"), max_size=, tls=,
+-- session_id= } -> session table with one m=message line (tostring() gives the text)
+function sdp.msrp(opts)
+  if type(opts) ~= "table" or not opts.address or not opts.port or not opts.path then
+    error("sdp.msrp: options need address, port and path", 2)
+  end
+  local attrs = {
+    { name = "accept-types", value = list_text(opts.accept_types, "message/cpim text/plain") },
+  }
+  if opts.accept_wrapped_types then
+    attrs[#attrs + 1] = { name = "accept-wrapped-types", value = list_text(opts.accept_wrapped_types) }
+  end
+  attrs[#attrs + 1] = { name = "path", value = list_text(opts.path) }
+  attrs[#attrs + 1] = { name = "setup", value = opts.setup or "actpass" }
+  if opts.max_size then
+    attrs[#attrs + 1] = { name = "max-size", value = tostring(math.floor(opts.max_size)) }
+  end
+  local m = { media = "message", port = opts.port, proto = opts.tls and "TCP/TLS/MSRP" or "TCP/MSRP",
+    formats = { "*" }, attributes = attrs }
+  return session_of(opts, { m })
+end
+
+--- sdp.msrp_setup(offered) -> the answerer's a=setup for an offer's (RFC 6135 §4.1):
+-- active when the offer is actpass or passive (or says nothing), passive when it is active
+function sdp.msrp_setup(offered)
+  if offered == "active" then return "passive" end
+  return "active"
 end
 
 return sdp

@@ -1,4 +1,4 @@
--- sip.ua: the user-agent conveniences on top of endpoints — pager-mode MESSAGE (RFC 3428)
+--- sip.ua: the user-agent conveniences on top of endpoints — pager-mode MESSAGE (RFC 3428)
 -- and the registration client of RFC 3261 §10.2 that keeps a binding refreshed.
 local sched = require "sip.sched"
 local random = require "sip.random"
@@ -196,6 +196,12 @@ function Endpoint:register(opts)
   local aor = opts.aor or ("sip:" .. (opts.user or "luasip") .. "@" .. ru.host)
   local user_part = sip.uri.parse(aor) and sip.uri.parse(aor).user or opts.user
   local kind = (ru.params and ru.params.transport or "udp"):lower()
+  if ru.scheme == "sips" then
+    kind = "tls"
+  end
+  if not self:address(kind) then
+    kind = nil   -- the first listener: the registrar reaches us on our connection anyway
+  end
   local contact = opts.contact or self:uri(user_part, kind)
   local self_reg = setmetatable({
     ep = self, registrar = opts.registrar, aor = aor, from = opts.from or aor,

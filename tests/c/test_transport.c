@@ -1,4 +1,4 @@
-/* test_transport.c: the event loop, stream framing and UDP/TCP transports over real sockets
+/* test_transport.c: the event loop, stream framing and UDP/TCP/TLS transports over real sockets
  * on 127.0.0.1 and ::1. Every wait is bounded; a watchdog alarm ends a hung run. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,8 +13,11 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include "frame.h"
 #include "loop.h"
+#include "tls.h"
 #include "transport.h"
 #include "ratelimit.h"
 #include "map.h"
@@ -1168,6 +1171,129 @@ static void tcp_tp_to_tp(const char *host)
 static void test_tcp_tp_to_tp_ipv4(void) { tcp_tp_to_tp("127.0.0.1"); }
 static void test_tcp_tp_to_tp_ipv6(void) { tcp_tp_to_tp("::1"); }
 
+/* ---------------- TLS ---------------- */
+
+/* A self-signed certificate for localhost and 127.0.0.1 in two temporary files (the
+ * certificate is its own CA for the client side). */
+static int make_cert(char *cert, char *key)
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+	int cf, kf, ok;
+	FILE *c, *k;
+
+	if (!pk || !x)
+		return -1;
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pk);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+				   (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	X509_sign(x, pk, EVP_sha256());
+	cf = mkstemp(cert);
+	kf = mkstemp(key);
+	c = cf >= 0 ? fdopen(cf, "w") : NULL;
+	k = kf >= 0 ? fdopen(kf, "w") : NULL;
+	ok = c && k && PEM_write_X509(c, x) && PEM_write_PrivateKey(k, pk, NULL, NULL, 0, NULL, NULL);
+	if (c)
+		fclose(c);
+	if (k)
+		fclose(k);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+	return ok ? 0 : -1;
+}
+
+static int detail_mismatch(void *a)
+{
+	return strstr(((rx *)a)->last_detail, "hostname mismatch") != NULL;
+}
+
+/* transport to transport over TLS: a 40 KB message and its answer over one connection,
+ * the server checked by name; a name it does not carry fails the connection with the
+ * reason; the TCP port is not taken for it */
+static void test_tls_tp_to_tp(void)
+{
+	char cert[] = "/tmp/test_tls_certXXXXXX", key[] = "/tmp/test_tls_keyXXXXXX", why[256];
+	sip_loop *loop = sip_loop_new();
+	rx ra = { 0 }, rb = { 0 };
+	struct sockaddr_storage ab;
+	socklen_t lb;
+	sip_tls_config sc, cc;
+	sip_transport *a = sip_tp_new(loop, NULL, on_recv, on_event, &ra);
+	sip_transport *b = sip_tp_new(loop, NULL, on_recv, on_event, &rb);
+	const char *err = NULL;
+	size_t n;
+	char *m = sip_msg(40000, &n);
+	sip_tp_stats st;
+	int idx;
+
+	CHECK(a && b && make_cert(cert, key) == 0);
+	ra.tp = a;
+	rb.tp = b;
+	rb.echo = 1;
+	sip_tls_config_default(&sc);
+	sc.cert = cert;
+	sc.key = key;
+	sc.client_auth = SIP_TLS_CLIENT_NONE;
+	CHECK(sip_tp_listen(b, SIP_TP_TLS, "127.0.0.1", 0, &err) < 0);   /* no certificate yet */
+	sip_tp_set_tls(b, sip_tls_new(&sc, why, sizeof why));
+	sip_tls_config_default(&cc);
+	cc.ca = cert;
+	sip_tp_set_tls(a, sip_tls_new(&cc, why, sizeof why));
+	unlink(cert);
+	unlink(key);
+	CHECK(sip_tp_tls(a) && sip_tp_tls(b));
+	idx = sip_tp_listen(b, SIP_TP_TLS, "127.0.0.1", 0, &err);
+	CHECK(idx >= 0);
+	sip_tp_listener_addr(b, idx, NULL, &ab, &lb);
+	/* queued through connect and handshake, then written in records */
+	CHECK(sip_tp_send_named(a, SIP_TP_TLS, (struct sockaddr *)&ab, lb, 0, "localhost", m, n,
+				&err) == 0);
+	CHECK(run_until(loop, got1, &ra, 3000));
+	CHECK(rb.msgs == 1 && rb.lens[0] == n && memcmp(rb.last, m, MAXKEEP) == 0);
+	CHECK(rb.src.kind == SIP_TP_TLS && ra.src.kind == SIP_TP_TLS);
+	/* the same name again: the same connection */
+	free(m);
+	m = sip_msg(0, &n);
+	CHECK(sip_tp_send_named(a, SIP_TP_TLS, (struct sockaddr *)&ab, lb, 0, "localhost", m, n,
+				&err) == 0);
+	CHECK(run_until(loop, got2, &ra, 2000));
+	sip_tp_stats_get(b, &st);
+	CHECK(st.conns_accepted == 1 && st.handshakes == 0);
+	{
+		int verified;
+		char subject[256], sans[256];
+
+		CHECK(sip_tp_tls_peer(a, ra.src.conn_id, &verified, subject, sizeof subject, sans,
+				      sizeof sans) == 1);
+		CHECK(verified && strcmp(subject, "CN=localhost") == 0);
+		CHECK(strcmp(sans, "DNS:localhost, IP:127.0.0.1") == 0);
+		CHECK(sip_tp_tls_peer(b, rb.src.conn_id, &verified, subject, sizeof subject, sans,
+				      sizeof sans) == 0);   /* no client certificate */
+	}
+	/* another name: a connection of its own, which fails the check */
+	CHECK(sip_tp_send_named(a, SIP_TP_TLS, (struct sockaddr *)&ab, lb, 0, "other.example", m,
+				10, &err) == 0);
+	CHECK(run_until(loop, detail_mismatch, &ra, 2000));
+	CHECK(strcmp(ra.last_detail, "certificate verify failed: hostname mismatch") == 0);
+	sip_tp_stats_get(a, &st);
+	CHECK(st.conns_open == 1 && st.tls_failed == 1);
+	free(m);
+	sip_tp_free(a);
+	sip_tp_free(b);
+	sip_loop_free(loop);
+}
+
 static void watchdog(int sig)
 {
 	static const char msg[] = "watchdog: test run took too long\n";
@@ -1284,6 +1410,7 @@ int main(void)
 	RUN(test_tcp_partial_timeout);
 	RUN(test_tcp_tp_to_tp_ipv4);
 	RUN(test_tcp_tp_to_tp_ipv6);
+	RUN(test_tls_tp_to_tp);
 	RUN(test_ratelimit_bucket);
 	RUN(test_ratelimit_bounded);
 	printf("%d passed, %d failed\n", passed, failed);
