@@ -9,7 +9,7 @@ CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
 LIBFLAG    ?= -shared
-LIBS        = -lssl -lcrypto
+LIBS        = -lssl -lcrypto -lsqlite3
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -29,7 +29,7 @@ INST_LIBDIR ?= /usr/local/lib/lua/5.4/sip
 INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev lua-busted lua-socket luarocks sip-tester sipsak \
-       lua-cqueues clang libclang-rt-14-dev
+       lua-cqueues clang libclang-rt-14-dev libsqlite3-dev libhiredis-dev redis-server
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio
 

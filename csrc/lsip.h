@@ -47,6 +47,7 @@ void lsip_open_ep(lua_State *L);
 void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
+void lsip_open_sqlite(lua_State *L);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

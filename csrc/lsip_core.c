@@ -14,5 +14,6 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_ep(L);
 	lsip_open_dialog(L);
 	lsip_open_thp(L);
+	lsip_open_sqlite(L);
 	return 1;
 }

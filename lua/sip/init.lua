@@ -218,7 +218,7 @@ end
 package.loaded.sip = sip
 require "sip.proxy"   -- adds req:relay
 local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
-  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy" }
+  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy", store = "sip.store" }
 setmetatable(sip, { __index = function(t, k)
   local name = lazy[k]
   if name then
