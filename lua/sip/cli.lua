@@ -4,7 +4,7 @@ local sip = require "sip"
 
 local cli = {}
 
-local USAGE = [[
+local USAGE = [=[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms SHA-256,MD5]
@@ -12,10 +12,13 @@ usage:
                [--max-transactions N]
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
+               [--store memory | sqlite:FILE | redis://HOST:PORT[/DB]]
+                   (registrations and offline messages; default
+                    sqlite:$XDG_DATA_HOME/luasip/luasip.db, else ~/.local/share/luasip/luasip.db)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
-]]
+]=]
 
 -- --name value / --flag / positional arguments. flags: the options that take no value;
 -- values: those that take one. Anything else is an error rather than a guess (a misspelt
@@ -127,8 +130,16 @@ local BURST_PER_RATE = 2
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
 -- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =,
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
--- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy)
+-- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy),
+-- store = a sip.store or its name ("memory", "sqlite:FILE", "redis://..."; default memory)
 function cli.server(opts)
+  local store, serr = opts.store or "memory", nil
+  if type(store) == "string" then
+    store, serr = sip.store.open(store)
+    if not store then
+      return nil, serr
+    end
+  end
   local log = opts.log or log_line(opts.quiet)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
@@ -149,7 +160,7 @@ function cli.server(opts)
     local host = sip.core.uri_hostport(uri)
     return host == domain or ep:is_local(uri)
   end
-  local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
+  local registrar = sip.registrar.new { store = store, min_expires = opts.min_expires or 1,
     max_expires = opts.max_expires or 3600,
     canonical = function(u)
       -- an AOR at any of our addresses (with or without the port: clients often leave it
@@ -160,6 +171,8 @@ function cli.server(opts)
       end
       return u
     end }
+  -- MESSAGE for a known user with no binding: 202, stored, sent when the user registers
+  local offline = sip.offline.new { ep = ep, store = store, registrar = registrar, log = log }
   local auth_www, auth_proxy
   if not opts.no_auth then
     local only_md5 = false
@@ -247,9 +260,12 @@ function cli.server(opts)
     local rhost, rport, ruser = sip.core.uri_hostport(req)   -- its Request-URI
     local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
     if why.register then
-      local code = registrar:handle(req)
+      local code, _, _, reg_aor = registrar:handle(req)
       log("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
         req.source, code)
+      if code == 200 and reg_aor then
+        offline:deliver(reg_aor)
+      end
       return
     end
     if why.in_dialog then
@@ -272,6 +288,9 @@ function cli.server(opts)
       local aor = "sip:" .. ruser .. "@" .. domain
       local targets = registrar:targets(aor)
       if #targets == 0 then
+        if m == "MESSAGE" and users[ruser] then
+          return offline:accept(req, aor)
+        end
         local code = users[ruser] and 480 or 404
         log("%s %s -> %d", m, aor, code)
         return req:reply(code)
@@ -289,22 +308,37 @@ function cli.server(opts)
   -- quiet: nobody logs in-dialog requests, so the core relays them without this function
   end, { relay_in_dialog = silent })
 
-  -- expired bindings vanish on time
+  -- expired bindings vanish on time, old stored messages every minute (in a coroutine: a
+  -- store's calls may wait)
+  local sweeps, stopped = 0, false
   local function sweep()
-    registrar:expire()
+    if stopped then
+      return
+    end
+    sip.spawn(function()
+      registrar:expire()
+      if sweeps % 60 == 0 then
+        offline:expire()
+      end
+      sweeps = sweeps + 1
+    end)
     sip.sched.loop:timer(1000, sweep)
   end
   sweep()
 
   return { ep = ep, registrar = registrar, auth = auth_www, proxy_auth = auth_proxy,
-    policy = policy,
-    limiter = limiter, domain = domain, stop = function() ep:close() end }
+    policy = policy, store = store, offline = offline,
+    limiter = limiter, domain = domain, stop = function()
+      stopped = true
+      ep:close()
+      store:close()
+    end }
 end
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust" })
+      "rate_burst", "trust", "store" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -363,6 +397,7 @@ local function serve(argv)
     end
     opts.algorithms = list
   end
+  opts.store = opts.store or ("sqlite:" .. sip.store.default_path())
   local srv, serr = cli.server(opts)
   if not srv then
     io.stderr:write("luasip: ", serr, "\n")
