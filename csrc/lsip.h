@@ -48,6 +48,14 @@ void lsip_open_auth(lua_State *L);
 void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
 void lsip_open_sqlite(lua_State *L);
+void lsip_open_redis(lua_State *L);
+
+/* The event loop of this Lua state (made on first use), for binding files whose C callbacks
+ * run on it: its core loop, and the thread stepping it (the one to call Lua on from them). */
+typedef struct lsip_loop lsip_loop;
+lsip_loop *lsip_loop_of(lua_State *L);
+struct sip_loop *lsip_loop_core(lsip_loop *lp);
+lua_State *lsip_loop_thread(lsip_loop *lp);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

@@ -15,5 +15,6 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_dialog(L);
 	lsip_open_thp(L);
 	lsip_open_sqlite(L);
+	lsip_open_redis(L);
 	return 1;
 }
