@@ -144,6 +144,18 @@ function cli.server(opts)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
+  -- (before the endpoint listens: waiting on the store runs the loop, and a request must
+  -- not meet an endpoint without its route)
+  -- The key of our Record-Route tags (;lsk=) lives in a lasting store: workers and instances
+  -- serving the same dialogs, and this one after a restart, take each other's routes.
+  if store.kind ~= "memory" then
+    local key, kerr = store:setnx("rr_key", require("sip.random").hex(32))
+    if not key then
+      store:close()
+      return nil, "store: " .. tostring(kerr)
+    end
+    sip.core.rr_key(key)
+  end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
     max_transactions = opts.max_transactions,
     log = (not opts.quiet and opts.debug) and "debug" or nil }

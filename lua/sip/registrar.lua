@@ -210,7 +210,10 @@ end
 function Registrar:holds_contact(uri)
   local version = self.version or 0
   local index = self._contacts
-  if not index or self._contacts_version ~= version then
+  local now = now_of(self)
+  -- a shared store changes behind our back: read it again once a second
+  if not index or self._contacts_version ~= version
+      or (self.store.shared and now ~= self._contacts_at) then
     local aors = self.store.aors and self.store:aors()
     -- a store that failed: keep the index of the last read, if any
     index = (not aors and self._contacts) or {}
@@ -222,10 +225,10 @@ function Registrar:holds_contact(uri)
         end
       end
     end
-    self._contacts, self._contacts_version = index, version
+    self._contacts, self._contacts_version, self._contacts_at = index, version, now
   end
   local until_ = index[registrar.contact_key(uri)]
-  return until_ ~= nil and until_ > now_of(self)
+  return until_ ~= nil and until_ > now
 end
 
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
