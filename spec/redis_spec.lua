@@ -124,8 +124,18 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
   it("answers REGISTER 500 + Retry-After while redis is down, and serves again after", function()
     local a = start_serve()
     assert.equal(202, message("carol", "before the outage", a).status)
+    local got_bob = {}
+    bob:on("MESSAGE", function(req)
+      got_bob[#got_bob + 1] = req.body
+      req:reply(200)
+    end)
+    assert.equal(200, register(bob, "bob", a).status)
+    assert.equal(200, message("bob", "read once", a).status)
     redis_server.stop(redis, true)   -- keep its folder: its append-only file comes back
 
+    -- routing goes on from the bindings last read
+    assert.equal(200, message("bob", "from memory", a).status)
+    assert.same({ "read once", "from memory" }, got_bob)
     local res = register(bob, "bob", a)
     assert.equal(500, res.status)
     assert.truthy(tonumber(res:header("Retry-After")))
