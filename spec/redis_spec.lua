@@ -121,6 +121,24 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
     assert.truthy(got:header("Date"))
   end)
 
+  it("honours at B a nonce A issued, and refuses the same answer replayed to A", function()
+    local a, b = start_serve(), start_serve()
+    local function req(cseq, auth)
+      return assert(sip.request { method = "MESSAGE", uri = "sip:carol@localhost",
+        from = "sip:alice@localhost", call_id = "nonce-test", cseq = cseq, body = "n",
+        content_type = "text/plain", headers = auth and { ["Proxy-Authorization"] = auth } })
+    end
+    local res = alice:request(req(1), { target = "sip:127.0.0.1:" .. a })
+    assert.equal(407, res.status)
+    local auth = assert(sip.auth.authorization(res:headers("Proxy-Authenticate"), {
+      user = "alice", password = USERS.alice, method = "MESSAGE", uri = "sip:carol@localhost",
+      body = "n" }))
+    assert.equal(202, alice:request(req(2, auth), { target = "sip:127.0.0.1:" .. b }).status)
+    -- the same nonce count again, at the other instance: a replay
+    local again = alice:request(req(3, auth), { target = "sip:127.0.0.1:" .. a })
+    assert.equal(407, again.status)
+  end)
+
   it("answers REGISTER 500 + Retry-After while redis is down, and serves again after", function()
     local a = start_serve()
     assert.equal(202, message("carol", "before the outage", a).status)

@@ -166,6 +166,20 @@ for _, backend in ipairs(backends) do
       assert.same({}, assert(s:msg_list("sip:bob@example.com")))
     end)
 
+    it("keeps digest nonce counts: higher passes, the same or lower is a replay", function()
+      assert.equal("ok", s:nc_check("n1", 1, 60))
+      assert.equal("ok", s:nc_check("n1", 2, 60))
+      assert.equal("replay", s:nc_check("n1", 2, 60))
+      assert.equal("replay", s:nc_check("n1", 1, 60))
+      assert.equal("ok", s:nc_check("n1", 5, 60))
+      -- first seen past 1: its earlier uses are unknown here
+      assert.equal("unknown", s:nc_check("n2", 3, 60))
+      -- without qop (nc 0) a nonce answers once
+      assert.equal("ok", s:nc_check("n3", 0, 60))
+      assert.equal("replay", s:nc_check("n3", 0, 60))
+      assert.equal("replay", s:nc_check("n3", 7, 60))
+    end)
+
     it("keeps the first value set under a name (a secret shared by instances)", function()
       assert.equal("one", s:setnx("rr_key", "one"))
       assert.equal("one", s:setnx("rr_key", "two"))

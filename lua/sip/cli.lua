@@ -156,6 +156,20 @@ function cli.server(opts)
     end
     sip.core.rr_key(key)
   end
+  -- Instances sharing a store (Redis) share the digest nonce key and nonce counts: a nonce
+  -- one issues, another honours, and a request replayed to another is still refused.
+  local digest_secret, nc_check
+  if store.shared then
+    local kerr
+    digest_secret, kerr = store:setnx("digest_secret", require("sip.random").hex(32))
+    if not digest_secret then
+      store:close()
+      return nil, "store: " .. tostring(kerr)
+    end
+    nc_check = function(nonce, nc, ttl)
+      return store:nc_check(nonce, nc, ttl)
+    end
+  end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
     max_transactions = opts.max_transactions,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
@@ -209,9 +223,10 @@ function cli.server(opts)
     if only_md5 then
       algs = { "MD5" }
     end
-    auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs }
+    auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
+      secret = digest_secret and (digest_secret .. ":www"), nc_check = nc_check }
     auth_proxy = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
-      proxy = true }
+      proxy = true, secret = digest_secret and (digest_secret .. ":proxy"), nc_check = nc_check }
   end
 
   local aliases = {}

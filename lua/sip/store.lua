@@ -16,6 +16,9 @@
 --   store:msg_list(aor) -> { m (with m.id), ... } oldest first
 --   store:msg_delete(aor, id) -> true         store:msg_expire(before) -> count removed
 --   store:setnx(name, value) -> the value stored under name (value when there was none)
+--   store:nc_check(nonce, nc, ttl) -> "ok" | "replay" | "unknown": digest nonce counts shared
+--       by instances: nc must exceed the highest seen for nonce; nc 0 (no qop) uses a nonce
+--       once; a nonce first seen with nc > 1 is "unknown"; entries last ttl seconds
 --   store:close()
 --
 -- A binding is a table of scalar fields and lists of scalars (uri, key, q, expires_at,
@@ -367,6 +370,27 @@ function Memory:setnx(name, value)
     self.kv[name] = value
   end
   return self.kv[name]
+end
+
+function Memory:nc_check(nonce, nc, ttl)
+  local now = os.time()
+  local e = self.nonces and self.nonces[nonce]
+  if e and e.until_ <= now then
+    e = nil
+  end
+  if e then
+    if nc == 0 or nc <= e.nc then
+      return "replay"
+    end
+    e.nc = nc
+    return "ok"
+  end
+  if nc > 1 then
+    return "unknown"
+  end
+  self.nonces = self.nonces or {}
+  self.nonces[nonce] = { nc = nc == 0 and math.maxinteger or nc, until_ = now + ttl }
+  return "ok"
 end
 
 function Memory:close()

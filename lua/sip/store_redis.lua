@@ -261,6 +261,24 @@ function Redis:setnx(name, value)
   return script(self, SETNX, 1, PREFIX .. "kv:" .. name, value)
 end
 
+-- the highest nc seen per nonce, living as long as the nonce can be answered
+local NC_CHECK = [[
+local seen = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local nc = tonumber(ARGV[1])
+if seen >= 0 then
+  if nc == 0 or nc <= seen then return 'replay' end
+elseif nc > 1 then
+  return 'unknown'
+end
+if nc == 0 then nc = 4294967296 end
+redis.call('SET', KEYS[1], nc, 'EX', ARGV[2])
+return 'ok'
+]]
+
+function Redis:nc_check(nonce, nc, ttl)
+  return script(self, NC_CHECK, 1, PREFIX .. "nc:" .. nonce, tostring(nc), tostring(ttl))
+end
+
 --- store:flush(): empties the database (specs)
 function Redis:flush()
   return self:call("FLUSHDB")

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_aor ON messages (aor, id);
 CREATE INDEX IF NOT EXISTS messages_arrived ON messages (arrived);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, nc INTEGER NOT NULL,
+  until INTEGER NOT NULL);
 ]]
 
 --- sip.store_sqlite.open(path) -> store | nil, reason
@@ -96,6 +98,9 @@ end
 
 function Sqlite:expire(now)
   local ok, err = self.db:query("DELETE FROM bindings WHERE expires_at <= ?", now)
+  if ok then
+    ok, err = self.db:query("DELETE FROM nonces WHERE until <= ?", now)
+  end
   if not ok then
     return nil, err
   end
@@ -195,6 +200,35 @@ function Sqlite:setnx(name, value)
     return nil, err
   end
   return rows[1] and rows[1][1]
+end
+
+function Sqlite:nc_check(nonce, nc, ttl)
+  local db, now = self.db, os.time()
+  local ok, err = db:exec("BEGIN IMMEDIATE")
+  if not ok then
+    return nil, err
+  end
+  local function done(...)
+    db:exec(select("#", ...) == 1 and "COMMIT" or "ROLLBACK")
+    return ...
+  end
+  local rows
+  rows, err = db:query("SELECT nc FROM nonces WHERE nonce = ? AND until > ?", nonce, now)
+  if not rows then
+    return done(nil, err)
+  end
+  local seen = rows[1] and rows[1][1]
+  if seen and (nc == 0 or nc <= seen) then
+    return done("replay")
+  elseif not seen and nc > 1 then
+    return done("unknown")
+  end
+  rows, err = db:query("INSERT OR REPLACE INTO nonces (nonce, nc, until) VALUES (?, ?, ?)",
+    nonce, nc == 0 and math.maxinteger or nc, now + ttl)
+  if not rows then
+    return done(nil, err)
+  end
+  return done("ok")
 end
 
 function Sqlite:close()
