@@ -49,6 +49,7 @@ void lsip_open_dialog(lua_State *L);
 void lsip_open_thp(lua_State *L);
 void lsip_open_sqlite(lua_State *L);
 void lsip_open_redis(lua_State *L);
+void lsip_open_proc(lua_State *L);
 
 /* The event loop of this Lua state (made on first use), for binding files whose C callbacks
  * run on it: its core loop, and the thread stepping it (the one to call Lua on from them). */

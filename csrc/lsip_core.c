@@ -16,5 +16,6 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_thp(L);
 	lsip_open_sqlite(L);
 	lsip_open_redis(L);
+	lsip_open_proc(L);
 	return 1;
 }

@@ -15,6 +15,8 @@ usage:
                [--store memory | sqlite:FILE | redis://HOST:PORT[/DB]]
                    (registrations and offline messages; default
                     sqlite:$XDG_DATA_HOME/luasip/luasip.db, else ~/.local/share/luasip/luasip.db)
+               [--workers N]   (N processes sharing the ports, SO_REUSEPORT; needs a
+                                sqlite: or redis:// store)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P]
   luasip options URI [--proxy URI]
   luasip register --registrar URI --user U --password P [--aor URI] [--expires S]
@@ -170,8 +172,11 @@ function cli.server(opts)
       return store:nc_check(nonce, nc, ttl)
     end
   end
+  if opts.shared_store then
+    store.shared = true   -- other workers write it too: read it afresh
+  end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1,
-    max_transactions = opts.max_transactions,
+    max_transactions = opts.max_transactions, reuse_port = opts.reuse_port,
     log = (not opts.quiet and opts.debug) and "debug" or nil }
   if not ep then
     return nil, err
@@ -362,10 +367,141 @@ function cli.server(opts)
     end }
 end
 
+-- Workers of one serve: beyond the cores of a big machine nothing is gained.
+local MAX_WORKERS = 64
+-- A worker that ends sooner than this after its start is not started again (a bad
+-- configuration would otherwise spin).
+local RESPAWN_MIN_SECONDS = 2
+
+-- A worker's listeners: a UDP port of its own first, then the shared ones. The core sends
+-- requests from the first UDP listener and names it in the Via, so the responses to what
+-- this worker relays come back to it, not to whichever worker the kernel picks for the
+-- shared port; responses it sends go out from the listener the request came in on.
+local function worker_listeners(listen)
+  local out = {}
+  for _, l in ipairs(listen) do
+    local host = l:match("^udp:(.+):%d+$")
+    if host then
+      out[1] = "udp:" .. host .. ":0"
+      break
+    end
+  end
+  for _, l in ipairs(listen) do
+    out[#out + 1] = l
+  end
+  return out
+end
+
+-- This command line again, as the kernel has it (the interpreter and the script included).
+local function own_argv()
+  local f = io.open("/proc/self/cmdline", "rb")
+  local s = f and f:read("a")
+  if f then
+    f:close()
+  end
+  if not s or s == "" then
+    return nil
+  end
+  local out = {}
+  for w in s:gmatch("([^%z]*)%z") do
+    out[#out + 1] = w
+  end
+  return out
+end
+
+-- The master of `serve --workers N`: starts N copies of this command as workers (each
+-- `--worker I@MASTER`), starts a worker again when one dies, and passes SIGINT/SIGTERM on.
+-- What the workers share goes through the store (a memory store cannot be shared).
+local function run_workers(n, opts)
+  local core = sip.core
+  if opts.store == "memory" then
+    io.stderr:write("luasip: --workers needs a store the workers share (sqlite:FILE or redis://)\n")
+    return 2
+  end
+  local check, serr = sip.store.open(opts.store)   -- a bad store stops us here, once
+  if not check then
+    io.stderr:write("luasip: ", serr, "\n")
+    return 1
+  end
+  check:close()
+  local argv = own_argv()
+  if not argv then
+    io.stderr:write("luasip: --workers needs /proc/self/cmdline\n")
+    return 1
+  end
+  local master = tostring(core.proc_pid())
+  core.proc_block()
+  local workers = {}   -- pid -> { index =, started = }
+  local function start(i)
+    local a, skip = {}, false
+    for _, w in ipairs(argv) do
+      if skip then
+        skip = false
+      elseif w == "--workers" then
+        skip = true
+      else
+        a[#a + 1] = w
+      end
+    end
+    a[#a + 1] = "--worker"
+    a[#a + 1] = i .. "@" .. master
+    local pid, err = core.proc_spawn(a)
+    if not pid then
+      return nil, err
+    end
+    workers[pid] = { index = i, started = os.time() }
+    return pid
+  end
+  for i = 1, n do
+    local ok, err = start(i)
+    if not ok then
+      io.stderr:write("luasip: cannot start a worker: ", err, "\n")
+      for pid in pairs(workers) do
+        core.proc_kill(pid, 15)
+      end
+      return 1
+    end
+  end
+  local function stop_all(code)
+    for pid in pairs(workers) do
+      core.proc_kill(pid, 15)
+    end
+    local deadline = os.time() + 3
+    while next(workers) do
+      local ev, pid = core.proc_wait(200)
+      if ev == "exit" then
+        workers[pid] = nil
+      end
+      if os.time() > deadline then
+        for p in pairs(workers) do
+          core.proc_kill(p, 9)
+        end
+      end
+    end
+    return code
+  end
+  while true do
+    local ev, a, b = core.proc_wait()
+    if ev == "signal" then
+      return stop_all(a == 2 and 130 or 0)
+    elseif ev == "exit" and workers[a] then
+      local w = workers[a]
+      workers[a] = nil
+      io.stderr:write(("luasip: worker %d (pid %d) ended with code %d\n"):format(w.index, a, b))
+      if os.time() - w.started < RESPAWN_MIN_SECONDS then
+        return stop_all(1)
+      end
+      if not start(w.index) then
+        return stop_all(1)
+      end
+    end
+  end
+end
+
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
-      "rate_burst", "trust", "store" })
+      "rate_burst", "trust", "store", "workers", "worker" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -425,6 +561,27 @@ local function serve(argv)
     opts.algorithms = list
   end
   opts.store = opts.store or ("sqlite:" .. sip.store.default_path())
+  if opts.workers then
+    local n = whole(opts.workers, 1, MAX_WORKERS)
+    if not n then
+      io.stderr:write("luasip: --workers wants a whole number from 1 to ", MAX_WORKERS, "\n", USAGE)
+      return 2
+    end
+    if n > 1 then
+      return run_workers(n, opts)
+    end
+  end
+  if opts.worker then
+    -- one of `--workers N`: shares the ports, sends its requests from a port of its own
+    local index, master = opts.worker:match("^(%d+)@(%d+)$")
+    if not index then
+      io.stderr:write("luasip: --worker is for serve's own use\n")
+      return 2
+    end
+    sip.core.proc_die_with_parent(tonumber(master))
+    opts.reuse_port, opts.shared_store = true, true
+    opts.listen = worker_listeners(opts.listen)
+  end
   local srv, serr = cli.server(opts)
   if not srv then
     io.stderr:write("luasip: ", serr, "\n")
