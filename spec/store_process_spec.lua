@@ -101,6 +101,35 @@ describe("luasip serve --store sqlite (process)", function()
     assert.truthy(got:header("Date"))
   end)
 
+  it("delivers a stored message to sipp registering as the user after a restart", function()
+    if not peer.have("sipp") then
+      return pending("sipp not installed")
+    end
+    local port = peer.free_udp_port()
+    local store = "sqlite:" .. tmp .. "/state/luasip.db"
+    local p = start(port, store)
+    assert.equal(202, message("carol", "while you were out", port).status)
+    os.execute("kill -KILL -" .. p.pid)
+    peer.wait(p, 3)
+    peer.clean(p)
+    table.remove(procs, 1)
+    start(port, store)
+    -- carol's phone is sipp, listening on sport; her REGISTER names it as the Contact
+    local sport = peer.free_udp_port()
+    local s = peer.start { "sipp", "-sf", peer.path("spec/sipp/stored_message_uas.xml"),
+      "-i", "127.0.0.1", "-p", tostring(sport), "-m", "1", "-nostdin", "-trace_err",
+      "-timeout", "8s", "-timeout_error" }
+    assert.truthy(helper.run_until(function() return peer.udp_bound(sport) end, 5))
+    local aor = "sip:carol@localhost"
+    local reg = assert(sip.request { method = "REGISTER", uri = "sip:localhost", from = aor,
+      to = aor, contact = "<sip:carol@127.0.0.1:" .. sport .. ">", headers = { Expires = "60" } })
+    assert.equal(200, carol:request(reg, { target = "sip:127.0.0.1:" .. port, user = "carol",
+      password = USERS.carol }).status)
+    local code, out = peer.wait(s, 12)
+    peer.clean(s)
+    assert.equal(0, code, out)
+  end)
+
   it("stops at start with a one-line reason on a file that is no database", function()
     local path = tmp .. "/bad.db"
     local f = assert(io.open(path, "w"))
