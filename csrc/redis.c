@@ -22,6 +22,8 @@ struct sip_redis {
 	int fd;                  /* watched by the loop, or -1 */
 	uint32_t events;
 	int connected;
+	int depth;     /* reply functions running (hiredis is inside a callback) */
+	int doomed;    /* sip_redis_free ran inside one: hiredis frees ac later, we c then */
 	char err[128];
 };
 
@@ -88,6 +90,9 @@ static void ev_cleanup(void *d)
 	sip_redis *c = d;
 	watch(c, 0);
 	c->fd = -1;
+	/* a connection that never came up gets no on_disconnect: this is hiredis's last word */
+	if (c->doomed && !c->connected)
+		free(c);
 }
 
 static void retry_fire(void *arg)
@@ -117,6 +122,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
 	sip_redis *c = ac->data;
+	if (c->doomed) {
+		free(c);
+		return;
+	}
 	if (c->ac == ac)
 		lost(c, status == REDIS_OK ? "closed" : ac->errstr);
 }
@@ -180,10 +189,13 @@ sip_redis *sip_redis_new(sip_loop *loop, const char *host, int port, int db)
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
 	pending *p = priv;
+	sip_redis *c = p->c;
+	c->depth++;
 	if (r)
 		p->fn(p->arg, r, NULL);
 	else
-		p->fn(p->arg, NULL, p->c->err[0] ? p->c->err : "redis: connection closed");
+		p->fn(p->arg, NULL, c->err[0] ? c->err : "redis: connection closed");
+	c->depth--;
 	free(p);
 }
 
@@ -214,6 +226,13 @@ void sip_redis_free(sip_redis *c)
 	if (c->ac) {
 		redisAsyncContext *ac = c->ac;
 		c->ac = NULL;   /* on_disconnect: not ours any more, no retry */
+		if (c->depth > 0) {
+			/* inside one of its callbacks hiredis only marks ac; it frees it (calling
+			 * the pending replies, ev_cleanup and on_disconnect) once that returns */
+			c->doomed = 1;
+			redisAsyncFree(ac);
+			return;
+		}
 		redisAsyncFree(ac);
 	}
 	free(c);

@@ -187,6 +187,28 @@ for _, backend in ipairs(backends) do
   end)
 end
 
+if redis_server.available() then
+  describe("sip.store Redis client", function()
+    it("can be closed by a coroutine a reply woke, failing the calls still pending", function()
+      local sip = require "sip"
+      redis = redis or assert(redis_server.start())
+      local s = assert(store.open("redis://127.0.0.1:" .. redis.port .. "/1"))
+      local first, second, err
+      sip.spawn(function()
+        first = s:get("sip:x@y")
+        s:close()
+      end)
+      sip.spawn(function()
+        second, err = s:get("sip:z@y")
+      end)
+      assert.truthy(require("helper").run_until(function() return err or second end, 3))
+      assert.same({}, first)
+      assert.is_nil(second)
+      assert.truthy(err:find("closed", 1, true), err)
+    end)
+  end)
+end
+
 describe("sip.store SQLite file", function()
   it("keeps bindings and messages across a close and a new open", function()
     local path = tmp .. "/lasting.db"
