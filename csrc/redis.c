@@ -12,11 +12,18 @@
 /* Wait between connection attempts: a restarted redis-server is back within a second or
  * two, and a refused connect on loopback costs nothing. */
 #define RECONNECT_MS 500
+/* A server that holds the connection but answers nothing (stopped, swapping, a dead link
+ * without a reset) would keep every caller waiting: a command unanswered this long ends the
+ * connection, its callers get an error, and the next one reconnects. */
+#define COMMAND_TIMEOUT_MS 3000
 
 struct sip_redis {
 	sip_loop *loop;
 	redisAsyncContext *ac;   /* NULL between a failure and the next attempt */
 	sip_timer retry;
+	sip_timer watchdog;      /* running while commands wait for replies */
+	unsigned pending;        /* commands sent, replies not yet in */
+	uint64_t progress;       /* loop time of the last reply (or of the first command) */
 	char host[64];
 	int port, db;
 	int fd;                  /* watched by the loop, or -1 */
@@ -34,6 +41,7 @@ typedef struct pending {
 } pending;
 
 static void connect_now(sip_redis *c);
+static void watchdog_fire(void *arg);
 
 static void on_io(void *arg, uint32_t events)
 {
@@ -102,6 +110,7 @@ static void retry_fire(void *arg)
 
 static void lost(sip_redis *c, const char *why)
 {
+	sip_timer_stop(c->loop, &c->watchdog);
 	c->ac = NULL;
 	c->connected = 0;
 	snprintf(c->err, sizeof c->err, "redis %s:%d: %s", c->host, c->port, why && *why ? why : "connection lost");
@@ -169,6 +178,22 @@ static void connect_now(sip_redis *c)
 	}
 }
 
+static void watchdog_fire(void *arg)
+{
+	sip_redis *c = arg;
+	if (!c->ac || c->pending == 0)
+		return;   /* nothing waits: started again by the next command */
+	if (sip_loop_now(c->loop) - c->progress < COMMAND_TIMEOUT_MS) {
+		sip_timer_start(c->loop, &c->watchdog, COMMAND_TIMEOUT_MS / 2, watchdog_fire, c);
+		return;
+	}
+	/* give up on this connection: the waiting commands fail, a new one is made */
+	redisAsyncContext *ac = c->ac;
+	lost(c, "no reply in time");
+	c->pending = 0;
+	redisAsyncFree(ac);   /* not in a hiredis callback: frees at once */
+}
+
 sip_redis *sip_redis_new(sip_loop *loop, const char *host, int port, int db)
 {
 	if (!loop || !host || strlen(host) >= sizeof ((sip_redis *)0)->host)
@@ -182,6 +207,7 @@ sip_redis *sip_redis_new(sip_loop *loop, const char *host, int port, int db)
 	c->db = db;
 	c->fd = -1;
 	sip_timer_init(&c->retry);
+	sip_timer_init(&c->watchdog);
 	connect_now(c);
 	return c;
 }
@@ -190,6 +216,9 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
 	pending *p = priv;
 	sip_redis *c = p->c;
+	if (c->pending)
+		c->pending--;
+	c->progress = sip_loop_now(c->loop);
 	c->depth++;
 	if (r)
 		p->fn(p->arg, r, NULL);
@@ -214,6 +243,10 @@ int sip_redis_command(sip_redis *c, int argc, const char **argv, const size_t *l
 		free(p);
 		return -1;
 	}
+	if (c->pending++ == 0)
+		c->progress = sip_loop_now(c->loop);
+	if (!sip_timer_active(&c->watchdog))
+		sip_timer_start(c->loop, &c->watchdog, COMMAND_TIMEOUT_MS / 2, watchdog_fire, c);
 	return 0;
 }
 
@@ -222,6 +255,7 @@ void sip_redis_free(sip_redis *c)
 	if (!c)
 		return;
 	sip_timer_stop(c->loop, &c->retry);
+	sip_timer_stop(c->loop, &c->watchdog);
 	snprintf(c->err, sizeof c->err, "redis: closed");
 	if (c->ac) {
 		redisAsyncContext *ac = c->ac;

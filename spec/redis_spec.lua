@@ -139,6 +139,25 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
     assert.equal(407, again.status)
   end)
 
+  it("answers 500 + Retry-After when redis holds the connection but answers nothing", function()
+    local a = start_serve()
+    assert.equal(200, register(bob, "bob", a).status)
+    local server = tonumber(peer.sh("pgrep -P " .. redis.p.pid):match("%d+"))
+    assert.truthy(server)
+    os.execute("kill -STOP " .. server)
+    local t0 = require("socket").gettime()
+    local res = register(bob, "bob", a)
+    local waited = require("socket").gettime() - t0
+    os.execute("kill -CONT " .. server)
+    assert.equal(500, res.status)
+    assert.truthy(tonumber(res:header("Retry-After")))
+    assert.truthy(waited < 10, waited)
+    assert.truthy(helper.run_until(function()
+      res = register(bob, "bob", a)
+      return res.status == 200
+    end, 10))
+  end)
+
   it("answers REGISTER 500 + Retry-After while redis is down, and serves again after", function()
     local a = start_serve()
     assert.equal(202, message("carol", "before the outage", a).status)
