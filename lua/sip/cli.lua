@@ -146,31 +146,12 @@ function cli.server(opts)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
-  -- (before the endpoint listens: waiting on the store runs the loop, and a request must
-  -- not meet an endpoint without its route)
-  -- The key of our Record-Route tags (;lsk=) lives in a lasting store: workers and instances
-  -- serving the same dialogs, and this one after a restart, take each other's routes.
-  if store.kind ~= "memory" then
-    local key, kerr = store:setnx("rr_key", require("sip.random").hex(32))
-    if not key then
-      store:close()
-      return nil, "store: " .. tostring(kerr)
-    end
-    sip.core.rr_key(key)
-  end
-  -- Instances sharing a store (Redis) share the digest nonce key and nonce counts: a nonce
-  -- one issues, another honours, and a request replayed to another is still refused.
-  local digest_secret, nc_check
-  if store.shared then
-    local kerr
-    digest_secret, kerr = store:setnx("digest_secret", require("sip.random").hex(32))
-    if not digest_secret then
-      store:close()
-      return nil, "store: " .. tostring(kerr)
-    end
-    nc_check = function(nonce, nc, ttl)
-      return store:nc_check(nonce, nc, ttl)
-    end
+  -- keys shared through the store (before the endpoint listens: waiting on the store runs
+  -- the loop, and a request must not meet an endpoint without its route)
+  local keys, kerr = sip.store.shared_keys(store)
+  if not keys then
+    store:close()
+    return nil, "store: " .. tostring(kerr)
   end
   if opts.shared_store then
     store.shared = true   -- other workers write it too: read it afresh
@@ -229,9 +210,10 @@ function cli.server(opts)
       algs = { "MD5" }
     end
     auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
-      secret = digest_secret and (digest_secret .. ":www"), nc_check = nc_check }
+      secret = keys.digest_secret and (keys.digest_secret .. ":www"), nc_check = keys.nc_check }
     auth_proxy = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
-      proxy = true, secret = digest_secret and (digest_secret .. ":proxy"), nc_check = nc_check }
+      proxy = true, secret = keys.digest_secret and (keys.digest_secret .. ":proxy"),
+      nc_check = keys.nc_check }
   end
 
   local aliases = {}
@@ -369,134 +351,6 @@ end
 
 -- Workers of one serve: beyond the cores of a big machine nothing is gained.
 local MAX_WORKERS = 64
--- A worker that ends sooner than this after its start is not started again (a bad
--- configuration would otherwise spin).
-local RESPAWN_MIN_SECONDS = 2
-
--- A worker's listeners: a UDP port of its own first, then the shared ones. The core sends
--- requests from the first UDP listener and names it in the Via, so the responses to what
--- this worker relays come back to it, not to whichever worker the kernel picks for the
--- shared port; responses it sends go out from the listener the request came in on.
-local function worker_listeners(listen)
-  local out = {}
-  for _, l in ipairs(listen) do
-    local host = l:match("^udp:(.+):%d+$")
-    if host then
-      out[1] = "udp:" .. host .. ":0"
-      break
-    end
-  end
-  for _, l in ipairs(listen) do
-    out[#out + 1] = l
-  end
-  return out
-end
-
--- This command line again, as the kernel has it (the interpreter and the script included).
-local function own_argv()
-  local f = io.open("/proc/self/cmdline", "rb")
-  local s = f and f:read("a")
-  if f then
-    f:close()
-  end
-  if not s or s == "" then
-    return nil
-  end
-  local out = {}
-  for w in s:gmatch("([^%z]*)%z") do
-    out[#out + 1] = w
-  end
-  return out
-end
-
--- The master of `serve --workers N`: starts N copies of this command as workers (each
--- `--worker I@MASTER`), starts a worker again when one dies, and passes SIGINT/SIGTERM on.
--- What the workers share goes through the store (a memory store cannot be shared).
-local function run_workers(n, opts)
-  local core = sip.core
-  if opts.store == "memory" then
-    io.stderr:write("luasip: --workers needs a store the workers share (sqlite:FILE or redis://)\n")
-    return 2
-  end
-  local check, serr = sip.store.open(opts.store)   -- a bad store stops us here, once
-  if not check then
-    io.stderr:write("luasip: ", serr, "\n")
-    return 1
-  end
-  check:close()
-  local argv = own_argv()
-  if not argv then
-    io.stderr:write("luasip: --workers needs /proc/self/cmdline\n")
-    return 1
-  end
-  local master = tostring(core.proc_pid())
-  core.proc_block()
-  local workers = {}   -- pid -> { index =, started = }
-  local function start(i)
-    local a, skip = {}, false
-    for _, w in ipairs(argv) do
-      if skip then
-        skip = false
-      elseif w == "--workers" then
-        skip = true
-      else
-        a[#a + 1] = w
-      end
-    end
-    a[#a + 1] = "--worker"
-    a[#a + 1] = i .. "@" .. master
-    local pid, err = core.proc_spawn(a)
-    if not pid then
-      return nil, err
-    end
-    workers[pid] = { index = i, started = os.time() }
-    return pid
-  end
-  for i = 1, n do
-    local ok, err = start(i)
-    if not ok then
-      io.stderr:write("luasip: cannot start a worker: ", err, "\n")
-      for pid in pairs(workers) do
-        core.proc_kill(pid, 15)
-      end
-      return 1
-    end
-  end
-  local function stop_all(code)
-    for pid in pairs(workers) do
-      core.proc_kill(pid, 15)
-    end
-    local deadline = os.time() + 3
-    while next(workers) do
-      local ev, pid = core.proc_wait(200)
-      if ev == "exit" then
-        workers[pid] = nil
-      end
-      if os.time() > deadline then
-        for p in pairs(workers) do
-          core.proc_kill(p, 9)
-        end
-      end
-    end
-    return code
-  end
-  while true do
-    local ev, a, b = core.proc_wait()
-    if ev == "signal" then
-      return stop_all(a == 2 and 130 or 0)
-    elseif ev == "exit" and workers[a] then
-      local w = workers[a]
-      workers[a] = nil
-      io.stderr:write(("luasip: worker %d (pid %d) ended with code %d\n"):format(w.index, a, b))
-      if os.time() - w.started < RESPAWN_MIN_SECONDS then
-        return stop_all(1)
-      end
-      if not start(w.index) then
-        return stop_all(1)
-      end
-    end
-  end
-end
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
@@ -568,19 +422,15 @@ local function serve(argv)
       return 2
     end
     if n > 1 then
-      return run_workers(n, opts)
+      return require("sip.workers").master(n, opts)
     end
   end
   if opts.worker then
-    -- one of `--workers N`: shares the ports, sends its requests from a port of its own
-    local index, master = opts.worker:match("^(%d+)@(%d+)$")
-    if not index then
-      io.stderr:write("luasip: --worker is for serve's own use\n")
+    local ok, werr = require("sip.workers").worker(opts)
+    if not ok then
+      io.stderr:write("luasip: ", werr, "\n")
       return 2
     end
-    sip.core.proc_die_with_parent(tonumber(master))
-    opts.reuse_port, opts.shared_store = true, true
-    opts.listen = worker_listeners(opts.listen)
   end
   local srv, serr = cli.server(opts)
   if not srv then

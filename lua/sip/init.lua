@@ -219,7 +219,7 @@ package.loaded.sip = sip
 require "sip.proxy"   -- adds req:relay
 local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
   cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy", store = "sip.store",
-  offline = "sip.offline" }
+  offline = "sip.offline", workers = "sip.workers" }
 setmetatable(sip, { __index = function(t, k)
   local name = lazy[k]
   if name then

@@ -396,6 +396,37 @@ end
 function Memory:close()
 end
 
+-- Keys that outlive a process ----------------------------------------------------------------
+
+--- store.shared_keys(s) -> { digest_secret =, nc_check = } | nil, reason
+-- A lasting store (not memory) keeps the key of our Record-Route tags (;lsk=, set here with
+-- sip.core.rr_key): workers and instances serving the same dialogs, and this process after a
+-- restart, take each other's routes. A shared store (Redis) also keeps the digest nonce key
+-- and nonce counts (for sip.auth.digest's secret and nc_check): a nonce one instance issues,
+-- another honours, and an answer replayed to another is still refused.
+function store.shared_keys(s)
+  local keys = {}
+  if s.kind == "memory" then
+    return keys
+  end
+  local random = require "sip.random"
+  local rr, err = s:setnx("rr_key", random.hex(32))
+  if not rr then
+    return nil, err
+  end
+  require("sip.core").rr_key(rr)
+  if s.shared then
+    keys.digest_secret, err = s:setnx("digest_secret", random.hex(32))
+    if not keys.digest_secret then
+      return nil, err
+    end
+    keys.nc_check = function(nonce, nc, ttl)
+      return s:nc_check(nonce, nc, ttl)
+    end
+  end
+  return keys
+end
+
 -- Opening by name ------------------------------------------------------------------------------
 
 --- store.open(spec) -> store | nil, reason
