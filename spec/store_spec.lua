@@ -100,6 +100,21 @@ for _, backend in ipairs(backends) do
       assert.same({ aor }, assert(s:aors()))
     end)
 
+    it("gives every binding of every AOR in one call", function()
+      s:put(aor, { uri = "sip:a@h", key = "k1", expires_at = 3000 })
+      s:put(aor, { uri = "sip:b@h", key = "k2", expires_at = 3000, path = { "<sip:p;lr>" } })
+      s:put("sip:bob@example.com", { uri = "sip:c@h", key = "k1", expires_at = 3000 })
+      local all = assert(s:all())
+      local keys = {}
+      for _, b in ipairs(all[aor]) do
+        keys[#keys + 1] = b.key
+      end
+      table.sort(keys)
+      assert.same({ "k1", "k2" }, keys)
+      assert.equal("sip:c@h", all["sip:bob@example.com"][1].uri)
+      assert.same({ "<sip:p;lr>" }, by_key(all[aor]).k2.path)
+    end)
+
     local function msg(n, arrived, body)
       return { from = "<sip:bob@example.com>", to = "<sip:alice@example.com>",
         content_type = "text/plain", body = body or ("message " .. n), arrived = arrived or 1000 + n }

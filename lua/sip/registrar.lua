@@ -214,14 +214,25 @@ function Registrar:holds_contact(uri)
   -- a shared store changes behind our back: read it again once a second
   if not index or self._contacts_version ~= version
       or (self.store.shared and now ~= self._contacts_at) then
-    local aors = self.store.aors and self.store:aors()
+    -- every binding in one call where the store offers it (a shared store: one round trip)
+    local all = self.store.all and self.store:all()
+    local aors = not all and self.store.aors and self.store:aors()
     -- a store that failed: keep the index of the last read, if any
-    index = (not aors and self._contacts) or {}
-    if aors then
+    index = (not all and not aors and self._contacts) or {}
+    local function add(b)
+      local key = b.key or registrar.contact_key(b.uri)
+      index[key] = math.max(index[key] or 0, b.expires_at)
+    end
+    if all then
+      for _, list in pairs(all) do
+        for _, b in ipairs(list) do
+          add(b)
+        end
+      end
+    elseif aors then
       for _, aor in ipairs(aors) do
         for _, b in ipairs(self:lookup(aor, true)) do
-          local key = b.key or registrar.contact_key(b.uri)
-          index[key] = math.max(index[key] or 0, b.expires_at)
+          add(b)
         end
       end
     end

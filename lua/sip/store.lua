@@ -10,6 +10,7 @@
 --   store:get(aor) -> { binding, ... }        store:put(aor, b) -> true
 --   store:delete(aor [, key]) -> true         (no key: every binding of aor)
 --   store:expire(now) -> true                 store:aors() -> { aor, ... }
+--   store:all() -> { [aor] = { binding, ... } }   (every binding, in one call)
 --   store:msg_add(aor, m, limits) -> id | nil, reason [, "limit"]
 --       m = { from=, to=, content_type=, body=, arrived= }, limits = { count=, bytes= }:
 --       past a limit nothing is stored and nothing already stored is dropped
@@ -289,6 +290,14 @@ function Memory:expire(now)
     end
   end
   return true
+end
+
+function Memory:all()
+  local out = {}
+  for aor in pairs(self.by_aor) do
+    out[aor] = self:get(aor)
+  end
+  return out
 end
 
 function Memory:aors()

@@ -140,6 +140,31 @@ function Redis:expire(now)
   return true
 end
 
+local ALL = [[
+local out = {}
+for _, aor in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = aor
+  out[#out + 1] = redis.call('HVALS', ARGV[1] .. 'b:' .. aor)
+end
+return out
+]]
+
+function Redis:all()
+  local r, err = script(self, ALL, 1, PREFIX .. "aors", PREFIX)
+  if not r then
+    return nil, err
+  end
+  local out = {}
+  for i = 1, #r, 2 do
+    local list = {}
+    for _, v in ipairs(r[i + 1]) do
+      list[#list + 1] = store.decode(v)
+    end
+    out[r[i]] = list
+  end
+  return out
+end
+
 function Redis:aors()
   return self:call("SMEMBERS", PREFIX .. "aors")
 end

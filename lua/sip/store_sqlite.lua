@@ -107,6 +107,22 @@ function Sqlite:expire(now)
   return true
 end
 
+function Sqlite:all()
+  local rows, err = self.db:query("SELECT aor, data FROM bindings")
+  if not rows then
+    return nil, err
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local b = store.decode(r[2])
+    if b then
+      out[r[1]] = out[r[1]] or {}
+      table.insert(out[r[1]], b)
+    end
+  end
+  return out
+end
+
 function Sqlite:aors()
   local rows, err = self.db:query("SELECT DISTINCT aor FROM bindings")
   if not rows then
