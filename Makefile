@@ -101,9 +101,10 @@ ctest: build/test_transport
 # Parser figures from Lua, libosip2 and sofia-sip on the same messages, then callgrind; then
 # load figures over loopback with sipp: a Lua UAS's transactions (txn), an endpoint's memory
 # (mem), `luasip serve` against Kamailio (proxy), peak RSS under a flood (flood), what a call
-# of each store costs (store).
+# of each store costs (store), the highest MESSAGE rate of `serve --workers 1|2` and Kamailio
+# with 1|2 children (workers).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood store
+BENCH_PARTS ?= parse txn mem proxy flood store workers
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -124,7 +125,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  proxy) bench/proxy.sh $(PROXY_RUNS) ;; \
 	  flood) bench/flood.sh ;; \
 	  store) $(LUA) bench/store.lua ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood store)"; exit 2 ;; \
+	  workers) bench/workers.sh ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood store workers)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
