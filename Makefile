@@ -9,7 +9,7 @@ CFLAGS     ?= $(OPT)
 WARN        = -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
 CPPFLAGS_   = -D_GNU_SOURCE -I$(LUA_INCDIR) -Icsrc
 LIBFLAG    ?= -shared
-LIBS        = -lssl -lcrypto -lcares
+LIBS        = -lssl -lcrypto -lcares -lsqlite3 -lhiredis
 
 # gcc on x86 expands constant-size clears and copies of a few hundred bytes (msg_init,
 # sip_msg_move, sip_uri_parse, sip_via_parse) as `rep stos`/`rep movs`, whose start-up cost
@@ -30,7 +30,8 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
-       kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus
+       kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus \
+       libsqlite3-dev libhiredis-dev redis-server
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
 
@@ -78,11 +79,13 @@ $(RUN_TLS)/cert.pem:
 	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
 	@echo "made a self-signed certificate for localhost: $@ (trust it: luasip options sips:localhost:5061 --ca $@)"
 
+# Registrations and stored messages last in var/ (git-ignored) across runs.
 run: deps all $(RUN_TLS)/cert.pem
+	@mkdir -p var
 	@echo "TLS on tls:127.0.0.1:5061; clients trust it with --ca $(RUN_TLS)/cert.pem"
 	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 \
 	  --listen tls:127.0.0.1:5061 --cert $(RUN_TLS)/cert.pem --key $(RUN_TLS)/key.pem \
-	  --users examples/users.txt
+	  --users examples/users.txt --store sqlite:var/luasip.db
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
 # on an ASan/UBSan build, and a short fuzz run (FUZZ_SECONDS per target).
@@ -124,10 +127,11 @@ layers: all
 # and messages/s between two endpoints (msrp); OPTIONS latency with and without DNS lookups
 # hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
 # handshakes per CPU-second (tls); serve with --metrics, --capture and JSON logs beside
-# plain (ops).
+# plain (ops); what a call of each store costs (store), the highest MESSAGE rate of
+# `serve --workers 1|2` and Kamailio with 1|2 children (workers).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them. Not by
 # default: `ir`, callgrind's instructions in `serve` per proxied MESSAGE and call (a minute).
-BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -151,8 +155,10 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  dns)   $(LUA) bench/dns.lua ;; \
 	  tls)   $(LUA) bench/tls.lua ;; \
 	  ops)   bench/ops.sh ;; \
+	  store) $(LUA) bench/store.lua ;; \
+	  workers) bench/workers.sh ;; \
 	  ir)    LUA=$(LUA) bench/proxy_ir.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops ir)"; exit 2 ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ir)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

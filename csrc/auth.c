@@ -561,6 +561,25 @@ int sip_nonce_key_init(sip_nonce_key *k)
 	return RAND_bytes(k->secret, sizeof(k->secret)) == 1 ? 0 : EIO;
 }
 
+int sip_nonce_key_derive(sip_nonce_key *k, const void *secret, size_t n)
+{
+	static const char label[] = "luasip nonce key:";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	if (!k || !secret)
+		return EINVAL;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)
+		&& EVP_DigestUpdate(ctx, label, sizeof label - 1)
+		&& EVP_DigestUpdate(ctx, secret, n)
+		&& EVP_DigestFinal_ex(ctx, md, &len) && len == sizeof k->secret;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return EIO;
+	memcpy(k->secret, md, sizeof k->secret);
+	return 0;
+}
+
 static int nonce_mac(const sip_nonce_key *k, const unsigned char *msg, unsigned char *mac)
 {
 	unsigned char full[EVP_MAX_MD_SIZE];

@@ -97,6 +97,8 @@ typedef struct sip_nonce_key {
 typedef enum sip_nonce_state { SIP_NONCE_OK, SIP_NONCE_STALE, SIP_NONCE_BAD } sip_nonce_state;
 
 int sip_nonce_key_init(sip_nonce_key *k);
+/* The key from a secret that several processes share (a nonce one issues, another honours). */
+int sip_nonce_key_derive(sip_nonce_key *k, const void *secret, size_t n);
 /* Writes SIP_NONCE_HEX_LEN chars and a NUL. */
 int sip_nonce_make(const sip_nonce_key *k, uint64_t now, char *out);
 sip_nonce_state sip_nonce_check(const sip_nonce_key *k, sip_pl nonce, uint64_t now, uint64_t ttl);

@@ -81,6 +81,16 @@ struct sip_loop;
 struct sip_endpoint;
 struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping);
 struct sip_endpoint *lsip_endpoint(lua_State *L, int idx);
+void lsip_open_sqlite(lua_State *L);
+void lsip_open_redis(lua_State *L);
+void lsip_open_proc(lua_State *L);
+
+/* The event loop of this Lua state (made on first use), for binding files whose C callbacks
+ * run on it: its core loop, and the thread stepping it (the one to call Lua on from them). */
+typedef struct lsip_loop lsip_loop;
+lsip_loop *lsip_loop_of(lua_State *L);
+struct sip_loop *lsip_loop_core(lsip_loop *lp);
+lua_State *lsip_loop_thread(lsip_loop *lp);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

@@ -211,13 +211,17 @@ static lsip_digest_state *check_state(lua_State *L)
 	return luaL_checkudata(L, 1, LSIP_DIGEST_STATE_MT);
 }
 
-/* core.digest_state() -> a fresh nonce secret and nc table */
+/* core.digest_state([secret]) -> a nonce key (random, or derived from a secret of 16 bytes or
+ * more that processes share) and an nc table */
 static int l_digest_state(lua_State *L)
 {
+	size_t sn = 0;
+	const char *secret = luaL_optlstring(L, 1, NULL, &sn);
+	luaL_argcheck(L, !secret || sn >= 16, 1, "a secret of 16 bytes or more expected");
 	lsip_digest_state *s = lua_newuserdatauv(L, sizeof(*s), 0);
 	s->nc = NULL;
 	luaL_setmetatable(L, LSIP_DIGEST_STATE_MT);
-	if (sip_nonce_key_init(&s->key))
+	if (secret ? sip_nonce_key_derive(&s->key, secret, sn) : sip_nonce_key_init(&s->key))
 		return luaL_error(L, "no randomness for the nonce secret");
 	s->nc = sip_nc_table_new(SIP_NC_TABLE_CAP);
 	if (!s->nc)

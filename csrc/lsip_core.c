@@ -17,5 +17,8 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_msrp(L);
 	lsip_open_dns(L);
 	lsip_open_ops(L);
+	lsip_open_sqlite(L);
+	lsip_open_redis(L);
+	lsip_open_proc(L);
 	return 1;
 }

@@ -81,6 +81,24 @@ struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping)
 	return lp->loop;
 }
 
+lsip_loop *lsip_loop_of(lua_State *L)
+{
+	l_loop(L);
+	lsip_loop *lp = check_loop(L, -1);
+	lua_pop(L, 1);
+	return lp;
+}
+
+struct sip_loop *lsip_loop_core(lsip_loop *lp)
+{
+	return lp->loop;
+}
+
+lua_State *lsip_loop_thread(lsip_loop *lp)
+{
+	return lp->L;
+}
+
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */
 static int loop_step(lua_State *L)
 {

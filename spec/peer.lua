@@ -58,7 +58,8 @@ function peer.free_udp_port()
   return tonumber(port)
 end
 
---- peer.start(argv) -> p: the program runs in its own directory and process group.
+--- peer.start(argv) -> p: the program runs in its own directory and process group, which is
+-- also its XDG_DATA_HOME (a `luasip serve` keeps its default store there, not in ~).
 -- p.pid, p.dir (its working directory, for files it writes), p.argv
 function peer.start(argv)
   local dir = sh("mktemp -d"):match("^%s*(.-)%s*$")
@@ -67,7 +68,7 @@ function peer.start(argv)
   -- Peers are other programs: under `make sanitize` the ASan runtime preloaded into lua5.4
   -- must not follow them (it would report their own leaks).
   local script = ("echo $$; exec >/dev/null 2>&1; unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS; "
-    .. "cd %s && %s >out 2>&1; "
+    .. "cd %s && export XDG_DATA_HOME=\"$PWD\" && %s >out 2>&1; "
     .. "echo $? >rc.tmp && mv rc.tmp rc"):format(quote(dir), table.concat(words, " "))
   -- setsid: the peer leads its own process group, so a timeout ends it and its children.
   -- The popen handle keeps it our child: closing the handle reaps it (no zombie left).

@@ -240,6 +240,16 @@ describe("luasip serve security", function()
       assert.same({}, victim.inbox[1]:headers("Route"))
     end)
 
+    it("writes its tag as HMAC-SHA256 of Call-ID and From tag under the key (openssl agrees)", function()
+      local secret = "a secret shared by the workers of one farm"
+      sip.core.rr_key(secret)
+      local key = io.popen("printf '%s' '" .. secret .. "' | openssl dgst -sha256 -r"):read("l")
+      local want = io.popen("printf '%s' 'call-7@example.org f7' | openssl dgst -sha256 -mac HMAC" ..
+        " -macopt hexkey:" .. key:match("^(%x+)") .. " -r"):read("l")
+      assert.equal(want:sub(1, 16), sip.core.rr_tag("call-7@example.org", "f7"))
+      assert.has_error(function() sip.core.rr_key("short") end)
+    end)
+
     it("relays an in-dialog request to a contact it holds a binding for", function()
       assert.equal(200, register(victim, "bob", "bob-pw").status)
       victim.inbox = {}

@@ -128,7 +128,7 @@ describe("types/ (LuaLS definitions of the public API)", function()
   local classes = read_types("types")
 
   -- The lazily loaded modules are loaded first, so that `sip` shows all it has.
-  for _, name in ipairs({ "registrar", "proxy", "dialog", "cli", "ratelimit", "policy", "dns" }) do
+  for _, name in ipairs({ "registrar", "proxy", "dialog", "cli", "ratelimit", "policy", "dns", "store", "offline", "workers" }) do
     assert(sip[name], name)
   end
   local endpoint = require "sip.endpoint"

@@ -12,15 +12,15 @@ dir=${1:-build/obj}
 # layer number, then the objects on it (the file names without .o), lowest first
 layers='
 0 chars map rand frame ratelimit loop log tls
-1 transport uri auth msrp stream
+1 transport uri auth msrp stream redis
 2 msg dest dns
 3 build capture
 4 txn
 5 endpoint
 6 proxy dialog
-7 lsip_msg lsip_auth lsip_thp lsip_dns lsip_msrp
+7 lsip_msg lsip_auth lsip_thp lsip_dns lsip_msrp lsip_sqlite lsip_proc
 8 lsip_ep lsip_dialog
-9 lsip_ops
+9 lsip_ops lsip_redis
 10 lsip_core
 '
 declare -A layer

@@ -41,6 +41,56 @@ function Store:expire(now) end
 ---@return string[]
 function Store:aors() end
 
+---Every binding, in one call (one round trip on a shared store).
+---@return table<string, sip.Binding[]>|nil all
+---@return string? reason
+function Store:all() end
+
+---Store an offline message; past a limit nothing is stored and nothing stored is dropped.
+---@param aor string
+---@param m { from: string, to: string, content_type?: string, body: string, arrived: number }
+---@param limits? { count?: integer, bytes?: integer }
+---@return any|nil id
+---@return string? reason
+---@return "limit"? why
+function Store:msg_add(aor, m, limits) end
+
+---The stored messages of aor, oldest first (each with its id).
+---@param aor string
+---@return table[]|nil messages
+---@return string? reason
+function Store:msg_list(aor) end
+
+---@param aor string
+---@param id any
+---@return true|nil ok
+---@return string? reason
+function Store:msg_delete(aor, id) end
+
+---Drop messages that arrived before `before`.
+---@param before number
+---@return integer|nil removed
+---@return string? reason
+function Store:msg_expire(before) end
+
+---The value stored under name, storing value when there was none (shared secrets).
+---@param name string
+---@param value string
+---@return string|nil value
+---@return string? reason
+function Store:setnx(name, value) end
+
+---Digest nonce counts shared by instances: nc must exceed the highest seen for nonce.
+---@param nonce string
+---@param nc integer
+---@param ttl number
+---@return "ok"|"replay"|"unknown"|nil verdict
+---@return string? reason
+function Store:nc_check(nonce, nc, ttl) end
+
+---Release the backend (connections, files).
+function Store:close() end
+
 ---@class sip.RegistrarOptions
 ---@field store? sip.Store default registrar.memory()
 ---@field min_expires? integer 60

@@ -17,6 +17,9 @@
 ---@field policy sip.policy loaded on first use
 ---@field msrp sip.msrp session-mode IM (MSRP)
 ---@field dns sip.dns RFC 3263 lookups, loaded on first use
+---@field store sip.store state stores, loaded on first use
+---@field offline sip.offline offline messages, loaded on first use
+---@field workers sip.workers serve --workers, loaded on first use
 ---@field ratelimit sip.ratelimit loaded on first use
 ---@field cli sip.cli loaded on first use
 ---@field proxy table loaded on first use (it adds req:relay, ep:set_domains)

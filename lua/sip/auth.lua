@@ -55,7 +55,10 @@ Digest.__index = Digest
 -- opts: realm, credentials(user, realm, algorithm) -> password|nil [, is_ha1],
 -- algorithms, qop ("auth" | "auth-int" | "auth,auth-int"), nonce_ttl, proxy,
 -- max_failures, failure_window, allow_rfc2069, now (a clock in seconds),
--- log (function(line, level); default: the endpoint's log).
+-- log (function(line, level); default: the endpoint's log),
+-- secret (16+ bytes shared by the processes that serve one realm: a nonce one issues, another
+-- honours), nc_check = function(nonce, nc, ttl) -> "ok" | "replay" | "unknown" | nil, reason:
+-- nonce-count state kept elsewhere (a shared store; nc 0: an answer without qop, once only).
 function M.digest(opts)
   assert(type(opts) == "table", "sip.auth.digest: options table expected")
   assert(type(opts.realm) == "string" and opts.realm ~= "", "sip.auth.digest: realm required")
@@ -93,9 +96,11 @@ function M.digest(opts)
     code = proxy and 407 or 401,
     challenge_header = proxy and "Proxy-Authenticate" or "WWW-Authenticate",
     credentials_header = proxy and "Proxy-Authorization" or "Authorization",
-    state = core.digest_state(),
+    state = core.digest_state(opts.secret),
+    nc_check = opts.nc_check,
     -- RFC 7616 §3.3: a value clients return unchanged; it tells our challenges from others'
-    opaque = core.random_hex(16),
+    opaque = opts.secret and core.digest_hash("SHA-256", "opaque:", opts.secret):sub(1, 32)
+      or core.random_hex(16),
     failures = {},
     nfailures = 0,
     failed = 0,
@@ -268,8 +273,17 @@ function Digest:verify(req)
     return false, self.code, self:challenge(true), "nonce expired"
   end
 
+  -- Nonce counts: this process's own table, and the store the instances share when there is
+  -- one (nc_check), whose answer wins; while the store fails, this process's own answers (a
+  -- replay to this instance is still refused). Both learn every use.
+  local seen = self.state:check_nc(c.nonce, qop and c.nc or nil)
+  if self.nc_check then
+    local nc = qop and tonumber(c.nc, 16) or 0
+    if not qop or nc > 0 then   -- (qop with nc 0 is bad here already)
+      seen = self.nc_check(c.nonce, nc, self.nonce_ttl + 60) or seen
+    end
+  end
   if qop then
-    local seen = self.state:check_nc(c.nonce, c.nc)
     if seen == "replay" then
       record_failure(self, key, now)
       return false, self.code, self:challenge(false), "nonce count replayed"
@@ -277,7 +291,7 @@ function Digest:verify(req)
       -- The nonce was forgotten (table full) or its first use is missing: start over.
       return false, self.code, self:challenge(true), "nonce count unknown"
     end
-  elseif self.state:check_nc(c.nonce, nil) ~= "ok" then
+  elseif seen ~= "ok" then
     -- an answer without qop (RFC 2069) has no nc to order its uses: its nonce answers one
     -- request, so a captured one cannot be played again; the client gets stale=true and a
     -- fresh nonce for the next (RFC 2617 §4.5's one-time nonces)

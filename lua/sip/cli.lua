@@ -19,6 +19,11 @@ usage:
                [--metrics HOST:PORT]   (Prometheus text at /metrics)
                [--capture FILE.pcap] [--hep udp:HOST:PORT]   (every SIP message in and out)
                [--log-format text|json]   (json: one object per transaction)
+               [--store memory | sqlite:FILE | redis://HOST:PORT[/DB]]
+                   (registrations and offline messages; default
+                    sqlite:$XDG_DATA_HOME/luasip/luasip.db, else ~/.local/share/luasip/luasip.db)
+               [--workers N]   (N processes sharing the ports, SO_REUSEPORT; needs a
+                                sqlite: or redis:// store)
   luasip message URI TEXT [--from URI] [--proxy URI] [--user U --password P] [--dns HOST:PORT]
                [--ca FILE]   (a TEXT over 1300 bytes goes in an MSRP session: INVITE, SEND, BYE)
   luasip options URI [--proxy URI] [--dns HOST:PORT] [--ca FILE]
@@ -138,8 +143,16 @@ local BURST_PER_RATE = 2
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
 -- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =,
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
--- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy)
+-- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy),
+-- store = a sip.store or its name ("memory", "sqlite:FILE", "redis://..."; default memory)
 function cli.server(opts)
+  local store, serr = opts.store or "memory", nil
+  if type(store) == "string" then
+    store, serr = sip.store.open(store)
+    if not store then
+      return nil, serr
+    end
+  end
   local ops = require "sip.ops"
   local json_write
   if opts.log_format == "json" and not opts.log then
@@ -150,6 +163,16 @@ function cli.server(opts)
   -- quiet: nobody reads the outcome of a relay, so the core finishes it without the script
   local silent = opts.quiet and not opts.log
   local relay_opts = silent and { wait = false } or nil
+  -- keys shared through the store (before the endpoint listens: waiting on the store runs
+  -- the loop, and a request must not meet an endpoint without its route)
+  local keys, kerr = sip.store.shared_keys(store)
+  if not keys then
+    store:close()
+    return nil, "store: " .. tostring(kerr)
+  end
+  if opts.shared_store then
+    store.shared = true   -- other workers write it too: read it afresh
+  end
   local tls = (opts.cert or opts.ca) and { cert = opts.cert, key = opts.key, ca = opts.ca } or nil
   -- failed TLS handshakes (a few a second at most: the core limits them) are logged even
   -- without --debug; only with a TLS listener, so the core formats no lines otherwise
@@ -160,7 +183,8 @@ function cli.server(opts)
     end
   end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
-    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns), log = core_log }
+    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns), log = core_log,
+    reuse_port = opts.reuse_port }
   if not ep then
     return nil, err
   end
@@ -174,7 +198,7 @@ function cli.server(opts)
     local host = sip.core.uri_hostport(uri)
     return host == domain or ep:is_local(uri)
   end
-  local registrar = sip.registrar.new { min_expires = opts.min_expires or 1,
+  local registrar = sip.registrar.new { store = store, min_expires = opts.min_expires or 1,
     max_expires = opts.max_expires or 3600, endpoint = ep,
     canonical = function(u)
       -- an AOR at any of our addresses (with or without the port: clients often leave it
@@ -185,6 +209,8 @@ function cli.server(opts)
       end
       return u
     end }
+  -- MESSAGE for a known user with no binding: 202, stored, sent when the user registers
+  local offline = sip.offline.new { ep = ep, store = store, registrar = registrar, log = log }
   local auth_www, auth_proxy
   if not opts.no_auth then
     local only_md5 = false
@@ -210,9 +236,11 @@ function cli.server(opts)
     if only_md5 then
       algs = { "MD5" }
     end
-    auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs }
+    auth_www = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
+      secret = keys.digest_secret and (keys.digest_secret .. ":www"), nc_check = keys.nc_check }
     auth_proxy = sip.auth.digest { realm = domain, credentials = credentials, algorithms = algs,
-      proxy = true }
+      proxy = true, secret = keys.digest_secret and (keys.digest_secret .. ":proxy"),
+      nc_check = keys.nc_check }
   end
 
   local aliases = {}
@@ -306,9 +334,12 @@ function cli.server(opts)
     local rhost, rport, ruser = sip.core.uri_hostport(req)   -- its Request-URI
     local ruri_ours = rhost and (rhost == domain or ep:is_local(req.uri)) or false
     if why.register then
-      local code = registrar:handle(req)
+      local code, _, _, reg_aor = registrar:handle(req)
       tlog("REGISTER %s from %s -> %d", tostring(sip.registrar.aor(req:addr("To").uri)),
         req.source, code)
+      if code == 200 and reg_aor then
+        offline:deliver(reg_aor)
+      end
       return
     end
     if why.in_dialog then
@@ -331,6 +362,9 @@ function cli.server(opts)
       local aor = "sip:" .. ruser .. "@" .. domain
       local targets = registrar:targets(aor)
       if #targets == 0 then
+        if m == "MESSAGE" and users[ruser] then
+          return offline:accept(req, aor)
+        end
         local code = users[ruser] and 480 or 404
         tlog("%s %s -> %d", m, aor, code)
         return req:reply(code)
@@ -378,25 +412,42 @@ function cli.server(opts)
     return nil, oerr
   end
 
-  -- expired bindings vanish on time
+  -- expired bindings vanish on time, old stored messages every minute (in a coroutine: a
+  -- store's calls may wait)
+  local sweeps, stopped = 0, false
   local function sweep()
-    registrar:expire()
+    if stopped then
+      return
+    end
+    sip.spawn(function()
+      registrar:expire()
+      if sweeps % 60 == 0 then
+        offline:expire()
+      end
+      sweeps = sweeps + 1
+    end)
     sip.sched.loop:timer(1000, sweep)
   end
   sweep()
 
+  serve.store, serve.offline = store, offline
   serve.stop = function()
+    stopped = true
     ops.stop(serve)
     ep:close()
+    store:close()
   end
   return serve
 end
+
+-- Workers of one serve: beyond the cores of a big machine nothing is gained.
+local MAX_WORKERS = 64
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
       "rate_burst", "trust", "dns", "cert", "key", "ca", "script", "control", "metrics",
-      "capture", "hep", "log_format" })
+      "capture", "hep", "log_format", "store", "workers", "worker" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -461,6 +512,24 @@ local function serve(argv)
   end
   opts.control_required = opts.control ~= nil
   opts.control = opts.control or require("sip.ops").default_control_path()
+  opts.store = opts.store or ("sqlite:" .. sip.store.default_path())
+  if opts.workers then
+    local n = whole(opts.workers, 1, MAX_WORKERS)
+    if not n then
+      io.stderr:write("luasip: --workers wants a whole number from 1 to ", MAX_WORKERS, "\n", USAGE)
+      return 2
+    end
+    if n > 1 then
+      return require("sip.workers").master(n, opts)
+    end
+  end
+  if opts.worker then
+    local ok, werr = require("sip.workers").worker(opts)
+    if not ok then
+      io.stderr:write("luasip: ", werr, "\n")
+      return 2
+    end
+  end
   local srv, serr = cli.server(opts)
   if not srv then
     io.stderr:write("luasip: ", serr, "\n")

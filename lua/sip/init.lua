@@ -228,7 +228,8 @@ end
 package.loaded.sip = sip
 require "sip.proxy"   -- adds req:relay
 local lazy = { registrar = "sip.registrar", proxy = "sip.proxy", dialog = "sip.dialog",
-  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy", dns = "sip.dns" }
+  cli = "sip.cli", ratelimit = "sip.ratelimit", policy = "sip.policy", dns = "sip.dns",
+  store = "sip.store", offline = "sip.offline", workers = "sip.workers" }
 setmetatable(sip, { __index = function(t, k)
   local name = lazy[k]
   if name then

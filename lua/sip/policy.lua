@@ -173,21 +173,25 @@ end
 -- address and port of one of our listeners, or a listener's address with no port (clients
 -- often leave it out of an AOR); our IP with another port is someone else
 function Policy:is_ours(uri)
-  local u = type(uri) == "table" and uri or sip.uri.parse(uri)
-  if not u or not u.host then
+  local host, port
+  if type(uri) == "table" then
+    host, port = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port
+  else
+    host, port = sip.core.uri_hostport(uri)   -- no tables: this runs for every request
+  end
+  if not host then
     return false
   end
-  local host = u.host:lower()
   if self.domains[host] then
     return true
   end
-  if not u.port then
-    return self.ep:_local_hosts()[host:gsub("^%[(.*)%]$", "%1")] or false
+  if not port then
+    return self.ep:_local_hosts()[host] or false
   end
-  return self.ep:is_local("sip:" .. host .. ":" .. u.port)
+  return self.ep:_local_addrs()[host .. ":" .. port] or false
 end
 
---- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
+-- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
 -- us, so the source must be ours too: over UDP we send from the listening port, over TCP
 -- from an ephemeral one (then only the IP can match).
 function Policy:spiral(req)
@@ -303,8 +307,7 @@ function Policy:check(req)
     return true, { user = user, register = true }
   end
   local from = req:addr("From")
-  local fu = from and sip.uri.parse(from.uri)
-  if fu and self:is_ours(fu) then
+  if from and from.uri and self:is_ours(from.uri) then
     if is_trusted() then
       return true, { trusted = true }
     end

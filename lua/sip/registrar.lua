@@ -4,81 +4,17 @@ local sip = require "sip"
 
 local registrar = {}
 
--- Location store in memory -----------------------------------------------------------------
+-- Location stores ---------------------------------------------------------------------------
 
-local Memory = {}
-Memory.__index = Memory
-
---- sip.registrar.memory() -> store with get(aor) / put(aor, b) / delete(aor [, key]) / expire(now)
+--- sip.registrar.memory() -> the memory store of sip.store (get/put/delete/expire/aors).
 -- A binding b is { uri=, key=, q=, expires_at=, call_id=, cseq=, updated=, source=, path=,
--- params=, flow= }.
+-- params=, flow=, conn= }.
 -- A store keeps one binding per (aor, b.key): b.key is registrar.contact_key(b.uri), so a
 -- refresh that spells its Contact differently replaces the binding; b.uri stays as the UA
--- sent it. delete(aor, key) takes that key (no key: every binding of aor). Before keys,
--- put and delete used b.uri; this store still falls back to it when a caller gives no key.
+-- sent it. delete(aor, key) takes that key (no key: every binding of aor). Any store of
+-- sip.store fits (SQLite, Redis): their calls may yield, and fail with nil, reason.
 function registrar.memory()
-  return setmetatable({ by_aor = {} }, Memory)
-end
-
---- store:get(aor) -> { binding, ... } of that AOR
-function Memory:get(aor)
-  local t = self.by_aor[aor]
-  local out = {}
-  if t then
-    for _, b in pairs(t) do
-      out[#out + 1] = b
-    end
-  end
-  return out
-end
-
---- store:put(aor, b): keep binding b (replacing the one of the same key)
-function Memory:put(aor, b)
-  local t = self.by_aor[aor]
-  if not t then
-    t = {}
-    self.by_aor[aor] = t
-  end
-  t[b.key or b.uri] = b
-end
-
---- store:delete(aor [, key]): drop one binding, or every binding of aor
-function Memory:delete(aor, key)
-  local t = self.by_aor[aor]
-  if not t then
-    return
-  end
-  if key then
-    t[key] = nil
-    if not next(t) then
-      self.by_aor[aor] = nil
-    end
-  else
-    self.by_aor[aor] = nil
-  end
-end
-
---- store:expire(now): drop the bindings expired at now
-function Memory:expire(now)
-  for aor, t in pairs(self.by_aor) do
-    for key, b in pairs(t) do
-      if b.expires_at <= now then
-        t[key] = nil
-      end
-    end
-    if not next(t) then
-      self.by_aor[aor] = nil
-    end
-  end
-end
-
---- store:aors() -> { aor, ... } that hold bindings
-function Memory:aors()
-  local out = {}
-  for aor in pairs(self.by_aor) do
-    out[#out + 1] = aor
-  end
-  return out
+  return require("sip.store").memory()
 end
 
 -- Contact keys ---------------------------------------------------------------------------
@@ -163,7 +99,11 @@ end
 local Registrar = {}
 Registrar.__index = Registrar
 
---- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
+-- §21.5.4: a store that failed (Redis down) is a server error that passes; the client may
+-- try again after this many seconds.
+local RETRY_AFTER = 5
+
+-- Address-of-record key: scheme:user@host, case-folded where SIP says it is insensitive.
 -- The scheme stays: a SIP and a SIPS URI are never equivalent (§19.1.4), and a sips: AOR
 -- must not reach bindings made for the sip: one.
 function registrar.aor(uri)
@@ -208,8 +148,21 @@ function Registrar:lookup(aor, canonical)
   local key = canonical and aor or registrar.aor(aor) or aor
   local now = now_of(self)
   local out = {}
+  local list, err = self.store:get(key)
+  if list then
+    if self.store.shared then
+      self._last = self._last or {}
+      self._last[key] = list
+    end
+  else
+    -- the store failed: route on from the bindings last read (nil: none)
+    list = self._last and self._last[key] or {}
+    if self.on_store_error then
+      self.on_store_error(err)
+    end
+  end
   local ep = self.endpoint
-  for _, b in ipairs(self.store:get(key)) do
+  for _, b in ipairs(list) do
     if b.conn and ep and not ep.core:conn_open(b.conn) then
       self.version = (self.version or 0) + 1   -- its flow failed: the binding goes
       self.store:delete(key, b.key)
@@ -255,7 +208,9 @@ function Registrar:targets(aor)
   end
   local now = self.clock()   -- now_of(self), one call less: this runs for every request
   local c = cache[aor]
-  if c and now < c.until_ and not (c.conns and self:_flow_failed(c.conns)) then
+  -- a shared store changes behind our back: read it every time
+  if c and now < c.until_ and not self.store.shared and
+      not (c.conns and self:_flow_failed(c.conns)) then
     return c.list
   end
   local list, until_, conns = {}, math.huge, nil
@@ -281,20 +236,36 @@ end
 function Registrar:holds_contact(uri)
   local version = self.version or 0
   local index = self._contacts
-  if not index or self._contacts_version ~= version then
-    index = {}
-    if self.store.aors then
-      for _, aor in ipairs(self.store:aors()) do
+  local now = now_of(self)
+  -- a shared store changes behind our back: read it again once a second
+  if not index or self._contacts_version ~= version
+      or (self.store.shared and now ~= self._contacts_at) then
+    -- every binding in one call where the store offers it (a shared store: one round trip)
+    local all = self.store.all and self.store:all()
+    local aors = not all and self.store.aors and self.store:aors()
+    -- a store that failed: keep the index of the last read, if any
+    index = (not all and not aors and self._contacts) or {}
+    local function add(b)
+      local key = registrar.contact_key(b.uri)   -- (b.key may name an instance)
+      index[key] = math.max(index[key] or 0, b.expires_at)
+    end
+    if all then
+      for _, list in pairs(all) do
+        for _, b in ipairs(list) do
+          add(b)
+        end
+      end
+    elseif aors then
+      for _, aor in ipairs(aors) do
         for _, b in ipairs(self:lookup(aor, true)) do
-          local key = registrar.contact_key(b.uri)   -- (b.key may name an instance)
-          index[key] = math.max(index[key] or 0, b.expires_at)
+          add(b)
         end
       end
     end
-    self._contacts, self._contacts_version = index, version
+    self._contacts, self._contacts_version, self._contacts_at = index, version, now
   end
   local until_ = index[registrar.contact_key(uri)]
-  return until_ ~= nil and until_ > now_of(self)
+  return until_ ~= nil and until_ > now
 end
 
 function Registrar:_flow_failed(conns)
@@ -310,7 +281,7 @@ end
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
 function Registrar:expire()
   self.version = (self.version or 0) + 1
-  self.store:expire(now_of(self))
+  return self.store:expire(now_of(self))
 end
 
 local function reply(req, code, reason, headers)
@@ -458,7 +429,15 @@ local function contact_list(bindings, now)
   return vals
 end
 
---- registrar:handle(req) -> code: processes a REGISTER and replies (§10.3 steps 1-8)
+local function store_failed(self, req, err)
+  if self.on_store_error then
+    self.on_store_error(err)
+  end
+  return reply(req, 500, "Location store unavailable", { ["Retry-After"] = tostring(RETRY_AFTER) })
+end
+
+--- registrar:handle(req) -> code, reason, headers, aor: processes a REGISTER and replies
+-- (§10.3 steps 1-8). A store that fails gets 500 with Retry-After.
 function Registrar:handle(req)
   if req.method ~= "REGISTER" then
     return reply(req, 405, nil, { Allow = "REGISTER" })
@@ -498,17 +477,25 @@ function Registrar:handle(req)
     if #contacts ~= 1 or expires_hdr ~= 0 then
       return reply(req, 400, "Invalid Contact: *")
     end
-    for _, b in ipairs(self.store:get(aor)) do
+    local list, err = self.store:get(aor)
+    if not list then
+      return store_failed(self, req, err)
+    end
+    for _, b in ipairs(list) do
       if b.call_id == call_id and cseq <= b.cseq then
         return reply(req, 500, "Out of order REGISTER")
       end
     end
     self.version = (self.version or 0) + 1
-    self.store:delete(aor)
+    local ok, derr = self.store:delete(aor)
+    if not ok then
+      return store_failed(self, req, derr)
+    end
     if self.on_change then
       self.on_change(aor)
     end
-    return reply(req, 200)
+    local code, reason, headers = reply(req, 200)
+    return code, reason, headers, aor
   end
 
   -- parse and check every Contact first: an error changes nothing (§10.3 step 7 is atomic)
@@ -525,7 +512,11 @@ function Registrar:handle(req)
     updates[#updates + 1] = u
   end
   local existing = {}
-  for _, b in ipairs(self.store:get(aor)) do
+  local list, err = self.store:get(aor)
+  if not list then
+    return store_failed(self, req, err)
+  end
+  for _, b in ipairs(list) do
     existing[b.key or registrar.contact_key(b.uri)] = b
   end
   for _, u in ipairs(updates) do
@@ -542,19 +533,22 @@ function Registrar:handle(req)
   end
   local direct = #req:headers("Via") == 1 and not path
   for _, u in ipairs(updates) do
+    local ok, serr
+    self.version = (self.version or 0) + 1
     if u.expires == 0 then
-      self.version = (self.version or 0) + 1
-      self.store:delete(aor, u.key)
+      ok, serr = self.store:delete(aor, u.key)
     else
-      self.version = (self.version or 0) + 1
       -- over TCP/TLS from the phone itself (one Via, no Path: not through a proxy): it is
       -- reached on this connection (nil when not, or when its Contact names another
       -- transport)
       local conn = self.endpoint and direct and self.endpoint.core:flow(req, u.uri) or nil
-      self.store:put(aor, { uri = u.uri, key = u.key, q = u.q, expires_at = now + u.expires,
-        call_id = call_id, cseq = cseq, updated = now, source = req.source,
-        path = path, params = u.params,
+      ok, serr = self.store:put(aor, { uri = u.uri, key = u.key, q = u.q,
+        expires_at = now + u.expires, call_id = call_id, cseq = cseq, updated = now,
+        source = req.source, path = path, params = u.params,
         flow = not path and binding_flow(u.uri, req) or nil, conn = conn })
+    end
+    if not ok then
+      return store_failed(self, req, serr)
     end
   end
   if #updates > 0 and self.on_change then
@@ -578,7 +572,8 @@ function Registrar:handle(req)
   if #updates == 1 then
     headers[#headers + 1] = { "Expires", tostring(updates[1].expires) }
   end
-  return reply(req, 200, nil, headers)
+  local code, reason = reply(req, 200, nil, headers)
+  return code, reason, headers, aor
 end
 
 registrar.Registrar = Registrar
