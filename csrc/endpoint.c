@@ -63,8 +63,10 @@ void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, siz
 		port = ntohs(s6->sin6_port);
 	}
 	size_t o = 0, hl = strlen(host);
-	memcpy(buf, kind == SIP_TP_TLS ? "tls:" : kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
-	o = 4;
+	const char *kn = kind == SIP_TP_TLS ? "tls:" : kind == SIP_TP_TCP ? "tcp:" :
+			 kind == SIP_TP_WS ? "ws:" : kind == SIP_TP_WSS ? "wss:" : "udp:";
+	o = strlen(kn);
+	memcpy(buf, kn, o);
 	if (v6)
 		buf[o++] = '[';
 	memcpy(buf + o, host, hl);
@@ -905,7 +907,9 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 	sip_msg m;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, sip_tp_stream(src->kind),
+	/* a WebSocket message is one SIP message: Content-Length may be left out (RFC 7118 §5) */
+	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0,
+			       sip_tp_stream(src->kind) && !sip_tp_ws(src->kind),
 			       &ep->cfg.lim, &err)) {
 		char a[80];
 		ep->stats.parse_errors++;
@@ -1003,7 +1007,7 @@ static int format_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *
 
 const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family)
 {
-	char *sb = ep->sent_by[kind == SIP_TP_TLS ? 2 : kind == SIP_TP_TCP][family == AF_INET6];
+	char *sb = ep->sent_by[kind >= SIP_TP_UDP && kind <= SIP_TP_WSS ? kind : 0][family == AF_INET6];
 	if (!sb[0] && format_sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
 		sb[0] = 0;   /* no listener yet: asked again next time */
 		return NULL;
@@ -1027,9 +1031,12 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	if (bl > 200)
 		return -1;
 	size_t n = 0;
-	memcpy(v, kind == SIP_TP_TLS ? "SIP/2.0/TLS " : kind == SIP_TP_TCP ? "SIP/2.0/TCP " :
-		  "SIP/2.0/UDP ", 12);
-	n = 12;
+	/* RFC 7118 §5.2: WS and WSS */
+	const char *vt = kind == SIP_TP_TLS ? "SIP/2.0/TLS " : kind == SIP_TP_TCP ? "SIP/2.0/TCP " :
+			 kind == SIP_TP_WS ? "SIP/2.0/WS " : kind == SIP_TP_WSS ? "SIP/2.0/WSS " :
+			 "SIP/2.0/UDP ";
+	n = strlen(vt);
+	memcpy(v, vt, n);
 	memcpy(v + n, sb, sbl);
 	n += sbl;
 	memcpy(v + n, ";branch=", 8);
@@ -1232,6 +1239,10 @@ int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d
 		d->kind = SIP_TP_TLS;
 	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
 		d->kind = SIP_TP_TCP;
+	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "ws"))
+		d->kind = SIP_TP_WS;   /* RFC 7118: reached only over a connection it opened */
+	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "wss"))
+		d->kind = SIP_TP_WSS;
 	if (d->kind == SIP_TP_TLS && host.n < sizeof ep->dest_name) {
 		/* RFC 5922 §4: the certificate must name the URI's host (maddr is no name) */
 		sip_pl h = host;

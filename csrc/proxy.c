@@ -534,7 +534,9 @@ static int is_listener(sip_endpoint *ep, sip_pl h, int port)
 /* The port a Via without one means: 5061 for TLS (§19.1.2), else 5060 */
 static int via_port(const sip_via *v)
 {
-	return sip_pl_casecmp(v->transport, "TLS") ? SIP_TLS_PORT : 5060;
+	return sip_pl_casecmp(v->transport, "TLS") ? SIP_TLS_PORT :
+	       sip_pl_casecmp(v->transport, "WS") ? 80 : sip_pl_casecmp(v->transport, "WSS") ? 443 :
+	       5060;
 }
 
 int sip_ep_from_self(sip_endpoint *ep, const sip_tp_src *src, const sip_via *top)
@@ -945,6 +947,10 @@ int sip_ep_relay_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int f
 	if (kind == SIP_TP_TCP || (kind == SIP_TP_TLS && !sips)) {
 		memcpy(v + len, kind == SIP_TP_TCP ? tcp : tls, sizeof tcp - 1);
 		len += sizeof tcp - 1;
+	} else if (sip_tp_ws(kind)) {
+		const char *t = kind == SIP_TP_WS ? ";transport=ws" : ";transport=wss";
+		memcpy(v + len, t, strlen(t));
+		len += strlen(t);
 	}
 	v[len++] = '>';
 	return sip_msg_add_header(req, "Record-Route", 12, v, len, 1);
@@ -1031,7 +1037,8 @@ int sip_ep_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_pl t
 static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char **err)
 {
 	int tls = sip_pl_casecmp(v->transport, "TLS");
-	int tcp = tls || sip_pl_casecmp(v->transport, "TCP");
+	int ws = sip_pl_casecmp(v->transport, "WS"), wss = sip_pl_casecmp(v->transport, "WSS");
+	int tcp = tls || ws || wss || sip_pl_casecmp(v->transport, "TCP");
 	if (!tcp && !sip_pl_casecmp(v->transport, "UDP")) {
 		*err = "unsupported transport";
 		return -1;
@@ -1049,7 +1056,8 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		return -1;
 	}
 	int n = snprintf(uri, sizeof uri, "sip:%s%.*s%s:%d%s", v6 ? "[" : "", (int)host.n, host.p,
-			 v6 ? "]" : "", port, tls ? ";transport=tls" : tcp ? ";transport=tcp" : "");
+			 v6 ? "]" : "", port, tls ? ";transport=tls" : ws ? ";transport=ws" :
+			 wss ? ";transport=wss" : tcp ? ";transport=tcp" : "");
 	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
 }
 

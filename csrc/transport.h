@@ -8,10 +8,15 @@
 #include <sys/socket.h>
 #include "loop.h"
 
-typedef enum sip_tp_kind { SIP_TP_UDP = 1, SIP_TP_TCP = 2, SIP_TP_TLS = 3 } sip_tp_kind;
+typedef enum sip_tp_kind { SIP_TP_UDP = 1, SIP_TP_TCP = 2, SIP_TP_TLS = 3, SIP_TP_WS = 4,
+			   SIP_TP_WSS = 5 } sip_tp_kind;
 
-/* TCP and TLS: a byte stream, framed by Content-Length */
+/* TCP, TLS, WS and WSS: over a connection (reliable; responses go back on it) */
 static inline int sip_tp_stream(sip_tp_kind k) { return k != SIP_TP_UDP; }
+/* WebSocket (RFC 7118): one SIP message per WebSocket message, no Content-Length needed */
+static inline int sip_tp_ws(sip_tp_kind k) { return k == SIP_TP_WS || k == SIP_TP_WSS; }
+/* TLS underneath: TLS and WSS */
+static inline int sip_tp_secure(sip_tp_kind k) { return k == SIP_TP_TLS || k == SIP_TP_WSS; }
 
 typedef struct sip_tp_src {
 	sip_tp_kind kind;
@@ -130,5 +135,14 @@ typedef void (*sip_tp_tap_fn)(void *arg, int out, sip_tp_kind kind,
 			      const struct sockaddr *from, const struct sockaddr *to,
 			      const char *buf, size_t len);
 void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg);
+
+/* WS/WSS listeners also answer plain HTTP GETs with files: a path under prefix ("/" or
+ * "/lib/") is looked up in dir (a folder's index.html for a path ending in "/"). Up to
+ * SIP_TP_MAX_MOUNTS; a prefix mounted again is replaced. Returns 0, or -1 with *err. */
+int sip_tp_web_mount(sip_transport *tp, const char *prefix, const char *dir, const char **err);
+/* One file given by its contents at exactly path (a page's settings); a copy is kept.
+ * Replaces what was there. Returns 0, or -1 with *err. */
+int sip_tp_web_file(sip_transport *tp, const char *path, const char *body, size_t len,
+		    const char **err);
 
 #endif

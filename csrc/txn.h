@@ -56,7 +56,7 @@ struct sip_endpoint {
 	uint64_t next_id;
 	sip_ep_stats stats;
 	int closing;             /* sip_ep_free is ending every transaction: send nothing */
-	char sent_by[3][2][64];  /* our Via sent-by per [UDP, TCP, TLS][IPv6?], formatted once */
+	char sent_by[6][2][64];  /* our Via sent-by per [kind][IPv6?], formatted once */
 	char dest_name[256];     /* the name sip_ep_resolve's last TLS destination points to */
 	char **domains;          /* names that are us besides our addresses (lowercase) */
 	unsigned ndomains;

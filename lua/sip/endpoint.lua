@@ -40,8 +40,9 @@ local function parse_listen(s)
   if not kind then
     kind, host, port = s:match("^(%a+):([^:]+):(%d+)$")
   end
-  if not kind or (kind ~= "udp" and kind ~= "tcp" and kind ~= "tls") then
-    error("bad listen address '" .. tostring(s) .. "' (want udp:, tcp: or tls:HOST:PORT)", 3)
+  if not kind or (kind ~= "udp" and kind ~= "tcp" and kind ~= "tls" and kind ~= "ws" and
+      kind ~= "wss") then
+    error("bad listen address '" .. tostring(s) .. "' (want udp:, tcp:, tls:, ws: or wss:HOST:PORT)", 3)
   end
   return kind, host, tonumber(port)
 end
@@ -180,7 +181,8 @@ local function new(opts)
       local kind, host, port = parse_listen(l)
       local ok
       -- TLS is a stream socket like TCP: it cannot share TCP's port number
-      local key = kind == "tls" and "tls:" .. host or host
+      -- (nor can WS and WSS, which are HTTP ports)
+      local key = (kind == "udp" or kind == "tcp") and host or kind .. ":" .. host
       if port == 0 and picked[key] then
         ok = c:listen(kind, host, picked[key])
         failed = not ok
@@ -589,7 +591,7 @@ function Endpoint:resolve(uri)
     local seen = {}
     for _, a in ipairs(self.core:addresses()) do
       local k = a:match("^(%a+):")
-      if not seen[k] then
+      if not seen[k] and k ~= "ws" and k ~= "wss" then   -- (no WebSocket in DNS)
         seen[k], tps[#tps + 1] = true, k
       end
     end
