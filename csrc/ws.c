@@ -154,10 +154,15 @@ int sip_ws_request_parse(const char *buf, size_t len, sip_ws_request *r, size_t 
 	}
 	r->get = sp1 - p == 3 && memcmp(p, "GET", 3) == 0;
 	size_t tl = (size_t)(sp2 - sp1 - 1);
-	if (tl == 0 || tl >= sizeof r->path) {
+	if (tl == 0 || tl >= sizeof r->path || sp1[1] != '/') {
 		*err = "bad request target";
 		return -1;
 	}
+	for (size_t i = 0; i < tl; i++)
+		if ((unsigned char)sp1[1 + i] <= ' ' || sp1[1 + i] == 0x7f) {
+			*err = "bad request target";
+			return -1;
+		}
 	memcpy(r->path, sp1 + 1, tl);
 	r->path[tl] = 0;
 	int upgrade = 0, connection = 0;
