@@ -1961,5 +1961,7 @@ void sip_tp_free(sip_transport *tp)
 int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer)
 {
 	return tp && peer && (find_peer(tp, peer, SIP_TP_TCP, NULL) ||
-			      find_peer(tp, peer, SIP_TP_TLS, NULL));
+			      find_peer(tp, peer, SIP_TP_TLS, NULL) ||
+			      find_peer(tp, peer, SIP_TP_WS, NULL) ||
+			      find_peer(tp, peer, SIP_TP_WSS, NULL));
 }

@@ -1,7 +1,8 @@
 // jssip_node.js URL USER PASSWORD DOMAIN TO TEXT: JsSIP in Node (npm jssip, with the `ws`
 // package as its WebSocket) registers with digest at URL, sends TEXT to TO and waits for a
-// MESSAGE back. Prints one JSON line per event; exits 0 once it got a MESSAGE, 1 on failure
-// or after 10 s. Used by spec/ws_spec.lua.
+// MESSAGE back (no TO: only waits for one). Prints one JSON line per event; exits 0 once it
+// got a MESSAGE (EXIT_ON_SENT: once its own was answered 2xx), 1 on failure or after 10 s.
+// NODE_EXTRA_CA_CERTS trusts a test CA for wss:. Used by spec/ws_peers_spec.lua.
 'use strict';
 const path = require('path');
 const mods = process.env.NODE_MODULES || path.join(__dirname, '../../build/web/node_modules');
@@ -19,8 +20,8 @@ setTimeout(() => { say({ event: 'timeout' }); done(1); }, 10000);
 ua.on('registered', () => {
   say({ event: 'registered' });
   if (to) ua.sendMessage(to, text, { eventHandlers: {
-    succeeded: (e) => say({ event: 'sent', status: e.response.status_code }),
-    failed: (e) => { say({ event: 'send failed', cause: e.cause }); done(1); },
+    succeeded: (e) => { say({ event: 'sent', status: e.response.status_code }); if (process.env.EXIT_ON_SENT) done(0); },
+    failed: (e) => { say({ event: 'send failed', cause: e.cause, status: e.response && e.response.status_code, reason: e.response && e.response.reason_phrase }); done(1); },
   } });
 });
 ua.on('registrationFailed', (e) => { say({ event: 'registration failed', cause: e.cause }); done(1); });
