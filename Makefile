@@ -122,7 +122,7 @@ interop: deps all
 # C tests of the loop and its timers, the transaction map, framing and transports: plain C,
 # no Lua, real sockets on loopback.
 CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o \
-             build/obj/tls.o
+             build/obj/tls.o build/obj/ws.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
 	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS) $(LIBS)
 

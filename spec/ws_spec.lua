@@ -321,6 +321,56 @@ describe("SIP over WebSocket", function()
     end)
   end)
 
+  describe("a request that changes transport (RFC 5658)", function()
+    it("carries two Record-Route values of ours: WS towards the caller, UDP towards the callee", function()
+      local bob = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      local got
+      bob:on("INVITE", function(req)
+        got = req:headers("Record-Route")
+        req:reply(486)
+      end)
+      local done
+      sip.spawn(function()
+        local reg = bob:register { registrar = "sip:" .. srv.ep:address("udp"),
+          aor = "sip:bob@localhost", contact = bob:uri("bob"), expires = 300 }
+        done = reg:wait()
+      end)
+      assert.truthy(helper.run_until(function() return done end, 5))
+      local c = open()
+      c.send(frame(1, table.concat({
+        "INVITE sip:bob@localhost SIP/2.0",
+        "Via: SIP/2.0/WS k3j3.invalid;branch=z9hG4bKdrr1",
+        "Max-Forwards: 70",
+        "From: <sip:alice@localhost>;tag=a1",
+        "To: <sip:bob@localhost>",
+        "Call-ID: ws-drr",
+        "CSeq: 1 INVITE",
+        "Contact: <sip:alice@k3j3.invalid;transport=ws>",
+        "", "" }, "\r\n")))
+      local final
+      helper.run_until(function()
+        local f = server_frame(c.buf)
+        while f do
+          local _, rest = server_frame(c.buf)
+          c.buf = rest
+          local res = sip.parse(f.payload)
+          if res and res.status >= 200 then final = res end
+          f = server_frame(c.buf)
+        end
+        return final ~= nil
+      end, 5, c.poll)
+      c.close()
+      bob:close()
+      assert.equal(486, final and final.status)
+      assert.equal(2, #got)
+      local udp, ws = srv.ep:address("udp"), srv.ep:address("ws")
+      assert.truthy(got[1]:find("<sip:" .. udp .. ";lr;", 1, true), got[1])
+      assert.falsy(got[1]:find("transport=", 1, true))
+      assert.truthy(got[2]:find("<sip:" .. ws .. ";lr;", 1, true), got[2])
+      assert.truthy(got[2]:find(";transport=ws>", 1, true), got[2])
+    end)
+  end)
+
   describe("hostile clients", function()
     -- (200: below the connections one IP may hold, a quarter of 1024; they go after the
     -- upgrade timeout, partial_ms)
