@@ -1256,6 +1256,17 @@ int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d
 	}
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
+	if (sip_tp_ws(d->kind) && host.n > 8 &&
+	    strncasecmp(host.p + host.n - 8, ".invalid", 8) == 0) {
+		/* RFC 7118 §5.2: a WebSocket client, reached only over its connection */
+		d->conn_id = sip_tp_ws_named(ep->tp, d->kind, host.p, host.n, &d->addr, &d->len);
+		if (!d->conn_id) {
+			*err = "no WebSocket connection for that .invalid host";
+			return -1;
+		}
+		*n = 1;
+		return 0;
+	}
 	int port = u.port ? u.port : d->kind == SIP_TP_TLS ? SIP_TLS_PORT : 5060;
 	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0) {
 		*n = 1;

@@ -341,12 +341,31 @@ static int validate_or_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *m)
 	return code;
 }
 
+/* A request from a WebSocket client whose Contact host is .invalid (RFC 7118 §5.2): its
+ * connection takes that name, so that requests in the dialog find it (sip_tp_ws_named). */
+static void name_ws_client(sip_endpoint *ep, const sip_msg *m, uint32_t conn_id)
+{
+	int ci = m->first[SIP_HDR_CONTACT];
+	size_t pos = 0;
+	sip_pl item;
+	sip_addr a;
+	sip_uri u;
+	const char *err;
+	if (ci < 0 || !sip_list_next(m->hdrs[ci].value, &pos, &item) ||
+	    sip_addr_parse(&a, item, &err) || sip_uri_parse(&u, a.uri, &err) || u.host.n <= 8 ||
+	    strncasecmp(u.host.p + u.host.n - 8, ".invalid", 8) != 0)
+		return;
+	sip_tp_ws_name(sip_ep_transport(ep), conn_id, u.host.p, u.host.n);
+}
+
 /* Max-Forwards and Record-Route (rr: -1 for the method's default) for the transport the
  * request came on; -1 when out of memory. */
 static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
 {
 	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
 	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
+	if (sip_tp_ws(kind))
+		name_ws_client(ep, m, sip_txn_dest(st)->conn_id);
 	return sip_ep_relay_prepare(ep, m, kind, family, rr);
 }
 
@@ -968,7 +987,9 @@ static int ep_flow(lua_State *L)
 		return fail(L, err);
 	if (sip_tp_ws(src.kind)) {
 		/* RFC 7118 §5.2: a WebSocket client's Contact names no address (often a random
-		 * .invalid host); it is reached only over this connection, at its peer address */
+		 * .invalid host); it is reached only over this connection, at its peer address,
+		 * and in dialogs by that host's name */
+		sip_tp_ws_name(sip_ep_transport(e->ep), src.conn_id, u.host.p, u.host.n);
 		lua_pushinteger(L, src.conn_id);
 		return 1;
 	}

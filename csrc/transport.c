@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include "frame.h"
 #include "tls.h"
@@ -115,12 +116,18 @@ typedef struct conn {
 	int wsop;            /* the opcode of the fragmented message being put together, or 0 */
 	char *wsmsg;         /* ... its payload so far */
 	size_t wsmlen, wsmcap;
+	char *hold;          /* a WebSocket we opened: frames held until the server's 101 */
+	size_t holdlen;
+	char wsaccept[29];   /* ... and the Sec-WebSocket-Accept it must send */
+	char wsname[64];     /* the host its client's Contact names (sip_tp_ws_name) */
 
 	struct conn *id_next, *peer_next, *alias_next, *prev, *next;
 } conn;
 
 /* RFC 6455 §4, §7: a WebSocket connection's life */
-enum ws_phase { WS_NONE = 0, WS_HANDSHAKE, WS_OPEN, WS_CLOSING };
+enum ws_phase { WS_NONE = 0, WS_HANDSHAKE, WS_OPEN, WS_CLOSING, WS_UPGRADING };
+/* (WS_HANDSHAKE: a client's upgrade request awaited; WS_UPGRADING: ours was sent, the
+ * server's 101 awaited) */
 
 typedef struct web_mount {
 	char prefix[64];
@@ -340,6 +347,7 @@ static void conn_free(conn *c)
 {
 	sip_tls_session_free(c->tls);
 	free(c->wsmsg);
+	free(c->hold);
 	free(c->rbuf);
 	free(c->wbuf);
 	free(c);
@@ -460,7 +468,7 @@ static conn *conn_new(sip_transport *tp, sip_tp_kind kind, int fd, const struct 
 	c->last_io = sip_loop_now(tp->loop);
 	sip_timer_start(tp->loop, &c->idle, tp->cfg.idle_ms, idle_fire, c);
 	if (sip_tp_ws(kind))
-		c->ws = WS_HANDSHAKE;
+		c->ws = lidx >= 0 ? WS_HANDSHAKE : WS_UPGRADING;
 	if (sip_tp_secure(kind)) {
 		/* the handshake (and, outgoing, the TCP connect before it) within handshake_ms;
 		 * the partial timer is free until the first message can come */
@@ -469,8 +477,9 @@ static conn *conn_new(sip_transport *tp, sip_tp_kind kind, int fd, const struct 
 		tp->st.handshakes++;
 		sip_timer_start(tp->loop, &c->partial, sip_tls_config_get(tp->tls)->handshake_ms,
 				handshake_fire, c);
-	} else if (lidx >= 0) {
-		/* A peer that connects and stays silent holds a slot: its first message is due
+	} else if (lidx >= 0 || sip_tp_ws(kind)) {
+		/* (a WebSocket we open: the server's answer to the upgrade, likewise)
+		 * A peer that connects and stays silent holds a slot: its first message is due
 		 * within partial_ms like any other, not after the (long) idle timeout. */
 		c->partial_since = c->last_io;
 		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
@@ -699,11 +708,19 @@ static int ws_send(conn *c, int opcode, const char *buf, size_t len, const char 
 	char stack[4096], *out = stack;
 	size_t hl;
 
-	if (c->ws != WS_OPEN) {
+	uint8_t mask[4];
+	int client = c->src.listener < 0;
+
+	if (c->ws != WS_OPEN && c->ws != WS_UPGRADING) {
 		*err = "connection closed";
 		return -1;
 	}
-	hl = sip_ws_frame_header(h, opcode, len, NULL);
+	/* §5.3: a client masks every frame with a fresh unpredictable key */
+	if (client && RAND_bytes(mask, sizeof mask) != 1) {
+		*err = "no random bytes";
+		return -1;
+	}
+	hl = sip_ws_frame_header(h, opcode, len, client ? mask : NULL);
 	if (hl + len > sizeof stack && !(out = malloc(hl + len))) {
 		*err = "out of memory";
 		return -1;
@@ -711,7 +728,23 @@ static int ws_send(conn *c, int opcode, const char *buf, size_t len, const char 
 	memcpy(out, h, hl);
 	if (len)
 		memcpy(out + hl, buf, len);
-	int r = conn_write(c, out, hl + len, err);
+	if (client)
+		sip_ws_unmask((uint8_t *)out + hl, len, mask, 0);
+	int r = 0;
+	if (c->ws == WS_UPGRADING) {
+		/* §4.1: nothing more until the server's answer */
+		char *hb = c->holdlen + hl + len <= c->tp->cfg.max_conn_buf ?
+			   realloc(c->hold, c->holdlen + hl + len) : NULL;
+		if (!hb) {
+			*err = "write queue full";
+			r = -1;
+		} else {
+			c->hold = hb;
+			memcpy(c->hold + c->holdlen, out, hl + len);
+			c->holdlen += hl + len;
+		}
+	} else
+		r = conn_write(c, out, hl + len, err);
 	if (out != stack)
 		free(out);
 	return r;
@@ -983,6 +1016,71 @@ static void ws_frame(conn *c, const sip_ws_frame *f, char *p, size_t n)
 	}
 }
 
+/* Our upgrade request (§4.1) on a connection we open to a WebSocket server: queued at once,
+ * it goes out once TCP (and TLS) are up. host: the Host header's value. */
+static int ws_upgrade_request(conn *c, const char *host, const char **err)
+{
+	unsigned char nonce[16];
+	char key[25], req[512];
+	if (RAND_bytes(nonce, sizeof nonce) != 1) {
+		*err = "no random bytes";
+		return -1;
+	}
+	EVP_EncodeBlock((unsigned char *)key, nonce, sizeof nonce);
+	sip_ws_accept_key(key, c->wsaccept);
+	int n = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+			 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+			 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n"
+			 "User-Agent: luasip\r\n\r\n", host, key);
+	if (n < 0 || (size_t)n >= sizeof req) {
+		*err = "host too long";
+		return -1;
+	}
+	return conn_write(c, req, (size_t)n, err);
+}
+
+/* The server's answer to our upgrade: the bytes it took once it is a 101 with our accept
+ * key and the sip subprotocol, 0 while incomplete, -1 after closing the connection. */
+static long ws_upgrade_response(conn *c)
+{
+	const char *end = NULL, *err;
+	for (size_t i = 0; i + 3 < c->rlen; i++)
+		if (memcmp(c->rbuf + i, "\r\n\r\n", 4) == 0) {
+			end = c->rbuf + i + 4;
+			break;
+		}
+	if (!end || end - c->rbuf > 8192) {
+		if (end || c->rlen > 8192) {
+			conn_close(c, "connect failed", "WebSocket upgrade: response too large");
+			return -1;
+		}
+		return 0;
+	}
+	size_t hl = (size_t)(end - c->rbuf);
+	char head[8193];
+	memcpy(head, c->rbuf, hl);
+	head[hl] = 0;
+	const char *why = NULL;
+	if (strncmp(head, "HTTP/1.1 101", 12) != 0)
+		why = "WebSocket upgrade refused";
+	else if (!strcasestr(head, "\r\nSec-WebSocket-Accept:") ||
+		 !strstr(strcasestr(head, "\r\nSec-WebSocket-Accept:"), c->wsaccept))
+		why = "WebSocket upgrade: wrong accept key";
+	else if (!strcasestr(head, "\r\nSec-WebSocket-Protocol: sip\r\n"))
+		why = "WebSocket upgrade: no sip subprotocol";
+	if (why) {
+		conn_close(c, "connect failed", why);
+		return -1;
+	}
+	c->ws = WS_OPEN;
+	if (c->holdlen && conn_write(c, c->hold, c->holdlen, &err) < 0)
+		return -1;
+	free(c->hold);
+	c->hold = NULL;
+	c->holdlen = 0;
+	return (long)hl;
+}
+
 /* The read buffer of a WS connection: the handshake, then frames. */
 static void ws_deliver(conn *c)
 {
@@ -990,7 +1088,13 @@ static void ws_deliver(conn *c)
 	size_t off = 0;
 	int got = 0;
 
-	if (c->ws == WS_HANDSHAKE) {
+	if (c->ws == WS_UPGRADING) {
+		long h = ws_upgrade_response(c);
+		if (h <= 0)
+			return;
+		off = (size_t)h;
+		got = 1;
+	} else if (c->ws == WS_HANDSHAKE) {
 		long h = ws_handshake(c);
 		if (h < 0 || c->closed) {
 			if (!c->closed)
@@ -1019,13 +1123,15 @@ static void ws_deliver(conn *c)
 		}
 		if (r == 0 || c->rlen - off < f.header + f.len)
 			break;
-		if (!f.masked) {
-			/* §5.1: a client masks every frame */
-			ws_close(c, SIP_WS_PROTOCOL_ERROR, "unmasked client frame");
+		if (f.masked != (c->src.listener >= 0)) {
+			/* §5.1: a client masks every frame, a server none */
+			ws_close(c, SIP_WS_PROTOCOL_ERROR, f.masked ? "masked server frame" :
+				 "unmasked client frame");
 			return;
 		}
 		char *p = c->rbuf + off + f.header;
-		sip_ws_unmask((uint8_t *)p, (size_t)f.len, f.mask, 0);
+		if (f.masked)
+			sip_ws_unmask((uint8_t *)p, (size_t)f.len, f.mask, 0);
 		off += f.header + (size_t)f.len;
 		got = 1;
 		ws_frame(c, &f, p, (size_t)f.len);
@@ -1046,6 +1152,33 @@ static void ws_deliver(conn *c)
 		c->partial_since = sip_loop_now(tp->loop);
 		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
 	}
+}
+
+int sip_tp_ws_name(sip_transport *tp, uint32_t conn_id, const char *name, size_t len)
+{
+	conn *c = tp && conn_id ? find_id(tp, conn_id) : NULL;
+	if (!c || !c->ws || len == 0 || len >= sizeof c->wsname)
+		return -1;
+	memcpy(c->wsname, name, len);
+	c->wsname[len] = 0;
+	return 0;
+}
+
+/* A scan of the connections: only in-dialog requests towards WebSocket clients come here,
+ * and the table is bounded by max_conns. */
+uint32_t sip_tp_ws_named(sip_transport *tp, sip_tp_kind kind, const char *name, size_t len,
+			 struct sockaddr_storage *peer, socklen_t *plen)
+{
+	if (!tp || len == 0 || len >= sizeof ((conn *)0)->wsname)
+		return 0;
+	for (conn *c = tp->all; c; c = c->next)
+		if (c->src.kind == kind && c->ws == WS_OPEN && strlen(c->wsname) == len &&
+		    strncasecmp(c->wsname, name, len) == 0) {
+			memcpy(peer, &c->src.peer, c->src.peerlen);
+			*plen = c->src.peerlen;
+			return c->src.conn_id;
+		}
+	return 0;
 }
 
 int sip_tp_web_mount(sip_transport *tp, const char *prefix, const char *dir, const char **err)
@@ -1217,8 +1350,8 @@ static void conn_handshake(conn *c)
 	c->handshaking = 0;
 	tp->st.handshakes--;
 	sip_timer_stop(tp->loop, &c->partial);
-	if (c->src.listener >= 0) {
-		/* as for TCP: the first message is due within partial_ms */
+	if (c->src.listener >= 0 || c->ws) {
+		/* as for TCP: the first message (a WebSocket: the upgrade) is due within partial_ms */
 		c->partial_since = sip_loop_now(tp->loop);
 		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
 	}
@@ -1746,12 +1879,7 @@ static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockadd
 			*err = "connection closed";
 			return -1;
 		}
-		if (sip_tp_ws(kind)) {
-			/* WebSocket peers connect to us (browsers); we open no WebSocket */
-			*err = "connection closed";
-			return -1;
-		}
-		if (kind == SIP_TP_TLS && !tp->tls) {
+		if (sip_tp_secure(kind) && !tp->tls) {
 			/* a client with no settings: the system's CAs, no certificate of ours */
 			static char why[128];
 			tp->tls = sip_tls_new(NULL, why, sizeof why);
@@ -1767,6 +1895,14 @@ static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockadd
 		c = conn_connect(tp, kind, dst, dlen, name, err);
 		if (!c)
 			return -1;
+		if (sip_tp_ws(kind)) {
+			char host[300], ip[INET6_ADDRSTRLEN];
+			addr_text(dst, ip, sizeof ip);
+			snprintf(host, sizeof host, dst->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+				 name && name[0] ? name : ip, addr_port(dst));
+			if (ws_upgrade_request(c, host, err) < 0)
+				return -1;
+		}
 	}
 	if (tp->tap)   /* before the write, which may close c */
 		tp->tap(tp->tap_arg, 1, c->src.kind, (struct sockaddr *)&c->src.local,

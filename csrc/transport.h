@@ -121,6 +121,15 @@ int sip_tp_send_named(sip_transport *tp, sip_tp_kind kind, const struct sockaddr
 int sip_tp_alias(sip_transport *tp, uint32_t conn_id, const struct sockaddr *addr,
 		 socklen_t len);
 
+/* RFC 7118 §5.2: a WebSocket client's Contact names a host of its own making (a random
+ * .invalid one) that no resolver knows: sip_tp_ws_name gives connection conn_id that name
+ * (up to 63 bytes; a later name replaces it), sip_tp_ws_named finds the open WS/WSS
+ * connection of that kind with that name (case-insensitive): its id and peer address, or
+ * 0 when none. */
+int sip_tp_ws_name(sip_transport *tp, uint32_t conn_id, const char *name, size_t len);
+uint32_t sip_tp_ws_named(sip_transport *tp, sip_tp_kind kind, const char *name, size_t len,
+			 struct sockaddr_storage *peer, socklen_t *plen);
+
 /* Is connection conn_id open (of any kind)? */
 int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id);
 

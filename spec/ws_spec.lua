@@ -395,3 +395,99 @@ describe("SIP over WebSocket", function()
     end)
   end)
 end)
+
+describe("a Lua UA over a WebSocket it opens", function()
+  local certs = require "tls_certs"
+  local dir, srv, alice, bob
+  local USERS = { alice = { password = "secret" }, bob = { password = "secret" } }
+  local SDP = tostring(sip.sdp.offer { address = "127.0.0.1", port = 40000,
+    codecs = { { pt = 0, name = "PCMU", rate = 8000 } } })
+
+  setup(function()
+    dir = certs.make()
+  end)
+  teardown(function()
+    certs.remove(dir)
+  end)
+  before_each(function()
+    srv = assert(cli.server { listen = { "ws:127.0.0.1:0", "wss:127.0.0.1:0" }, users = USERS,
+      quiet = true, cert = dir .. "/server.pem", key = dir .. "/server.key" })
+    alice = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    bob = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" }, tls = { ca = dir .. "/ca.pem" } })
+  end)
+  after_each(function()
+    alice:close()
+    bob:close()
+    srv.ep:close()
+  end)
+
+  local function go(fn)
+    local done, out = false, nil
+    sip.spawn(function()
+      out = { fn() }
+      done = true
+    end)
+    assert.truthy(helper.run_until(function() return done end, 10), "timed out")
+    return table.unpack(out)
+  end
+
+  local function proxy(kind)
+    return "sip:" .. srv.ep:address(kind) .. ";transport=" .. kind
+  end
+
+  it("registers with an .invalid Contact over ws: and gets the echo bot's MESSAGE on it", function()
+    local got
+    alice:on("MESSAGE", function(req)
+      got = req
+      req:reply(200)
+    end)
+    local state, res = go(function()
+      local reg = alice:register { registrar = proxy("ws"), aor = "sip:alice@localhost",
+        user = "alice", password = "secret", expires = 300 }
+      local s = reg:wait()
+      return s, alice:message("sip:echo@localhost", "hello over ws", { target = proxy("ws"),
+        from = "sip:alice@localhost", user = "alice", password = "secret" })
+    end)
+    assert.equal("registered", state)
+    assert.equal(200, res.status)
+    local b = srv.registrar:lookup("sip:alice@localhost")[1]
+    assert.truthy(b.uri:match("^sip:alice@%x+%.invalid;transport=ws$"), b.uri)
+    assert.truthy(helper.run_until(function() return got end, 5))
+    assert.equal("hello over ws", got.body)
+    assert.truthy(got:header("Via"):match("^SIP/2.0/WS "))
+    assert.truthy(got.source:match("^ws:"), got.source)
+  end)
+
+  it("calls from ws: to a UA on wss: through serve: INVITE, ACK and BYE over the WebSockets", function()
+    local uas, ended, rr, contact
+    bob:on("INVITE", function(req)
+      rr = req:headers("Record-Route")
+      contact = req:header("Contact")
+      uas = assert(req:answer { sdp = SDP })
+      ended = uas:wait()
+    end)
+    local a_state, b_state, call, res, bye = go(function()
+      local ra = alice:register { registrar = proxy("ws"), aor = "sip:alice@localhost",
+        user = "alice", password = "secret", expires = 300 }
+      local rb = bob:register { registrar = proxy("wss"), aor = "sip:bob@localhost",
+        user = "bob", password = "secret", expires = 300 }
+      local sa, sb = ra:wait(), rb:wait()
+      local c, r = alice:call("sip:bob@localhost", { sdp = SDP, target = proxy("ws"),
+        from = "sip:alice@localhost", user = "alice", password = "secret" })
+      return sa, sb, c, r, c and c:bye()
+    end)
+    assert.equal("registered", a_state)
+    assert.equal("registered", b_state)
+    assert.truthy(call, tostring(res))
+    assert.equal(200, res.status)
+    assert.equal(200, bye.status)
+    assert.truthy(helper.run_until(function() return ended end, 5))
+    assert.equal("remote bye", ended)
+    -- WS in, WSS out: a Record-Route for each side (RFC 5658)
+    assert.equal(2, #rr)
+    assert.truthy(rr[1]:find(";transport=wss>", 1, true), rr[1])
+    assert.truthy(rr[2]:find(";transport=ws>", 1, true), rr[2])
+    -- the caller's Contact is .invalid: the BYE and the ACK found the connections by name
+    assert.truthy(contact:match("^<sip:%w+@%x+%.invalid;transport=ws>"), contact)
+  end)
+end)

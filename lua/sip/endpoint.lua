@@ -240,9 +240,19 @@ function Endpoint:address(kind)
 end
 
 --- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for
--- TCP; a sips: URI for TLS)
+-- TCP; a sips: URI for TLS; for ws/wss with no such listener, RFC 7118 §5.2's .invalid host)
 function Endpoint:uri(user, kind)
   local hostport, k = self:address(kind)
+  if not hostport and (kind == "ws" or kind == "wss") then
+    -- RFC 7118 §5.2: over a WebSocket it opened, an endpoint names no address of its own
+    -- but a host of its making, the same for all its Contacts; the server reaches it over
+    -- that connection
+    self._ws_host = self._ws_host or (require("sip.random").hex(8) .. ".invalid")
+    return "sip:" .. (user and (user .. "@") or "") .. self._ws_host .. ";transport=" .. kind
+  end
+  if not hostport then
+    hostport, k = self:address()
+  end
   local u = (k == "tls" and "sips:" or "sip:") .. (user and (user .. "@") or "") .. hostport
   if k == "tcp" then
     u = u .. ";transport=tcp"
