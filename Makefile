@@ -136,9 +136,10 @@ ctest: build/test_transport
 # hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
 # handshakes per CPU-second (tls); serve with --metrics, --capture and JSON logs beside
 # plain (ops); what a call of each store costs (store), the highest MESSAGE rate of
-# `serve --workers 1|2` and Kamailio with 1|2 children (workers).
+# `serve --workers 1|2` and Kamailio with 1|2 children (workers); MESSAGE transactions through
+# serve with the client over UDP, TCP and WebSocket (ws).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
-BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers ws
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -164,7 +165,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  ops)   bench/ops.sh ;; \
 	  store) $(LUA) bench/store.lua ;; \
 	  workers) bench/workers.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers)"; exit 2 ;; \
+	  ws)    $(LUA) bench/ws.lua ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
