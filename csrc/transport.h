@@ -97,7 +97,7 @@ int sip_tp_send_from(sip_transport *tp, int listener, const struct sockaddr *dst
 
 /* Closes a TCP connection (event "conn close"). Returns 0, or -1 when it is not open. */
 int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id);
-/* Whether a connection (TCP or TLS) to or from this peer address is open now: 1 or 0. */
+/* Whether a connection (TCP, TLS, WS or WSS) to or from this peer address is open now: 1 or 0. */
 int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer);
 
 void sip_tp_stats_get(sip_transport *tp, sip_tp_stats *st);
