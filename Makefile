@@ -31,7 +31,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
        kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus \
-       libsqlite3-dev libhiredis-dev redis-server
+       libsqlite3-dev libhiredis-dev redis-server chromium nodejs
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
 
@@ -47,8 +47,19 @@ ORIGIN_DIR := $(shell git config --get remote.origin.url 2>/dev/null)
 SIP_CORPUS ?= $(firstword $(wildcard ../shared/corpus $(ORIGIN_DIR)/../shared/corpus) ../shared/corpus)
 export SIP_CORPUS
 
-.PHONY: all deps bench-deps run test spec ctest layers interop bench clean install fuzz fuzz-build sanitize clean-asan
+.PHONY: all deps bench-deps run test spec ctest layers interop bench clean install fuzz fuzz-build sanitize clean-asan web
 all: $(CORE)
+
+# The chat page's JsSIP (and, for the specs, ws and playwright-core) from npm into build/web/
+# (git-ignored), at the versions web/package.json pins; served from there by ws: listeners.
+# npm comes with Debian's nodejs or NodeSource's; Debian's npm package only if it is missing.
+WEB_MODULES = build/web/node_modules/.installed
+web: $(WEB_MODULES)
+$(WEB_MODULES): web/package.json
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory deps DEBS=npm
+	@mkdir -p build/web && cp web/package.json build/web/package.json
+	@cd build/web && npm install --no-audit --no-fund --silent >/dev/null
+	@touch $@
 
 build/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | build/obj
 	@$(CC) $(WARN) $(CPPFLAGS_) $(STRINGOP) $(CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
@@ -80,11 +91,13 @@ $(RUN_TLS)/cert.pem:
 	@echo "made a self-signed certificate for localhost: $@ (trust it: luasip options sips:localhost:5061 --ca $@)"
 
 # Registrations and stored messages last in var/ (git-ignored) across runs.
-run: deps all $(RUN_TLS)/cert.pem
+run: deps all web $(RUN_TLS)/cert.pem
 	@mkdir -p var
 	@echo "TLS on tls:127.0.0.1:5061; clients trust it with --ca $(RUN_TLS)/cert.pem"
+	@echo "chat page: http://127.0.0.1:8080/ (SIP over ws:127.0.0.1:8080, wss:127.0.0.1:8443)"
 	./bin/luasip serve --listen udp:127.0.0.1:5060 --listen tcp:127.0.0.1:5060 \
 	  --listen tls:127.0.0.1:5061 --cert $(RUN_TLS)/cert.pem --key $(RUN_TLS)/key.pem \
+	  --listen ws:127.0.0.1:8080 --listen wss:127.0.0.1:8443 \
 	  --users examples/users.txt --store sqlite:var/luasip.db
 
 # Everything CI runs: C tests, every spec (interop with sipp/sipsak included), the specs again
@@ -94,7 +107,7 @@ test: deps all ctest layers spec sanitize
 
 TEST_FUZZ_SECONDS ?= 30
 
-spec: all
+spec: all web
 	@$(BUSTED) -o utfTerminal spec
 
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
@@ -109,7 +122,7 @@ interop: deps all
 # C tests of the loop and its timers, the transaction map, framing and transports: plain C,
 # no Lua, real sockets on loopback.
 CTEST_OBJS = build/obj/loop.o build/obj/transport.o build/obj/frame.o build/obj/ratelimit.o build/obj/map.o \
-             build/obj/tls.o
+             build/obj/tls.o build/obj/ws.o
 build/test_transport: tests/c/test_transport.c $(CTEST_OBJS) $(wildcard csrc/*.h) | build/obj
 	@$(CC) $(WARN) $(CPPFLAGS_) $(CFLAGS) -o $@ tests/c/test_transport.c $(CTEST_OBJS) $(LIBS)
 
@@ -128,10 +141,11 @@ layers: all
 # hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
 # handshakes per CPU-second (tls); serve with --metrics, --capture and JSON logs beside
 # plain (ops); what a call of each store costs (store), the highest MESSAGE rate of
-# `serve --workers 1|2` and Kamailio with 1|2 children (workers).
+# `serve --workers 1|2` and Kamailio with 1|2 children (workers); MESSAGE transactions through
+# serve with the client over UDP, TCP and WebSocket (ws).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them. Not by
 # default: `ir`, callgrind's instructions in `serve` per proxied MESSAGE and call (a minute).
-BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers ws
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -157,8 +171,9 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  ops)   bench/ops.sh ;; \
 	  store) $(LUA) bench/store.lua ;; \
 	  workers) bench/workers.sh ;; \
+	  ws)    $(LUA) bench/ws.lua ;; \
 	  ir)    LUA=$(LUA) bench/proxy_ir.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ir)"; exit 2 ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws ir)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)
@@ -278,7 +293,7 @@ $(SAN_CORE): $(SAN_OBJS) | build-asan/sip
 build-asan/obj build-asan/sip:
 	@mkdir -p $@
 
-sanitize: $(SAN_CORE)
+sanitize: $(SAN_CORE) web
 	@LD_PRELOAD=$(SAN_RT) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

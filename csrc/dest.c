@@ -37,8 +37,10 @@ void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, siz
 		port = ntohs(s6->sin6_port);
 	}
 	size_t o = 0, hl = strlen(host);
-	memcpy(buf, kind == SIP_TP_TLS ? "tls:" : kind == SIP_TP_TCP ? "tcp:" : "udp:", 4);
-	o = 4;
+	const char *kn = kind == SIP_TP_TLS ? "tls:" : kind == SIP_TP_TCP ? "tcp:" :
+			 kind == SIP_TP_WS ? "ws:" : kind == SIP_TP_WSS ? "wss:" : "udp:";
+	o = strlen(kn);
+	memcpy(buf, kn, o);
 	if (v6)
 		buf[o++] = '[';
 	memcpy(buf + o, host, hl);

@@ -26,10 +26,13 @@ typedef struct sip_dest {
 /* RFC 3261 §19.1.2: the port a sips: URI or a TLS Via without one stands for */
 #define SIP_TLS_PORT 5061
 
-/* The port of a Via's sent-by: its own, else 5061 for TLS (§19.1.2), else 5060 */
+/* The port of a Via's sent-by: its own, else 5061 for TLS (§19.1.2), 80 and 443 for WS and
+ * WSS (RFC 7118), else 5060 */
 static inline int sip_via_port(const sip_via *v)
 {
-	return v->port ? v->port : sip_pl_casecmp(v->transport, "TLS") ? SIP_TLS_PORT : 5060;
+	return v->port ? v->port : sip_pl_casecmp(v->transport, "TLS") ? SIP_TLS_PORT :
+	       sip_pl_casecmp(v->transport, "WS") ? 80 : sip_pl_casecmp(v->transport, "WSS") ? 443 :
+	       5060;
 }
 
 /* Send buf to d over tp: UDP from d's listener when it names one (§18.2.2: a response leaves
@@ -38,7 +41,8 @@ static inline int sip_via_port(const sip_via *v)
 int sip_dest_send(sip_transport *tp, const sip_dest *d, const char *buf, size_t len,
 		  const char **err);
 
-/* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" / "tls:..." (buf >= 64). */
+/* Format a socket address as "udp:1.2.3.4:5060" / "tcp:[::1]:5060" / "tls:..." / "ws:..."
+ * (buf >= 64). */
 void sip_addr_format(sip_tp_kind kind, const struct sockaddr *sa, char *buf, size_t cap);
 /* The IP (no brackets) and port of a socket address. */
 void sip_addr_ip(const struct sockaddr *sa, char *host, size_t cap, int *port);

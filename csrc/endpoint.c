@@ -29,7 +29,7 @@ struct sip_endpoint {
 	sip_map merged;          /* From tag, Call-ID, CSeq -> server transaction (UA only) */
 	int merged_check;        /* answer merged requests 482 (§8.2.2.2): not for a proxy */
 	sip_ep_stats stats;      /* the transaction layer's counters are in txns */
-	char sent_by[3][2][64];  /* our Via sent-by per [UDP, TCP, TLS][IPv6?], formatted once */
+	char sent_by[6][2][64];  /* our Via sent-by per [kind][IPv6?], formatted once */
 	char dest_name[256];     /* the name sip_ep_resolve's last TLS destination points to */
 	char **domains;          /* names that are us besides our addresses (lowercase) */
 	unsigned ndomains;
@@ -636,7 +636,9 @@ static void on_recv(void *arg, const sip_tp_src *src, const char *buf, size_t le
 	sip_msg m;
 	sip_hdr slots[SIP_MSG_SLOTS];
 	const char *err;
-	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0, sip_tp_stream(src->kind),
+	/* a WebSocket message is one SIP message: Content-Length may be left out (RFC 7118 §5) */
+	if (sip_msg_parse_into(&m, slots, SIP_MSG_SLOTS, buf, len, 0,
+			       sip_tp_stream(src->kind) && !sip_tp_ws(src->kind),
 			       &ep->cfg.lim, &err)) {
 		char a[80];
 		ep->stats.parse_errors++;
@@ -734,7 +736,7 @@ static int format_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family, char *
 
 const char *sip_ep_sent_by(sip_endpoint *ep, sip_tp_kind kind, int family)
 {
-	char *sb = ep->sent_by[kind == SIP_TP_TLS ? 2 : kind == SIP_TP_TCP][family == AF_INET6];
+	char *sb = ep->sent_by[kind >= SIP_TP_UDP && kind <= SIP_TP_WSS ? kind : 0][family == AF_INET6];
 	if (!sb[0] && format_sent_by(ep, kind, family, sb, sizeof ep->sent_by[0][0])) {
 		sb[0] = 0;   /* no listener yet: asked again next time */
 		return NULL;
@@ -758,9 +760,12 @@ static int set_via(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family,
 	if (bl > 200)
 		return -1;
 	size_t n = 0;
-	memcpy(v, kind == SIP_TP_TLS ? "SIP/2.0/TLS " : kind == SIP_TP_TCP ? "SIP/2.0/TCP " :
-		  "SIP/2.0/UDP ", 12);
-	n = 12;
+	/* RFC 7118 §5.2: WS and WSS */
+	const char *vt = kind == SIP_TP_TLS ? "SIP/2.0/TLS " : kind == SIP_TP_TCP ? "SIP/2.0/TCP " :
+			 kind == SIP_TP_WS ? "SIP/2.0/WS " : kind == SIP_TP_WSS ? "SIP/2.0/WSS " :
+			 "SIP/2.0/UDP ";
+	n = strlen(vt);
+	memcpy(v, vt, n);
 	memcpy(v + n, sb, sbl);
 	n += sbl;
 	memcpy(v + n, ";branch=", 8);
@@ -1000,6 +1005,10 @@ int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d
 		d->kind = SIP_TP_TLS;
 	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "tcp"))
 		d->kind = SIP_TP_TCP;
+	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "ws"))
+		d->kind = SIP_TP_WS;   /* RFC 7118: reached only over a connection it opened */
+	else if (sip_param_get(u.params, "transport", &v) && sip_pl_casecmp(v, "wss"))
+		d->kind = SIP_TP_WSS;
 	if (d->kind == SIP_TP_TLS && host.n < sizeof ep->dest_name) {
 		/* RFC 5922 §4: the certificate must name the URI's host (maddr is no name) */
 		sip_pl h = host;
@@ -1013,6 +1022,17 @@ int sip_ep_resolve_list(sip_endpoint *ep, const char *s, size_t len, sip_dest *d
 	}
 	if (sip_param_get(u.params, "maddr", &v) && v.n)
 		host = v;
+	if (sip_tp_ws(d->kind) && host.n > 8 &&
+	    strncasecmp(host.p + host.n - 8, ".invalid", 8) == 0) {
+		/* RFC 7118 §5.2: a WebSocket client, reached only over its connection */
+		d->conn_id = sip_tp_ws_named(ep->tp, d->kind, host.p, host.n, &d->addr, &d->len);
+		if (!d->conn_id) {
+			*err = "no WebSocket connection for that .invalid host";
+			return -1;
+		}
+		*n = 1;
+		return 0;
+	}
 	int port = u.port ? u.port : d->kind == SIP_TP_TLS ? SIP_TLS_PORT : 5060;
 	if (sip_ip_literal(host, port, &d->addr, &d->len) == 0) {
 		*n = 1;

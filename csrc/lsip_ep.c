@@ -335,12 +335,31 @@ static int validate_or_refuse(sip_endpoint *ep, sip_txn *st, const sip_msg *m)
 	return code;
 }
 
+/* A request from a WebSocket client whose Contact host is .invalid (RFC 7118 §5.2): its
+ * connection takes that name, so that requests in the dialog find it (sip_tp_ws_named). */
+static void name_ws_client(sip_endpoint *ep, const sip_msg *m, uint32_t conn_id)
+{
+	int ci = m->first[SIP_HDR_CONTACT];
+	size_t pos = 0;
+	sip_pl item;
+	sip_addr a;
+	sip_uri u;
+	const char *err;
+	if (ci < 0 || !sip_list_next(m->hdrs[ci].value, &pos, &item) ||
+	    sip_addr_parse(&a, item, &err) || sip_uri_parse(&u, a.uri, &err) || u.host.n <= 8 ||
+	    strncasecmp(u.host.p + u.host.n - 8, ".invalid", 8) != 0)
+		return;
+	sip_tp_ws_name(sip_ep_transport(ep), conn_id, u.host.p, u.host.n);
+}
+
 /* Max-Forwards and Record-Route (rr: -1 for the method's default) for the transport the
  * request came on; -1 when out of memory. */
 static int prepare_relay(sip_endpoint *ep, sip_txn *st, sip_msg *m, int rr)
 {
 	sip_tp_kind kind = st ? sip_txn_dest(st)->kind : SIP_TP_UDP;
 	int family = st ? sip_txn_dest(st)->addr.ss_family : AF_INET;
+	if (sip_tp_ws(kind))
+		name_ws_client(ep, m, sip_txn_dest(st)->conn_id);
 	return sip_proxy_prepare(ep, m, kind, family, rr);
 }
 
@@ -790,8 +809,12 @@ static int ep_listen(lua_State *L)
 		k = SIP_TP_TCP;
 	else if (strcmp(kind, "tls") == 0)
 		k = SIP_TP_TLS;
+	else if (strcmp(kind, "ws") == 0)
+		k = SIP_TP_WS;
+	else if (strcmp(kind, "wss") == 0)
+		k = SIP_TP_WSS;
 	else
-		return luaL_argerror(L, 2, "udp, tcp or tls expected");
+		return luaL_argerror(L, 2, "udp, tcp, tls, ws or wss expected");
 	if (port < 0 || port > 65535)
 		return luaL_argerror(L, 4, "port out of range");
 	const char *err;
@@ -918,6 +941,22 @@ static int ep_reply_stateless(lua_State *L)
 	return 1;
 }
 
+/* ep:web(prefix, dir) / ep:web(path, nil, contents) -> true | nil, err: files that WS and
+ * WSS listeners serve to plain HTTP GETs (the chat page) */
+static int ep_web(lua_State *L)
+{
+	lsip_ep *e = check_ep(L, 1);
+	const char *prefix = luaL_checkstring(L, 2), *err;
+	size_t bl;
+	const char *body = luaL_optlstring(L, 4, NULL, &bl);
+	int r = body ? sip_tp_web_file(sip_ep_transport(e->ep), prefix, body, bl, &err) :
+		       sip_tp_web_mount(sip_ep_transport(e->ep), prefix, luaL_checkstring(L, 3), &err);
+	if (r)
+		return fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* ep:flow(request, contact_uri) -> conn_id | nil, why: a request that came over TCP or TLS
  * (a REGISTER) makes its connection the way to contact_uri, when that URI is reached over
  * the same transport: what is sent there goes on that connection while it is open (see
@@ -940,6 +979,14 @@ static int ep_flow(lua_State *L)
 	socklen_t sl;
 	if (sip_uri_parse(&u, sip_pl_make(uri, ul), &err))
 		return fail(L, err);
+	if (sip_tp_ws(src.kind)) {
+		/* RFC 7118 §5.2: a WebSocket client's Contact names no address (often a random
+		 * .invalid host); it is reached only over this connection, at its peer address,
+		 * and in dialogs by that host's name */
+		sip_tp_ws_name(sip_ep_transport(e->ep), src.conn_id, u.host.p, u.host.n);
+		lua_pushinteger(L, src.conn_id);
+		return 1;
+	}
 	if (sip_ip_literal(u.host, 0, &ss, &sl))
 		return fail(L, "the contact's host is a name");   /* not looked up here: it would block */
 	if (sip_ep_resolve(e->ep, uri, ul, &d, &err))
@@ -1426,7 +1473,7 @@ static const luaL_Reg timer_methods[] = { { "cancel", timer_cancel }, { NULL, NU
 
 static const luaL_Reg ep_methods[] = {
 	{ "listen", ep_listen }, { "addresses", ep_addresses }, { "set_tls", ep_set_tls },
-	{ "conn_open", ep_conn_open }, { "flow", ep_flow }, { "reply", ep_reply },
+	{ "conn_open", ep_conn_open }, { "flow", ep_flow }, { "web", ep_web }, { "reply", ep_reply },
 	{ "reply_stateless", ep_reply_stateless }, { "request", ep_request }, { "send", ep_send },
 	{ "cancel", ep_cancel }, { "abandon", ep_abandon }, { "txn_state", ep_txn_state }, { "stats", ep_stats },
 	{ "set_router", ep_set_router }, { "set_domains", ep_set_domains },

@@ -854,6 +854,42 @@ static int sips_request(const sip_msg *req)
 	return item.n > 5 && strncasecmp(item.p, "sips:", 5) == 0;
 }
 
+/* Our Record-Route value for the side of transport kind: "<sip:" sent-by ";lr;lsk=" TAG
+ * [";transport=tcp|tls|ws|wss"] ">", without snprintf (hot path); "<sips:" when the
+ * Request-URI or the top Route is sips: (§16.6 step 4 asks for it then; a sips: one
+ * otherwise would push TLS on hops that have none). Its length, or 0. */
+static size_t rr_value(sip_endpoint *ep, const sip_msg *req, sip_tp_kind kind, int family,
+		       char v[160])
+{
+	const char *sb = sip_ep_sent_by(ep, kind, family);
+	if (!sb)
+		return 0;
+	static const char tcp[] = ";transport=tcp", tls[] = ";transport=tls";
+	size_t sl = strlen(sb), len = 0;
+	if (sl + sizeof tcp + 10 + RR_PARAM_LEN + 2 + RR_TAG_LEN > 160)
+		return 0;
+	int sips = kind == SIP_TP_TLS && sips_request(req);
+	memcpy(v, sips ? "<sips:" : "<sip:", 5 + (size_t)sips);
+	len = 5 + (size_t)sips;
+	memcpy(v + len, sb, sl);
+	len += sl;
+	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
+	len += 5 + RR_PARAM_LEN;
+	if (rr_tag(req->call_id, req->from_tag, v + len))
+		return 0;
+	len += RR_TAG_LEN;
+	if (kind == SIP_TP_TCP || (kind == SIP_TP_TLS && !sips)) {
+		memcpy(v + len, kind == SIP_TP_TCP ? tcp : tls, sizeof tcp - 1);
+		len += sizeof tcp - 1;
+	} else if (sip_tp_ws(kind)) {
+		const char *t = kind == SIP_TP_WS ? ";transport=ws" : ";transport=wss";
+		memcpy(v + len, t, strlen(t));
+		len += strlen(t);
+	}
+	v[len++] = '>';
+	return len;
+}
+
 int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int family, int rr)
 {
 	if (sip_msg_decrement_max_forwards(req) < 0)   /* §16.6 step 3 */
@@ -864,33 +900,32 @@ int sip_proxy_prepare(sip_endpoint *ep, sip_msg *req, sip_tp_kind kind, int fami
 	if (!rr || req->to_tag.n)
 		return 0;
 	/* §16.6 step 4: Record-Route with our address on the transport it came in on */
-	const char *sb = sip_ep_sent_by(ep, kind, family);
-	if (!sb)
-		return -1;
-	/* "<sip:" sent-by ";lr;lsk=" TAG [";transport=tcp"|";transport=tls"] ">", without
-	 * snprintf (hot path); "<sips:" when the Request-URI or the top Route is sips: (§16.6
-	 * step 4 asks for it then; a sips: one otherwise would push TLS on hops that have none) */
-	static const char tcp[] = ";transport=tcp", tls[] = ";transport=tls";
 	char v[160];
-	size_t sl = strlen(sb), len = 0;
-	if (sl + sizeof tcp + 10 + RR_PARAM_LEN + 2 + RR_TAG_LEN > sizeof v)
+	size_t len = rr_value(ep, req, kind, family, v);
+	if (!len)
 		return -1;
-	int sips = kind == SIP_TP_TLS && sips_request(req);
-	memcpy(v, sips ? "<sips:" : "<sip:", 5 + (size_t)sips);
-	len = 5 + (size_t)sips;
-	memcpy(v + len, sb, sl);
-	len += sl;
-	memcpy(v + len, ";lr;" RR_PARAM "=", 5 + RR_PARAM_LEN);
-	len += 5 + RR_PARAM_LEN;
-	if (rr_tag(req->call_id, req->from_tag, v + len))
-		return -1;
-	len += RR_TAG_LEN;
-	if (kind == SIP_TP_TCP || (kind == SIP_TP_TLS && !sips)) {
-		memcpy(v + len, kind == SIP_TP_TCP ? tcp : tls, sizeof tcp - 1);
-		len += sizeof tcp - 1;
-	}
-	v[len++] = '>';
 	return sip_msg_add_header(req, "Record-Route", 12, v, len, 1);
+}
+
+/* RFC 5658 (double Record-Routing): a request that leaves on another transport than it
+ * came on (WS in, UDP out) gets a second Record-Route of ours above the first, for the
+ * outgoing side, when the top one is the one we wrote for the incoming side. The UAS then
+ * reaches us on its transport and the UAC on its own. */
+static int double_record_route(sip_endpoint *ep, sip_msg *m, sip_tp_kind in, int in_family,
+			       const sip_dest *out)
+{
+	int ri = m->first[SIP_HDR_RECORD_ROUTE];
+	char mine[160], v[160];
+	size_t ml, len;
+	if (ri < 0 || in == out->kind)
+		return 0;
+	ml = rr_value(ep, m, in, in_family, mine);
+	if (!ml || m->hdrs[ri].value.n != ml || memcmp(m->hdrs[ri].value.p, mine, ml) != 0)
+		return 0;
+	len = rr_value(ep, m, out->kind, out->addr.ss_family, v);
+	if (!len)
+		return -1;
+	return sip_msg_add_header(m, "Record-Route", 12, v, len, 1);
 }
 
 /* §16.6 steps 6 and 7: the next hop is the first Route (loose routing), else the
@@ -976,7 +1011,8 @@ int sip_proxy_relay_stateless(sip_endpoint *ep, sip_txn *st, sip_msg *req, sip_p
 static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char **err)
 {
 	int tls = sip_pl_casecmp(v->transport, "TLS");
-	int tcp = tls || sip_pl_casecmp(v->transport, "TCP");
+	int ws = sip_pl_casecmp(v->transport, "WS"), wss = sip_pl_casecmp(v->transport, "WSS");
+	int tcp = tls || ws || wss || sip_pl_casecmp(v->transport, "TCP");
 	if (!tcp && !sip_pl_casecmp(v->transport, "UDP")) {
 		*err = "unsupported transport";
 		return -1;
@@ -994,7 +1030,8 @@ static int via_dest(sip_endpoint *ep, const sip_via *v, sip_dest *d, const char 
 		return -1;
 	}
 	int n = snprintf(uri, sizeof uri, "sip:%s%.*s%s:%d%s", v6 ? "[" : "", (int)host.n, host.p,
-			 v6 ? "]" : "", port, tls ? ";transport=tls" : tcp ? ";transport=tcp" : "");
+			 v6 ? "]" : "", port, tls ? ";transport=tls" : ws ? ";transport=ws" :
+			 wss ? ";transport=wss" : tcp ? ";transport=tcp" : "");
 	return sip_ep_resolve(ep, uri, (size_t)n, d, err);
 }
 
@@ -1142,6 +1179,11 @@ uint64_t sip_proxy_relay(sip_endpoint *ep, sip_txn *st, sip_msg *req, const sip_
 			b->r = r;
 			/* a named next hop: its addresses in turn until one takes the request, the
 			 * rest kept for §4.3 failover */
+			if (double_record_route(ep, m, r->up.kind, r->up.addr.ss_family, &d[0])) {
+				why = "out of memory";
+				ok = 0;
+				k = nd;
+			}
 			while (!ct && k < nd) {
 				sip_unique_hex(branch + 22, 8);
 				ct = sip_ep_request_for(ep, m, &d[k], SIP_VIA_PUSH, branch, &branch_user,

@@ -3,6 +3,8 @@
  * TLS is the TCP connection with a non-blocking OpenSSL session (tls.c) in its read and
  * write paths; the framing above it is the same. */
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,9 +13,18 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include "frame.h"
 #include "tls.h"
 #include "transport.h"
+#include "ws.h"
+
+/* Files served over HTTP on WS listeners (the chat page and its script): none is bigger */
+#define SIP_TP_WEB_MAX_FILE (8u << 20)
+#define SIP_TP_MAX_MOUNTS 4
 
 /* A host has a handful of addresses, each with UDP and TCP; 16 covers that without a
  * growable array. */
@@ -100,10 +111,34 @@ typedef struct conn {
 	struct sockaddr_storage alias;
 	socklen_t aliaslen;   /* 0: none */
 
+	int ws;              /* WS/WSS: a ws_phase */
+	int close_after;     /* close once what is queued is written (HTTP reply, WS close) */
+	int wsop;            /* the opcode of the fragmented message being put together, or 0 */
+	char *wsmsg;         /* ... its payload so far */
+	size_t wsmlen, wsmcap;
+	char *hold;          /* a WebSocket we opened: frames held until the server's 101 */
+	size_t holdlen;
+	char wsaccept[29];   /* ... and the Sec-WebSocket-Accept it must send */
+	char wsname[64];     /* the host its client's Contact names (sip_tp_ws_name) */
+
 	struct conn *id_next, *peer_next, *alias_next, *prev, *next;
 } conn;
 
+/* RFC 6455 §4, §7: a WebSocket connection's life */
+enum ws_phase { WS_NONE = 0, WS_HANDSHAKE, WS_OPEN, WS_CLOSING, WS_UPGRADING };
+/* (WS_HANDSHAKE: a client's upgrade request awaited; WS_UPGRADING: ours was sent, the
+ * server's 101 awaited) */
+
+typedef struct web_mount {
+	char prefix[64];
+	char dir[1024];
+	char *body;          /* sip_tp_web_file: this content at exactly prefix */
+	size_t blen;
+} web_mount;
+
 struct sip_transport {
+	web_mount web[SIP_TP_MAX_MOUNTS];
+	int nweb;
 	sip_loop *loop;
 	sip_tp_config cfg;
 	sip_tp_recv_fn recv;
@@ -311,6 +346,8 @@ static void table_insert(sip_transport *tp, conn *c)
 static void conn_free(conn *c)
 {
 	sip_tls_session_free(c->tls);
+	free(c->wsmsg);
+	free(c->hold);
 	free(c->rbuf);
 	free(c->wbuf);
 	free(c);
@@ -430,7 +467,9 @@ static conn *conn_new(sip_transport *tp, sip_tp_kind kind, int fd, const struct 
 	tp->st.conns_open++;
 	c->last_io = sip_loop_now(tp->loop);
 	sip_timer_start(tp->loop, &c->idle, tp->cfg.idle_ms, idle_fire, c);
-	if (kind == SIP_TP_TLS) {
+	if (sip_tp_ws(kind))
+		c->ws = lidx >= 0 ? WS_HANDSHAKE : WS_UPGRADING;
+	if (sip_tp_secure(kind)) {
 		/* the handshake (and, outgoing, the TCP connect before it) within handshake_ms;
 		 * the partial timer is free until the first message can come */
 		c->handshaking = 1;
@@ -438,8 +477,9 @@ static conn *conn_new(sip_transport *tp, sip_tp_kind kind, int fd, const struct 
 		tp->st.handshakes++;
 		sip_timer_start(tp->loop, &c->partial, sip_tls_config_get(tp->tls)->handshake_ms,
 				handshake_fire, c);
-	} else if (lidx >= 0) {
-		/* A peer that connects and stays silent holds a slot: its first message is due
+	} else if (lidx >= 0 || sip_tp_ws(kind)) {
+		/* (a WebSocket we open: the server's answer to the upgrade, likewise)
+		 * A peer that connects and stays silent holds a slot: its first message is due
 		 * within partial_ms like any other, not after the (long) idle timeout. */
 		c->partial_since = c->last_io;
 		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
@@ -486,6 +526,10 @@ static int conn_flush(conn *c)
 		c->woff += (size_t)n;
 		c->last_io = sip_loop_now(c->tp->loop);
 	}
+	if (c->woff == c->wlen && c->close_after) {
+		conn_close(c, "conn close", "closed after the reply");
+		return -1;
+	}
 	if (c->woff == c->wlen) {
 		c->woff = c->wlen = 0;
 		if (c->wcap > SIP_TP_RBUF_INIT) {
@@ -498,11 +542,11 @@ static int conn_flush(conn *c)
 	return 0;
 }
 
-static int conn_write(conn *c, const char *buf, size_t len, const char **err)
+static int conn_queue(conn *c, const char *buf, size_t len, size_t limit, const char **err)
 {
 	size_t pending = c->wlen - c->woff;
 
-	if (pending + len > c->tp->cfg.max_conn_buf) {
+	if (pending + len > limit) {
 		conn_close(c, "limit", "write queue full");
 		*err = "write queue full";
 		return -1;
@@ -546,6 +590,11 @@ static int conn_write(conn *c, const char *buf, size_t len, const char **err)
 	return 0;
 }
 
+static int conn_write(conn *c, const char *buf, size_t len, const char **err)
+{
+	return conn_queue(c, buf, len, c->tp->cfg.max_conn_buf, err);
+}
+
 /* RFC 5626 §4.4.1: a double CRLF between messages is a ping, answered by a single CRLF;
  * a lone CRLF (a pong, or padding) is skipped. */
 static void keepalive(conn *c, const char *p, size_t n)
@@ -574,6 +623,8 @@ static int has_empty_line(const char *b, size_t from, size_t to)
 	return 0;
 }
 
+static void ws_deliver(conn *c);
+
 /* Frames and delivers every whole message in the read buffer, then keeps the rest. */
 static void conn_deliver(conn *c)
 {
@@ -581,6 +632,10 @@ static void conn_deliver(conn *c)
 	size_t off = 0, max = tp->cfg.max_msg;
 	int got = 0;
 
+	if (c->ws) {
+		ws_deliver(c);
+		return;
+	}
 	while (!c->closed && off < c->rlen) {
 		const char *b = c->rbuf + off, *err;
 		size_t n = c->rlen - off, skip, mlen;
@@ -641,6 +696,533 @@ static void conn_deliver(conn *c)
 		c->partial_since = sip_loop_now(tp->loop);
 		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
 	}
+}
+
+/* ---- WebSocket (RFC 6455, RFC 7118) ---- */
+
+/* A frame of ours: a server's frames are not masked (§5.1). Header and payload go in one
+ * write, so the peer never sees half a frame for long. */
+static int ws_send(conn *c, int opcode, const char *buf, size_t len, const char **err)
+{
+	uint8_t h[SIP_WS_MAX_HEADER];
+	char stack[4096], *out = stack;
+	size_t hl;
+
+	uint8_t mask[4];
+	int client = c->src.listener < 0;
+
+	if (c->ws != WS_OPEN && c->ws != WS_UPGRADING) {
+		*err = "connection closed";
+		return -1;
+	}
+	/* §5.3: a client masks every frame with a fresh unpredictable key */
+	if (client && RAND_bytes(mask, sizeof mask) != 1) {
+		*err = "no random bytes";
+		return -1;
+	}
+	hl = sip_ws_frame_header(h, opcode, len, client ? mask : NULL);
+	if (hl + len > sizeof stack && !(out = malloc(hl + len))) {
+		*err = "out of memory";
+		return -1;
+	}
+	memcpy(out, h, hl);
+	if (len)
+		memcpy(out + hl, buf, len);
+	if (client)
+		sip_ws_unmask((uint8_t *)out + hl, len, mask, 0);
+	int r = 0;
+	if (c->ws == WS_UPGRADING) {
+		/* §4.1: nothing more until the server's answer */
+		char *hb = c->holdlen + hl + len <= c->tp->cfg.max_conn_buf ?
+			   realloc(c->hold, c->holdlen + hl + len) : NULL;
+		if (!hb) {
+			*err = "write queue full";
+			r = -1;
+		} else {
+			c->hold = hb;
+			memcpy(c->hold + c->holdlen, out, hl + len);
+			c->holdlen += hl + len;
+		}
+	} else
+		r = conn_write(c, out, hl + len, err);
+	if (out != stack)
+		free(out);
+	return r;
+}
+
+/* Sends a Close frame with code (§5.5.1) and closes the connection once it is written: as
+ * the server we close the TCP connection first (§7.1.1). */
+static void ws_close(conn *c, int code, const char *why)
+{
+	const char *err;
+	char p[2] = { (char)(code >> 8), (char)(code & 0xff) };
+
+	if (c->ws == WS_OPEN)
+		ws_send(c, SIP_WS_CLOSE, p, 2, &err);
+	if (c->closed)
+		return;
+	c->ws = WS_CLOSING;
+	c->close_after = 1;
+	emit(c->tp, "bad framing", &c->src, why);
+	if (!c->closed)
+		conn_flush(c);
+}
+
+/* An HTTP reply, then the connection closes (no keep-alive: the page loads a few files). */
+static void http_reply(conn *c, int status, const char *reason, const char *headers,
+		       const char *type, const char *body, size_t blen)
+{
+	char h[512];
+	const char *err;
+	int n = snprintf(h, sizeof h, "HTTP/1.1 %d %s\r\nServer: luasip\r\n%s%s%s%s"
+			 "Content-Length: %zu\r\nConnection: close\r\n\r\n", status, reason,
+			 headers ? headers : "", type ? "Content-Type: " : "", type ? type : "",
+			 type ? "\r\n" : "", blen);
+	c->ws = WS_CLOSING;
+	c->close_after = 1;
+	if (n < 0 || (size_t)n >= sizeof h || conn_queue(c, h, (size_t)n, SIZE_MAX, &err) < 0)
+		return;
+	if (blen && conn_queue(c, body, blen, SIZE_MAX, &err) < 0)
+		return;
+	conn_flush(c);
+}
+
+static const char *web_type(const char *path)
+{
+	static const struct { const char *ext, *type; } types[] = {
+		{ ".html", "text/html; charset=utf-8" }, { ".js", "text/javascript; charset=utf-8" },
+		{ ".css", "text/css; charset=utf-8" }, { ".png", "image/png" },
+		{ ".svg", "image/svg+xml" }, { ".ico", "image/x-icon" }, { ".json", "application/json" },
+	};
+	const char *dot = strrchr(path, '.');
+	for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+		if (strcmp(dot, types[i].ext) == 0)
+			return types[i].type;
+	return "application/octet-stream";
+}
+
+/* GET of a file under a mount. Names are kept to [A-Za-z0-9._-/] with no "..", so no path
+ * leaves its folder. The files are small and local: read at once, in the loop. */
+static void web_get(conn *c, const char *path)
+{
+	sip_transport *tp = c->tp;
+	const web_mount *m = NULL;
+	char rel[256], file[1400];
+	size_t pl = strcspn(path, "?#");
+
+	for (int i = 0; i < tp->nweb; i++) {
+		size_t l = strlen(tp->web[i].prefix);
+		if (!tp->web[i].body && l <= pl && strncmp(path, tp->web[i].prefix, l) == 0 &&
+		    (!m || l > strlen(m->prefix)))
+			m = &tp->web[i];
+	}
+	for (int i = 0; i < tp->nweb; i++)
+		if (tp->web[i].body && strlen(tp->web[i].prefix) == pl &&
+		    strncmp(path, tp->web[i].prefix, pl) == 0) {
+			http_reply(c, 200, "OK", "Cache-Control: no-cache\r\n",
+				   web_type(tp->web[i].prefix), tp->web[i].body, tp->web[i].blen);
+			return;
+		}
+	if (!m) {
+		http_reply(c, 404, "Not Found", NULL, "text/plain", "not found\n", 10);
+		return;
+	}
+	size_t off = strlen(m->prefix), rl = pl - off;
+	if (rl >= sizeof rel - 16) {
+		http_reply(c, 404, "Not Found", NULL, "text/plain", "not found\n", 10);
+		return;
+	}
+	memcpy(rel, path + off, rl);
+	rel[rl] = 0;
+	if (rl == 0 || rel[rl - 1] == '/')
+		strcat(rel, "index.html");
+	for (const char *q = rel; *q; q++)
+		if (!(isalnum((unsigned char)*q) || *q == '.' || *q == '_' || *q == '-' || *q == '/') ||
+		    (q[0] == '.' && q[1] == '.')) {
+			http_reply(c, 404, "Not Found", NULL, "text/plain", "not found\n", 10);
+			return;
+		}
+	snprintf(file, sizeof file, "%s/%s", m->dir, rel);
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (size_t)st.st_size > SIP_TP_WEB_MAX_FILE) {
+		if (fd >= 0)
+			close(fd);
+		http_reply(c, 404, "Not Found", NULL, "text/plain", "not found\n", 10);
+		return;
+	}
+	size_t n = (size_t)st.st_size, got = 0;
+	char *body = malloc(n ? n : 1);
+	while (body && got < n) {
+		ssize_t r = read(fd, body + got, n - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	if (!body || got != n) {
+		free(body);
+		http_reply(c, 500, "Server Error", NULL, "text/plain", "read failed\n", 12);
+		return;
+	}
+	http_reply(c, 200, "OK", "Cache-Control: no-cache\r\n", web_type(rel), body, n);
+	free(body);
+}
+
+/* §4.2: the opening handshake, or a plain HTTP GET. Returns the bytes of the request to
+ * drop from the read buffer once the connection is upgraded, 0 while waiting, -1 when done
+ * (replied, the connection closes). */
+static long ws_handshake(conn *c)
+{
+	sip_ws_request r;
+	size_t hlen = 0;
+	const char *err;
+	char h[256], accept[29];
+	int p = sip_ws_request_parse(c->rbuf, c->rlen, &r, &hlen, &err);
+
+	if (p == 0)
+		return 0;
+	if (p < 0) {
+		http_reply(c, 400, "Bad Request", NULL, "text/plain", "bad request\n", 12);
+		return -1;
+	}
+	if (!r.upgrade) {
+		if (r.get)
+			web_get(c, r.path);
+		else
+			http_reply(c, 405, "Method Not Allowed", "Allow: GET\r\n", "text/plain",
+				   "GET only\n", 9);
+		return -1;
+	}
+	if (!r.get || !r.has_key) {
+		http_reply(c, 400, "Bad Request", NULL, "text/plain", "bad WebSocket handshake\n", 24);
+		return -1;
+	}
+	if (r.version != 13) {
+		/* §4.4: the versions we speak */
+		http_reply(c, 426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n", "text/plain",
+			   "WebSocket version 13 only\n", 26);
+		return -1;
+	}
+	if (!r.sip) {
+		/* RFC 7118 §4: the subprotocol is "sip" */
+		http_reply(c, 400, "Bad Request", NULL, "text/plain", "subprotocol sip expected\n", 25);
+		return -1;
+	}
+	sip_ws_accept_key(r.key, accept);
+	int n = snprintf(h, sizeof h, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+			 "Sec-WebSocket-Protocol: sip\r\n\r\n", accept);
+	if (conn_write(c, h, (size_t)n, &err) < 0)
+		return -1;
+	c->ws = WS_OPEN;
+	return (long)hlen;
+}
+
+/* Hands one whole WebSocket message to the SIP layer: one SIP message (RFC 7118 §5). */
+static void ws_message(conn *c, const char *p, size_t n)
+{
+	sip_transport *tp = c->tp;
+	size_t i = 0;
+
+	while (i < n && (p[i] == '\r' || p[i] == '\n'))
+		i++;
+	if (i == n)
+		return;   /* empty, or CRLF keep-alives some clients send */
+	tp->st.tcp_in++;
+	if (tp->tap)
+		tp->tap(tp->tap_arg, 0, c->src.kind, (struct sockaddr *)&c->src.peer,
+			(struct sockaddr *)&c->src.local, p, n);
+	tp->recv(tp->arg, &c->src, p, n);
+}
+
+/* One whole frame whose payload (unmasked) is p[0..n). */
+static void ws_frame(conn *c, const sip_ws_frame *f, char *p, size_t n)
+{
+	size_t max = c->tp->cfg.max_msg;
+	const char *err;
+
+	switch (f->opcode) {
+	case SIP_WS_PING:
+		ws_send(c, SIP_WS_PONG, p, n, &err);
+		return;
+	case SIP_WS_PONG:
+		return;
+	case SIP_WS_CLOSE: {
+		/* §5.5.1: echo the code, then close */
+		int code = n >= 2 ? ((uint8_t)p[0] << 8 | (uint8_t)p[1]) : SIP_WS_NORMAL;
+		char e[2] = { (char)(code >> 8), (char)(code & 0xff) };
+		if (n == 1) {
+			ws_close(c, SIP_WS_PROTOCOL_ERROR, "bad close frame");
+			return;
+		}
+		ws_send(c, SIP_WS_CLOSE, e, 2, &err);
+		if (c->closed)
+			return;
+		c->ws = WS_CLOSING;
+		c->close_after = 1;
+		conn_flush(c);
+		return;
+	}
+	case SIP_WS_TEXT:
+	case SIP_WS_BINARY:
+		if (c->wsop) {
+			ws_close(c, SIP_WS_PROTOCOL_ERROR, "data frame inside a fragmented message");
+			return;
+		}
+		if (f->fin) {
+			ws_message(c, p, n);
+			return;
+		}
+		c->wsop = f->opcode;
+		c->wsmlen = 0;
+		break;
+	case SIP_WS_CONT:
+		if (!c->wsop) {
+			ws_close(c, SIP_WS_PROTOCOL_ERROR, "continuation with no message");
+			return;
+		}
+		break;
+	}
+	/* a fragment: kept until the final one */
+	if (c->wsmlen + n > max) {
+		ws_close(c, SIP_WS_TOO_BIG, "message too large");
+		return;
+	}
+	if (c->wsmlen + n > c->wsmcap) {
+		size_t cap = c->wsmcap ? c->wsmcap : SIP_TP_RBUF_INIT;
+		while (cap < c->wsmlen + n)
+			cap *= 2;
+		char *m = realloc(c->wsmsg, cap);
+		if (!m) {
+			ws_close(c, SIP_WS_TOO_BIG, "out of memory");
+			return;
+		}
+		c->wsmsg = m;
+		c->wsmcap = cap;
+	}
+	memcpy(c->wsmsg + c->wsmlen, p, n);
+	c->wsmlen += n;
+	if (f->fin) {
+		c->wsop = 0;
+		ws_message(c, c->wsmsg, c->wsmlen);
+		if (!c->closed && c->wsmcap > SIP_TP_RBUF_INIT) {
+			free(c->wsmsg);
+			c->wsmsg = NULL;
+			c->wsmcap = 0;
+		}
+		c->wsmlen = 0;
+	}
+}
+
+/* Our upgrade request (§4.1) on a connection we open to a WebSocket server: queued at once,
+ * it goes out once TCP (and TLS) are up. host: the Host header's value. */
+static int ws_upgrade_request(conn *c, const char *host, const char **err)
+{
+	unsigned char nonce[16];
+	char key[25], req[512];
+	if (RAND_bytes(nonce, sizeof nonce) != 1) {
+		*err = "no random bytes";
+		return -1;
+	}
+	EVP_EncodeBlock((unsigned char *)key, nonce, sizeof nonce);
+	sip_ws_accept_key(key, c->wsaccept);
+	int n = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+			 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+			 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n"
+			 "User-Agent: luasip\r\n\r\n", host, key);
+	if (n < 0 || (size_t)n >= sizeof req) {
+		*err = "host too long";
+		return -1;
+	}
+	return conn_write(c, req, (size_t)n, err);
+}
+
+/* The server's answer to our upgrade: the bytes it took once it is a 101 with our accept
+ * key and the sip subprotocol, 0 while incomplete, -1 after closing the connection. */
+static long ws_upgrade_response(conn *c)
+{
+	const char *end = NULL, *err;
+	for (size_t i = 0; i + 3 < c->rlen; i++)
+		if (memcmp(c->rbuf + i, "\r\n\r\n", 4) == 0) {
+			end = c->rbuf + i + 4;
+			break;
+		}
+	if (!end || end - c->rbuf > 8192) {
+		if (end || c->rlen > 8192) {
+			conn_close(c, "connect failed", "WebSocket upgrade: response too large");
+			return -1;
+		}
+		return 0;
+	}
+	size_t hl = (size_t)(end - c->rbuf);
+	char head[8193];
+	memcpy(head, c->rbuf, hl);
+	head[hl] = 0;
+	const char *why = NULL;
+	if (strncmp(head, "HTTP/1.1 101", 12) != 0)
+		why = "WebSocket upgrade refused";
+	else if (!strcasestr(head, "\r\nSec-WebSocket-Accept:") ||
+		 !strstr(strcasestr(head, "\r\nSec-WebSocket-Accept:"), c->wsaccept))
+		why = "WebSocket upgrade: wrong accept key";
+	else if (!strcasestr(head, "\r\nSec-WebSocket-Protocol: sip\r\n"))
+		why = "WebSocket upgrade: no sip subprotocol";
+	if (why) {
+		conn_close(c, "connect failed", why);
+		return -1;
+	}
+	c->ws = WS_OPEN;
+	if (c->holdlen && conn_write(c, c->hold, c->holdlen, &err) < 0)
+		return -1;
+	free(c->hold);
+	c->hold = NULL;
+	c->holdlen = 0;
+	return (long)hl;
+}
+
+/* The read buffer of a WS connection: the handshake, then frames. */
+static void ws_deliver(conn *c)
+{
+	sip_transport *tp = c->tp;
+	size_t off = 0;
+	int got = 0;
+
+	if (c->ws == WS_UPGRADING) {
+		long h = ws_upgrade_response(c);
+		if (h <= 0)
+			return;
+		off = (size_t)h;
+		got = 1;
+	} else if (c->ws == WS_HANDSHAKE) {
+		long h = ws_handshake(c);
+		if (h < 0 || c->closed) {
+			if (!c->closed)
+				c->rlen = 0;
+			return;
+		}
+		if (h == 0) {
+			if (!sip_timer_active(&c->partial)) {
+				c->partial_since = sip_loop_now(tp->loop);
+				sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
+			}
+			return;
+		}
+		off = (size_t)h;
+		got = 1;
+	}
+	while (!c->closed && c->ws == WS_OPEN && off < c->rlen) {
+		sip_ws_frame f;
+		int code;
+		const char *err;
+		int r = sip_ws_frame_parse((uint8_t *)c->rbuf + off, c->rlen - off, tp->cfg.max_msg,
+					   &f, &code, &err);
+		if (r < 0) {
+			ws_close(c, code, err);
+			return;
+		}
+		if (r == 0 || c->rlen - off < f.header + f.len)
+			break;
+		if (f.masked != (c->src.listener >= 0)) {
+			/* §5.1: a client masks every frame, a server none */
+			ws_close(c, SIP_WS_PROTOCOL_ERROR, f.masked ? "masked server frame" :
+				 "unmasked client frame");
+			return;
+		}
+		char *p = c->rbuf + off + f.header;
+		if (f.masked)
+			sip_ws_unmask((uint8_t *)p, (size_t)f.len, f.mask, 0);
+		off += f.header + (size_t)f.len;
+		got = 1;
+		ws_frame(c, &f, p, (size_t)f.len);
+	}
+	if (c->closed)
+		return;
+	if (c->ws != WS_OPEN) {
+		c->rlen = 0;   /* closing: what comes now is not read */
+		return;
+	}
+	if (off > 0) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+	if (c->rlen == 0 && !c->wsop)
+		sip_timer_stop(tp->loop, &c->partial);
+	else if (got || !sip_timer_active(&c->partial)) {
+		c->partial_since = sip_loop_now(tp->loop);
+		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
+	}
+}
+
+int sip_tp_ws_name(sip_transport *tp, uint32_t conn_id, const char *name, size_t len)
+{
+	conn *c = tp && conn_id ? find_id(tp, conn_id) : NULL;
+	if (!c || !c->ws || len == 0 || len >= sizeof c->wsname)
+		return -1;
+	memcpy(c->wsname, name, len);
+	c->wsname[len] = 0;
+	return 0;
+}
+
+/* A scan of the connections: only in-dialog requests towards WebSocket clients come here,
+ * and the table is bounded by max_conns. */
+uint32_t sip_tp_ws_named(sip_transport *tp, sip_tp_kind kind, const char *name, size_t len,
+			 struct sockaddr_storage *peer, socklen_t *plen)
+{
+	if (!tp || len == 0 || len >= sizeof ((conn *)0)->wsname)
+		return 0;
+	for (conn *c = tp->all; c; c = c->next)
+		if (c->src.kind == kind && c->ws == WS_OPEN && strlen(c->wsname) == len &&
+		    strncasecmp(c->wsname, name, len) == 0) {
+			memcpy(peer, &c->src.peer, c->src.peerlen);
+			*plen = c->src.peerlen;
+			return c->src.conn_id;
+		}
+	return 0;
+}
+
+int sip_tp_web_mount(sip_transport *tp, const char *prefix, const char *dir, const char **err)
+{
+	int i;
+	if (!tp || !prefix || prefix[0] != '/' || strlen(prefix) >= sizeof tp->web[0].prefix ||
+	    !dir || strlen(dir) >= sizeof tp->web[0].dir) {
+		*err = "bad mount";
+		return -1;
+	}
+	for (i = 0; i < tp->nweb && strcmp(tp->web[i].prefix, prefix) != 0; i++)
+		;
+	if (i == SIP_TP_MAX_MOUNTS) {
+		*err = "too many mounts";
+		return -1;
+	}
+	strcpy(tp->web[i].prefix, prefix);
+	strcpy(tp->web[i].dir, dir);
+	free(tp->web[i].body);
+	tp->web[i].body = NULL;
+	if (i == tp->nweb)
+		tp->nweb++;
+	return 0;
+}
+
+int sip_tp_web_file(sip_transport *tp, const char *path, const char *body, size_t len,
+		    const char **err)
+{
+	char *copy = malloc(len ? len : 1);
+	if (!copy) {
+		*err = "out of memory";
+		return -1;
+	}
+	if (sip_tp_web_mount(tp, path, "", err) < 0) {
+		free(copy);
+		return -1;
+	}
+	for (int i = 0; i < tp->nweb; i++)
+		if (strcmp(tp->web[i].prefix, path) == 0) {
+			memcpy(copy, body, len);
+			tp->web[i].body = copy;
+			tp->web[i].blen = len;
+		}
+	return 0;
 }
 
 /* Reads from the socket (TCP) or the session (TLS) into the read buffer: the bytes read,
@@ -768,8 +1350,8 @@ static void conn_handshake(conn *c)
 	c->handshaking = 0;
 	tp->st.handshakes--;
 	sip_timer_stop(tp->loop, &c->partial);
-	if (c->src.listener >= 0) {
-		/* as for TCP: the first message is due within partial_ms */
+	if (c->src.listener >= 0 || c->ws) {
+		/* as for TCP: the first message (a WebSocket: the upgrade) is due within partial_ms */
 		c->partial_since = sip_loop_now(tp->loop);
 		sip_timer_start(tp->loop, &c->partial, tp->cfg.partial_ms, partial_fire, c);
 	}
@@ -860,7 +1442,7 @@ static conn *conn_connect(sip_transport *tp, sip_tp_kind kind, const struct sock
 		close(fd);
 		return NULL;
 	}
-	if (kind == SIP_TP_TLS) {
+	if (sip_tp_secure(kind)) {
 		char ip[INET6_ADDRSTRLEN];
 		addr_text(dst, ip, sizeof ip);
 		c->tls = sip_tls_session_new(tp->tls, fd, 0, name, ip);
@@ -917,7 +1499,7 @@ static const char *accept_refusal(sip_transport *tp, listener *l, const struct s
 	n = count_ip(tp, sa, &hs);
 	if (n >= tp->cfg.max_conns_per_ip)
 		return "too many connections from that address";
-	if (l->kind == SIP_TP_TLS) {
+	if (sip_tp_secure(l->kind)) {
 		unsigned max = sip_tls_config_get(tp->tls)->max_handshakes;
 		if (tp->st.handshakes >= max)
 			return "too many TLS handshakes";
@@ -965,7 +1547,7 @@ static void accept_io(void *arg, uint32_t events)
 			close(fd);
 			continue;
 		}
-		if (l->kind == SIP_TP_TLS) {
+		if (sip_tp_secure(l->kind)) {
 			c->tls = sip_tls_session_new(tp->tls, fd, 1, NULL, NULL);
 			if (!c->tls) {
 				conn_close(c, NULL, NULL);
@@ -1145,11 +1727,11 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 	listener *l;
 	int fd, one = 1;
 
-	if (!tp || (kind != SIP_TP_UDP && kind != SIP_TP_TCP && kind != SIP_TP_TLS)) {
+	if (!tp || kind < SIP_TP_UDP || kind > SIP_TP_WSS) {
 		*err = "bad transport kind";
 		return -1;
 	}
-	if (kind == SIP_TP_TLS && !sip_tls_can_serve(tp->tls)) {
+	if (sip_tp_secure(kind) && !sip_tls_can_serve(tp->tls)) {
 		*err = "a TLS listener needs a certificate and key";
 		return -1;
 	}
@@ -1297,7 +1879,7 @@ static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockadd
 			*err = "connection closed";
 			return -1;
 		}
-		if (kind == SIP_TP_TLS && !tp->tls) {
+		if (sip_tp_secure(kind) && !tp->tls) {
 			/* a client with no settings: the system's CAs, no certificate of ours */
 			static char why[128];
 			tp->tls = sip_tls_new(NULL, why, sizeof why);
@@ -1313,11 +1895,19 @@ static int send_stream(sip_transport *tp, sip_tp_kind kind, const struct sockadd
 		c = conn_connect(tp, kind, dst, dlen, name, err);
 		if (!c)
 			return -1;
+		if (sip_tp_ws(kind)) {
+			char host[300], ip[INET6_ADDRSTRLEN];
+			addr_text(dst, ip, sizeof ip);
+			snprintf(host, sizeof host, dst->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+				 name && name[0] ? name : ip, addr_port(dst));
+			if (ws_upgrade_request(c, host, err) < 0)
+				return -1;
+		}
 	}
 	if (tp->tap)   /* before the write, which may close c */
 		tp->tap(tp->tap_arg, 1, c->src.kind, (struct sockaddr *)&c->src.local,
 			(struct sockaddr *)&c->src.peer, buf, len);
-	if (conn_write(c, buf, len, err) < 0)
+	if ((c->ws ? ws_send(c, SIP_WS_TEXT, buf, len, err) : conn_write(c, buf, len, err)) < 0)
 		return -1;
 	tp->st.tcp_out++;
 	return 0;
@@ -1348,7 +1938,7 @@ int sip_tp_send_named(sip_transport *tp, sip_tp_kind kind, const struct sockaddr
 		}
 		return send_udp(tp, dst, dlen, buf, len, err);
 	}
-	if (kind != SIP_TP_TCP && kind != SIP_TP_TLS) {
+	if (kind < SIP_TP_TCP || kind > SIP_TP_WSS) {
 		*err = "bad transport kind";
 		return -1;
 	}
@@ -1478,6 +2068,8 @@ sip_transport *sip_tp_new(sip_loop *loop, const sip_tp_config *cfg, sip_tp_recv_
 static void tp_release(sip_transport *tp)
 {
 	sip_tls_free(tp->tls);
+	for (int i = 0; i < tp->nweb; i++)
+		free(tp->web[i].body);
 	free(tp->by_alias);
 	free(tp->by_id);
 	free(tp->by_peer);
@@ -1505,5 +2097,7 @@ void sip_tp_free(sip_transport *tp)
 int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer)
 {
 	return tp && peer && (find_peer(tp, peer, SIP_TP_TCP, NULL) ||
-			      find_peer(tp, peer, SIP_TP_TLS, NULL));
+			      find_peer(tp, peer, SIP_TP_TLS, NULL) ||
+			      find_peer(tp, peer, SIP_TP_WS, NULL) ||
+			      find_peer(tp, peer, SIP_TP_WSS, NULL));
 }

@@ -8,10 +8,15 @@
 #include <sys/socket.h>
 #include "loop.h"
 
-typedef enum sip_tp_kind { SIP_TP_UDP = 1, SIP_TP_TCP = 2, SIP_TP_TLS = 3 } sip_tp_kind;
+typedef enum sip_tp_kind { SIP_TP_UDP = 1, SIP_TP_TCP = 2, SIP_TP_TLS = 3, SIP_TP_WS = 4,
+			   SIP_TP_WSS = 5 } sip_tp_kind;
 
-/* TCP and TLS: a byte stream, framed by Content-Length */
+/* TCP, TLS, WS and WSS: over a connection (reliable; responses go back on it) */
 static inline int sip_tp_stream(sip_tp_kind k) { return k != SIP_TP_UDP; }
+/* WebSocket (RFC 7118): one SIP message per WebSocket message, no Content-Length needed */
+static inline int sip_tp_ws(sip_tp_kind k) { return k == SIP_TP_WS || k == SIP_TP_WSS; }
+/* TLS underneath: TLS and WSS */
+static inline int sip_tp_secure(sip_tp_kind k) { return k == SIP_TP_TLS || k == SIP_TP_WSS; }
 
 typedef struct sip_tp_src {
 	sip_tp_kind kind;
@@ -92,7 +97,7 @@ int sip_tp_send_from(sip_transport *tp, int listener, const struct sockaddr *dst
 
 /* Closes a TCP connection (event "conn close"). Returns 0, or -1 when it is not open. */
 int sip_tp_close_conn(sip_transport *tp, uint32_t conn_id);
-/* Whether a connection (TCP or TLS) to or from this peer address is open now: 1 or 0. */
+/* Whether a connection (TCP, TLS, WS or WSS) to or from this peer address is open now: 1 or 0. */
 int sip_tp_has_conn(sip_transport *tp, const struct sockaddr *peer);
 
 void sip_tp_stats_get(sip_transport *tp, sip_tp_stats *st);
@@ -116,6 +121,15 @@ int sip_tp_send_named(sip_transport *tp, sip_tp_kind kind, const struct sockaddr
 int sip_tp_alias(sip_transport *tp, uint32_t conn_id, const struct sockaddr *addr,
 		 socklen_t len);
 
+/* RFC 7118 §5.2: a WebSocket client's Contact names a host of its own making (a random
+ * .invalid one) that no resolver knows: sip_tp_ws_name gives connection conn_id that name
+ * (up to 63 bytes; a later name replaces it), sip_tp_ws_named finds the open WS/WSS
+ * connection of that kind with that name (case-insensitive): its id and peer address, or
+ * 0 when none. */
+int sip_tp_ws_name(sip_transport *tp, uint32_t conn_id, const char *name, size_t len);
+uint32_t sip_tp_ws_named(sip_transport *tp, sip_tp_kind kind, const char *name, size_t len,
+			 struct sockaddr_storage *peer, socklen_t *plen);
+
 /* Is connection conn_id open (of any kind)? */
 int sip_tp_conn_open(sip_transport *tp, uint32_t conn_id);
 
@@ -130,5 +144,14 @@ typedef void (*sip_tp_tap_fn)(void *arg, int out, sip_tp_kind kind,
 			      const struct sockaddr *from, const struct sockaddr *to,
 			      const char *buf, size_t len);
 void sip_tp_set_tap(sip_transport *tp, sip_tp_tap_fn fn, void *arg);
+
+/* WS/WSS listeners also answer plain HTTP GETs with files: a path under prefix ("/" or
+ * "/lib/") is looked up in dir (a folder's index.html for a path ending in "/"). Up to
+ * SIP_TP_MAX_MOUNTS; a prefix mounted again is replaced. Returns 0, or -1 with *err. */
+int sip_tp_web_mount(sip_transport *tp, const char *prefix, const char *dir, const char **err);
+/* One file given by its contents at exactly path (a page's settings); a copy is kept.
+ * Replaces what was there. Returns 0, or -1 with *err. */
+int sip_tp_web_file(sip_transport *tp, const char *path, const char *body, size_t len,
+		    const char **err);
 
 #endif

@@ -238,8 +238,12 @@ describe("SIP over TLS", function()
       end)
       assert.equal(200, res.status)
       -- §16.6 step 4 asks for sips: only for a sips: request: this one may come back on
-      -- any hop, to our TLS port
-      assert.matches("^<sip:127%.0%.0%.1:%d+;lr;lsk=%x+;transport=tls>$", got:header("Record-Route"))
+      -- any hop, to our TLS port. TLS in, UDP out: a Record-Route for each side (RFC 5658),
+      -- the UDP one on top (towards bob)
+      local rr = got:headers("Record-Route")
+      assert.equal(2, #rr)
+      assert.matches("^<sip:127%.0%.0%.1:%d+;lr;lsk=%x+>$", rr[1])
+      assert.matches("^<sip:127%.0%.0%.1:%d+;lr;lsk=%x+;transport=tls>$", rr[2])
     end)
 
     it("refuses to relay a sips: request toward a hop without TLS: 416", function()

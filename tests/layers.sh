@@ -11,7 +11,7 @@ dir=${1:-build/obj}
 
 # layer number, then the objects on it (the file names without .o), lowest first
 layers='
-0 chars map rand frame ratelimit loop log tls
+0 chars map rand frame ratelimit loop log tls ws
 1 transport uri auth msrp stream redis
 2 msg dest dns
 3 build capture

@@ -25,4 +25,11 @@ function cli.server(opts) end
 ---@return string? err
 function cli.load_users(path) end
 
+--- What ws:/wss: listeners serve over plain HTTP: the chat page (opts.web, else the
+--- checkout's web/) at /, JsSIP at /lib/, /config.js with the domain.
+---@param ep sip.Endpoint
+---@param opts { listen?: string[], web?: string }
+---@param domain string
+function cli.web(ep, opts, domain) end
+
 return cli

@@ -8,6 +8,8 @@ local USAGE = [==[
 usage:
   luasip serve [--listen udp:127.0.0.1:5060]... [--domain localhost] [--users FILE]
                [--listen tls:127.0.0.1:5061 --cert FILE --key FILE [--ca FILE]]
+               [--listen ws:127.0.0.1:8080] [--listen wss:127.0.0.1:8443]   (RFC 7118;
+                   GET / there is the chat page) [--web DIR]   (serve that page folder)
                [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N]
@@ -190,6 +192,7 @@ function cli.server(opts)
   end
   local domain = (opts.domain or "localhost"):lower()
   ep:set_domains { domain }
+  cli.web(ep, opts, domain)
   local users = opts.users or {}
   local function is_ours(uri)
     if type(uri) == "table" then
@@ -440,12 +443,40 @@ function cli.server(opts)
   return serve
 end
 
+-- The checkout (or rock) this file is in: its web/ folder holds the chat page, and
+-- build/web/node_modules/jssip/dist the JsSIP that `make` installs from npm.
+local function root_dir()
+  local src = debug.getinfo(1, "S").source
+  return src:match("^@(.*)/lua/sip/cli%.lua$") or (src:match("^@lua/sip/cli%.lua$") and ".")
+end
+
+--- cli.web(ep, opts, domain): what WS/WSS listeners serve over plain HTTP: the chat page
+-- (opts.web, else the checkout's web/) at /, JsSIP at /lib/, and /config.js with the domain.
+function cli.web(ep, opts, domain)
+  local ws = false
+  for _, l in ipairs(opts.listen or {}) do
+    ws = ws or l:match("^wss?:") ~= nil
+  end
+  if not ws then
+    return
+  end
+  local root = root_dir()
+  local page = opts.web or (root and root .. "/web")
+  if page then
+    ep.core:web("/", page)
+  end
+  if root then
+    ep.core:web("/lib/", root .. "/build/web/node_modules/jssip/dist")
+  end
+  ep.core:web("/config.js", nil, ("window.LUASIP = { domain: %q };\n"):format(domain))
+end
+
 -- Workers of one serve: beyond the cores of a big machine nothing is gained.
 local MAX_WORKERS = 64
 
 local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
-    set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
+    set { "listen", "web", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
       "rate_burst", "trust", "dns", "cert", "key", "ca", "script", "control", "metrics",
       "capture", "hep", "log_format", "store", "workers", "worker" })
   if opts and #pos > 0 then

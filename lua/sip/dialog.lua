@@ -399,8 +399,8 @@ function Endpoint:dial(to, opts)
   if turi and turi.scheme == "sips" then
     kind = "tls"   -- §26.2.2: a sips: call wants a sips: Contact
   end
-  if not kind or not self:address(kind) then
-    kind = nil
+  if not kind or not (self:address(kind) or kind == "ws" or kind == "wss") then
+    kind = nil   -- (over a WebSocket we opened: ep:uri's .invalid Contact, RFC 7118)
   end
   local contact = "<" .. self:uri(user_part, kind) .. ">"
   local req = assert(sip.request {

@@ -40,6 +40,9 @@ function dns.needs_lookup(uri)
   if not host then
     return false   -- not a sip: URI we can parse: whoever sends it says why
   end
+  if host:lower():find("%.invalid$") or host:lower():find("%.invalid:%d+$") then
+    return false   -- RFC 6761: never resolved (a WebSocket client's Contact, RFC 7118)
+  end
   return not (host:find("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true))
 end
 

@@ -40,8 +40,9 @@ local function parse_listen(s)
   if not kind then
     kind, host, port = s:match("^(%a+):([^:]+):(%d+)$")
   end
-  if not kind or (kind ~= "udp" and kind ~= "tcp" and kind ~= "tls") then
-    error("bad listen address '" .. tostring(s) .. "' (want udp:, tcp: or tls:HOST:PORT)", 3)
+  if not kind or (kind ~= "udp" and kind ~= "tcp" and kind ~= "tls" and kind ~= "ws" and
+      kind ~= "wss") then
+    error("bad listen address '" .. tostring(s) .. "' (want udp:, tcp:, tls:, ws: or wss:HOST:PORT)", 3)
   end
   return kind, host, tonumber(port)
 end
@@ -180,7 +181,8 @@ local function new(opts)
       local kind, host, port = parse_listen(l)
       local ok
       -- TLS is a stream socket like TCP: it cannot share TCP's port number
-      local key = kind == "tls" and "tls:" .. host or host
+      -- (nor can WS and WSS, which are HTTP ports)
+      local key = (kind == "udp" or kind == "tcp") and host or kind .. ":" .. host
       if port == 0 and picked[key] then
         ok = c:listen(kind, host, picked[key])
         failed = not ok
@@ -238,9 +240,19 @@ function Endpoint:address(kind)
 end
 
 --- ep:uri(user [, kind]) -> "sip:user@127.0.0.1:5060" on this endpoint (transport param for
--- TCP; a sips: URI for TLS)
+-- TCP; a sips: URI for TLS; for ws/wss with no such listener, RFC 7118 §5.2's .invalid host)
 function Endpoint:uri(user, kind)
   local hostport, k = self:address(kind)
+  if not hostport and (kind == "ws" or kind == "wss") then
+    -- RFC 7118 §5.2: over a WebSocket it opened, an endpoint names no address of its own
+    -- but a host of its making, the same for all its Contacts; the server reaches it over
+    -- that connection
+    self._ws_host = self._ws_host or (require("sip.random").hex(8) .. ".invalid")
+    return "sip:" .. (user and (user .. "@") or "") .. self._ws_host .. ";transport=" .. kind
+  end
+  if not hostport then
+    hostport, k = self:address()
+  end
   local u = (k == "tls" and "sips:" or "sip:") .. (user and (user .. "@") or "") .. hostport
   if k == "tcp" then
     u = u .. ";transport=tcp"
@@ -589,7 +601,7 @@ function Endpoint:resolve(uri)
     local seen = {}
     for _, a in ipairs(self.core:addresses()) do
       local k = a:match("^(%a+):")
-      if not seen[k] then
+      if not seen[k] and k ~= "ws" and k ~= "wss" then   -- (no WebSocket in DNS)
         seen[k], tps[#tps + 1] = true, k
       end
     end

@@ -95,7 +95,15 @@ local function hop_of(t)
   if type(t) ~= "table" then
     return t
   end
-  return t.route and (t.route:match("<([^>]*)>") or t.route:match("^%s*([^,%s]+)")) or t[1]
+  if t.route then
+    return t.route:match("<([^>]*)>") or t.route:match("^%s*([^,%s]+)")
+  end
+  -- a WebSocket client (RFC 7118) is reached only on its connection: its Contact's host
+  -- (often .invalid) is not looked up
+  if t.flow and t.flow:match(";transport=wss?$") then
+    return t.flow
+  end
+  return t[1]
 end
 
 local function look_up_hops(req, targets, next_hop)

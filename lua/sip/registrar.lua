@@ -371,9 +371,15 @@ local function binding_flow(uri, req)
   local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
   local u = sip.uri.parse(uri)
   local v = req:via(1)
+  if kind == "ws" or kind == "wss" then
+    -- RFC 7118 §5.2: a WebSocket client cannot be connected to (its Contact is often a
+    -- .invalid host): requests for it go on its connection, at its peer address
+    local h = ip:find(":", 1, true) and ("[" .. ip .. "]") or ip
+    return "sip:" .. h .. ":" .. port .. ";transport=" .. kind
+  end
   if not kind or not u or not u.host or not v or (u.scheme ~= "sip" and u.scheme ~= "sips") or
       (kind ~= "udp" and kind ~= "tcp") then
-    return nil   -- (TLS, WebSocket: their own issues)
+    return nil   -- (TLS: its own issue)
   end
   local unbracket = function(h) return (h:lower():gsub("^%[(.*)%]$", "%1")) end
   local host, via_host = unbracket(u.host), unbracket(v.host)

@@ -199,10 +199,14 @@ function Endpoint:register(opts)
   if ru.scheme == "sips" then
     kind = "tls"
   end
+  local contact = opts.contact
+  if not contact and (kind == "ws" or kind == "wss") then
+    contact = self:uri(user_part, kind)   -- (.invalid when it opens the WebSocket)
+  end
   if not self:address(kind) then
     kind = nil   -- the first listener: the registrar reaches us on our connection anyway
   end
-  local contact = opts.contact or self:uri(user_part, kind)
+  contact = contact or self:uri(user_part, kind)
   local self_reg = setmetatable({
     ep = self, registrar = opts.registrar, aor = aor, from = opts.from or aor,
     contact = sip.name_addr(contact, "contact"), user = opts.user, password = opts.password,
