@@ -746,6 +746,7 @@ static int l_endpoint(lua_State *L)
 	cfg.t4 = opt_uint(L, 2, "t4", cfg.t4);
 	cfg.timer_c = opt_uint(L, 2, "timer_c", cfg.timer_c);
 	cfg.max_txns = opt_uint(L, 2, "max_transactions", cfg.max_txns);
+	cfg.max_waiting = opt_uint(L, 2, "max_waiting", cfg.max_waiting);
 	cfg.lim.max_msg = opt_uint(L, 2, "max_size", (unsigned)cfg.lim.max_msg);
 	cfg.lim.max_hdrs = opt_uint(L, 2, "max_headers", cfg.lim.max_hdrs);
 	cfg.lim.max_line = opt_uint(L, 2, "max_line", (unsigned)cfg.lim.max_line);
@@ -1374,6 +1375,11 @@ static int ep_stats(lua_State *L)
 	set_int(L, "merged", (lua_Integer)s.merged);
 	set_int(L, "rejected_busy", (lua_Integer)s.rejected_busy);
 	set_int(L, "rate_limited", (lua_Integer)s.rate_limited);
+	set_int(L, "waiting_transactions", s.waiting);
+	set_int(L, "max_waiting", s.max_waiting);
+	set_int(L, "waiting_bytes", (lua_Integer)s.waiting_bytes);
+	set_int(L, "waiting_resend_bytes", (lua_Integer)s.waiting_resend_bytes);
+	set_int(L, "waiting_full", (lua_Integer)s.waiting_full);
 	set_int(L, "connections", t.conns_open);
 	set_int(L, "connections_accepted", (lua_Integer)t.conns_accepted);
 	set_int(L, "connections_closed", (lua_Integer)t.conns_closed);

@@ -142,10 +142,28 @@ static void end_handler(void *arg)
 	sip_txn_terminate(arg);
 }
 
+/* Hand a transaction whose only task left is to absorb retransmissions (non-INVITE server
+ * Completed, INVITE server Confirmed, client Completed) to the waiting table, with what it
+ * resends: a non-INVITE's final response, a client INVITE's ACK; a UA's merged-request key
+ * (§8.2.2.2) waits beside it. 0 when it is there (end the transaction), -1 when full. */
+static int hand_to_wait(sip_txn *t, unsigned ms)
+{
+	sip_endpoint *ep = t->ep;
+	const char *bytes = t->client ? (t->invite ? t->ack : NULL) : (t->invite ? NULL : t->out);
+	size_t len = !bytes ? 0 : t->client ? t->acklen : t->outlen;
+	sip_wait_dest d = { t->dest.kind, t->dest.addr, t->dest.len, t->dest.conn_id,
+			    t->dest.listener };
+	if (sip_wait_add(ep->wait, t->key, t->klen, &d, bytes, len, ms, 0))
+		return -1;
+	if (t->mkey)
+		sip_wait_add(ep->wait, t->mkey, t->mklen, &d, NULL, 0, ms, SIP_WAIT_ALIAS);
+	return 0;
+}
+
 /* Start Timer D/I/J/K, or end at once on a reliable transport (duration 0 there). */
 static void wait_then_end(sip_txn *t, unsigned unreliable_ms)
 {
-	if (t->reliable || unreliable_ms == 0) {
+	if (t->reliable || unreliable_ms == 0 || hand_to_wait(t, unreliable_ms) == 0) {
 		sip_txn_terminate(t);
 		return;
 	}

@@ -148,7 +148,7 @@ local function new(opts)
   end
   local config = {
     t1 = opts.t1, t2 = opts.t2, t4 = opts.t4, timer_c = opts.timer_c,
-    max_transactions = opts.max_transactions,
+    max_transactions = opts.max_transactions, max_waiting = opts.max_waiting,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
     max_connections_per_ip = opts.max_connections_per_ip,
@@ -875,6 +875,11 @@ function msg_methods.reply(req, code, reason, opts)
   end
   if ep.closed then
     return nil, "endpoint is closed"
+  end
+  if req.replied_final then
+    -- its transaction may be gone already: waiting in the core's table, or ended
+    return nil, code < 200 and "provisional response after a final one"
+      or "a final response was sent already"
   end
   local res = build_response(req, code, reason, opts)
   local ok, err = ep.core:reply(req._txn, res)
