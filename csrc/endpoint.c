@@ -823,6 +823,11 @@ int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned 
 	return 0;
 }
 
+int sip_ep_rate_limit_exempt(sip_endpoint *ep, const sip_cidr *blocks, unsigned n)
+{
+	return ep->rl ? sip_rl_exempt(ep->rl, blocks, n) : -1;
+}
+
 double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources)
 {
 	*burst = ep->rl ? sip_rl_burst(ep->rl) : 0;

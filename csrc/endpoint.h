@@ -196,6 +196,10 @@ void sip_ep_set_merged_check(sip_endpoint *ep, int on);
  * refused. rate <= 0 turns it off. Returns 0, or -1 on bad arguments or memory. */
 int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned max_sources,
 			  unsigned log_window_ms);
+/* Sources in these address blocks pass the limit in force (trusted peers); 0, or -1 when the
+ * limit is off or out of memory. */
+struct sip_cidr;
+int sip_ep_rate_limit_exempt(sip_endpoint *ep, const struct sip_cidr *blocks, unsigned n);
 /* The limit in force (0 when off): rate, burst and the sources it holds buckets for. */
 double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources);
 /* Did we send this request ourselves: it comes from one of our addresses (UDP: our

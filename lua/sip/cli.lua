@@ -133,11 +133,11 @@ local function log_line(quiet)
   end
 end
 
--- Requests per second per source IP, and the burst a source may spend at once. A phone stays
--- far below it; a trunk or another proxy carries many users from one address (the bench's
--- sipp sends 1000 MESSAGE/s), so the default is a ceiling for floods, not a per-user quota:
--- `--rate-limit 50` suits a server facing phones only.
-local RATE_DEFAULT = 2000
+-- Requests per second per source IP, and the burst a source may spend at once, for a public
+-- edge: a phone sends a few a minute, an office of 100 phones behind one NAT address a few a
+-- second at its busiest. A trunk, an SBC or another proxy carries everyone's requests from one
+-- address: trust it (its addresses exempt, loopback by default) rather than raise this.
+local RATE_DEFAULT = 200
 local BURST_PER_RATE = 2
 
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
@@ -306,7 +306,9 @@ function cli.server(opts)
     rate = RATE_DEFAULT
   end
   if rate and rate > 0 then
-    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
+    -- opts.trust: address blocks exempt (nil: loopback, the endpoint's default)
+    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE,
+      exempt = opts.trust }
     ep:rate_limit(limiter)
     function ep.on_rate_limited(ip, r, retry)
       log("rate limit: %s over %g requests/s, answering 503 (Retry-After %d)", ip, r, retry)

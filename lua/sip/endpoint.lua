@@ -314,11 +314,17 @@ function Endpoint:_sync_router()
   end, self, handled, self.relay_in_dialog)
 end
 
---- ep:rate_limit{ rate = N, burst = M, max_sources = K, log_window = seconds } | ep:rate_limit(false)
+-- Sources the limit does not apply to unless told otherwise: this host.
+local RATE_EXEMPT_DEFAULT = { "127.0.0.0/8", "::1/128" }
+
+--- ep:rate_limit{ rate = N, burst = M, max_sources = K, log_window = seconds,
+---   exempt = { "10.0.0.0/8", "2001:db8::/32", ... } } | ep:rate_limit(false)
 -- A token bucket per source IP, kept by the core: a new request (ACK and CANCEL pass) past
 -- it gets 503 with Retry-After before any transaction or Lua code exists for it; requests
 -- this endpoint sent itself (a spiral) are never refused. ep.on_rate_limited(ip, rate,
--- retry) is called on a source's first refusal in each log window (default 10 s).
+-- retry) is called on a source's first refusal in each log window (default 10 s). exempt:
+-- address blocks (CIDR) never limited, trusted peers such as an SBC or another proxy that
+-- send everyone's requests from one address; loopback when not given ({} for none).
 function Endpoint:rate_limit(opts)
   if not opts then
     self.core:set_rate_limit(0)
@@ -329,7 +335,7 @@ function Endpoint:rate_limit(opts)
   local burst = tonumber(opts.burst or rate)
   assert(burst and burst >= 1, "ep:rate_limit: burst must be at least 1")
   self.core:set_rate_limit(rate, burst, opts.max_sources or 10000,
-    math.floor((opts.log_window or 10) * 1000))
+    math.floor((opts.log_window or 10) * 1000), opts.exempt or RATE_EXEMPT_DEFAULT)
   return self
 end
 
