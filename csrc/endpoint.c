@@ -28,6 +28,7 @@ void sip_ep_config_default(sip_ep_config *c)
 	c->timer_c = SIP_TIMER_C_DEFAULT;
 	c->max_txns = SIP_MAX_TXNS_DEFAULT;
 	c->max_waiting = SIP_MAX_WAITING_DEFAULT;
+	c->overload_ms = SIP_OVERLOAD_MS_DEFAULT;
 	c->lim = sip_limits_default;
 	c->tp = sip_tp_config_default();
 }
@@ -835,6 +836,20 @@ double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources)
 	return ep->rl ? sip_rl_rate(ep->rl) : 0;
 }
 
+/* Shed load (1: answered 503): a new request that queued over cfg.overload_ms, since the
+ * loop has fallen behind what arrives. Retransmissions were matched before this; CANCEL,
+ * in-dialog requests (a To tag) and our own spirals always pass. */
+static int overloaded(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
+		      const sip_tp_src *src, int is_cancel)
+{
+	if (!ep->cfg.overload_ms || src->queued_ms <= ep->cfg.overload_ms || is_cancel ||
+	    m->to_tag.n || sip_ep_from_self(ep, src, via))
+		return 0;
+	reply_503(ep, m, via, src, NULL, 1);
+	ep->stats.shed++;
+	return 1;
+}
+
 static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 {
 	char key[KEY_MAX];
@@ -888,6 +903,8 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		ep->stats.absorbed++;
 		return;
 	}
+	if (overloaded(ep, m, &via, src, is_cancel))
+		return;
 	if (ep->rl && !is_cancel && rate_limited(ep, m, &via, src))
 		return;
 	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {

@@ -27,6 +27,10 @@
  * per relayed MESSAGE/s: 524288 cover ~14000 MESSAGE/s in ~300 MB (~170 bytes each plus the
  * response kept). When they are all in use a transaction waits as a live one. */
 #define SIP_MAX_WAITING_DEFAULT 524288
+/* Overload: a new request that waited longer than this in the UDP socket's queue (its kernel
+ * timestamp) finds the process behind its load, and is answered 503 at once. Well under T1
+ * (500 ms), so that what is let in is answered before its sender retransmits it. */
+#define SIP_OVERLOAD_MS_DEFAULT 100
 /* RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP */
 #define SIP_UDP_MTU_LIMIT 1300
 
@@ -35,6 +39,7 @@ typedef struct sip_ep_config {
 	unsigned timer_c;   /* ms, proxied INVITEs (§16.6 step 11) */
 	unsigned max_txns;
 	unsigned max_waiting;   /* entries of the waiting table (txnwait.h) */
+	unsigned overload_ms;   /* queued longer: shed (0: never) */
 	sip_limits lim;
 	sip_tp_config tp;
 } sip_ep_config;
@@ -104,6 +109,7 @@ typedef struct sip_ep_stats {
 	size_t waiting_bytes;                 /* what they cost apart from the bytes below */
 	size_t waiting_resend_bytes;          /* the responses (and ACKs) they resend */
 	unsigned long waiting_full;           /* left live because the table was full */
+	unsigned long shed;                   /* new requests refused 503 for overload */
 } sip_ep_stats;
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,

@@ -748,6 +748,7 @@ static int l_endpoint(lua_State *L)
 	cfg.timer_c = opt_uint(L, 2, "timer_c", cfg.timer_c);
 	cfg.max_txns = opt_uint(L, 2, "max_transactions", cfg.max_txns);
 	cfg.max_waiting = opt_uint(L, 2, "max_waiting", cfg.max_waiting);
+	cfg.overload_ms = opt_uint(L, 2, "overload_ms", cfg.overload_ms);
 	cfg.lim.max_msg = opt_uint(L, 2, "max_size", (unsigned)cfg.lim.max_msg);
 	cfg.lim.max_hdrs = opt_uint(L, 2, "max_headers", cfg.lim.max_hdrs);
 	cfg.lim.max_line = opt_uint(L, 2, "max_line", (unsigned)cfg.lim.max_line);
@@ -1400,6 +1401,7 @@ static int ep_stats(lua_State *L)
 	set_int(L, "waiting_bytes", (lua_Integer)s.waiting_bytes);
 	set_int(L, "waiting_resend_bytes", (lua_Integer)s.waiting_resend_bytes);
 	set_int(L, "waiting_full", (lua_Integer)s.waiting_full);
+	set_int(L, "shed", (lua_Integer)s.shed);
 	set_int(L, "connections", t.conns_open);
 	set_int(L, "connections_accepted", (lua_Integer)t.conns_accepted);
 	set_int(L, "connections_closed", (lua_Integer)t.conns_closed);

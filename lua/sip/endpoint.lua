@@ -149,6 +149,7 @@ local function new(opts)
   local config = {
     t1 = opts.t1, t2 = opts.t2, t4 = opts.t4, timer_c = opts.timer_c,
     max_transactions = opts.max_transactions, max_waiting = opts.max_waiting,
+    overload_ms = opts.overload_ms,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
     max_connections_per_ip = opts.max_connections_per_ip,
