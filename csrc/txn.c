@@ -143,7 +143,8 @@ static void end_handler(void *arg)
 }
 
 /* Hand a transaction whose only task left is to absorb retransmissions (non-INVITE server
- * Completed, INVITE server Confirmed, client Completed) to the waiting table, with what it
+ * Completed, INVITE server Confirmed or a proxy's Accepted, client Completed) to the waiting
+ * table, with what it
  * resends: a non-INVITE's final response, a client INVITE's ACK; a UA's merged-request key
  * (§8.2.2.2) waits beside it. 0 when it is there (end the transaction), -1 when full. */
 static int hand_to_wait(sip_txn *t, unsigned ms)
@@ -416,7 +417,12 @@ int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_p
 		t->state = SIP_TXN_ACCEPTED;
 		if (t->proxied) {
 			/* a proxy's 2xx: ACK and retransmissions are end to end; stay Accepted
-			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5) */
+			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5): in the
+			 * waiting table (a later 2xx of another branch goes up without it) */
+			if (hand_to_wait(t, t64(ep)) == 0) {
+				sip_txn_terminate(t);
+				return r;
+			}
 			sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
 			return r;
 		}
