@@ -11,23 +11,31 @@
 # env: STEADY_SECONDS (60), STEADY_MESSAGE_RATES ("2500 5000"), STEADY_PROBE_RATES (rates
 #      tried after those, rising, until one fails: "6000 7000 8000 9000 10000"),
 #      STEADY_CALL_RATES ("400 800"), STEADY_TARGETS ("luasip kamailio"),
-#      STEADY_OVERLOAD (1: run the overload row)
+#      STEADY_OVERLOAD (1: run the overload row), STEADY_PORT (45060: run.sh's ports; another
+#      base runs a copy of run.sh on BASE, BASE+10, +20, +30, beside someone else's bench)
 set -u
 RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
-SIPP_DIR=$(dirname "$RUN")/sipp
+SIPP_DIR=$(cd "$(dirname "$RUN")" && pwd)/sipp
+PORT=${STEADY_PORT:-45060}
+if [[ $PORT != 45060 ]]; then
+  copy=$(mktemp)
+  sed -e "s|^here=.*|here=$(dirname "$SIPP_DIR")|" -e "s/^PROXY_PORT=.*/PROXY_PORT=$PORT/" \
+      -e "s/^UAS_PORT=.*/UAS_PORT=$((PORT + 10)) REG_PORT=$((PORT + 20)) UAC_PORT=$((PORT + 30))/" \
+      "$RUN" > "$copy"
+  RUN=$copy
+fi
 SECS=${STEADY_SECONDS:-60}
 MRATES=${STEADY_MESSAGE_RATES:-"2500 5000"}
 PROBE=${STEADY_PROBE_RATES:-"6000 7000 8000 9000 10000"}
 CRATES=${STEADY_CALL_RATES:-"400 800"}
 TARGETS=${STEADY_TARGETS:-"luasip kamailio"}
-PORT=45060
-LUASIP='exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet --rate-limit 0'
+LUASIP="exec ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet --rate-limit 0"
 
-busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ':(45060|45070|45080|45090)$')
+busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ":($PORT|$((PORT + 10))|$((PORT + 20))|$((PORT + 30)))\$")
 if [[ -n $busy ]]; then echo "steady: ports busy ($busy); skipped"; exit 0; fi
 command -v kamailio >/dev/null || TARGETS=${TARGETS//kamailio/}
 
-# Peak PSS (KB) of the processes holding udp:127.0.0.1:45060, sampled every second into $1
+# Peak PSS (KB) of the processes holding udp:127.0.0.1:$PORT, sampled every second into $1
 # until $2 disappears.
 sample_pss() {
   local out=$1 flag=$2 peak=0 sum p v
@@ -106,15 +114,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$work
 trap cleanup EXIT
 bash -c "$LUASIP" > "$work/proxy.log" 2>&1 & pids+=($!); main=$!
 sleep 1.5
-( cd "$work" && sipp -sf "$SIPP_DIR/register.xml" -s bob -set uasport 45070 -i 127.0.0.1 -p 45080 -m 1 \
+( cd "$work" && sipp -sf "$SIPP_DIR/register.xml" -s bob -set uasport $((PORT + 10)) -i 127.0.0.1 -p $((PORT + 20)) -m 1 \
     -timeout 5s -nostdin 127.0.0.1:$PORT >/dev/null 2>&1 )
-( cd "$work" && exec sipp -sf "$SIPP_DIR/uas_message.xml" -i 127.0.0.1 -p 45070 -nostdin -timeout 300s \
+( cd "$work" && exec sipp -sf "$SIPP_DIR/uas_message.xml" -i 127.0.0.1 -p $((PORT + 10)) -nostdin -timeout 300s \
     >/dev/null 2>&1 ) & pids+=($!)
 sleep 0.5
 ticks() { awk '{ print $14 + $15 }' "/proc/$main/stat"; }
 # uac NAME RATE SECONDS: a sipp UAC run; prints ok failed unexpected(503s) retrans
 uac() {
-  ( cd "$work" && sipp -sf "$SIPP_DIR/uac_message.xml" -s bob -i 127.0.0.1 -p 45090 -r "$2" \
+  ( cd "$work" && sipp -sf "$SIPP_DIR/uac_message.xml" -s bob -i 127.0.0.1 -p $((PORT + 30)) -r "$2" \
       -m $(($2 * $3)) -timeout $(($3 + 40))s -nostdin -trace_stat -stf "$1.csv" -fd 1 \
       127.0.0.1:$PORT >/dev/null 2>&1 )
   local hdr last
