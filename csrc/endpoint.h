@@ -28,9 +28,10 @@
  * response kept). When they are all in use a transaction waits as a live one. */
 #define SIP_MAX_WAITING_DEFAULT 524288
 /* Overload: a new request that waited longer than this in the UDP socket's queue (its kernel
- * timestamp) finds the process behind its load, and is answered 503 at once. Well under T1
- * (500 ms), so that what is let in is answered before its sender retransmits it. */
-#define SIP_OVERLOAD_MS_DEFAULT 100
+ * timestamp) finds the process behind its load, and is answered 503 at once. Under T1
+ * (500 ms), so that what is let in is answered before its sender retransmits it; over what
+ * a slow handler or a GC step holds the loop for, so that a stall alone sheds nothing. */
+#define SIP_OVERLOAD_MS_DEFAULT 200
 /* RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP */
 #define SIP_UDP_MTU_LIMIT 1300
 
