@@ -57,10 +57,11 @@ row() {
   flag=$(mktemp) pssf=$(mktemp)
   echo 0 > "$pssf"
   sample_pss "$pssf" "$flag" & local sampler=$!
+  # the result line (a "Killed" notice of the harness's cleanup may come after it)
   if [[ $target == luasip ]]; then
-    line=$(PROXY_CMD=$LUASIP bash "$RUN" cmd "$scenario" "$rate" "$count" 2>&1 | tail -n 1)
+    line=$(PROXY_CMD=$LUASIP bash "$RUN" cmd "$scenario" "$rate" "$count" 2>&1 | grep ' ok=' | tail -n 1)
   else
-    line=$(bash "$RUN" "$target" "$scenario" "$rate" "$count" 2>&1 | tail -n 1)
+    line=$(bash "$RUN" "$target" "$scenario" "$rate" "$count" 2>&1 | grep ' ok=' | tail -n 1)
   fi
   rm -f "$flag"
   wait "$sampler" 2>/dev/null
