@@ -883,13 +883,18 @@ function msg_methods.reply(req, code, reason, opts)
   if ep.closed then
     return nil, "endpoint is closed"
   end
+  local late = code < 200 and "provisional response after a final one"
+    or "a final response was sent already"
   if req.replied_final then
-    -- its transaction may be gone already: waiting in the core's table, or ended
-    return nil, code < 200 and "provisional response after a final one"
-      or "a final response was sent already"
+    return nil, late   -- its transaction may be gone already (waiting in the core's table)
   end
   local res = build_response(req, code, reason, opts)
   local ok, err = ep.core:reply(req._txn, res)
+  if not ok and err == "the transaction is gone" then
+    -- a server transaction ends only after a final response (the core's own: a 487 after
+    -- CANCEL, its ACK come) and then waits without it, or relayed statelessly
+    err = late
+  end
   if ok and code >= 200 then
     req.replied_final = true
     ep.requests[req._txn] = nil
