@@ -41,8 +41,8 @@ int sip_wait_add(sip_wait *w, const char *key, size_t klen, const sip_wait_dest 
  * 0 if not. */
 int sip_wait_match(sip_wait *w, const char *key, size_t klen, int resend);
 
-/* Transactions held (their aliases not counted), the bytes they and the table take apart from the bytes kept for resending
- * (malloc's own chunk header counted), and those. */
+/* Transactions held (their aliases not counted); the bytes they and the table take apart
+ * from the bytes kept for resending (malloc's own chunk header counted), and those. */
 typedef struct sip_wait_stats {
 	unsigned count, max;
 	size_t bytes, resend_bytes;
