@@ -163,9 +163,8 @@ int sip_cidr_parse(const char *s, sip_cidr *c)
 			return -1;
 	}
 	c->bits = (uint8_t)bits;
-	for (unsigned i = bits; i < c->alen * 8u; i++)   /* host bits past the prefix */
-		if (c->ip[i / 8] & (0x80 >> (i % 8)))
-			return -1;
+	for (unsigned i = bits; i < c->alen * 8u; i++)   /* host bits past the prefix: off */
+		c->ip[i / 8] &= (uint8_t)~(0x80 >> (i % 8));
 	return 0;
 }
 

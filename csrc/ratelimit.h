@@ -28,8 +28,9 @@ typedef struct sip_cidr {
 	uint8_t ip[16];
 } sip_cidr;
 
-/* "10.0.0.0/8", "::1/128", or an address alone (all its bits). 0, or -1 when malformed (a
- * prefix longer than the address, host bits set past it, no address). */
+/* "10.0.0.0/8", "::1/128", or an address alone (all its bits); host bits past the prefix
+ * are ignored ("10.1.2.3/8" is 10.0.0.0/8, as sip.policy reads it). 0, or -1 when malformed
+ * (a prefix longer than the address, no address). */
 int sip_cidr_parse(const char *s, sip_cidr *c);
 /* Is sa's address in c? An IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as IPv4. */
 int sip_cidr_match(const sip_cidr *c, const struct sockaddr *sa);

@@ -723,7 +723,7 @@ describe("luasip serve under a flood", function()
     function()
       local lines = {}
       local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true, quiet = true,
-        rate_limit = 20, rate_burst = 20, trust = {},   -- loopback is trusted by default
+        rate_limit = 20, rate_burst = 20, rate_exempt = {},   -- loopback is exempt by default
         log = function(fmt, ...) lines[#lines + 1] = fmt:format(...) end })
       local flood = udp_peer("127.0.0.1")
       local count, raw = register_flood(srv, flood, 300)
@@ -816,9 +816,10 @@ describe("luasip serve under a flood", function()
       assert.equal(0, refused({ "127.0.0.2/31" }, "127.0.0.3"))     -- inside the block
       assert.equal(4, refused({ "127.0.0.2/31" }, "127.0.0.1"))     -- outside it
       assert.equal(0, refused({ "10.0.0.0/8", "127.0.0.0/8" }, "127.0.0.5"))
+      assert.equal(0, refused({ "127.9.9.9/8" }, "127.0.0.5"))     -- host bits ignored
       assert.equal(4, refused({ "::1/128" }, "127.0.0.1"))          -- another family
       local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
-      for _, bad in ipairs { "10.0.0.0/33", "10.0.0.1/8", "nonsense", "::1/129", "/8" } do
+      for _, bad in ipairs { "10.0.0.0/33", "nonsense", "::1/129", "/8", "10.0.0.0/x" } do
         assert.has_error(function() ep:rate_limit { rate = 1, exempt = { bad } } end)
       end
       ep:close()

@@ -143,7 +143,8 @@ local BURST_PER_RATE = 2
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
 -- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =,
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
--- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy),
+-- trust = { CIDR, ... } (peers that relay anywhere without credentials, sip.policy, and
+-- pass the rate limit, as loopback does), rate_exempt = { CIDR, ... } (instead of those),
 -- store = a sip.store or its name ("memory", "sqlite:FILE", "redis://..."; default memory)
 function cli.server(opts)
   local store, serr = opts.store or "memory", nil
@@ -306,9 +307,15 @@ function cli.server(opts)
     rate = RATE_DEFAULT
   end
   if rate and rate > 0 then
-    -- opts.trust: address blocks exempt (nil: loopback, the endpoint's default)
-    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE,
-      exempt = opts.trust }
+    -- exempt: loopback and the --trust blocks (opts.rate_exempt instead, for specs)
+    local exempt = opts.rate_exempt
+    if not exempt then
+      exempt = { "127.0.0.0/8", "::1/128" }
+      for _, c in ipairs(opts.trust or {}) do
+        exempt[#exempt + 1] = c
+      end
+    end
+    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE, exempt = exempt }
     ep:rate_limit(limiter)
     function ep.on_rate_limited(ip, r, retry)
       log("rate limit: %s over %g requests/s, answering 503 (Retry-After %d)", ip, r, retry)
