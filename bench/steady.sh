@@ -10,7 +10,8 @@
 #   make bench BENCH_PARTS=steady
 # env: STEADY_SECONDS (60), STEADY_MESSAGE_RATES ("2500 5000"), STEADY_PROBE_RATES (rates
 #      tried after those, rising, until one fails: "6000 7000 8000 9000 10000"),
-#      STEADY_CALL_RATES ("400 800"), STEADY_TARGETS ("luasip kamailio"),
+#      STEADY_CALL_RATES ("400 800"), STEADY_TARGETS ("luasip kamailio"), STEADY_LUASIP_OPTS
+#      (more serve options, e.g. "--overload-ms 0"),
 #      STEADY_OVERLOAD (1: run the overload row), STEADY_PORT (45060: run.sh's ports; another
 #      base runs a copy of run.sh on BASE, BASE+10, +20, +30, beside someone else's bench)
 set -u
@@ -29,7 +30,7 @@ MRATES=${STEADY_MESSAGE_RATES:-"2500 5000"}
 PROBE=${STEADY_PROBE_RATES:-"6000 7000 8000 9000 10000"}
 CRATES=${STEADY_CALL_RATES:-"400 800"}
 TARGETS=${STEADY_TARGETS:-"luasip kamailio"}
-LUASIP="exec ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet --rate-limit 0"
+LUASIP="exec ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet --rate-limit 0 ${STEADY_LUASIP_OPTS:-}"
 
 busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ":($PORT|$((PORT + 10))|$((PORT + 20))|$((PORT + 30)))\$")
 if [[ -n $busy ]]; then echo "steady: ports busy ($busy); skipped"; exit 0; fi
@@ -85,21 +86,27 @@ echo
 echo "Steady state: ${SECS} s per row ($RUN; kamailio = stateful.cfg, children=2; luasip = $LUASIP)"
 echo "CPU-µs per MESSAGE transaction or per call; peak MB: PSS of the proxy's processes"
 header
+# the highest failure-free MESSAGE rate for luasip: the listed rates, then rising ones until
+# one fails
+best=0 lowest=
 for rate in $MRATES; do
-  for t in $TARGETS; do row "$t" message "$rate"; done
+  for t in $TARGETS; do
+    row "$t" message "$rate"
+    [[ $t == luasip ]] && ((!row_failed && rate > best)) && best=$rate
+  done
+  lowest=${lowest:-$rate}
 done
-# the highest failure-free MESSAGE rate for luasip: rising rates until one fails
-best=0
-for rate in $MRATES $PROBE; do
-  if [[ " $MRATES " == *" $rate "* ]]; then continue; fi
+for rate in $PROBE; do
   row luasip message "$rate"
   ((row_failed)) && break
   best=$rate
 done
 if ((best == 0)); then
-  for rate in $MRATES; do best=$rate; done   # the probes all failed: the last listed rate
+  echo "no failure-free MESSAGE rate for luasip here; the overload row takes $lowest/s"
+  best=$lowest
+else
+  echo "highest failure-free MESSAGE rate for luasip here: $best/s"
 fi
-echo "highest failure-free MESSAGE rate for luasip here: $best/s"
 for t in $TARGETS; do [[ $t != luasip ]] && row "$t" message "$best"; done
 for rate in $CRATES; do
   for t in $TARGETS; do row "$t" call "$rate"; done

@@ -10,7 +10,7 @@ usage:
                [--listen tls:127.0.0.1:5061 --cert FILE --key FILE [--ca FILE]]
                [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
-               [--max-transactions N]
+               [--max-transactions N] [--overload-ms MS]   (shed past this queueing; 0: off)
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
                [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
@@ -184,7 +184,8 @@ function cli.server(opts)
     end
   end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
-    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns), log = core_log,
+    max_transactions = opts.max_transactions, overload_ms = opts.overload_ms,
+    dns = cli.dns_opts(opts.dns), log = core_log,
     reuse_port = opts.reuse_port }
   if not ep then
     return nil, err
@@ -456,7 +457,8 @@ local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
       "rate_burst", "trust", "dns", "cert", "key", "ca", "script", "control", "metrics",
-      "capture", "hep", "log_format", "store", "workers", "worker" })
+      "capture", "hep", "log_format", "store", "workers", "worker",
+      "overload_ms" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -490,6 +492,13 @@ local function serve(argv)
     opts.users = users
   elseif not opts.no_auth then
     io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
+  end
+  if opts.overload_ms then
+    opts.overload_ms = whole(opts.overload_ms, 0, 2 ^ 31 - 1)
+    if not opts.overload_ms then
+      io.stderr:write("luasip: --overload-ms wants a whole number of ms (0: off)\n", USAGE)
+      return 2
+    end
   end
   for _, k in ipairs { "rate_limit", "rate_burst" } do
     if opts[k] then
