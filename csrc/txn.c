@@ -150,6 +150,8 @@ static void end_handler(void *arg)
 static int hand_to_wait(sip_txn *t, unsigned ms)
 {
 	sip_endpoint *ep = t->ep;
+	if (t->dest_pending)
+		return -1;   /* its response goes once its Via's maddr is looked up (RFC 3263 §5) */
 	const char *bytes = t->client ? (t->invite ? t->ack : NULL) : (t->invite ? NULL : t->out);
 	size_t len = !bytes ? 0 : t->client ? t->acklen : t->outlen;
 	sip_wait_dest d = { t->dest.kind, t->dest.addr, t->dest.len, t->dest.conn_id,
