@@ -27,7 +27,7 @@ if [[ $PORT != 45060 ]]; then
 fi
 SECS=${STEADY_SECONDS:-60}
 MRATES=${STEADY_MESSAGE_RATES:-"2500 5000"}
-PROBE=${STEADY_PROBE_RATES:-"6000 7000 8000 9000 10000"}
+PROBE=${STEADY_PROBE_RATES-"6000 7000 8000 9000 10000"}   # empty: none
 CRATES=${STEADY_CALL_RATES:-"400 800"}
 TARGETS=${STEADY_TARGETS:-"luasip kamailio"}
 LUASIP="exec ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet --rate-limit 0 ${STEADY_LUASIP_OPTS:-}"
