@@ -127,10 +127,7 @@ static void grow(sip_wait *w)
 
 static void expire_handler(void *arg);
 
-/* The loop timer at the earliest head, if it is not there already: up to SIP_LOOP_LAZY_MS
- * after it, so that one wake-up ends every entry due meanwhile. One timer on the heap: the
- * loop's lanes (sip_timer_start_lazy) are for durations many timers share, and a duration
- * that changes each time would take them from those. */
+/* The loop timer at the earliest head, if it is not there already. */
 static void arm(sip_wait *w)
 {
 	uint64_t first = UINT64_MAX, now = sip_loop_now(w->loop);
@@ -141,10 +138,9 @@ static void arm(sip_wait *w)
 		sip_timer_stop(w->loop, &w->timer);
 		return;
 	}
-	if (sip_timer_active(&w->timer) && w->timer.due <= first + SIP_LOOP_LAZY_MS)
+	if (sip_timer_active(&w->timer) && w->timer.due <= first)
 		return;
-	sip_timer_start(w->loop, &w->timer, (first > now ? first - now : 0) + SIP_LOOP_LAZY_MS,
-			expire_handler, w);
+	sip_timer_start_lazy(w->loop, &w->timer, first > now ? first - now : 0, expire_handler, w);
 }
 
 static void unlink_entry(sip_wait *w, entry *e)
