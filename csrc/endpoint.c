@@ -208,7 +208,9 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 static void wait_send(void *arg, const sip_wait_dest *w, const char *buf, size_t len)
 {
 	sip_endpoint *ep = arg;
-	sip_dest d = { w->kind, w->addr, w->len, w->conn_id, w->listener };
+	/* no name: only UDP transactions wait with bytes to resend (TLS ends at once) */
+	sip_dest d = { .kind = w->kind, .addr = w->addr, .len = w->len, .conn_id = w->conn_id,
+		       .listener = w->listener, .name = NULL };
 	const char *err;
 	ep->stats.retrans_sent++;
 	if (sip_ep_send_dest(ep, &d, buf, len, &err))
