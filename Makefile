@@ -139,6 +139,8 @@ ctest: build/test_transport
 # `serve --workers 1|2` and Kamailio with 1|2 children (workers); MESSAGE transactions through
 # serve with the client over UDP, TCP and WebSocket (ws).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them.
+# Opt-in, ~15 minutes: `make bench BENCH_PARTS=steady`, 60 s rows past Timer J beside
+# Kamailio (MESSAGE 2500/5000/highest failure-free, calls 400/800) and an overload row.
 BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers ws
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
@@ -166,7 +168,8 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  store) $(LUA) bench/store.lua ;; \
 	  workers) bench/workers.sh ;; \
 	  ws)    $(LUA) bench/ws.lua ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws)"; exit 2 ;; \
+	  steady) bench/steady.sh ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws steady)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

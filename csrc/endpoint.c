@@ -27,6 +27,8 @@ void sip_ep_config_default(sip_ep_config *c)
 	c->t4 = SIP_T4_DEFAULT;
 	c->timer_c = SIP_TIMER_C_DEFAULT;
 	c->max_txns = SIP_MAX_TXNS_DEFAULT;
+	c->max_waiting = SIP_MAX_WAITING_DEFAULT;
+	c->overload_ms = SIP_OVERLOAD_MS_DEFAULT;
 	c->lim = sip_limits_default;
 	c->tp = sip_tp_config_default();
 }
@@ -204,6 +206,19 @@ static void on_tp_event(void *arg, const char *event, const sip_tp_src *src, con
 		fail_dest(ep, src, 1, detail);
 }
 
+/* A retransmission matched a waiting transaction: its response (or ACK) goes again. */
+static void wait_send(void *arg, const sip_wait_dest *w, const char *buf, size_t len)
+{
+	sip_endpoint *ep = arg;
+	/* no name: only UDP transactions wait with bytes to resend (TLS ends at once) */
+	sip_dest d = { .kind = w->kind, .addr = w->addr, .len = w->len, .conn_id = w->conn_id,
+		       .listener = w->listener, .name = NULL };
+	const char *err;
+	ep->stats.retrans_sent++;
+	if (sip_ep_send_dest(ep, &d, buf, len, &err))
+		sip_ep_logf(ep, "send failed: %s", err);
+}
+
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
 			 void *ud)
 {
@@ -222,11 +237,15 @@ sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_
 	    sip_map_init(&ep->merged))
 		goto fail;
 	ep->merged_check = 1;
+	ep->wait = sip_wait_new(loop, ep->cfg.max_waiting, wait_send, ep);
+	if (!ep->wait)
+		goto fail;
 	ep->tp = sip_tp_new(loop, &ep->cfg.tp, on_recv, on_tp_event, ep);
 	if (!ep->tp)
 		goto fail;
 	return ep;
 fail:
+	sip_wait_free(ep->wait);
 	sip_map_free(&ep->client);
 	sip_map_free(&ep->server);
 	sip_map_free(&ep->accepted);
@@ -252,6 +271,7 @@ void sip_ep_free(sip_endpoint *ep)
 		while (ep->ids.b[i])
 			sip_txn_terminate(ep->ids.b[i]->value);
 	sip_tp_free(ep->tp);
+	sip_wait_free(ep->wait);
 	sip_map_free(&ep->client);
 	sip_map_free(&ep->server);
 	sip_map_free(&ep->accepted);
@@ -273,7 +293,17 @@ int sip_ep_listen(sip_endpoint *ep, sip_tp_kind kind, const char *host, int port
 }
 
 sip_transport *sip_ep_transport(sip_endpoint *ep) { return ep->tp; }
-void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st) { *st = ep->stats; }
+void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st)
+{
+	sip_wait_stats w;
+	sip_wait_stats_get(ep->wait, &w);
+	*st = ep->stats;
+	st->waiting = w.count;
+	st->max_waiting = w.max;
+	st->waiting_bytes = w.bytes;
+	st->waiting_resend_bytes = w.resend_bytes;
+	st->waiting_full = w.full;
+}
 const sip_ep_config *sip_ep_config_get(sip_endpoint *ep) { return &ep->cfg; }
 
 /* --- keys ----------------------------------------------------------------------------- */
@@ -339,7 +369,7 @@ static int merged_request(sip_endpoint *ep, sip_txn *t, const sip_msg *m)
 	kpl(&k, m->method);
 	kch(&k, '|');
 	kpl(&k, m->from_tag);
-	if (sip_map_get(&ep->merged, key, k.n))
+	if (sip_map_get(&ep->merged, key, k.n) || sip_wait_match(ep->wait, key, k.n, 0))
 		return 1;
 	t->mkey = malloc(k.n);
 	if (t->mkey) {
@@ -734,6 +764,12 @@ static void on_response(sip_endpoint *ep, const sip_msg *m)
 		sip_txn_client_response(t, m);
 		return;
 	}
+	/* Completed: absorbed; an INVITE's non-2xx final gets its ACK again (§17.1.1.3) */
+	if (m->branch.n && sip_wait_match(ep->wait, key, client_key(key, m->branch, m->cseq_method),
+					  m->status >= 300)) {
+		ep->stats.absorbed++;
+		return;
+	}
 	if (sip_relay_stateless_response(ep, m))
 		return;
 	ep->stats.stray_responses++;   /* §17.1.3: no transaction matches */
@@ -792,11 +828,30 @@ int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned 
 	return 0;
 }
 
+int sip_ep_rate_limit_exempt(sip_endpoint *ep, const sip_cidr *blocks, unsigned n)
+{
+	return ep->rl ? sip_rl_exempt(ep->rl, blocks, n) : -1;
+}
+
 double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources)
 {
 	*burst = ep->rl ? sip_rl_burst(ep->rl) : 0;
 	*sources = ep->rl ? sip_rl_sources(ep->rl) : 0;
 	return ep->rl ? sip_rl_rate(ep->rl) : 0;
+}
+
+/* Shed load (1: answered 503): a new request that queued over cfg.overload_ms, since the
+ * loop has fallen behind what arrives. Retransmissions were matched before this; CANCEL,
+ * in-dialog requests (a To tag) and our own spirals always pass. */
+static int overloaded(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
+		      const sip_tp_src *src, int is_cancel)
+{
+	if (!ep->cfg.overload_ms || src->queued_ms <= ep->cfg.overload_ms || is_cancel ||
+	    m->to_tag.n || sip_ep_from_self(ep, src, via))
+		return 0;
+	reply_503(ep, m, via, src, NULL, 1);
+	ep->stats.shed++;
+	return 1;
 }
 
 static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
@@ -826,6 +881,10 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			sip_txn_server_ack(t);
 			return;
 		}
+		if (sip_wait_match(ep->wait, key, kl, 0)) {   /* Confirmed: absorbed */
+			ep->stats.absorbed++;
+			return;
+		}
 		size_t n = sip_accepted_key(key, m->call_id, m->cseq, m->from_tag);
 		t = sip_map_get(&ep->accepted, key, n);
 		if (t) {
@@ -844,6 +903,12 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		sip_txn_server_retransmission(t, m);
 		return;
 	}
+	if (sip_wait_match(ep->wait, key, kl, 1)) {   /* Completed: the final response again */
+		ep->stats.absorbed++;
+		return;
+	}
+	if (overloaded(ep, m, &via, src, is_cancel))
+		return;
 	if (ep->rl && !is_cancel && rate_limited(ep, m, &via, src))
 		return;
 	if (ep->stats.client_txns + ep->stats.server_txns >= ep->cfg.max_txns) {
@@ -882,6 +947,10 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 				if (ep->hooks.cancel)
 					ep->hooks.cancel(ep->ud, inv);
 			}
+			return;
+		}
+		if (sip_wait_match(ep->wait, ikey, ikl, 0)) {
+			core_reply(ep, t, m, 200, NULL);   /* answered and ACKed: nothing to cancel */
 			return;
 		}
 	}

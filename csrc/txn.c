@@ -142,10 +142,31 @@ static void end_handler(void *arg)
 	sip_txn_terminate(arg);
 }
 
+/* Hand a transaction whose only task left is to absorb retransmissions (non-INVITE server
+ * Completed, INVITE server Confirmed or a proxy's Accepted, client Completed) to the waiting
+ * table, with what it
+ * resends: a non-INVITE's final response, a client INVITE's ACK; a UA's merged-request key
+ * (§8.2.2.2) waits beside it. 0 when it is there (end the transaction), -1 when full. */
+static int hand_to_wait(sip_txn *t, unsigned ms)
+{
+	sip_endpoint *ep = t->ep;
+	if (t->dest_pending)
+		return -1;   /* its response goes once its Via's maddr is looked up (RFC 3263 §5) */
+	const char *bytes = t->client ? (t->invite ? t->ack : NULL) : (t->invite ? NULL : t->out);
+	size_t len = !bytes ? 0 : t->client ? t->acklen : t->outlen;
+	sip_wait_dest d = { t->dest.kind, t->dest.addr, t->dest.len, t->dest.conn_id,
+			    t->dest.listener };
+	if (sip_wait_add(ep->wait, t->key, t->klen, &d, bytes, len, ms, 0))
+		return -1;
+	if (t->mkey)
+		sip_wait_add(ep->wait, t->mkey, t->mklen, &d, NULL, 0, ms, SIP_WAIT_ALIAS);
+	return 0;
+}
+
 /* Start Timer D/I/J/K, or end at once on a reliable transport (duration 0 there). */
 static void wait_then_end(sip_txn *t, unsigned unreliable_ms)
 {
-	if (t->reliable || unreliable_ms == 0) {
+	if (t->reliable || unreliable_ms == 0 || hand_to_wait(t, unreliable_ms) == 0) {
 		sip_txn_terminate(t);
 		return;
 	}
@@ -398,7 +419,12 @@ int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_p
 		t->state = SIP_TXN_ACCEPTED;
 		if (t->proxied) {
 			/* a proxy's 2xx: ACK and retransmissions are end to end; stay Accepted
-			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5) */
+			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5): in the
+			 * waiting table (a later 2xx of another branch goes up without it) */
+			if (hand_to_wait(t, t64(ep)) == 0) {
+				sip_txn_terminate(t);
+				return r;
+			}
 			sip_timer_start_fixed(ep->loop, &t->t_timeout, t64(ep), server_timeout_handler, t);
 			return r;
 		}

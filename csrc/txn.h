@@ -5,6 +5,7 @@
 
 #include "endpoint.h"
 #include "map.h"
+#include "txnwait.h"
 
 struct sip_txn {
 	sip_endpoint *ep;
@@ -67,6 +68,7 @@ struct sip_endpoint {
 	int relayed_stateless;   /* a request went out statelessly: forward what answers it */
 	struct sip_dns *dns;     /* names in URIs: RFC 3263 from its cache (sip_ep_set_dns) */
 	struct via_lookup *via_lookups;   /* §5 lookups for responses (endpoint.c) */
+	sip_wait *wait;          /* transactions that only absorb retransmissions (txnwait.c) */
 };
 
 /* txn.c */
