@@ -145,6 +145,8 @@ layers: all
 # serve with the client over UDP, TCP and WebSocket (ws).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them. Not by
 # default: `ir`, callgrind's instructions in `serve` per proxied MESSAGE and call (a minute).
+# Opt-in, ~15 minutes: `make bench BENCH_PARTS=steady`, 60 s rows past Timer J beside
+# Kamailio (MESSAGE 2500/5000/highest failure-free, calls 400/800) and an overload row.
 BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers ws
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
@@ -172,8 +174,9 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  store) $(LUA) bench/store.lua ;; \
 	  workers) bench/workers.sh ;; \
 	  ws)    $(LUA) bench/ws.lua ;; \
+	  steady) bench/steady.sh ;; \
 	  ir)    LUA=$(LUA) bench/proxy_ir.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws ir)"; exit 2 ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws steady ir)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

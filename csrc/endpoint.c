@@ -51,6 +51,8 @@ void sip_ep_config_default(sip_ep_config *c)
 	c->t4 = SIP_T4_DEFAULT;
 	c->timer_c = SIP_TIMER_C_DEFAULT;
 	c->max_txns = SIP_MAX_TXNS_DEFAULT;
+	c->max_waiting = SIP_MAX_WAITING_DEFAULT;
+	c->overload_ms = SIP_OVERLOAD_MS_DEFAULT;
 	c->lim = sip_limits_default;
 	c->tp = sip_tp_config_default();
 }
@@ -102,7 +104,7 @@ sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_
 		goto fail;
 	sip_log log = { ep->hooks.log, ud };
 	if (sip_txns_init(&ep->txns, loop, ep->tp, ep->cfg.t1, ep->cfg.t2, ep->cfg.t4,
-			  ep->cfg.max_txns, log)) {
+			  ep->cfg.max_txns, ep->cfg.max_waiting, log)) {
 		sip_tp_free(ep->tp);
 		goto fail;
 	}
@@ -155,6 +157,13 @@ void sip_ep_stats_get(sip_endpoint *ep, sip_ep_stats *st)
 	st->server_txns = ep->txns.stats.server;
 	st->retrans_sent = ep->txns.stats.retrans_sent;
 	st->absorbed = ep->txns.stats.absorbed;
+	sip_wait_stats w;
+	sip_wait_stats_get(ep->txns.wait, &w);
+	st->waiting = w.count;
+	st->max_waiting = w.max;
+	st->waiting_bytes = w.bytes;
+	st->waiting_resend_bytes = w.resend_bytes;
+	st->waiting_full = w.full;
 }
 
 void sip_ep_set_stray(sip_endpoint *ep, sip_ep_stray_fn fn, void *arg)
@@ -222,7 +231,7 @@ static int merged_request(sip_endpoint *ep, sip_txn *t, const sip_msg *m)
 	sip_kpl(&k, m->method);
 	sip_kch(&k, '|');
 	sip_kpl(&k, m->from_tag);
-	if (sip_map_get(&ep->merged, key, k.n))
+	if (sip_map_get(&ep->merged, key, k.n) || sip_txns_wait_match(&ep->txns, key, k.n, 0))
 		return 1;
 	sip_txn_alias(t, &ep->merged, key, k.n);   /* (without memory: not filed, no harm) */
 	return 0;
@@ -538,11 +547,30 @@ int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned 
 	return 0;
 }
 
+int sip_ep_rate_limit_exempt(sip_endpoint *ep, const sip_cidr *blocks, unsigned n)
+{
+	return ep->rl ? sip_rl_exempt(ep->rl, blocks, n) : -1;
+}
+
 double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources)
 {
 	*burst = ep->rl ? sip_rl_burst(ep->rl) : 0;
 	*sources = ep->rl ? sip_rl_sources(ep->rl) : 0;
 	return ep->rl ? sip_rl_rate(ep->rl) : 0;
+}
+
+/* Shed load (1: answered 503): a new request that queued over cfg.overload_ms, since the
+ * loop has fallen behind what arrives. Retransmissions were matched before this; CANCEL,
+ * in-dialog requests (a To tag) and our own spirals always pass. */
+static int overloaded(sip_endpoint *ep, const sip_msg *m, const sip_via *via,
+		      const sip_tp_src *src, int is_cancel)
+{
+	if (!ep->cfg.overload_ms || src->queued_ms <= ep->cfg.overload_ms || is_cancel ||
+	    m->to_tag.n || sip_ep_from_self(ep, src, via))
+		return 0;
+	reply_503(ep, m, via, src, NULL, 1);
+	ep->stats.shed++;
+	return 1;
 }
 
 static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
@@ -575,6 +603,10 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			sip_txn_server_ack(t);
 			return;
 		}
+		if (sip_txns_wait_match(&ep->txns, k.p, k.n, 0)) {   /* Confirmed: absorbed */
+			ep->txns.stats.absorbed++;
+			return;
+		}
 		t = sip_txns_accepted(&ep->txns, m);
 		if (t) {
 			sip_txn_accepted_ack(t, m);
@@ -592,6 +624,12 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 		sip_txn_server_retransmission(t);
 		return;
 	}
+	if (sip_txns_wait_match(&ep->txns, k.p, k.n, 1)) {   /* Completed: the final response again */
+		ep->txns.stats.absorbed++;
+		return;
+	}
+	if (overloaded(ep, m, &via, src, is_cancel))
+		return;
 	if (ep->rl && !is_cancel && rate_limited(ep, m, &via, src))
 		return;
 	if (sip_txns_full(&ep->txns)) {
@@ -616,6 +654,11 @@ static void on_request(sip_endpoint *ep, sip_msg *m, const sip_tp_src *src)
 			/* §9.2: 200 to the CANCEL; the INVITE's owner hears of it if it is pending */
 			sip_txn_server_reply_code(t, m, 200, NULL);
 			sip_txn_server_cancel(inv);
+			return;
+		}
+		if (sip_txns_wait_match(&ep->txns, k.p, k.n, 0)) {
+			/* answered and ACKed: nothing to cancel */
+			sip_txn_server_reply_code(t, m, 200, NULL);
 			return;
 		}
 	}

@@ -17,10 +17,21 @@
 /* §16.6 step 11: a proxied INVITE branch that rings this long is cancelled ("MUST be
  * larger than 3 minutes"); each 101-199 response starts it again */
 #define SIP_TIMER_C_DEFAULT 181000
-/* Live transactions, both kinds. A UDP server transaction lives 32 s after its final
- * response (Timer J), so a proxy holds about rate × 37 s of them: 65536 covers ~1700 new
- * transactions/s at ~1 KB each (64 MB). Past it: 503 + Retry-After. */
+/* Live transactions, both kinds: those that have not sent or received their final response
+ * yet (and INVITEs in Accepted or waiting for an ACK). A relayed MESSAGE is live for one
+ * round trip, so this bounds what is in flight, not the rate: 65536 of them cost ~100 MB at
+ * ~1.5 KB each (README "Capacity"). Past it: 503 + Retry-After. */
 #define SIP_MAX_TXNS_DEFAULT 65536
+/* Transactions that only wait to absorb retransmissions (txnwait.c): a UDP non-INVITE server
+ * transaction waits 32 s (Timer J) and its client 5 s (Timer K), so a proxy holds ~37 of them
+ * per relayed MESSAGE/s: 524288 cover ~14000 MESSAGE/s in ~300 MB (~170 bytes each plus the
+ * response kept). When they are all in use a transaction waits as a live one. */
+#define SIP_MAX_WAITING_DEFAULT 524288
+/* Overload: a new request that waited longer than this in the UDP socket's queue (its kernel
+ * timestamp) finds the process behind its load, and is answered 503 at once. Under T1
+ * (500 ms), so that what is let in is answered before its sender retransmits it; over what
+ * a slow handler or a GC step holds the loop for, so that a stall alone sheds nothing. */
+#define SIP_OVERLOAD_MS_DEFAULT 200
 /* RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP */
 #define SIP_UDP_MTU_LIMIT 1300
 
@@ -28,6 +39,8 @@ typedef struct sip_ep_config {
 	unsigned t1, t2, t4;
 	unsigned timer_c;   /* ms, proxied INVITEs (§16.6 step 11) */
 	unsigned max_txns;
+	unsigned max_waiting;   /* entries of the waiting table (txnwait.h) */
+	unsigned overload_ms;   /* queued longer: shed (0: never) */
 	sip_limits lim;
 	sip_tp_config tp;
 } sip_ep_config;
@@ -61,6 +74,11 @@ typedef struct sip_ep_stats {
 	unsigned client_txns, server_txns;
 	unsigned long retrans_sent, absorbed, requests_in, responses_in, parse_errors,
 		stray_responses, rejected_busy, rate_limited, merged;
+	unsigned waiting, max_waiting;        /* transactions in the waiting table */
+	size_t waiting_bytes;                 /* what they cost apart from the bytes below */
+	size_t waiting_resend_bytes;          /* the responses (and ACKs) they resend */
+	unsigned long waiting_full;           /* left live because the table was full */
+	unsigned long shed;                   /* new requests refused 503 for overload */
 } sip_ep_stats;
 
 sip_endpoint *sip_ep_new(sip_loop *loop, const sip_ep_config *cfg, const sip_ep_hooks *hooks,
@@ -121,6 +139,10 @@ void sip_ep_set_merged_check(sip_endpoint *ep, int on);
  * refused. rate <= 0 turns it off. Returns 0, or -1 on bad arguments or memory. */
 int sip_ep_set_rate_limit(sip_endpoint *ep, double rate, double burst, unsigned max_sources,
 			  unsigned log_window_ms);
+/* Sources in these address blocks pass the limit in force (trusted peers); 0, or -1 when the
+ * limit is off or out of memory. */
+struct sip_cidr;
+int sip_ep_rate_limit_exempt(sip_endpoint *ep, const struct sip_cidr *blocks, unsigned n);
 /* The limit in force (0 when off): rate, burst and the sources it holds buckets for. */
 double sip_ep_rate_limit(sip_endpoint *ep, double *burst, unsigned *sources);
 /* Did we send this request ourselves: it comes from one of our addresses (UDP: our

@@ -1,6 +1,7 @@
 /* lsip_ep.c: the loop, its timers and the endpoint as Lua userdata.
  * Core hooks become calls of Lua handler functions, always under lua_pcall. */
 #include "lsip.h"
+#include "ratelimit.h"
 #include "proxy.h"
 #include "dns.h"
 #include "tls.h"
@@ -759,6 +760,8 @@ static int l_endpoint(lua_State *L)
 	cfg.t4 = opt_uint(L, 2, "t4", cfg.t4);
 	cfg.timer_c = opt_uint(L, 2, "timer_c", cfg.timer_c);
 	cfg.max_txns = opt_uint(L, 2, "max_transactions", cfg.max_txns);
+	cfg.max_waiting = opt_uint(L, 2, "max_waiting", cfg.max_waiting);
+	cfg.overload_ms = opt_uint(L, 2, "overload_ms", cfg.overload_ms);
 	cfg.lim.max_msg = opt_uint(L, 2, "max_size", (unsigned)cfg.lim.max_msg);
 	cfg.lim.max_hdrs = opt_uint(L, 2, "max_headers", cfg.lim.max_hdrs);
 	cfg.lim.max_line = opt_uint(L, 2, "max_line", (unsigned)cfg.lim.max_line);
@@ -1264,7 +1267,11 @@ static int l_msg_relay(lua_State *L)
 	return relay_request(L);
 }
 
-/* ep:set_rate_limit(rate, burst, max_sources, log_window_ms): rate 0 turns it off */
+/* Address blocks this many at most pass the limit: a list read in full on every request. */
+#define EXEMPT_MAX 64
+
+/* ep:set_rate_limit(rate, burst, max_sources, log_window_ms [, {cidr...}]): rate 0 turns it
+ * off; sources in the blocks listed pass it. A malformed block raises. */
 static int ep_set_rate_limit(lua_State *L)
 {
 	lsip_ep *e = check_ep(L, 1);
@@ -1274,7 +1281,22 @@ static int ep_set_rate_limit(lua_State *L)
 	luaL_argcheck(L, rate <= 0 || burst >= 1, 3, "burst must be at least 1");
 	luaL_argcheck(L, max >= 1 && max <= 10000000, 4, "max_sources out of range");
 	luaL_argcheck(L, win >= 0 && win <= 86400000, 5, "log window out of range");
-	if (sip_ep_set_rate_limit(e->ep, rate, burst, (unsigned)max, (unsigned)win))
+	sip_cidr blocks[EXEMPT_MAX];
+	unsigned n = 0;
+	if (!lua_isnoneornil(L, 6)) {
+		luaL_checktype(L, 6, LUA_TTABLE);
+		lua_Integer len = luaL_len(L, 6);
+		luaL_argcheck(L, len <= EXEMPT_MAX, 6, "too many exempt address blocks");
+		for (lua_Integer i = 1; i <= len; i++, n++) {
+			lua_geti(L, 6, i);
+			const char *s = lua_tostring(L, -1);
+			if (!s || sip_cidr_parse(s, &blocks[n]))
+				return luaL_error(L, "bad address block %s", s ? s : "(not a string)");
+			lua_pop(L, 1);
+		}
+	}
+	if (sip_ep_set_rate_limit(e->ep, rate, burst, (unsigned)max, (unsigned)win) ||
+	    (rate > 0 && sip_ep_rate_limit_exempt(e->ep, blocks, n)))
 		return luaL_error(L, "out of memory");
 	return 0;
 }
@@ -1416,6 +1438,12 @@ static int ep_stats(lua_State *L)
 	set_int(L, "merged", (lua_Integer)s.merged);
 	set_int(L, "rejected_busy", (lua_Integer)s.rejected_busy);
 	set_int(L, "rate_limited", (lua_Integer)s.rate_limited);
+	set_int(L, "waiting_transactions", s.waiting);
+	set_int(L, "max_waiting", s.max_waiting);
+	set_int(L, "waiting_bytes", (lua_Integer)s.waiting_bytes);
+	set_int(L, "waiting_resend_bytes", (lua_Integer)s.waiting_resend_bytes);
+	set_int(L, "waiting_full", (lua_Integer)s.waiting_full);
+	set_int(L, "shed", (lua_Integer)s.shed);
 	set_int(L, "connections", t.conns_open);
 	set_int(L, "connections_accepted", (lua_Integer)t.conns_accepted);
 	set_int(L, "connections_closed", (lua_Integer)t.conns_closed);

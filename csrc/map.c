@@ -76,6 +76,12 @@ static uint64_t hash(const sip_map *m, const char *key, size_t klen)
 	return siphash13(key, klen);
 }
 
+uint64_t sip_map_hash(const char *key, size_t klen)
+{
+	seed_once();
+	return siphash13(key, klen);
+}
+
 int sip_map_init_counters(sip_map *m)
 {
 	int r = sip_map_init(m);

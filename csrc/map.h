@@ -36,5 +36,7 @@ void *sip_map_del(sip_map *m, const char *key, size_t klen);            /* the v
 int sip_map_link(sip_map *m, sip_map_node *n, const char *key, size_t klen, void *value);
 /* Take node n out of m if it is in it (once linked, unlinking twice is harmless). */
 void sip_map_unlink(sip_map *m, sip_map_node *n);
+/* The keyed hash the maps use, for other tables of peer-chosen keys (txnwait.c). */
+uint64_t sip_map_hash(const char *key, size_t klen);
 
 #endif

@@ -4,6 +4,7 @@
  * from spoofed sources keeps memory bounded and the table free of tombstones. */
 #include "ratelimit.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@ struct sip_rl {
 	bucket *tab;
 	bucket overflow;        /* newcomers share it when max buckets are held, none full */
 	unsigned long refused;
+	sip_cidr *exempt;       /* never limited */
+	unsigned nexempt;
 };
 
 sip_rl *sip_rl_new(double rate, double burst, unsigned max_sources, unsigned log_window_ms)
@@ -51,6 +54,7 @@ sip_rl *sip_rl_new(double rate, double burst, unsigned max_sources, unsigned log
 void sip_rl_free(sip_rl *rl)
 {
 	if (rl) {
+		free(rl->exempt);
 		free(rl->tab);
 		free(rl);
 	}
@@ -128,9 +132,93 @@ static bucket *find(sip_rl *rl, const uint8_t *ip, unsigned alen, uint64_t now)
 	return b;
 }
 
+int sip_cidr_parse(const char *s, sip_cidr *c)
+{
+	char buf[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	if (n == 0 || n >= sizeof buf)
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	memset(c, 0, sizeof *c);
+	if (inet_pton(AF_INET, buf, c->ip) == 1)
+		c->alen = 4;
+	else if (inet_pton(AF_INET6, buf, c->ip) == 1)
+		c->alen = 16;
+	else
+		return -1;
+	unsigned bits = c->alen * 8u;
+	if (slash) {
+		const char *p = slash + 1;
+		if (!*p || strlen(p) > 3)
+			return -1;
+		bits = 0;
+		for (; *p; p++) {
+			if (*p < '0' || *p > '9')
+				return -1;
+			bits = bits * 10 + (unsigned)(*p - '0');
+		}
+		if (bits > c->alen * 8u)
+			return -1;
+	}
+	c->bits = (uint8_t)bits;
+	for (unsigned i = bits; i < c->alen * 8u; i++)   /* host bits past the prefix: off */
+		c->ip[i / 8] &= (uint8_t)~(0x80 >> (i % 8));
+	return 0;
+}
+
+/* sa's address bytes: 4 for IPv4 (also when IPv4-mapped in IPv6), 16 for IPv6. */
+static unsigned addr_bytes(const struct sockaddr *sa, const uint8_t **ip)
+{
+	if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+		if (memcmp(a, mapped, 12) == 0) {
+			*ip = a + 12;
+			return 4;
+		}
+		*ip = a;
+		return 16;
+	}
+	*ip = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	return 4;
+}
+
+int sip_cidr_match(const sip_cidr *c, const struct sockaddr *sa)
+{
+	const uint8_t *ip;
+	if (addr_bytes(sa, &ip) != c->alen)
+		return 0;
+	unsigned whole = c->bits / 8, rest = c->bits % 8;
+	if (memcmp(ip, c->ip, whole) != 0)
+		return 0;
+	return rest == 0 || ((ip[whole] ^ c->ip[whole]) & (0xff00 >> rest) & 0xff) == 0;
+}
+
+int sip_rl_exempt(sip_rl *rl, const sip_cidr *blocks, unsigned n)
+{
+	sip_cidr *copy = NULL;
+	if (n) {
+		copy = malloc(n * sizeof *copy);
+		if (!copy)
+			return -1;
+		memcpy(copy, blocks, n * sizeof *copy);
+	}
+	free(rl->exempt);
+	rl->exempt = copy;
+	rl->nexempt = n;
+	return 0;
+}
+
+unsigned sip_rl_exempt_count(const sip_rl *rl) { return rl->nexempt; }
+
 int sip_rl_allow(sip_rl *rl, const struct sockaddr *sa, uint64_t now_ms, int *retry_s,
 		 int *report)
 {
+	for (unsigned i = 0; i < rl->nexempt; i++)
+		if (sip_cidr_match(&rl->exempt[i], sa))
+			return 1;
 	const uint8_t *ip;
 	unsigned alen;
 	if (sa->sa_family == AF_INET6) {

@@ -21,6 +21,25 @@ void sip_rl_free(sip_rl *rl);
 int sip_rl_allow(sip_rl *rl, const struct sockaddr *sa, uint64_t now_ms, int *retry_s,
 		 int *report);
 
+/* An address block: IPv4 or IPv6, a prefix of bits. */
+typedef struct sip_cidr {
+	uint8_t alen;   /* 4 or 16 */
+	uint8_t bits;
+	uint8_t ip[16];
+} sip_cidr;
+
+/* "10.0.0.0/8", "::1/128", or an address alone (all its bits); host bits past the prefix
+ * are ignored ("10.1.2.3/8" is 10.0.0.0/8, as sip.policy reads it). 0, or -1 when malformed
+ * (a prefix longer than the address, no address). */
+int sip_cidr_parse(const char *s, sip_cidr *c);
+/* Is sa's address in c? An IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as IPv4. */
+int sip_cidr_match(const sip_cidr *c, const struct sockaddr *sa);
+
+/* Sources in these n blocks are neither limited nor given a bucket (trusted peers: another
+ * proxy, an SBC, loopback). Replaces the list held; 0, or -1 when out of memory. */
+int sip_rl_exempt(sip_rl *rl, const sip_cidr *blocks, unsigned n);
+unsigned sip_rl_exempt_count(const sip_rl *rl);
+
 unsigned sip_rl_sources(const sip_rl *rl);   /* buckets held */
 double sip_rl_rate(const sip_rl *rl);
 double sip_rl_burst(const sip_rl *rl);

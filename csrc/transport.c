@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -1569,6 +1570,21 @@ static int only_crlf(const char *b, size_t n)
 
 static void tp_release(sip_transport *tp);
 
+/* How long a datagram waited in the socket's queue, from its kernel timestamp (0 without). */
+static uint32_t queued_ms(struct msghdr *mh, const struct timespec *now)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS)
+			continue;
+		struct timespec at;
+		memcpy(&at, CMSG_DATA(c), sizeof at);
+		int64_t ms = ((int64_t)now->tv_sec - at.tv_sec) * 1000 +
+			     ((int64_t)now->tv_nsec - at.tv_nsec) / 1000000;
+		return ms <= 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+	}
+	return 0;
+}
+
 /* §18.4: an ICMP unreachable for a datagram we sent, which IP_RECVERR queues on the
  * socket: the transport user hears "unreachable" for that destination (the datagram's
  * own address comes back in msg_name), and a client transaction waiting on it fails at
@@ -1629,6 +1645,10 @@ static void udp_io(void *arg, uint32_t events)
 		struct mmsghdr mm[SIP_TP_UDP_MMSG];
 		struct iovec iov[SIP_TP_UDP_MMSG];
 		sip_tp_src src[SIP_TP_UDP_MMSG];
+		union {
+			char buf[CMSG_SPACE(sizeof(struct timespec))];
+			struct cmsghdr align;
+		} ctl[SIP_TP_UDP_MMSG];
 		for (int i = 0; i < SIP_TP_UDP_MMSG; i++) {
 			iov[i].iov_base = tp->ubuf + (size_t)i * cap;
 			iov[i].iov_len = cap;
@@ -1637,8 +1657,13 @@ static void udp_io(void *arg, uint32_t events)
 			mm[i].msg_hdr.msg_namelen = sizeof src[i].peer;
 			mm[i].msg_hdr.msg_iov = &iov[i];
 			mm[i].msg_hdr.msg_iovlen = 1;
+			mm[i].msg_hdr.msg_control = ctl[i].buf;
+			mm[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
 		}
 		int k = recvmmsg(l->fd, mm, SIP_TP_UDP_MMSG, MSG_DONTWAIT, NULL);
+		struct timespec now = { 0, 0 };
+		if (k > 0)
+			clock_gettime(CLOCK_REALTIME, &now);   /* the clock SO_TIMESTAMPNS uses */
 		if (k < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
@@ -1654,6 +1679,7 @@ static void udp_io(void *arg, uint32_t events)
 			s->listener = (int)(l - tp->ls);
 			s->conn_id = 0;
 			s->peerlen = mm[i].msg_hdr.msg_namelen;
+			s->queued_ms = queued_ms(&mm[i].msg_hdr, &now);
 			memcpy(&s->local, &l->addr, l->addrlen);
 			s->locallen = l->addrlen;
 			if (n > tp->cfg.max_msg || (mm[i].msg_hdr.msg_flags & MSG_TRUNC)) {
@@ -1767,6 +1793,8 @@ int sip_tp_listen(sip_transport *tp, sip_tp_kind kind, const char *host, int por
 			setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof(one));
 		else
 			setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one));
+		/* the kernel's arrival time on each datagram: how long it queued (src->queued_ms) */
+		setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
 	}
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
 	    (kind != SIP_TP_UDP && listen(fd, SIP_TP_BACKLOG) < 0)) {

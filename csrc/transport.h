@@ -27,6 +27,7 @@ typedef struct sip_tp_src {
 	uint32_t conn_id;                /* TCP/TLS: the connection it came on; 0 for UDP */
 	int listener;                    /* index of the listener it came in on (UDP) or was
 	                                  * accepted by (TCP); -1 on connections we opened */
+	uint32_t queued_ms;              /* UDP: how long it waited in the socket's queue */
 } sip_tp_src;
 
 /* One whole message; buf is valid only during the call. The callback may send, close

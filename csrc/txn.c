@@ -86,8 +86,24 @@ const sip_txn_user *sip_txn_user_get(const sip_txn *t, void **arg)
 
 /* --- the tables ----------------------------------------------------------------------- */
 
+/* A retransmission matched a waiting transaction: its response (or ACK) goes again. */
+static void wait_send(void *arg, const sip_wait_dest *w, const char *buf, size_t len)
+{
+	sip_txns *tx = arg;
+	sip_dest d = { w->kind, w->addr, w->len, w->conn_id, w->listener, NULL };
+	const char *err;
+	tx->stats.retrans_sent++;
+	if (sip_dest_send(tx->tp, &d, buf, len, &err))
+		sip_logf(&tx->log, "send failed: %s", err);
+}
+
+int sip_txns_wait_match(sip_txns *tx, const char *key, size_t klen, int resend)
+{
+	return sip_wait_match(tx->wait, key, klen, resend);
+}
+
 int sip_txns_init(sip_txns *tx, sip_loop *loop, sip_transport *tp, unsigned t1, unsigned t2,
-		  unsigned t4, unsigned max, sip_log log)
+		  unsigned t4, unsigned max, unsigned max_waiting, sip_log log)
 {
 	memset(tx, 0, sizeof *tx);
 	tx->loop = loop;
@@ -97,8 +113,10 @@ int sip_txns_init(sip_txns *tx, sip_loop *loop, sip_transport *tp, unsigned t1, 
 	tx->t4 = t4;
 	tx->max = max;
 	tx->log = log;
-	if (sip_map_init(&tx->client) || sip_map_init(&tx->server) ||
+	tx->wait = sip_wait_new(loop, max_waiting, wait_send, tx);
+	if (!tx->wait || sip_map_init(&tx->client) || sip_map_init(&tx->server) ||
 	    sip_map_init(&tx->accepted) || sip_map_init_counters(&tx->ids)) {
+		sip_wait_free(tx->wait);
 		sip_map_free(&tx->client);
 		sip_map_free(&tx->server);
 		sip_map_free(&tx->accepted);
@@ -115,6 +133,7 @@ void sip_txns_free(sip_txns *tx)
 	for (size_t i = 0; i < tx->ids.nb; i++)
 		while (tx->ids.b[i])
 			sip_txn_terminate(tx->ids.b[i]->value);
+	sip_wait_free(tx->wait);
 	sip_map_free(&tx->client);
 	sip_map_free(&tx->server);
 	sip_map_free(&tx->accepted);
@@ -268,10 +287,30 @@ static void end_handler(void *arg)
 	sip_txn_terminate(arg);
 }
 
+/* Hand a transaction whose only task left is to absorb retransmissions (non-INVITE server
+ * Completed, INVITE server Confirmed or a proxy's Accepted, client Completed) to the waiting
+ * table, with what it
+ * resends: a non-INVITE's final response, a client INVITE's ACK; a UA's merged-request key
+ * (§8.2.2.2) waits beside it. 0 when it is there (end the transaction), -1 when full. */
+static int hand_to_wait(sip_txn *t, unsigned ms)
+{
+	if (t->dest_pending)
+		return -1;   /* its response goes once its Via's maddr is looked up (RFC 3263 §5) */
+	const char *bytes = t->client ? (t->invite ? t->ack : NULL) : (t->invite ? NULL : t->out);
+	size_t len = !bytes ? 0 : t->client ? t->acklen : t->outlen;
+	sip_wait_dest d = { t->dest.kind, t->dest.addr, t->dest.len, t->dest.conn_id,
+			    t->dest.listener };
+	if (sip_wait_add(t->tx->wait, t->key, t->klen, &d, bytes, len, ms, 0))
+		return -1;
+	if (t->alias)   /* the owner's key for it (a UA's merged-request key) */
+		sip_wait_add(t->tx->wait, t->alias, t->alias_len, &d, NULL, 0, ms, SIP_WAIT_ALIAS);
+	return 0;
+}
+
 /* Start Timer D/I/J/K, or end at once on a reliable transport (duration 0 there). */
 static void wait_then_end(sip_txn *t, unsigned unreliable_ms)
 {
-	if (t->reliable || unreliable_ms == 0) {
+	if (t->reliable || unreliable_ms == 0 || hand_to_wait(t, unreliable_ms) == 0) {
 		sip_txn_terminate(t);
 		return;
 	}
@@ -553,10 +592,16 @@ int sip_txns_response(sip_txns *tx, const sip_msg *res)
 	sip_keybuf k = { kb, 0 };
 	client_key(&k, res->branch, res->cseq_method);
 	sip_txn *t = sip_map_get(&tx->client, k.p, k.n);
-	if (!t)
-		return 0;
-	client_response(t, res);
-	return 1;
+	if (t) {
+		client_response(t, res);
+		return 1;
+	}
+	/* Completed: absorbed; an INVITE's non-2xx final gets its ACK again (§17.1.1.3) */
+	if (sip_wait_match(tx->wait, k.p, k.n, res->status >= 300)) {
+		tx->stats.absorbed++;
+		return 1;
+	}
+	return 0;
 }
 
 int sip_txn_client_cancel(sip_txn *ct, const char **err)
@@ -778,7 +823,12 @@ int sip_txn_server_reply_wire(sip_txn *t, int code, char *buf, size_t len, sip_p
 		t->state = SIP_TXN_ACCEPTED;
 		if (t->proxied) {
 			/* a proxy's 2xx: ACK and retransmissions are end to end; stay Accepted
-			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5) */
+			 * (Timer L) only to absorb INVITE retransmissions (RFC 6026 §8.5): in the
+			 * waiting table (a later 2xx of another branch goes up without it) */
+			if (hand_to_wait(t, t64(tx)) == 0) {
+				sip_txn_terminate(t);
+				return r;
+			}
 			sip_timer_start_fixed(tx->loop, &t->t_timeout, t64(tx), server_timeout_handler, t);
 			return r;
 		}

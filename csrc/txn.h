@@ -14,6 +14,7 @@
 #include "msg.h"
 #include "transport.h"
 #include "uri.h"
+#include "txnwait.h"
 
 /* RFC 3261 §17.1.1.1 defaults, in ms */
 #define SIP_T1_DEFAULT 500
@@ -59,10 +60,17 @@ typedef struct sip_txns {
 	uint64_t next_id;
 	sip_txn_stats stats;
 	int closing;               /* sip_txns_free is ending every transaction: send nothing */
+	sip_wait *wait;            /* transactions that only absorb retransmissions (txnwait.c) */
 } sip_txns;
 
+/* max_waiting: entries of the waiting table (txnwait.h), where transactions that only absorb
+ * retransmissions go (a non-INVITE server Completed, an INVITE server Confirmed or a proxy's
+ * Accepted, a client Completed). */
 int sip_txns_init(sip_txns *tx, sip_loop *loop, sip_transport *tp, unsigned t1, unsigned t2,
-		  unsigned t4, unsigned max, sip_log log);
+		  unsigned t4, unsigned max, unsigned max_waiting, sip_log log);
+/* Is key (a server or client transaction's, or an owner's alias of one) waiting? 1 if so,
+ * and with resend its response (or ACK) went again. */
+int sip_txns_wait_match(sip_txns *tx, const char *key, size_t klen, int resend);
 /* Ends every transaction (their terminated handlers are called) and frees the tables. */
 void sip_txns_free(sip_txns *tx);
 /* A fresh id from the counter transactions are numbered by (other objects may share it). */
@@ -85,7 +93,8 @@ void sip_txns_fail_dest(sip_txns *tx, sip_tp_kind kind, const struct sockaddr_st
 sip_txn *sip_txn_client_new(sip_txns *tx, sip_pl branch, sip_pl method, int invite,
 			    const sip_dest *d, char *buf, size_t len, char *udp_form,
 			    size_t udp_len, const sip_txn_user *u, void *arg, const char **err);
-/* A response received: to its client transaction. 1 when one took it, 0 when none matches. */
+/* A response received: to its client transaction, or absorbed by a waiting one. 1 when one
+ * took it, 0 when none matches. */
 int sip_txns_response(sip_txns *tx, const sip_msg *res);
 /* CANCEL the INVITE of client transaction ct (§9.1): sent once a provisional came; a CANCEL
  * of its own transaction, whose responses nobody hears. Without a final response 64*T1

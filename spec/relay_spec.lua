@@ -527,6 +527,52 @@ describe("req:relay (the proxy core)", function()
     c.close()
   end)
 
+  it("forwards both forks' 2xx and absorbs the INVITE retransmission while Accepted waits",
+    function()
+      local s1, s2 = helper.udp_peer(), helper.udp_peer()   -- two UASes that both answer 200
+      route(function() return { "sip:bob@127.0.0.1:" .. s1.port, "sip:bob@127.0.0.1:" .. s2.port } end)
+      local c = helper.udp_peer()
+      local inv = table.concat({
+        "INVITE sip:bob@example.com SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:" .. c.port .. ";branch=z9hG4bKforked1",
+        "Max-Forwards: 70", "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>",
+        "Call-ID: forked-2xx@test", "CSeq: 1 INVITE", "Contact: <sip:alice@127.0.0.1:" .. c.port .. ">",
+        "Content-Length: 0", "", "" }, "\r\n")
+      c.send(inv, proxy)
+      assert.truthy(run_until(function()
+        s1.poll(); s2.poll()
+        return s1.inbox[1] and s2.inbox[1]
+      end))
+      local function ok_for(s, tag)
+        local vias = {}
+        for v in s.inbox[1].raw:gmatch("\r\nVia: ([^\r]+)") do vias[#vias + 1] = "Via: " .. v end
+        return table.concat({ "SIP/2.0 200 OK", table.concat(vias, "\r\n"),
+          "From: <sip:alice@example.com>;tag=a1", "To: <sip:bob@example.com>;tag=" .. tag,
+          "Call-ID: forked-2xx@test", "CSeq: 1 INVITE", "Contact: <sip:bob@127.0.0.1:" .. s.port .. ">",
+          "Content-Length: 0", "", "" }, "\r\n")
+      end
+      s1.send(ok_for(s1, "b1"), proxy)
+      helper.run_for(0.05)
+      -- Accepted: only in the waiting table now
+      assert.equal(0, proxy:stats().server_transactions)
+      assert.equal(1, proxy:stats().waiting_transactions)
+      s2.send(ok_for(s2, "b2"), proxy)
+      c.send(inv, proxy)   -- a retransmission of the INVITE: absorbed, relayed nowhere
+      local oks
+      assert.truthy(run_until(function()
+        c.poll()
+        oks = c.find(function(m) return m.status == 200 end)
+        return #oks == 2
+      end, 3))
+      assert.same({ "b1", "b2" }, { oks[1].msg.to_tag, oks[2].msg.to_tag })
+      helper.run_for(0.1)
+      s1.poll(); s2.poll()
+      assert.equal(1, #s1.inbox)
+      assert.equal(1, #s2.inbox)
+      assert.is_true(proxy:stats().absorbed >= 1)
+      s1.close(); s2.close(); c.close()
+    end)
+
   it("req:validate() answers §16.3 once, finding its endpoint from the request itself", function()
     local b = callee(function(req) req:reply(200) end)
     local seen = {}

@@ -310,7 +310,8 @@ describe("luasip serve security", function()
     it("holds 10000 REGISTER guesses from one source to 403 and its rate, serving others", function()
       srv.stop()
       srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, domain = "localhost",
-        users = USERS, quiet = true, rate_limit = 500, rate_burst = 1000 })
+        users = USERS, quiet = true, rate_limit = 500, rate_burst = 1000,
+        rate_exempt = {} })   -- loopback passes the rate limit by default
       host, port = srv.ep:address("udp"):match("^(.*):(%d+)$")
       port = tonumber(port)
       local first = send(attacker, { method = "REGISTER", uri = "sip:localhost",

@@ -168,9 +168,14 @@ describe("transactions", function()
       run_for(0.02, p.poll)
       assert.equal(200, res.status)
       assert.equal(1, ep:stats().absorbed)
-      assert.equal(1, ep:stats().client_transactions)
-      run_for((T4 + 30) / 1000, p.poll)
+      -- Completed: only a key in the waiting table, no live transaction
       assert.equal(0, ep:stats().client_transactions)
+      assert.equal(1, ep:stats().waiting_transactions)
+      p.reply(p.inbox[1], 200)
+      run_for(0.02, p.poll)
+      assert.equal(2, ep:stats().absorbed)
+      run_for((T4 + 130) / 1000, p.poll)   -- Timer K may end up to 100 ms late (batched)
+      assert.equal(0, ep:stats().waiting_transactions)
     end)
 
     it("hands provisional responses to on_progress", function()
@@ -358,9 +363,45 @@ describe("transactions", function()
       ep:on("MESSAGE", function(req) req:reply(200) end)
       p.send(raw_request("MESSAGE", p, ep), ep)
       run_until(function() return #p.inbox == 1 end, 1, p.poll)
-      assert.equal(1, ep:stats().server_transactions)
-      run_for((64 * T1 + 50) / 1000, p.poll)
       assert.equal(0, ep:stats().server_transactions)
+      assert.equal(1, ep:stats().waiting_transactions)
+      run_for((64 * T1 + 130) / 1000, p.poll)   -- up to 100 ms late: expiries are batched
+      assert.equal(0, ep:stats().waiting_transactions)
+    end)
+
+    -- Completed keeps only the key, where to resend and the response (txnwait.c)
+    it("in its waiting state resends the same final response late in Timer J", function()
+      local calls = 0
+      ep:on("MESSAGE", function(req) calls = calls + 1; req:reply(202) end)
+      local m = raw_request("MESSAGE", p, ep)
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 1 end, 1, p.poll)
+      assert.equal(1, ep:stats().waiting_transactions)
+      run_for((64 * T1 - 3 * T1) / 1000, p.poll)   -- 61*T1: 30.5 s at the default T1
+      p.send(m, ep)
+      run_until(function() return #p.inbox == 2 end, 1, p.poll)
+      assert.equal(1, calls)
+      assert.equal(2, p.count(status_is(202)))
+      assert.equal(p.inbox[1].raw, p.inbox[2].raw)
+      assert.equal(1, ep:stats().absorbed)
+    end)
+
+    it("keeps a waiting transaction in under 200 bytes besides its response", function()
+      ep:on("MESSAGE", function(req) req:reply(200) end)
+      local n = 200
+      for i = 1, n do   -- in tens, so that none queues long enough to be shed (overload_ms)
+        p.send(raw_request("MESSAGE", p, ep, { call_id = "w" .. i .. "@x", cseq = i }), ep)
+        if i % 10 == 0 then run_until(function() return #p.inbox == i end, 5, p.poll) end
+      end
+      local st = ep:stats()
+      assert.equal(n, st.waiting_transactions)
+      assert.equal(0, st.server_transactions)
+      -- the responses are kept whole: their bytes are the same as those sent
+      local sent = 0
+      for _, item in ipairs(p.inbox) do sent = sent + #item.raw end
+      assert.equal(sent, st.waiting_resend_bytes)
+      assert.is_true(st.waiting_bytes / n <= 200,
+        string.format("%.0f bytes per waiting transaction", st.waiting_bytes / n))
     end)
 
     it("answers statelessly when asked", function()
@@ -416,6 +457,23 @@ describe("transactions", function()
       assert.equal(0, of(482, "z9hG4bKpath1"))
       assert.equal(1, ep:stats().merged)
       assert.equal(1, calls)
+    end)
+
+    it("knows a copy that comes after the first was answered (waiting in Completed)", function()
+      local calls = 0
+      ep:on("MESSAGE", function(req) calls = calls + 1; req:reply(200) end)
+      local function message(branch)
+        return assert(sip.request { method = "MESSAGE", uri = ep:uri("svc"),
+          from = "<sip:peer@127.0.0.1:" .. p.port .. ">;tag=merge2", call_id = "merge-2@test",
+          cseq = 3, via = "SIP/2.0/UDP 127.0.0.1:" .. p.port .. ";branch=" .. branch })
+      end
+      p.send(message("z9hG4bKlate1"), ep)
+      run_until(function() return p.count(status_is(200)) == 1 end, 1, p.poll)
+      assert.equal(1, ep:stats().waiting_transactions)
+      p.send(message("z9hG4bKlate2"), ep)
+      run_until(function() return p.count(status_is(482)) == 1 end, 1, p.poll)
+      assert.equal(1, calls)
+      assert.equal(1, ep:stats().merged)
     end)
 
     it("does not look for them in a proxy, to which a spiral is such a copy", function()
@@ -551,9 +609,11 @@ describe("transactions", function()
       end)
     end
     run_until(function() return done == 20 end, 3)
-    run_for((64 * T1 + T4 + 100) / 1000)
+    run_for((64 * T1 + T4 + 200) / 1000)   -- + up to 100 ms: their expiries are batched
     assert.equal(0, ep:stats().server_transactions)
     assert.equal(0, other:stats().client_transactions)
+    assert.equal(0, ep:stats().waiting_transactions)
+    assert.equal(0, other:stats().waiting_transactions)
     other:close()
   end)
 end)

@@ -708,10 +708,10 @@ describe("luasip serve under a flood", function()
     return count, codes
   end
 
-  it("limits 2000 requests/s per source IP with a burst of 4000 by default", function()
+  it("limits 200 requests/s per source IP with a burst of 400 by default", function()
     local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true, quiet = true })
-    assert.equal(2000, srv.limiter.rate)
-    assert.equal(4000, srv.limiter.burst)
+    assert.equal(200, srv.limiter.rate)
+    assert.equal(400, srv.limiter.burst)
     srv.stop()
     local off = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true, quiet = true,
       rate_limit = 0 })
@@ -723,7 +723,7 @@ describe("luasip serve under a flood", function()
     function()
       local lines = {}
       local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true, quiet = true,
-        rate_limit = 20, rate_burst = 20,
+        rate_limit = 20, rate_burst = 20, rate_exempt = {},   -- loopback is exempt by default
         log = function(fmt, ...) lines[#lines + 1] = fmt:format(...) end })
       local flood = udp_peer("127.0.0.1")
       local count, raw = register_flood(srv, flood, 300)
@@ -757,7 +757,7 @@ describe("luasip serve under a flood", function()
     local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
     local seen, reports = 0, {}
     ep:on("OPTIONS", function(req) seen = seen + 1; req:reply(200) end)
-    ep:rate_limit { rate = 1, burst = 2 }
+    ep:rate_limit { rate = 1, burst = 2, exempt = {} }   -- loopback is exempt by default
     function ep.on_rate_limited(ip, rate, retry) reports[#reports + 1] = { ip, rate, retry } end
     local host, port = hostport(ep, "udp")
     local u = udp_peer()
@@ -792,6 +792,38 @@ describe("luasip serve under a flood", function()
     u:close()
     ep:close()
   end)
+
+  it("ep:rate_limit passes trusted address blocks: loopback by default, CIDRs when given",
+    function()
+      local function refused(exempt, from)
+        local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+        ep:on("OPTIONS", function(req) req:reply(200) end)
+        ep:rate_limit { rate = 1, burst = 1, exempt = exempt }
+        local host, port = hostport(ep, "udp")
+        local u = udp_peer(from)
+        for i = 1, 5 do
+          u:sendto(request { peer = u, uri = "sip:" .. host .. ":" .. port, branch = "ex" .. i },
+            host, port)
+        end
+        local got = udp_replies(u, 2, 5)
+        u:close()
+        local n = ep:stats().rate_limited
+        ep:close()
+        assert.equal(5, #got)
+        return n
+      end
+      assert.equal(0, refused(nil, "127.0.0.1"))                   -- loopback, the default
+      assert.equal(0, refused({ "127.0.0.2/31" }, "127.0.0.3"))     -- inside the block
+      assert.equal(4, refused({ "127.0.0.2/31" }, "127.0.0.1"))     -- outside it
+      assert.equal(0, refused({ "10.0.0.0/8", "127.0.0.0/8" }, "127.0.0.5"))
+      assert.equal(0, refused({ "127.9.9.9/8" }, "127.0.0.5"))     -- host bits ignored
+      assert.equal(4, refused({ "::1/128" }, "127.0.0.1"))          -- another family
+      local ep = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      for _, bad in ipairs { "10.0.0.0/33", "nonsense", "::1/129", "/8", "10.0.0.0/x" } do
+        assert.has_error(function() ep:rate_limit { rate = 1, exempt = { bad } } end)
+      end
+      ep:close()
+    end)
 
   it("does not take a forged top Via naming the proxy as a spiral (auth still asked)", function()
     local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, quiet = true,

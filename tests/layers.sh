@@ -14,7 +14,7 @@ layers='
 0 chars map rand frame ratelimit loop log tls ws
 1 transport uri auth msrp stream redis
 2 msg dest dns
-3 build capture
+3 build capture txnwait
 4 txn
 5 endpoint
 6 proxy dialog

@@ -12,7 +12,7 @@ usage:
                    GET / there is the chat page) [--web DIR]   (serve that page folder)
                [--no-auth] [--quiet] [--t1 MS] [--algorithms MD5 | SHA-256,MD5]
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
-               [--max-transactions N]
+               [--max-transactions N] [--overload-ms MS]   (shed past this queueing; 0: off)
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
                [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
@@ -135,17 +135,18 @@ local function log_line(quiet)
   end
 end
 
--- Requests per second per source IP, and the burst a source may spend at once. A phone stays
--- far below it; a trunk or another proxy carries many users from one address (the bench's
--- sipp sends 1000 MESSAGE/s), so the default is a ceiling for floods, not a per-user quota:
--- `--rate-limit 50` suits a server facing phones only.
-local RATE_DEFAULT = 2000
+-- Requests per second per source IP, and the burst a source may spend at once, for a public
+-- edge: a phone sends a few a minute, an office of 100 phones behind one NAT address a few a
+-- second at its busiest. A trunk, an SBC or another proxy carries everyone's requests from one
+-- address: trust it (its addresses exempt, loopback by default) rather than raise this.
+local RATE_DEFAULT = 200
 local BURST_PER_RATE = 2
 
 --- cli.server(opts) -> server: the `serve` job, usable in-process (specs) or from the CLI.
 -- opts: listen = {...}, domain =, users = table | nil, no_auth = bool, quiet = bool, t1 =,
 -- rate_limit = requests/s per source IP (0 or false: off), rate_burst =, log = fn(fmt, ...),
--- trust = { CIDR, ... } (peers that relay anywhere without credentials; sip.policy),
+-- trust = { CIDR, ... } (peers that relay anywhere without credentials, sip.policy, and
+-- pass the rate limit, as loopback does), rate_exempt = { CIDR, ... } (instead of those),
 -- store = a sip.store or its name ("memory", "sqlite:FILE", "redis://..."; default memory)
 function cli.server(opts)
   local store, serr = opts.store or "memory", nil
@@ -185,7 +186,8 @@ function cli.server(opts)
     end
   end
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
-    max_transactions = opts.max_transactions, dns = cli.dns_opts(opts.dns), log = core_log,
+    max_transactions = opts.max_transactions, overload_ms = opts.overload_ms,
+    dns = cli.dns_opts(opts.dns), log = core_log,
     reuse_port = opts.reuse_port }
   if not ep then
     return nil, err
@@ -309,7 +311,15 @@ function cli.server(opts)
     rate = RATE_DEFAULT
   end
   if rate and rate > 0 then
-    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE }
+    -- exempt: loopback and the --trust blocks (opts.rate_exempt instead, for specs)
+    local exempt = opts.rate_exempt
+    if not exempt then
+      exempt = { "127.0.0.0/8", "::1/128" }
+      for _, c in ipairs(opts.trust or {}) do
+        exempt[#exempt + 1] = c
+      end
+    end
+    limiter = { rate = rate, burst = opts.rate_burst or rate * BURST_PER_RATE, exempt = exempt }
     ep:rate_limit(limiter)
     function ep.on_rate_limited(ip, r, retry)
       log("rate limit: %s over %g requests/s, answering 503 (Retry-After %d)", ip, r, retry)
@@ -478,7 +488,8 @@ local function serve(argv)
   local opts, pos = parse_args(argv, set { "no_auth", "quiet", "debug", "no_huge_pages" },
     set { "listen", "web", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
       "rate_burst", "trust", "dns", "cert", "key", "ca", "script", "control", "metrics",
-      "capture", "hep", "log_format", "store", "workers", "worker" })
+      "capture", "hep", "log_format", "store", "workers", "worker",
+      "overload_ms" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -512,6 +523,13 @@ local function serve(argv)
     opts.users = users
   elseif not opts.no_auth then
     io.stderr:write("luasip: no --users file: every request would be refused (use --no-auth)\n")
+  end
+  if opts.overload_ms then
+    opts.overload_ms = whole(opts.overload_ms, 0, 2 ^ 31 - 1)
+    if not opts.overload_ms then
+      io.stderr:write("luasip: --overload-ms wants a whole number of ms (0: off)\n", USAGE)
+      return 2
+    end
   end
   for _, k in ipairs { "rate_limit", "rate_burst" } do
     if opts[k] then

@@ -149,7 +149,8 @@ local function new(opts)
   end
   local config = {
     t1 = opts.t1, t2 = opts.t2, t4 = opts.t4, timer_c = opts.timer_c,
-    max_transactions = opts.max_transactions,
+    max_transactions = opts.max_transactions, max_waiting = opts.max_waiting,
+    overload_ms = opts.overload_ms,
     max_size = opts.max_size, max_headers = opts.max_headers, max_line = opts.max_line,
     max_connections = opts.max_connections, idle_timeout_ms = opts.idle_timeout_ms,
     max_connections_per_ip = opts.max_connections_per_ip,
@@ -326,11 +327,17 @@ function Endpoint:_sync_router()
   end, self, handled, self.relay_in_dialog)
 end
 
---- ep:rate_limit{ rate = N, burst = M, max_sources = K, log_window = seconds } | ep:rate_limit(false)
+-- Sources the limit does not apply to unless told otherwise: this host.
+local RATE_EXEMPT_DEFAULT = { "127.0.0.0/8", "::1/128" }
+
+--- ep:rate_limit{ rate = N, burst = M, max_sources = K, log_window = seconds,
+---   exempt = { "10.0.0.0/8", "2001:db8::/32", ... } } | ep:rate_limit(false)
 -- A token bucket per source IP, kept by the core: a new request (ACK and CANCEL pass) past
 -- it gets 503 with Retry-After before any transaction or Lua code exists for it; requests
 -- this endpoint sent itself (a spiral) are never refused. ep.on_rate_limited(ip, rate,
--- retry) is called on a source's first refusal in each log window (default 10 s).
+-- retry) is called on a source's first refusal in each log window (default 10 s). exempt:
+-- address blocks (CIDR) never limited, trusted peers such as an SBC or another proxy that
+-- send everyone's requests from one address; loopback when not given ({} for none).
 function Endpoint:rate_limit(opts)
   if not opts then
     self.core:set_rate_limit(0)
@@ -341,7 +348,7 @@ function Endpoint:rate_limit(opts)
   local burst = tonumber(opts.burst or rate)
   assert(burst and burst >= 1, "ep:rate_limit: burst must be at least 1")
   self.core:set_rate_limit(rate, burst, opts.max_sources or 10000,
-    math.floor((opts.log_window or 10) * 1000))
+    math.floor((opts.log_window or 10) * 1000), opts.exempt or RATE_EXEMPT_DEFAULT)
   return self
 end
 
@@ -888,8 +895,18 @@ function msg_methods.reply(req, code, reason, opts)
   if ep.closed then
     return nil, "endpoint is closed"
   end
+  local late = code < 200 and "provisional response after a final one"
+    or "a final response was sent already"
+  if req.replied_final then
+    return nil, late   -- its transaction may be gone already (waiting in the core's table)
+  end
   local res = build_response(req, code, reason, opts)
   local ok, err = ep.core:reply(req._txn, res)
+  if not ok and err == "the transaction is gone" then
+    -- a server transaction ends only after a final response (the core's own: a 487 after
+    -- CANCEL, its ACK come) and then waits without it, or relayed statelessly
+    err = late
+  end
   if ok and code >= 200 then
     req.replied_final = true
     ep.requests[req._txn] = nil
