@@ -80,7 +80,6 @@ local function stop(p)
   os.execute("kill -TERM -" .. p.pid .. " 2>/dev/null")
   helper.run_until(function() return not peer.alive(p.pid) end, 3)
   os.execute("kill -KILL -" .. p.pid .. " 2>/dev/null")
-  p.handle:close()
   local out = peer.slurp(p.dir .. "/out") or ""
   peer.clean(p)
   return out

@@ -71,11 +71,14 @@ function peer.start(argv)
     .. "cd %s && export XDG_DATA_HOME=\"$PWD\" && %s >out 2>&1; "
     .. "echo $? >rc.tmp && mv rc.tmp rc"):format(quote(dir), table.concat(words, " "))
   -- setsid: the peer leads its own process group, so a timeout ends it and its children.
-  -- The popen handle keeps it our child: closing the handle reaps it (no zombie left).
-  local handle = assert(io.popen("exec setsid sh -c " .. quote(script)))
+  -- In the background: it is not our child, so no handle of ours waits for it when a spec
+  -- that failed half-way leaves it running (a popen handle's finalizer would block the whole
+  -- run until it ends); init reaps it. Its PID and the rc file tell us the rest.
+  local handle = assert(io.popen("setsid sh -c " .. quote(script) .. " &"))
   local pid = tonumber(handle:read("l"))
+  handle:close()
   assert(pid, "could not start " .. tostring(argv[1]))
-  return { pid = pid, dir = dir, argv = argv, handle = handle }
+  return { pid = pid, dir = dir, argv = argv }
 end
 
 --- peer.alive(pid) -> whether the process runs (a zombie does not)
@@ -107,7 +110,6 @@ function peer.wait(p, seconds)
     end
     os.execute("kill -KILL -" .. p.pid .. " 2>/dev/null")
   end
-  p.handle:close()
   p.output = slurp(p.dir .. "/out") or ""
   if code then return code, p.output end
   return nil, "timeout", p.output

@@ -14,6 +14,7 @@ usage:
                [--trust CIDR]...   (peers that may relay anywhere, without credentials)
                [--max-transactions N] [--overload-ms MS]   (shed past this queueing; 0: off)
                [--rate-limit N] [--rate-burst M]   (requests/s per source IP; 0: off)
+               [--rate-exempt CIDR|none]...   (who skips it; default loopback and --trust)
                [--no-huge-pages]   (keep malloc off transparent huge pages)
                [--dns HOST:PORT]   (the DNS server for RFC 3263; default /etc/resolv.conf)
                [--script FILE]   (a global route(req, serve) decides; SIGHUP reloads it)
@@ -52,7 +53,7 @@ local function parse_args(argv, flags, values)
       if v == nil then
         return nil, "--" .. name .. " needs a value"
       end
-      if key == "listen" or key == "trust" then
+      if key == "listen" or key == "trust" or key == "rate_exempt" then
         opts[key] = opts[key] or {}
         opts[key][#opts[key] + 1] = v
       else
@@ -489,7 +490,7 @@ local function serve(argv)
     set { "listen", "web", "domain", "users", "t1", "algorithms", "max_transactions", "rate_limit",
       "rate_burst", "trust", "dns", "cert", "key", "ca", "script", "control", "metrics",
       "capture", "hep", "log_format", "store", "workers", "worker",
-      "overload_ms" })
+      "overload_ms", "rate_exempt" })
   if opts and #pos > 0 then
     opts, pos = nil, "serve takes no argument " .. pos[1]
   end
@@ -540,6 +541,20 @@ local function serve(argv)
       end
       opts[k] = n
     end
+  end
+  if opts.rate_exempt then
+    local list = {}
+    for _, c in ipairs(opts.rate_exempt) do
+      if c ~= "none" then
+        local ok, cerr = sip.policy.cidr(c)
+        if not ok then
+          io.stderr:write("luasip: --rate-exempt: ", cerr, "\n", USAGE)
+          return 2
+        end
+        list[#list + 1] = c
+      end
+    end
+    opts.rate_exempt = list
   end
   for _, c in ipairs(opts.trust or {}) do
     local ok, cerr = sip.policy.cidr(c)

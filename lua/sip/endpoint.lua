@@ -909,6 +909,7 @@ function msg_methods.reply(req, code, reason, opts)
   end
   if ok and code >= 200 then
     req.replied_final = true
+    req.final_status = code   -- (its transaction may end at once: sip.ops logs this)
     ep.requests[req._txn] = nil
   end
   if ok and code > 100 and req.method == "INVITE" and not req.to_tag then

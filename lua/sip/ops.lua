@@ -100,9 +100,10 @@ function M.log_transactions(route, ep, write)
     local t0 = core.realtime()
     local ok, err = pcall(route, req, ...)
     if req.method ~= "ACK" then
-      local status = 0
+      -- the final sent: the transaction itself may be over (waiting in the core's table)
+      local status = req.final_status or 0
       local txn = req._txn
-      if txn and txn ~= 0 and ep.core then
+      if status == 0 and txn and txn ~= 0 and ep.core then
         local _, st = ep.core:txn_state(txn)
         status = st or 0
       end

@@ -193,6 +193,7 @@ function msg_methods.relay(req, targets, opts)
   local res = sched.await(function(wake) ep.relays[id] = wake end)
   if flags & 4 == 0 or (res and res.status < 300) then
     req.replied_final = true
+    req.final_status = res and res.status   -- what went upstream (sip.ops logs it)
   else
     -- kept, unless a CANCEL from upstream ended the search (its 487 went up)
     local state, last = ep.core:txn_state(req._txn)
