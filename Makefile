@@ -203,6 +203,8 @@ CPPFLAGS_ += $(if $(OPENSSL_INCDIR),-I$(OPENSSL_INCDIR))
 LIBS      += $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR))
 CPPFLAGS_ += $(if $(CARES_INCDIR),-I$(CARES_INCDIR))
 LIBS      += $(if $(CARES_LIBDIR),-L$(CARES_LIBDIR))
+CPPFLAGS_ += $(if $(SQLITE_INCDIR),-I$(SQLITE_INCDIR)) $(if $(HIREDIS_INCDIR),-I$(HIREDIS_INCDIR))
+LIBS      += $(if $(SQLITE_LIBDIR),-L$(SQLITE_LIBDIR)) $(if $(HIREDIS_LIBDIR),-L$(HIREDIS_LIBDIR))
 DEBS      += lua-ldoc lua-discount zip unzip
 
 # `make test` runs these too, after sanitize: a second rule for test adds prerequisites.

@@ -28,13 +28,14 @@ policy; `luasip message|options|register` is a small client on the same stack.
 }
 supported_platforms = { "linux" }   -- epoll
 dependencies = { "lua >= 5.4" }
--- Required libraries. luarocks checks each one and passes its _INCDIR/_LIBDIR to make.
--- A library the code can run without (c-ares: RFC 3263 lookups, hiredis: the Redis store,
--- SQLite: the SQLite store) goes here only if it becomes required; optional ones are found
--- by the Makefile itself (pkg-config), so that the rock builds without them.
+-- Required libraries. luarocks checks each one and passes its _INCDIR/_LIBDIR to make. All
+-- four are linked into sip.core today (Debian: libssl-dev libc-ares-dev libsqlite3-dev
+-- libhiredis-dev); a library the code learns to run without should leave this list.
 external_dependencies = {
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },   -- EVP digests, RAND, TLS
   CARES = { header = "ares.h", library = "cares" },               -- RFC 3263 lookups in the loop
+  SQLITE = { header = "sqlite3.h", library = "sqlite3" },         -- the embedded store
+  HIREDIS = { header = "hiredis/async.h", library = "hiredis" },  -- the Redis store
 }
 build = {
   type = "make",
@@ -46,6 +47,10 @@ build = {
     OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
     CARES_INCDIR = "$(CARES_INCDIR)",
     CARES_LIBDIR = "$(CARES_LIBDIR)",
+    SQLITE_INCDIR = "$(SQLITE_INCDIR)",
+    SQLITE_LIBDIR = "$(SQLITE_LIBDIR)",
+    HIREDIS_INCDIR = "$(HIREDIS_INCDIR)",
+    HIREDIS_LIBDIR = "$(HIREDIS_LIBDIR)",
   },
   install_variables = {
     INST_LIBDIR = "$(LIBDIR)/sip",
