@@ -74,23 +74,18 @@ struct sip_dns *lsip_check_dns(lua_State *L, int idx);
 
 void lsip_open_ops(lua_State *L);
 
-/* For lsip_ops.c: the loop of this Lua state (created on first use) and the thread stepping
- * it, which callbacks run on; the core endpoint of endpoint object idx, NULL when it is
- * closed or not one. */
-struct sip_loop;
+/* For lsip_ops.c: the core endpoint of endpoint object idx, NULL when it is closed or not
+ * one. */
 struct sip_endpoint;
-struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping);
 struct sip_endpoint *lsip_endpoint(lua_State *L, int idx);
 void lsip_open_sqlite(lua_State *L);
 void lsip_open_redis(lua_State *L);
 void lsip_open_proc(lua_State *L);
 
 /* The event loop of this Lua state (made on first use), for binding files whose C callbacks
- * run on it: its core loop, and the thread stepping it (the one to call Lua on from them). */
-typedef struct lsip_loop lsip_loop;
+ * run on it: lp->loop is its core loop, lp->L the thread stepping it (the one to call Lua on
+ * from them). */
 lsip_loop *lsip_loop_of(lua_State *L);
-struct sip_loop *lsip_loop_core(lsip_loop *lp);
-lua_State *lsip_loop_thread(lsip_loop *lp);
 
 /* Push a new, empty message userdata (no header slots, three user values); the caller
  * parses into the returned sip_msg. Its __gc calls sip_msg_free. */

@@ -71,33 +71,14 @@ static lsip_loop *check_loop(lua_State *L, int i)
 	return lsip_check_loop(L, i);
 }
 
-struct sip_loop *lsip_state_loop(lua_State *L, lua_State ***stepping)
-{
-	l_loop(L);
-	lsip_loop *lp = lua_touserdata(L, -1);
-	lua_pop(L, 1);   /* the registry keeps it */
-	if (!lp->stepping)
-		lp->L = L;
-	*stepping = &lp->L;
-	return lp->loop;
-}
-
 lsip_loop *lsip_loop_of(lua_State *L)
 {
 	l_loop(L);
 	lsip_loop *lp = check_loop(L, -1);
-	lua_pop(L, 1);
+	lua_pop(L, 1);   /* the registry keeps it */
+	if (!lp->stepping)
+		lp->L = L;
 	return lp;
-}
-
-struct sip_loop *lsip_loop_core(lsip_loop *lp)
-{
-	return lp->loop;
-}
-
-lua_State *lsip_loop_thread(lsip_loop *lp)
-{
-	return lp->L;
 }
 
 /* loop:step(timeout_ms) -> callbacks run. -1 waits for the next event. */

@@ -100,8 +100,9 @@ static int fd_watch(lua_State *L)
 	lsip_fd *f = check_fd(L, 1);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	uint32_t ev = EPOLLIN | (lua_toboolean(L, 3) ? EPOLLOUT : 0);
-	lua_State **stepping;
-	sip_loop *loop = lsip_state_loop(L, &stepping);
+	lsip_loop *lp = lsip_loop_of(L);
+	sip_loop *loop = lp->loop;
+	lua_State **stepping = &lp->L;
 	if (f->ref != LUA_NOREF)
 		luaL_unref(L, LUA_REGISTRYINDEX, f->ref);
 	lua_createtable(L, 2, 0);

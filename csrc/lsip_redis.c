@@ -50,7 +50,7 @@ static void on_reply(void *arg, const redisReply *reply, const char *err)
 {
 	lsip_redis_call *call = arg;
 	lsip_redis *r = call->r;
-	lua_State *L = r->closing ? r->closing : lsip_loop_thread(r->lp);
+	lua_State *L = r->closing ? r->closing : r->lp->L;
 	int ref = call->ref;
 	free(call);
 	if (!L)
@@ -93,7 +93,7 @@ static int l_redis(lua_State *L)
 	memset(r, 0, sizeof *r);
 	r->lp = lp;
 	luaL_setmetatable(L, LSIP_REDIS_MT);
-	r->c = sip_redis_new(lsip_loop_core(lp), host, port, db);
+	r->c = sip_redis_new(lp->loop, host, port, db);
 	if (!r->c)
 		return luaL_error(L, "redis: cannot make a client for %s", host);
 	return 1;
