@@ -342,6 +342,16 @@ static int l_realtime(lua_State *L)
 	return 1;
 }
 
+/* core.monotime() -> seconds on the monotonic clock, with the nanoseconds (durations: a
+ * store call's latency) */
+static int l_monotime(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
 /* --- capture ------------------------------------------------------------------------ */
 
 static lsip_capture *check_capture(lua_State *L, int i)
@@ -499,6 +509,7 @@ void lsip_open_ops(lua_State *L)
 	static const luaL_Reg fns[] = {
 		{ "signals", l_signals }, { "listen_unix", l_listen_unix },
 		{ "listen_tcp", l_listen_tcp }, { "connect_unix", l_connect_unix },
+		{ "monotime", l_monotime },
 		{ "capture", l_capture }, { "realtime", l_realtime }, { NULL, NULL },
 	};
 	luaL_setfuncs(L, fns, 0);

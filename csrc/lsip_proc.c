@@ -21,10 +21,11 @@ static void watched(sigset_t *s)
 	sigemptyset(s);
 	sigaddset(s, SIGINT);
 	sigaddset(s, SIGTERM);
+	sigaddset(s, SIGHUP);
 	sigaddset(s, SIGCHLD);
 }
 
-/* core.proc_block(): SIGINT, SIGTERM and SIGCHLD wait for proc_wait instead of acting; call
+/* core.proc_block(): SIGINT, SIGTERM, SIGHUP and SIGCHLD wait for proc_wait instead of acting; call
  * it before the first proc_spawn, so that no exit goes unseen */
 static int l_block(lua_State *L)
 {

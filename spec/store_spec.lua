@@ -13,6 +13,10 @@ local backends = {
     return assert(store.open("sqlite:" .. tmp .. "/s" .. math.random(1e9) .. ".db"))
   end },
 }
+-- serve times every store call (store.timed): the wrapped store must behave as the store
+backends[#backends + 1] = { name = "sqlite, timed", open = function()
+  return store.timed(assert(store.open("sqlite:" .. tmp .. "/t" .. math.random(1e9) .. ".db")))
+end }
 local redis
 if redis_server.available() then
   backends[#backends + 1] = { name = "redis", open = function()
@@ -269,6 +273,44 @@ describe("sip.store SQLite file", function()
     local s, err = store.open("sqlite:" .. path)
     assert.is_nil(s)
     assert.truthy(err:find("readonly", 1, true), err)
+  end)
+end)
+
+describe("sip.store.timed", function()
+  it("counts each call by method, its time in a bucket, and the calls that failed", function()
+    local inner = store.memory()
+    local fail = false
+    local get = inner.get
+    inner.get = function(self, aor)
+      if fail then
+        return nil, "down"
+      end
+      return get(self, aor)
+    end
+    local s = store.timed(inner)
+    assert.truthy(s:put("sip:a@x", { uri = "sip:a@1.2.3.4", key = "k", q = 1,
+      expires_at = os.time() + 60 }))
+    assert.equal(1, #s:get("sip:a@x"))
+    fail = true
+    local r, err = s:get("sip:a@x")
+    assert.is_nil(r)
+    assert.equal("down", err)
+    local g = s.latency.get
+    assert.equal(2, g.count)
+    assert.equal(1, g.failed)
+    assert.equal(1, s.latency.put.count)
+    assert.equal(0, s.latency.delete.count)
+    local n = 0
+    for _, c in ipairs(g.buckets) do
+      n = n + c
+    end
+    assert.equal(2, n)
+    assert.equal(#store.LATENCY_BUCKETS + 1, #g.buckets)
+    assert.truthy(g.sum >= 0 and g.sum < 1)
+    -- fields reach the store underneath
+    s.shared = true
+    assert.is_true(inner.shared)
+    assert.equal("memory", s.kind)
   end)
 end)
 

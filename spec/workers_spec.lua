@@ -163,3 +163,160 @@ describe("luasip serve --workers 2", function()
     end)
   end
 end)
+
+-- One /metrics, one `luasip ctl` for all the workers: worker 1 holds serve's control socket
+-- and metrics address, and asks the others over sockets of their own (PATH.wI).
+describe("luasip serve --workers 2 with --metrics, --control, --script, --capture", function()
+  local socket = require "socket"
+  local tmp, p, port, mport, ctl_path, script
+
+  local function free_tcp_port()
+    local t = assert(socket.tcp())
+    assert(t:bind("127.0.0.1", 0))
+    local _, tport = t:getsockname()
+    t:close()
+    return tonumber(tport)
+  end
+
+  local function write(path, text)
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+  end
+
+  local function scrape()
+    local c = assert(socket.tcp())
+    c:settimeout(5)
+    assert(c:connect("127.0.0.1", mport))
+    c:send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    local text = c:receive("*a")
+    c:close()
+    return text:match("^HTTP/1%.1 (%d+)"), text:match("\r\n\r\n(.*)$")
+  end
+
+  -- the samples of a metric name with labels matching `labels` (a Lua pattern), by worker
+  local function samples(text, name, labels)
+    local out = {}
+    for w, rest, v in text:gmatch("\n" .. name .. '{worker="(%d+)"([^}]*)} (%d+)') do
+      if rest:find(labels or "") then
+        out[tonumber(w)] = (out[tonumber(w)] or 0) + tonumber(v)
+      end
+    end
+    return out
+  end
+
+  local function ctl(...)
+    local code, out, more = peer.run({ "lua5.4", peer.path("bin/luasip"), "ctl", "--control",
+      ctl_path, ... }, 10)
+    return code, code and out or more
+  end
+
+  local function stats()
+    local code, out = ctl("stats")
+    assert.equal(0, code, out)
+    local s = {}
+    for k, v in out:gmatch("([%w_]+) (%S+)") do
+      s[k] = tonumber(v) or v
+    end
+    return s
+  end
+
+  before_each(function()
+    tmp = peer.sh("mktemp -d"):match("^%s*(.-)%s*$")
+    port, mport = peer.free_udp_port(), free_tcp_port()
+    ctl_path, script = tmp .. "/serve.ctl", tmp .. "/route.lua"
+    write(script, "function route(req, serve) return serve.default(req) end\n")
+    p = peer.start { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
+      "udp:127.0.0.1:" .. port, "--domain", "localhost", "--no-auth", "--no-huge-pages",
+      "--quiet", "--store", "sqlite:" .. tmp .. "/w.db", "--workers", "2",
+      "--metrics", "127.0.0.1:" .. mport, "--control", ctl_path, "--script", script,
+      "--capture", tmp .. "/sip.pcap" }
+    local probe = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+    assert.truthy(helper.run_until(function()
+      local res = probe:options("sip:127.0.0.1:" .. port, { timeout = 0.2 })
+      return res and res.status == 200 and peer.sh("ls " .. tmp):find("serve.ctl.w2") ~= nil
+    end, 8), peer.slurp(p.dir .. "/out"))
+    probe:close()
+  end)
+  after_each(function()
+    os.execute("kill -TERM -" .. p.pid .. " 2>/dev/null")
+    peer.wait(p, 3)
+    peer.clean(p)
+    os.execute("rm -rf '" .. tmp .. "'")
+  end)
+
+  it("reports every worker in one scrape and one ctl stats, and reloads them all", function()
+    local eps, ok = {}, 0
+    for i = 1, N_SOURCES do
+      local e = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      e:on("MESSAGE", function(req) req:reply(200) end)   -- the echo bot's answer
+      eps[i] = e
+      sip.spawn(function()
+        local res = e:message("sip:echo@localhost", "m" .. i,
+          { target = "sip:127.0.0.1:" .. port, from = "sip:u" .. i .. "@localhost" })
+        if res and res.status == 200 then
+          ok = ok + 1
+        end
+      end)
+    end
+    assert.truthy(helper.run_until(function() return ok == N_SOURCES end, 10))
+
+    local status, text = scrape()
+    assert.equal("200", status)
+    -- each worker's own counts, labelled; together, every MESSAGE once
+    local got = samples(text, "luasip_requests_received_total", 'method="MESSAGE"')
+    assert.truthy(got[1] and got[1] > 0 and got[2] and got[2] > 0, text)
+    assert.equal(N_SOURCES, got[1] + got[2])
+    assert.truthy(text:find('\nluasip_worker_up{worker="1"} 1\n', 1, true))
+    assert.truthy(text:find('\nluasip_worker_up{worker="2"} 1\n', 1, true))
+    -- the store's calls, timed in each worker (the shared rr key at start, the least)
+    local calls = samples(text, "luasip_store_latency_seconds_count", 'method="setnx"')
+    assert.truthy(calls[1] >= 1 and calls[2] >= 1, text)
+    -- the store's own figures once, not once per worker
+    assert.truthy(text:find("\nluasip_registrations 0\n", 1, true), text)
+    if peer.have("promtool") then
+      write(tmp .. "/metrics.txt", text)
+      local check = peer.sh("promtool check metrics < " .. tmp .. "/metrics.txt 2>&1; echo rc=$?")
+      assert.truthy(check:find("rc=0", 1, true), check)
+    end
+
+    local s = stats()
+    assert.equal(2, s.workers)
+    assert.equal(2, s.workers_answering)
+    assert.equal(2, s.script_loads)   -- one load in each
+    assert.truthy(s.requests_in >= N_SOURCES)
+
+    local code, out = ctl("reload")
+    assert.equal(0, code, out)
+    assert.truthy(out:find("in 2 workers", 1, true), out)
+    assert.equal(4, stats().script_loads)
+
+    -- SIGHUP to the master reaches every worker
+    local master = tonumber(peer.sh("pgrep -P " .. p.pid):match("%d+"))
+    os.execute("kill -HUP " .. master)
+    assert.truthy(helper.run_until(function() return stats().script_loads == 6 end, 5))
+
+    -- a broken script: each worker says so, each keeps the old one
+    write(script, "function route(req, serve\n")
+    code, out = ctl("reload")
+    assert.equal(1, code)
+    assert.truthy(out:find("worker 1:", 1, true) and out:find("worker 2:", 1, true), out)
+    s = stats()
+    assert.equal(2, s.script_load_failures)
+    local res = eps[1]:message("sip:echo@localhost", "still routed",
+      { target = "sip:127.0.0.1:" .. port, from = "sip:u1@localhost" })
+    assert.equal(200, res.status)
+
+    -- a capture file for each worker
+    assert.truthy(helper.run_until(function()
+      local a, b = io.open(tmp .. "/sip-w1.pcap"), io.open(tmp .. "/sip-w2.pcap")
+      local sizes = { a and a:seek("end") or 0, b and b:seek("end") or 0 }
+      if a then a:close() end
+      if b then b:close() end
+      return sizes[1] > 24 and sizes[2] > 24   -- more than the pcap header
+    end, 5))
+    for _, e in ipairs(eps) do
+      e:close()
+    end
+  end)
+end)

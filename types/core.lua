@@ -118,6 +118,10 @@ function core.connect_unix(path, timeout_ms) end
 ---@return number
 function core.realtime() end
 
+---Seconds on the monotonic clock, with nanoseconds (for durations).
+---@return number
+function core.monotime() end
+
 ---Every SIP message of an endpoint's transport, counted, and written as pcap or HEPv3.
 ---@class sip.core.Capture
 local Capture = {}

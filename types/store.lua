@@ -4,6 +4,7 @@
 -- users who are offline; sip.workers: `serve --workers N`.
 
 ---@class sip.store
+---@field LATENCY_BUCKETS number[] upper bounds (seconds) of store.timed's latency buckets
 local store = {}
 
 ---A store by name: "memory", "sqlite:FILE", "redis://HOST:PORT[/DB]".
@@ -26,6 +27,12 @@ function store.shared_keys(s) end
 ---The file `serve` keeps its state in when given no --store.
 ---@return string
 function store.default_path() end
+
+---The store with each call timed by method into `.latency` ({ [method] = { count, sum, failed,
+---buckets } }, buckets per store.LATENCY_BUCKETS plus one past the last).
+---@param s table
+---@return table
+function store.timed(s) end
 
 ---JSON text of a table (what backends keep).
 ---@param t table
@@ -76,7 +83,14 @@ local workers = {}
 ---@return integer exit_code
 function workers.master(n, opts) end
 
----The serve options of a worker (`--worker I@MASTER`).
+---The control socket of worker i alone, beside serve's at path (worker 1 asks the others
+---there for `stats`, `reload` and their /metrics).
+---@param path string
+---@param i integer
+---@return string
+function workers.control_path(path, i) end
+
+---The serve options of a worker (`--worker I@MASTER/N`).
 ---@param opts table
 ---@return true|nil ok
 ---@return string? reason

@@ -157,6 +157,8 @@ function cli.server(opts)
       return nil, serr
     end
   end
+  -- every store call timed (luasip_store_latency_seconds in /metrics)
+  store = sip.store.timed(store)
   local ops = require "sip.ops"
   local json_write
   if opts.log_format == "json" and not opts.log then

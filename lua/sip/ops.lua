@@ -124,7 +124,8 @@ end
 -- Streams: a request in, an answer out, closed ------------------------------------------
 
 -- Serve one-shot requests on listener: answer(bytes so far, at_eof) -> the bytes to send back
--- and close, or nil while the request is incomplete. Returns { close = fn }.
+-- and close, or nil while the request is incomplete, or a function that makes those bytes in
+-- a coroutine of its own (it may wait: a store, the other workers). Returns { close = fn }.
 local function stream_server(listener, answer)
   local conns = {}
   local function accept_all(l)
@@ -144,7 +145,19 @@ local function stream_server(listener, answer)
       end
       conns[c] = true
       timer = sched.loop:timer(CONN_TIMEOUT_MS, close)
-      local function io(_, _)
+      local io
+      local function later(fn)
+        out = ""   -- nothing to write until fn is done
+        c:unwatch()
+        sched.spawn(function()
+          local ok, bytes = pcall(fn)
+          if conns[c] then
+            out = ok and bytes or "ERR " .. one_line(bytes) .. "\n"
+            c:watch(io, true)
+          end
+        end)
+      end
+      io = function(_, _)
         if not out then
           while not out do
             local d, err = c:read()
@@ -165,6 +178,9 @@ local function stream_server(listener, answer)
                 return close()
               end
               out = answer(buf, false)
+            end
+            if type(out) == "function" then
+              return later(out)
             end
           end
         end
@@ -231,6 +247,15 @@ function M.snapshot(srv)
   s.script_loads = srv.script and srv.script.loads or 0
   s.script_load_failures = srv.script and srv.script.failed or 0
   s.uptime_seconds = os.time() - (srv.started or os.time())
+  local lat = srv.store and srv.store.latency
+  if lat then
+    local n, sum, failed = 0, 0, 0
+    for _, l in pairs(lat) do
+      n, sum, failed = n + l.count, sum + l.sum, failed + l.failed
+    end
+    s.store_calls, s.store_failures = n, failed
+    s.store_latency_ms_avg = n > 0 and math.floor(sum / n * 1e6 + 0.5) / 1e3 or 0
+  end
   return s
 end
 
@@ -246,7 +271,9 @@ function M.metrics_text(srv)
     out[#out + 1] = "# HELP luasip_" .. name .. " " .. help
     out[#out + 1] = "# TYPE luasip_" .. name .. " " .. kind
     for _, smp in ipairs(samples) do
-      out[#out + 1] = "luasip_" .. name .. (smp[1] or "") .. " " .. string.format("%d", smp[2])
+      local v = smp[2]
+      out[#out + 1] = "luasip_" .. name .. (smp[1] or "") .. " " ..
+        (v == math.floor(v) and string.format("%d", v) or string.format("%.9g", v))
     end
   end
   local cap = srv.capture and srv.capture:stats()
@@ -293,8 +320,35 @@ function M.metrics_text(srv)
   metric("script_loads_total", "counter", "Times the --script was loaded", { { nil, s.script_loads } })
   metric("script_load_failures_total", "counter", "Reloads of the --script that failed",
     { { nil, s.script_load_failures } })
+  local lat = srv.store and srv.store.latency
+  if lat then
+    local methods, buckets, failed = {}, {}, {}
+    for m in pairs(lat) do
+      if lat[m].count > 0 then
+        methods[#methods + 1] = m
+      end
+    end
+    table.sort(methods)
+    local bounds = sip.store.LATENCY_BUCKETS
+    for _, m in ipairs(methods) do
+      local l, acc = lat[m], 0
+      for i = 1, #bounds + 1 do
+        acc = acc + l.buckets[i]
+        buckets[#buckets + 1] = { ('_bucket{method="%s",le="%s"}'):format(m,
+          bounds[i] and string.format("%g", bounds[i]) or "+Inf"), acc }
+      end
+      buckets[#buckets + 1] = { '_sum{method="' .. m .. '"}', l.sum }
+      buckets[#buckets + 1] = { '_count{method="' .. m .. '"}', l.count }
+      failed[#failed + 1] = { '{method="' .. m .. '"}', l.failed }
+    end
+    metric("store_latency_seconds", "histogram",
+      "Time a store call took, a wait for the store's server included, by method", buckets)
+    metric("store_failures_total", "counter", "Store calls that failed, by method", failed)
+  end
   return table.concat(out, "\n") .. "\n"
 end
+
+local metrics_body   -- (below: with workers, it asks the others)
 
 local function http_response(code, reason, ctype, body)
   return ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s")
@@ -327,9 +381,11 @@ function M.metrics(srv, where)
     if path:gsub("%?.*$", "") ~= "/metrics" then
       return http_response(404, "Not Found", "text/plain", "see /metrics\n")
     end
-    local body = M.metrics_text(srv)
-    local r = http_response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
-    return method == "HEAD" and r:sub(1, #r - #body) or r
+    return function()
+      local body = metrics_body(srv)
+      local r = http_response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body)
+      return method == "HEAD" and r:sub(1, #r - #body) or r
+    end
   end)
   server.address = addr
   return server
@@ -350,41 +406,252 @@ local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
--- One command line -> "OK\n" .. body | "ERR reason\n"
-local function control_answer(srv, line)
-  local cmd, arg = line:match("^%s*(%S+)%s*(.-)%s*$")
-  if cmd == "reload" then
-    local ok, err = srv.reload()
-    if not ok then
-      return "ERR " .. err .. "\n"
-    end
-    return "OK\nreloaded " .. srv.script.path .. "\n"
-  elseif cmd == "stats" then
-    local s = M.snapshot(srv)
-    local keys = {}
-    for k in pairs(s) do
-      keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    local out = { "OK" }
-    for _, k in ipairs(keys) do
-      out[#out + 1] = k .. " " .. tostring(s[k])
-    end
-    return table.concat(out, "\n") .. "\n"
-  elseif cmd == "registrations" then
-    local out = { "OK" }
-    for _, r in ipairs(M.registrations(srv.registrar, arg ~= "" and arg or nil)) do
-      out[#out + 1] = ("%s %s expires=%d q=%s"):format(r.aor, r.contact, r.expires, r.q)
-    end
-    return table.concat(out, "\n") .. "\n"
+-- One process's answers ----------------------------------------------------------------
+
+local function stats_lines(s)
+  local keys = {}
+  for k in pairs(s) do
+    keys[#keys + 1] = k
   end
-  return "ERR unknown command " .. tostring(cmd) .. " (want reload, stats, registrations [AOR])\n"
+  table.sort(keys)
+  local out = { "OK" }
+  for _, k in ipairs(keys) do
+    out[#out + 1] = k .. " " .. tostring(s[k])
+  end
+  return table.concat(out, "\n") .. "\n"
 end
 
---- sip.ops.control(srv, path) -> server { close =, path = } | nil, err
+local function reload_answer(srv)
+  local ok, err = srv.reload()
+  if not ok then
+    return "ERR " .. err .. "\n"
+  end
+  return "OK\nreloaded " .. srv.script.path .. "\n"
+end
+
+local function registrations_answer(srv, arg)
+  local out = { "OK" }
+  for _, r in ipairs(M.registrations(srv.registrar, arg ~= "" and arg or nil)) do
+    out[#out + 1] = ("%s %s expires=%d q=%s"):format(r.aor, r.contact, r.expires, r.q)
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+local UNKNOWN = "ERR unknown command %s (want reload, stats, registrations [AOR])\n"
+
+-- One command line -> "OK\n" .. body | "ERR reason\n", for this process alone (a worker's
+-- own socket also answers `metrics`: its /metrics text, for worker 1 to merge)
+local function local_answer(srv, line)
+  local cmd, arg = line:match("^%s*(%S+)%s*(.-)%s*$")
+  if cmd == "reload" then
+    return reload_answer(srv)
+  elseif cmd == "stats" then
+    return stats_lines(M.snapshot(srv))
+  elseif cmd == "registrations" then
+    return registrations_answer(srv, arg)
+  elseif cmd == "metrics" then
+    return "OK\n" .. M.metrics_text(srv)
+  end
+  return UNKNOWN:format(tostring(cmd))
+end
+
+-- The other workers ------------------------------------------------------------------------
+
+-- How long worker 1 waits for another worker's answer (a worker busy with a burst answers
+-- in milliseconds; one that does not in this long is reported as not answering).
+local WORKER_TIMEOUT_MS = 1000
+
+--- sip.ops.ask(path, line [, timeout_ms]) -> "OK" body | nil, reason: one command to the
+-- control socket at path, its answer read on the loop (only the calling coroutine waits)
+function M.ask(path, line, timeout_ms)
+  local c, err = core.connect_unix(path, 200)
+  if not c then
+    return nil, err
+  end
+  local n = c:write(line .. "\n")
+  if n ~= #line + 1 then
+    c:close()
+    return nil, "cannot send to " .. path
+  end
+  local answer, aerr = sched.await(function(wake)
+    local parts, done, timer = {}, false, nil
+    local function finish(a, e)
+      if not done then
+        done = true
+        timer:cancel()
+        c:close()
+        wake(a, e)
+      end
+    end
+    timer = sched.loop:timer(timeout_ms or WORKER_TIMEOUT_MS, function()
+      finish(nil, "no answer from " .. path)
+    end)
+    c:watch(function()
+      local d, rerr = c:read()
+      if not d then
+        if rerr ~= "again" then
+          finish(nil, rerr)
+        end
+      elseif d == "" then
+        finish(table.concat(parts))
+      else
+        parts[#parts + 1] = d
+      end
+    end)
+  end)
+  if not answer then
+    return nil, aerr
+  end
+  local status, body = answer:match("^([^\n]*)\n?(.*)$")
+  if status ~= "OK" then
+    return nil, (status or ""):gsub("^ERR ", "")
+  end
+  return body
+end
+
+-- each other worker's answer to line: { [i] = body | false }, and the reasons of those that
+-- gave none
+local function ask_workers(srv, line)
+  local w = srv.workers
+  local answers, errs = {}, {}
+  for i = 1, w.count do
+    if i ~= w.index then
+      local body, err = M.ask(w.path(i), line)
+      answers[i] = body or false
+      if not body then
+        errs[#errs + 1] = ("worker %d: %s"):format(i, err)
+      end
+    end
+  end
+  return answers, errs
+end
+
+-- Figures of the store every worker shares: reported once, not summed
+local STORE_WIDE = { registrations = true, registered_aors = true }
+
+--- sip.ops.merge_metrics(texts, count) -> one /metrics body from the bodies of count workers
+-- (texts[i]: worker i's, false when it did not answer): each sample labelled worker="i",
+-- a family's HELP and TYPE once; the store's figures (registrations) from worker 1 alone,
+-- unlabelled; luasip_worker_up{worker="i"} 1 or 0
+function M.merge_metrics(texts, count)
+  local order, fams = {}, {}
+  local up = {}
+  for i = 1, count do
+    local text = texts[i]
+    up[#up + 1] = { i, text and 1 or 0 }
+    local fam
+    for line in (text or ""):gmatch("[^\n]+") do
+      local kind, name = line:match("^# (%u+) (%S+)")
+      if kind then
+        fam = fams[name]
+        if not fam then
+          fam = { samples = {}, wide = STORE_WIDE[name:gsub("^luasip_", "")] }
+          fams[name] = fam
+          order[#order + 1] = name
+        end
+        fam[kind] = fam[kind] or line
+      elseif fam and not line:match("^#") then
+        if fam.wide then
+          if i == 1 then
+            fam.samples[#fam.samples + 1] = line
+          end
+        else
+          local name, labels, rest = line:match("^([%w_:]+){(.-)}(.*)$")
+          if name then
+            line = ('%s{worker="%d",%s}%s'):format(name, i, labels, rest)
+          else
+            name, rest = line:match("^([%w_:]+)(.*)$")
+            line = ('%s{worker="%d"}%s'):format(name, i, rest)
+          end
+          fam.samples[#fam.samples + 1] = line
+        end
+      end
+    end
+  end
+  local out = {}
+  for _, name in ipairs(order) do
+    local fam = fams[name]
+    out[#out + 1] = fam.HELP
+    out[#out + 1] = fam.TYPE
+    for _, smp in ipairs(fam.samples) do
+      out[#out + 1] = smp
+    end
+  end
+  out[#out + 1] = "# HELP luasip_worker_up Whether a worker of serve --workers answered this scrape"
+  out[#out + 1] = "# TYPE luasip_worker_up gauge"
+  for _, u in ipairs(up) do
+    out[#out + 1] = ('luasip_worker_up{worker="%d"} %d'):format(u[1], u[2])
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- /metrics: this process's, or (worker 1 of serve --workers) every worker's
+function metrics_body(srv)
+  local text = M.metrics_text(srv)
+  if not srv.workers then
+    return text
+  end
+  local texts = ask_workers(srv, "metrics")
+  texts[srv.workers.index] = text
+  return M.merge_metrics(texts, srv.workers.count)
+end
+
+-- One command line at serve's control socket: with workers, worker 1 answers for all (stats
+-- summed, except the store's own figures; reload done by each; registrations are the store's)
+local function control_answer(srv, line)
+  local w = srv.workers
+  local cmd = line:match("^%s*(%S+)")
+  if not w or cmd == "registrations" or cmd == "metrics" then
+    return local_answer(srv, line)
+  end
+  if cmd == "stats" then
+    local s = M.snapshot(srv)
+    local answers, errs = ask_workers(srv, "stats")
+    local answering = 1
+    for _, body in pairs(answers) do
+      if body then
+        answering = answering + 1
+        for k, v in body:gmatch("([%w_]+) (%S+)") do
+          v = tonumber(v)
+          if v and not STORE_WIDE[k] then
+            s[k] = k == "uptime_seconds" and math.max(s[k] or 0, v) or (s[k] or 0) + v
+          end
+        end
+      end
+    end
+    if s.store_calls and s.store_calls > 0 then
+      -- a mean of means, weighted by each worker's calls, is not what the sums give: say less
+      s.store_latency_ms_avg = nil
+    end
+    s.workers, s.workers_answering = w.count, answering
+    local out = stats_lines(s)
+    for _, e in ipairs(errs) do
+      out = out .. "# " .. one_line(e) .. "\n"
+    end
+    return out
+  elseif cmd == "reload" then
+    local mine = reload_answer(srv)
+    local bad = {}
+    if not mine:match("^OK") then
+      bad[1] = ("worker %d: %s"):format(w.index, (mine:gsub("^ERR ", ""):gsub("\n$", "")))
+    end
+    local _, errs = ask_workers(srv, "reload")
+    for _, e in ipairs(errs) do
+      bad[#bad + 1] = e
+    end
+    if #bad > 0 then
+      return "ERR " .. one_line(table.concat(bad, "; ")) .. "\n"
+    end
+    return ("OK\nreloaded %s in %d workers\n"):format(srv.script.path, w.count)
+  end
+  return UNKNOWN:format(tostring(cmd))
+end
+
+--- sip.ops.control(srv, path [, own]) -> server { close =, path = } | nil, err
 -- One command per connection, a line: reload | stats | registrations [AOR]. The folder is
 -- made (mode 700) when missing; a socket there that still answers belongs to another serve.
-function M.control(srv, path)
+-- own: a worker's own socket, that answers for this process alone (and `metrics`).
+function M.control(srv, path, own)
   local dir = path:match("^(.*)/[^/]*$")
   if dir and dir ~= "" then
     os.execute("mkdir -p -m 700 " .. quote(dir) .. " 2>/dev/null")
@@ -403,7 +670,10 @@ function M.control(srv, path)
     if not line then
       return nil
     end
-    return control_answer(srv, (line:gsub("\r$", "")))
+    line = line:gsub("\r$", "")
+    return function()
+      return (own and local_answer or control_answer)(srv, line)
+    end
   end)
   local close = server.close
   server.path = path
@@ -496,6 +766,9 @@ end
 -- server cli.server built: serve.reload() (the --script again), opts.capture (pcap file),
 -- opts.hep ("udp:HOST:PORT"), opts.metrics ("HOST:PORT"), opts.control (socket path; taken
 -- by another serve: a warning, unless opts.control_required). sip.ops.stop(serve) ends them.
+-- A worker of serve --workers (opts.worker_index, opts.worker_count) also answers on a socket
+-- of its own; opts.control_public = false leaves serve's socket to worker 1, and
+-- opts.metrics_tap counts messages for /metrics without serving it.
 function M.start(serve, opts)
   local ep, log, script = serve.ep, serve.log, serve.script
   local closers = {}
@@ -516,7 +789,7 @@ function M.start(serve, opts)
     M.stop(serve)
     return nil, err
   end
-  if opts.metrics or opts.capture or opts.hep then
+  if opts.metrics or opts.metrics_tap or opts.capture or opts.hep then
     -- the tap counts every message (metrics) and writes the pcap file and HEP packets
     local cap = core.capture(ep.core)
     serve.capture = cap
@@ -551,7 +824,19 @@ function M.start(serve, opts)
     serve.metrics = m
     closers[#closers + 1] = m.close
   end
-  if opts.control then
+  if opts.worker_count and opts.control then
+    -- serve --workers: each worker answers on a socket of its own; worker 1 asks the others
+    local workers = require "sip.workers"
+    local public = opts.control
+    serve.workers = { index = opts.worker_index, count = opts.worker_count,
+      path = function(i) return workers.control_path(public, i) end }
+    local c, cerr = M.control(serve, serve.workers.path(opts.worker_index), true)
+    if not c then
+      return fail("worker control socket: " .. cerr)
+    end
+    closers[#closers + 1] = c.close
+  end
+  if opts.control and opts.control_public ~= false then
     local c, cerr = M.control(serve, opts.control)
     if c then
       serve.control = c

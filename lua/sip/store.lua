@@ -436,6 +436,63 @@ function store.shared_keys(s)
   return keys
 end
 
+-- Latency -------------------------------------------------------------------------------------
+
+-- Upper bounds (seconds) of the latency histogram's buckets: a memory call takes microseconds,
+-- a SQLite write tens of them to a millisecond, a Redis round trip on loopback ~0.1 ms and
+-- more under load; a second or more is a store in trouble.
+store.LATENCY_BUCKETS = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+  0.1, 0.25, 0.5, 1, 2.5 }
+
+local TIMED = { "get", "put", "delete", "expire", "all", "aors", "msg_add", "msg_list",
+  "msg_delete", "msg_expire", "setnx", "nc_check" }
+
+--- store.timed(s) -> s': s with each call timed (wall clock, a wait for Redis included), by
+-- method, into s'.latency = { [method] = { count =, sum = seconds, failed =,
+-- buckets = { count in bucket i of store.LATENCY_BUCKETS (not cumulative), ..., [#+1] = more } } }.
+-- Fields read and written on s' are s's own (s'.shared = true reaches s).
+function store.timed(s)
+  local now = require("sip.core").monotime
+  local latency = {}
+  local nb = #store.LATENCY_BUCKETS
+  local wrapped = { latency = latency, inner = s }
+  for _, name in ipairs(TIMED) do
+    local fn = s[name]
+    if fn then
+      local l = { count = 0, sum = 0, failed = 0, buckets = {} }
+      for i = 1, nb + 1 do
+        l.buckets[i] = 0
+      end
+      latency[name] = l
+      local function done(t0, ok, ...)
+        local dt = now() - t0
+        l.count, l.sum = l.count + 1, l.sum + dt
+        if ok == nil then
+          l.failed = l.failed + 1
+        end
+        local i = 1
+        while i <= nb and dt > store.LATENCY_BUCKETS[i] do
+          i = i + 1
+        end
+        l.buckets[i] = l.buckets[i] + 1
+        return ok, ...
+      end
+      wrapped[name] = function(_, ...)
+        return done(now(), fn(s, ...))
+      end
+    end
+  end
+  wrapped.close = function()
+    return s:close()
+  end
+  return setmetatable(wrapped, {
+    __index = s,
+    __newindex = function(_, k, v)
+      s[k] = v
+    end,
+  })
+end
+
 -- Opening by name ------------------------------------------------------------------------------
 
 --- store.open(spec) -> store | nil, reason

@@ -45,8 +45,8 @@ local function own_argv()
 end
 
 --- workers.master(n, opts) -> exit code: the master of `serve --workers N`. Starts N copies
--- of this command as workers (each `--worker I@MASTER`), starts a worker again when one dies,
--- and passes SIGINT/SIGTERM on.
+-- of this command as workers (each `--worker I@MASTER/N`), starts a worker again when one
+-- dies, passes SIGINT/SIGTERM on, and SIGHUP (each worker loads its --script again).
 -- What the workers share goes through the store (a memory store cannot be shared).
 function workers.master(n, opts)
   local core = sip.core
@@ -80,7 +80,7 @@ function workers.master(n, opts)
       end
     end
     a[#a + 1] = "--worker"
-    a[#a + 1] = i .. "@" .. master
+    a[#a + 1] = i .. "@" .. master .. "/" .. n
     local pid, err = core.proc_spawn(a)
     if not pid then
       return nil, err
@@ -118,7 +118,11 @@ function workers.master(n, opts)
   end
   while true do
     local ev, a, b = core.proc_wait()
-    if ev == "signal" then
+    if ev == "signal" and a == 1 then
+      for pid in pairs(running) do
+        core.proc_kill(pid, 1)
+      end
+    elseif ev == "signal" then
       return stop_all(a == 2 and 130 or 0)
     elseif ev == "exit" and running[a] then
       local w = running[a]
@@ -135,17 +139,34 @@ function workers.master(n, opts)
 end
 
 
---- workers.worker(opts) -> true | nil, reason: makes the serve options of `--worker I@MASTER`
--- (shared ports, a UDP port of its own first, a store other workers write too) and ties this
--- process's life to the master's
+--- workers.control_path(path, i) -> the control socket of worker i alone (path: serve's)
+function workers.control_path(path, i)
+  return path .. ".w" .. i
+end
+
+--- workers.worker(opts) -> true | nil, reason: makes the serve options of
+-- `--worker I@MASTER/N` (shared ports, a UDP port of its own first, a store other workers
+-- write too) and ties this process's life to the master's.
+-- Worker 1 alone takes serve's --control socket and --metrics address, and answers there for
+-- all: it asks the others over their own control sockets (workers.control_path). Each worker
+-- writes a --capture file of its own (FILE-wI.pcap).
 function workers.worker(opts)
-  local index, master = opts.worker:match("^(%d+)@(%d+)$")
+  local index, master, count = opts.worker:match("^(%d+)@(%d+)/(%d+)$")
   if not index then
     return nil, "--worker is for serve's own use"
   end
   sip.core.proc_die_with_parent(tonumber(master))
+  index, count = tonumber(index), tonumber(count)
   opts.reuse_port, opts.shared_store = true, true
   opts.listen = worker_listeners(opts.listen)
+  opts.worker_index, opts.worker_count = index, count
+  if opts.capture then
+    opts.capture = opts.capture:gsub("%.pcap$", "") .. "-w" .. index .. ".pcap"
+  end
+  if index > 1 then
+    -- the others count what /metrics reports, and answer worker 1's questions
+    opts.metrics_tap, opts.metrics, opts.control_public = opts.metrics ~= nil, nil, false
+  end
   return true
 end
 
