@@ -1428,6 +1428,15 @@ static int ep_stats(lua_State *L)
 	set_int(L, "connections", t.conns_open);
 	set_int(L, "connections_accepted", (lua_Integer)t.conns_accepted);
 	set_int(L, "connections_closed", (lua_Integer)t.conns_closed);
+	static const char *const kinds[] = { [SIP_TP_TCP] = "tcp", [SIP_TP_TLS] = "tls",
+		[SIP_TP_WS] = "ws", [SIP_TP_WSS] = "wss" };
+	for (int k = SIP_TP_TCP; k <= SIP_TP_WSS; k++) {
+		char name[40];
+		snprintf(name, sizeof name, "connections_%s", kinds[k]);
+		set_int(L, name, t.conns_open_by[k]);
+		snprintf(name, sizeof name, "connections_accepted_%s", kinds[k]);
+		set_int(L, name, (lua_Integer)t.conns_accepted_by[k]);
+	}
 	set_int(L, "udp_in", (lua_Integer)t.udp_in);
 	set_int(L, "udp_out", (lua_Integer)t.udp_out);
 	set_int(L, "tcp_in", (lua_Integer)t.tcp_in);

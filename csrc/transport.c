@@ -372,6 +372,7 @@ static void conn_close(conn *c, const char *ev, const char *detail)
 	sip_timer_stop(tp->loop, &c->idle);
 	sip_timer_stop(tp->loop, &c->partial);
 	tp->st.conns_open--;
+	tp->st.conns_open_by[c->src.kind]--;
 	tp->st.conns_closed++;
 	if (ev) {
 		c->busy++;
@@ -466,6 +467,7 @@ static conn *conn_new(sip_transport *tp, sip_tp_kind kind, int fd, const struct 
 	}
 	table_insert(tp, c);
 	tp->st.conns_open++;
+	tp->st.conns_open_by[kind]++;
 	c->last_io = sip_loop_now(tp->loop);
 	sip_timer_start(tp->loop, &c->idle, tp->cfg.idle_ms, idle_fire, c);
 	if (sip_tp_ws(kind))
@@ -1556,6 +1558,7 @@ static void accept_io(void *arg, uint32_t events)
 			}
 		}
 		tp->st.conns_accepted++;
+		tp->st.conns_accepted_by[l->kind]++;
 		emit(tp, "conn open", &c->src, "incoming");
 	}
 }

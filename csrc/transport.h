@@ -57,6 +57,8 @@ sip_tp_config sip_tp_config_default(void);
 typedef struct sip_tp_stats {
 	unsigned conns_open;
 	unsigned long conns_accepted, conns_closed;
+	unsigned conns_open_by[SIP_TP_WSS + 1];            /* by sip_tp_kind (TCP, TLS, WS, WSS) */
+	unsigned long conns_accepted_by[SIP_TP_WSS + 1];
 	unsigned long udp_in, udp_out, tcp_in, tcp_out;   /* messages */
 	unsigned long dropped;   /* datagrams too large, connections refused at max_conns */
 	unsigned handshakes;     /* TLS handshakes in progress */

@@ -816,7 +816,8 @@ end)
 describe("sip.ops in one process", function()
   it("serves metrics, the control socket and a capture around cli.server, and closes them", function()
     local dir = tmpdir()
-    local srv = assert(cli.server { listen = { "udp:127.0.0.1:0" }, no_auth = true,
+    local srv = assert(cli.server { listen = { "udp:127.0.0.1:0", "tcp:127.0.0.1:0",
+      "ws:127.0.0.1:0" }, no_auth = true,
       quiet = true, domain = "localhost", metrics = "127.0.0.1:0", capture = dir .. "/c.pcap",
       control = dir .. "/ctl" })
     local u = ua("alice")
@@ -828,6 +829,26 @@ describe("sip.ops in one process", function()
     assert.equal(200, status)
     assert.equal(1, sample(body, 'luasip_requests_received_total{method="MESSAGE"}'))
     assert.equal(1, sample(body, 'luasip_responses_sent_total{class="4xx"}'))
+    -- connections by transport: one over TCP, two over WebSocket
+    for _, t in ipairs { "tcp", "tls", "ws", "wss" } do
+      assert.equal(0, sample(body, 'luasip_connections{transport="' .. t .. '"}'))
+    end
+    local streams = {}
+    for _, t in ipairs { "tcp", "ws", "ws" } do
+      local e = assert(sip.endpoint { listen = { "udp:127.0.0.1:0" } })
+      streams[#streams + 1] = e
+      assert.equal(200, run(function()
+        return e:options("sip:" .. srv.ep:address(t) .. ";transport=" .. t)
+      end).status)
+    end
+    status, body = http_get(srv.metrics.address, "/metrics")
+    assert.equal(1, sample(body, 'luasip_connections{transport="tcp"}'), body)
+    assert.equal(2, sample(body, 'luasip_connections{transport="ws"}'), body)
+    assert.equal(0, sample(body, 'luasip_connections{transport="tls"}'), body)
+    assert.equal(2, sample(body, 'luasip_connections_accepted_total{transport="ws"}'), body)
+    for _, e in ipairs(streams) do
+      e:close()
+    end
     -- the control socket
     local answer = {}
     -- (a client socket waiting at most 10 ms per read: the server is this very loop)
@@ -839,7 +860,7 @@ describe("sip.ops in one process", function()
       return d == ""
     end, 5)
     conn:close()
-    assert.truthy(table.concat(answer):find("^OK\n.*requests_in 1\n"), table.concat(answer))
+    assert.truthy(table.concat(answer):find("^OK\n.*requests_in 4\n"), table.concat(answer))
     local st = srv.capture:stats()
     assert.equal(1, st.requests_in.MESSAGE)
     assert.equal(1, st.responses_out[4])

@@ -313,10 +313,14 @@ function M.metrics_text(srv)
   metric("absorbed_total", "counter", "Retransmissions absorbed by a transaction",
     { { nil, s.absorbed } })
   metric("parse_errors_total", "counter", "Messages that did not parse", { { nil, s.parse_errors } })
-  metric("connections", "gauge", "Open stream connections, by transport",
-    { { '{transport="tcp"}', s.connections } })
-  metric("connections_accepted_total", "counter", "Stream connections accepted",
-    { { '{transport="tcp"}', s.connections_accepted } })
+  local open, accepted = {}, {}
+  for _, t in ipairs { "tcp", "tls", "ws", "wss" } do
+    open[#open + 1] = { '{transport="' .. t .. '"}', s["connections_" .. t] or 0 }
+    accepted[#accepted + 1] = { '{transport="' .. t .. '"}', s["connections_accepted_" .. t] or 0 }
+  end
+  metric("connections", "gauge", "Open stream connections, by transport", open)
+  metric("connections_accepted_total", "counter", "Stream connections accepted, by transport",
+    accepted)
   metric("script_loads_total", "counter", "Times the --script was loaded", { { nil, s.script_loads } })
   metric("script_load_failures_total", "counter", "Reloads of the --script that failed",
     { { nil, s.script_load_failures } })
