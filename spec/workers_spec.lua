@@ -10,6 +10,18 @@ local helper = require "helper"
 
 local N_SOURCES = 20   -- distinct source ports: all on one worker by chance is 2^-19
 
+-- how many sockets hold 127.0.0.1:port (UDP), read from /proc/net/udp
+local function bound(port)
+  local f = io.open("/proc/net/udp")
+  if not f then
+    return 2
+  end
+  local s = f:read("a")
+  f:close()
+  local _, n = s:gsub(string.format("0100007F:%04X ", port), "")
+  return n
+end
+
 describe("luasip serve --workers 2", function()
   local tmp, p, port, bob, eps
 
@@ -33,6 +45,7 @@ describe("luasip serve --workers 2", function()
     assert.truthy(helper.run_until(function()
       res = bob:options("sip:127.0.0.1:" .. port)
       return res and res.status == 200 and #sh_pids("pgrep -f -- '--worker [0-9]+@'") >= 2
+        and bound(port) >= 2   -- both workers on the shared port, not only started
     end, 5))
     local aor = "sip:bob@localhost"
     local reg = assert(sip.request { method = "REGISTER", uri = "sip:localhost", from = aor,
@@ -235,6 +248,7 @@ describe("luasip serve --workers 2 with --metrics, --control, --script, --captur
     assert.truthy(helper.run_until(function()
       local res = probe:options("sip:127.0.0.1:" .. port, { timeout = 0.2 })
       return res and res.status == 200 and peer.sh("ls " .. tmp):find("serve.ctl.w2") ~= nil
+        and bound(port) >= 2
     end, 8), peer.slurp(p.dir .. "/out"))
     probe:close()
   end)
