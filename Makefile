@@ -30,7 +30,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
-       kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus \
+       kamailio-tls-modules kamailio-websocket-modules libc-ares-dev dnsmasq-base sngrep prometheus \
        libsqlite3-dev libhiredis-dev redis-server chromium nodejs
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
