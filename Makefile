@@ -113,9 +113,10 @@ spec: all web
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
 # doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users,
 # real softphones (baresip, Linphone) registering, messaging and calling through it, and
-# serve and Kamailio's tls module verifying each other over TLS.
+# serve and Kamailio's tls module verifying each other over TLS, a Lua bot at its websocket module.
 INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
-                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua
+                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua \
+                spec/ws_kamailio_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 
