@@ -30,7 +30,7 @@ INST_LUADIR ?= /usr/local/share/lua/5.4
 
 DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks sip-tester sipsak \
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
-       kamailio-tls-modules libc-ares-dev dnsmasq-base sngrep prometheus \
+       kamailio-tls-modules kamailio-websocket-modules libc-ares-dev dnsmasq-base sngrep prometheus \
        libsqlite3-dev libhiredis-dev redis-server chromium nodejs
 # Only `make bench` needs these: the C parsers we compare against, and callgrind.
 BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
@@ -113,9 +113,10 @@ spec: all web
 # luasip against real peers on loopback: sipp with and without packet loss, sipsak and sipp
 # doing digest, `luasip serve` as its own process driven by sipsak, sipp and Lua users,
 # real softphones (baresip, Linphone) registering, messaging and calling through it, and
-# serve and Kamailio's tls module verifying each other over TLS.
+# serve and Kamailio's tls module verifying each other over TLS, a Lua bot at its websocket module.
 INTEROP_SPECS = spec/interop_spec.lua spec/auth_peers_spec.lua spec/serve_interop_spec.lua \
-                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua
+                spec/phones_spec.lua spec/tls_interop_spec.lua spec/tls_phones_spec.lua \
+                spec/ws_kamailio_spec.lua
 interop: deps all
 	@$(BUSTED) -o utfTerminal $(INTEROP_SPECS)
 

@@ -149,6 +149,7 @@ local BURST_PER_RATE = 2
 -- trust = { CIDR, ... } (peers that relay anywhere without credentials, sip.policy, and
 -- pass the rate limit, as loopback does), rate_exempt = { CIDR, ... } (instead of those),
 -- store = a sip.store or its name ("memory", "sqlite:FILE", "redis://..."; default memory)
+-- max_connections =, max_connections_per_ip =, partial_timeout_ms = (sip.endpoint's limits)
 function cli.server(opts)
   local store, serr = opts.store or "memory", nil
   if type(store) == "string" then
@@ -191,7 +192,9 @@ function cli.server(opts)
   local ep, err = sip.endpoint { listen = opts.listen, t1 = opts.t1, tls = tls,
     max_transactions = opts.max_transactions, overload_ms = opts.overload_ms,
     dns = cli.dns_opts(opts.dns), log = core_log,
-    reuse_port = opts.reuse_port }
+    reuse_port = opts.reuse_port, max_connections = opts.max_connections,
+    max_connections_per_ip = opts.max_connections_per_ip,
+    partial_timeout_ms = opts.partial_timeout_ms }
   if not ep then
     return nil, err
   end
