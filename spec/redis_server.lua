@@ -48,6 +48,17 @@ function M.start(r)
   return nil, "redis-server did not answer on port " .. r.port
 end
 
+--- M.kill(r): KILL to its process group at once, its folder kept (what it wrote before, with
+-- appendfsync always, comes back with M.start(r))
+function M.kill(r)
+  if r.p then
+    os.execute("kill -KILL -" .. r.p.pid .. " 2>/dev/null")
+    peer.wait(r.p, 3)
+    peer.clean(r.p)
+    r.p = nil
+  end
+end
+
 --- M.stop(r [, keep]): TERM to its process group, then KILL after a grace; keep: leave its
 -- folder for a restart
 function M.stop(r, keep)

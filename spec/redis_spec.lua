@@ -107,6 +107,51 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
       { target = "sip:127.0.0.1:" .. a, user = "alice", password = USERS.alice }).status)
   end)
 
+  local function sipp_argv(scenario, args)
+    local argv = { "sipp", "-sf", peer.path("spec/sipp/" .. scenario), "-i", "127.0.0.1",
+      "-nostdin", "-trace_err" }
+    for _, a in ipairs(args) do
+      argv[#argv + 1] = a
+    end
+    return argv
+  end
+
+  -- a sipp run to its end: exit code, and its output and error log when it failed
+  local function sipp_done(p, seconds)
+    local code, out = peer.wait(p, seconds)
+    local report = ""
+    if code ~= 0 then
+      report = tostring(out) .. "\n" .. peer.sh("cat " .. p.dir .. "/*errors.log 2>/dev/null | tail -40")
+    end
+    peer.clean(p)
+    return code, report
+  end
+
+  it("reaches bob, a sipp registered at A with digest, with sipp's MESSAGEs and calls through B",
+    function()
+    assert(peer.have("sipp"), "sipp is needed")
+    local a, b = start_serve(), start_serve()
+    local bob_port = peer.free_udp_port()
+    local code, out = sipp_done(peer.start(sipp_argv("register_auth.xml", { "-p",
+      tostring(bob_port), "-m", "1", "-s", "bob", "-au", "bob", "-ap", USERS.bob,
+      "-timeout", "5s", "-timeout_error", "127.0.0.1:" .. a })), 10)
+    assert.equal(0, code, out)
+    for _, kind in ipairs { "message", "call" } do
+      local n = kind == "message" and 10 or 3
+      local uas = peer.start(sipp_argv("serve_" .. kind .. "_uas.xml", { "-p", tostring(bob_port),
+        "-mp", tostring(peer.free_udp_port()), "-m", tostring(n), "-timeout", "20s",
+        "-timeout_error" }))
+      assert.truthy(helper.run_until(function() return peer.udp_bound(bob_port) end, 5))
+      local uac = peer.start(sipp_argv("serve_" .. kind .. "_uac.xml", { "-p",
+        tostring(peer.free_udp_port()), "-mp", tostring(peer.free_udp_port()), "-m", tostring(n),
+        "-r", "10", "-s", "bob", "-timeout", "15s", "-timeout_error", "127.0.0.1:" .. b }))
+      code, out = sipp_done(uac, 20)
+      assert.equal(0, code, kind .. " UAC: " .. out)
+      code, out = sipp_done(uas, 10)
+      assert.equal(0, code, kind .. " UAS: " .. out)
+    end
+  end)
+
   it("delivers at A a message stored through B when the user registers at A", function()
     local a, b = start_serve(), start_serve()
     assert.equal(202, message("carol", "left at B", b).status)
@@ -156,6 +201,57 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
       res = register(bob, "bob", a)
       return res.status == 200
     end, 10))
+  end)
+
+  it("keeps serving a MESSAGE load through redis-server's kill -9 and restart, losing no 202",
+    function()
+    local a = start_serve()
+    local statuses, accepted, stop, sent = {}, {}, false, 0
+    local bad_500 = 0
+    sip.spawn(function()
+      while not stop do
+        sent = sent + 1
+        local text = "m" .. sent
+        local res = message("carol", text, a)   -- carol: known, not registered: stored, 202
+        local st = res and res.status or 0
+        statuses[st] = (statuses[st] or 0) + 1
+        if st == 202 then
+          accepted[#accepted + 1] = text
+        elseif st == 500 and not tonumber(res:header("Retry-After")) then
+          bad_500 = bad_500 + 1
+        end
+        sip.sleep(0.03)   -- at most ~33/s: well inside carol's 100 stored messages
+      end
+    end)
+    helper.run_for(1)
+    local before = #accepted
+    redis_server.kill(redis)
+    helper.run_for(1.5)
+    local during = statuses[500] or 0
+    assert(redis_server.start(redis))
+    -- the client reconnects by itself, and stores again
+    local after_restart = #accepted
+    assert.truthy(helper.run_until(function() return #accepted > after_restart + 10 end, 10))
+    stop = true
+    helper.run_for(0.3)
+    assert.truthy(peer.alive(procs[1].pid), "serve ended")
+    assert.truthy(before > 10, before)
+    assert.truthy(during > 0, "no clear error while redis was down")
+    assert.equal(0, bad_500)
+    for st in pairs(statuses) do
+      assert.truthy(st == 202 or st == 500, "status " .. st)
+    end
+    -- every 202'd message is there: carol gets them all, in order, when she registers
+    local got = {}
+    carol:on("MESSAGE", function(req)
+      got[#got + 1] = req.body
+      req:reply(200)
+    end)
+    assert.equal(200, register(carol, "carol", a).status)
+    assert.truthy(helper.run_until(function() return #got >= #accepted end, 20),
+      #got .. " of " .. #accepted)
+    helper.run_for(0.3)
+    assert.same(accepted, got)
   end)
 
   it("answers REGISTER 500 + Retry-After while redis is down, and serves again after", function()
