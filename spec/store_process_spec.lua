@@ -130,6 +130,33 @@ describe("luasip serve --store sqlite (process)", function()
     assert.equal(0, code, out)
   end)
 
+  it("delivers a stored message to baresip, a real phone registering as the user, after kill -9",
+    function()
+    if not peer.have("baresip") then
+      return pending("baresip not installed")
+    end
+    local softphone = require "softphone"
+    local port = peer.free_udp_port()
+    local store = "sqlite:" .. tmp .. "/state/luasip.db"
+    local p = start(port, store)
+    assert.equal(202, message("carol", "left for your phone", port).status)
+    os.execute("kill -KILL -" .. p.pid)
+    peer.wait(p, 3)
+    peer.clean(p)
+    table.remove(procs, 1)
+    start(port, store)
+    local phone = softphone.baresip { user = "carol", password = USERS.carol,
+      domain = "localhost", proxy = "127.0.0.1:" .. port }
+    local ok, registered, printed = pcall(function()
+      return phone:registered(10), phone:printed("left for your phone", 10)
+    end)
+    local out = phone:output()
+    phone:stop()
+    assert.truthy(ok, registered)
+    assert.truthy(registered, out)
+    assert.truthy(printed, out)
+  end)
+
   it("stops at start with a one-line reason on a file that is no database", function()
     local path = tmp .. "/bad.db"
     local f = assert(io.open(path, "w"))
