@@ -617,7 +617,7 @@ local function control_answer(srv, line)
         answering = answering + 1
         for k, v in body:gmatch("([%w_]+) (%S+)") do
           v = tonumber(v)
-          if v and not STORE_WIDE[k] then
+          if v and not STORE_WIDE[k] and not k:match("^max_") then   -- (limits: each its own)
             s[k] = k == "uptime_seconds" and math.max(s[k] or 0, v) or (s[k] or 0) + v
           end
         end
