@@ -50,6 +50,22 @@ function peer.udp_bound(port)
   return s == nil or s:find(string.format("0100007F:%04X", port), 1, true) ~= nil
 end
 
+--- peer.free_tcp_port() -> a TCP port nobody on 127.0.0.1 listens on right now
+function peer.free_tcp_port()
+  local t = assert(socket.bind("127.0.0.1", 0))
+  local _, port = t:getsockname()
+  t:close()
+  return tonumber(port)
+end
+
+--- peer.write(path, text) -> path: the file written (binary), for configs a spec makes
+function peer.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
 function peer.free_udp_port()
   local u = assert(socket.udp())
   assert(u:setsockname("127.0.0.1", 0))

@@ -9,12 +9,7 @@ function M.available()
   return peer.have("redis-server") and pcall(require, "sip.store_redis")
 end
 
-local function free_tcp_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_tcp_port = peer.free_tcp_port
 
 local function answers(port)
   local c = socket.tcp()

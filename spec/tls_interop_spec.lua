@@ -3,24 +3,14 @@
 local sip = require "sip"
 local helper = require "helper"
 local peer = require "peer"
-local socket = require "socket"
 local cli = require "sip.cli"
 local certs = require "tls_certs"
 
 local KAMAILIO_TLS = "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = peer.write
 
-local function tcp_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local tcp_port = peer.free_tcp_port
 
 -- Kamailio: a request that comes over TLS is answered 200 with what it verified of the
 -- peer; one over UDP goes on over TLS to serve_tls. Both directions verify certificates.

@@ -183,19 +183,7 @@ describe("luasip serve --workers 2 with --metrics, --control, --script, --captur
   local socket = require "socket"
   local tmp, p, port, mport, ctl_path, script
 
-  local function free_tcp_port()
-    local t = assert(socket.tcp())
-    assert(t:bind("127.0.0.1", 0))
-    local _, tport = t:getsockname()
-    t:close()
-    return tonumber(tport)
-  end
-
-  local function write(path, text)
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
-  end
+  local free_tcp_port, write = peer.free_tcp_port, peer.write
 
   local function scrape()
     local c = assert(socket.tcp())

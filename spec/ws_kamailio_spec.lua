@@ -8,18 +8,9 @@ local socket = require "socket"
 local MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 local DOMAIN = "kamailio.test"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = peer.write
 
-local function tcp_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local tcp_port = peer.free_tcp_port
 
 -- A registrar and proxy as in the websocket module's documentation: xhttp takes the HTTP
 -- Upgrade on the TCP port, nathelper stands in for Outbound and Path (the bot's Contact is
