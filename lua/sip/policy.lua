@@ -169,16 +169,8 @@ function M.new(opts)
     aliases = aliases, log = opts.log or function() end }, Policy)
 end
 
---- policy:is_ours(uri) -> true when uri (string or parsed) names one of our domains, the
--- address and port of one of our listeners, or a listener's address with no port (clients
--- often leave it out of an AOR); our IP with another port is someone else
-function Policy:is_ours(uri)
-  local host, port
-  if type(uri) == "table" then
-    host, port = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port
-  else
-    host, port = sip.core.uri_hostport(uri)   -- no tables: this runs for every request
-  end
+-- is_ours of a URI's host (lowercase, IPv6 without []) and port
+local function ours(self, host, port)
   if not host then
     return false
   end
@@ -191,31 +183,80 @@ function Policy:is_ours(uri)
   return self.ep:_local_addrs()[host .. ":" .. port] or false
 end
 
--- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
--- us, so the source must be ours too: over UDP we send from the listening port, over TCP
--- from an ephemeral one (then only the IP can match).
-function Policy:spiral(req)
-  local v = req:via(1)
-  local mine = self.ep:_local_addrs()
-  if not (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) then
-    return false
+--- policy:is_ours(uri) -> true when uri (string or parsed) names one of our domains, the
+-- address and port of one of our listeners, or a listener's address with no port (clients
+-- often leave it out of an AOR); our IP with another port is someone else
+function Policy:is_ours(uri)
+  if type(uri) == "table" then
+    return ours(self, uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port)
   end
-  local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
+  return ours(self, sip.core.uri_hostport(uri))   -- no tables: this runs for every request
+end
+
+-- What a request's source ("udp:1.2.3.4:5060") says, worked out once per source: a phone
+-- or a peer sends from one address, and trusted() runs for most requests. Bit 1: in a trust
+-- block; bit 2: one of our addresses as we send from it (over UDP the listening address
+-- and port, over TCP an ephemeral port of a listener's IP).
+local SOURCE_TRUSTED, SOURCE_OURS = 1, 2
+-- Sources kept (then the table starts again): a NAT gives each phone its own port.
+local SOURCES_MAX = 4096
+
+local function source_flags(self, source)
+  local mine, trust = self.ep:_local_addrs(), self.trust
+  local known = self._sources
+  if not known or self._sources_n >= SOURCES_MAX or self._sources_of ~= mine or
+      self._sources_trust ~= trust or self._sources_ntrust ~= #trust then
+    known = {}
+    self._sources, self._sources_n = known, 0
+    self._sources_of, self._sources_trust, self._sources_ntrust = mine, trust, #trust
+  end
+  local flags = known[source]
+  if flags then
+    return flags
+  end
+  flags = 0
+  -- (the IP as sip.policy.source_ip finds it)
+  local kind, ip, port = source:match("^(%a+):%[?(.-)%]?:(%d+)$")
+  if ip and #trust > 0 and M.in_blocks(trust, ip) then
+    flags = flags | SOURCE_TRUSTED
+  end
   if kind == "udp" then
-    return mine[ip .. ":" .. port] or false
-  end
-  for a in pairs(mine) do
-    if a:match("^(.*):%d+$") == ip then
-      return true
+    if mine[ip .. ":" .. port] then
+      flags = flags | SOURCE_OURS
+    end
+  else
+    for a in pairs(mine) do
+      if a:match("^(.*):%d+$") == ip then
+        flags = flags | SOURCE_OURS
+        break
+      end
     end
   end
-  return false
+  known[source] = flags
+  self._sources_n = self._sources_n + 1
+  return flags
+end
+
+-- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
+-- us, so the source must be ours too: over UDP we send from the listening port, over TCP
+-- from an ephemeral one (then only the IP can match). The source is tested first: it is
+-- known per source, and most requests come from elsewhere.
+function Policy:spiral(req)
+  if source_flags(self, req.source or "") & SOURCE_OURS == 0 then
+    return false
+  end
+  local v = req:via(1)
+  local mine = self.ep:_local_addrs()
+  return (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) and
+    true or false
 end
 
 --- policy:trusted(req) -> true for a source the operator trusts (trust) or our own spiral
 function Policy:trusted(req)
-  local ip = M.source_ip(req)
-  return (ip and #self.trust > 0 and M.in_blocks(self.trust, ip)) or self:spiral(req)
+  if #self.trust > 0 and source_flags(self, tostring(req.source or "")) & SOURCE_TRUSTED ~= 0 then
+    return true
+  end
+  return self:spiral(req)
 end
 
 --- policy:may_be(username, uri) -> true when that authenticated user may register or send
