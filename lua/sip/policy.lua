@@ -299,22 +299,39 @@ local function refuse(self, req, code, reason)
   return false, code
 end
 
+-- trusted as worked out so far (nil: not yet), worked out now
+local function trusted_of(self, req, trusted)
+  if trusted == nil then
+    return self:trusted(req)
+  end
+  return trusted
+end
+
+-- auth:check of the identity req asserts in header (To, From) against the authenticated
+-- user; no auth (serve --no-auth): a local user is taken at its word
+local function identity(self, req, auth, header)
+  if not auth then
+    return true
+  end
+  return auth:check(req, { identity = header, allowed = function(name, uri)
+    return self:may_be(name, uri)
+  end })
+end
+
 --- policy:check(req) -> true, info | false, code (after answering it; an ACK is dropped)
 -- info: { user = authenticated username, trusted =, in_dialog =, inbound = (a foreign
 -- sender to our domain), register = (a REGISTER for our domain) }. Strips asserted
 -- identities from untrusted sources. The request's §16.3 checks are the caller's.
 function Policy:check(req)
   local m = req.method
-  local trusted   -- worked out when it changes the answer: it parses the Via and source
-  local function is_trusted()
-    if trusted == nil then
-      trusted = self:trusted(req)
-    end
-    return trusted
-  end
+  -- worked out when it changes the answer (trusted_of): it parses the Via and source
+  local trusted
   for _, h in ipairs(ASSERTED) do
-    if req:header(h) and not is_trusted() then
-      req:remove_header(h)
+    if req:header(h) then
+      trusted = trusted_of(self, req, trusted)
+      if not trusted then
+        req:remove_header(h)
+      end
     end
   end
   if m == "CANCEL" then
@@ -324,35 +341,32 @@ function Policy:check(req)
   if req.to_tag or m == "ACK" then
     -- in a dialog: only along our own Record-Route of it, to a contact we hold, or from a
     -- peer we trust; anyone can write a To tag (or a Route naming us)
-    if req.our_route or is_trusted() or self:holds(req.uri) then
+    local our_route = req.our_route
+    if not our_route then
+      trusted = trusted_of(self, req, trusted)
+    end
+    if our_route or trusted or self:holds(req.uri) then
       return true, { in_dialog = true, trusted = trusted }
     end
-    if req.our_route == false then
+    if our_route == false then
       return refuse(self, req, 403, "Route not ours")
     end
     return refuse(self, req, 404, "Not here")
   end
-  local function identity(auth, header)
-    if not auth then
-      return true   -- no authentication (serve --no-auth): a local user is taken at its word
-    end
-    return auth:check(req, { identity = header, allowed = function(name, uri)
-      return self:may_be(name, uri)
-    end })
-  end
   if m == "REGISTER" and self:for_us(req) then
-    local ok, user = identity(self.auth, "To")
+    local ok, user = identity(self, req, self.auth, "To")
     if not ok then
       return false, user
     end
     return true, { user = user, register = true }
   end
-  local from = req:addr("From")
-  if from and from.uri and self:is_ours(from.uri) then
-    if is_trusted() then
+  -- the From URI's host and port: msg:addr("From").uri's, without its table
+  if ours(self, sip.core.uri_hostport(req, "From")) then
+    trusted = trusted_of(self, req, trusted)
+    if trusted then
       return true, { trusted = true }
     end
-    local ok, user = identity(self.proxy_auth, "From")
+    local ok, user = identity(self, req, self.proxy_auth, "From")
     if not ok then
       return false, user
     end
@@ -361,7 +375,7 @@ function Policy:check(req)
   if self:for_us(req) then
     return true, { inbound = true }
   end
-  if is_trusted() then
+  if trusted_of(self, req, trusted) then
     return true, { trusted = true }
   end
   return refuse(self, req, 403, "Relaying forbidden")
