@@ -31,8 +31,7 @@ local function resolver_of(x)
   return x
 end
 
---- dns.needs_lookup(uri) -> bool: the URI names its host (or maddr) rather than an IP.
-function dns.needs_lookup(uri)
+local function needs_lookup(uri)
   if uri:find(";maddr=", 1, true) then
     return true
   end
@@ -46,6 +45,24 @@ function dns.needs_lookup(uri)
   end
   -- RFC 6761: never resolved (a WebSocket client's Contact, RFC 7118)
   return not host:find(".invalid", -8, true)
+end
+
+-- needs_lookup's answers by URI: a proxy asks for the same few next hops (its bindings'
+-- contacts) request after request. Up to ANSWERS_MAX URIs, then the table starts again.
+local ANSWERS_MAX = 1024
+local answers, n_answers = {}, 0
+
+--- dns.needs_lookup(uri) -> bool: the URI names its host (or maddr) rather than an IP.
+function dns.needs_lookup(uri)
+  local a = answers[uri]
+  if a == nil then
+    a = needs_lookup(uri)
+    if n_answers >= ANSWERS_MAX then
+      answers, n_answers = {}, 0
+    end
+    answers[uri], n_answers = a, n_answers + 1
+  end
+  return a
 end
 
 --- dns.resolve(uri [, ep_or_resolver [, transports]]) -> targets | nil, err   (yields)
