@@ -201,14 +201,15 @@ local SOURCE_TRUSTED, SOURCE_OURS = 1, 2
 -- Sources kept (then the table starts again): a NAT gives each phone its own port.
 local SOURCES_MAX = 4096
 
+-- (ep:_local_addrs() is made once, with the listeners: only the trust blocks can change)
 local function source_flags(self, source)
-  local mine, trust = self.ep:_local_addrs(), self.trust
+  local trust = self.trust
   local known = self._sources
-  if not known or self._sources_n >= SOURCES_MAX or self._sources_of ~= mine or
-      self._sources_trust ~= trust or self._sources_ntrust ~= #trust then
+  if not known or self._sources_n >= SOURCES_MAX or self._sources_trust ~= trust or
+      self._sources_ntrust ~= #trust then
     known = {}
     self._sources, self._sources_n = known, 0
-    self._sources_of, self._sources_trust, self._sources_ntrust = mine, trust, #trust
+    self._sources_trust, self._sources_ntrust = trust, #trust
   end
   local flags = known[source]
   if flags then
@@ -216,10 +217,11 @@ local function source_flags(self, source)
   end
   flags = 0
   -- (the IP as sip.policy.source_ip finds it)
-  local kind, ip, port = source:match("^(%a+):%[?(.-)%]?:(%d+)$")
+  local kind, ip, port = tostring(source):match("^(%a+):%[?(.-)%]?:(%d+)$")
   if ip and #trust > 0 and M.in_blocks(trust, ip) then
     flags = flags | SOURCE_TRUSTED
   end
+  local mine = self.ep:_local_addrs()
   if kind == "udp" then
     if mine[ip .. ":" .. port] then
       flags = flags | SOURCE_OURS
@@ -237,26 +239,29 @@ local function source_flags(self, source)
   return flags
 end
 
--- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
--- us, so the source must be ours too: over UDP we send from the listening port, over TCP
--- from an ephemeral one (then only the IP can match). The source is tested first: it is
--- known per source, and most requests come from elsewhere.
-function Policy:spiral(req)
-  if source_flags(self, req.source or "") & SOURCE_OURS == 0 then
-    return false
-  end
+-- The top Via names one of our listeners.
+local function via_ours(self, req)
   local v = req:via(1)
   local mine = self.ep:_local_addrs()
   return (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) and
     true or false
 end
 
+-- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
+-- us, so the source must be ours too: over UDP we send from the listening port, over TCP
+-- from an ephemeral one (then only the IP can match). The source is tested first: it is
+-- known per source, and most requests come from elsewhere.
+function Policy:spiral(req)
+  return source_flags(self, req.source or "") & SOURCE_OURS ~= 0 and via_ours(self, req)
+end
+
 --- policy:trusted(req) -> true for a source the operator trusts (trust) or our own spiral
 function Policy:trusted(req)
-  if #self.trust > 0 and source_flags(self, tostring(req.source or "")) & SOURCE_TRUSTED ~= 0 then
+  local flags = source_flags(self, req.source or "")
+  if flags & SOURCE_TRUSTED ~= 0 then
     return true
   end
-  return self:spiral(req)
+  return flags & SOURCE_OURS ~= 0 and via_ours(self, req)
 end
 
 --- policy:may_be(username, uri) -> true when that authenticated user may register or send
@@ -299,14 +304,6 @@ local function refuse(self, req, code, reason)
   return false, code
 end
 
--- trusted as worked out so far (nil: not yet), worked out now
-local function trusted_of(self, req, trusted)
-  if trusted == nil then
-    return self:trusted(req)
-  end
-  return trusted
-end
-
 -- auth:check of the identity req asserts in header (To, From) against the authenticated
 -- user; no auth (serve --no-auth): a local user is taken at its word
 local function identity(self, req, auth, header)
@@ -324,11 +321,13 @@ end
 -- identities from untrusted sources. The request's §16.3 checks are the caller's.
 function Policy:check(req)
   local m = req.method
-  -- worked out when it changes the answer (trusted_of): it parses the Via and source
-  local trusted
-  for _, h in ipairs(ASSERTED) do
+  local trusted   -- worked out when it changes the answer (nil: not yet)
+  for i = 1, #ASSERTED do
+    local h = ASSERTED[i]
     if req:header(h) then
-      trusted = trusted_of(self, req, trusted)
+      if trusted == nil then
+        trusted = self:trusted(req)
+      end
       if not trusted then
         req:remove_header(h)
       end
@@ -342,8 +341,8 @@ function Policy:check(req)
     -- in a dialog: only along our own Record-Route of it, to a contact we hold, or from a
     -- peer we trust; anyone can write a To tag (or a Route naming us)
     local our_route = req.our_route
-    if not our_route then
-      trusted = trusted_of(self, req, trusted)
+    if not our_route and trusted == nil then
+      trusted = self:trusted(req)
     end
     if our_route or trusted or self:holds(req.uri) then
       return true, { in_dialog = true, trusted = trusted }
@@ -362,7 +361,9 @@ function Policy:check(req)
   end
   -- the From URI's host and port: msg:addr("From").uri's, without its table
   if ours(self, sip.core.uri_hostport(req, "From")) then
-    trusted = trusted_of(self, req, trusted)
+    if trusted == nil then
+      trusted = self:trusted(req)
+    end
     if trusted then
       return true, { trusted = true }
     end
@@ -375,7 +376,10 @@ function Policy:check(req)
   if self:for_us(req) then
     return true, { inbound = true }
   end
-  if trusted_of(self, req, trusted) then
+  if trusted == nil then
+    trusted = self:trusted(req)
+  end
+  if trusted then
     return true, { trusted = true }
   end
   return refuse(self, req, 403, "Relaying forbidden")
