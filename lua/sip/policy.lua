@@ -141,6 +141,8 @@ Policy.__index = Policy
 -- Headers that assert an identity: believed only from a trusted peer (RFC 3325 §5: a
 -- proxy removes them from requests that come from outside its trust domain)
 local ASSERTED = { "P-Asserted-Identity", "P-Preferred-Identity" }
+-- req:header itself: looking a method up on a message is a call into C (its __index)
+local msg_header = sip.core.msg_mt.methods.header
 
 --- sip.policy.new{ ep =, domain = "example.com" | domains = {...}, auth =, proxy_auth =,
 ---                 trust = { "CIDR", ... }, registrar =, aliases =, log = }
@@ -324,7 +326,7 @@ function Policy:check(req)
   local trusted   -- worked out when it changes the answer (nil: not yet)
   for i = 1, #ASSERTED do
     local h = ASSERTED[i]
-    if req:header(h) then
+    if msg_header(req, h) then
       if trusted == nil then
         trusted = self:trusted(req)
       end

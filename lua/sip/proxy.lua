@@ -121,7 +121,7 @@ local function look_up_hops(req, targets, next_hop)
   if next_hop then
     return look_up(req, next_hop)
   end
-  if req:header("Route") then
+  if msg_methods.header(req, "Route") then   -- (req:header, without its lookup through C)
     local a = req:addr("Route")
     return look_up(req, a and a.uri)
   end
