@@ -6,6 +6,9 @@
 #        from the repository root. Each scenario runs twice, COUNT and 2*COUNT; the figure is
 #        the difference over COUNT, so start-up, module loading and the REGISTER cancel out.
 # Instructions do not swing with the VM as CPU time does: compare builds by this figure.
+# serve runs with its default store, SQLite, in a fresh file of its own for each run.
+# IR_KEEP=DIR keeps each run's callgrind file there (DIR/cg.SCENARIO.COUNT.out), for
+# callgrind_annotate; build a lua5.4 with symbols (LUA=...) to see the interpreter's share.
 set -u
 RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
 LUA=${LUA:-lua5.4}
@@ -26,9 +29,10 @@ trap cleanup EXIT
 # process that serves.
 ir() {
   local scenario=$1 rate=$2 count=$3 out=$work/cg.out
-  rm -f "$out" "$work/pid"
+  rm -f "$out" "$work/pid" "$work"/ir.db*
   PROXY_CMD="valgrind --tool=callgrind --callgrind-out-file=$out $LUA bin/luasip serve \
-      --no-huge-pages --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet >/dev/null 2>&1 &
+      --no-huge-pages --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet \
+      --store sqlite:$work/ir.db >/dev/null 2>&1 &
       echo \$! > $work/pid; wait" \
     bash "$RUN" cmd "$scenario" "$rate" "$count" > "$work/run.out" 2>&1
   vg=$(cat "$work/pid" 2>/dev/null)
@@ -36,6 +40,7 @@ ir() {
   for _ in $(seq 100); do [[ -n $vg ]] && kill -0 "$vg" 2>/dev/null || break; sleep 0.1; done
   vg=
   grep -q " ok=$count failed=0" "$work/run.out" || { echo "proxy_ir: $(tail -n 1 "$work/run.out")" >&2; return 1; }
+  [[ -n ${IR_KEEP:-} ]] && mkdir -p "$IR_KEEP" && cp "$out" "$IR_KEEP/cg.$scenario.$count.out"
   # retransmissions by sipp (a loaded machine) are work too: shown beside the figure
   echo "$(awk '/^totals:/ { print $2 }' "$out") $(grep -o 'retrans=[0-9]*' "$work/run.out" | cut -d= -f2)"
 }

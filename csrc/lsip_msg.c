@@ -704,19 +704,49 @@ static int m_addr(lua_State *L)
 	return 0;
 }
 
-/* core.uri_hostport(uri or request) -> host (lowercase, IPv6 without []), port | nil, user | nil:
- * what routing needs, without building tables */
+/* The URI of the first name-addr of header `name` (the one msg:addr(name) gives), or 0 when
+ * there is none or it does not parse. */
+static int header_addr_uri(sip_msg *m, lua_State *L, int idx, sip_pl *uri)
+{
+	const char *name, *err;
+	size_t nlen;
+	sip_hdr_id id = check_name(L, idx, &name, &nlen);
+	for (int i = sip_msg_find(m, id, name, nlen, 0); i >= 0;
+	     i = sip_msg_find(m, id, name, nlen, i + 1)) {
+		size_t pos = 0;
+		sip_pl item;
+		sip_addr a;
+		if (!sip_list_next(m->hdrs[i].value, &pos, &item))
+			continue;
+		if (sip_addr_parse(&a, item, &err) || a.star)
+			return 0;
+		*uri = a.uri;
+		return 1;
+	}
+	return 0;
+}
+
+/* core.uri_hostport(uri or request [, header]) -> host (lowercase, IPv6 without []),
+ * port | nil, user | nil: what routing needs, without building tables. With header (a
+ * request's "From", "To", ...): of the URI msg:addr(header).uri names, nil without one. */
 static int l_uri_hostport(lua_State *L)
 {
 	size_t len;
 	const char *s;
 	if (lua_type(L, 1) == LUA_TUSERDATA) {
 		/* a request: its Request-URI as it is now, without making a Lua string of it */
-		const sip_msg *m = read_msg(L, 1);
+		sip_msg *m = read_msg(L, 1);
 		if (!m->is_request)
 			return luaL_argerror(L, 1, "a request or a URI string expected");
 		s = m->uri.p ? m->uri.p : "";
 		len = m->uri.n;
+		if (!lua_isnoneornil(L, 2)) {
+			sip_pl uri;
+			if (!header_addr_uri(m, L, 2, &uri))
+				return 0;
+			s = uri.p;
+			len = uri.n;
+		}
 	} else {
 		s = luaL_checklstring(L, 1, &len);
 	}

@@ -608,6 +608,25 @@ describe("req:relay (the proxy core)", function()
       "req:relay: not a request received by an endpoint")
   end)
 
+  it("core.uri_hostport(req, header) reads the URI req:addr(header) names, without its table", function()
+    local m = assert(sip.parse("MESSAGE sip:bob@example.com SIP/2.0\r\n" ..
+      "Via: SIP/2.0/UDP h;branch=z9hG4bKx\r\n" ..
+      "From: \"Smith, Al\" <sip:%41l@[::1]:5070;transport=udp>;tag=1\r\n" ..
+      "To: sip:Bob@Example.COM;tag=2\r\nContact: *\r\n" ..
+      "Call-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"))
+    assert.same({ "::1", 5070, "Al" }, { sip.core.uri_hostport(m, "From") })
+    assert.same({ "example.com", nil, "Bob" }, { sip.core.uri_hostport(m, "t") })
+    for _, h in ipairs { "From", "To" } do
+      assert.same({ sip.core.uri_hostport(m:addr(h).uri) }, { sip.core.uri_hostport(m, h) })
+    end
+    assert.is_nil(sip.core.uri_hostport(m, "Contact"))   -- "*" names no URI
+    assert.is_nil(sip.core.uri_hostport(m, "Route"))      -- none
+    m:set_header("From", "<sip:carol@Example.NET:5080>;tag=9")   -- as req:addr sees it
+    assert.same({ sip.core.uri_hostport(m:addr("From").uri) }, { sip.core.uri_hostport(m, "From") })
+    -- nil as the header: the Request-URI, as before
+    assert.same({ "example.com", nil, "bob" }, { sip.core.uri_hostport(m, nil) })
+  end)
+
   it("puts its Via just above the Vias it received, leaving the other headers in place", function()
     local socket = require "socket"
     -- raw sockets on both sides: an endpoint would rewrite its own top Via (received=)

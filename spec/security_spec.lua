@@ -250,6 +250,23 @@ describe("luasip serve security", function()
       assert.has_error(function() sip.core.rr_key("short") end)
     end)
 
+    it("gives a dialog's tag again from the tags it made last, and new ones under a new key", function()
+      local function hmac(secret, input)
+        local key = io.popen("printf '%s' '" .. secret .. "' | openssl dgst -sha256 -r"):read("l")
+        return io.popen("printf '%s' '" .. input .. "' | openssl dgst -sha256 -mac HMAC" ..
+          " -macopt hexkey:" .. key:match("^(%x+)") .. " -r"):read("l"):sub(1, 16)
+      end
+      local long = string.rep("c", 90) .. "@example.org"   -- longer than the cache keeps
+      for _, secret in ipairs { "the first key of this farm", "the key after a rotation" } do
+        sip.core.rr_key(secret)
+        for _, d in ipairs { { "call-8@example.org", "f8" }, { long, "f9" } } do
+          local want = hmac(secret, d[1] .. " " .. d[2])
+          assert.equal(want, sip.core.rr_tag(d[1], d[2]))   -- made
+          assert.equal(want, sip.core.rr_tag(d[1], d[2]))   -- kept (or made again)
+        end
+      end
+    end)
+
     it("relays an in-dialog request to a contact it holds a binding for", function()
       assert.equal(200, register(victim, "bob", "bob-pw").status)
       victim.inbox = {}

@@ -28,12 +28,14 @@ function core.uri_parse(s) end
 ---@return string? reason
 function core.addr_parse(s) end
 
----host (lowercase, IPv6 without []), port, user of a URI or of a request's Request-URI.
+---host (lowercase, IPv6 without []), port, user of a URI or of a request's Request-URI
+---(with header: of the URI req:addr(header).uri names).
 ---@param uri string|sip.Request
+---@param header? string
 ---@return string|nil host
 ---@return integer|nil port
 ---@return string|nil user
-function core.uri_hostport(uri) end
+function core.uri_hostport(uri, header) end
 
 ---The canonical long form of a known header name ("v" -> "Via"), or name as given.
 ---@param name string

@@ -31,19 +31,38 @@ local function resolver_of(x)
   return x
 end
 
---- dns.needs_lookup(uri) -> bool: the URI names its host (or maddr) rather than an IP.
-function dns.needs_lookup(uri)
+local function needs_lookup(uri)
   if uri:find(";maddr=", 1, true) then
     return true
   end
+  -- lowercase, IPv6 without []: a name holds no ':', an IPv6 address no ".invalid"
   local host = uri_hostport(uri)
   if not host then
     return false   -- not a sip: URI we can parse: whoever sends it says why
   end
-  if host:lower():find("%.invalid$") or host:lower():find("%.invalid:%d+$") then
-    return false   -- RFC 6761: never resolved (a WebSocket client's Contact, RFC 7118)
+  if host:find(":", 1, true) or host:find("^%d+%.%d+%.%d+%.%d+$") then
+    return false   -- an address (the usual next hop: a binding's contact)
   end
-  return not (host:find("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true))
+  -- RFC 6761: never resolved (a WebSocket client's Contact, RFC 7118)
+  return not host:find(".invalid", -8, true)
+end
+
+-- needs_lookup's answers by URI: a proxy asks for the same few next hops (its bindings'
+-- contacts) request after request. Up to ANSWERS_MAX URIs, then the table starts again.
+local ANSWERS_MAX = 1024
+local answers, n_answers = {}, 0
+
+--- dns.needs_lookup(uri) -> bool: the URI names its host (or maddr) rather than an IP.
+function dns.needs_lookup(uri)
+  local a = answers[uri]
+  if a == nil then
+    a = needs_lookup(uri)
+    if n_answers >= ANSWERS_MAX then
+      answers, n_answers = {}, 0
+    end
+    answers[uri], n_answers = a, n_answers + 1
+  end
+  return a
 end
 
 --- dns.resolve(uri [, ep_or_resolver [, transports]]) -> targets | nil, err   (yields)

@@ -141,6 +141,8 @@ Policy.__index = Policy
 -- Headers that assert an identity: believed only from a trusted peer (RFC 3325 §5: a
 -- proxy removes them from requests that come from outside its trust domain)
 local ASSERTED = { "P-Asserted-Identity", "P-Preferred-Identity" }
+-- req:header itself: looking a method up on a message is a call into C (its __index)
+local msg_header = sip.core.msg_mt.methods.header
 
 --- sip.policy.new{ ep =, domain = "example.com" | domains = {...}, auth =, proxy_auth =,
 ---                 trust = { "CIDR", ... }, registrar =, aliases =, log = }
@@ -169,16 +171,8 @@ function M.new(opts)
     aliases = aliases, log = opts.log or function() end }, Policy)
 end
 
---- policy:is_ours(uri) -> true when uri (string or parsed) names one of our domains, the
--- address and port of one of our listeners, or a listener's address with no port (clients
--- often leave it out of an AOR); our IP with another port is someone else
-function Policy:is_ours(uri)
-  local host, port
-  if type(uri) == "table" then
-    host, port = uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port
-  else
-    host, port = sip.core.uri_hostport(uri)   -- no tables: this runs for every request
-  end
+-- is_ours of a URI's host (lowercase, IPv6 without []) and port
+local function ours(self, host, port)
   if not host then
     return false
   end
@@ -191,31 +185,85 @@ function Policy:is_ours(uri)
   return self.ep:_local_addrs()[host .. ":" .. port] or false
 end
 
--- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
--- us, so the source must be ours too: over UDP we send from the listening port, over TCP
--- from an ephemeral one (then only the IP can match).
-function Policy:spiral(req)
-  local v = req:via(1)
+--- policy:is_ours(uri) -> true when uri (string or parsed) names one of our domains, the
+-- address and port of one of our listeners, or a listener's address with no port (clients
+-- often leave it out of an AOR); our IP with another port is someone else
+function Policy:is_ours(uri)
+  if type(uri) == "table" then
+    return ours(self, uri.host and uri.host:lower():gsub("^%[(.*)%]$", "%1"), uri.port)
+  end
+  return ours(self, sip.core.uri_hostport(uri))   -- no tables: this runs for every request
+end
+
+-- What a request's source ("udp:1.2.3.4:5060") says, worked out once per source: a phone
+-- or a peer sends from one address, and trusted() runs for most requests. Bit 1: in a trust
+-- block; bit 2: one of our addresses as we send from it (over UDP the listening address
+-- and port, over TCP an ephemeral port of a listener's IP).
+local SOURCE_TRUSTED, SOURCE_OURS = 1, 2
+-- Sources kept (then the table starts again): a NAT gives each phone its own port.
+local SOURCES_MAX = 4096
+
+-- (ep:_local_addrs() is made once, with the listeners: only the trust blocks can change)
+local function source_flags(self, source)
+  local trust = self.trust
+  local known = self._sources
+  if not known or self._sources_n >= SOURCES_MAX or self._sources_trust ~= trust or
+      self._sources_ntrust ~= #trust then
+    known = {}
+    self._sources, self._sources_n = known, 0
+    self._sources_trust, self._sources_ntrust = trust, #trust
+  end
+  local flags = known[source]
+  if flags then
+    return flags
+  end
+  flags = 0
+  -- (the IP as sip.policy.source_ip finds it)
+  local kind, ip, port = tostring(source):match("^(%a+):%[?(.-)%]?:(%d+)$")
+  if ip and #trust > 0 and M.in_blocks(trust, ip) then
+    flags = flags | SOURCE_TRUSTED
+  end
   local mine = self.ep:_local_addrs()
-  if not (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) then
-    return false
-  end
-  local kind, ip, port = (req.source or ""):match("^(%a+):%[?(.-)%]?:(%d+)$")
   if kind == "udp" then
-    return mine[ip .. ":" .. port] or false
-  end
-  for a in pairs(mine) do
-    if a:match("^(.*):%d+$") == ip then
-      return true
+    if mine[ip .. ":" .. port] then
+      flags = flags | SOURCE_OURS
+    end
+  else
+    for a in pairs(mine) do
+      if a:match("^(.*):%d+$") == ip then
+        flags = flags | SOURCE_OURS
+        break
+      end
     end
   end
-  return false
+  known[source] = flags
+  self._sources_n = self._sources_n + 1
+  return flags
+end
+
+-- The top Via names one of our listeners.
+local function via_ours(self, req)
+  local v = req:via(1)
+  local mine = self.ep:_local_addrs()
+  return (v and mine[v.host:lower():gsub("^%[(.*)%]$", "%1") .. ":" .. (v.port or 5060)]) and
+    true or false
+end
+
+-- A request we relayed that came back to us (a spiral). Anyone can write a top Via naming
+-- us, so the source must be ours too: over UDP we send from the listening port, over TCP
+-- from an ephemeral one (then only the IP can match). The source is tested first: it is
+-- known per source, and most requests come from elsewhere.
+function Policy:spiral(req)
+  return source_flags(self, req.source or "") & SOURCE_OURS ~= 0 and via_ours(self, req)
 end
 
 --- policy:trusted(req) -> true for a source the operator trusts (trust) or our own spiral
 function Policy:trusted(req)
-  local ip = M.source_ip(req)
-  return (ip and #self.trust > 0 and M.in_blocks(self.trust, ip)) or self:spiral(req)
+  local flags = source_flags(self, req.source or "")
+  if flags & SOURCE_TRUSTED ~= 0 then
+    return true
+  end
+  return flags & SOURCE_OURS ~= 0 and via_ours(self, req)
 end
 
 --- policy:may_be(username, uri) -> true when that authenticated user may register or send
@@ -258,22 +306,33 @@ local function refuse(self, req, code, reason)
   return false, code
 end
 
+-- auth:check of the identity req asserts in header (To, From) against the authenticated
+-- user; no auth (serve --no-auth): a local user is taken at its word
+local function identity(self, req, auth, header)
+  if not auth then
+    return true
+  end
+  return auth:check(req, { identity = header, allowed = function(name, uri)
+    return self:may_be(name, uri)
+  end })
+end
+
 --- policy:check(req) -> true, info | false, code (after answering it; an ACK is dropped)
 -- info: { user = authenticated username, trusted =, in_dialog =, inbound = (a foreign
 -- sender to our domain), register = (a REGISTER for our domain) }. Strips asserted
 -- identities from untrusted sources. The request's §16.3 checks are the caller's.
 function Policy:check(req)
   local m = req.method
-  local trusted   -- worked out when it changes the answer: it parses the Via and source
-  local function is_trusted()
-    if trusted == nil then
-      trusted = self:trusted(req)
-    end
-    return trusted
-  end
-  for _, h in ipairs(ASSERTED) do
-    if req:header(h) and not is_trusted() then
-      req:remove_header(h)
+  local trusted   -- worked out when it changes the answer (nil: not yet)
+  for i = 1, #ASSERTED do
+    local h = ASSERTED[i]
+    if msg_header(req, h) then
+      if trusted == nil then
+        trusted = self:trusted(req)
+      end
+      if not trusted then
+        req:remove_header(h)
+      end
     end
   end
   if m == "CANCEL" then
@@ -283,35 +342,34 @@ function Policy:check(req)
   if req.to_tag or m == "ACK" then
     -- in a dialog: only along our own Record-Route of it, to a contact we hold, or from a
     -- peer we trust; anyone can write a To tag (or a Route naming us)
-    if req.our_route or is_trusted() or self:holds(req.uri) then
+    local our_route = req.our_route
+    if not our_route and trusted == nil then
+      trusted = self:trusted(req)
+    end
+    if our_route or trusted or self:holds(req.uri) then
       return true, { in_dialog = true, trusted = trusted }
     end
-    if req.our_route == false then
+    if our_route == false then
       return refuse(self, req, 403, "Route not ours")
     end
     return refuse(self, req, 404, "Not here")
   end
-  local function identity(auth, header)
-    if not auth then
-      return true   -- no authentication (serve --no-auth): a local user is taken at its word
-    end
-    return auth:check(req, { identity = header, allowed = function(name, uri)
-      return self:may_be(name, uri)
-    end })
-  end
   if m == "REGISTER" and self:for_us(req) then
-    local ok, user = identity(self.auth, "To")
+    local ok, user = identity(self, req, self.auth, "To")
     if not ok then
       return false, user
     end
     return true, { user = user, register = true }
   end
-  local from = req:addr("From")
-  if from and from.uri and self:is_ours(from.uri) then
-    if is_trusted() then
+  -- the From URI's host and port: msg:addr("From").uri's, without its table
+  if ours(self, sip.core.uri_hostport(req, "From")) then
+    if trusted == nil then
+      trusted = self:trusted(req)
+    end
+    if trusted then
       return true, { trusted = true }
     end
-    local ok, user = identity(self.proxy_auth, "From")
+    local ok, user = identity(self, req, self.proxy_auth, "From")
     if not ok then
       return false, user
     end
@@ -320,7 +378,10 @@ function Policy:check(req)
   if self:for_us(req) then
     return true, { inbound = true }
   end
-  if is_trusted() then
+  if trusted == nil then
+    trusted = self:trusted(req)
+  end
+  if trusted then
     return true, { trusted = true }
   end
   return refuse(self, req, 403, "Relaying forbidden")

@@ -106,25 +106,36 @@ local function hop_of(t)
   return t[1]
 end
 
-local function look_up_hops(req, targets, next_hop)
-  local hops = next_hop and { next_hop }
-  if not hops and req:header("Route") then
-    local a = req:addr("Route")
-    hops = { a and a.uri }
-  end
-  if not hops and type(targets) == "table" then
-    hops = {}
-    for i, t in ipairs(targets) do
-      hops[i] = hop_of(t)
+-- hop u looked up when it names a host: true, or nil and why not
+local function look_up(req, u)
+  if type(u) == "string" and needs_lookup(u) then
+    local t, err = req._ep:resolve(u)
+    if not t then
+      return nil, err
     end
   end
-  hops = hops or { hop_of(targets) or req.uri }
-  for _, u in ipairs(hops) do
-    if type(u) == "string" and needs_lookup(u) then
-      local t, err = req._ep:resolve(u)
-      if not t then
-        return nil, err
-      end
+  return true
+end
+
+local function look_up_hops(req, targets, next_hop)
+  if next_hop then
+    return look_up(req, next_hop)
+  end
+  if msg_methods.header(req, "Route") then   -- (req:header, without its lookup through C)
+    local a = req:addr("Route")
+    return look_up(req, a and a.uri)
+  end
+  if type(targets) ~= "table" then
+    return look_up(req, hop_of(targets) or req.uri)
+  end
+  for _, t in ipairs(targets) do
+    local u = hop_of(t)
+    if u == nil then
+      break   -- (the list of hops ended there)
+    end
+    local ok, err = look_up(req, u)
+    if not ok then
+      return nil, err
     end
   end
   return true

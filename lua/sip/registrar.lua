@@ -279,8 +279,10 @@ function Registrar:_flow_failed(conns)
 end
 
 --- registrar:expire(): drop expired bindings now (a timer calls it periodically)
+-- (no new version: what targets() and holds_contact() keep goes by the expiry times, so
+-- dropping what expired changes none of their answers; a proxy reads its bindings again
+-- when they change, not each time this runs)
 function Registrar:expire()
-  self.version = (self.version or 0) + 1
   return self.store:expire(now_of(self))
 end
 
