@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# bench/serve_store.sh: REGISTER/s and MESSAGE/s through `luasip serve` with each store
+# (memory, sqlite:FILE in a temp folder, redis://127.0.0.1:PORT on a redis-server this script
+# starts on a free loopback port in a temp folder and stops by its PID), in one run.
+#
+# Per store, one serve (--no-auth, one process):
+#   1. CPU per transaction at a fixed rate: serve's utime+stime (/proc/PID/stat) before and
+#      after FIXED_RATE/s for SECONDS_PER_STEP s, over the transactions that got their 200
+#      (and redis-server's own, beside it), for REGISTER then MESSAGE;
+#   2. REGISTER/s: steps of rising rate, SECONDS_PER_STEP s each, each REGISTER a new AOR
+#      (bench/sipp/register_new.xml: every 200 is a new binding written to the store); the
+#      highest rate with no failed transaction;
+#   3. the bindings the store holds afterwards (sqlite3 on the file, redis-cli ZCARD on the
+#      expiry index, and serve's own registrations gauge at --metrics) against the REGISTERs
+#      that got a 200;
+#   4. MESSAGE/s: bob registered to a sipp UAS, MESSAGEs to bob proxied to it (the shared
+#      harness's scenarios, as bench/workers.sh), steps as in 2.
+# sipp runs on the same cores as serve: at the top steps it is part of what is measured.
+#
+# usage: bench/serve_store.sh [STORE...]   (memory sqlite redis; default all three)
+# env: REG_RATES, MSG_RATES (steps, "1000 2000 ..."), SECONDS_PER_STEP (5), FIXED_RATE (1000)
+# From the repository root; ports 47060-47090 must be free.
+set -u
+shared=$(cd "${BENCH_SHARED:-../shared/bench}" && pwd)
+repo=$(pwd)
+stores=("$@"); [[ ${#stores[@]} -gt 0 ]] || stores=(memory sqlite redis)
+read -r -a reg_rates <<<"${REG_RATES:-1000 2000 3000 4000 5000 6000 8000 10000}"
+read -r -a msg_rates <<<"${MSG_RATES:-1000 2000 3000 4000 5000 6000}"
+SECONDS_PER_STEP=${SECONDS_PER_STEP:-5}
+FIXED_RATE=${FIXED_RATE:-1000}
+PORT=47060 METRICS_PORT=47061 UAS_PORT=47070 REG_PORT=47080 UAC_PORT=47090
+busy=$(ss -Hlun 2>/dev/null | awk '{print $4}' | grep -E ':(47060|47070|47080|47090)$')
+busy+=$(ss -Hltn 2>/dev/null | awk '{print $4}' | grep -E ':47061$')
+if [[ -n $busy ]]; then echo "serve-store: ports busy ($busy); skipped"; exit 0; fi
+
+work=$(mktemp -d)
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+  done
+  wait 2>/dev/null
+  pids=()
+}
+trap 'stop_all; rm -rf "$work"' EXIT
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# a free loopback TCP port for redis-server, from 47379 up
+free_port() {
+  local p
+  for ((p = 47379; p < 47479; p++)); do
+    ss -Hltn 2>/dev/null | awk '{print $4}' | grep -q ":$p\$" || { echo "$p"; return; }
+  done
+}
+
+# sipp SCENARIO RATE COUNT [ARGS...] from the UAC port to serve; prints "ok failed retrans"
+sipp_run() {
+  local scenario=$1 rate=$2 count=$3; shift 3
+  rm -f "$work/uac.csv"
+  ( cd "$work" && sipp -sf "$scenario" "$@" -i 127.0.0.1 -p $UAC_PORT -r "$rate" -m "$count" \
+      -timeout $((count / rate + 40))s -nostdin -trace_stat -stf uac.csv -fd 1 \
+      127.0.0.1:$PORT >/dev/null 2>&1 )
+  [[ -s $work/uac.csv ]] || { echo "0 $count 0"; return; }
+  local hdr last c out=""
+  hdr=$(head -n 1 "$work/uac.csv"); last=$(tail -n 1 "$work/uac.csv")
+  for c in 'SuccessfulCall(C)' 'FailedCall(C)' 'Retransmissions(C)'; do
+    out+="$(echo "$last" | cut -d';' -f"$(echo "$hdr" | tr ';' '\n' | grep -nxF "$c" | cut -d: -f1)") "
+  done
+  echo "$out"
+}
+
+# CPU-µs per transaction of PID over the ok ones: cpu_per TICKS OK
+cpu_per() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'; }
+
+declare -A res
+run=0
+bench_store() {
+  local name=$1 store redis_pid="" rport=""
+  case $name in
+    memory) store=memory ;;
+    sqlite) store="sqlite:$work/sqlite/serve.db" ;;
+    redis)
+      command -v redis-server >/dev/null || { echo "serve-store: no redis-server here; redis skipped"; return; }
+      rport=$(free_port)
+      mkdir -p "$work/redis"
+      redis-server --bind 127.0.0.1 --port "$rport" --dir "$work/redis" --daemonize no \
+        --logfile "$work/redis/log" & redis_pid=$!; pids+=($redis_pid)
+      for _ in $(seq 50); do [[ $(redis-cli -p "$rport" ping 2>/dev/null) == PONG ]] && break; sleep 0.1; done
+      store="redis://127.0.0.1:$rport" ;;
+    *) echo "serve-store: unknown store $name (want memory sqlite redis)"; return ;;
+  esac
+  ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet \
+    --store "$store" --metrics 127.0.0.1:$METRICS_PORT > "$work/serve.log" 2>&1 & local srv=$!
+  pids+=($srv)
+  sleep 1.5
+  kill -0 "$srv" 2>/dev/null || { echo "serve-store: serve --store $store did not start:"; tail -5 "$work/serve.log"; stop_all; return; }
+  echo
+  echo "serve --store $store (pid $srv${redis_pid:+; redis-server pid $redis_pid})"
+
+  # 1. CPU per REGISTER at the fixed rate
+  local n=$((FIXED_RATE * SECONDS_PER_STEP)) t0 t1 r0 r1 ok failed retr total_ok=0 total_sent=0
+  run=$((run + 1))
+  t0=$(ticks "$srv"); r0=${redis_pid:+$(ticks "$redis_pid")}
+  read -r ok failed retr < <(sipp_run "$repo/bench/sipp/register_new.xml" "$FIXED_RATE" "$n" -set run "f$run")
+  t1=$(ticks "$srv"); r1=${redis_pid:+$(ticks "$redis_pid")}
+  total_ok=$((total_ok + ok)) total_sent=$((total_sent + n))
+  res[$name,reg_cpu]=$(cpu_per $((t1 - t0)) "$ok")
+  res[$name,reg_rcpu]=${redis_pid:+$(cpu_per $((r1 - r0)) "$ok")}
+  printf '  %-26s ok %-7s failed %-5s retrans %-5s serve %s CPU-µs each%s\n' "REGISTER at $FIXED_RATE/s" \
+    "$ok" "$failed" "$retr" "${res[$name,reg_cpu]}" "${redis_pid:+, redis-server ${res[$name,reg_rcpu]}}"
+
+  # 2. REGISTER/s
+  local best=0 r
+  for r in "${reg_rates[@]}"; do
+    n=$((r * SECONDS_PER_STEP)); run=$((run + 1))
+    read -r ok failed retr < <(sipp_run "$repo/bench/sipp/register_new.xml" "$r" "$n" -set run "s$run")
+    total_ok=$((total_ok + ok)) total_sent=$((total_sent + n))
+    printf '  %-26s ok %-7s failed %-5s retrans %s\n' "REGISTER at $r/s" "$ok" "$failed" "$retr"
+    if [[ ${failed:-1} == 0 && ${ok:-0} -gt 0 ]]; then best=$r; else break; fi
+  done
+  res[$name,reg]=$best
+
+  # 3. the bindings the store holds against the REGISTERs that got a 200
+  sleep 1
+  local in_store gauge
+  gauge=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "luasip_registrations" {print $2}')
+  case $name in
+    sqlite) command -v sqlite3 >/dev/null &&
+              in_store=$(sqlite3 "$work/sqlite/serve.db" 'SELECT count(*) FROM bindings' 2>&1) ;;
+    redis)  in_store=$(redis-cli -p "$rport" ZCARD lsip:exp 2>&1) ;;
+  esac
+  res[$name,bindings]="${in_store:-$gauge} / $total_ok"
+  printf '  %-26s %s in the store%s, serve counts %s; REGISTERs sent %s, 200 OK %s: %s\n' "bindings" \
+    "${in_store:--}" "$([[ $name == sqlite ]] && echo ' (sqlite3)'; [[ $name == redis ]] && echo ' (redis-cli)')" \
+    "${gauge:--}" "$total_sent" "$total_ok" \
+    "$(if [[ ${in_store:-$gauge} == "$total_ok" ]]; then echo "match"; else echo "MISMATCH"; fi)"
+
+  # 4. MESSAGE through serve to bob at a sipp UAS: CPU at the fixed rate, then the steps
+  ( cd "$work" && sipp -sf "$shared/sipp/register.xml" -s bob -set uasport $UAS_PORT -i 127.0.0.1 \
+      -p $REG_PORT -m 1 -timeout 5s -nostdin 127.0.0.1:$PORT >/dev/null 2>&1 ) ||
+    echo "  (bob's REGISTER failed)"
+  ( cd "$work" && exec sipp -sf "$shared/sipp/uas_message.xml" -i 127.0.0.1 -p $UAS_PORT -nostdin \
+      -timeout 900s >/dev/null 2>&1 ) & pids+=($!)
+  sleep 0.5
+  n=$((FIXED_RATE * SECONDS_PER_STEP))
+  t0=$(ticks "$srv"); r0=${redis_pid:+$(ticks "$redis_pid")}
+  read -r ok failed retr < <(sipp_run "$shared/sipp/uac_message.xml" "$FIXED_RATE" "$n" -s bob)
+  t1=$(ticks "$srv"); r1=${redis_pid:+$(ticks "$redis_pid")}
+  res[$name,msg_cpu]=$(cpu_per $((t1 - t0)) "$ok")
+  res[$name,msg_rcpu]=${redis_pid:+$(cpu_per $((r1 - r0)) "$ok")}
+  printf '  %-26s ok %-7s failed %-5s retrans %-5s serve %s CPU-µs each%s\n' "MESSAGE at $FIXED_RATE/s" \
+    "$ok" "$failed" "$retr" "${res[$name,msg_cpu]}" "${redis_pid:+, redis-server ${res[$name,msg_rcpu]}}"
+  best=0
+  for r in "${msg_rates[@]}"; do
+    n=$((r * SECONDS_PER_STEP))
+    read -r ok failed retr < <(sipp_run "$shared/sipp/uac_message.xml" "$r" "$n" -s bob)
+    printf '  %-26s ok %-7s failed %-5s retrans %s\n' "MESSAGE at $r/s" "$ok" "$failed" "$retr"
+    if [[ ${failed:-1} == 0 && ${ok:-0} -gt 0 ]]; then best=$r; else break; fi
+  done
+  res[$name,msg]=$best
+  stop_all
+  sleep 1
+}
+
+echo
+echo "Through serve per store: load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+for s in "${stores[@]}"; do bench_store "$s"; done
+echo
+echo "REGISTER/s and MESSAGE/s through luasip serve per store (highest step with no failed"
+echo "transaction; steps of ${SECONDS_PER_STEP} s: REGISTER ${reg_rates[*]}, MESSAGE ${msg_rates[*]});"
+echo "CPU-µs per transaction at $FIXED_RATE/s; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+printf '%-7s %-11s %-10s %-18s %-18s %-20s %s\n' store REGISTER/s MESSAGE/s "CPU-µs/REGISTER" \
+  "CPU-µs/MESSAGE" "redis-server µs R/M" "bindings / 200s"
+for s in "${stores[@]}"; do
+  [[ -n ${res[$s,reg]:-} ]] || continue
+  printf '%-7s %-11s %-10s %-18s %-18s %-20s %s\n' "$s" "${res[$s,reg]}" "${res[$s,msg]}" \
+    "${res[$s,reg_cpu]}" "${res[$s,msg_cpu]}" \
+    "$([[ -n ${res[$s,reg_rcpu]:-} ]] && echo "${res[$s,reg_rcpu]} / ${res[$s,msg_rcpu]}" || echo -)" \
+    "${res[$s,bindings]}"
+done
