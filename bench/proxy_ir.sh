@@ -28,7 +28,7 @@ ir() {
   local scenario=$1 rate=$2 count=$3 out=$work/cg.out
   rm -f "$out" "$work/pid"
   PROXY_CMD="valgrind --tool=callgrind --callgrind-out-file=$out $LUA bin/luasip serve \
-      --no-huge-pages --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet >/dev/null 2>&1 &
+      --no-huge-pages --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet --store sqlite:$work/ir.db >/dev/null 2>&1 &
       echo \$! > $work/pid; wait" \
     bash "$RUN" cmd "$scenario" "$rate" "$count" > "$work/run.out" 2>&1
   vg=$(cat "$work/pid" 2>/dev/null)
