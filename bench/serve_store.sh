@@ -127,7 +127,7 @@ bench_store() {
   # 3. the bindings the store holds against the REGISTERs that got a 200
   sleep 1
   local in_store gauge
-  gauge=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "luasip_registrations" {print $2}')
+  gauge=$(curl -s -m 5 "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "luasip_registrations" {print $2}')
   case $name in
     sqlite) command -v sqlite3 >/dev/null &&
               in_store=$(sqlite3 "$work/sqlite/serve.db" 'SELECT count(*) FROM bindings' 2>&1) ;;
