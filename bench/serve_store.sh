@@ -143,14 +143,15 @@ bench_store() {
   done
   res[$name,reg]=$best
 
-  # serve may still be working through its socket's queue after a step it could not keep up
-  # with: wait until it is idle (under 5% of a core for a second), 120 s at most
-  local waited=0 a b
+  # serve (and redis-server) may still be working through a queue after a step they could
+  # not keep up with: wait until both are idle (under 5% of a core for a second), 120 s at most
+  local waited=0 a b ra rb
   while ((waited < 120)); do
-    a=$(ticks "$srv"); sleep 1; b=$(ticks "$srv"); waited=$((waited + 1))
-    (((b - a) * 100 < 5 * hz)) && break
+    a=$(ticks "$srv") ra=${redis_pid:+$(ticks "$redis_pid")}; sleep 1
+    b=$(ticks "$srv") rb=${redis_pid:+$(ticks "$redis_pid")}; waited=$((waited + 1))
+    (((b - a + ${rb:-0} - ${ra:-0}) * 100 < 5 * hz)) && break
   done
-  ((waited > 1)) && echo "  (serve busy for $((waited - 1)) s after the last REGISTER step)"
+  ((waited > 1)) && echo "  (serve${redis_pid:+ and redis-server} busy for $((waited - 1)) s after the last REGISTER step)"
 
   # 3. the bindings the store holds against the REGISTERs that got a 200. serve's own count
   # (its registrations gauge) only for memory: /metrics reads every binding from the store
