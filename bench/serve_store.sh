@@ -115,14 +115,14 @@ bench_store() {
       rport=$(free_port)
       mkdir -p "$work/redis"
       redis-server --bind 127.0.0.1 --port "$rport" --dir "$work/redis" --daemonize no \
-        --logfile "$work/redis/log" & redis_pid=$!; pids+=($redis_pid)
+        --logfile "$work/redis/log" & redis_pid=$!; pids+=("$redis_pid")
       for _ in $(seq 50); do [[ $(redis-cli -p "$rport" ping 2>/dev/null) == PONG ]] && break; sleep 0.1; done
       store="redis://127.0.0.1:$rport" ;;
     *) echo "serve-store: unknown store $name (want memory sqlite redis)"; return ;;
   esac
   ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet \
     --store "$store" --metrics 127.0.0.1:$METRICS_PORT > "$work/serve.log" 2>&1 & local srv=$!
-  pids+=($srv)
+  pids+=("$srv")
   sleep 1.5
   kill -0 "$srv" 2>/dev/null || { echo "serve-store: serve --store $store did not start:"; tail -5 "$work/serve.log"; stop_all; return; }
   echo
