@@ -146,7 +146,8 @@ layers: all
 # through serve with each store (serve-store); MESSAGE transactions through serve with the
 # client over UDP, TCP and WebSocket (ws).
 # A subset: `make bench BENCH_PARTS="proxy flood"`. About 15 minutes for all of them
-# (serve-store 9). Not by default: `ir`, callgrind's instructions in `serve` per proxied MESSAGE and call (a minute).
+# (serve-store 9). Not by default: `ir`, callgrind's instructions in `serve` per proxied
+# MESSAGE and call (a minute).
 # Opt-in, ~15 minutes: `make bench BENCH_PARTS=steady`, 60 s rows past Timer J beside
 # Kamailio (MESSAGE 2500/5000/highest failure-free, calls 400/800) and an overload row.
 BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers serve-store ws
