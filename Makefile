@@ -32,8 +32,9 @@ DEBS = lua5.4 liblua5.4-dev libssl-dev openssl lua-busted lua-socket luarocks si
        lua-cqueues clang libclang-rt-14-dev baresip linphone-cli lua-dkjson tshark kamailio \
        kamailio-tls-modules kamailio-websocket-modules libc-ares-dev dnsmasq-base sngrep prometheus \
        libsqlite3-dev libhiredis-dev redis-server chromium nodejs
-# Only `make bench` needs these: the C parsers we compare against, and callgrind.
-BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules
+# Only `make bench` needs these: the C parsers we compare against, callgrind, and the CLIs
+# that count a store's bindings (serve-store).
+BENCH_DEBS = libosip2-dev libsofia-sip-ua-dev valgrind kamailio kamailio-tls-modules sqlite3 curl
 
 # Baseline harnesses live next to the shared corpus, outside the repository.
 PARSER_BASELINES = ../shared/bench/parser
@@ -142,13 +143,15 @@ layers: all
 # hanging (dns); SIP over TLS through serve and through Kamailio's tls module, with
 # handshakes per CPU-second (tls); serve with --metrics, --capture and JSON logs beside
 # plain (ops); what a call of each store costs (store), the highest MESSAGE rate of
-# `serve --workers 1|2` and Kamailio with 1|2 children (workers); MESSAGE transactions through
-# serve with the client over UDP, TCP and WebSocket (ws).
-# A subset: `make bench BENCH_PARTS="proxy flood"`. About 5 minutes for all of them. Not by
-# default: `ir`, callgrind's instructions in `serve` per proxied MESSAGE and call (a minute).
+# `serve --workers 1|2` and Kamailio with 1|2 children (workers); REGISTER/s and MESSAGE/s
+# through serve with each store (serve-store); MESSAGE transactions through serve with the
+# client over UDP, TCP and WebSocket (ws).
+# A subset: `make bench BENCH_PARTS="proxy flood"`. About 15 minutes for all of them
+# (serve-store 9). Not by default: `ir`, callgrind's instructions in `serve` per proxied
+# MESSAGE and call (a minute).
 # Opt-in, ~15 minutes: `make bench BENCH_PARTS=steady`, 60 s rows past Timer J beside
 # Kamailio (MESSAGE 2500/5000/highest failure-free, calls 400/800) and an overload row.
-BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers ws
+BENCH_PARTS ?= parse txn mem proxy flood msrp dns tls ops store workers serve-store ws
 # bench/proxy.sh's runs, SCENARIO:RATE:COUNT each (empty: its defaults); a steady state past
 # Timer J (32 s): `make bench BENCH_PARTS=proxy PROXY_RUNS="message:500:30000 call:200:12000"`
 PROXY_RUNS ?=
@@ -174,10 +177,11 @@ bench: deps bench-deps all $(BENCH_BIN)/clock.so $(BENCH_BIN)/osip_bench $(BENCH
 	  ops)   bench/ops.sh ;; \
 	  store) $(LUA) bench/store.lua ;; \
 	  workers) bench/workers.sh ;; \
+	  serve-store) bench/serve_store.sh ;; \
 	  ws)    $(LUA) bench/ws.lua ;; \
 	  steady) bench/steady.sh ;; \
 	  ir)    LUA=$(LUA) bench/proxy_ir.sh ;; \
-	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers ws steady ir)"; exit 2 ;; \
+	  *) echo "unknown bench part $$part (want: parse txn mem proxy flood msrp dns tls ops store workers serve-store ws steady ir)"; exit 2 ;; \
 	esac || exit 1; done
 
 $(BENCH_BIN)/floor_relay: bench/floor_relay.c | $(BENCH_BIN)

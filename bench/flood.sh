@@ -32,8 +32,10 @@ echo
 echo "Flood: luasip serve --no-auth, sipp at $rate/s for $secs s; peak RSS sampled every 0.2 s (ceiling $CEILING_MB MB)"
 printf '%-9s %-7s %-6s %-8s %-7s %-8s %-9s %-9s %-9s %-6s\n' flood sent ok failed retrans "RSS0 MB" "peak MB" "end MB" "CPU-s" check
 for kind in message register; do
+  # serve's default backend (SQLite), a fresh file in the temp folder for each flood
+  rm -f "$work"/flood.db*
   ./bin/luasip serve --listen "udp:127.0.0.1:$PORT" --domain 127.0.0.1 --no-auth --quiet \
-    > "$work/serve.log" 2>&1 & srv=$!; pids+=($srv)
+    --store "sqlite:$work/flood.db" > "$work/serve.log" 2>&1 & srv=$!; pids+=($srv)
   sleep 1
   kill -0 "$srv" 2>/dev/null || { echo "flood: luasip serve did not start"; cat "$work/serve.log"; exit 1; }
   if [[ $kind == message ]]; then

@@ -12,7 +12,7 @@ busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ':(45060|45070|45080|4
 if [[ -n $busy ]]; then echo "ops: ports busy ($busy); skipped"; exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-base="exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --control $work/ctl"
+base="exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --control $work/ctl --store sqlite:$work/ops.db"
 declare -A variant=(
   [off]="$base --quiet"
   [metrics]="$base --quiet --metrics 127.0.0.1:0"

@@ -14,8 +14,11 @@ RUN=${BENCH_RUN_SH:-../shared/bench/run.sh}
 FLOOR=${FLOOR_RELAY:-build/bench/floor_relay}
 runs=("$@"); [[ ${#runs[@]} -gt 0 ]] || runs=(message:500:5000 message:1000:10000 call:200:2000)
 # run.sh expects the proxy on udp:127.0.0.1:45060, REGISTER without auth, bob@127.0.0.1;
-# `exec` makes the proxy run.sh's own child, so its CPU is the one read from /proc.
-export PROXY_CMD=${PROXY_CMD:-'exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet'}
+# `exec` makes the proxy run.sh's own child, so its CPU is the one read from /proc. Its store
+# is serve's default backend (SQLite) in a temp folder: a bench run leaves no file behind.
+store_dir=$(mktemp -d)
+trap 'rm -rf "$store_dir"' EXIT
+export PROXY_CMD=${PROXY_CMD:-"exec ./bin/luasip serve --listen udp:127.0.0.1:45060 --domain 127.0.0.1 --no-auth --quiet --store sqlite:$store_dir/proxy.db"}
 # run.sh uses fixed ports (45060-45090): nothing else may hold them.
 busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ':(45060|45070|45080|45090)$')
 if [[ -n $busy ]]; then echo "proxy: ports busy ($busy); skipped"; exit 0; fi

@@ -30,7 +30,10 @@ MRATES=${STEADY_MESSAGE_RATES:-"2500 5000"}
 PROBE=${STEADY_PROBE_RATES-"6000 7000 8000 9000 10000"}   # empty: none
 CRATES=${STEADY_CALL_RATES:-"400 800"}
 TARGETS=${STEADY_TARGETS:-"luasip kamailio"}
-LUASIP="exec ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet --rate-limit 0 ${STEADY_LUASIP_OPTS:-}"
+# serve's default backend (SQLite) in a temp folder: a bench run leaves no file behind
+store_dir=$(mktemp -d)
+trap 'rm -rf "$store_dir"' EXIT
+LUASIP="exec ./bin/luasip serve --listen udp:127.0.0.1:$PORT --domain 127.0.0.1 --no-auth --quiet --rate-limit 0 --store sqlite:$store_dir/steady.db ${STEADY_LUASIP_OPTS:-}"
 
 busy=$(ss -Hluan 2>/dev/null | awk '{print $4}' | grep -E ":($PORT|$((PORT + 10))|$((PORT + 20))|$((PORT + 30)))\$")
 if [[ -n $busy ]]; then echo "steady: ports busy ($busy); skipped"; exit 0; fi
@@ -118,7 +121,7 @@ done
 over=$((best * 3 / 2)) osecs=$((SECS / 2)) calm=1000
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$work" "$store_dir"; }
 trap cleanup EXIT
 bash -c "$LUASIP" > "$work/proxy.log" 2>&1 & pids+=($!); main=$!
 sleep 1.5
