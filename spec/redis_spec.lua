@@ -41,11 +41,12 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
     os.execute("rm -rf '" .. tmp .. "'")
   end)
 
-  local function start_serve()
+  local function start_serve(...)
     local port = peer.free_udp_port()
-    local p = peer.start { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
+    local argv = { "lua5.4", peer.path("bin/luasip"), "serve", "--listen",
       "udp:127.0.0.1:" .. port, "--domain", "localhost", "--users", users_file,
-      "--store", "redis://127.0.0.1:" .. redis.port .. "/3", "--no-huge-pages", "--quiet" }
+      "--store", "redis://127.0.0.1:" .. redis.port .. "/3", "--no-huge-pages", "--quiet", ... }
+    local p = peer.start(argv)
     procs[#procs + 1] = p
     local res
     helper.run_until(function()
@@ -150,6 +151,26 @@ describe_redis("luasip serve --store redis:// (two processes, one redis-server)"
       code, out = sipp_done(uas, 10)
       assert.equal(0, code, kind .. " UAS: " .. out)
     end
+  end)
+
+  it("answers /metrics and luasip ctl from the Redis store (their store calls wait on the loop)",
+    function()
+    local mport = peer.free_tcp_port()
+    local a = start_serve("--metrics", "127.0.0.1:" .. mport, "--control", tmp .. "/ctl")
+    assert.equal(200, register(bob, "bob", a).status)
+    local code, out = peer.run({ "lua5.4", peer.path("bin/luasip"), "ctl", "--control",
+      tmp .. "/ctl", "registrations" }, 10)
+    assert.equal(0, code, out)
+    assert.truthy(out:find("sip:bob@localhost ", 1, true), out)
+    local c = assert(require("socket").tcp())
+    c:settimeout(5)
+    assert(c:connect("127.0.0.1", mport))
+    c:send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    local text = c:receive("*a")
+    c:close()
+    assert.truthy(text:find("^HTTP/1%.1 200"), text)
+    assert.truthy(text:find("\nluasip_registrations 1\n", 1, true), text)
+    assert.truthy(text:find('\nluasip_store_latency_seconds_count{method="put"} 1\n', 1, true), text)
   end)
 
   it("delivers at A a message stored through B when the user registers at A", function()

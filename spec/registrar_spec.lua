@@ -34,6 +34,42 @@ describe("registrar", function()
     return assert(client:request(req))
   end
 
+  it("knows its contacts at once after each REGISTER, reading the whole store seldom", function()
+    local store = sip.store.timed(sip.store.memory())
+    reg = sip.registrar.new { min_expires = 60, max_expires = 7200, store = store,
+      clock = function() return clock end }
+    assert.is_false(reg:holds_contact("sip:alice@192.0.2.1:5070"))
+    local reads = store.latency.all.count
+    for i = 1, 20 do
+      -- a binding changes, then a stray in-dialog request asks (the policy does)
+      assert.equal(200, register({ "<sip:u" .. i .. "@192.0.2.1:5070>" }, 120,
+        { aor = "sip:u" .. i .. "@example.com" }).status)
+      assert.is_true(reg:holds_contact("sip:u" .. i .. "@192.0.2.1:5070"))
+      assert.is_true(reg:holds_contact("sip:u1@192.0.2.1:5070"))
+    end
+    -- its index was made once, then kept by the registrar's own writes
+    assert.equal(reads, store.latency.all.count)
+    -- unregistered: gone at once; another AOR with the same contact keeps it held
+    assert.equal(200, register({ "<sip:u2@192.0.2.1:5070>" }, 120,
+      { aor = "sip:other@example.com" }).status)
+    assert.equal(200, register({ "<sip:u2@192.0.2.1:5070>" }, 0,
+      { aor = "sip:u2@example.com" }).status)
+    assert.is_true(reg:holds_contact("sip:u2@192.0.2.1:5070"))
+    assert.equal(200, register({ "*" }, 0, { aor = "sip:other@example.com" }).status)
+    assert.is_false(reg:holds_contact("sip:u2@192.0.2.1:5070"))
+    -- expired: no longer held, without a new read
+    clock = clock + 121
+    assert.is_false(reg:holds_contact("sip:u3@192.0.2.1:5070"))
+    assert.equal(reads, store.latency.all.count)
+    -- a binding written behind its back (another process) counts once the index is made again
+    store:put("sip:x@example.com", { uri = "sip:x@192.0.2.9", key = "sip:x@192.0.2.9", q = 1,
+      expires_at = clock + 3600, call_id = "c", cseq = 1, updated = clock })
+    assert.is_false(reg:holds_contact("sip:x@192.0.2.9"))
+    clock = clock + 600
+    assert.is_true(reg:holds_contact("sip:x@192.0.2.9"))
+    assert.equal(reads + 1, store.latency.all.count)
+  end)
+
   it("stores a binding and lists it with its expiry in the 200", function()
     local res = register({ "<sip:alice@192.0.2.1:5070>" }, 3600)
     assert.equal(200, res.status)

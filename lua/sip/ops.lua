@@ -224,23 +224,45 @@ function M.registrations(registrar, aor)
   return list
 end
 
+-- live bindings and the AORs that have one: from every binding in one store call where the
+-- store offers it (not a call per AOR, nor a list made and sorted: /metrics asks each scrape)
+local function count_bindings(registrar)
+  local all = registrar.store.all and registrar.store:all()
+  if not all then
+    local regs, aors, naors = M.registrations(registrar), {}, 0
+    for _, r in ipairs(regs) do
+      if not aors[r.aor] then
+        aors[r.aor], naors = true, naors + 1
+      end
+    end
+    return #regs, naors
+  end
+  local now = registrar.clock()
+  local n, naors = 0, 0
+  for _, list in pairs(all) do
+    local live = 0
+    for _, b in ipairs(list) do
+      if b.expires_at > now then
+        live = live + 1
+      end
+    end
+    n = n + live
+    if live > 0 then
+      naors = naors + 1
+    end
+  end
+  return n, naors
+end
+
 --- sip.ops.snapshot(srv) -> a flat table of the figures `ctl stats` and /metrics report
 function M.snapshot(srv)
   local s = srv.ep:stats()
-  local regs = M.registrations(srv.registrar)
-  local aors = {}
-  for _, r in ipairs(regs) do
-    aors[r.aor] = true
-  end
-  local naors = 0
-  for _ in pairs(aors) do
-    naors = naors + 1
-  end
+  local nregs, naors = count_bindings(srv.registrar)
   local auth_failures = 0
   for _, a in ipairs { srv.auth, srv.proxy_auth } do
     auth_failures = auth_failures + (a and a.failed or 0)
   end
-  s.registrations = #regs
+  s.registrations = nregs
   s.registered_aors = naors
   s.auth_failures = auth_failures
   s.relays = require("sip.proxy")._stats.relays

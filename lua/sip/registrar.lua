@@ -137,6 +137,35 @@ function registrar.new(opts)
   }, Registrar)
 end
 
+-- The index holds_contact answers from: contact_key -> { [aor .. "\0" .. binding key] =
+-- expires_at }. This registrar's own writes update it as they go; it is made again from the
+-- store (every binding: O(n)) only this often, which also drops what expired: a shared store
+-- changes behind our back, so another instance's binding counts within
+-- CONTACTS_REFRESH_SHARED seconds. (It was made again after every change: with 30 000
+-- bindings a stray in-dialog request during a REGISTER load cost a second of the loop.)
+local CONTACTS_REFRESH = 600
+local CONTACTS_REFRESH_SHARED = 10
+
+local function index_note(self, aor, bkey, uri, expires_at)
+  local index = self._contacts
+  if not index then
+    return
+  end
+  local ck = registrar.contact_key(uri)
+  local e = index[ck]
+  if not e then
+    if not expires_at then
+      return
+    end
+    e = {}
+    index[ck] = e
+  end
+  e[aor .. "\0" .. tostring(bkey or ck)] = expires_at
+  if not expires_at and next(e) == nil then
+    index[ck] = nil
+  end
+end
+
 local function now_of(self)
   return self.clock()
 end
@@ -166,6 +195,7 @@ function Registrar:lookup(aor, canonical)
     if b.conn and ep and not ep.core:conn_open(b.conn) then
       self.version = (self.version or 0) + 1   -- its flow failed: the binding goes
       self.store:delete(key, b.key)
+      index_note(self, key, b.key, b.uri, nil)
     elseif b.expires_at > now then
       out[#out + 1] = b
     end
@@ -231,41 +261,43 @@ function Registrar:targets(aor)
 end
 
 --- registrar:holds_contact(uri) -> true when uri is the Contact of a live binding (by the
--- URI comparison rules, as contact_key makes them). The index is made again, from the
--- store's aors(), after a binding changed; a store without aors() holds none.
+-- URI comparison rules, as contact_key makes them)
 function Registrar:holds_contact(uri)
-  local version = self.version or 0
   local index = self._contacts
   local now = now_of(self)
-  -- a shared store changes behind our back: read it again once a second
-  if not index or self._contacts_version ~= version
-      or (self.store.shared and now ~= self._contacts_at) then
+  local period = self.store.shared and CONTACTS_REFRESH_SHARED or CONTACTS_REFRESH
+  if not index or now - self._contacts_at >= period then
     -- every binding in one call where the store offers it (a shared store: one round trip)
     local all = self.store.all and self.store:all()
     local aors = not all and self.store.aors and self.store:aors()
-    -- a store that failed: keep the index of the last read, if any
-    index = (not all and not aors and self._contacts) or {}
-    local function add(b)
-      local key = registrar.contact_key(b.uri)   -- (b.key may name an instance)
-      index[key] = math.max(index[key] or 0, b.expires_at)
-    end
-    if all then
-      for _, list in pairs(all) do
-        for _, b in ipairs(list) do
-          add(b)
+    if all or aors or not index then
+      -- (a store that failed: keep the index of the last read, if any)
+      self._contacts = {}
+      if all then
+        for aor, list in pairs(all) do
+          for _, b in ipairs(list) do
+            index_note(self, aor, b.key, b.uri, b.expires_at)
+          end
         end
-      end
-    elseif aors then
-      for _, aor in ipairs(aors) do
-        for _, b in ipairs(self:lookup(aor, true)) do
-          add(b)
+      elseif aors then
+        for _, aor in ipairs(aors) do
+          for _, b in ipairs(self:lookup(aor, true)) do
+            index_note(self, aor, b.key, b.uri, b.expires_at)
+          end
         end
       end
     end
-    self._contacts, self._contacts_version, self._contacts_at = index, version, now
+    index, self._contacts_at = self._contacts, now
   end
-  local until_ = index[registrar.contact_key(uri)]
-  return until_ ~= nil and until_ > now
+  local e = index[registrar.contact_key(uri)]
+  if e then
+    for _, until_ in pairs(e) do
+      if until_ > now then
+        return true
+      end
+    end
+  end
+  return false
 end
 
 function Registrar:_flow_failed(conns)
@@ -499,6 +531,9 @@ function Registrar:handle(req)
     if not ok then
       return store_failed(self, req, derr)
     end
+    for _, b in ipairs(list) do
+      index_note(self, aor, b.key, b.uri, nil)
+    end
     if self.on_change then
       self.on_change(aor)
     end
@@ -557,6 +592,11 @@ function Registrar:handle(req)
     end
     if not ok then
       return store_failed(self, req, serr)
+    end
+    if u.expires ~= 0 then
+      index_note(self, aor, u.key, u.uri, now + u.expires)
+    elseif existing[u.key] then
+      index_note(self, aor, u.key, existing[u.key].uri, nil)
     end
   end
   if #updates > 0 and self.on_change then
