@@ -77,7 +77,7 @@ local function drive(target, n)
 end
 
 local port, wsport = tcp_port(), tcp_port()
-local p = peer.start { "env", "WSDBG=1", "lua5.4", peer.path("bin/luasip"), "serve", "--quiet", "--no-auth",
+local p = peer.start { "lua5.4", peer.path("bin/luasip"), "serve", "--quiet", "--no-auth",
   "--trust", "127.0.0.1/32", "--rate-limit", "0", "--store", "memory",
   "--control", os.tmpname() .. ".ctl", "--quiet",
   "--listen", "udp:127.0.0.1:" .. port, "--listen", "tcp:127.0.0.1:" .. port,
