@@ -104,6 +104,20 @@ for _, backend in ipairs(backends) do
       assert.same({ aor }, assert(s:aors()))
     end)
 
+    it("counts the bindings live at a time, and the AORs that have one", function()
+      assert.same({ 0, 0 }, { s:count(1000) })
+      s:put(aor, { uri = "sip:a@h", key = "k1", expires_at = 1000 })
+      s:put(aor, { uri = "sip:b@h", key = "k2", expires_at = 3000 })
+      s:put("sip:bob@example.com", { uri = "sip:c@h", key = "k1", expires_at = 2000 })
+      s:put("sip:carol@example.com", { uri = "sip:d@h", key = "k1", expires_at = 1000 })
+      assert.same({ 4, 3 }, { s:count(999) })
+      assert.same({ 2, 2 }, { s:count(1000) })   -- expires_at 1000 is over at 1000
+      assert.same({ 1, 1 }, { s:count(2500) })
+      assert.same({ 0, 0 }, { s:count(3000) })
+      assert.is_true(s:delete(aor, "k2"))
+      assert.same({ 1, 1 }, { s:count(1000) })
+    end)
+
     it("gives every binding of every AOR in one call", function()
       s:put(aor, { uri = "sip:a@h", key = "k1", expires_at = 3000 })
       s:put(aor, { uri = "sip:b@h", key = "k2", expires_at = 3000, path = { "<sip:p;lr>" } })

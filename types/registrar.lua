@@ -41,6 +41,13 @@ function Store:expire(now) end
 ---@return string[]
 function Store:aors() end
 
+---How many bindings live at now (expires_at > now), and in how many AORs: counted by the
+---store itself (a SQL COUNT, a script in Redis), not by reading them.
+---@param now number
+---@return integer|nil bindings
+---@return integer|string aors_or_reason
+function Store:count(now) end
+
 ---Every binding, in one call (one round trip on a shared store).
 ---@return table<string, sip.Binding[]>|nil all
 ---@return string? reason

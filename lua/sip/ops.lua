@@ -224,10 +224,18 @@ function M.registrations(registrar, aor)
   return list
 end
 
--- live bindings and the AORs that have one: from every binding in one store call where the
--- store offers it (not a call per AOR, nor a list made and sorted: /metrics asks each scrape)
+-- live bindings and the AORs that have one: counted by the store where it can, else from
+-- every binding in one store call (not a call per AOR, nor a list made and sorted: /metrics
+-- asks each scrape)
 local function count_bindings(registrar)
-  local all = registrar.store.all and registrar.store:all()
+  local st = registrar.store
+  if st.count then
+    local n, naors = st:count(registrar.clock())
+    if n then
+      return n, naors
+    end
+  end
+  local all = st.all and st:all()
   if not all then
     local regs, aors, naors = M.registrations(registrar), {}, 0
     for _, r in ipairs(regs) do

@@ -11,6 +11,7 @@
 --   store:delete(aor [, key]) -> true         (no key: every binding of aor)
 --   store:expire(now) -> true                 store:aors() -> { aor, ... }
 --   store:all() -> { [aor] = { binding, ... } }   (every binding, in one call)
+--   store:count(now) -> bindings, aors            (those live at now: expires_at > now)
 --   store:msg_add(aor, m, limits) -> id | nil, reason [, "limit"]
 --       m = { from=, to=, content_type=, body=, arrived= }, limits = { count=, bytes= }:
 --       past a limit nothing is stored and nothing already stored is dropped
@@ -300,6 +301,21 @@ function Memory:all()
   return out
 end
 
+function Memory:count(now)
+  local n, aors = 0, 0
+  for _, t in pairs(self.by_aor) do
+    local live = 0
+    for _, b in pairs(t) do
+      if b.expires_at > now then
+        live = live + 1
+      end
+    end
+    n = n + live
+    aors = aors + (live > 0 and 1 or 0)
+  end
+  return n, aors
+end
+
 function Memory:aors()
   local out = {}
   for aor in pairs(self.by_aor) do
@@ -444,7 +460,7 @@ end
 store.LATENCY_BUCKETS = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
   0.1, 0.25, 0.5, 1, 2.5 }
 
-local TIMED = { "get", "put", "delete", "expire", "all", "aors", "msg_add", "msg_list",
+local TIMED = { "get", "put", "delete", "expire", "all", "count", "aors", "msg_add", "msg_list",
   "msg_delete", "msg_expire", "setnx", "nc_check" }
 
 --- store.timed(s) -> s': s with each call timed (wall clock, a wait for Redis included), by

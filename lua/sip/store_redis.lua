@@ -165,6 +165,25 @@ function Redis:all()
   return out
 end
 
+-- (counted where the bindings are: nothing but two numbers comes back)
+local COUNT = [[
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local seen, aors = {}, 0
+for _, m in ipairs(live) do
+  local aor = string.match(m, '^(.-)\n')
+  if not seen[aor] then seen[aor] = true; aors = aors + 1 end
+end
+return { #live, aors }
+]]
+
+function Redis:count(now)
+  local r, err = script(self, COUNT, 1, PREFIX .. "exp", tostring(now))
+  if not r then
+    return nil, err
+  end
+  return r[1], r[2]
+end
+
 function Redis:aors()
   return self:call("SMEMBERS", PREFIX .. "aors")
 end

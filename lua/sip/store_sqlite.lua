@@ -107,6 +107,15 @@ function Sqlite:expire(now)
   return true
 end
 
+function Sqlite:count(now)
+  local rows, err = self.db:query("SELECT COUNT(*), COUNT(DISTINCT aor) FROM bindings "
+    .. "WHERE expires_at > ?", now)
+  if not rows then
+    return nil, err
+  end
+  return rows[1][1], rows[1][2]
+end
+
 function Sqlite:all()
   local rows, err = self.db:query("SELECT aor, data FROM bindings")
   if not rows then
