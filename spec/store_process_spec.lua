@@ -52,6 +52,15 @@ describe("luasip serve --store sqlite (process)", function()
     return p
   end
 
+  -- serve p killed with SIGKILL, then started again on the same port and store
+  local function kill_and_restart(p, port, store)
+    os.execute("kill -KILL -" .. p.pid)
+    peer.wait(p, 3)
+    peer.clean(p)
+    table.remove(procs, 1)
+    return start(port, store)
+  end
+
   local function register(ep, user, port)
     local aor = "sip:" .. user .. "@localhost"
     local req = assert(sip.request { method = "REGISTER", uri = "sip:localhost", from = aor,
@@ -74,11 +83,7 @@ describe("luasip serve --store sqlite (process)", function()
     assert.equal(200, register(bob, "bob", port).status)
     assert.equal(202, message("carol", "while you were out", port).status)
 
-    os.execute("kill -KILL -" .. p.pid)
-    peer.wait(p, 3)
-    peer.clean(p)
-    table.remove(procs, 1)
-    start(port, store)
+    kill_and_restart(p, port, store)
 
     -- bob's binding is still there: a MESSAGE reaches him without a new REGISTER
     local got_bob
@@ -109,11 +114,7 @@ describe("luasip serve --store sqlite (process)", function()
     local store = "sqlite:" .. tmp .. "/state/luasip.db"
     local p = start(port, store)
     assert.equal(202, message("carol", "while you were out", port).status)
-    os.execute("kill -KILL -" .. p.pid)
-    peer.wait(p, 3)
-    peer.clean(p)
-    table.remove(procs, 1)
-    start(port, store)
+    kill_and_restart(p, port, store)
     -- carol's phone is sipp, listening on sport; her REGISTER names it as the Contact
     local sport = peer.free_udp_port()
     local s = peer.start { "sipp", "-sf", peer.path("spec/sipp/stored_message_uas.xml"),
@@ -140,11 +141,7 @@ describe("luasip serve --store sqlite (process)", function()
     local store = "sqlite:" .. tmp .. "/state/luasip.db"
     local p = start(port, store)
     assert.equal(202, message("carol", "left for your phone", port).status)
-    os.execute("kill -KILL -" .. p.pid)
-    peer.wait(p, 3)
-    peer.clean(p)
-    table.remove(procs, 1)
-    start(port, store)
+    kill_and_restart(p, port, store)
     local phone = softphone.baresip { user = "carol", password = USERS.carol,
       domain = "localhost", proxy = "127.0.0.1:" .. port }
     local ok, registered, printed = pcall(function()

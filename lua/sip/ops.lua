@@ -224,39 +224,21 @@ function M.registrations(registrar, aor)
   return list
 end
 
--- live bindings and the AORs that have one: counted by the store where it can, else from
--- every binding in one store call (not a call per AOR, nor a list made and sorted: /metrics
--- asks each scrape)
+-- live bindings and the AORs that have one, counted by the store (store:count; /metrics asks
+-- each scrape); a store of the user's without count (or one that failed): from the listing
 local function count_bindings(registrar)
   local st = registrar.store
+  local n, naors = nil, nil
   if st.count then
-    local n, naors = st:count(registrar.clock())
-    if n then
-      return n, naors
-    end
+    n, naors = st:count(registrar.clock())
   end
-  local all = st.all and st:all()
-  if not all then
-    local regs, aors, naors = M.registrations(registrar), {}, 0
+  if not n then
+    local regs, aors = M.registrations(registrar), {}
+    n, naors = #regs, 0
     for _, r in ipairs(regs) do
       if not aors[r.aor] then
         aors[r.aor], naors = true, naors + 1
       end
-    end
-    return #regs, naors
-  end
-  local now = registrar.clock()
-  local n, naors = 0, 0
-  for _, list in pairs(all) do
-    local live = 0
-    for _, b in ipairs(list) do
-      if b.expires_at > now then
-        live = live + 1
-      end
-    end
-    n = n + live
-    if live > 0 then
-      naors = naors + 1
     end
   end
   return n, naors

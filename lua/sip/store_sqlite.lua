@@ -55,6 +55,15 @@ function M.open(path)
   return setmetatable({ db = db, path = path, kind = "sqlite" }, Sqlite)
 end
 
+-- a statement whose rows nobody reads: true | nil, reason
+local function run(self, sql, ...)
+  local ok, err = self.db:query(sql, ...)
+  if not ok then
+    return nil, err
+  end
+  return true
+end
+
 local function decode_rows(rows, col)
   local out = {}
   for _, r in ipairs(rows) do
@@ -75,36 +84,23 @@ function Sqlite:get(aor)
 end
 
 function Sqlite:put(aor, b)
-  local ok, err = self.db:query("INSERT OR REPLACE INTO bindings (aor, key, expires_at, data) "
+  return run(self, "INSERT OR REPLACE INTO bindings (aor, key, expires_at, data) "
     .. "VALUES (?, ?, ?, ?)", aor, b.key or b.uri, b.expires_at, store.encode(b))
-  if not ok then
-    return nil, err
-  end
-  return true
 end
 
 function Sqlite:delete(aor, key)
-  local ok, err
   if key then
-    ok, err = self.db:query("DELETE FROM bindings WHERE aor = ? AND key = ?", aor, key)
-  else
-    ok, err = self.db:query("DELETE FROM bindings WHERE aor = ?", aor)
+    return run(self, "DELETE FROM bindings WHERE aor = ? AND key = ?", aor, key)
   end
-  if not ok then
-    return nil, err
-  end
-  return true
+  return run(self, "DELETE FROM bindings WHERE aor = ?", aor)
 end
 
 function Sqlite:expire(now)
-  local ok, err = self.db:query("DELETE FROM bindings WHERE expires_at <= ?", now)
-  if ok then
-    ok, err = self.db:query("DELETE FROM nonces WHERE until <= ?", now)
-  end
+  local ok, err = run(self, "DELETE FROM bindings WHERE expires_at <= ?", now)
   if not ok then
     return nil, err
   end
-  return true
+  return run(self, "DELETE FROM nonces WHERE until <= ?", now)
 end
 
 function Sqlite:count(now)
@@ -199,11 +195,7 @@ function Sqlite:msg_list(aor)
 end
 
 function Sqlite:msg_delete(aor, id)
-  local ok, err = self.db:query("DELETE FROM messages WHERE aor = ? AND id = ?", aor, id)
-  if not ok then
-    return nil, err
-  end
-  return true
+  return run(self, "DELETE FROM messages WHERE aor = ? AND id = ?", aor, id)
 end
 
 function Sqlite:msg_expire(before)
@@ -215,7 +207,7 @@ function Sqlite:msg_expire(before)
 end
 
 function Sqlite:setnx(name, value)
-  local ok, err = self.db:query("INSERT OR IGNORE INTO kv (name, value) VALUES (?, ?)", name, value)
+  local ok, err = run(self, "INSERT OR IGNORE INTO kv (name, value) VALUES (?, ?)", name, value)
   if not ok then
     return nil, err
   end
